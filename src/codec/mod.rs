@@ -1,0 +1,211 @@
+//! Persisted bytes: whole-table snapshots and single stubs, MessagePack inside a
+//! versioned, checksummed envelope; plus the seed's bare-map format, read-only.
+//!
+//! Decoding treats every byte as hostile: declared lengths are checked against
+//! the bytes that remain and the configured limits before any allocation, ids
+//! are borrowed from the input until accepted, and every failure is a typed
+//! [`DecodeError`]. Encoding never yields empty bytes on failure.
+
+mod envelope;
+mod legacy;
+
+use crate::config::TableConfig;
+use crate::error::{DecodeError, Error, Result};
+use crate::stub::StubRecord;
+use crate::table::GhostTable;
+use envelope::Kind;
+use zerompk::{Read, SliceReader, ToMessagePack, Write};
+
+/// Smallest encoding of one stub: fixarray, 1-byte fixstr, four fixints.
+const MIN_STUB_BYTES: usize = 7;
+
+/// Encodes the whole table (stubs and applied sequence number) as a snapshot.
+pub fn encode_snapshot(table: &GhostTable) -> Result<Vec<u8>> {
+    let payload = zerompk::to_msgpack_vec(&SnapshotPayload(table)).map_err(encode_err)?;
+    Ok(envelope::seal(Kind::Snapshot, &payload))
+}
+
+/// Decodes a snapshot into a table for `shard`. Also accepts the seed's bare
+/// MessagePack map (`node_id -> [target_shard, refcount, created_at_ms]`), whose
+/// stubs get move epoch 0 and no applied sequence number.
+pub fn decode_snapshot(bytes: &[u8], shard: u16, config: &TableConfig) -> Result<GhostTable> {
+    if legacy::is_legacy(bytes) {
+        return legacy::decode(bytes, shard, config);
+    }
+    let payload = envelope::open(bytes, Kind::Snapshot)?;
+    let mut r = SliceReader::new(payload);
+    expect_array(&mut r, 2, "snapshot")?;
+    let applied_seq: Option<u64> = r.read_option().map_err(malformed)?;
+    let n = r.read_array_len().map_err(malformed)?;
+    check_count(n, payload.len(), MIN_STUB_BYTES, config)?;
+    let mut table = GhostTable::with_capacity(shard, config.clone(), n)?;
+    for _ in 0..n {
+        let s = read_stub(&mut r, config)?;
+        table.load_stub(s.id, s.target, s.refcount, s.created_at_ms, s.epoch)?;
+    }
+    expect_end(r)?;
+    table.finish_load(applied_seq);
+    Ok(table)
+}
+
+/// Encodes one stub (the value of a store row).
+pub fn encode_stub(record: &StubRecord) -> Result<Vec<u8>> {
+    let payload = zerompk::to_msgpack_vec(&StubPayload(record)).map_err(encode_err)?;
+    Ok(envelope::seal(Kind::Stub, &payload))
+}
+
+/// Decodes one stub written by [`encode_stub`].
+pub fn decode_stub(bytes: &[u8], config: &TableConfig) -> Result<StubRecord> {
+    let payload = envelope::open(bytes, Kind::Stub)?;
+    let mut r = SliceReader::new(payload);
+    let s = read_stub(&mut r, config)?;
+    let record = StubRecord {
+        node_id: s.id.to_owned(),
+        target_shard: s.target,
+        refcount: s.refcount,
+        created_at_ms: s.created_at_ms,
+        epoch: s.epoch,
+    };
+    expect_end(r)?;
+    Ok(record)
+}
+
+struct SnapshotPayload<'a>(&'a GhostTable);
+
+impl ToMessagePack for SnapshotPayload<'_> {
+    fn write<W: Write>(&self, w: &mut W) -> zerompk::Result<()> {
+        w.write_array_len(2)?;
+        match self.0.applied_seq() {
+            Some(seq) => w.write_u64(seq)?,
+            None => w.write_nil()?,
+        }
+        w.write_array_len(self.0.len())?;
+        for (id, g) in self.0.iter() {
+            write_stub(w, id, g.target_shard, g.refcount, g.created_at_ms, g.epoch)?;
+        }
+        Ok(())
+    }
+}
+
+struct StubPayload<'a>(&'a StubRecord);
+
+impl ToMessagePack for StubPayload<'_> {
+    fn write<W: Write>(&self, w: &mut W) -> zerompk::Result<()> {
+        let s = self.0;
+        write_stub(
+            w,
+            &s.node_id,
+            s.target_shard,
+            s.refcount,
+            s.created_at_ms,
+            s.epoch,
+        )
+    }
+}
+
+fn write_stub<W: Write>(
+    w: &mut W,
+    id: &str,
+    target: u16,
+    refcount: u32,
+    created_at_ms: u64,
+    epoch: u64,
+) -> zerompk::Result<()> {
+    w.write_array_len(5)?;
+    w.write_string(id)?;
+    w.write_u16(target)?;
+    w.write_u32(refcount)?;
+    w.write_u64(created_at_ms)?;
+    w.write_u64(epoch)
+}
+
+/// A stub read from the input, its id still borrowed from it.
+struct RawStub<'a> {
+    id: &'a str,
+    target: u16,
+    refcount: u32,
+    created_at_ms: u64,
+    epoch: u64,
+}
+
+fn read_stub<'a>(r: &mut SliceReader<'a>, config: &TableConfig) -> Result<RawStub<'a>> {
+    expect_array(r, 5, "stub")?;
+    let id = read_id(r, config)?;
+    Ok(RawStub {
+        id,
+        target: r.read_u16().map_err(malformed)?,
+        refcount: r.read_u32().map_err(malformed)?,
+        created_at_ms: r.read_u64().map_err(malformed)?,
+        epoch: r.read_u64().map_err(malformed)?,
+    })
+}
+
+/// Reads an id without allocating and checks it against the configured bound.
+fn read_id<'a>(r: &mut SliceReader<'a>, config: &TableConfig) -> Result<&'a str> {
+    let id = match r.read_string().map_err(malformed)? {
+        std::borrow::Cow::Borrowed(s) => s,
+        // A slice reader always borrows; anything else would be a new zerompk.
+        std::borrow::Cow::Owned(_) => return Err(malformed("node id not borrowable")),
+    };
+    if id.is_empty() {
+        return Err(malformed("empty node id"));
+    }
+    if id.len() > config.max_node_id_len {
+        return Err(DecodeError::LimitExceeded {
+            what: "node id length",
+            value: id.len() as u64,
+            limit: config.max_node_id_len as u64,
+        }
+        .into());
+    }
+    Ok(id)
+}
+
+fn expect_array(r: &mut SliceReader<'_>, len: usize, what: &str) -> Result<()> {
+    let n = r.read_array_len().map_err(malformed)?;
+    if n != len {
+        return Err(malformed(format!(
+            "{what}: expected an array of {len}, found {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// Rejects a declared element count that exceeds the limit or that the bytes
+/// present could not hold, before anything is reserved for it.
+fn check_count(n: usize, bytes: usize, min_each: usize, config: &TableConfig) -> Result<()> {
+    if n > config.max_stubs {
+        return Err(DecodeError::LimitExceeded {
+            what: "stub count",
+            value: n as u64,
+            limit: config.max_stubs as u64,
+        }
+        .into());
+    }
+    if n > bytes / min_each {
+        return Err(DecodeError::Truncated {
+            needed: (n as u64).saturating_mul(min_each as u64),
+            available: bytes as u64,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn expect_end(mut r: SliceReader<'_>) -> Result<()> {
+    match r.peek_marker() {
+        Err(_) => Ok(()),
+        Ok(_) => Err(malformed("trailing data after the payload")),
+    }
+}
+
+fn malformed(e: impl std::fmt::Display) -> Error {
+    DecodeError::Malformed(e.to_string()).into()
+}
+
+fn encode_err(e: zerompk::Error) -> Error {
+    Error::Encode(e.to_string())
+}
+
+#[cfg(test)]
+mod tests;

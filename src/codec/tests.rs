@@ -1,0 +1,181 @@
+//! Unit tests of the codec: round trips, the seed's bytes, and hostile lengths.
+
+use super::*;
+use crate::stub::StubRecord;
+
+fn cfg() -> TableConfig {
+    TableConfig::default()
+}
+
+fn sample() -> GhostTable {
+    let mut t = GhostTable::new(3, cfg()).unwrap();
+    for i in 0..50u32 {
+        t.insert(
+            &format!("node-{i:08}"),
+            (i % 7 + 4) as u16,
+            i,
+            u64::from(i) * 3,
+            1_000 + u64::from(i),
+        )
+        .unwrap();
+    }
+    t.apply_batch(Some(77), &[]);
+    t
+}
+
+#[test]
+fn snapshot_round_trips() {
+    let t = sample();
+    let bytes = encode_snapshot(&t).unwrap();
+    let back = decode_snapshot(&bytes, 3, &cfg()).unwrap();
+    assert_eq!(back.applied_seq(), Some(77));
+    let mut a: Vec<_> = t.records().collect();
+    let mut b: Vec<_> = back.records().collect();
+    a.sort_by(|x, y| x.node_id.cmp(&y.node_id));
+    b.sort_by(|x, y| x.node_id.cmp(&y.node_id));
+    assert_eq!(a, b);
+    assert!(!back.has_changes(), "a loaded table owes the store nothing");
+}
+
+#[test]
+fn empty_snapshot_is_not_empty_bytes() {
+    let t = GhostTable::new(0, cfg()).unwrap();
+    let bytes = encode_snapshot(&t).unwrap();
+    assert!(bytes.len() > envelope::HEADER_LEN);
+    assert!(decode_snapshot(&bytes, 0, &cfg()).unwrap().is_empty());
+    assert!(matches!(
+        decode_snapshot(&[], 0, &cfg()),
+        Err(Error::Decode(DecodeError::Truncated { .. }))
+    ));
+}
+
+#[test]
+fn stub_round_trips() {
+    let r = StubRecord {
+        node_id: "n".into(),
+        target_shard: 65535,
+        refcount: u32::MAX,
+        created_at_ms: u64::MAX,
+        epoch: 9,
+    };
+    let bytes = encode_stub(&r).unwrap();
+    assert_eq!(decode_stub(&bytes, &cfg()).unwrap(), r);
+    assert!(matches!(
+        decode_snapshot(&bytes, 0, &cfg()),
+        Err(Error::Decode(DecodeError::WrongKind { .. }))
+    ));
+}
+
+#[test]
+fn seed_bytes_load() {
+    let bytes = include_bytes!("../../tests/fixtures/seed-v0-1000.msgpack");
+    let t = decode_snapshot(bytes, 2000, &cfg()).unwrap();
+    assert_eq!(t.len(), 1000);
+    for i in [0usize, 1, 999, 512] {
+        let g = t.get(&format!("node-{i}")).unwrap();
+        assert_eq!(
+            (g.target_shard, g.refcount, g.epoch),
+            ((i % 1024) as u16, (i % 7 + 1) as u32, 0)
+        );
+    }
+    assert_eq!(t.applied_seq(), None);
+    let empty = include_bytes!("../../tests/fixtures/seed-v0-empty.msgpack");
+    assert!(decode_snapshot(empty, 0, &cfg()).unwrap().is_empty());
+}
+
+#[test]
+fn truncated_seed_bytes_are_an_error() {
+    let bytes = include_bytes!("../../tests/fixtures/seed-v0-1000.msgpack");
+    for cut in [1, 2, 3, 100, bytes.len() - 1] {
+        assert!(
+            decode_snapshot(&bytes[..cut], 0, &cfg()).is_err(),
+            "cut at {cut}"
+        );
+    }
+}
+
+/// Builds a sealed snapshot around a hand-written payload.
+fn sealed(payload: &[u8]) -> Vec<u8> {
+    envelope::seal(Kind::Snapshot, payload)
+}
+
+#[test]
+fn hostile_counts_are_rejected_before_allocation() {
+    // [nil, array32 of 2^32-1 stubs] with no stubs behind it.
+    let p = [0x92, 0xc0, 0xdd, 0xff, 0xff, 0xff, 0xff];
+    let e = decode_snapshot(&sealed(&p), 0, &cfg()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Decode(DecodeError::LimitExceeded {
+                what: "stub count",
+                ..
+            })
+        ),
+        "{e}"
+    );
+    let p = [0x92, 0xc0, 0xdd, 0x00, 0x10, 0x00, 0x00];
+    let e = decode_snapshot(&sealed(&p), 0, &cfg()).unwrap_err();
+    assert!(
+        matches!(e, Error::Decode(DecodeError::Truncated { .. })),
+        "{e}"
+    );
+    // Legacy map32 declaring 2^31 entries.
+    let e = decode_snapshot(&[0xdf, 0x80, 0, 0, 0], 0, &cfg()).unwrap_err();
+    assert!(
+        matches!(e, Error::Decode(DecodeError::LimitExceeded { .. })),
+        "{e}"
+    );
+}
+
+#[test]
+fn ids_are_bounded() {
+    let small = TableConfig {
+        max_node_id_len: 4,
+        ..cfg()
+    };
+    let r = StubRecord {
+        node_id: "toolong".into(),
+        target_shard: 1,
+        refcount: 1,
+        created_at_ms: 0,
+        epoch: 0,
+    };
+    let e = decode_stub(&encode_stub(&r).unwrap(), &small).unwrap_err();
+    assert!(matches!(
+        e,
+        Error::Decode(DecodeError::LimitExceeded {
+            what: "node id length",
+            ..
+        })
+    ));
+    // A str32 header claiming 4 GiB of id.
+    let p = [0x95, 0xdb, 0xff, 0xff, 0xff, 0xff];
+    assert!(decode_stub(&envelope::seal(Kind::Stub, &p), &cfg()).is_err());
+}
+
+#[test]
+fn duplicate_ids_are_malformed() {
+    let mut p = vec![0x92, 0xc0, 0x92];
+    for _ in 0..2 {
+        p.extend_from_slice(&[0x95, 0xa1, b'x', 1, 1, 0, 0]);
+    }
+    let e = decode_snapshot(&sealed(&p), 0, &cfg()).unwrap_err();
+    assert!(matches!(e, Error::Decode(DecodeError::Malformed(_))), "{e}");
+}
+
+#[test]
+fn wrong_shapes_are_malformed() {
+    for p in [
+        &[0x91, 0xc0][..],
+        &[0x92, 0xc0, 0x91, 0x94, 0xa1, b'x', 1, 1, 0],
+        &[0x92, 0xa1, b'x', 0x90],
+        &[0x92, 0xc0, 0x90, 0xc0],
+    ] {
+        let e = decode_snapshot(&sealed(p), 0, &cfg()).unwrap_err();
+        assert!(
+            matches!(e, Error::Decode(DecodeError::Malformed(_))),
+            "{p:02x?}: {e}"
+        );
+    }
+}

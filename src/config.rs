@@ -1,0 +1,107 @@
+//! Tunables of the pure table and its codec, with documented defaults and `validate()`.
+
+use crate::error::{Error, Result};
+
+/// Settings of one shard's [`GhostTable`](crate::GhostTable) and of decoding its bytes.
+///
+/// Every field has a unit and a default; call [`TableConfig::validate`] before use
+/// (the constructors do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableConfig {
+    /// Longest accepted node id, in bytes. Default 1024; at most 65535.
+    pub max_node_id_len: usize,
+    /// Most stubs a decoded snapshot may declare. Default 2^28. Bounds the
+    /// allocation a hostile length prefix could otherwise request.
+    pub max_stubs: usize,
+    /// A ghost younger than this is not offered to the sweeper, in ms. Default 60 000.
+    /// Gives the host time to register edges right after a move.
+    pub grace_ms: u64,
+    /// First retry delay after an `Inconclusive` verdict, in ms. Default 1 000.
+    pub backoff_base_ms: u64,
+    /// Longest retry delay, in ms. Default 300 000.
+    pub backoff_cap_ms: u64,
+    /// Seed of the jitter applied to retry delays. Default 0x9e37_79b9_7f4a_7c15.
+    /// Fixed seeds make sweeps reproducible in tests; hosts may vary it per shard.
+    pub jitter_seed: u64,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        Self {
+            max_node_id_len: 1024,
+            max_stubs: 1 << 28,
+            grace_ms: 60_000,
+            backoff_base_ms: 1_000,
+            backoff_cap_ms: 300_000,
+            jitter_seed: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+}
+
+impl TableConfig {
+    /// Checks that every field is in range.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_node_id_len == 0 || self.max_node_id_len > u16::MAX as usize {
+            return Err(Error::InvalidConfig(format!(
+                "max_node_id_len must be in 1..=65535, got {}",
+                self.max_node_id_len
+            )));
+        }
+        if self.max_stubs == 0 || self.max_stubs > u32::MAX as usize {
+            return Err(Error::InvalidConfig(format!(
+                "max_stubs must be in 1..=2^32-1, got {}",
+                self.max_stubs
+            )));
+        }
+        if self.backoff_base_ms == 0 || self.backoff_base_ms > self.backoff_cap_ms {
+            return Err(Error::InvalidConfig(format!(
+                "backoff_base_ms ({}) must be non-zero and at most backoff_cap_ms ({})",
+                self.backoff_base_ms, self.backoff_cap_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        TableConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_fields_are_rejected() {
+        let bad = [
+            TableConfig {
+                max_node_id_len: 0,
+                ..Default::default()
+            },
+            TableConfig {
+                max_node_id_len: 70_000,
+                ..Default::default()
+            },
+            TableConfig {
+                max_stubs: 0,
+                ..Default::default()
+            },
+            TableConfig {
+                backoff_base_ms: 0,
+                ..Default::default()
+            },
+            TableConfig {
+                backoff_base_ms: 10,
+                backoff_cap_ms: 5,
+                ..Default::default()
+            },
+        ];
+        for cfg in bad {
+            assert!(
+                matches!(cfg.validate(), Err(Error::InvalidConfig(_))),
+                "{cfg:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The crate's one error type and its `Result` alias.
+
+use thiserror::Error;
+
+/// Why a persisted byte string could not be decoded.
+///
+/// Each variant names a different failure so that an operator can tell a torn
+/// write (truncated) from bit rot (checksum) from a foreign file (magic).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The input ended before the structure it declares.
+    #[error("truncated input: needed {needed} bytes, {available} available")]
+    Truncated {
+        /// Bytes the structure declares.
+        needed: u64,
+        /// Bytes actually present.
+        available: u64,
+    },
+    /// The input does not start with the envelope magic nor a legacy map.
+    #[error("bad magic bytes {found:02x?}")]
+    BadMagic {
+        /// The first bytes found (up to four).
+        found: Vec<u8>,
+    },
+    /// The envelope names a format version this build cannot read.
+    #[error("unsupported format version {0}")]
+    UnsupportedVersion(u8),
+    /// The envelope holds a different kind of payload than asked for.
+    #[error("wrong payload kind {found}, expected {expected}")]
+    WrongKind {
+        /// Kind byte expected.
+        expected: u8,
+        /// Kind byte found.
+        found: u8,
+    },
+    /// The payload's checksum does not match the envelope's.
+    #[error("checksum mismatch: stored {stored:#018x}, computed {computed:#018x}")]
+    ChecksumMismatch {
+        /// Checksum recorded in the envelope.
+        stored: u64,
+        /// Checksum of the payload as read.
+        computed: u64,
+    },
+    /// The payload is not the MessagePack structure expected.
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    /// A declared length or value exceeds a configured limit.
+    #[error("limit exceeded: {what} is {value}, limit {limit}")]
+    LimitExceeded {
+        /// Which quantity.
+        what: &'static str,
+        /// The declared value.
+        value: u64,
+        /// The configured bound.
+        limit: u64,
+    },
+}
+
+/// Every failure the crate reports.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Persisted bytes could not be decoded.
+    #[error("decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// Encoding failed; no bytes were produced.
+    #[error("encode: {0}")]
+    Encode(String),
+    /// A node id is empty or longer than the configured maximum.
+    #[error("invalid node id (length {len}, maximum {max})")]
+    InvalidNodeId {
+        /// Length of the rejected id in bytes.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// A ghost may not point at the shard that holds it.
+    #[error("ghost on shard {shard} cannot target its own shard")]
+    SelfTarget {
+        /// The local shard.
+        shard: u16,
+    },
+    /// The table's id arena would exceed its addressable size.
+    #[error("table capacity exceeded: {0}")]
+    CapacityExceeded(&'static str),
+    /// A configuration value is out of range.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+}
+
+/// The crate's result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,54 @@
+//! Ghost stubs for a sharded, actor-model graph database.
+//!
+//! When rebalancing moves a graph node from vShard A to vShard B, A keeps a
+//! *ghost stub* `(node_id, target_shard, refcount)` so that traversals reaching
+//! the node are forwarded to B. The refcount counts A's local edges to the node;
+//! at zero the ghost goes. A rate-limited sweeper verifies ghosts against their
+//! targets and purges stale ones by compare-and-set on a per-stub version.
+//!
+//! # Layout
+//!
+//! | module | job |
+//! |---|---|
+//! | [`table`] | [`GhostTable`]: one shard's stubs, a pure state machine (no I/O, no clock) |
+//! | [`codec`] | snapshots and single stubs as MessagePack in a checksummed, versioned envelope |
+//! | [`config`] | [`TableConfig`] with documented defaults and `validate()` |
+//! | [`event`] | edge events and the outcomes of mutations |
+//! | [`sweep`] | plan → verify → apply data: [`PlannedCheck`], [`Verdict`], reports |
+//! | [`stub`] | [`StubRecord`] (persisted) and [`GhostInfo`] (live view) |
+//! | [`error`] | the one [`Error`] enum and the [`Result`] alias |
+//!
+//! # Example
+//!
+//! ```
+//! use vshard_ghosts::{codec, EdgeOutcome, GhostTable, TableConfig};
+//!
+//! let mut table = GhostTable::new(0, TableConfig::default())?;
+//! // Node "user:42" moved to shard 7 at move epoch 1; two local edges point at it.
+//! table.insert("user:42", 7, 2, 1, /* now_ms */ 1_000)?;
+//! assert_eq!(table.resolve("user:42"), Some(7));
+//!
+//! table.edge_removed("user:42");
+//! assert_eq!(table.edge_removed("user:42"), EdgeOutcome::Purged);
+//! assert!(table.is_empty());
+//!
+//! let bytes = codec::encode_snapshot(&table)?;
+//! let reloaded = codec::decode_snapshot(&bytes, 0, &TableConfig::default())?;
+//! assert_eq!(reloaded.len(), 0);
+//! # Ok::<(), vshard_ghosts::Error>(())
+//! ```
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod stub;
+pub mod sweep;
+pub mod table;
+
+pub use config::TableConfig;
+pub use error::{DecodeError, Error, Result};
+pub use event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
+pub use stub::{GhostInfo, PurgeReason, StubRecord};
+pub use sweep::{ApplyReport, CheckedVerdict, PlannedCheck, SweepPage, Verdict};
+pub use table::{ChangeSet, GhostTable, TableCounters, TableStats};

@@ -1,0 +1,46 @@
+//! The public shapes of a ghost stub: its persisted record and its live view.
+
+/// A ghost stub as persisted: everything needed to rebuild it after a restart.
+///
+/// Versions and back-off state are not persisted: they only order in-flight
+/// sweeps, and a restarted shard starts a new incarnation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StubRecord {
+    /// The moved node.
+    pub node_id: String,
+    /// The shard that now holds the node.
+    pub target_shard: u16,
+    /// Local edges that still point at the node.
+    pub refcount: u32,
+    /// When the ghost was created, in ms on the host's clock.
+    pub created_at_ms: u64,
+    /// The host's move epoch of the move that made or last retargeted the ghost.
+    pub epoch: u64,
+}
+
+/// A live stub as seen in the table, with its compare-and-set version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GhostInfo {
+    /// The shard that now holds the node.
+    pub target_shard: u16,
+    /// Local edges that still point at the node.
+    pub refcount: u32,
+    /// When the ghost was created, in ms.
+    pub created_at_ms: u64,
+    /// The move epoch the ghost reflects.
+    pub epoch: u64,
+    /// Changes on every mutation of this stub; verdicts carry it for compare-and-set.
+    pub version: u64,
+}
+
+/// Why a ghost left the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PurgeReason {
+    /// Its refcount reached zero (edge removed, or a repaired count of zero).
+    RefcountZero,
+    /// The sweeper verified that the target no longer holds the node.
+    Verified,
+    /// The node moved back to this shard.
+    Reclaimed,
+}

@@ -1,0 +1,435 @@
+//! `GhostTable`: one shard's ghost stubs as a pure state machine (no I/O, no clock).
+
+mod slab;
+mod stats;
+mod sweep;
+
+pub use stats::{TableCounters, TableStats};
+
+use crate::config::TableConfig;
+use crate::error::{Error, Result};
+use crate::event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
+use crate::stub::{GhostInfo, PurgeReason, StubRecord};
+use slab::{Slab, Slot};
+
+/// Changes since the last [`GhostTable::take_changes`], for the store.
+///
+/// Apply `removals` before `upserts`: an id removed and inserted again within one
+/// window appears in both, and the upsert is the current state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    /// Stubs created or changed, in their current state.
+    pub upserts: Vec<StubRecord>,
+    /// Ids of stubs that left the table.
+    pub removals: Vec<Box<str>>,
+    /// The applied batch sequence number to persist with them.
+    pub applied_seq: Option<u64>,
+}
+
+impl ChangeSet {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.removals.is_empty()
+    }
+}
+
+/// The ghost stubs of one vShard.
+///
+/// Every operation is a plain method call; time comes in as `now_ms`. The table
+/// records which stubs changed so that a store can persist exactly those
+/// ([`take_changes`](Self::take_changes)).
+#[derive(Debug)]
+pub struct GhostTable {
+    shard: u16,
+    config: TableConfig,
+    slab: Slab,
+    /// Next slot the sweep visits; slots before it were visited this pass.
+    cursor: usize,
+    next_version: u64,
+    applied_seq: Option<u64>,
+    seq_dirty: bool,
+    removed: Vec<Box<str>>,
+    rng: fastrand::Rng,
+    counters: TableCounters,
+}
+
+impl GhostTable {
+    /// An empty table for `shard`.
+    pub fn new(shard: u16, config: TableConfig) -> Result<Self> {
+        Self::with_capacity(shard, config, 0)
+    }
+
+    /// An empty table with room for `capacity` ghosts.
+    pub fn with_capacity(shard: u16, config: TableConfig, capacity: usize) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            shard,
+            rng: fastrand::Rng::with_seed(config.jitter_seed ^ u64::from(shard)),
+            config,
+            slab: Slab::with_capacity(capacity),
+            cursor: 0,
+            next_version: 1,
+            applied_seq: None,
+            seq_dirty: false,
+            removed: Vec::new(),
+            counters: TableCounters::default(),
+        })
+    }
+
+    /// Rebuilds a table from persisted records, with nothing pending for the store.
+    pub fn from_records(
+        shard: u16,
+        config: TableConfig,
+        records: impl IntoIterator<Item = StubRecord>,
+        applied_seq: Option<u64>,
+    ) -> Result<Self> {
+        let records = records.into_iter();
+        let mut table = Self::with_capacity(shard, config, records.size_hint().0)?;
+        for r in records {
+            table.load_stub(
+                &r.node_id,
+                r.target_shard,
+                r.refcount,
+                r.created_at_ms,
+                r.epoch,
+            )?;
+        }
+        table.finish_load(applied_seq);
+        Ok(table)
+    }
+
+    /// Adds one persisted stub during a load; a repeated id is malformed state.
+    pub(crate) fn load_stub(
+        &mut self,
+        id: &str,
+        target: u16,
+        refcount: u32,
+        created_at_ms: u64,
+        epoch: u64,
+    ) -> Result<()> {
+        self.check_id(id)?;
+        if self.slab.find(id).is_some() {
+            return Err(crate::DecodeError::Malformed(format!("duplicate node id {id:?}")).into());
+        }
+        let version = self.bump();
+        self.slab.push(
+            id,
+            new_slot(target, refcount, created_at_ms, epoch, version),
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn finish_load(&mut self, applied_seq: Option<u64>) {
+        self.slab.clear_dirty();
+        self.applied_seq = applied_seq;
+        self.seq_dirty = false;
+    }
+
+    /// The shard this table belongs to.
+    pub fn shard(&self) -> u16 {
+        self.shard
+    }
+
+    /// The table's settings.
+    pub fn config(&self) -> &TableConfig {
+        &self.config
+    }
+
+    /// Number of ghosts.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// True when the table holds no ghost.
+    pub fn is_empty(&self) -> bool {
+        self.slab.len() == 0
+    }
+
+    /// Sequence number of the last applied edge-event batch.
+    pub fn applied_seq(&self) -> Option<u64> {
+        self.applied_seq
+    }
+
+    /// The ghost for `node_id`, if any.
+    pub fn get(&self, node_id: &str) -> Option<GhostInfo> {
+        self.slab.find(node_id).map(|i| info(self.slab.slot(i)))
+    }
+
+    /// The shard to forward a traversal to, if `node_id` is a ghost here.
+    pub fn resolve(&self, node_id: &str) -> Option<u16> {
+        self.slab.find(node_id).map(|i| self.slab.slot(i).target)
+    }
+
+    /// [`resolve`](Self::resolve) for a traversal frontier, in input order.
+    pub fn resolve_many<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<Option<u16>> {
+        ids.into_iter().map(|id| self.resolve(id)).collect()
+    }
+
+    /// Every ghost with its live view, in storage order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, GhostInfo)> + '_ {
+        (0..self.slab.len()).map(|i| (self.slab.id(i), info(self.slab.slot(i))))
+    }
+
+    /// Every ghost as a persisted record.
+    pub fn records(&self) -> impl Iterator<Item = StubRecord> + '_ {
+        self.iter().map(|(id, g)| record(id, &g))
+    }
+
+    /// Records that `node_id` moved to `target` at move `epoch` with `refcount`
+    /// local edges pointing at it.
+    pub fn insert(
+        &mut self,
+        node_id: &str,
+        target: u16,
+        refcount: u32,
+        epoch: u64,
+        now_ms: u64,
+    ) -> Result<InsertOutcome> {
+        self.check_id(node_id)?;
+        self.check_target(target)?;
+        let Some(i) = self.slab.find(node_id) else {
+            let version = self.bump();
+            self.slab
+                .push(node_id, new_slot(target, refcount, now_ms, epoch, version))?;
+            self.counters.inserted += 1;
+            return Ok(InsertOutcome::Inserted);
+        };
+        let current = self.slab.slot(i).epoch;
+        if epoch <= current {
+            self.counters.stale_moves += 1;
+            return Ok(if epoch == current {
+                InsertOutcome::Duplicate
+            } else {
+                InsertOutcome::Stale
+            });
+        }
+        // A newer move of a node we already forward: a fresh ghost life, so the
+        // grace period and back-off start over.
+        let version = self.bump();
+        let s = self.slab.slot_mut(i);
+        s.target = target;
+        s.refcount = refcount;
+        s.created_at_ms = now_ms;
+        s.epoch = epoch;
+        s.version = version;
+        s.attempts = 0;
+        s.retry_at_ms = 0;
+        self.counters.inserted += 1;
+        Ok(InsertOutcome::Replaced)
+    }
+
+    /// A local edge to `node_id` was added.
+    pub fn edge_added(&mut self, node_id: &str) -> EdgeOutcome {
+        let Some(i) = self.slab.find(node_id) else {
+            self.counters.unknown_edge_events += 1;
+            return EdgeOutcome::UnknownNode;
+        };
+        if self.slab.slot(i).refcount == u32::MAX {
+            self.counters.saturated += 1;
+            return EdgeOutcome::Saturated;
+        }
+        let version = self.bump();
+        let s = self.slab.slot_mut(i);
+        s.refcount += 1;
+        s.version = version;
+        EdgeOutcome::Applied {
+            refcount: s.refcount,
+        }
+    }
+
+    /// A local edge to `node_id` was removed; at zero the ghost is purged.
+    pub fn edge_removed(&mut self, node_id: &str) -> EdgeOutcome {
+        let Some(i) = self.slab.find(node_id) else {
+            self.counters.unknown_edge_events += 1;
+            return EdgeOutcome::UnknownNode;
+        };
+        if self.slab.slot(i).refcount <= 1 {
+            self.purge(i, PurgeReason::RefcountZero);
+            return EdgeOutcome::Purged;
+        }
+        let version = self.bump();
+        let s = self.slab.slot_mut(i);
+        s.refcount -= 1;
+        s.version = version;
+        EdgeOutcome::Applied {
+            refcount: s.refcount,
+        }
+    }
+
+    /// Applies a batch of edge events once: a batch whose `seq` is at or below
+    /// the last applied one is skipped, so a host can replay its log.
+    pub fn apply_batch(&mut self, seq: Option<u64>, events: &[EdgeEvent]) -> BatchOutcome {
+        if let (Some(seq), Some(done)) = (seq, self.applied_seq)
+            && seq <= done
+        {
+            self.counters.skipped_batches += 1;
+            return BatchOutcome {
+                skipped: true,
+                ..BatchOutcome::default()
+            };
+        }
+        let mut out = BatchOutcome::default();
+        for e in events {
+            let outcome = match e.kind {
+                EdgeKind::Added => self.edge_added(&e.node_id),
+                EdgeKind::Removed => self.edge_removed(&e.node_id),
+            };
+            match outcome {
+                EdgeOutcome::Applied { .. } => out.applied += 1,
+                EdgeOutcome::Purged => {
+                    out.applied += 1;
+                    out.purged += 1;
+                }
+                EdgeOutcome::UnknownNode => out.unknown += 1,
+                _ => {}
+            }
+        }
+        if seq.is_some() {
+            self.applied_seq = seq;
+            self.seq_dirty = true;
+        }
+        out
+    }
+
+    /// The node moved on from its target to `target` at `epoch`: the ghost follows.
+    /// Moving back here is [`reclaim`](Self::reclaim), not a retarget.
+    pub fn retarget(&mut self, node_id: &str, target: u16, epoch: u64) -> Result<MoveOutcome> {
+        self.check_target(target)?;
+        let Some(i) = self.slab.find(node_id) else {
+            return Ok(MoveOutcome::UnknownNode);
+        };
+        if epoch <= self.slab.slot(i).epoch {
+            self.counters.stale_moves += 1;
+            return Ok(MoveOutcome::Stale);
+        }
+        self.follow(i, target, epoch);
+        Ok(MoveOutcome::Applied)
+    }
+
+    /// The node moved back to this shard at `epoch`: the ghost is dropped at once.
+    pub fn reclaim(&mut self, node_id: &str, epoch: u64) -> MoveOutcome {
+        let Some(i) = self.slab.find(node_id) else {
+            return MoveOutcome::UnknownNode;
+        };
+        if epoch <= self.slab.slot(i).epoch {
+            self.counters.stale_moves += 1;
+            return MoveOutcome::Stale;
+        }
+        self.purge(i, PurgeReason::Reclaimed);
+        MoveOutcome::Applied
+    }
+
+    /// Drains the changes the store has not seen yet.
+    pub fn take_changes(&mut self) -> ChangeSet {
+        let mut upserts = Vec::new();
+        self.slab
+            .drain_dirty(|id, s| upserts.push(record(id, &info(s))));
+        self.seq_dirty = false;
+        ChangeSet {
+            upserts,
+            removals: std::mem::take(&mut self.removed),
+            applied_seq: self.applied_seq,
+        }
+    }
+
+    /// True when [`take_changes`](Self::take_changes) would return something to write.
+    pub fn has_changes(&self) -> bool {
+        self.slab.has_dirty() || !self.removed.is_empty() || self.seq_dirty
+    }
+
+    /// Counts and ages at `now_ms`. Walks the table for the oldest ghost: call it
+    /// at metrics cadence, not per request.
+    pub fn stats(&self, now_ms: u64) -> TableStats {
+        let oldest = self.slab.slots().iter().map(|s| s.created_at_ms).min();
+        TableStats {
+            shard: self.shard,
+            ghosts: self.slab.len() as u64,
+            oldest_age_ms: oldest.map(|t| now_ms.saturating_sub(t)),
+            applied_seq: self.applied_seq,
+            counters: self.counters,
+        }
+    }
+
+    /// Cumulative counters only (O(1)).
+    pub fn counters(&self) -> &TableCounters {
+        &self.counters
+    }
+
+    fn follow(&mut self, i: usize, target: u16, epoch: u64) {
+        let version = self.bump();
+        let s = self.slab.slot_mut(i);
+        s.target = target;
+        s.epoch = epoch;
+        s.version = version;
+        s.attempts = 0;
+        s.retry_at_ms = 0;
+        self.counters.redirected += 1;
+    }
+
+    fn purge(&mut self, i: usize, reason: PurgeReason) {
+        self.removed.push(self.slab.id(i).into());
+        self.slab.remove(i, &mut self.cursor);
+        self.counters.count_purge(reason);
+    }
+
+    fn bump(&mut self) -> u64 {
+        let v = self.next_version;
+        self.next_version += 1;
+        v
+    }
+
+    fn check_id(&self, id: &str) -> Result<()> {
+        if id.is_empty() || id.len() > self.config.max_node_id_len {
+            return Err(Error::InvalidNodeId {
+                len: id.len(),
+                max: self.config.max_node_id_len,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_target(&self, target: u16) -> Result<()> {
+        if target == self.shard {
+            return Err(Error::SelfTarget { shard: self.shard });
+        }
+        Ok(())
+    }
+}
+
+fn new_slot(target: u16, refcount: u32, created_at_ms: u64, epoch: u64, version: u64) -> Slot {
+    Slot {
+        id_off: 0,
+        id_len: 0,
+        target,
+        refcount,
+        attempts: 0,
+        flags: 0,
+        created_at_ms,
+        epoch,
+        version,
+        retry_at_ms: 0,
+    }
+}
+
+fn info(s: &Slot) -> GhostInfo {
+    GhostInfo {
+        target_shard: s.target,
+        refcount: s.refcount,
+        created_at_ms: s.created_at_ms,
+        epoch: s.epoch,
+        version: s.version,
+    }
+}
+
+fn record(id: &str, g: &GhostInfo) -> StubRecord {
+    StubRecord {
+        node_id: id.to_owned(),
+        target_shard: g.target_shard,
+        refcount: g.refcount,
+        created_at_ms: g.created_at_ms,
+        epoch: g.epoch,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,325 @@
+//! Unit tests of the table: the seed's scenarios in this API, then what it adds.
+
+use super::*;
+use crate::sweep::{CheckedVerdict, Verdict};
+
+fn table() -> GhostTable {
+    GhostTable::new(
+        0,
+        TableConfig {
+            grace_ms: 0,
+            ..TableConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+fn verdicts(t: &mut GhostTable, now: u64, f: impl Fn(&str) -> Verdict) -> crate::ApplyReport {
+    let page = t.plan_sweep(now, usize::MAX);
+    let v: Vec<_> = page
+        .checks
+        .iter()
+        .map(|c| CheckedVerdict::new(c, f(&c.node_id)))
+        .collect();
+    t.apply_verdicts(&v, now)
+}
+
+#[test]
+fn lifecycle_purges_when_the_last_edge_goes() {
+    let mut t = table();
+    t.insert("node-42", 10, 3, 1, 0).unwrap();
+    assert_eq!(t.resolve("node-42"), Some(10));
+    assert_eq!(t.resolve("elsewhere"), None);
+    assert_eq!(
+        t.edge_removed("node-42"),
+        EdgeOutcome::Applied { refcount: 2 }
+    );
+    assert_eq!(
+        t.edge_removed("node-42"),
+        EdgeOutcome::Applied { refcount: 1 }
+    );
+    assert_eq!(t.edge_removed("node-42"), EdgeOutcome::Purged);
+    assert!(t.is_empty());
+    assert_eq!(t.counters().purged_refcount_zero, 1);
+}
+
+#[test]
+fn an_added_edge_needs_one_more_removal() {
+    let mut t = table();
+    t.insert("n1", 5, 1, 1, 0).unwrap();
+    assert_eq!(t.edge_added("n1"), EdgeOutcome::Applied { refcount: 2 });
+    assert_eq!(t.edge_removed("n1"), EdgeOutcome::Applied { refcount: 1 });
+    assert_eq!(t.edge_removed("n1"), EdgeOutcome::Purged);
+}
+
+#[test]
+fn a_sweep_applies_purge_keep_and_inconclusive() {
+    let mut t = table();
+    t.insert("stale", 5, 1, 1, 0).unwrap();
+    t.insert("alive", 6, 2, 1, 0).unwrap();
+    t.insert("unreachable", 7, 1, 1, 0).unwrap();
+    let r = verdicts(&mut t, 10, |id| match id {
+        "stale" => Verdict::Purge,
+        "unreachable" => Verdict::Inconclusive,
+        _ => Verdict::Keep { local_edges: None },
+    });
+    assert_eq!((r.purged, r.kept, r.inconclusive, r.stale), (1, 1, 1, 0));
+    assert_eq!(t.len(), 2);
+    assert!(t.get("stale").is_none());
+}
+
+#[test]
+fn zero_refcount_ghosts_are_purged_without_a_remote_call() {
+    let mut t = table();
+    t.insert("zero-ref", 5, 0, 1, 0).unwrap();
+    let page = t.plan_sweep(10, 100);
+    assert!(page.checks.is_empty());
+    assert_eq!(page.purged_zero, 1);
+    assert!(t.is_empty());
+}
+
+#[test]
+fn resolve_many_serves_a_traversal_frontier() {
+    let mut t = table();
+    t.insert("migrated-node", 42, 5, 1, 0).unwrap();
+    assert_eq!(
+        t.resolve_many(["local", "migrated-node"]),
+        vec![None, Some(42)]
+    );
+}
+
+#[test]
+fn refcount_never_wraps_nor_underflows() {
+    let mut t = table();
+    t.insert("n", 1, u32::MAX, 1, 0).unwrap();
+    assert_eq!(t.edge_added("n"), EdgeOutcome::Saturated);
+    assert_eq!(t.get("n").unwrap().refcount, u32::MAX);
+    assert_eq!(t.counters().saturated, 1);
+    t.insert("z", 1, 0, 1, 0).unwrap();
+    assert_eq!(t.edge_removed("z"), EdgeOutcome::Purged);
+}
+
+#[test]
+fn events_for_unknown_nodes_are_counted_not_errors() {
+    let mut t = table();
+    assert_eq!(t.edge_added("nobody"), EdgeOutcome::UnknownNode);
+    assert_eq!(t.edge_removed("nobody"), EdgeOutcome::UnknownNode);
+    assert_eq!(t.counters().unknown_edge_events, 2);
+}
+
+#[test]
+fn epochs_order_moves() {
+    let mut t = table();
+    assert_eq!(t.insert("n", 1, 1, 5, 0).unwrap(), InsertOutcome::Inserted);
+    assert_eq!(t.insert("n", 1, 1, 5, 0).unwrap(), InsertOutcome::Duplicate);
+    assert_eq!(t.insert("n", 2, 1, 4, 0).unwrap(), InsertOutcome::Stale);
+    assert_eq!(t.retarget("n", 3, 5).unwrap(), MoveOutcome::Stale);
+    assert_eq!(t.retarget("n", 3, 6).unwrap(), MoveOutcome::Applied);
+    assert_eq!(t.resolve("n"), Some(3));
+    assert_eq!(t.reclaim("n", 6), MoveOutcome::Stale);
+    assert_eq!(t.reclaim("n", 7), MoveOutcome::Applied);
+    assert!(t.is_empty());
+    assert_eq!(t.counters().purged_reclaimed, 1);
+    assert_eq!(t.insert("m", 1, 1, 1, 0).unwrap(), InsertOutcome::Inserted);
+    assert_eq!(t.insert("m", 2, 3, 2, 50).unwrap(), InsertOutcome::Replaced);
+    let g = t.get("m").unwrap();
+    assert_eq!((g.target_shard, g.refcount, g.created_at_ms), (2, 3, 50));
+}
+
+#[test]
+fn bad_ids_and_self_targets_are_typed_errors() {
+    let mut t = table();
+    assert!(matches!(
+        t.insert("", 1, 1, 1, 0),
+        Err(Error::InvalidNodeId { .. })
+    ));
+    let long = "x".repeat(2000);
+    assert!(matches!(
+        t.insert(&long, 1, 1, 1, 0),
+        Err(Error::InvalidNodeId { .. })
+    ));
+    assert_eq!(
+        t.insert("n", 0, 1, 1, 0),
+        Err(Error::SelfTarget { shard: 0 })
+    );
+    t.insert("n", 1, 1, 1, 0).unwrap();
+    assert_eq!(t.retarget("n", 0, 2), Err(Error::SelfTarget { shard: 0 }));
+    assert!(t.is_empty() || t.len() == 1);
+}
+
+#[test]
+fn replayed_batches_are_skipped() {
+    let mut t = table();
+    t.insert("n", 1, 1, 1, 0).unwrap();
+    let batch = [
+        EdgeEvent::added("n"),
+        EdgeEvent::added("n"),
+        EdgeEvent::removed("x"),
+    ];
+    let out = t.apply_batch(Some(10), &batch);
+    assert_eq!((out.skipped, out.applied, out.unknown), (false, 2, 1));
+    assert!(t.apply_batch(Some(10), &batch).skipped);
+    assert!(t.apply_batch(Some(9), &batch).skipped);
+    assert_eq!(t.get("n").unwrap().refcount, 3);
+    assert_eq!(t.applied_seq(), Some(10));
+    assert!(!t.apply_batch(None, &batch).skipped);
+    assert_eq!(t.applied_seq(), Some(10));
+}
+
+#[test]
+fn a_verdict_on_a_changed_stub_is_stale() {
+    let mut t = table();
+    t.insert("n", 1, 1, 1, 0).unwrap();
+    let page = t.plan_sweep(10, 10);
+    t.edge_added("n");
+    let v = [CheckedVerdict::new(&page.checks[0], Verdict::Purge)];
+    let r = t.apply_verdicts(&v, 10);
+    assert_eq!((r.stale, r.purged), (1, 0));
+    assert_eq!(t.get("n").unwrap().refcount, 2);
+}
+
+#[test]
+fn keep_with_a_count_repairs_the_refcount() {
+    let mut t = table();
+    t.insert("a", 1, 5, 1, 0).unwrap();
+    t.insert("b", 1, 5, 1, 0).unwrap();
+    let r = verdicts(&mut t, 10, |id| Verdict::Keep {
+        local_edges: Some(if id == "a" { 2 } else { 0 }),
+    });
+    assert_eq!((r.corrected, r.kept, r.purged), (2, 1, 1));
+    assert_eq!(t.get("a").unwrap().refcount, 2);
+    assert!(t.get("b").is_none());
+}
+
+#[test]
+fn redirects_follow_chained_moves_and_moves_back() {
+    let mut t = table();
+    t.insert("c", 1, 2, 1, 0).unwrap();
+    t.insert("back", 1, 2, 1, 0).unwrap();
+    t.insert("old", 1, 2, 3, 0).unwrap();
+    let r = verdicts(&mut t, 10, |id| match id {
+        "c" => Verdict::Redirect { shard: 2, epoch: 2 },
+        "back" => Verdict::Redirect { shard: 0, epoch: 2 },
+        _ => Verdict::Redirect { shard: 2, epoch: 3 },
+    });
+    assert_eq!((r.redirected, r.reclaimed, r.stale), (1, 1, 1));
+    assert_eq!(t.resolve("c"), Some(2));
+    assert_eq!(t.resolve("back"), None);
+    assert_eq!(t.resolve("old"), Some(1));
+}
+
+/// Plans one single-stub page at `now`; returns the check if the stub was due.
+fn probe(t: &mut GhostTable, now: u64) -> Option<crate::PlannedCheck> {
+    loop {
+        let page = t.plan_sweep(now, 1);
+        if page.scanned == 1 {
+            return page.checks.into_iter().next();
+        }
+    }
+}
+
+#[test]
+fn grace_and_back_off_delay_candidates() {
+    let cfg = TableConfig {
+        grace_ms: 100,
+        backoff_base_ms: 10,
+        backoff_cap_ms: 40,
+        ..TableConfig::default()
+    };
+    let mut t = GhostTable::new(0, cfg).unwrap();
+    t.insert("n", 1, 1, 1, 1_000).unwrap();
+    assert!(probe(&mut t, 1_099).is_none(), "inside the grace period");
+    let mut now = 1_100;
+    let mut delays = Vec::new();
+    for _ in 0..6 {
+        let check = probe(&mut t, now).expect("due");
+        t.apply_verdicts(&[CheckedVerdict::new(&check, Verdict::Inconclusive)], now);
+        let start = now;
+        now += 1;
+        while probe(&mut t, now).is_none() {
+            now += 1;
+        }
+        delays.push(now - start);
+    }
+    for (k, d) in delays.iter().enumerate() {
+        let full = (10u64 << k).min(40);
+        assert!(
+            (full / 2..=full).contains(d),
+            "retry {k}: delay {d} outside [{}, {full}]",
+            full / 2
+        );
+    }
+    assert!(t.get("n").is_some(), "inconclusive never purges");
+    // A conclusive verdict clears the back-off: the next pass sees it at once.
+    let check = probe(&mut t, now).unwrap();
+    t.apply_verdicts(
+        &[CheckedVerdict::new(
+            &check,
+            Verdict::Keep { local_edges: None },
+        )],
+        now,
+    );
+    assert!(probe(&mut t, now).is_some());
+}
+
+#[test]
+fn a_pass_visits_every_stub_despite_removals() {
+    let mut t = table();
+    for i in 0..100 {
+        t.insert(&format!("n{i}"), 1, 1, 1, 0).unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut pages = 0;
+    loop {
+        let page = t.plan_sweep(10, 7);
+        pages += 1;
+        for c in &page.checks {
+            seen.insert(c.node_id.to_string());
+        }
+        // Remove a visited and an unvisited stub while the pass runs.
+        for c in page.checks.iter().take(1) {
+            let n: usize = c.node_id[1..].parse().unwrap();
+            t.edge_removed(&format!("n{}", (n * 7 + 3) % 100));
+        }
+        if page.pass_complete {
+            break;
+        }
+    }
+    let survivors: std::collections::HashSet<_> = t.iter().map(|(id, _)| id.to_string()).collect();
+    assert!(survivors.is_subset(&seen), "every survivor was visited");
+    assert!(pages <= 100 / 7 + 2);
+}
+
+#[test]
+fn changes_drain_upserts_removals_and_sequence() {
+    let mut t = table();
+    t.insert("a", 1, 1, 1, 0).unwrap();
+    t.insert("b", 1, 1, 1, 0).unwrap();
+    t.apply_batch(Some(3), &[EdgeEvent::removed("a")]);
+    let c = t.take_changes();
+    assert_eq!(
+        c.upserts
+            .iter()
+            .map(|r| r.node_id.as_str())
+            .collect::<Vec<_>>(),
+        ["b"]
+    );
+    assert_eq!(c.removals, vec![Box::from("a")]);
+    assert_eq!(c.applied_seq, Some(3));
+    assert!(!t.has_changes());
+    t.edge_added("b");
+    assert_eq!(t.take_changes().upserts[0].refcount, 2);
+}
+
+#[test]
+fn stats_report_age_and_counters() {
+    let mut t = table();
+    assert_eq!(t.stats(5).oldest_age_ms, None);
+    t.insert("a", 1, 1, 1, 100).unwrap();
+    t.insert("b", 1, 1, 1, 300).unwrap();
+    t.edge_added("ghostless");
+    let s = t.stats(1_000);
+    assert_eq!((s.ghosts, s.oldest_age_ms), (2, Some(900)));
+    assert_eq!(s.counters.unknown_edge_events, 1);
+    assert_eq!(s.counters.inserted, 2);
+}
