@@ -87,6 +87,12 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid config: {0}")]
     InvalidConfig(String),
+    /// The store failed; the operation may be retried.
+    #[error("store: {0}")]
+    Store(String),
+    /// A file or catalog exists but is not a ghost store of this crate.
+    #[error("not a ghost store: {0}")]
+    NotAStore(String),
 }
 
 /// The crate's result alias.

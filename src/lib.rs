@@ -15,6 +15,7 @@
 //! | [`config`] | [`TableConfig`] with documented defaults and `validate()` |
 //! | [`event`] | edge events and the outcomes of mutations |
 //! | [`sweep`] | plan → verify → apply data: [`PlannedCheck`], [`Verdict`], reports |
+//! | [`store`] | [`GhostStore`] trait; [`MemoryStore`] and the embedded default [`RedbStore`] |
 //! | [`stub`] | [`StubRecord`] (persisted) and [`GhostInfo`] (live view) |
 //! | [`error`] | the one [`Error`] enum and the [`Result`] alias |
 //!
@@ -42,6 +43,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod store;
 pub mod stub;
 pub mod sweep;
 pub mod table;
@@ -49,6 +51,7 @@ pub mod table;
 pub use config::TableConfig;
 pub use error::{DecodeError, Error, Result};
 pub use event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
+pub use store::{GhostStore, MemoryStore, ShardChanges};
 pub use stub::{GhostInfo, PurgeReason, StubRecord};
 pub use sweep::{ApplyReport, CheckedVerdict, PlannedCheck, SweepPage, Verdict};
 pub use table::{ChangeSet, GhostTable, TableCounters, TableStats};

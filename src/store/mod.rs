@@ -1,0 +1,76 @@
+//! `GhostStore`: the catalog seam that persists each shard's stubs and applied sequence number.
+//!
+//! Calls block. The crate only calls a store from its writer thread or a
+//! blocking pool, never from a shard's arbiter thread.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use crate::codec;
+use crate::config::TableConfig;
+use crate::error::Result;
+use crate::table::{ChangeSet, GhostTable};
+
+/// One shard's changes within a commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardChanges {
+    /// The shard.
+    pub shard: u16,
+    /// Its changes: apply removals, then upserts, then record the sequence number.
+    pub changes: ChangeSet,
+}
+
+/// Durable storage of ghost state, shared by all shards of a process.
+///
+/// Contract, so that a networked, replicated catalog fits as well as a local file:
+/// - `commit` may fail with [`Error::Store`](crate::Error::Store) and be called
+///   again with the same batch; applying a batch twice has the effect of once
+///   (upserts and removals are idempotent, sequence numbers only rise).
+/// - A store that must split a batch across transactions writes each shard's
+///   sequence number in the last part that holds that shard's changes, so a
+///   partly applied batch only ever replays (a lingering ghost), never skips.
+/// - `commit` returns only when the batch is durable.
+/// - `load` of a shard never written returns an empty table; unreadable or
+///   corrupt state is an error, never an empty table.
+pub trait GhostStore: Send + Sync + 'static {
+    /// Loads `shard`'s stubs and applied sequence number into a fresh table.
+    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable>;
+
+    /// Durably applies the changes of one or more shards.
+    fn commit(&self, batch: &[ShardChanges]) -> Result<()>;
+
+    /// Atomically replaces everything stored for the table's shard by its contents.
+    fn replace(&self, table: &GhostTable) -> Result<()>;
+
+    /// A short name for logs and metrics (`"redb"`, `"memory"`).
+    fn kind(&self) -> &'static str;
+
+    /// Exports `shard` as snapshot bytes (the codec's envelope), to hand it to
+    /// another node's catalog.
+    fn export_snapshot(&self, shard: u16, config: &TableConfig) -> Result<Vec<u8>> {
+        codec::encode_snapshot(&self.load(shard, config)?)
+    }
+
+    /// Replaces `shard`'s state by a snapshot made by [`export_snapshot`](Self::export_snapshot)
+    /// (or the seed's bytes). The bytes are fully decoded and checked first:
+    /// bad bytes change nothing.
+    fn import_snapshot(&self, shard: u16, bytes: &[u8], config: &TableConfig) -> Result<()> {
+        self.replace(&codec::decode_snapshot(bytes, shard, config)?)
+    }
+}
+
+impl<S: GhostStore + ?Sized> GhostStore for std::sync::Arc<S> {
+    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+        (**self).load(shard, config)
+    }
+    fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
+        (**self).commit(batch)
+    }
+    fn replace(&self, table: &GhostTable) -> Result<()> {
+        (**self).replace(table)
+    }
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+}
