@@ -51,7 +51,7 @@ pub mod table;
 pub use config::TableConfig;
 pub use error::{DecodeError, Error, Result};
 pub use event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
-pub use store::{GhostStore, MemoryStore, ShardChanges};
+pub use store::{GhostStore, MemoryStore, RedbStore, ShardChanges};
 pub use stub::{GhostInfo, PurgeReason, StubRecord};
 pub use sweep::{ApplyReport, CheckedVerdict, PlannedCheck, SweepPage, Verdict};
 pub use table::{ChangeSet, GhostTable, TableCounters, TableStats};

@@ -4,8 +4,10 @@
 //! blocking pool, never from a shard's arbiter thread.
 
 mod memory;
+mod redb;
 
 pub use memory::MemoryStore;
+pub use redb::RedbStore;
 
 use crate::codec;
 use crate::config::TableConfig;

@@ -108,15 +108,16 @@ impl GhostTable {
         epoch: u64,
     ) -> Result<()> {
         self.check_id(id)?;
-        if self.slab.find(id).is_some() {
-            return Err(crate::DecodeError::Malformed(format!("duplicate node id {id:?}")).into());
-        }
         let version = self.bump();
-        self.slab.push(
+        match self.slab.insert(
             id,
             new_slot(target, refcount, created_at_ms, epoch, version),
-        )?;
-        Ok(())
+        )? {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                Err(crate::DecodeError::Malformed(format!("duplicate node id {id:?}")).into())
+            }
+        }
     }
 
     pub(crate) fn finish_load(&mut self, applied_seq: Option<u64>) {
@@ -187,10 +188,9 @@ impl GhostTable {
     ) -> Result<InsertOutcome> {
         self.check_id(node_id)?;
         self.check_target(target)?;
-        let Some(i) = self.slab.find(node_id) else {
-            let version = self.bump();
-            self.slab
-                .push(node_id, new_slot(target, refcount, now_ms, epoch, version))?;
+        let version = self.bump();
+        let fresh = new_slot(target, refcount, now_ms, epoch, version);
+        let Err(i) = self.slab.insert(node_id, fresh)? else {
             self.counters.inserted += 1;
             return Ok(InsertOutcome::Inserted);
         };
@@ -205,7 +205,6 @@ impl GhostTable {
         }
         // A newer move of a node we already forward: a fresh ghost life, so the
         // grace period and back-off start over.
-        let version = self.bump();
         let s = self.slab.slot_mut(i);
         s.target = target;
         s.refcount = refcount;

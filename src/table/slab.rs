@@ -93,30 +93,37 @@ impl Slab {
         &mut self.slots[i]
     }
 
-    /// Appends a new stub; the caller has checked that `id` is absent.
-    pub(crate) fn push(&mut self, id: &str, mut slot: Slot) -> Result<usize> {
+    /// Appends a new stub unless `id` is present: `Ok(Ok(new))` or `Ok(Err(existing))`.
+    /// One hash and one probe either way.
+    pub(crate) fn insert(&mut self, id: &str, mut slot: Slot) -> Result<Result<usize, usize>> {
         let i = self.slots.len();
         if i >= u32::MAX as usize {
             return Err(Error::CapacityExceeded("more than 2^32-1 stubs"));
         }
+        let hash = self.hasher.hash_one(id.as_bytes());
+        let (arena, slots, hasher) = (&self.arena, &self.slots, &self.hasher);
+        let entry = self.index.entry(
+            hash,
+            |&j| id_bytes(arena, &slots[j as usize]) == id.as_bytes(),
+            |&j| hasher.hash_one(id_bytes(arena, &slots[j as usize])),
+        );
+        let vacant = match entry {
+            hashbrown::hash_table::Entry::Occupied(o) => return Ok(Err(*o.get() as usize)),
+            hashbrown::hash_table::Entry::Vacant(v) => v,
+        };
         if self.arena.len() + id.len() > u32::MAX as usize {
-            self.compact();
-            if self.arena.len() + id.len() > u32::MAX as usize {
-                return Err(Error::CapacityExceeded("node id arena above 4 GiB"));
-            }
+            // Compaction would move ids under the index's feet mid-insert; the
+            // arena is compacted on removals, so a full one is truly full.
+            return Err(Error::CapacityExceeded("node id arena above 4 GiB"));
         }
+        vacant.insert(i as u32);
         slot.id_off = self.arena.len() as u32;
         slot.id_len = id.len() as u16;
         slot.flags = DIRTY;
         self.arena.extend_from_slice(id.as_bytes());
         self.slots.push(slot);
         self.dirty.push(i as u32);
-        let hash = self.hasher.hash_one(id.as_bytes());
-        let (arena, slots, hasher) = (&self.arena, &self.slots, &self.hasher);
-        self.index.insert_unique(hash, i as u32, |&j| {
-            hasher.hash_one(id_bytes(arena, &slots[j as usize]))
-        });
-        Ok(i)
+        Ok(Ok(i))
     }
 
     /// Removes slot `i` in O(1). Slots before `*cursor` count as visited by the

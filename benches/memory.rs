@@ -1,0 +1,36 @@
+//! Resident bytes per ghost for 1M ghosts (compare with the seed's `seedmem`).
+//!
+//! Not a criterion bench: it measures memory, once, the way `seedmem` does
+//! (VmRSS before and after filling a table with ids `node-00000000`...).
+
+use vshard_ghosts::{GhostTable, TableConfig};
+
+fn rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a number argument overrides the size.
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let ids: Vec<String> = (0..n).map(|i| format!("node-{i:08}")).collect();
+    let Some(before) = rss_kb() else {
+        println!("memory: /proc/self/status unavailable; skipped");
+        return;
+    };
+    // Grown one insert at a time, as the seed's table is, not pre-sized.
+    let mut t = GhostTable::new(0, TableConfig::default()).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        t.insert(id, (i % 1024) as u16 + 1, 1, 1, 0).unwrap();
+    }
+    let after = rss_kb().unwrap_or(before);
+    println!(
+        "memory: n={n} len={} bytes_per_ghost={:.1}",
+        t.len(),
+        (after - before) as f64 * 1024.0 / n as f64
+    );
+}
