@@ -63,6 +63,98 @@ impl TableConfig {
     }
 }
 
+/// When an acknowledged change is durable, traded against speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Inserts, edges added, retargets and reclaims are acknowledged only after
+    /// the store committed them; writes that arrive while a commit is in flight
+    /// share the next one. Loses nothing acknowledged. Edge removals and sweep
+    /// purges are acknowledged at once (losing one only leaves a ghost that the
+    /// sweeper removes later). The default.
+    GroupCommit,
+    /// Everything is acknowledged at once and flushed every `interval_ms`.
+    /// A crash loses up to `interval_ms` of acknowledged changes, including
+    /// inserts: traversals may then miss moved nodes until the host re-inserts.
+    Interval {
+        /// Time between flushes, in ms.
+        interval_ms: u64,
+    },
+}
+
+/// How often a shard may restart before it stays down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Restarts allowed within `window_ms`; one more and the shard stays down. Default 5.
+    pub max_restarts: u32,
+    /// The intensity window, in ms. Default 60 000.
+    pub window_ms: u64,
+    /// Delay before the first reload after a restart, in ms; doubles per restart
+    /// within the window. Default 50.
+    pub backoff_base_ms: u64,
+    /// Longest delay before a reload, in ms. Default 5 000.
+    pub backoff_cap_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            window_ms: 60_000,
+            backoff_base_ms: 50,
+            backoff_cap_ms: 5_000,
+        }
+    }
+}
+
+/// Settings of one shard's [`GhostActor`](crate::GhostActor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardConfig {
+    /// The table's settings.
+    pub table: TableConfig,
+    /// Messages the mailbox holds before `send` waits and `try_send` fails. Default 1 024.
+    pub mailbox_capacity: usize,
+    /// When acknowledged changes are durable. Default [`Durability::GroupCommit`].
+    pub durability: Durability,
+    /// Restart limits. Default [`RestartPolicy::default`].
+    pub restart: RestartPolicy,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        Self {
+            table: TableConfig::default(),
+            mailbox_capacity: 1_024,
+            durability: Durability::GroupCommit,
+            restart: RestartPolicy::default(),
+        }
+    }
+}
+
+impl ShardConfig {
+    /// Checks that every field is in range.
+    pub fn validate(&self) -> Result<()> {
+        self.table.validate()?;
+        if self.mailbox_capacity == 0 {
+            return Err(Error::InvalidConfig(
+                "mailbox_capacity must be at least 1".into(),
+            ));
+        }
+        if let Durability::Interval { interval_ms: 0 } = self.durability {
+            return Err(Error::InvalidConfig(
+                "durability interval must be at least 1 ms".into(),
+            ));
+        }
+        let r = &self.restart;
+        if r.window_ms == 0 || r.backoff_base_ms > r.backoff_cap_ms {
+            return Err(Error::InvalidConfig(
+                "restart window must be non-zero and backoff base at most its cap".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +162,21 @@ mod tests {
     #[test]
     fn default_is_valid() {
         TableConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn shard_defaults_are_valid_and_checked() {
+        ShardConfig::default().validate().unwrap();
+        let bad = ShardConfig {
+            mailbox_capacity: 0,
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = ShardConfig {
+            durability: Durability::Interval { interval_ms: 0 },
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -93,6 +93,44 @@ pub enum Error {
     /// A file or catalog exists but is not a ghost store of this crate.
     #[error("not a ghost store: {0}")]
     NotAStore(String),
+    /// The shard's stored state is unreadable; it fails closed rather than start
+    /// empty, and its stored bytes are left untouched.
+    #[error("shard {shard} failed closed: {cause}")]
+    ShardFailed {
+        /// The shard.
+        shard: u16,
+        /// Why its state could not be loaded or kept durable.
+        cause: String,
+    },
+    /// The shard restarted more often than its restart policy allows and stays down.
+    #[error("shard {shard} is down after {restarts} restarts")]
+    ShardDown {
+        /// The shard.
+        shard: u16,
+        /// Restarts within the policy's window.
+        restarts: u32,
+    },
+    /// A handler panicked on this request; the shard restarts and reloads.
+    #[error("shard {shard} panicked handling the request; restarting")]
+    Panicked {
+        /// The shard.
+        shard: u16,
+    },
+    /// The shard's actor is gone or restarting and dropped the request.
+    #[error("shard {shard} unavailable")]
+    Unavailable {
+        /// The shard.
+        shard: u16,
+    },
+    /// The shard's mailbox is full (from `try_send`).
+    #[error("shard {shard} mailbox full")]
+    MailboxFull {
+        /// The shard.
+        shard: u16,
+    },
+    /// No shard with this id runs here.
+    #[error("unknown shard {0}")]
+    UnknownShard(u16),
 }
 
 /// The crate's result alias.

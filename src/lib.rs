@@ -10,6 +10,11 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | [`actors`] | [`GhostActor`] (one per vShard, supervised) |
+//! | [`messages`] | what a [`GhostActor`] handles, and which send to use |
+//! | [`writer`] | [`StoreWriter`]: the thread that does all blocking store I/O, group-committing |
+//! | [`clock`] | [`Clock`] for the actors: [`TokioClock`], [`ManualClock`] |
+//! | [`metrics`] | names of every exported metric |
 //! | [`table`] | [`GhostTable`]: one shard's stubs, a pure state machine (no I/O, no clock) |
 //! | [`codec`] | snapshots and single stubs as MessagePack in a checksummed, versioned envelope |
 //! | [`config`] | [`TableConfig`] with documented defaults and `validate()` |
@@ -39,19 +44,27 @@
 //! # Ok::<(), vshard_ghosts::Error>(())
 //! ```
 
+pub mod actors;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod messages;
+pub mod metrics;
 pub mod store;
 pub mod stub;
 pub mod sweep;
 pub mod table;
+pub mod writer;
 
-pub use config::TableConfig;
+pub use actors::GhostActor;
+pub use clock::{Clock, ManualClock, TokioClock};
+pub use config::{Durability, RestartPolicy, ShardConfig, TableConfig};
 pub use error::{DecodeError, Error, Result};
 pub use event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 pub use store::{GhostStore, MemoryStore, RedbStore, ShardChanges};
 pub use stub::{GhostInfo, PurgeReason, StubRecord};
 pub use sweep::{ApplyReport, CheckedVerdict, PlannedCheck, SweepPage, Verdict};
 pub use table::{ChangeSet, GhostTable, TableCounters, TableStats};
+pub use writer::{StoreWriter, WriterStats};

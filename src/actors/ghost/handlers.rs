@@ -1,0 +1,158 @@
+//! Message handlers of `GhostActor`: each one a table call, lazy or durable.
+
+use super::{GhostActor, State};
+use crate::error::{Error, Result};
+use crate::messages::*;
+use crate::sweep::ApplyReport;
+use actix::prelude::*;
+
+type Durable<T> = ResponseFuture<Result<T>>;
+
+impl Handler<InsertGhost> for GhostActor {
+    type Result = Durable<crate::InsertOutcome>;
+    fn handle(&mut self, m: InsertGhost, ctx: &mut Context<Self>) -> Self::Result {
+        let fut = self.durable(ctx, |t, now| {
+            t.insert(&m.node_id, m.target, m.refcount, m.epoch, now)
+        });
+        Box::pin(async move { fut.await? })
+    }
+}
+
+impl Handler<EdgeAdded> for GhostActor {
+    type Result = Durable<crate::EdgeOutcome>;
+    fn handle(&mut self, m: EdgeAdded, ctx: &mut Context<Self>) -> Self::Result {
+        self.durable(ctx, |t, _| t.edge_added(&m.node_id))
+    }
+}
+
+impl Handler<EdgeRemoved> for GhostActor {
+    type Result = Result<crate::EdgeOutcome>;
+    fn handle(&mut self, m: EdgeRemoved, ctx: &mut Context<Self>) -> Self::Result {
+        self.lazy(ctx, |t, _| t.edge_removed(&m.node_id))
+    }
+}
+
+impl Handler<EdgeBatch> for GhostActor {
+    type Result = Durable<crate::BatchOutcome>;
+    fn handle(&mut self, m: EdgeBatch, ctx: &mut Context<Self>) -> Self::Result {
+        let adds = m.events.iter().any(|e| e.kind == crate::EdgeKind::Added);
+        if adds {
+            return self.durable(ctx, |t, _| t.apply_batch(m.seq, &m.events));
+        }
+        let out = self.lazy(ctx, |t, _| t.apply_batch(m.seq, &m.events));
+        Box::pin(async move { out })
+    }
+}
+
+impl Handler<Retarget> for GhostActor {
+    type Result = Durable<crate::MoveOutcome>;
+    fn handle(&mut self, m: Retarget, ctx: &mut Context<Self>) -> Self::Result {
+        let fut = self.durable(ctx, |t, _| t.retarget(&m.node_id, m.target, m.epoch));
+        Box::pin(async move { fut.await? })
+    }
+}
+
+impl Handler<Reclaim> for GhostActor {
+    type Result = Durable<crate::MoveOutcome>;
+    fn handle(&mut self, m: Reclaim, ctx: &mut Context<Self>) -> Self::Result {
+        self.durable(ctx, |t, _| t.reclaim(&m.node_id, m.epoch))
+    }
+}
+
+impl Handler<Resolve> for GhostActor {
+    type Result = Result<Option<u16>>;
+    fn handle(&mut self, m: Resolve, ctx: &mut Context<Self>) -> Self::Result {
+        self.with_table(ctx, |t, _| t.resolve(&m.node_id))
+    }
+}
+
+impl Handler<ResolveMany> for GhostActor {
+    type Result = Result<Vec<Option<u16>>>;
+    fn handle(&mut self, m: ResolveMany, ctx: &mut Context<Self>) -> Self::Result {
+        self.with_table(ctx, |t, _| {
+            t.resolve_many(m.node_ids.iter().map(|id| &**id))
+        })
+    }
+}
+
+impl Handler<Inspect> for GhostActor {
+    type Result = Result<Option<crate::GhostInfo>>;
+    fn handle(&mut self, m: Inspect, ctx: &mut Context<Self>) -> Self::Result {
+        self.with_table(ctx, |t, _| t.get(&m.node_id))
+    }
+}
+
+impl Handler<ExportRecords> for GhostActor {
+    type Result = Result<Vec<crate::StubRecord>>;
+    fn handle(&mut self, _: ExportRecords, ctx: &mut Context<Self>) -> Self::Result {
+        self.with_table(ctx, |t, _| t.records().collect())
+    }
+}
+
+impl Handler<PlanSweep> for GhostActor {
+    type Result = Result<SweepPlan>;
+    fn handle(&mut self, m: PlanSweep, ctx: &mut Context<Self>) -> Self::Result {
+        let page = self.lazy(ctx, |t, now| t.plan_sweep(now, m.max_scan))?;
+        Ok(SweepPlan {
+            shard: self.shard,
+            incarnation: self.incarnation,
+            page,
+            pending_acks: self.waiters.len(),
+        })
+    }
+}
+
+impl Handler<ApplyVerdicts> for GhostActor {
+    type Result = Result<ApplyReport>;
+    fn handle(&mut self, m: ApplyVerdicts, ctx: &mut Context<Self>) -> Self::Result {
+        if m.incarnation != self.incarnation {
+            // Planned before a restart: versions restarted too, so none can be trusted.
+            let n = m.verdicts.len() as u32;
+            self.stats.stale_incarnation_verdicts += u64::from(n);
+            return Ok(ApplyReport {
+                stale: n,
+                ..ApplyReport::default()
+            });
+        }
+        self.lazy(ctx, |t, now| t.apply_verdicts(&m.verdicts, now))
+    }
+}
+
+impl Handler<GetStats> for GhostActor {
+    type Result = MessageResult<GetStats>;
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        let mut stats = self.stats.clone();
+        stats.pending_acks = self.waiters.len();
+        stats.state = match &self.state {
+            State::Loading => ShardState::Loading,
+            State::Ready(t) => {
+                stats.table = t.stats(self.clock.now_ms());
+                ShardState::Ready
+            }
+            State::Failed(cause) => ShardState::FailedClosed(cause.clone()),
+            State::Down => ShardState::Down,
+        };
+        MessageResult(stats)
+    }
+}
+
+impl Handler<Flush> for GhostActor {
+    type Result = Durable<()>;
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.with_table(ctx, |_, _| ()) {
+            return Box::pin(async move { Err(e) });
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiters.push(tx);
+        self.schedule_flush(ctx);
+        let shard = self.shard;
+        Box::pin(async move { rx.await.map_err(|_| Error::Unavailable { shard })? })
+    }
+}
+
+impl Handler<InjectPanic> for GhostActor {
+    type Result = Result<()>;
+    fn handle(&mut self, _: InjectPanic, ctx: &mut Context<Self>) -> Self::Result {
+        self.with_table(ctx, |_, _| panic!("injected panic"))
+    }
+}

@@ -1,0 +1,71 @@
+//! Time for the actors: the pure table never reads a clock, the actors ask one of these.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A source of milliseconds for ghost ages, grace periods and back-off.
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// Milliseconds since the Unix epoch (or any fixed origin the host prefers).
+    fn now_ms(&self) -> u64;
+}
+
+/// Wall-clock time at creation, advanced by tokio's monotonic clock; so it
+/// survives restarts sensibly and follows tokio's paused time in tests.
+#[derive(Debug, Clone)]
+pub struct TokioClock {
+    origin_ms: u64,
+    origin: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// Anchors the clock at the current wall-clock time.
+    pub fn new() -> Self {
+        let origin_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self {
+            origin_ms,
+            origin: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now_ms(&self) -> u64 {
+        self.origin_ms + self.origin.elapsed().as_millis() as u64
+    }
+}
+
+/// A clock that moves only when told to; for tests and simulations.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// A clock reading `start_ms`.
+    pub fn new(start_ms: u64) -> Self {
+        Self(Arc::new(AtomicU64::new(start_ms)))
+    }
+
+    /// Moves the clock forward by `ms`.
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Sets the clock to `ms`.
+    pub fn set(&self, ms: u64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}

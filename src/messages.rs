@@ -1,0 +1,190 @@
+//! The messages a `GhostActor` handles, each with its reply type.
+//!
+//! Which send to use: `addr.send(msg).await` for the host's event flow — it
+//! waits while the mailbox is full, which is the backpressure a database wants;
+//! `addr.try_send(msg)` to shed load instead (fails at once when full);
+//! never `do_send` for volume, since it bypasses the mailbox bound.
+
+use crate::error::Result;
+use crate::event::{BatchOutcome, EdgeEvent, EdgeOutcome, InsertOutcome, MoveOutcome};
+use crate::stub::{GhostInfo, StubRecord};
+use crate::sweep::{ApplyReport, CheckedVerdict, SweepPage};
+use crate::table::TableStats;
+use actix::Message;
+
+/// The node moved from this shard to `target` at move `epoch`; `refcount` local
+/// edges point at it. Acknowledged once durable (group commit).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<InsertOutcome>")]
+pub struct InsertGhost {
+    /// The moved node.
+    pub node_id: Box<str>,
+    /// Its new shard.
+    pub target: u16,
+    /// Local edges pointing at it.
+    pub refcount: u32,
+    /// The host's move epoch.
+    pub epoch: u64,
+}
+
+/// A local edge to `node_id` was added. Acknowledged once durable.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<EdgeOutcome>")]
+pub struct EdgeAdded {
+    /// The node the edge points at.
+    pub node_id: Box<str>,
+}
+
+/// A local edge to `node_id` was removed. Acknowledged at once (a lost removal
+/// only leaves a ghost for the sweeper).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<EdgeOutcome>")]
+pub struct EdgeRemoved {
+    /// The node the edge pointed at.
+    pub node_id: Box<str>,
+}
+
+/// A batch of edge events, applied once per sequence number. Acknowledged once
+/// durable if it adds any edge.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<BatchOutcome>")]
+pub struct EdgeBatch {
+    /// The host's log sequence number; a batch at or below the last applied one is skipped.
+    pub seq: Option<u64>,
+    /// The events, in order.
+    pub events: Vec<EdgeEvent>,
+}
+
+/// The node moved on from its target to `target` at `epoch`. Acknowledged once durable.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<MoveOutcome>")]
+pub struct Retarget {
+    /// The node.
+    pub node_id: Box<str>,
+    /// Its new shard.
+    pub target: u16,
+    /// The move epoch.
+    pub epoch: u64,
+}
+
+/// The node moved back to this shard at `epoch`: drop its ghost. Acknowledged
+/// once durable, since a lingering ghost would forward a local node away.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<MoveOutcome>")]
+pub struct Reclaim {
+    /// The node.
+    pub node_id: Box<str>,
+    /// The move epoch.
+    pub epoch: u64,
+}
+
+/// Where to forward a traversal that reached `node_id` (`None`: not a ghost here).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Option<u16>>")]
+pub struct Resolve {
+    /// The node.
+    pub node_id: Box<str>,
+}
+
+/// [`Resolve`] for a whole traversal frontier, answered in input order.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Vec<Option<u16>>>")]
+pub struct ResolveMany {
+    /// The nodes.
+    pub node_ids: Vec<Box<str>>,
+}
+
+/// The live view of one ghost.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Option<GhostInfo>>")]
+pub struct Inspect {
+    /// The node.
+    pub node_id: Box<str>,
+}
+
+/// Every ghost of the shard as records (O(table): for checks and handoffs).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<Vec<StubRecord>>")]
+pub struct ExportRecords;
+
+/// Plan step of a sweep: a bounded page of due ghosts.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<SweepPlan>")]
+pub struct PlanSweep {
+    /// Most stubs to examine.
+    pub max_scan: usize,
+}
+
+/// A planned page, stamped with the shard's incarnation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepPlan {
+    /// The shard.
+    pub shard: u16,
+    /// Changes on every (re)start; verdicts for another incarnation are stale.
+    pub incarnation: u64,
+    /// The page.
+    pub page: SweepPage,
+    /// Acknowledgements waiting for a commit: the shard's write backlog.
+    pub pending_acks: usize,
+}
+
+/// Apply step of a sweep: verdicts by compare-and-set.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<ApplyReport>")]
+pub struct ApplyVerdicts {
+    /// The incarnation of the [`SweepPlan`] the verdicts answer.
+    pub incarnation: u64,
+    /// The verdicts.
+    pub verdicts: Vec<CheckedVerdict>,
+}
+
+/// Counters and state of the shard.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "ShardStats")]
+pub struct GetStats;
+
+/// Whether a shard serves requests.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ShardState {
+    /// Loading its state; requests wait.
+    #[default]
+    Loading,
+    /// Serving.
+    Ready,
+    /// Stored state unreadable: every request fails with the cause.
+    FailedClosed(String),
+    /// Restarted too often; stays down.
+    Down,
+}
+
+/// What [`GetStats`] answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// The shard's state.
+    pub state: ShardState,
+    /// Table statistics (zeroed unless ready).
+    pub table: TableStats,
+    /// Restarts so far.
+    pub restarts: u64,
+    /// Flushes completed.
+    pub flushes: u64,
+    /// Flushes that failed (the shard then restarts and reloads).
+    pub flush_failures: u64,
+    /// Acknowledgements waiting for a commit.
+    pub pending_acks: usize,
+    /// Verdicts dropped because they answered an earlier incarnation.
+    pub stale_incarnation_verdicts: u64,
+}
+
+/// Resolves once everything applied so far is durable.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<()>")]
+pub struct Flush;
+
+/// Chaos hook: panics inside the handler, exercising the catch, stop, restart
+/// and reload path exactly as a real bug would. For fault-injection tests and
+/// simulations; a production host never sends it.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<()>")]
+pub struct InjectPanic;

@@ -1,0 +1,246 @@
+//! `StoreWriter`: the one thread that performs blocking store I/O, merging many shards' flushes.
+//!
+//! Shard actors never touch the store themselves: a commit or load is a job
+//! sent here, answered through a oneshot channel. Jobs run in arrival order, so
+//! a shard's reload after a restart sees every commit it sent before.
+
+use crate::config::TableConfig;
+use crate::error::{Error, Result};
+use crate::store::{GhostStore, ShardChanges};
+use crate::table::GhostTable;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Most shard flushes merged into one store transaction.
+const MAX_MERGE: usize = 256;
+
+enum Job {
+    Commit(ShardChanges, oneshot::Sender<Result<()>>),
+    Load(u16, TableConfig, oneshot::Sender<Result<GhostTable>>),
+}
+
+/// Counters of the writer thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Store transactions committed.
+    pub commits: u64,
+    /// Shard flushes covered by those transactions (≥ `commits`).
+    pub shard_flushes: u64,
+    /// Commit attempts that failed (each is retried or reported).
+    pub failures: u64,
+    /// Loads served.
+    pub loads: u64,
+    /// Total time spent in store commits, in µs.
+    pub commit_micros: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    shard_flushes: AtomicU64,
+    failures: AtomicU64,
+    loads: AtomicU64,
+    commit_micros: AtomicU64,
+}
+
+/// A handle to the writer thread; clone it freely. The thread ends once every
+/// handle is dropped and its queue is empty, or at [`StoreWriter::shutdown`].
+#[derive(Debug, Clone)]
+pub struct StoreWriter {
+    tx: mpsc::Sender<Job>,
+    counters: Arc<Counters>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    kind: &'static str,
+}
+
+impl StoreWriter {
+    /// Starts the writer thread over `store`. A failed commit is retried
+    /// `retries` times, `retry_delay` apart, doubling, before it is reported.
+    pub fn spawn(store: Arc<dyn GhostStore>, retries: u32, retry_delay: Duration) -> Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let counters = Arc::new(Counters::default());
+        let kind = store.kind();
+        let c = counters.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("ghost-writer-{kind}"))
+            .spawn(move || run(&*store, &rx, &c, retries, retry_delay))
+            .map_err(|e| Error::Store(format!("cannot start writer thread: {e}")))?;
+        Ok(Self {
+            tx,
+            counters,
+            thread: Arc::new(Mutex::new(Some(thread))),
+            kind,
+        })
+    }
+
+    /// Durably applies one shard's changes; resolves once committed or failed.
+    pub async fn commit(&self, changes: ShardChanges) -> Result<()> {
+        let shard = changes.shard;
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Commit(changes, tx))
+            .map_err(|_| Error::Unavailable { shard })?;
+        rx.await.map_err(|_| Error::Unavailable { shard })?
+    }
+
+    /// Loads a shard, after every commit queued before this call.
+    pub async fn load(&self, shard: u16, config: TableConfig) -> Result<GhostTable> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Load(shard, config, tx))
+            .map_err(|_| Error::Unavailable { shard })?;
+        rx.await.map_err(|_| Error::Unavailable { shard })?
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> WriterStats {
+        let c = &self.counters;
+        WriterStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            shard_flushes: c.shard_flushes.load(Ordering::Relaxed),
+            failures: c.failures.load(Ordering::Relaxed),
+            loads: c.loads.load(Ordering::Relaxed),
+            commit_micros: c.commit_micros.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The store's kind (`"redb"`, `"memory"`, ...).
+    pub fn store_kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// Drops this handle and, if it was the last, waits for the queue to drain
+    /// and the thread to end. Blocking: call it outside any arbiter, after the
+    /// shard actors have stopped.
+    pub fn shutdown(self) {
+        let Self { tx, thread, .. } = self;
+        drop(tx);
+        if let Ok(slot) = Arc::try_unwrap(thread)
+            && let Some(t) = slot.into_inner().unwrap_or_else(|p| p.into_inner())
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(
+    store: &dyn GhostStore,
+    rx: &mpsc::Receiver<Job>,
+    c: &Counters,
+    retries: u32,
+    delay: Duration,
+) {
+    let mut deferred = None;
+    loop {
+        let job = match deferred.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        match job {
+            Job::Load(shard, config, reply) => {
+                c.loads.fetch_add(1, Ordering::Relaxed);
+                let _ = reply.send(guarded(|| store.load(shard, &config)));
+            }
+            Job::Commit(first, reply) => {
+                let mut batch = vec![first];
+                let mut replies = vec![reply];
+                // Group commit across shards: take what queued up meanwhile.
+                while batch.len() < MAX_MERGE {
+                    match rx.try_recv() {
+                        Ok(Job::Commit(ch, r)) => {
+                            batch.push(ch);
+                            replies.push(r);
+                        }
+                        Ok(load) => {
+                            deferred = Some(load);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                commit_batch(store, batch, replies, c, retries, delay);
+            }
+        }
+    }
+}
+
+fn commit_batch(
+    store: &dyn GhostStore,
+    batch: Vec<ShardChanges>,
+    replies: Vec<oneshot::Sender<Result<()>>>,
+    c: &Counters,
+    retries: u32,
+    delay: Duration,
+) {
+    if batch.len() > 1 {
+        if timed_commit(store, &batch, c).is_ok() {
+            for r in replies {
+                let _ = r.send(Ok(()));
+            }
+            return;
+        }
+        // One shard's bad batch must not fail the others: retry them one by one.
+        for (ch, r) in batch.into_iter().zip(replies) {
+            let _ = r.send(commit_with_retries(store, &[ch], c, retries, delay));
+        }
+        return;
+    }
+    let result = commit_with_retries(store, &batch, c, retries, delay);
+    for r in replies {
+        let _ = r.send(result.clone());
+    }
+}
+
+fn commit_with_retries(
+    store: &dyn GhostStore,
+    batch: &[ShardChanges],
+    c: &Counters,
+    retries: u32,
+    mut delay: Duration,
+) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        match timed_commit(store, batch, c) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= retries => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "store commit failed; retrying");
+                // This thread is the writer, never a shard's: waiting here
+                // delays commits, not request handling.
+                std::thread::sleep(delay);
+                delay = delay.saturating_mul(2);
+                attempt += 1;
+            }
+        }
+    }
+}
+
+fn timed_commit(store: &dyn GhostStore, batch: &[ShardChanges], c: &Counters) -> Result<()> {
+    let start = Instant::now();
+    let result = guarded(|| store.commit(batch));
+    c.commit_micros
+        .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+    match result {
+        Ok(()) => {
+            c.commits.fetch_add(1, Ordering::Relaxed);
+            c.shard_flushes
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            c.failures.fetch_add(1, Ordering::Relaxed);
+            Err(e)
+        }
+    }
+}
+
+/// A panicking store must not take the writer thread (and every shard) down.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(Error::Store("store panicked".into())))
+}

@@ -1,0 +1,525 @@
+//! `RedbStore` through the public API: persistence across reopen, the `GhostStore`
+//! contract (checked against `MemoryStore` too), foreign files, and corrupt rows.
+
+use redb::{ReadableDatabase, TableDefinition};
+use std::path::Path;
+use vshard_ghosts::{
+    ChangeSet, Error, GhostStore, GhostTable, MemoryStore, RedbStore, ShardChanges, StubRecord,
+    TableConfig,
+};
+
+/// The documented schema: stub rows, and per shard (applied seq, row count).
+const GHOSTS: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("ghosts");
+const SHARD_META: TableDefinition<u16, (Option<u64>, u64)> = TableDefinition::new("shard_meta");
+
+fn cfg() -> TableConfig {
+    TableConfig::default()
+}
+
+fn rec(id: &str, target: u16, refcount: u32) -> StubRecord {
+    StubRecord {
+        node_id: id.to_owned(),
+        target_shard: target,
+        refcount,
+        created_at_ms: 1_000 + u64::from(refcount),
+        epoch: 3,
+    }
+}
+
+fn changes(
+    shard: u16,
+    upserts: Vec<StubRecord>,
+    removals: &[&str],
+    seq: Option<u64>,
+) -> ShardChanges {
+    ShardChanges {
+        shard,
+        changes: ChangeSet {
+            upserts,
+            removals: removals.iter().map(|&r| r.into()).collect(),
+            applied_seq: seq,
+        },
+    }
+}
+
+/// A table's stubs sorted by id, and its applied sequence number.
+fn contents(t: &GhostTable) -> (Vec<StubRecord>, Option<u64>) {
+    let mut v: Vec<_> = t.records().collect();
+    v.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    (v, t.applied_seq())
+}
+
+fn loaded(s: &dyn GhostStore, shard: u16) -> (Vec<StubRecord>, Option<u64>) {
+    contents(&s.load(shard, &cfg()).unwrap())
+}
+
+fn new_redb(dir: &tempfile::TempDir) -> RedbStore {
+    RedbStore::open(dir.path().join("ghosts.redb")).unwrap()
+}
+
+// ---- the contract, checked against every store ----
+
+fn unwritten_shard_is_empty(s: &dyn GhostStore) {
+    assert_eq!(loaded(s, 9), (vec![], None));
+    s.commit(&[]).unwrap();
+    assert_eq!(loaded(s, 9), (vec![], None));
+}
+
+fn removals_apply_before_upserts(s: &dyn GhostStore) {
+    s.commit(&[changes(
+        1,
+        vec![rec("a", 2, 1), rec("b", 2, 1), rec("c", 2, 1)],
+        &[],
+        None,
+    )])
+    .unwrap();
+    // "b" removed and inserted again in one window: the upsert is the current state.
+    s.commit(&[changes(
+        1,
+        vec![rec("b", 3, 7)],
+        &["a", "b", "missing"],
+        Some(1),
+    )])
+    .unwrap();
+    assert_eq!(
+        loaded(s, 1),
+        (vec![rec("b", 3, 7), rec("c", 2, 1)], Some(1))
+    );
+}
+
+fn applied_seq_only_rises(s: &dyn GhostStore) {
+    s.commit(&[changes(4, vec![], &[], Some(10))]).unwrap();
+    assert_eq!(loaded(s, 4).1, Some(10));
+    s.commit(&[changes(4, vec![], &[], Some(3))]).unwrap();
+    s.commit(&[changes(4, vec![], &[], None)]).unwrap();
+    assert_eq!(loaded(s, 4).1, Some(10));
+    s.commit(&[changes(4, vec![], &[], Some(11))]).unwrap();
+    assert_eq!(loaded(s, 4).1, Some(11));
+}
+
+fn commit_is_idempotent(s: &dyn GhostStore) {
+    let batch = [changes(2, vec![rec("x", 1, 2)], &["y"], Some(5))];
+    s.commit(&batch).unwrap();
+    s.commit(&batch).unwrap();
+    assert_eq!(loaded(s, 2), (vec![rec("x", 1, 2)], Some(5)));
+}
+
+fn many_shards_in_one_commit(s: &dyn GhostStore) {
+    let shards = [0, 1, 2, 500, u16::MAX - 1, u16::MAX];
+    let batch: Vec<_> = shards
+        .iter()
+        .map(|&sh| {
+            let ups = (0..20)
+                .map(|i| rec(&format!("n{sh}-{i}"), sh.wrapping_add(1), i))
+                .collect();
+            changes(sh, ups, &[], Some(u64::from(sh)))
+        })
+        .collect();
+    s.commit(&batch).unwrap();
+    for (sh, sc) in shards.iter().zip(&batch) {
+        let mut want = sc.changes.upserts.clone();
+        want.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        assert_eq!(loaded(s, *sh), (want, Some(u64::from(*sh))), "shard {sh}");
+    }
+    assert_eq!(loaded(s, 3), (vec![], None));
+}
+
+fn replace_touches_only_its_shard(s: &dyn GhostStore) {
+    let edge = u16::MAX;
+    s.commit(&[
+        changes(7, vec![rec("old", 1, 1)], &[], Some(9)),
+        changes(8, vec![rec("keep", 1, 1)], &[], Some(4)),
+        changes(edge, vec![rec("last", 1, 1)], &[], Some(2)),
+    ])
+    .unwrap();
+    let table = GhostTable::from_records(7, cfg(), [rec("new", 2, 5)], Some(3)).unwrap();
+    s.replace(&table).unwrap();
+    assert_eq!(loaded(s, 7), (vec![rec("new", 2, 5)], Some(3)));
+    s.replace(&GhostTable::new(edge, cfg()).unwrap()).unwrap();
+    assert_eq!(loaded(s, edge), (vec![], None));
+    assert_eq!(loaded(s, 8), (vec![rec("keep", 1, 1)], Some(4)));
+}
+
+fn snapshot_round_trip_and_bad_import(s: &dyn GhostStore) {
+    s.commit(&[changes(
+        5,
+        vec![rec("p", 1, 1), rec("q", 2, 2)],
+        &[],
+        Some(8),
+    )])
+    .unwrap();
+    let bytes = s.export_snapshot(5, &cfg()).unwrap();
+    s.import_snapshot(6, &bytes, &cfg()).unwrap();
+    assert_eq!(loaded(s, 6), loaded(s, 5));
+
+    let before = loaded(s, 6);
+    let mut bad = bytes.clone();
+    *bad.last_mut().unwrap() ^= 0xff;
+    for junk in [&bad[..], &bytes[..bytes.len() - 1], b"not a snapshot", &[]] {
+        assert!(s.import_snapshot(6, junk, &cfg()).is_err());
+        assert_eq!(loaded(s, 6), before);
+    }
+}
+
+type Check = (&'static str, fn(&dyn GhostStore));
+const CHECKS: &[Check] = &[
+    ("unwritten_shard_is_empty", unwritten_shard_is_empty),
+    (
+        "removals_apply_before_upserts",
+        removals_apply_before_upserts,
+    ),
+    ("applied_seq_only_rises", applied_seq_only_rises),
+    ("commit_is_idempotent", commit_is_idempotent),
+    ("many_shards_in_one_commit", many_shards_in_one_commit),
+    (
+        "replace_touches_only_its_shard",
+        replace_touches_only_its_shard,
+    ),
+    (
+        "snapshot_round_trip_and_bad_import",
+        snapshot_round_trip_and_bad_import,
+    ),
+];
+
+#[test]
+fn memory_store_meets_the_contract() {
+    for (name, check) in CHECKS {
+        eprintln!("memory: {name}");
+        check(&MemoryStore::new());
+    }
+}
+
+#[test]
+fn redb_store_meets_the_contract() {
+    for (name, check) in CHECKS {
+        eprintln!("redb: {name}");
+        let dir = tempfile::tempdir().unwrap();
+        check(&new_redb(&dir));
+    }
+}
+
+// ---- redb only ----
+
+#[test]
+fn store_is_send_sync_static_and_named() {
+    fn assert_store<S: GhostStore>() {}
+    assert_store::<RedbStore>();
+    let dir = tempfile::tempdir().unwrap();
+    let s = new_redb(&dir);
+    assert_eq!(s.kind(), "redb");
+    assert_eq!(s.path(), dir.path().join("ghosts.redb"));
+    assert!(s.file_size().unwrap() > 0);
+}
+
+#[test]
+fn commits_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut table = GhostTable::new(3, cfg()).unwrap();
+    let store = new_redb(&dir);
+    for i in 0..200u32 {
+        table
+            .insert(
+                &format!("node-{i:04}"),
+                10 + (i % 5) as u16,
+                i % 3 + 1,
+                1,
+                1_000,
+            )
+            .unwrap();
+    }
+    store
+        .commit(&[ShardChanges {
+            shard: 3,
+            changes: table.take_changes(),
+        }])
+        .unwrap();
+    for i in 0..50 {
+        table.edge_removed(&format!("node-{i:04}")); // purges the refcount-1 ones
+        table.edge_added(&format!("node-{:04}", 100 + i));
+    }
+    table.apply_batch(Some(42), &[]);
+    store
+        .commit(&[ShardChanges {
+            shard: 3,
+            changes: table.take_changes(),
+        }])
+        .unwrap();
+    drop(store);
+
+    let store = new_redb(&dir);
+    let reloaded = store.load(3, &cfg()).unwrap();
+    assert_eq!(contents(&reloaded), contents(&table));
+    assert_eq!(reloaded.applied_seq(), Some(42));
+    assert!(!reloaded.has_changes());
+}
+
+#[test]
+fn empty_file_becomes_a_store_and_missing_dir_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.redb");
+    std::fs::write(&path, b"").unwrap();
+    let s = RedbStore::open(&path).unwrap();
+    s.commit(&[changes(0, vec![rec("a", 1, 1)], &[], None)])
+        .unwrap();
+    drop(s);
+    assert_eq!(
+        loaded(&RedbStore::open(&path).unwrap(), 0).0,
+        vec![rec("a", 1, 1)]
+    );
+
+    let err = RedbStore::open(dir.path().join("no/such/dir/ghosts.redb")).unwrap_err();
+    assert!(matches!(err, Error::Store(_)), "{err:?}");
+}
+
+#[test]
+fn second_open_of_the_same_file_is_a_store_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = new_redb(&dir);
+    let err = RedbStore::open(dir.path().join("ghosts.redb")).unwrap_err();
+    assert!(matches!(err, Error::Store(_)), "{err:?}");
+}
+
+#[test]
+fn non_redb_file_is_not_a_store_and_stays_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for (name, bytes) in [
+        (
+            "random.bin",
+            (0..8192).map(|_| rng.u8(..)).collect::<Vec<u8>>(),
+        ),
+        ("short.txt", b"hello".to_vec()),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = RedbStore::open(&path).unwrap_err();
+        assert!(matches!(err, Error::NotAStore(_)), "{name}: {err:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name}");
+    }
+}
+
+#[test]
+fn foreign_redb_database_is_not_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.redb");
+    let other: TableDefinition<u64, u64> = TableDefinition::new("accounts");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(other).unwrap().insert(1, 2).unwrap();
+        txn.commit().unwrap();
+    }
+    let err = RedbStore::open(&path).unwrap_err();
+    assert!(matches!(err, Error::NotAStore(_)), "{err:?}");
+    // Nothing was added to the foreign file.
+    let db = redb::Database::open(&path).unwrap();
+    let names: Vec<String> = db
+        .begin_read()
+        .unwrap()
+        .list_tables()
+        .unwrap()
+        .map(|t| redb::TableHandle::name(&t).to_owned())
+        .collect();
+    assert_eq!(names, ["accounts"]);
+}
+
+#[test]
+fn wrong_format_marker_is_not_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("future.redb");
+    let meta: TableDefinition<&str, &[u8]> = TableDefinition::new("vshard_ghosts_meta");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(meta)
+            .unwrap()
+            .insert("format", b"vshard-ghosts/99".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = RedbStore::open(&path).unwrap_err();
+    assert!(matches!(err, Error::NotAStore(_)), "{err:?}");
+}
+
+/// Overwrites one row's value through redb directly, as bit rot or a bad tool would.
+fn poke(path: &Path, shard: u16, id: &str, value: &[u8]) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(GHOSTS)
+        .unwrap()
+        .insert((shard, id), value)
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+fn peek(path: &Path, shard: u16, id: &str) -> Vec<u8> {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let table = txn.open_table(GHOSTS).unwrap();
+    table.get((shard, id)).unwrap().unwrap().value().to_vec()
+}
+
+#[test]
+fn corrupt_row_fails_load_and_stays_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ghosts.redb");
+    let store = RedbStore::open(&path).unwrap();
+    let ups = (0..10).map(|i| rec(&format!("n{i}"), 2, 1)).collect();
+    store
+        .commit(&[
+            changes(1, ups, &[], Some(1)),
+            changes(2, vec![rec("ok", 1, 1)], &[], None),
+        ])
+        .unwrap();
+    drop(store);
+
+    let garbage = b"\x00garbage\xff not a stub".to_vec();
+    poke(&path, 1, "n4", &garbage);
+    let store = RedbStore::open(&path).unwrap();
+    for _ in 0..2 {
+        let err = store.load(1, &cfg()).unwrap_err();
+        assert!(matches!(err, Error::Decode(_)), "{err:?}");
+    }
+    assert!(store.export_snapshot(1, &cfg()).is_err());
+    assert_eq!(loaded(&store, 2).0, vec![rec("ok", 1, 1)]);
+    drop(store);
+    assert_eq!(peek(&path, 1, "n4"), garbage);
+}
+
+#[test]
+fn row_holding_another_ids_stub_fails_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ghosts.redb");
+    let store = RedbStore::open(&path).unwrap();
+    store
+        .commit(&[changes(1, vec![rec("a", 2, 1), rec("b", 2, 1)], &[], None)])
+        .unwrap();
+    drop(store);
+
+    let b_bytes = peek(&path, 1, "b");
+    poke(&path, 1, "a", &b_bytes);
+    let err = RedbStore::open(&path).unwrap().load(1, &cfg()).unwrap_err();
+    assert!(
+        matches!(err, Error::Decode(vshard_ghosts::DecodeError::Malformed(_))),
+        "{err:?}"
+    );
+    assert_eq!(peek(&path, 1, "a"), b_bytes);
+}
+
+#[test]
+fn stored_row_count_is_only_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ghosts.redb");
+    let store = RedbStore::open(&path).unwrap();
+    store
+        .commit(&[changes(
+            1,
+            vec![rec("a", 2, 1), rec("b", 2, 1)],
+            &[],
+            Some(5),
+        )])
+        .unwrap();
+    drop(store);
+    for bogus in [0, 1, u64::MAX] {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(SHARD_META)
+            .unwrap()
+            .insert(1, (Some(5), bogus))
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(
+            loaded(&store, 1),
+            (vec![rec("a", 2, 1), rec("b", 2, 1)], Some(5)),
+            "{bogus}"
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn tmp_timing() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.redb");
+    let n = 1_000_000u32;
+    let ups: Vec<_> = (0..n)
+        .map(|i| rec(&format!("node-{i:08}"), 2, i % 7 + 1))
+        .collect();
+    let store = RedbStore::open(&path).unwrap();
+    let t = Instant::now();
+    store.commit(&[changes(1, ups, &[], Some(1))]).unwrap();
+    eprintln!("commit 1M: {:?}", t.elapsed());
+    eprintln!("file size: {} MB", store.file_size().unwrap() >> 20);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let table = store.load(1, &cfg()).unwrap();
+        eprintln!(
+            "load 1M (same process): {:?} len {}",
+            t.elapsed(),
+            table.len()
+        );
+    }
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let table = store.load(1, &cfg()).unwrap();
+        eprintln!(
+            "load 1M (after reopen): {:?} len {}",
+            t.elapsed(),
+            table.len()
+        );
+    }
+    let table = store.load(1, &cfg()).unwrap();
+    let t = Instant::now();
+    store.replace(&table).unwrap();
+    eprintln!("replace 1M: {:?}", t.elapsed());
+}
+
+#[test]
+#[ignore]
+fn tmp_timing_parts() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.redb");
+    let n = 1_000_000u32;
+    let ups: Vec<_> = (0..n)
+        .map(|i| rec(&format!("node-{i:08}"), 2, i % 7 + 1))
+        .collect();
+    let store = RedbStore::open(&path).unwrap();
+    store
+        .commit(&[changes(1, ups.clone(), &[], Some(1))])
+        .unwrap();
+    drop(store);
+    let db = redb::Database::open(&path).unwrap();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(GHOSTS).unwrap();
+        let mut sum = 0usize;
+        for row in table.range((1u16, "")..(2u16, "")).unwrap() {
+            let (k, v) = row.unwrap();
+            sum += k.value().1.len() + v.value().len();
+        }
+        eprintln!("raw scan: {:?} {sum}", t.elapsed());
+        let t = Instant::now();
+        let mut sum = 0usize;
+        for row in table.range((1u16, "")..(2u16, "")).unwrap() {
+            let (_k, v) = row.unwrap();
+            sum += vshard_ghosts::codec::decode_stub(v.value(), &cfg())
+                .unwrap()
+                .refcount as usize;
+        }
+        eprintln!("scan+decode: {:?} {sum}", t.elapsed());
+    }
+    let t = Instant::now();
+    let tb = GhostTable::from_records(1, cfg(), ups, None).unwrap();
+    eprintln!(
+        "from_records (Vec, exact size): {:?} {}",
+        t.elapsed(),
+        tb.len()
+    );
+}
