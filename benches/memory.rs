@@ -13,10 +13,7 @@ fn rss_kb() -> Option<u64> {
 
 fn main() {
     // `cargo bench` passes `--bench`; a number argument overrides the size.
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
     let ids: Vec<String> = (0..n).map(|i| format!("node-{i:08}")).collect();
     let Some(before) = rss_kb() else {
         println!("memory: /proc/self/status unavailable; skipped");

@@ -63,9 +63,7 @@ fn snapshot(c: &mut Criterion) {
     let bytes = codec::encode_snapshot(&t).unwrap();
     let mut g = c.benchmark_group("snapshot_1m");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
-    g.bench_function("encode", |b| {
-        b.iter(|| black_box(codec::encode_snapshot(&t).unwrap()))
-    });
+    g.bench_function("encode", |b| b.iter(|| black_box(codec::encode_snapshot(&t).unwrap())));
     g.bench_function("decode", |b| {
         b.iter(|| black_box(codec::decode_snapshot(&bytes, 0, &TableConfig::default()).unwrap()))
     });

@@ -21,13 +21,8 @@ pub struct TokioClock {
 impl TokioClock {
     /// Anchors the clock at the current wall-clock time.
     pub fn new() -> Self {
-        let origin_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        Self {
-            origin_ms,
-            origin: tokio::time::Instant::now(),
-        }
+        let origin_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Self { origin_ms, origin: tokio::time::Instant::now() }
     }
 }
 

@@ -98,12 +98,7 @@ pub struct RestartPolicy {
 
 impl Default for RestartPolicy {
     fn default() -> Self {
-        Self {
-            max_restarts: 5,
-            window_ms: 60_000,
-            backoff_base_ms: 50,
-            backoff_cap_ms: 5_000,
-        }
+        Self { max_restarts: 5, window_ms: 60_000, backoff_base_ms: 50, backoff_cap_ms: 5_000 }
     }
 }
 
@@ -136,14 +131,10 @@ impl ShardConfig {
     pub fn validate(&self) -> Result<()> {
         self.table.validate()?;
         if self.mailbox_capacity == 0 {
-            return Err(Error::InvalidConfig(
-                "mailbox_capacity must be at least 1".into(),
-            ));
+            return Err(Error::InvalidConfig("mailbox_capacity must be at least 1".into()));
         }
         if let Durability::Interval { interval_ms: 0 } = self.durability {
-            return Err(Error::InvalidConfig(
-                "durability interval must be at least 1 ms".into(),
-            ));
+            return Err(Error::InvalidConfig("durability interval must be at least 1 ms".into()));
         }
         let r = &self.restart;
         if r.window_ms == 0 || r.backoff_base_ms > r.backoff_cap_ms {
@@ -167,48 +158,23 @@ mod tests {
     #[test]
     fn shard_defaults_are_valid_and_checked() {
         ShardConfig::default().validate().unwrap();
-        let bad = ShardConfig {
-            mailbox_capacity: 0,
-            ..Default::default()
-        };
+        let bad = ShardConfig { mailbox_capacity: 0, ..Default::default() };
         assert!(bad.validate().is_err());
-        let bad = ShardConfig {
-            durability: Durability::Interval { interval_ms: 0 },
-            ..Default::default()
-        };
+        let bad = ShardConfig { durability: Durability::Interval { interval_ms: 0 }, ..Default::default() };
         assert!(bad.validate().is_err());
     }
 
     #[test]
     fn out_of_range_fields_are_rejected() {
         let bad = [
-            TableConfig {
-                max_node_id_len: 0,
-                ..Default::default()
-            },
-            TableConfig {
-                max_node_id_len: 70_000,
-                ..Default::default()
-            },
-            TableConfig {
-                max_stubs: 0,
-                ..Default::default()
-            },
-            TableConfig {
-                backoff_base_ms: 0,
-                ..Default::default()
-            },
-            TableConfig {
-                backoff_base_ms: 10,
-                backoff_cap_ms: 5,
-                ..Default::default()
-            },
+            TableConfig { max_node_id_len: 0, ..Default::default() },
+            TableConfig { max_node_id_len: 70_000, ..Default::default() },
+            TableConfig { max_stubs: 0, ..Default::default() },
+            TableConfig { backoff_base_ms: 0, ..Default::default() },
+            TableConfig { backoff_base_ms: 10, backoff_cap_ms: 5, ..Default::default() },
         ];
         for cfg in bad {
-            assert!(
-                matches!(cfg.validate(), Err(Error::InvalidConfig(_))),
-                "{cfg:?}"
-            );
+            assert!(matches!(cfg.validate(), Err(Error::InvalidConfig(_))), "{cfg:?}");
         }
     }
 }

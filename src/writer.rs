@@ -68,30 +68,21 @@ impl StoreWriter {
             .name(format!("ghost-writer-{kind}"))
             .spawn(move || run(&*store, &rx, &c, retries, retry_delay))
             .map_err(|e| Error::Store(format!("cannot start writer thread: {e}")))?;
-        Ok(Self {
-            tx,
-            counters,
-            thread: Arc::new(Mutex::new(Some(thread))),
-            kind,
-        })
+        Ok(Self { tx, counters, thread: Arc::new(Mutex::new(Some(thread))), kind })
     }
 
     /// Durably applies one shard's changes; resolves once committed or failed.
     pub async fn commit(&self, changes: ShardChanges) -> Result<()> {
         let shard = changes.shard;
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Commit(changes, tx))
-            .map_err(|_| Error::Unavailable { shard })?;
+        self.tx.send(Job::Commit(changes, tx)).map_err(|_| Error::Unavailable { shard })?;
         rx.await.map_err(|_| Error::Unavailable { shard })?
     }
 
     /// Loads a shard, after every commit queued before this call.
     pub async fn load(&self, shard: u16, config: TableConfig) -> Result<GhostTable> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Load(shard, config, tx))
-            .map_err(|_| Error::Unavailable { shard })?;
+        self.tx.send(Job::Load(shard, config, tx)).map_err(|_| Error::Unavailable { shard })?;
         rx.await.map_err(|_| Error::Unavailable { shard })?
     }
 
@@ -126,13 +117,7 @@ impl StoreWriter {
     }
 }
 
-fn run(
-    store: &dyn GhostStore,
-    rx: &mpsc::Receiver<Job>,
-    c: &Counters,
-    retries: u32,
-    delay: Duration,
-) {
+fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: u32, delay: Duration) {
     let mut deferred = None;
     loop {
         let job = match deferred.take() {
@@ -224,13 +209,11 @@ fn commit_with_retries(
 fn timed_commit(store: &dyn GhostStore, batch: &[ShardChanges], c: &Counters) -> Result<()> {
     let start = Instant::now();
     let result = guarded(|| store.commit(batch));
-    c.commit_micros
-        .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+    c.commit_micros.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
     match result {
         Ok(()) => {
             c.commits.fetch_add(1, Ordering::Relaxed);
-            c.shard_flushes
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            c.shard_flushes.fetch_add(batch.len() as u64, Ordering::Relaxed);
             Ok(())
         }
         Err(e) => {

@@ -13,25 +13,12 @@ struct Shard {
 
 fn start(store: Arc<dyn GhostStore>, config: ShardConfig) -> Shard {
     let writer = StoreWriter::spawn(store, 0, Duration::from_millis(1)).unwrap();
-    let actor = GhostActor::new(
-        0,
-        Arc::new(config),
-        writer.clone(),
-        Arc::new(ManualClock::new(1_000)),
-    );
-    Shard {
-        addr: actor.start_supervised(),
-        writer,
-    }
+    let actor = GhostActor::new(0, Arc::new(config), writer.clone(), Arc::new(ManualClock::new(1_000)));
+    Shard { addr: actor.start_supervised(), writer }
 }
 
 fn insert(id: &str, target: u16, refcount: u32, epoch: u64) -> InsertGhost {
-    InsertGhost {
-        node_id: id.into(),
-        target,
-        refcount,
-        epoch,
-    }
+    InsertGhost { node_id: id.into(), target, refcount, epoch }
 }
 
 fn added(id: &str) -> EdgeAdded {
@@ -46,26 +33,12 @@ fn inspect(id: &str) -> Inspect {
 async fn acknowledged_writes_are_in_the_store() {
     let store = Arc::new(MemoryStore::new());
     let s = start(store.clone(), ShardConfig::default());
-    assert_eq!(
-        s.addr.send(insert("a", 1, 1, 1)).await.unwrap(),
-        Ok(InsertOutcome::Inserted)
-    );
-    assert_eq!(
-        s.addr.send(added("a")).await.unwrap(),
-        Ok(EdgeOutcome::Applied { refcount: 2 })
-    );
+    assert_eq!(s.addr.send(insert("a", 1, 1, 1)).await.unwrap(), Ok(InsertOutcome::Inserted));
+    assert_eq!(s.addr.send(added("a")).await.unwrap(), Ok(EdgeOutcome::Applied { refcount: 2 }));
     // Acknowledged means committed: the store alone already holds it.
     let stored = store.load(0, &TableConfig::default()).unwrap();
     assert_eq!(stored.get("a").unwrap().refcount, 2);
-    assert_eq!(
-        s.addr
-            .send(Resolve {
-                node_id: "a".into()
-            })
-            .await
-            .unwrap(),
-        Ok(Some(1))
-    );
+    assert_eq!(s.addr.send(Resolve { node_id: "a".into() }).await.unwrap(), Ok(Some(1)));
 }
 
 #[actix::test]
@@ -80,11 +53,7 @@ async fn a_panic_restarts_reloads_and_loses_nothing_acknowledged() {
     let more = s.addr.send(added("a"));
     let (crash, after, more) = futures::join!(crash, after, more);
     assert_eq!(crash.unwrap(), Err(Error::Panicked { shard: 0 }));
-    assert_eq!(
-        after.unwrap().unwrap().unwrap().refcount,
-        2,
-        "reloaded before handling the queue"
-    );
+    assert_eq!(after.unwrap().unwrap().unwrap().refcount, 2, "reloaded before handling the queue");
     assert_eq!(more.unwrap(), Ok(EdgeOutcome::Applied { refcount: 3 }));
     let stats = s.addr.send(GetStats).await.unwrap();
     assert_eq!((stats.restarts, stats.state), (1, ShardState::Ready));
@@ -94,18 +63,12 @@ async fn a_panic_restarts_reloads_and_loses_nothing_acknowledged() {
 async fn restarts_beyond_the_policy_leave_the_shard_down() {
     tokio::time::pause();
     let config = ShardConfig {
-        restart: RestartPolicy {
-            max_restarts: 2,
-            ..RestartPolicy::default()
-        },
+        restart: RestartPolicy { max_restarts: 2, ..RestartPolicy::default() },
         ..ShardConfig::default()
     };
     let s = start(Arc::new(MemoryStore::new()), config);
     for _ in 0..3 {
-        assert_eq!(
-            s.addr.send(InjectPanic).await.unwrap(),
-            Err(Error::Panicked { shard: 0 })
-        );
+        assert_eq!(s.addr.send(InjectPanic).await.unwrap(), Err(Error::Panicked { shard: 0 }));
     }
     let e = s.addr.send(inspect("a")).await.unwrap().unwrap_err();
     assert!(matches!(e, Error::ShardDown { shard: 0, .. }), "{e}");
@@ -114,26 +77,15 @@ async fn restarts_beyond_the_policy_leave_the_shard_down() {
 
 #[actix::test]
 async fn concurrent_writes_share_few_commits() {
-    let s = start(
-        Arc::new(MemoryStore::new()),
-        ShardConfig {
-            mailbox_capacity: 4096,
-            ..ShardConfig::default()
-        },
-    );
+    let s =
+        start(Arc::new(MemoryStore::new()), ShardConfig { mailbox_capacity: 4096, ..ShardConfig::default() });
     s.addr.send(GetStats).await.unwrap();
-    let sends: Vec<_> = (0..1_000)
-        .map(|i| s.addr.send(insert(&format!("n{i}"), 1, 1, 1)))
-        .collect();
+    let sends: Vec<_> = (0..1_000).map(|i| s.addr.send(insert(&format!("n{i}"), 1, 1, 1))).collect();
     for r in futures::future::join_all(sends).await {
         assert_eq!(r.unwrap(), Ok(InsertOutcome::Inserted));
     }
     let w = s.writer.stats();
-    assert!(
-        w.shard_flushes >= 1 && w.shard_flushes <= 50,
-        "1000 acks took {} flushes",
-        w.shard_flushes
-    );
+    assert!(w.shard_flushes >= 1 && w.shard_flushes <= 50, "1000 acks took {} flushes", w.shard_flushes);
     assert_eq!(s.addr.send(GetStats).await.unwrap().table.ghosts, 1_000);
 }
 
@@ -142,27 +94,12 @@ async fn replayed_batches_change_nothing_across_a_restart() {
     tokio::time::pause();
     let s = start(Arc::new(MemoryStore::new()), ShardConfig::default());
     s.addr.send(insert("a", 1, 1, 1)).await.unwrap().unwrap();
-    let batch = EdgeBatch {
-        seq: Some(7),
-        events: vec![EdgeEvent::added("a"), EdgeEvent::added("a")],
-    };
+    let batch = EdgeBatch { seq: Some(7), events: vec![EdgeEvent::added("a"), EdgeEvent::added("a")] };
     assert!(!s.addr.send(batch.clone()).await.unwrap().unwrap().skipped);
     assert!(s.addr.send(batch.clone()).await.unwrap().unwrap().skipped);
     let _ = s.addr.send(InjectPanic).await.unwrap();
-    assert!(
-        s.addr.send(batch).await.unwrap().unwrap().skipped,
-        "the applied seq was persisted"
-    );
-    assert_eq!(
-        s.addr
-            .send(inspect("a"))
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-            .refcount,
-        3
-    );
+    assert!(s.addr.send(batch).await.unwrap().unwrap().skipped, "the applied seq was persisted");
+    assert_eq!(s.addr.send(inspect("a")).await.unwrap().unwrap().unwrap().refcount, 3);
 }
 
 #[actix::test]
@@ -172,52 +109,30 @@ async fn corrupt_stored_state_fails_closed() {
     let mut bytes = codec::encode_snapshot(&good).unwrap();
     *bytes.last_mut().unwrap() ^= 0xff;
     // A corrupt snapshot is refused and changes nothing.
-    assert!(matches!(
-        store.import_snapshot(0, &bytes, &TableConfig::default()),
-        Err(Error::Decode(_))
-    ));
+    assert!(matches!(store.import_snapshot(0, &bytes, &TableConfig::default()), Err(Error::Decode(_))));
     let legacy = include_bytes!("fixtures/seed-v0-1000.msgpack");
-    store
-        .import_snapshot(0, legacy, &TableConfig::default())
-        .unwrap();
+    store.import_snapshot(0, legacy, &TableConfig::default()).unwrap();
     // A node id longer than the shard's limit is unreadable for this shard.
     let strict = ShardConfig {
-        table: TableConfig {
-            max_node_id_len: 4,
-            ..TableConfig::default()
-        },
+        table: TableConfig { max_node_id_len: 4, ..TableConfig::default() },
         ..ShardConfig::default()
     };
     let s = start(store.clone(), strict);
     let e = s.addr.send(inspect("node-1")).await.unwrap().unwrap_err();
     assert!(matches!(e, Error::ShardFailed { shard: 0, .. }), "{e}");
-    assert!(matches!(
-        s.addr.send(GetStats).await.unwrap().state,
-        ShardState::FailedClosed(_)
-    ));
-    assert_eq!(
-        store.rows(0),
-        1_000,
-        "nothing written over the stored state"
-    );
+    assert!(matches!(s.addr.send(GetStats).await.unwrap().state, ShardState::FailedClosed(_)));
+    assert_eq!(store.rows(0), 1_000, "nothing written over the stored state");
 }
 
 #[actix::test]
 async fn a_full_mailbox_pushes_back() {
-    let s = start(
-        Arc::new(MemoryStore::new()),
-        ShardConfig {
-            mailbox_capacity: 4,
-            ..ShardConfig::default()
-        },
-    );
+    let s =
+        start(Arc::new(MemoryStore::new()), ShardConfig { mailbox_capacity: 4, ..ShardConfig::default() });
     s.addr.send(GetStats).await.unwrap();
     // The actor cannot run until this task yields, so the mailbox only fills.
     let mut queued = Vec::new();
     let full = loop {
-        match s.addr.try_send(EdgeRemoved {
-            node_id: "x".into(),
-        }) {
+        match s.addr.try_send(EdgeRemoved { node_id: "x".into() }) {
             Ok(()) => queued.push(()),
             Err(SendError::Full(_)) => break true,
             Err(SendError::Closed(_)) => break false,
@@ -226,25 +141,15 @@ async fn a_full_mailbox_pushes_back() {
     };
     assert!(full);
     // `send` waits for room instead of failing.
-    assert_eq!(
-        s.addr
-            .send(EdgeRemoved {
-                node_id: "x".into()
-            })
-            .await
-            .unwrap(),
-        Ok(EdgeOutcome::UnknownNode)
-    );
+    assert_eq!(s.addr.send(EdgeRemoved { node_id: "x".into() }).await.unwrap(), Ok(EdgeOutcome::UnknownNode));
 }
 
 #[actix::test]
 async fn interval_durability_acknowledges_at_once_and_flushes_later() {
     tokio::time::pause();
     let store = Arc::new(MemoryStore::new());
-    let config = ShardConfig {
-        durability: Durability::Interval { interval_ms: 100 },
-        ..ShardConfig::default()
-    };
+    let config =
+        ShardConfig { durability: Durability::Interval { interval_ms: 100 }, ..ShardConfig::default() };
     let s = start(store.clone(), config);
     s.addr.send(insert("a", 1, 1, 1)).await.unwrap().unwrap();
     assert_eq!(store.rows(0), 0, "not yet flushed");

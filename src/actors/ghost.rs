@@ -47,12 +47,7 @@ pub struct GhostActor {
 
 impl GhostActor {
     /// A shard actor; start it with [`GhostActor::start_supervised`].
-    pub fn new(
-        shard: u16,
-        config: Arc<ShardConfig>,
-        writer: StoreWriter,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    pub fn new(shard: u16, config: Arc<ShardConfig>, writer: StoreWriter, clock: Arc<dyn Clock>) -> Self {
         Self {
             shard,
             config,
@@ -89,16 +84,10 @@ impl GhostActor {
         let table = match &mut self.state {
             State::Ready(t) => t,
             State::Failed(cause) => {
-                return Err(Error::ShardFailed {
-                    shard,
-                    cause: cause.clone(),
-                });
+                return Err(Error::ShardFailed { shard, cause: cause.clone() });
             }
             State::Down => {
-                return Err(Error::ShardDown {
-                    shard,
-                    restarts: self.restart_times.len() as u32,
-                });
+                return Err(Error::ShardDown { shard, restarts: self.restart_times.len() as u32 });
             }
             State::Loading => return Err(Error::Unavailable { shard }),
         };
@@ -115,11 +104,7 @@ impl GhostActor {
     }
 
     /// Applies `f` and answers at once; its changes ride the next flush.
-    fn lazy<R>(
-        &mut self,
-        ctx: &mut Context<Self>,
-        f: impl FnOnce(&mut GhostTable, u64) -> R,
-    ) -> Result<R> {
+    fn lazy<R>(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut GhostTable, u64) -> R) -> Result<R> {
         let out = self.with_table(ctx, f)?;
         if self.has_changes() {
             self.schedule_flush(ctx);
@@ -181,10 +166,7 @@ impl GhostActor {
             waiters.into_iter().for_each(|w| drop(w.send(Ok(()))));
             return;
         }
-        let changes = ShardChanges {
-            shard: self.shard,
-            changes: table.take_changes(),
-        };
+        let changes = ShardChanges { shard: self.shard, changes: table.take_changes() };
         self.flushing = true;
         let writer = self.writer.clone();
         let fut = async move { writer.commit(changes).await };
@@ -217,11 +199,7 @@ impl GhostActor {
     fn note_restart(&mut self) -> bool {
         let now = self.clock.now_ms();
         let window = self.config.restart.window_ms;
-        while self
-            .restart_times
-            .front()
-            .is_some_and(|&t| now.saturating_sub(t) > window)
-        {
+        while self.restart_times.front().is_some_and(|&t| now.saturating_sub(t) > window) {
             self.restart_times.pop_front();
         }
         self.restart_times.push_back(now);
@@ -236,11 +214,7 @@ impl GhostActor {
         }
         let r = &self.config.restart;
         let factor = 1u64.checked_shl(n - 1).unwrap_or(u64::MAX);
-        Duration::from_millis(
-            r.backoff_base_ms
-                .saturating_mul(factor)
-                .min(r.backoff_cap_ms),
-        )
+        Duration::from_millis(r.backoff_base_ms.saturating_mul(factor).min(r.backoff_cap_ms))
     }
 }
 
@@ -253,8 +227,7 @@ impl Actor for GhostActor {
             return;
         }
         self.state = State::Loading;
-        let (writer, shard, table_config) =
-            (self.writer.clone(), self.shard, self.config.table.clone());
+        let (writer, shard, table_config) = (self.writer.clone(), self.shard, self.config.table.clone());
         let delay = self.reload_delay();
         let load = async move {
             if !delay.is_zero() {
@@ -271,7 +244,8 @@ impl Actor for GhostActor {
             }
             Err(e @ (Error::Decode(_) | Error::InvalidNodeId { .. } | Error::NotAStore(_))) => {
                 tracing::error!(shard = act.shard, error = %e, "stored state unreadable; failing closed");
-                metrics::counter!(crate::metrics::FAILED_CLOSED, "shard" => act.shard.to_string()).increment(1);
+                metrics::counter!(crate::metrics::FAILED_CLOSED, "shard" => act.shard.to_string())
+                    .increment(1);
                 act.state = State::Failed(e.to_string());
             }
             Err(e) => {
@@ -293,10 +267,7 @@ impl Supervised for GhostActor {
         self.state = if self.note_restart() {
             State::Loading
         } else {
-            tracing::error!(
-                shard = self.shard,
-                "restart intensity exceeded; shard stays down"
-            );
+            tracing::error!(shard = self.shard, "restart intensity exceeded; shard stays down");
             State::Down
         };
     }

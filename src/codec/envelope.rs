@@ -37,10 +37,7 @@ pub(crate) fn open(bytes: &[u8], kind: Kind) -> Result<&[u8], DecodeError> {
         if !bytes.is_empty() && !MAGIC.starts_with(&bytes[..bytes.len().min(4)]) {
             return Err(bad_magic(bytes));
         }
-        return Err(DecodeError::Truncated {
-            needed: HEADER_LEN as u64,
-            available: bytes.len() as u64,
-        });
+        return Err(DecodeError::Truncated { needed: HEADER_LEN as u64, available: bytes.len() as u64 });
     }
     if bytes[..4] != MAGIC {
         return Err(bad_magic(bytes));
@@ -49,23 +46,15 @@ pub(crate) fn open(bytes: &[u8], kind: Kind) -> Result<&[u8], DecodeError> {
         return Err(DecodeError::UnsupportedVersion(bytes[4]));
     }
     if bytes[5] != kind as u8 {
-        return Err(DecodeError::WrongKind {
-            expected: kind as u8,
-            found: bytes[5],
-        });
+        return Err(DecodeError::WrongKind { expected: kind as u8, found: bytes[5] });
     }
     if bytes[6..8] != [0, 0] {
-        return Err(DecodeError::Malformed(
-            "reserved header bytes are not zero".into(),
-        ));
+        return Err(DecodeError::Malformed("reserved header bytes are not zero".into()));
     }
     let declared = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
     let available = (bytes.len() - HEADER_LEN) as u64;
     if declared > available {
-        return Err(DecodeError::Truncated {
-            needed: declared,
-            available,
-        });
+        return Err(DecodeError::Truncated { needed: declared, available });
     }
     if declared < available {
         return Err(DecodeError::Malformed(format!(
@@ -83,9 +72,7 @@ pub(crate) fn open(bytes: &[u8], kind: Kind) -> Result<&[u8], DecodeError> {
 }
 
 pub(crate) fn bad_magic(bytes: &[u8]) -> DecodeError {
-    DecodeError::BadMagic {
-        found: bytes[..bytes.len().min(4)].to_vec(),
-    }
+    DecodeError::BadMagic { found: bytes[..bytes.len().min(4)].to_vec() }
 }
 
 #[cfg(test)]
@@ -104,45 +91,21 @@ mod tests {
         let good = seal(Kind::Snapshot, b"payload");
         let mut m = good.clone();
         m[0] = b'X';
-        assert!(matches!(
-            open(&m, Kind::Snapshot),
-            Err(DecodeError::BadMagic { .. })
-        ));
+        assert!(matches!(open(&m, Kind::Snapshot), Err(DecodeError::BadMagic { .. })));
         let mut v = good.clone();
         v[4] = 9;
-        assert_eq!(
-            open(&v, Kind::Snapshot),
-            Err(DecodeError::UnsupportedVersion(9))
-        );
-        assert!(matches!(
-            open(&good, Kind::Stub),
-            Err(DecodeError::WrongKind { .. })
-        ));
+        assert_eq!(open(&v, Kind::Snapshot), Err(DecodeError::UnsupportedVersion(9)));
+        assert!(matches!(open(&good, Kind::Stub), Err(DecodeError::WrongKind { .. })));
         let mut c = good.clone();
         *c.last_mut().unwrap() ^= 1;
-        assert!(matches!(
-            open(&c, Kind::Snapshot),
-            Err(DecodeError::ChecksumMismatch { .. })
-        ));
-        assert!(matches!(
-            open(&good[..good.len() - 1], Kind::Snapshot),
-            Err(DecodeError::Truncated { .. })
-        ));
-        assert!(matches!(
-            open(&good[..10], Kind::Snapshot),
-            Err(DecodeError::Truncated { .. })
-        ));
+        assert!(matches!(open(&c, Kind::Snapshot), Err(DecodeError::ChecksumMismatch { .. })));
+        assert!(matches!(open(&good[..good.len() - 1], Kind::Snapshot), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(open(&good[..10], Kind::Snapshot), Err(DecodeError::Truncated { .. })));
         let mut t = good.clone();
         t.push(0);
-        assert!(matches!(
-            open(&t, Kind::Snapshot),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(open(&t, Kind::Snapshot), Err(DecodeError::Malformed(_))));
         let mut huge = good.clone();
         huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(
-            open(&huge, Kind::Snapshot),
-            Err(DecodeError::Truncated { .. })
-        ));
+        assert!(matches!(open(&huge, Kind::Snapshot), Err(DecodeError::Truncated { .. })));
     }
 }

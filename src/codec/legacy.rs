@@ -16,9 +16,7 @@ pub(super) fn is_legacy(bytes: &[u8]) -> bool {
 
 pub(super) fn decode(bytes: &[u8], shard: u16, config: &TableConfig) -> Result<GhostTable> {
     let mut r = SliceReader::new(bytes);
-    let n = r
-        .read_map_len()
-        .map_err(truncated_or_malformed(bytes.len()))?;
+    let n = r.read_map_len().map_err(truncated_or_malformed(bytes.len()))?;
     check_count(n, bytes.len(), MIN_ENTRY_BYTES, config)?;
     let mut table = GhostTable::with_capacity(shard, config.clone(), n)?;
     for _ in 0..n {
@@ -38,11 +36,9 @@ pub(super) fn decode(bytes: &[u8], shard: u16, config: &TableConfig) -> Result<G
 /// Without a checksum, running out of bytes means the input was cut short.
 fn truncated_or_malformed(len: usize) -> impl Fn(zerompk::Error) -> crate::Error {
     move |e| match e {
-        zerompk::Error::BufferTooSmall => DecodeError::Truncated {
-            needed: len as u64 + 1,
-            available: len as u64,
+        zerompk::Error::BufferTooSmall => {
+            DecodeError::Truncated { needed: len as u64 + 1, available: len as u64 }.into()
         }
-        .into(),
         other => malformed(other),
     }
 }

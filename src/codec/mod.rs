@@ -92,14 +92,7 @@ struct StubPayload<'a>(&'a StubRecord);
 impl ToMessagePack for StubPayload<'_> {
     fn write<W: Write>(&self, w: &mut W) -> zerompk::Result<()> {
         let s = self.0;
-        write_stub(
-            w,
-            &s.node_id,
-            s.target_shard,
-            s.refcount,
-            s.created_at_ms,
-            s.epoch,
-        )
+        write_stub(w, &s.node_id, s.target_shard, s.refcount, s.created_at_ms, s.epoch)
     }
 }
 
@@ -164,9 +157,7 @@ fn read_id<'a>(r: &mut SliceReader<'a>, config: &TableConfig) -> Result<&'a str>
 fn expect_array(r: &mut SliceReader<'_>, len: usize, what: &str) -> Result<()> {
     let n = r.read_array_len().map_err(malformed)?;
     if n != len {
-        return Err(malformed(format!(
-            "{what}: expected an array of {len}, found {n}"
-        )));
+        return Err(malformed(format!("{what}: expected an array of {len}, found {n}")));
     }
     Ok(())
 }

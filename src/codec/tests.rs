@@ -10,14 +10,8 @@ fn cfg() -> TableConfig {
 fn sample() -> GhostTable {
     let mut t = GhostTable::new(3, cfg()).unwrap();
     for i in 0..50u32 {
-        t.insert(
-            &format!("node-{i:08}"),
-            (i % 7 + 4) as u16,
-            i,
-            u64::from(i) * 3,
-            1_000 + u64::from(i),
-        )
-        .unwrap();
+        t.insert(&format!("node-{i:08}"), (i % 7 + 4) as u16, i, u64::from(i) * 3, 1_000 + u64::from(i))
+            .unwrap();
     }
     t.apply_batch(Some(77), &[]);
     t
@@ -43,10 +37,7 @@ fn empty_snapshot_is_not_empty_bytes() {
     let bytes = encode_snapshot(&t).unwrap();
     assert!(bytes.len() > envelope::HEADER_LEN);
     assert!(decode_snapshot(&bytes, 0, &cfg()).unwrap().is_empty());
-    assert!(matches!(
-        decode_snapshot(&[], 0, &cfg()),
-        Err(Error::Decode(DecodeError::Truncated { .. }))
-    ));
+    assert!(matches!(decode_snapshot(&[], 0, &cfg()), Err(Error::Decode(DecodeError::Truncated { .. }))));
 }
 
 #[test]
@@ -60,10 +51,7 @@ fn stub_round_trips() {
     };
     let bytes = encode_stub(&r).unwrap();
     assert_eq!(decode_stub(&bytes, &cfg()).unwrap(), r);
-    assert!(matches!(
-        decode_snapshot(&bytes, 0, &cfg()),
-        Err(Error::Decode(DecodeError::WrongKind { .. }))
-    ));
+    assert!(matches!(decode_snapshot(&bytes, 0, &cfg()), Err(Error::Decode(DecodeError::WrongKind { .. }))));
 }
 
 #[test]
@@ -73,10 +61,7 @@ fn seed_bytes_load() {
     assert_eq!(t.len(), 1000);
     for i in [0usize, 1, 999, 512] {
         let g = t.get(&format!("node-{i}")).unwrap();
-        assert_eq!(
-            (g.target_shard, g.refcount, g.epoch),
-            ((i % 1024) as u16, (i % 7 + 1) as u32, 0)
-        );
+        assert_eq!((g.target_shard, g.refcount, g.epoch), ((i % 1024) as u16, (i % 7 + 1) as u32, 0));
     }
     assert_eq!(t.applied_seq(), None);
     let empty = include_bytes!("../../tests/fixtures/seed-v0-empty.msgpack");
@@ -87,10 +72,7 @@ fn seed_bytes_load() {
 fn truncated_seed_bytes_are_an_error() {
     let bytes = include_bytes!("../../tests/fixtures/seed-v0-1000.msgpack");
     for cut in [1, 2, 3, 100, bytes.len() - 1] {
-        assert!(
-            decode_snapshot(&bytes[..cut], 0, &cfg()).is_err(),
-            "cut at {cut}"
-        );
+        assert!(decode_snapshot(&bytes[..cut], 0, &cfg()).is_err(), "cut at {cut}");
     }
 }
 
@@ -104,51 +86,22 @@ fn hostile_counts_are_rejected_before_allocation() {
     // [nil, array32 of 2^32-1 stubs] with no stubs behind it.
     let p = [0x92, 0xc0, 0xdd, 0xff, 0xff, 0xff, 0xff];
     let e = decode_snapshot(&sealed(&p), 0, &cfg()).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::Decode(DecodeError::LimitExceeded {
-                what: "stub count",
-                ..
-            })
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, Error::Decode(DecodeError::LimitExceeded { what: "stub count", .. })), "{e}");
     let p = [0x92, 0xc0, 0xdd, 0x00, 0x10, 0x00, 0x00];
     let e = decode_snapshot(&sealed(&p), 0, &cfg()).unwrap_err();
-    assert!(
-        matches!(e, Error::Decode(DecodeError::Truncated { .. })),
-        "{e}"
-    );
+    assert!(matches!(e, Error::Decode(DecodeError::Truncated { .. })), "{e}");
     // Legacy map32 declaring 2^31 entries.
     let e = decode_snapshot(&[0xdf, 0x80, 0, 0, 0], 0, &cfg()).unwrap_err();
-    assert!(
-        matches!(e, Error::Decode(DecodeError::LimitExceeded { .. })),
-        "{e}"
-    );
+    assert!(matches!(e, Error::Decode(DecodeError::LimitExceeded { .. })), "{e}");
 }
 
 #[test]
 fn ids_are_bounded() {
-    let small = TableConfig {
-        max_node_id_len: 4,
-        ..cfg()
-    };
-    let r = StubRecord {
-        node_id: "toolong".into(),
-        target_shard: 1,
-        refcount: 1,
-        created_at_ms: 0,
-        epoch: 0,
-    };
+    let small = TableConfig { max_node_id_len: 4, ..cfg() };
+    let r =
+        StubRecord { node_id: "toolong".into(), target_shard: 1, refcount: 1, created_at_ms: 0, epoch: 0 };
     let e = decode_stub(&encode_stub(&r).unwrap(), &small).unwrap_err();
-    assert!(matches!(
-        e,
-        Error::Decode(DecodeError::LimitExceeded {
-            what: "node id length",
-            ..
-        })
-    ));
+    assert!(matches!(e, Error::Decode(DecodeError::LimitExceeded { what: "node id length", .. })));
     // A str32 header claiming 4 GiB of id.
     let p = [0x95, 0xdb, 0xff, 0xff, 0xff, 0xff];
     assert!(decode_stub(&envelope::seal(Kind::Stub, &p), &cfg()).is_err());
@@ -173,9 +126,6 @@ fn wrong_shapes_are_malformed() {
         &[0x92, 0xc0, 0x90, 0xc0],
     ] {
         let e = decode_snapshot(&sealed(p), 0, &cfg()).unwrap_err();
-        assert!(
-            matches!(e, Error::Decode(DecodeError::Malformed(_))),
-            "{p:02x?}: {e}"
-        );
+        assert!(matches!(e, Error::Decode(DecodeError::Malformed(_))), "{p:02x?}: {e}");
     }
 }

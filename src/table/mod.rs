@@ -86,13 +86,7 @@ impl GhostTable {
         let records = records.into_iter();
         let mut table = Self::with_capacity(shard, config, records.size_hint().0)?;
         for r in records {
-            table.load_stub(
-                &r.node_id,
-                r.target_shard,
-                r.refcount,
-                r.created_at_ms,
-                r.epoch,
-            )?;
+            table.load_stub(&r.node_id, r.target_shard, r.refcount, r.created_at_ms, r.epoch)?;
         }
         table.finish_load(applied_seq);
         Ok(table)
@@ -109,14 +103,9 @@ impl GhostTable {
     ) -> Result<()> {
         self.check_id(id)?;
         let version = self.bump();
-        match self.slab.insert(
-            id,
-            new_slot(target, refcount, created_at_ms, epoch, version),
-        )? {
+        match self.slab.insert(id, new_slot(target, refcount, created_at_ms, epoch, version))? {
             Ok(_) => Ok(()),
-            Err(_) => {
-                Err(crate::DecodeError::Malformed(format!("duplicate node id {id:?}")).into())
-            }
+            Err(_) => Err(crate::DecodeError::Malformed(format!("duplicate node id {id:?}")).into()),
         }
     }
 
@@ -197,11 +186,7 @@ impl GhostTable {
         let current = self.slab.slot(i).epoch;
         if epoch <= current {
             self.counters.stale_moves += 1;
-            return Ok(if epoch == current {
-                InsertOutcome::Duplicate
-            } else {
-                InsertOutcome::Stale
-            });
+            return Ok(if epoch == current { InsertOutcome::Duplicate } else { InsertOutcome::Stale });
         }
         // A newer move of a node we already forward: a fresh ghost life, so the
         // grace period and back-off start over.
@@ -231,9 +216,7 @@ impl GhostTable {
         let s = self.slab.slot_mut(i);
         s.refcount += 1;
         s.version = version;
-        EdgeOutcome::Applied {
-            refcount: s.refcount,
-        }
+        EdgeOutcome::Applied { refcount: s.refcount }
     }
 
     /// A local edge to `node_id` was removed; at zero the ghost is purged.
@@ -250,9 +233,7 @@ impl GhostTable {
         let s = self.slab.slot_mut(i);
         s.refcount -= 1;
         s.version = version;
-        EdgeOutcome::Applied {
-            refcount: s.refcount,
-        }
+        EdgeOutcome::Applied { refcount: s.refcount }
     }
 
     /// Applies a batch of edge events once: a batch whose `seq` is at or below
@@ -262,10 +243,7 @@ impl GhostTable {
             && seq <= done
         {
             self.counters.skipped_batches += 1;
-            return BatchOutcome {
-                skipped: true,
-                ..BatchOutcome::default()
-            };
+            return BatchOutcome { skipped: true, ..BatchOutcome::default() };
         }
         let mut out = BatchOutcome::default();
         for e in events {
@@ -321,14 +299,9 @@ impl GhostTable {
     /// Drains the changes the store has not seen yet.
     pub fn take_changes(&mut self) -> ChangeSet {
         let mut upserts = Vec::new();
-        self.slab
-            .drain_dirty(|id, s| upserts.push(record(id, &info(s))));
+        self.slab.drain_dirty(|id, s| upserts.push(record(id, &info(s))));
         self.seq_dirty = false;
-        ChangeSet {
-            upserts,
-            removals: std::mem::take(&mut self.removed),
-            applied_seq: self.applied_seq,
-        }
+        ChangeSet { upserts, removals: std::mem::take(&mut self.removed), applied_seq: self.applied_seq }
     }
 
     /// True when [`take_changes`](Self::take_changes) would return something to write.
@@ -379,10 +352,7 @@ impl GhostTable {
 
     fn check_id(&self, id: &str) -> Result<()> {
         if id.is_empty() || id.len() > self.config.max_node_id_len {
-            return Err(Error::InvalidNodeId {
-                len: id.len(),
-                max: self.config.max_node_id_len,
-            });
+            return Err(Error::InvalidNodeId { len: id.len(), max: self.config.max_node_id_len });
         }
         Ok(())
     }

@@ -71,11 +71,7 @@ impl Slab {
     pub(crate) fn find(&self, id: &str) -> Option<usize> {
         let hash = self.hasher.hash_one(id.as_bytes());
         let (arena, slots) = (&self.arena, &self.slots);
-        self.index
-            .find(hash, |&i| {
-                id_bytes(arena, &slots[i as usize]) == id.as_bytes()
-            })
-            .map(|&i| i as usize)
+        self.index.find(hash, |&i| id_bytes(arena, &slots[i as usize]) == id.as_bytes()).map(|&i| i as usize)
     }
 
     /// Mutable access that marks the slot dirty.

@@ -51,10 +51,7 @@ impl GhostTable {
     ) -> ApplyReport {
         let mut report = ApplyReport::default();
         for v in verdicts {
-            let Some(i) = self
-                .slab
-                .find(&v.node_id)
-                .filter(|&i| self.slab.slot(i).version == v.version)
+            let Some(i) = self.slab.find(&v.node_id).filter(|&i| self.slab.slot(i).version == v.version)
             else {
                 report.stale += 1;
                 self.counters.stale_verdicts += 1;

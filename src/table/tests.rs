@@ -4,23 +4,12 @@ use super::*;
 use crate::sweep::{CheckedVerdict, Verdict};
 
 fn table() -> GhostTable {
-    GhostTable::new(
-        0,
-        TableConfig {
-            grace_ms: 0,
-            ..TableConfig::default()
-        },
-    )
-    .unwrap()
+    GhostTable::new(0, TableConfig { grace_ms: 0, ..TableConfig::default() }).unwrap()
 }
 
 fn verdicts(t: &mut GhostTable, now: u64, f: impl Fn(&str) -> Verdict) -> crate::ApplyReport {
     let page = t.plan_sweep(now, usize::MAX);
-    let v: Vec<_> = page
-        .checks
-        .iter()
-        .map(|c| CheckedVerdict::new(c, f(&c.node_id)))
-        .collect();
+    let v: Vec<_> = page.checks.iter().map(|c| CheckedVerdict::new(c, f(&c.node_id))).collect();
     t.apply_verdicts(&v, now)
 }
 
@@ -30,14 +19,8 @@ fn lifecycle_purges_when_the_last_edge_goes() {
     t.insert("node-42", 10, 3, 1, 0).unwrap();
     assert_eq!(t.resolve("node-42"), Some(10));
     assert_eq!(t.resolve("elsewhere"), None);
-    assert_eq!(
-        t.edge_removed("node-42"),
-        EdgeOutcome::Applied { refcount: 2 }
-    );
-    assert_eq!(
-        t.edge_removed("node-42"),
-        EdgeOutcome::Applied { refcount: 1 }
-    );
+    assert_eq!(t.edge_removed("node-42"), EdgeOutcome::Applied { refcount: 2 });
+    assert_eq!(t.edge_removed("node-42"), EdgeOutcome::Applied { refcount: 1 });
     assert_eq!(t.edge_removed("node-42"), EdgeOutcome::Purged);
     assert!(t.is_empty());
     assert_eq!(t.counters().purged_refcount_zero, 1);
@@ -82,10 +65,7 @@ fn zero_refcount_ghosts_are_purged_without_a_remote_call() {
 fn resolve_many_serves_a_traversal_frontier() {
     let mut t = table();
     t.insert("migrated-node", 42, 5, 1, 0).unwrap();
-    assert_eq!(
-        t.resolve_many(["local", "migrated-node"]),
-        vec![None, Some(42)]
-    );
+    assert_eq!(t.resolve_many(["local", "migrated-node"]), vec![None, Some(42)]);
 }
 
 #[test]
@@ -129,19 +109,10 @@ fn epochs_order_moves() {
 #[test]
 fn bad_ids_and_self_targets_are_typed_errors() {
     let mut t = table();
-    assert!(matches!(
-        t.insert("", 1, 1, 1, 0),
-        Err(Error::InvalidNodeId { .. })
-    ));
+    assert!(matches!(t.insert("", 1, 1, 1, 0), Err(Error::InvalidNodeId { .. })));
     let long = "x".repeat(2000);
-    assert!(matches!(
-        t.insert(&long, 1, 1, 1, 0),
-        Err(Error::InvalidNodeId { .. })
-    ));
-    assert_eq!(
-        t.insert("n", 0, 1, 1, 0),
-        Err(Error::SelfTarget { shard: 0 })
-    );
+    assert!(matches!(t.insert(&long, 1, 1, 1, 0), Err(Error::InvalidNodeId { .. })));
+    assert_eq!(t.insert("n", 0, 1, 1, 0), Err(Error::SelfTarget { shard: 0 }));
     t.insert("n", 1, 1, 1, 0).unwrap();
     assert_eq!(t.retarget("n", 0, 2), Err(Error::SelfTarget { shard: 0 }));
     assert!(t.is_empty() || t.len() == 1);
@@ -151,11 +122,7 @@ fn bad_ids_and_self_targets_are_typed_errors() {
 fn replayed_batches_are_skipped() {
     let mut t = table();
     t.insert("n", 1, 1, 1, 0).unwrap();
-    let batch = [
-        EdgeEvent::added("n"),
-        EdgeEvent::added("n"),
-        EdgeEvent::removed("x"),
-    ];
+    let batch = [EdgeEvent::added("n"), EdgeEvent::added("n"), EdgeEvent::removed("x")];
     let out = t.apply_batch(Some(10), &batch);
     assert_eq!((out.skipped, out.applied, out.unknown), (false, 2, 1));
     assert!(t.apply_batch(Some(10), &batch).skipped);
@@ -183,9 +150,7 @@ fn keep_with_a_count_repairs_the_refcount() {
     let mut t = table();
     t.insert("a", 1, 5, 1, 0).unwrap();
     t.insert("b", 1, 5, 1, 0).unwrap();
-    let r = verdicts(&mut t, 10, |id| Verdict::Keep {
-        local_edges: Some(if id == "a" { 2 } else { 0 }),
-    });
+    let r = verdicts(&mut t, 10, |id| Verdict::Keep { local_edges: Some(if id == "a" { 2 } else { 0 }) });
     assert_eq!((r.corrected, r.kept, r.purged), (2, 1, 1));
     assert_eq!(t.get("a").unwrap().refcount, 2);
     assert!(t.get("b").is_none());
@@ -220,12 +185,8 @@ fn probe(t: &mut GhostTable, now: u64) -> Option<crate::PlannedCheck> {
 
 #[test]
 fn grace_and_back_off_delay_candidates() {
-    let cfg = TableConfig {
-        grace_ms: 100,
-        backoff_base_ms: 10,
-        backoff_cap_ms: 40,
-        ..TableConfig::default()
-    };
+    let cfg =
+        TableConfig { grace_ms: 100, backoff_base_ms: 10, backoff_cap_ms: 40, ..TableConfig::default() };
     let mut t = GhostTable::new(0, cfg).unwrap();
     t.insert("n", 1, 1, 1, 1_000).unwrap();
     assert!(probe(&mut t, 1_099).is_none(), "inside the grace period");
@@ -243,22 +204,12 @@ fn grace_and_back_off_delay_candidates() {
     }
     for (k, d) in delays.iter().enumerate() {
         let full = (10u64 << k).min(40);
-        assert!(
-            (full / 2..=full).contains(d),
-            "retry {k}: delay {d} outside [{}, {full}]",
-            full / 2
-        );
+        assert!((full / 2..=full).contains(d), "retry {k}: delay {d} outside [{}, {full}]", full / 2);
     }
     assert!(t.get("n").is_some(), "inconclusive never purges");
     // A conclusive verdict clears the back-off: the next pass sees it at once.
     let check = probe(&mut t, now).unwrap();
-    t.apply_verdicts(
-        &[CheckedVerdict::new(
-            &check,
-            Verdict::Keep { local_edges: None },
-        )],
-        now,
-    );
+    t.apply_verdicts(&[CheckedVerdict::new(&check, Verdict::Keep { local_edges: None })], now);
     assert!(probe(&mut t, now).is_some());
 }
 
@@ -297,13 +248,7 @@ fn changes_drain_upserts_removals_and_sequence() {
     t.insert("b", 1, 1, 1, 0).unwrap();
     t.apply_batch(Some(3), &[EdgeEvent::removed("a")]);
     let c = t.take_changes();
-    assert_eq!(
-        c.upserts
-            .iter()
-            .map(|r| r.node_id.as_str())
-            .collect::<Vec<_>>(),
-        ["b"]
-    );
+    assert_eq!(c.upserts.iter().map(|r| r.node_id.as_str()).collect::<Vec<_>>(), ["b"]);
     assert_eq!(c.removals, vec![Box::from("a")]);
     assert_eq!(c.applied_seq, Some(3));
     assert!(!t.has_changes());

@@ -11,9 +11,7 @@ type Durable<T> = ResponseFuture<Result<T>>;
 impl Handler<InsertGhost> for GhostActor {
     type Result = Durable<crate::InsertOutcome>;
     fn handle(&mut self, m: InsertGhost, ctx: &mut Context<Self>) -> Self::Result {
-        let fut = self.durable(ctx, |t, now| {
-            t.insert(&m.node_id, m.target, m.refcount, m.epoch, now)
-        });
+        let fut = self.durable(ctx, |t, now| t.insert(&m.node_id, m.target, m.refcount, m.epoch, now));
         Box::pin(async move { fut.await? })
     }
 }
@@ -69,9 +67,7 @@ impl Handler<Resolve> for GhostActor {
 impl Handler<ResolveMany> for GhostActor {
     type Result = Result<Vec<Option<u16>>>;
     fn handle(&mut self, m: ResolveMany, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| {
-            t.resolve_many(m.node_ids.iter().map(|id| &**id))
-        })
+        self.with_table(ctx, |t, _| t.resolve_many(m.node_ids.iter().map(|id| &**id)))
     }
 }
 
@@ -109,10 +105,7 @@ impl Handler<ApplyVerdicts> for GhostActor {
             // Planned before a restart: versions restarted too, so none can be trusted.
             let n = m.verdicts.len() as u32;
             self.stats.stale_incarnation_verdicts += u64::from(n);
-            return Ok(ApplyReport {
-                stale: n,
-                ..ApplyReport::default()
-            });
+            return Ok(ApplyReport { stale: n, ..ApplyReport::default() });
         }
         self.lazy(ctx, |t, now| t.apply_verdicts(&m.verdicts, now))
     }
