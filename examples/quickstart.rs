@@ -33,7 +33,8 @@ fn main() -> vshard_ghosts::Result<()> {
 fn open(path: &std::path::Path) -> vshard_ghosts::Result<(Addr<GhostActor>, StoreWriter)> {
     let store = Arc::new(RedbStore::open(path)?);
     let writer = StoreWriter::spawn(store, 3, Duration::from_millis(10))?;
-    let actor = GhostActor::new(0, Arc::new(ShardConfig::default()), writer.clone(), Arc::new(TokioClock::new()));
+    let actor =
+        GhostActor::new(0, Arc::new(ShardConfig::default()), writer.clone(), Arc::new(TokioClock::new()));
     Ok((actor.start_supervised(), writer))
 }
 
@@ -43,7 +44,12 @@ async fn fill(path: &std::path::Path, n: usize) -> vshard_ghosts::Result<()> {
     let ids: Vec<String> = (0..n).map(|i| format!("node-{i:08}")).collect();
     for chunk in ids.chunks(1024) {
         let sends = chunk.iter().enumerate().map(|(i, id)| {
-            addr.send(InsertGhost { node_id: id.as_str().into(), target: (i % 63 + 1) as u16, refcount: 1, epoch: 1 })
+            addr.send(InsertGhost {
+                node_id: id.as_str().into(),
+                target: (i % 63 + 1) as u16,
+                refcount: 1,
+                epoch: 1,
+            })
         });
         for r in futures::future::join_all(sends).await {
             r.map_err(gone)??;

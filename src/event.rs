@@ -21,18 +21,12 @@ pub struct EdgeEvent {
 impl EdgeEvent {
     /// An edge to `node_id` was added.
     pub fn added(node_id: impl Into<Box<str>>) -> Self {
-        Self {
-            node_id: node_id.into(),
-            kind: EdgeKind::Added,
-        }
+        Self { node_id: node_id.into(), kind: EdgeKind::Added }
     }
 
     /// An edge to `node_id` was removed.
     pub fn removed(node_id: impl Into<Box<str>>) -> Self {
-        Self {
-            node_id: node_id.into(),
-            kind: EdgeKind::Removed,
-        }
+        Self { node_id: node_id.into(), kind: EdgeKind::Removed }
     }
 }
 

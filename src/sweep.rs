@@ -62,11 +62,7 @@ pub struct CheckedVerdict {
 impl CheckedVerdict {
     /// Addresses `verdict` to the stub version of `check`.
     pub fn new(check: &PlannedCheck, verdict: Verdict) -> Self {
-        Self {
-            node_id: check.node_id.clone(),
-            version: check.version,
-            verdict,
-        }
+        Self { node_id: check.node_id.clone(), version: check.version, verdict }
     }
 }
 

@@ -4,8 +4,7 @@
 use redb::{ReadableDatabase, TableDefinition};
 use std::path::Path;
 use vshard_ghosts::{
-    ChangeSet, Error, GhostStore, GhostTable, MemoryStore, RedbStore, ShardChanges, StubRecord,
-    TableConfig,
+    ChangeSet, Error, GhostStore, GhostTable, MemoryStore, RedbStore, ShardChanges, StubRecord, TableConfig,
 };
 
 /// The documented schema: stub rows, and per shard (applied seq, row count).
@@ -26,12 +25,7 @@ fn rec(id: &str, target: u16, refcount: u32) -> StubRecord {
     }
 }
 
-fn changes(
-    shard: u16,
-    upserts: Vec<StubRecord>,
-    removals: &[&str],
-    seq: Option<u64>,
-) -> ShardChanges {
+fn changes(shard: u16, upserts: Vec<StubRecord>, removals: &[&str], seq: Option<u64>) -> ShardChanges {
     ShardChanges {
         shard,
         changes: ChangeSet {
@@ -66,25 +60,10 @@ fn unwritten_shard_is_empty(s: &dyn GhostStore) {
 }
 
 fn removals_apply_before_upserts(s: &dyn GhostStore) {
-    s.commit(&[changes(
-        1,
-        vec![rec("a", 2, 1), rec("b", 2, 1), rec("c", 2, 1)],
-        &[],
-        None,
-    )])
-    .unwrap();
+    s.commit(&[changes(1, vec![rec("a", 2, 1), rec("b", 2, 1), rec("c", 2, 1)], &[], None)]).unwrap();
     // "b" removed and inserted again in one window: the upsert is the current state.
-    s.commit(&[changes(
-        1,
-        vec![rec("b", 3, 7)],
-        &["a", "b", "missing"],
-        Some(1),
-    )])
-    .unwrap();
-    assert_eq!(
-        loaded(s, 1),
-        (vec![rec("b", 3, 7), rec("c", 2, 1)], Some(1))
-    );
+    s.commit(&[changes(1, vec![rec("b", 3, 7)], &["a", "b", "missing"], Some(1))]).unwrap();
+    assert_eq!(loaded(s, 1), (vec![rec("b", 3, 7), rec("c", 2, 1)], Some(1)));
 }
 
 fn applied_seq_only_rises(s: &dyn GhostStore) {
@@ -109,9 +88,7 @@ fn many_shards_in_one_commit(s: &dyn GhostStore) {
     let batch: Vec<_> = shards
         .iter()
         .map(|&sh| {
-            let ups = (0..20)
-                .map(|i| rec(&format!("n{sh}-{i}"), sh.wrapping_add(1), i))
-                .collect();
+            let ups = (0..20).map(|i| rec(&format!("n{sh}-{i}"), sh.wrapping_add(1), i)).collect();
             changes(sh, ups, &[], Some(u64::from(sh)))
         })
         .collect();
@@ -141,13 +118,7 @@ fn replace_touches_only_its_shard(s: &dyn GhostStore) {
 }
 
 fn snapshot_round_trip_and_bad_import(s: &dyn GhostStore) {
-    s.commit(&[changes(
-        5,
-        vec![rec("p", 1, 1), rec("q", 2, 2)],
-        &[],
-        Some(8),
-    )])
-    .unwrap();
+    s.commit(&[changes(5, vec![rec("p", 1, 1), rec("q", 2, 2)], &[], Some(8))]).unwrap();
     let bytes = s.export_snapshot(5, &cfg()).unwrap();
     s.import_snapshot(6, &bytes, &cfg()).unwrap();
     assert_eq!(loaded(s, 6), loaded(s, 5));
@@ -164,21 +135,12 @@ fn snapshot_round_trip_and_bad_import(s: &dyn GhostStore) {
 type Check = (&'static str, fn(&dyn GhostStore));
 const CHECKS: &[Check] = &[
     ("unwritten_shard_is_empty", unwritten_shard_is_empty),
-    (
-        "removals_apply_before_upserts",
-        removals_apply_before_upserts,
-    ),
+    ("removals_apply_before_upserts", removals_apply_before_upserts),
     ("applied_seq_only_rises", applied_seq_only_rises),
     ("commit_is_idempotent", commit_is_idempotent),
     ("many_shards_in_one_commit", many_shards_in_one_commit),
-    (
-        "replace_touches_only_its_shard",
-        replace_touches_only_its_shard,
-    ),
-    (
-        "snapshot_round_trip_and_bad_import",
-        snapshot_round_trip_and_bad_import,
-    ),
+    ("replace_touches_only_its_shard", replace_touches_only_its_shard),
+    ("snapshot_round_trip_and_bad_import", snapshot_round_trip_and_bad_import),
 ];
 
 #[test]
@@ -217,33 +179,15 @@ fn commits_survive_reopen() {
     let mut table = GhostTable::new(3, cfg()).unwrap();
     let store = new_redb(&dir);
     for i in 0..200u32 {
-        table
-            .insert(
-                &format!("node-{i:04}"),
-                10 + (i % 5) as u16,
-                i % 3 + 1,
-                1,
-                1_000,
-            )
-            .unwrap();
+        table.insert(&format!("node-{i:04}"), 10 + (i % 5) as u16, i % 3 + 1, 1, 1_000).unwrap();
     }
-    store
-        .commit(&[ShardChanges {
-            shard: 3,
-            changes: table.take_changes(),
-        }])
-        .unwrap();
+    store.commit(&[ShardChanges { shard: 3, changes: table.take_changes() }]).unwrap();
     for i in 0..50 {
         table.edge_removed(&format!("node-{i:04}")); // purges the refcount-1 ones
         table.edge_added(&format!("node-{:04}", 100 + i));
     }
     table.apply_batch(Some(42), &[]);
-    store
-        .commit(&[ShardChanges {
-            shard: 3,
-            changes: table.take_changes(),
-        }])
-        .unwrap();
+    store.commit(&[ShardChanges { shard: 3, changes: table.take_changes() }]).unwrap();
     drop(store);
 
     let store = new_redb(&dir);
@@ -259,13 +203,9 @@ fn empty_file_becomes_a_store_and_missing_dir_is_an_error() {
     let path = dir.path().join("empty.redb");
     std::fs::write(&path, b"").unwrap();
     let s = RedbStore::open(&path).unwrap();
-    s.commit(&[changes(0, vec![rec("a", 1, 1)], &[], None)])
-        .unwrap();
+    s.commit(&[changes(0, vec![rec("a", 1, 1)], &[], None)]).unwrap();
     drop(s);
-    assert_eq!(
-        loaded(&RedbStore::open(&path).unwrap(), 0).0,
-        vec![rec("a", 1, 1)]
-    );
+    assert_eq!(loaded(&RedbStore::open(&path).unwrap(), 0).0, vec![rec("a", 1, 1)]);
 
     let err = RedbStore::open(dir.path().join("no/such/dir/ghosts.redb")).unwrap_err();
     assert!(matches!(err, Error::Store(_)), "{err:?}");
@@ -283,13 +223,9 @@ fn second_open_of_the_same_file_is_a_store_error() {
 fn non_redb_file_is_not_a_store_and_stays_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = fastrand::Rng::with_seed(7);
-    for (name, bytes) in [
-        (
-            "random.bin",
-            (0..8192).map(|_| rng.u8(..)).collect::<Vec<u8>>(),
-        ),
-        ("short.txt", b"hello".to_vec()),
-    ] {
+    for (name, bytes) in
+        [("random.bin", (0..8192).map(|_| rng.u8(..)).collect::<Vec<u8>>()), ("short.txt", b"hello".to_vec())]
+    {
         let path = dir.path().join(name);
         std::fs::write(&path, &bytes).unwrap();
         let err = RedbStore::open(&path).unwrap_err();
@@ -331,10 +267,7 @@ fn wrong_format_marker_is_not_a_store() {
     {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(meta)
-            .unwrap()
-            .insert("format", b"vshard-ghosts/99".as_slice())
-            .unwrap();
+        txn.open_table(meta).unwrap().insert("format", b"vshard-ghosts/99".as_slice()).unwrap();
         txn.commit().unwrap();
     }
     let err = RedbStore::open(&path).unwrap_err();
@@ -345,10 +278,7 @@ fn wrong_format_marker_is_not_a_store() {
 fn poke(path: &Path, shard: u16, id: &str, value: &[u8]) {
     let db = redb::Database::open(path).unwrap();
     let txn = db.begin_write().unwrap();
-    txn.open_table(GHOSTS)
-        .unwrap()
-        .insert((shard, id), value)
-        .unwrap();
+    txn.open_table(GHOSTS).unwrap().insert((shard, id), value).unwrap();
     txn.commit().unwrap();
 }
 
@@ -365,12 +295,7 @@ fn corrupt_row_fails_load_and_stays_untouched() {
     let path = dir.path().join("ghosts.redb");
     let store = RedbStore::open(&path).unwrap();
     let ups = (0..10).map(|i| rec(&format!("n{i}"), 2, 1)).collect();
-    store
-        .commit(&[
-            changes(1, ups, &[], Some(1)),
-            changes(2, vec![rec("ok", 1, 1)], &[], None),
-        ])
-        .unwrap();
+    store.commit(&[changes(1, ups, &[], Some(1)), changes(2, vec![rec("ok", 1, 1)], &[], None)]).unwrap();
     drop(store);
 
     let garbage = b"\x00garbage\xff not a stub".to_vec();
@@ -391,18 +316,13 @@ fn row_holding_another_ids_stub_fails_load() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ghosts.redb");
     let store = RedbStore::open(&path).unwrap();
-    store
-        .commit(&[changes(1, vec![rec("a", 2, 1), rec("b", 2, 1)], &[], None)])
-        .unwrap();
+    store.commit(&[changes(1, vec![rec("a", 2, 1), rec("b", 2, 1)], &[], None)]).unwrap();
     drop(store);
 
     let b_bytes = peek(&path, 1, "b");
     poke(&path, 1, "a", &b_bytes);
     let err = RedbStore::open(&path).unwrap().load(1, &cfg()).unwrap_err();
-    assert!(
-        matches!(err, Error::Decode(vshard_ghosts::DecodeError::Malformed(_))),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Decode(vshard_ghosts::DecodeError::Malformed(_))), "{err:?}");
     assert_eq!(peek(&path, 1, "a"), b_bytes);
 }
 
@@ -411,115 +331,15 @@ fn stored_row_count_is_only_a_hint() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ghosts.redb");
     let store = RedbStore::open(&path).unwrap();
-    store
-        .commit(&[changes(
-            1,
-            vec![rec("a", 2, 1), rec("b", 2, 1)],
-            &[],
-            Some(5),
-        )])
-        .unwrap();
+    store.commit(&[changes(1, vec![rec("a", 2, 1), rec("b", 2, 1)], &[], Some(5))]).unwrap();
     drop(store);
     for bogus in [0, 1, u64::MAX] {
         let db = redb::Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(SHARD_META)
-            .unwrap()
-            .insert(1, (Some(5), bogus))
-            .unwrap();
+        txn.open_table(SHARD_META).unwrap().insert(1, (Some(5), bogus)).unwrap();
         txn.commit().unwrap();
         drop(db);
         let store = RedbStore::open(&path).unwrap();
-        assert_eq!(
-            loaded(&store, 1),
-            (vec![rec("a", 2, 1), rec("b", 2, 1)], Some(5)),
-            "{bogus}"
-        );
+        assert_eq!(loaded(&store, 1), (vec![rec("a", 2, 1), rec("b", 2, 1)], Some(5)), "{bogus}");
     }
-}
-
-#[test]
-#[ignore]
-fn tmp_timing() {
-    use std::time::Instant;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("big.redb");
-    let n = 1_000_000u32;
-    let ups: Vec<_> = (0..n)
-        .map(|i| rec(&format!("node-{i:08}"), 2, i % 7 + 1))
-        .collect();
-    let store = RedbStore::open(&path).unwrap();
-    let t = Instant::now();
-    store.commit(&[changes(1, ups, &[], Some(1))]).unwrap();
-    eprintln!("commit 1M: {:?}", t.elapsed());
-    eprintln!("file size: {} MB", store.file_size().unwrap() >> 20);
-    for _ in 0..3 {
-        let t = Instant::now();
-        let table = store.load(1, &cfg()).unwrap();
-        eprintln!(
-            "load 1M (same process): {:?} len {}",
-            t.elapsed(),
-            table.len()
-        );
-    }
-    drop(store);
-    let store = RedbStore::open(&path).unwrap();
-    for _ in 0..3 {
-        let t = Instant::now();
-        let table = store.load(1, &cfg()).unwrap();
-        eprintln!(
-            "load 1M (after reopen): {:?} len {}",
-            t.elapsed(),
-            table.len()
-        );
-    }
-    let table = store.load(1, &cfg()).unwrap();
-    let t = Instant::now();
-    store.replace(&table).unwrap();
-    eprintln!("replace 1M: {:?}", t.elapsed());
-}
-
-#[test]
-#[ignore]
-fn tmp_timing_parts() {
-    use std::time::Instant;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("big.redb");
-    let n = 1_000_000u32;
-    let ups: Vec<_> = (0..n)
-        .map(|i| rec(&format!("node-{i:08}"), 2, i % 7 + 1))
-        .collect();
-    let store = RedbStore::open(&path).unwrap();
-    store
-        .commit(&[changes(1, ups.clone(), &[], Some(1))])
-        .unwrap();
-    drop(store);
-    let db = redb::Database::open(&path).unwrap();
-    for _ in 0..3 {
-        let t = Instant::now();
-        let txn = db.begin_read().unwrap();
-        let table = txn.open_table(GHOSTS).unwrap();
-        let mut sum = 0usize;
-        for row in table.range((1u16, "")..(2u16, "")).unwrap() {
-            let (k, v) = row.unwrap();
-            sum += k.value().1.len() + v.value().len();
-        }
-        eprintln!("raw scan: {:?} {sum}", t.elapsed());
-        let t = Instant::now();
-        let mut sum = 0usize;
-        for row in table.range((1u16, "")..(2u16, "")).unwrap() {
-            let (_k, v) = row.unwrap();
-            sum += vshard_ghosts::codec::decode_stub(v.value(), &cfg())
-                .unwrap()
-                .refcount as usize;
-        }
-        eprintln!("scan+decode: {:?} {sum}", t.elapsed());
-    }
-    let t = Instant::now();
-    let tb = GhostTable::from_records(1, cfg(), ups, None).unwrap();
-    eprintln!(
-        "from_records (Vec, exact size): {:?} {}",
-        t.elapsed(),
-        tb.len()
-    );
 }

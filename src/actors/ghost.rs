@@ -17,7 +17,8 @@ use tokio::sync::oneshot;
 
 enum State {
     Loading,
-    Ready(GhostTable),
+    // Boxed: the table is large and the other states are tiny.
+    Ready(Box<GhostTable>),
     Failed(String),
     Down,
 }
@@ -240,7 +241,7 @@ impl Actor for GhostActor {
         ctx.wait(load.into_actor(self).map(|result, act, ctx| match result {
             Ok(table) => {
                 tracing::info!(shard = act.shard, ghosts = table.len(), "shard loaded");
-                act.state = State::Ready(table);
+                act.state = State::Ready(Box::new(table));
             }
             Err(e @ (Error::Decode(_) | Error::InvalidNodeId { .. } | Error::NotAStore(_))) => {
                 tracing::error!(shard = act.shard, error = %e, "stored state unreadable; failing closed");

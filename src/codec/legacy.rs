@@ -29,7 +29,7 @@ pub(super) fn decode(bytes: &[u8], shard: u16, config: &TableConfig) -> Result<G
         table.load_stub(id, target, refcount, created, 0)?;
     }
     expect_end(r)?;
-    table.finish_load(None);
+    table.finish_load(None)?;
     Ok(table)
 }
 

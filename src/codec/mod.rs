@@ -44,7 +44,7 @@ pub fn decode_snapshot(bytes: &[u8], shard: u16, config: &TableConfig) -> Result
         table.load_stub(s.id, s.target, s.refcount, s.created_at_ms, s.epoch)?;
     }
     expect_end(r)?;
-    table.finish_load(applied_seq);
+    table.finish_load(applied_seq)?;
     Ok(table)
 }
 

@@ -44,11 +44,8 @@ impl GhostStore for MemoryStore {
         let Some(data) = self.lock().get(&shard).cloned() else {
             return GhostTable::new(shard, config.clone());
         };
-        let records = data
-            .rows
-            .values()
-            .map(|bytes| codec::decode_stub(bytes, config))
-            .collect::<Result<Vec<_>>>()?;
+        let records =
+            data.rows.values().map(|bytes| codec::decode_stub(bytes, config)).collect::<Result<Vec<_>>>()?;
         GhostTable::from_records(shard, config.clone(), records, data.applied_seq)
     }
 
@@ -81,13 +78,7 @@ impl GhostStore for MemoryStore {
             .records()
             .map(|r| Ok((Box::from(r.node_id.as_str()), codec::encode_stub(&r)?)))
             .collect::<Result<BTreeMap<_, _>>>()?;
-        self.lock().insert(
-            table.shard(),
-            Shard {
-                rows,
-                applied_seq: table.applied_seq(),
-            },
-        );
+        self.lock().insert(table.shard(), Shard { rows, applied_seq: table.applied_seq() });
         Ok(())
     }
 

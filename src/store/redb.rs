@@ -6,8 +6,8 @@ use crate::config::TableConfig;
 use crate::error::{DecodeError, Error, Result};
 use crate::table::GhostTable;
 use redb::{
-    Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    StorageError, TableDefinition, TableError,
+    Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageError,
+    TableDefinition, TableError,
 };
 use std::io::Read;
 use std::ops::Bound;
@@ -70,15 +70,12 @@ impl RedbStore {
         let path = path.as_ref().to_path_buf();
         // Checked before redb sees the file, so that a foreign file is never written to.
         check_magic(&path)?;
-        let db = Builder::new()
-            .set_cache_size(cache_bytes)
-            .create(&path)
-            .map_err(|e| match e {
-                DatabaseError::Storage(StorageError::Corrupted(m)) => {
-                    Error::NotAStore(format!("{}: corrupt redb file: {m}", path.display()))
-                }
-                e => Error::Store(format!("open {}: {e}", path.display())),
-            })?;
+        let db = Builder::new().set_cache_size(cache_bytes).create(&path).map_err(|e| match e {
+            DatabaseError::Storage(StorageError::Corrupted(m)) => {
+                Error::NotAStore(format!("{}: corrupt redb file: {m}", path.display()))
+            }
+            e => Error::Store(format!("open {}: {e}", path.display())),
+        })?;
         let store = Self { db, path };
         store.adopt()?;
         Ok(store)
@@ -166,7 +163,7 @@ impl GhostStore for RedbStore {
             })?;
             table.load_stub(id, r.target_shard, r.refcount, r.created_at_ms, r.epoch)?;
         }
-        table.finish_load(applied_seq);
+        table.finish_load(applied_seq)?;
         Ok(table)
     }
 
@@ -185,17 +182,10 @@ impl GhostStore for RedbStore {
             let mut rows = txn.open_table(GHOSTS).ctx("open ghosts")?;
             let mut meta = txn.open_table(SHARD_META).ctx("open shard_meta")?;
             for (sc, values) in batch.iter().zip(&encoded) {
-                let old = meta
-                    .get(sc.shard)
-                    .ctx("read shard meta")?
-                    .map(|v| v.value());
+                let old = meta.get(sc.shard).ctx("read shard meta")?.map(|v| v.value());
                 let (seq, mut count) = old.unwrap_or((None, 0));
                 for id in &sc.changes.removals {
-                    if rows
-                        .remove((sc.shard, &**id))
-                        .ctx("remove ghost")?
-                        .is_some()
-                    {
+                    if rows.remove((sc.shard, &**id)).ctx("remove ghost")?.is_some() {
                         count = count.saturating_sub(1);
                     }
                 }
@@ -217,18 +207,14 @@ impl GhostStore for RedbStore {
 
     fn replace(&self, table: &GhostTable) -> Result<()> {
         let shard = table.shard();
-        let encoded = table
-            .records()
-            .map(|r| Ok((codec::encode_stub(&r)?, r.node_id)))
-            .collect::<Result<Vec<_>>>()?;
+        let encoded =
+            table.records().map(|r| Ok((codec::encode_stub(&r)?, r.node_id))).collect::<Result<Vec<_>>>()?;
         let txn = self.db.begin_write().ctx("begin write")?;
         {
             let mut rows = txn.open_table(GHOSTS).ctx("open ghosts")?;
-            rows.retain_in(shard_range(shard), |_, _| false)
-                .ctx("clear shard")?;
+            rows.retain_in(shard_range(shard), |_, _| false).ctx("clear shard")?;
             for (v, id) in &encoded {
-                rows.insert((shard, id.as_str()), v.as_slice())
-                    .ctx("write ghost")?;
+                rows.insert((shard, id.as_str()), v.as_slice()).ctx("write ghost")?;
             }
             let new = (table.applied_seq(), encoded.len() as u64);
             let mut meta = txn.open_table(SHARD_META).ctx("open shard_meta")?;
@@ -267,11 +253,7 @@ fn check_magic(path: &Path) -> Result<()> {
     if head.is_empty() || head == REDB_MAGIC {
         return Ok(());
     }
-    Err(Error::NotAStore(format!(
-        "{}: not a redb database (starts with {:02x?})",
-        path.display(),
-        head
-    )))
+    Err(Error::NotAStore(format!("{}: not a redb database (starts with {:02x?})", path.display(), head)))
 }
 
 fn store_err(what: &str, e: impl std::fmt::Display) -> Error {

@@ -122,6 +122,44 @@ impl Slab {
         Ok(Ok(i))
     }
 
+    /// Appends a stub without indexing it; [`rebuild_index`](Self::rebuild_index) must follow.
+    pub(crate) fn push_unindexed(&mut self, id: &str, mut slot: Slot) -> Result<()> {
+        if self.slots.len() >= u32::MAX as usize {
+            return Err(Error::CapacityExceeded("more than 2^32-1 stubs"));
+        }
+        if self.arena.len() + id.len() > u32::MAX as usize {
+            return Err(Error::CapacityExceeded("node id arena above 4 GiB"));
+        }
+        slot.id_off = self.arena.len() as u32;
+        slot.id_len = id.len() as u16;
+        slot.flags = 0;
+        self.arena.extend_from_slice(id.as_bytes());
+        self.slots.push(slot);
+        Ok(())
+    }
+
+    /// Indexes every slot from scratch; `Err(i)` names a slot whose id repeats.
+    pub(crate) fn rebuild_index(&mut self) -> std::result::Result<(), usize> {
+        self.index.clear();
+        let (arena, slots, hasher) = (&self.arena, &self.slots, &self.hasher);
+        self.index.reserve(slots.len(), |&j| hasher.hash_one(id_bytes(arena, &slots[j as usize])));
+        for (i, s) in slots.iter().enumerate() {
+            let id = id_bytes(arena, s);
+            let entry = self.index.entry(
+                hasher.hash_one(id),
+                |&j| id_bytes(arena, &slots[j as usize]) == id,
+                |&j| hasher.hash_one(id_bytes(arena, &slots[j as usize])),
+            );
+            match entry {
+                hashbrown::hash_table::Entry::Occupied(_) => return Err(i),
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert(i as u32);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Removes slot `i` in O(1). Slots before `*cursor` count as visited by the
     /// current sweep pass; the removal keeps every unvisited slot at or after the
     /// cursor, so a pass never skips a stub that was moved to fill the hole.
