@@ -10,6 +10,7 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | [`runtime`] | [`GhostRuntime`]: shards over arbiters, routing, metrics, graceful shutdown |
 //! | [`actors`] | [`GhostActor`] (one per vShard, supervised) |
 //! | [`messages`] | what a [`GhostActor`] handles, and which send to use |
 //! | [`writer`] | [`StoreWriter`]: the thread that does all blocking store I/O, group-committing |
@@ -52,6 +53,7 @@ pub mod error;
 pub mod event;
 pub mod messages;
 pub mod metrics;
+pub mod runtime;
 pub mod store;
 pub mod stub;
 pub mod sweep;
@@ -63,6 +65,7 @@ pub use clock::{Clock, ManualClock, TokioClock};
 pub use config::{Durability, RestartPolicy, ShardConfig, TableConfig};
 pub use error::{DecodeError, Error, Result};
 pub use event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
+pub use runtime::{GhostRuntime, GhostRuntimeBuilder, RuntimeConfig, StoreChoice};
 pub use store::{GhostStore, MemoryStore, RedbStore, ShardChanges};
 pub use stub::{GhostInfo, PurgeReason, StubRecord};
 pub use sweep::{ApplyReport, CheckedVerdict, PlannedCheck, SweepPage, Verdict};

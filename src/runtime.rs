@@ -1,0 +1,174 @@
+//! `GhostRuntime`: what a server wires in — N supervised shards over K arbiters, one writer, routing, shutdown.
+
+mod builder;
+
+pub use builder::{GhostRuntimeBuilder, RuntimeConfig, StoreChoice};
+
+use crate::actors::GhostActor;
+use crate::error::{Error, Result};
+use crate::event::{BatchOutcome, EdgeEvent, EdgeOutcome, InsertOutcome, MoveOutcome};
+use crate::messages::*;
+use crate::writer::{StoreWriter, WriterStats};
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// A running set of shards. Build it with [`GhostRuntime::builder`] inside an
+/// actix `System`; every call routes by shard id.
+pub struct GhostRuntime {
+    shards: HashMap<u16, Addr<GhostActor>>,
+    arbiters: Mutex<Vec<Arbiter>>,
+    writer: Mutex<Option<StoreWriter>>,
+    extra: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for GhostRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GhostRuntime").field("shards", &self.shards.len()).finish_non_exhaustive()
+    }
+}
+
+impl GhostRuntime {
+    /// A builder with [`RuntimeConfig::default`] and the redb store at `./ghosts.redb`.
+    pub fn builder() -> GhostRuntimeBuilder {
+        GhostRuntimeBuilder::default()
+    }
+
+    /// The address of `shard`'s actor, for hosts that speak actix directly.
+    pub fn addr(&self, shard: u16) -> Result<&Addr<GhostActor>> {
+        self.shards.get(&shard).ok_or(Error::UnknownShard(shard))
+    }
+
+    /// Every shard id, ascending.
+    pub fn shard_ids(&self) -> Vec<u16> {
+        let mut ids: Vec<u16> = self.shards.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Sends `msg` to `shard`, waiting while its mailbox is full.
+    pub async fn call<M>(&self, shard: u16, msg: M) -> Result<M::Result>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        GhostActor: Handler<M>,
+    {
+        self.addr(shard)?.send(msg).await.map_err(|_| Error::Unavailable { shard })
+    }
+
+    /// Records that `node_id` moved from `shard` to `target` at `epoch`.
+    pub async fn insert_ghost(
+        &self,
+        shard: u16,
+        node_id: &str,
+        target: u16,
+        refcount: u32,
+        epoch: u64,
+    ) -> Result<InsertOutcome> {
+        self.call(shard, InsertGhost { node_id: node_id.into(), target, refcount, epoch }).await?
+    }
+
+    /// Applies a batch of edge events on `shard`, once per `seq`.
+    pub async fn edge_batch(
+        &self,
+        shard: u16,
+        seq: Option<u64>,
+        events: Vec<EdgeEvent>,
+    ) -> Result<BatchOutcome> {
+        self.call(shard, EdgeBatch { seq, events }).await?
+    }
+
+    /// A local edge to `node_id` was added on `shard`.
+    pub async fn edge_added(&self, shard: u16, node_id: &str) -> Result<EdgeOutcome> {
+        self.call(shard, EdgeAdded { node_id: node_id.into() }).await?
+    }
+
+    /// A local edge to `node_id` was removed on `shard`.
+    pub async fn edge_removed(&self, shard: u16, node_id: &str) -> Result<EdgeOutcome> {
+        self.call(shard, EdgeRemoved { node_id: node_id.into() }).await?
+    }
+
+    /// `node_id`, a ghost on `shard`, moved on to `target` at `epoch`.
+    pub async fn retarget(&self, shard: u16, node_id: &str, target: u16, epoch: u64) -> Result<MoveOutcome> {
+        self.call(shard, Retarget { node_id: node_id.into(), target, epoch }).await?
+    }
+
+    /// `node_id` moved back to `shard` at `epoch`.
+    pub async fn reclaim(&self, shard: u16, node_id: &str, epoch: u64) -> Result<MoveOutcome> {
+        self.call(shard, Reclaim { node_id: node_id.into(), epoch }).await?
+    }
+
+    /// Resolves a traversal frontier of `(shard, node)` pairs: one request per
+    /// shard, all shards concurrently, answers in input order.
+    pub async fn resolve_many(&self, frontier: &[(u16, &str)]) -> Result<Vec<Option<u16>>> {
+        let mut by_shard: HashMap<u16, (Vec<usize>, Vec<Box<str>>)> = HashMap::new();
+        for (i, (shard, node)) in frontier.iter().enumerate() {
+            let e = by_shard.entry(*shard).or_default();
+            e.0.push(i);
+            e.1.push((*node).into());
+        }
+        let calls = by_shard.into_iter().map(|(shard, (slots, node_ids))| async move {
+            let answers = self.call(shard, ResolveMany { node_ids }).await??;
+            Ok::<_, Error>((slots, answers))
+        });
+        let mut out = vec![None; frontier.len()];
+        for r in futures::future::join_all(calls).await {
+            let (slots, answers) = r?;
+            for (i, a) in slots.into_iter().zip(answers) {
+                out[i] = a;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Statistics of every shard, by ascending shard id.
+    pub async fn stats(&self) -> Result<Vec<ShardStats>> {
+        let calls = self.shard_ids().into_iter().map(|s| self.call(s, GetStats));
+        futures::future::join_all(calls).await.into_iter().collect()
+    }
+
+    /// Counters of the store writer.
+    pub fn writer_stats(&self) -> Option<WriterStats> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(StoreWriter::stats)
+    }
+
+    /// Makes everything applied so far on every shard durable.
+    pub async fn flush(&self) -> Result<()> {
+        let calls = self.shard_ids().into_iter().map(|s| self.call(s, Flush));
+        for r in futures::future::join_all(calls).await {
+            // A shard that failed closed has nothing of its own to flush.
+            match r? {
+                Ok(()) | Err(Error::ShardFailed { .. } | Error::ShardDown { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the sweeper, drains every mailbox, flushes, stops the arbiters and
+    /// closes the store. A second call does nothing.
+    pub async fn shutdown(&self) -> Result<()> {
+        let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Ok(());
+        };
+        for stop in std::mem::take(&mut *self.extra.lock().unwrap_or_else(|p| p.into_inner())) {
+            stop();
+        }
+        // A `Flush` queues behind everything sent before it: this drains the mailboxes.
+        let flushed = self.flush().await;
+        let arbiters = std::mem::take(&mut *self.arbiters.lock().unwrap_or_else(|p| p.into_inner()));
+        for a in &arbiters {
+            a.stop();
+        }
+        // Joining threads blocks: do it off this arbiter.
+        tokio::task::spawn_blocking(move || {
+            for a in arbiters {
+                let _ = a.join();
+            }
+            writer.shutdown();
+        })
+        .await
+        .map_err(|e| Error::Store(format!("shutdown: {e}")))?;
+        flushed
+    }
+}

@@ -1,0 +1,113 @@
+//! GhostRuntime end to end: routing, unknown shards, shutdown, and a real crash of the process.
+
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+use vshard_ghosts::*;
+
+fn memory_runtime() -> GhostRuntime {
+    GhostRuntime::builder().shards(0..8).arbiters(2).store(StoreChoice::Memory).start().unwrap()
+}
+
+#[actix::test]
+async fn routes_by_shard_and_resolves_a_frontier() {
+    let rt = memory_runtime();
+    for s in 0..8u16 {
+        rt.insert_ghost(s, &format!("n{s}"), (s + 1) % 8, 1, 1).await.unwrap();
+    }
+    let frontier = [(3, "n3"), (0, "n0"), (3, "n0"), (7, "n7")];
+    assert_eq!(rt.resolve_many(&frontier).await.unwrap(), vec![Some(4), Some(1), None, Some(0)]);
+    assert_eq!(rt.edge_added(9, "x").await, Err(Error::UnknownShard(9)));
+    assert!(rt.addr(9).is_err());
+    let stats = rt.stats().await.unwrap();
+    assert_eq!(stats.iter().map(|s| s.table.ghosts).sum::<u64>(), 8);
+    rt.shutdown().await.unwrap();
+    rt.shutdown().await.unwrap();
+}
+
+#[actix::test]
+async fn invalid_configs_are_refused() {
+    for b in [
+        GhostRuntime::builder().shards([]),
+        GhostRuntime::builder().shards([1, 1]),
+        GhostRuntime::builder().arbiters(0),
+    ] {
+        assert!(matches!(b.store(StoreChoice::Memory).start(), Err(Error::InvalidConfig(_))));
+    }
+}
+
+#[actix::test]
+async fn shutdown_flushes_and_the_store_reopens_with_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.redb");
+    let rt = GhostRuntime::builder()
+        .shards(0..4)
+        .arbiters(2)
+        .store(StoreChoice::Redb(path.clone()))
+        .start()
+        .unwrap();
+    rt.insert_ghost(1, "a", 2, 3, 1).await.unwrap();
+    // Removals are acknowledged before they are durable; shutdown must still write them.
+    rt.edge_removed(1, "a").await.unwrap();
+    rt.shutdown().await.unwrap();
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.load(1, &TableConfig::default()).unwrap().get("a").unwrap().refcount, 2);
+}
+
+const CHILD_ENV: &str = "VSHARD_GHOSTS_CRASH_CHILD";
+
+/// Child half of `a_crash_loses_nothing_acknowledged`: acknowledges writes, printing each, then aborts.
+#[test]
+#[ignore = "run by a_crash_loses_nothing_acknowledged in a child process"]
+fn crash_child() {
+    let Ok(path) = std::env::var(CHILD_ENV) else { return };
+    actix::System::new().block_on(async move {
+        let rt = GhostRuntime::builder()
+            .shards(0..4)
+            .arbiters(2)
+            .store(StoreChoice::Redb(path.into()))
+            .start()
+            .unwrap();
+        let mut out = std::io::stdout().lock();
+        for i in 0..400u32 {
+            let shard = (i % 4) as u16;
+            let id = format!("n{i}");
+            rt.insert_ghost(shard, &id, (shard + 1) % 4, 1, 1).await.unwrap();
+            rt.edge_added(shard, &id).await.unwrap();
+            writeln!(out, "ACK {shard} {id}").unwrap();
+            out.flush().unwrap();
+        }
+        // No shutdown, no flush: the process dies as in a crash.
+        std::process::abort();
+    });
+}
+
+#[test]
+fn a_crash_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.redb");
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, &path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!child.status.success(), "the child must die by abort");
+    let acked: Vec<(u16, String)> = child
+        .stdout
+        .lines()
+        .map_while(|l| l.ok())
+        .filter_map(|l| {
+            // libtest may print its own "test crash_child ... " before the first line.
+            let mut p = l.split("ACK ").nth(1)?.split(' ');
+            Some((p.next()?.parse().ok()?, p.next()?.to_owned()))
+        })
+        .collect();
+    assert_eq!(acked.len(), 400);
+    let store = Arc::new(RedbStore::open(&path).unwrap());
+    let tables: Vec<_> = (0..4).map(|s| store.load(s, &TableConfig::default()).unwrap()).collect();
+    for (shard, id) in acked {
+        let g = tables[shard as usize].get(&id).unwrap_or_else(|| panic!("acknowledged {id} lost"));
+        assert_eq!(g.refcount, 2, "{id}: acknowledged edge lost");
+    }
+}
