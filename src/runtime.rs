@@ -145,6 +145,17 @@ impl GhostRuntime {
         Ok(())
     }
 
+    /// Publishes every shard's statistics through the `metrics` facade now
+    /// (the runtime also does it every `metrics_interval_ms`).
+    pub async fn export_metrics(&self) {
+        export_metrics(&self.shards).await;
+    }
+
+    /// Registers work to run first at shutdown (stopping a sweeper, a poller).
+    pub(crate) fn on_shutdown(&self, stop: Box<dyn FnOnce() + Send>) {
+        self.extra.lock().unwrap_or_else(|p| p.into_inner()).push(stop);
+    }
+
     /// Stops the sweeper, drains every mailbox, flushes, stops the arbiters and
     /// closes the store. A second call does nothing.
     pub async fn shutdown(&self) -> Result<()> {
@@ -170,5 +181,14 @@ impl GhostRuntime {
         .await
         .map_err(|e| Error::Store(format!("shutdown: {e}")))?;
         flushed
+    }
+}
+
+async fn export_metrics(shards: &HashMap<u16, Addr<GhostActor>>) {
+    let calls = shards.iter().map(|(&shard, addr)| async move { (shard, addr.send(GetStats).await) });
+    for (shard, stats) in futures::future::join_all(calls).await {
+        if let Ok(stats) = stats {
+            crate::metrics::export_shard(&stats, shard);
+        }
     }
 }

@@ -209,9 +209,12 @@ fn commit_with_retries(
 fn timed_commit(store: &dyn GhostStore, batch: &[ShardChanges], c: &Counters) -> Result<()> {
     let start = Instant::now();
     let result = guarded(|| store.commit(batch));
-    c.commit_micros.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+    let took = start.elapsed();
+    c.commit_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    metrics::histogram!(crate::metrics::FLUSH_SECONDS).record(took.as_secs_f64());
     match result {
         Ok(()) => {
+            metrics::counter!(crate::metrics::STORE_COMMITS).increment(1);
             c.commits.fetch_add(1, Ordering::Relaxed);
             c.shard_flushes.fetch_add(batch.len() as u64, Ordering::Relaxed);
             Ok(())

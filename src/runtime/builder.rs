@@ -49,6 +49,9 @@ pub struct RuntimeConfig {
     pub commit_retries: u32,
     /// Delay before the first commit retry, in ms, doubling. Default 10.
     pub commit_retry_delay_ms: u64,
+    /// How often shard statistics are published as metrics, in ms; 0 turns
+    /// the poller off. Default 5 000.
+    pub metrics_interval_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -59,6 +62,7 @@ impl Default for RuntimeConfig {
             shard: ShardConfig::default(),
             commit_retries: 3,
             commit_retry_delay_ms: 10,
+            metrics_interval_ms: 5_000,
         }
     }
 }
@@ -154,11 +158,23 @@ impl GhostRuntimeBuilder {
             shards.insert(shard, actor.start_supervised_in(&arbiters[i % arbiters.len()].handle()));
         }
         tracing::info!(shards = shards.len(), arbiters = arbiters.len(), "ghost runtime started");
-        Ok(GhostRuntime {
+        let runtime = GhostRuntime {
             shards,
             arbiters: Mutex::new(arbiters),
             writer: Mutex::new(Some(writer)),
             extra: Mutex::new(Vec::new()),
-        })
+        };
+        if config.metrics_interval_ms > 0 {
+            let shards = runtime.shards.clone();
+            let every = Duration::from_millis(config.metrics_interval_ms);
+            let poller = actix::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    super::export_metrics(&shards).await;
+                }
+            });
+            runtime.on_shutdown(Box::new(move || poller.abort()));
+        }
+        Ok(runtime)
     }
 }

@@ -211,6 +211,7 @@ impl GhostTable {
 
     /// A local edge to `node_id` was added.
     pub fn edge_added(&mut self, node_id: &str) -> EdgeOutcome {
+        self.counters.edge_events += 1;
         let Some(i) = self.slab.find(node_id) else {
             self.counters.unknown_edge_events += 1;
             return EdgeOutcome::UnknownNode;
@@ -228,6 +229,7 @@ impl GhostTable {
 
     /// A local edge to `node_id` was removed; at zero the ghost is purged.
     pub fn edge_removed(&mut self, node_id: &str) -> EdgeOutcome {
+        self.counters.edge_events += 1;
         let Some(i) = self.slab.find(node_id) else {
             self.counters.unknown_edge_events += 1;
             return EdgeOutcome::UnknownNode;

@@ -23,6 +23,8 @@ pub struct TableCounters {
     pub redirected: u64,
     /// `Inconclusive` verdicts (each schedules a back-off).
     pub inconclusive: u64,
+    /// Edge events handled (unknown nodes and replays within a batch included).
+    pub edge_events: u64,
     /// Edge events for nodes with no ghost: drift or reordering upstream.
     pub unknown_edge_events: u64,
     /// Inserts, retargets and reclaims ignored for an old epoch, and replayed inserts.

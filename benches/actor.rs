@@ -1,0 +1,146 @@
+//! Events through one GhostActor on a 1M-ghost table, beside the raw table in the same run; reload from redb.
+
+use actix::prelude::*;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vshard_ghosts::messages::{EdgeAdded, EdgeBatch, EdgeRemoved, Flush};
+use vshard_ghosts::*;
+
+const N: usize = 1_000_000;
+const BATCH: usize = 1024;
+/// Batches in flight at once: a host pipelines its log, it does not stop and wait.
+const WINDOW: usize = 8;
+
+fn ids() -> Vec<Box<str>> {
+    (0..N).map(|i| format!("node-{i:08}").into()).collect()
+}
+
+fn filled(ids: &[Box<str>]) -> GhostTable {
+    let mut t = GhostTable::with_capacity(0, TableConfig::default(), N).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        t.insert(id, (i % 1024) as u16 + 1, 1 << 20, 1, 0).unwrap();
+    }
+    t
+}
+
+/// Batch `k`: 512 edges added and 512 removed, spread over the table.
+fn batch(ids: &[Box<str>], k: usize) -> Vec<EdgeEvent> {
+    (0..BATCH)
+        .map(|j| {
+            let id = ids[(k * BATCH + j * 977) % N].clone();
+            if j % 2 == 0 {
+                EdgeEvent { node_id: id, kind: EdgeKind::Added }
+            } else {
+                EdgeEvent { node_id: id, kind: EdgeKind::Removed }
+            }
+        })
+        .collect()
+}
+
+fn shard_on(store: Arc<dyn GhostStore>) -> (Addr<GhostActor>, StoreWriter) {
+    let writer = StoreWriter::spawn(store, 3, Duration::from_millis(10)).unwrap();
+    let actor =
+        GhostActor::new(0, Arc::new(ShardConfig::default()), writer.clone(), Arc::new(TokioClock::new()));
+    (actor.start_supervised(), writer)
+}
+
+async fn pipelined(addr: &Addr<GhostActor>, batches: &[Vec<EdgeEvent>], iters: u64) -> Duration {
+    let start = Instant::now();
+    let mut inflight = futures::stream::FuturesOrdered::new();
+    for k in 0..iters as usize {
+        inflight.push_back(addr.send(EdgeBatch { seq: None, events: batches[k % batches.len()].clone() }));
+        if inflight.len() >= WINDOW {
+            futures::StreamExt::next(&mut inflight).await.unwrap().unwrap().unwrap();
+        }
+    }
+    while let Some(r) = futures::StreamExt::next(&mut inflight).await {
+        r.unwrap().unwrap();
+    }
+    start.elapsed()
+}
+
+fn events(c: &mut Criterion) {
+    let ids = ids();
+    let batches: Vec<_> = (0..64).map(|k| batch(&ids, k)).collect();
+    let mut g = c.benchmark_group("events_1m");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.sample_size(20).measurement_time(Duration::from_secs(6));
+
+    let mut raw = filled(&ids);
+    let mut k = 0;
+    g.bench_function("raw_table_batch_1024", |b| {
+        b.iter(|| {
+            k += 1;
+            black_box(raw.apply_batch(None, &batches[k % batches.len()]));
+            // A store drains changes in real use; include its cost here too.
+            black_box(raw.take_changes());
+        })
+    });
+    drop(raw);
+
+    let dir = tempfile::tempdir().unwrap();
+    let stores: [(&str, Arc<dyn GhostStore>); 2] = [
+        ("memory", Arc::new(MemoryStore::new())),
+        ("redb", Arc::new(RedbStore::open(dir.path().join("bench.redb")).unwrap())),
+    ];
+    for (name, store) in stores {
+        store.replace(&filled(&ids)).unwrap();
+        let sys = System::new();
+        let (addr, writer) = sys.block_on(async { shard_on(store) });
+        sys.block_on(async { addr.send(Flush).await.unwrap().unwrap() });
+        g.bench_function(format!("actor_{name}_batch_1024"), |b| {
+            b.iter_custom(|iters| sys.block_on(pipelined(&addr, &batches, iters)))
+        });
+        if name == "memory" {
+            g.throughput(Throughput::Elements(1));
+            let mut i = 0;
+            g.bench_function("actor_memory_send_awaited", |b| {
+                b.iter_custom(|iters| {
+                    sys.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            i = (i + 1) % N;
+                            addr.send(EdgeAdded { node_id: ids[i].clone() }).await.unwrap().unwrap();
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+            g.bench_function("actor_memory_do_send", |b| {
+                b.iter_custom(|iters| {
+                    sys.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            i = (i + 1) % N;
+                            addr.do_send(EdgeRemoved { node_id: ids[i].clone() });
+                        }
+                        // Counted only once the actor has handled them all.
+                        addr.send(Flush).await.unwrap().unwrap();
+                        start.elapsed()
+                    })
+                })
+            });
+            g.throughput(Throughput::Elements(BATCH as u64));
+        }
+        drop(addr);
+        drop(sys);
+        writer.shutdown();
+    }
+    g.finish();
+}
+
+fn reload(c: &mut Criterion) {
+    let ids = ids();
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(dir.path().join("reload.redb")).unwrap();
+    store.replace(&filled(&ids)).unwrap();
+    let mut g = c.benchmark_group("reload_1m");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    g.bench_function("redb_load", |b| b.iter(|| black_box(store.load(0, &TableConfig::default()).unwrap())));
+    g.finish();
+}
+
+criterion_group!(benches, events, reload);
+criterion_main!(benches);
