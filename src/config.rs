@@ -1,6 +1,7 @@
-//! Tunables of the pure table and its codec, with documented defaults and `validate()`.
+//! Tunables of the table, codec, shard actors and sweeper, with documented defaults and `validate()`.
 
 use crate::error::{Error, Result};
+use std::time::Duration;
 
 /// Settings of one shard's [`GhostTable`](crate::GhostTable) and of decoding its bytes.
 ///
@@ -146,6 +147,76 @@ impl ShardConfig {
     }
 }
 
+/// Settings of the [`SweeperActor`](crate::SweeperActor); every field has a unit and a default.
+///
+/// Which ghosts are due is the table's business, so these live in
+/// [`TableConfig`]: the grace period before a new ghost is first verified
+/// (`grace_ms`), and the back-off after an `Inconclusive` verdict
+/// (`backoff_base_ms`, `backoff_cap_ms`, jittered from `jitter_seed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweeperConfig {
+    /// Token bucket rate: verifies started per second, over all shards. Default 100.
+    pub verifies_per_second: u32,
+    /// Token bucket size: verifies that may start at once after an idle spell.
+    /// Default 10. Timers tick per millisecond, so a rate above 1 000/s needs a
+    /// burst of at least `verifies_per_second / 1000` (twice that to be safe).
+    pub burst: u32,
+    /// Most verifies awaiting an answer at once. Default 16.
+    pub max_in_flight: usize,
+    /// Longest wait for one verify; a timeout counts as `Inconclusive`. Default 2 s.
+    pub verify_timeout: Duration,
+    /// Most stubs examined per plan request, and so most verdicts per apply. Default 256.
+    pub page_size: usize,
+    /// Time between periodic passes (`None`: passes run only on `RunPass`). Default 60 s.
+    pub pass_interval: Option<Duration>,
+    /// A shard with more acknowledgements awaiting a commit than this is busy. Default 64.
+    pub busy_pending_acks: usize,
+    /// A shard whose plan request took longer than this (queueing in its
+    /// mailbox) is busy. Default 20 ms.
+    pub busy_latency: Duration,
+    /// Wait before revisiting when every shard left in the pass was busy. Default 100 ms.
+    pub busy_retry: Duration,
+    /// Deferrals of one shard within a pass before it is left to the next pass. Default 10.
+    pub max_deferrals: u32,
+}
+
+impl Default for SweeperConfig {
+    fn default() -> Self {
+        Self {
+            verifies_per_second: 100,
+            burst: 10,
+            max_in_flight: 16,
+            verify_timeout: Duration::from_secs(2),
+            page_size: 256,
+            pass_interval: Some(Duration::from_secs(60)),
+            busy_pending_acks: 64,
+            busy_latency: Duration::from_millis(20),
+            busy_retry: Duration::from_millis(100),
+            max_deferrals: 10,
+        }
+    }
+}
+
+impl SweeperConfig {
+    /// Checks that every field is in range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::InvalidConfig(format!("sweeper: {what}")));
+        if self.verifies_per_second == 0 || self.burst == 0 {
+            return bad("verifies_per_second and burst must be at least 1");
+        }
+        if self.max_in_flight == 0 || self.page_size == 0 {
+            return bad("max_in_flight and page_size must be at least 1");
+        }
+        if self.verify_timeout.is_zero() || self.busy_retry.is_zero() {
+            return bad("verify_timeout and busy_retry must be non-zero");
+        }
+        if self.pass_interval.is_some_and(|d| d.is_zero()) {
+            return bad("pass_interval must be non-zero (or None)");
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +233,22 @@ mod tests {
         assert!(bad.validate().is_err());
         let bad = ShardConfig { durability: Durability::Interval { interval_ms: 0 }, ..Default::default() };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn sweeper_defaults_are_valid_and_checked() {
+        SweeperConfig::default().validate().unwrap();
+        let bad = [
+            SweeperConfig { verifies_per_second: 0, ..Default::default() },
+            SweeperConfig { burst: 0, ..Default::default() },
+            SweeperConfig { max_in_flight: 0, ..Default::default() },
+            SweeperConfig { page_size: 0, ..Default::default() },
+            SweeperConfig { verify_timeout: Duration::ZERO, ..Default::default() },
+            SweeperConfig { pass_interval: Some(Duration::ZERO), ..Default::default() },
+        ];
+        for cfg in bad {
+            assert!(matches!(cfg.validate(), Err(Error::InvalidConfig(_))), "{cfg:?}");
+        }
     }
 
     #[test]

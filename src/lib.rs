@@ -11,16 +11,18 @@
 //! | module | job |
 //! |---|---|
 //! | [`runtime`] | [`GhostRuntime`]: shards over arbiters, routing, metrics, graceful shutdown |
-//! | [`actors`] | [`GhostActor`] (one per vShard, supervised) |
+//! | [`actors`] | [`GhostActor`] (one per vShard, supervised), [`SweeperActor`] (own arbiter, rate-limited) |
 //! | [`messages`] | what a [`GhostActor`] handles, and which send to use |
 //! | [`writer`] | [`StoreWriter`]: the thread that does all blocking store I/O, group-committing |
 //! | [`clock`] | [`Clock`] for the actors: [`TokioClock`], [`ManualClock`] |
 //! | [`metrics`] | names of every exported metric |
 //! | [`table`] | [`GhostTable`]: one shard's stubs, a pure state machine (no I/O, no clock) |
 //! | [`codec`] | snapshots and single stubs as MessagePack in a checksummed, versioned envelope |
-//! | [`config`] | [`TableConfig`] with documented defaults and `validate()` |
+//! | [`config`] | [`TableConfig`], [`ShardConfig`], [`SweeperConfig`] with documented defaults and `validate()` |
 //! | [`event`] | edge events and the outcomes of mutations |
 //! | [`sweep`] | plan → verify → apply data: [`PlannedCheck`], [`Verdict`], reports |
+//! | [`verify`] | the [`Verifier`] seam; [`DirectoryVerifier`] for single-process use and tests |
+//! | [`sweep_report`] | the sweeper's [`PassReport`] and [`SweepTotals`] |
 //! | [`store`] | [`GhostStore`] trait; [`MemoryStore`] and the embedded default [`RedbStore`] |
 //! | [`stub`] | [`StubRecord`] (persisted) and [`GhostInfo`] (live view) |
 //! | [`error`] | the one [`Error`] enum and the [`Result`] alias |
@@ -57,17 +59,21 @@ pub mod runtime;
 pub mod store;
 pub mod stub;
 pub mod sweep;
+pub mod sweep_report;
 pub mod table;
+pub mod verify;
 pub mod writer;
 
-pub use actors::GhostActor;
+pub use actors::{GhostActor, SweeperActor};
 pub use clock::{Clock, ManualClock, TokioClock};
-pub use config::{Durability, RestartPolicy, ShardConfig, TableConfig};
+pub use config::{Durability, RestartPolicy, ShardConfig, SweeperConfig, TableConfig};
 pub use error::{DecodeError, Error, Result};
 pub use event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 pub use runtime::{GhostRuntime, GhostRuntimeBuilder, RuntimeConfig, StoreChoice};
 pub use store::{GhostStore, MemoryStore, RedbStore, ShardChanges};
 pub use stub::{GhostInfo, PurgeReason, StubRecord};
 pub use sweep::{ApplyReport, CheckedVerdict, PlannedCheck, SweepPage, Verdict};
+pub use sweep_report::{PassReport, SweepCounts, SweepTotals};
 pub use table::{ChangeSet, GhostTable, TableCounters, TableStats};
+pub use verify::{DirectoryVerifier, Verifier, VerifyRequest};
 pub use writer::{StoreWriter, WriterStats};

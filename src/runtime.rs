@@ -5,6 +5,7 @@ mod builder;
 pub use builder::{GhostRuntimeBuilder, RuntimeConfig, StoreChoice};
 
 use crate::actors::GhostActor;
+use crate::actors::sweeper::{StopSweeper, SweeperActor};
 use crate::error::{Error, Result};
 use crate::event::{BatchOutcome, EdgeEvent, EdgeOutcome, InsertOutcome, MoveOutcome};
 use crate::messages::*;
@@ -17,6 +18,7 @@ use std::sync::Mutex;
 /// actix `System`; every call routes by shard id.
 pub struct GhostRuntime {
     shards: HashMap<u16, Addr<GhostActor>>,
+    sweeper: Option<Addr<SweeperActor>>,
     arbiters: Mutex<Vec<Arbiter>>,
     writer: Mutex<Option<StoreWriter>>,
     extra: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
@@ -37,6 +39,11 @@ impl GhostRuntime {
     /// The address of `shard`'s actor, for hosts that speak actix directly.
     pub fn addr(&self, shard: u16) -> Result<&Addr<GhostActor>> {
         self.shards.get(&shard).ok_or(Error::UnknownShard(shard))
+    }
+
+    /// The sweeper, if the builder was given a verifier.
+    pub fn sweeper(&self) -> Option<&Addr<SweeperActor>> {
+        self.sweeper.as_ref()
     }
 
     /// Every shard id, ascending.
@@ -162,6 +169,10 @@ impl GhostRuntime {
         let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return Ok(());
         };
+        if let Some(sweeper) = &self.sweeper {
+            // Waits for verifies in flight (bounded by the verify timeout).
+            let _ = sweeper.send(StopSweeper).await;
+        }
         for stop in std::mem::take(&mut *self.extra.lock().unwrap_or_else(|p| p.into_inner())) {
             stop();
         }

@@ -1,5 +1,6 @@
 //! `RedbStore` through the public API: persistence across reopen, the `GhostStore`
 //! contract (checked against `MemoryStore` too), foreign files, and corrupt rows.
+//! The commit log has its own file, `store_redb_log.rs`.
 
 use redb::{ReadableDatabase, TableDefinition};
 use std::path::Path;
@@ -160,6 +161,19 @@ fn redb_store_meets_the_contract() {
     }
 }
 
+#[test]
+fn redb_store_meets_the_contract_while_checkpointing() {
+    // 0: every commit is folded at once; 1: every second one, so that loads
+    // see rows and log records together.
+    for records in [0, 1] {
+        for (name, check) in CHECKS {
+            eprintln!("redb, checkpoint after {records} records: {name}");
+            let dir = tempfile::tempdir().unwrap();
+            check(&new_redb(&dir).with_checkpoint_records(records));
+        }
+    }
+}
+
 // ---- redb only ----
 
 #[test]
@@ -296,6 +310,7 @@ fn corrupt_row_fails_load_and_stays_untouched() {
     let store = RedbStore::open(&path).unwrap();
     let ups = (0..10).map(|i| rec(&format!("n{i}"), 2, 1)).collect();
     store.commit(&[changes(1, ups, &[], Some(1)), changes(2, vec![rec("ok", 1, 1)], &[], None)]).unwrap();
+    store.checkpoint().unwrap();
     drop(store);
 
     let garbage = b"\x00garbage\xff not a stub".to_vec();
@@ -317,6 +332,7 @@ fn row_holding_another_ids_stub_fails_load() {
     let path = dir.path().join("ghosts.redb");
     let store = RedbStore::open(&path).unwrap();
     store.commit(&[changes(1, vec![rec("a", 2, 1), rec("b", 2, 1)], &[], None)]).unwrap();
+    store.checkpoint().unwrap();
     drop(store);
 
     let b_bytes = peek(&path, 1, "b");
@@ -332,6 +348,7 @@ fn stored_row_count_is_only_a_hint() {
     let path = dir.path().join("ghosts.redb");
     let store = RedbStore::open(&path).unwrap();
     store.commit(&[changes(1, vec![rec("a", 2, 1), rec("b", 2, 1)], &[], Some(5))]).unwrap();
+    store.checkpoint().unwrap();
     drop(store);
     for bogus in [0, 1, u64::MAX] {
         let db = redb::Database::open(&path).unwrap();

@@ -5,9 +5,8 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use std::collections::{HashMap, HashSet};
 use vshard_ghosts::{
-    ApplyReport, BatchOutcome, CheckedVerdict, EdgeEvent, EdgeOutcome, Error, GhostTable,
-    InsertOutcome, MoveOutcome, PlannedCheck, StubRecord, TableConfig, TableCounters, Verdict,
-    codec,
+    ApplyReport, BatchOutcome, CheckedVerdict, EdgeEvent, EdgeOutcome, Error, GhostTable, InsertOutcome,
+    MoveOutcome, PlannedCheck, StubRecord, TableConfig, TableCounters, Verdict, codec,
 };
 
 /// The table under test always belongs to shard 0, so target 0 is a self-target.
@@ -73,6 +72,9 @@ enum Op {
     },
     /// Verdicts addressed to checks from any earlier plan, so many are stale.
     Verdicts(Vec<(Index, Verdict)>),
+    /// The sweeper's normal flow: answer every check of the latest page (verdict `i % len`
+    /// for check `i`), so repeated `Inconclusive` answers escalate the back-off.
+    AnswerPage(Vec<Verdict>),
     TakeChanges,
 }
 
@@ -83,6 +85,13 @@ fn verdict() -> impl Strategy<Value = Verdict> {
         1 => Just(Verdict::Purge),
         2 => (0u16..=4, 0u64..=7).prop_map(|(shard, epoch)| Verdict::Redirect { shard, epoch }),
         2 => Just(Verdict::Inconclusive),
+    ]
+}
+
+fn answer() -> impl Strategy<Value = Verdict> {
+    prop_oneof![
+        4 => Just(Verdict::Inconclusive),
+        1 => verdict(),
     ]
 }
 
@@ -111,8 +120,18 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (id(), 0u64..=7).prop_map(|(id, epoch)| Op::Reclaim { id, epoch }),
         3 => prop_oneof![0usize..6, 16usize..40, Just(usize::MAX)]
             .prop_map(|max_scan| Op::Plan { max_scan }),
-        3 => vec((any::<Index>(), verdict()), 1..5).prop_map(Op::Verdicts),
+        2 => vec((any::<Index>(), verdict()), 1..5).prop_map(Op::Verdicts),
+        2 => vec(answer(), 1..4).prop_map(Op::AnswerPage),
         1 => Just(Op::TakeChanges),
+    ]
+}
+
+/// Time between steps: mostly inside back-off windows and the grace period, sometimes past the cap.
+fn tick() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        4 => 0u64..2_000,
+        3 => 0u64..20_000,
+        1 => 0u64..400_000,
     ]
 }
 
@@ -304,10 +323,7 @@ impl Model {
             && seq <= done
         {
             self.counters.skipped_batches += 1;
-            return BatchOutcome {
-                skipped: true,
-                ..BatchOutcome::default()
-            };
+            return BatchOutcome { skipped: true, ..BatchOutcome::default() };
         }
         let mut out = BatchOutcome::default();
         for e in events {
@@ -371,11 +387,8 @@ impl Model {
     }
 
     fn verdict(&mut self, id: &str, planned: u64, v: Verdict, now: u64, r: &mut ApplyReport) {
-        let Some((refcount, epoch)) = self
-            .stubs
-            .get(id)
-            .filter(|s| s.version == planned)
-            .map(|s| (s.refcount, s.epoch))
+        let Some((refcount, epoch)) =
+            self.stubs.get(id).filter(|s| s.version == planned).map(|s| (s.refcount, s.epoch))
         else {
             r.stale += 1;
             self.counters.stale_verdicts += 1;
@@ -442,6 +455,8 @@ impl Model {
 struct Harness {
     /// Every check ever planned, with the model version of its stub at plan time.
     planned: Vec<(PlannedCheck, u64)>,
+    /// The checks of the latest page, likewise.
+    last_page: Vec<(PlannedCheck, u64)>,
     /// Last seen (model version, table version) per id, kept after purges so that a
     /// re-inserted stub must not reuse a version an old plan may still carry.
     versions: HashMap<String, (u64, u64)>,
@@ -452,20 +467,9 @@ struct Harness {
     pass_fresh: bool,
 }
 
-fn step(
-    t: &mut GhostTable,
-    m: &mut Model,
-    h: &mut Harness,
-    now: u64,
-    op: &Op,
-) -> Result<(), TestCaseError> {
+fn step(t: &mut GhostTable, m: &mut Model, h: &mut Harness, now: u64, op: &Op) -> Result<(), TestCaseError> {
     match op {
-        Op::Insert {
-            id,
-            target,
-            refcount,
-            epoch,
-        } => {
+        Op::Insert { id, target, refcount, epoch } => {
             let id = name(*id);
             let got = t.insert(&id, *target, *refcount, *epoch, now);
             let want = m.insert(&id, *target, *refcount, *epoch, now);
@@ -473,11 +477,7 @@ fn step(
         }
         Op::InsertBadId { too_long } => {
             let max = m.config.max_node_id_len;
-            let id = if *too_long {
-                "x".repeat(max + 1)
-            } else {
-                String::new()
-            };
+            let id = if *too_long { "x".repeat(max + 1) } else { String::new() };
             let got = t.insert(&id, 1, 1, 1, now);
             prop_assert_eq!(got, Err(Error::InvalidNodeId { len: id.len(), max }));
         }
@@ -498,13 +498,11 @@ fn step(
             };
             let events: Vec<_> = events
                 .iter()
-                .map(|&(id, added)| {
-                    if added {
-                        EdgeEvent::added(name(id))
-                    } else {
-                        EdgeEvent::removed(name(id))
-                    }
-                })
+                .map(
+                    |&(id, added)| {
+                        if added { EdgeEvent::added(name(id)) } else { EdgeEvent::removed(name(id)) }
+                    },
+                )
                 .collect();
             prop_assert_eq!(t.apply_batch(seq, &events), m.batch(seq, &events));
         }
@@ -531,6 +529,16 @@ fn step(
             }
             prop_assert_eq!(t.apply_verdicts(&batch, now), want);
         }
+        Op::AnswerPage(answers) => {
+            let mut batch = Vec::new();
+            let mut want = ApplyReport::default();
+            for (i, (check, planned)) in h.last_page.iter().enumerate() {
+                let v = answers[i % answers.len()];
+                batch.push(CheckedVerdict::new(check, v));
+                m.verdict(&check.node_id, *planned, v, now, &mut want);
+            }
+            prop_assert_eq!(t.apply_verdicts(&batch, now), want);
+        }
         Op::TakeChanges => {
             let c = t.take_changes();
             prop_assert_eq!(c.applied_seq, m.applied_seq);
@@ -550,8 +558,7 @@ fn step(
                 h.store.insert(r.node_id.clone(), r);
             }
             h.store_seq = c.applied_seq;
-            let table: HashMap<String, StubRecord> =
-                t.records().map(|r| (r.node_id.clone(), r)).collect();
+            let table: HashMap<String, StubRecord> = t.records().map(|r| (r.node_id.clone(), r)).collect();
             prop_assert_eq!(&h.store, &table);
             prop_assert_eq!(h.store_seq, t.applied_seq());
             m.dirty.clear();
@@ -571,13 +578,11 @@ fn plan(
 ) -> Result<(), TestCaseError> {
     let before = m.stubs.clone();
     let page = t.plan_sweep(now, max_scan);
+    h.last_page.clear();
     let scanned = page.scanned as usize;
     prop_assert!(scanned <= max_scan);
     prop_assert!(scanned <= before.len());
-    prop_assert!(
-        page.pass_complete || scanned == max_scan,
-        "a page stops early only at the end of a pass"
-    );
+    prop_assert!(page.pass_complete || scanned == max_scan, "a page stops early only at the end of a pass");
     prop_assert!(page.checks.len() + page.purged_zero as usize <= scanned);
     let mut checked = HashSet::new();
     for c in &page.checks {
@@ -587,20 +592,13 @@ fn plan(
             return Err(TestCaseError::fail(format!("check for absent {id}")));
         };
         prop_assert_eq!((c.target_shard, c.epoch), (s.target, s.epoch));
-        prop_assert!(
-            s.refcount > 0,
-            "{} has refcount 0 and needs no remote check",
-            id
-        );
+        prop_assert!(s.refcount > 0, "{} has refcount 0 and needs no remote check", id);
         prop_assert!(m.maybe_due(s, now), "{} is in grace or back-off", id);
         prop_assert_eq!(Some(c.version), t.get(&id).map(|g| g.version));
         h.planned.push((c.clone(), s.version));
+        h.last_page.push((c.clone(), s.version));
     }
-    let mut gone: Vec<String> = before
-        .keys()
-        .filter(|id| t.get(id).is_none())
-        .cloned()
-        .collect();
+    let mut gone: Vec<String> = before.keys().filter(|id| t.get(id).is_none()).cloned().collect();
     gone.sort();
     prop_assert_eq!(gone.len(), page.purged_zero as usize);
     for id in &gone {
@@ -634,9 +632,7 @@ fn compare(t: &GhostTable, m: &Model, h: &mut Harness, now: u64) -> Result<(), T
     for (id, g) in t.iter() {
         prop_assert!(ids.insert(id.to_owned()), "{} listed twice", id);
         let Some(s) = m.stubs.get(id) else {
-            return Err(TestCaseError::fail(format!(
-                "table holds {id}, model does not"
-            )));
+            return Err(TestCaseError::fail(format!("table holds {id}, model does not")));
         };
         prop_assert_eq!(
             (g.target_shard, g.refcount, g.created_at_ms, g.epoch),
@@ -656,17 +652,13 @@ fn compare(t: &GhostTable, m: &Model, h: &mut Harness, now: u64) -> Result<(), T
         h.versions.insert(id.to_owned(), (s.version, g.version));
     }
     let all: Vec<String> = (0..IDS).map(name).chain(["absent".to_owned()]).collect();
-    let want: Vec<Option<u16>> = all
-        .iter()
-        .map(|id| m.stubs.get(id).map(|s| s.target))
-        .collect();
+    let want: Vec<Option<u16>> = all.iter().map(|id| m.stubs.get(id).map(|s| s.target)).collect();
     prop_assert_eq!(t.resolve_many(all.iter().map(String::as_str)), want.clone());
     for (id, w) in all.iter().zip(&want) {
         prop_assert_eq!(t.resolve(id), *w);
         prop_assert_eq!(t.get(id).map(|g| g.target_shard), *w);
     }
-    let records: HashMap<String, StubRecord> =
-        t.records().map(|r| (r.node_id.clone(), r)).collect();
+    let records: HashMap<String, StubRecord> = t.records().map(|r| (r.node_id.clone(), r)).collect();
     prop_assert_eq!(records, m.records());
     prop_assert_eq!(t.counters(), &m.counters);
     let stats = t.stats(now);
@@ -675,11 +667,7 @@ fn compare(t: &GhostTable, m: &Model, h: &mut Harness, now: u64) -> Result<(), T
     prop_assert_eq!(stats.applied_seq, m.applied_seq);
     prop_assert_eq!(
         stats.oldest_age_ms,
-        m.stubs
-            .values()
-            .map(|s| s.created_at_ms)
-            .min()
-            .map(|c| now.saturating_sub(c))
+        m.stubs.values().map(|s| s.created_at_ms).min().map(|c| now.saturating_sub(c))
     );
     prop_assert_eq!(t.has_changes(), m.has_changes());
     Ok(())
@@ -698,7 +686,7 @@ proptest! {
     fn table_matches_the_model(
         config in config(),
         start in 0u64..100_000,
-        steps in vec((0u64..20_000, op()), 1..120),
+        steps in vec((tick(), op()), 1..120),
     ) {
         let mut t = GhostTable::new(SHARD, config.clone()).unwrap();
         let mut m = Model::new(config.clone());
@@ -793,22 +781,15 @@ fn node_id() -> impl Strategy<Value = String> {
 }
 
 fn record() -> impl Strategy<Value = StubRecord> {
-    (
-        node_id(),
-        any::<u16>(),
-        any::<u32>(),
-        any::<u64>(),
-        any::<u64>(),
+    (node_id(), any::<u16>(), any::<u32>(), any::<u64>(), any::<u64>()).prop_map(
+        |(node_id, target_shard, refcount, created_at_ms, epoch)| StubRecord {
+            node_id,
+            target_shard,
+            refcount,
+            created_at_ms,
+            epoch,
+        },
     )
-        .prop_map(
-            |(node_id, target_shard, refcount, created_at_ms, epoch)| StubRecord {
-                node_id,
-                target_shard,
-                refcount,
-                created_at_ms,
-                epoch,
-            },
-        )
 }
 
 proptest! {

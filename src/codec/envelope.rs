@@ -16,6 +16,8 @@ pub(crate) const HEADER_LEN: usize = 24;
 pub(crate) enum Kind {
     Snapshot = 1,
     Stub = 2,
+    /// One store commit: every shard's changes, appended to the store's log.
+    CommitLog = 3,
 }
 
 pub(crate) fn seal(kind: Kind, payload: &[u8]) -> Vec<u8> {

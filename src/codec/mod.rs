@@ -6,6 +6,7 @@
 //! are borrowed from the input until accepted, and every failure is a typed
 //! [`DecodeError`]. Encoding never yields empty bytes on failure.
 
+pub(crate) mod batch;
 mod envelope;
 mod legacy;
 

@@ -2,10 +2,13 @@
 
 use super::GhostRuntime;
 use crate::actors::GhostActor;
+use crate::actors::sweeper::SweeperActor;
 use crate::clock::{Clock, TokioClock};
 use crate::config::ShardConfig;
+use crate::config::SweeperConfig;
 use crate::error::{Error, Result};
 use crate::store::{GhostStore, MemoryStore, RedbStore};
+use crate::verify::Verifier;
 use crate::writer::StoreWriter;
 use actix::prelude::*;
 use std::collections::HashMap;
@@ -90,11 +93,17 @@ pub struct GhostRuntimeBuilder {
     config: RuntimeConfig,
     store: StoreChoice,
     clock: Option<Arc<dyn Clock>>,
+    sweeper: Option<(Arc<dyn Verifier>, SweeperConfig)>,
 }
 
 impl Default for GhostRuntimeBuilder {
     fn default() -> Self {
-        Self { config: RuntimeConfig::default(), store: StoreChoice::Redb("ghosts.redb".into()), clock: None }
+        Self {
+            config: RuntimeConfig::default(),
+            store: StoreChoice::Redb("ghosts.redb".into()),
+            clock: None,
+            sweeper: None,
+        }
     }
 }
 
@@ -135,7 +144,15 @@ impl GhostRuntimeBuilder {
         self
     }
 
-    /// Opens the store, starts the writer and one supervised actor per shard.
+    /// Runs a [`SweeperActor`] over every shard on an arbiter of its own,
+    /// verifying through `verifier`. Without this call no sweeper runs.
+    pub fn sweeper(mut self, verifier: Arc<dyn Verifier>, config: SweeperConfig) -> Self {
+        self.sweeper = Some((verifier, config));
+        self
+    }
+
+    /// Opens the store, starts the writer, one supervised actor per shard and
+    /// the sweeper if one was asked for.
     pub fn start(self) -> Result<GhostRuntime> {
         let config = self.config;
         config.validate()?;
@@ -157,9 +174,24 @@ impl GhostRuntimeBuilder {
             let actor = GhostActor::new(shard, shard_config.clone(), writer.clone(), clock.clone());
             shards.insert(shard, actor.start_supervised_in(&arbiters[i % arbiters.len()].handle()));
         }
+        let mut arbiters = arbiters;
+        let sweeper = match self.sweeper {
+            Some((verifier, sweeper_config)) => {
+                let mut addrs: Vec<_> = shards.iter().map(|(&s, a)| (s, a.clone())).collect();
+                addrs.sort_unstable_by_key(|(s, _)| *s);
+                let actor = SweeperActor::new(addrs, verifier, sweeper_config)?;
+                // Its own thread: sweeping never runs where a shard's requests do.
+                let arbiter = Arbiter::new();
+                let addr = actor.start_in(&arbiter.handle());
+                arbiters.push(arbiter);
+                Some(addr)
+            }
+            None => None,
+        };
         tracing::info!(shards = shards.len(), arbiters = arbiters.len(), "ghost runtime started");
         let runtime = GhostRuntime {
             shards,
+            sweeper,
             arbiters: Mutex::new(arbiters),
             writer: Mutex::new(Some(writer)),
             extra: Mutex::new(Vec::new()),

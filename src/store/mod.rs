@@ -5,6 +5,7 @@
 
 mod memory;
 mod redb;
+mod redb_log;
 
 pub use memory::MemoryStore;
 pub use redb::RedbStore;

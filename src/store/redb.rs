@@ -1,26 +1,38 @@
 //! `RedbStore`: the embedded default `GhostStore`, one crash-safe redb file for all shards of a process.
 
+use super::redb_log::{self, LogState, Thresholds};
 use super::{GhostStore, ShardChanges};
 use crate::codec;
+use crate::codec::batch;
 use crate::config::TableConfig;
 use crate::error::{DecodeError, Error, Result};
 use crate::table::GhostTable;
 use redb::{
-    Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageError,
-    TableDefinition, TableError,
+    Builder, Database, DatabaseError, ReadableDatabase, ReadableTableMetadata, StorageError, TableDefinition,
+    TableError,
 };
 use std::io::Read;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 /// Marks a redb file as a ghost store: table name, key, and the value written at creation.
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("vshard_ghosts_meta");
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("vshard_ghosts_meta");
 const FORMAT_KEY: &str = "format";
-const FORMAT: &[u8] = b"vshard-ghosts/1";
+/// Files with a commit log. Older builds know only [`FORMAT_V1`] and refuse
+/// this one, rather than load the rows without the log (stale state).
+const FORMAT: &[u8] = b"vshard-ghosts/2";
+/// Files without a commit log; adopted and upgraded to [`FORMAT`] at open.
+const FORMAT_V1: &[u8] = b"vshard-ghosts/1";
+/// Meta key: the sequence number the next log record takes (u64, LE), kept
+/// once the log is emptied so numbers are never reused.
+pub(super) const LOG_NEXT_KEY: &str = "commit_log_next";
 /// One row per stub: `(shard, node id)` → `codec::encode_stub` bytes.
-const GHOSTS: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("ghosts");
+pub(super) const GHOSTS: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("ghosts");
 /// One row per shard: shard → (applied sequence number, number of its rows in `GHOSTS`).
-const SHARD_META: TableDefinition<u16, (Option<u64>, u64)> = TableDefinition::new("shard_meta");
+pub(super) const SHARD_META: TableDefinition<u16, (Option<u64>, u64)> = TableDefinition::new("shard_meta");
+/// One record per commit not yet folded into `GHOSTS`: log sequence number → batch.
+pub(super) const COMMIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("commit_log");
 
 /// The first bytes of every redb file (redb's `docs/design.md`, "Database header").
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
@@ -30,22 +42,49 @@ const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0
 /// Every commit is one redb write transaction with redb's default durability
 /// (fsynced before it returns), so a crash keeps either all or none of a batch.
 ///
+/// # Log-structured commits
+///
+/// A commit appends ONE record, the whole batch, at the end of `"commit_log"`:
+/// appending touches one B-tree leaf, where updating ~1000 random rows in
+/// place would copy ~1000 leaves. A load reads the shard's rows, then replays
+/// its part of every record in order. Once the log holds more than
+/// [`checkpoint_bytes`](Self::with_checkpoint_bytes) of records or more than
+/// [`checkpoint_records`](Self::with_checkpoint_records) records, the commit
+/// that crossed the threshold folds it, after its own record is durable: one
+/// transaction applies every record to `"ghosts"` and `"shard_meta"` (per
+/// shard: removals, upserts, sequence number raised) and deletes the records.
+/// A fold that fails (an undecodable record) leaves the log as it was, is
+/// logged, and is tried again once the log has grown by another threshold;
+/// the commit itself has succeeded. [`replace`](GhostStore::replace) folds
+/// the log first, in the same transaction, so that no older record replays
+/// over the new contents.
+///
 /// # Schema
 ///
 /// | table | key | value |
 /// |---|---|---|
-/// | `"vshard_ghosts_meta"` | `&str` | `&[u8]`; key `"format"` holds `b"vshard-ghosts/1"` |
+/// | `"vshard_ghosts_meta"` | `&str` | `&[u8]`; `"format"` holds `b"vshard-ghosts/2"`, `"commit_log_next"` the next log sequence number (u64 LE) once a fold emptied the log |
 /// | `"ghosts"` | `(u16, &str)`: shard, node id | `&[u8]`: [`codec::encode_stub`] of the stub |
 /// | `"shard_meta"` | `u16`: shard | `(Option<u64>, u64)`: applied sequence number, row count |
+/// | `"commit_log"` | `u64`: log sequence number, rising | `&[u8]`: the batch, MessagePack in the codec's envelope (kind 3) |
 ///
-/// A shard without a `shard_meta` row has no applied sequence number and no
-/// rows. The row count only sizes the table on load (the rows are the truth),
-/// so a wrong count costs speed, not correctness. A file without the format
-/// marker is only adopted when it holds no table at all.
+/// A shard's state is its rows and `shard_meta` row with every log record
+/// applied in key order. A shard without a `shard_meta` row and without log
+/// entries has no applied sequence number and no rows. The row count only
+/// sizes the table on load (the rows are the truth), so a wrong count costs
+/// speed, not correctness. A file without the format marker is only adopted
+/// when it holds no table at all; a `vshard-ghosts/1` file (no log) is
+/// upgraded in place.
+///
+/// A log record that does not decode fails every load (every load checks
+/// every record's checksum) with [`Error::Decode`], and every fold; its bytes
+/// stay untouched.
 #[derive(Debug)]
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
+    log: Mutex<LogState>,
+    thresholds: Thresholds,
 }
 
 impl RedbStore {
@@ -54,6 +93,16 @@ impl RedbStore {
     /// memory until it is flushed, while a long-running process caches less
     /// than redb's own default of 1 GiB.
     pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+
+    /// Default log size that triggers a checkpoint: 64 MiB of records. A fold
+    /// rewrites every row leaf that the log touches, so a longer log makes
+    /// folds rarer and cheaper per commit, at the cost of replay time on load
+    /// and file space.
+    pub const DEFAULT_CHECKPOINT_BYTES: u64 = 64 << 20;
+
+    /// Default number of log records that triggers a checkpoint, whatever
+    /// their size: bounds a load's replay when commits are small.
+    pub const DEFAULT_CHECKPOINT_RECORDS: u64 = 1 << 16;
 
     /// Opens the store at `path`, creating it if missing (its directory must
     /// exist), with a cache of [`DEFAULT_CACHE_BYTES`](Self::DEFAULT_CACHE_BYTES).
@@ -76,9 +125,66 @@ impl RedbStore {
             }
             e => Error::Store(format!("open {}: {e}", path.display())),
         })?;
-        let store = Self { db, path };
+        let mut store = Self {
+            db,
+            path,
+            log: Mutex::new(LogState::default()),
+            thresholds: Thresholds {
+                bytes: Self::DEFAULT_CHECKPOINT_BYTES,
+                records: Self::DEFAULT_CHECKPOINT_RECORDS,
+            },
+        };
         store.adopt()?;
+        let txn = store.db.begin_read().ctx("begin read")?;
+        *store.log.get_mut().unwrap_or_else(|p| p.into_inner()) = LogState::scan(&txn)?;
         Ok(store)
+    }
+
+    /// Folds the log once it holds more than `bytes` bytes of records (0: after
+    /// every commit). Default: [`DEFAULT_CHECKPOINT_BYTES`](Self::DEFAULT_CHECKPOINT_BYTES).
+    pub fn with_checkpoint_bytes(mut self, bytes: u64) -> Self {
+        self.thresholds.bytes = bytes;
+        self
+    }
+
+    /// Folds the log once it holds more than `records` records (0: after every
+    /// commit). Default: [`DEFAULT_CHECKPOINT_RECORDS`](Self::DEFAULT_CHECKPOINT_RECORDS).
+    pub fn with_checkpoint_records(mut self, records: u64) -> Self {
+        self.thresholds.records = records;
+        self
+    }
+
+    /// Folds the whole log into the rows now, in one transaction. Fails with
+    /// [`Error::Decode`] on an undecodable record, leaving the log as it was.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.fold_locked(&mut self.lock_log())
+    }
+
+    /// Folds the log in a transaction of its own; `log` is the held writer lock.
+    fn fold_locked(&self, log: &mut LogState) -> Result<()> {
+        let txn = self.db.begin_write().ctx("begin write")?;
+        let next = redb_log::fold(&txn, log.next)?;
+        txn.commit().ctx("commit checkpoint")?;
+        *log = LogState { next, ..LogState::default() };
+        Ok(())
+    }
+
+    /// Records in the commit log, not yet folded into the rows.
+    pub fn log_records(&self) -> u64 {
+        self.lock_log().records
+    }
+
+    /// Bytes of the records in the commit log.
+    pub fn log_bytes(&self) -> u64 {
+        self.lock_log().bytes
+    }
+
+    /// Serializes writers, so that the log's extent is known without reading it.
+    fn lock_log(&self) -> MutexGuard<'_, LogState> {
+        // The state is only updated after a transaction committed; a panic in
+        // between leaves it stale by at most that commit, which only shifts
+        // when the next checkpoint happens.
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The database file.
@@ -101,6 +207,10 @@ impl RedbStore {
             Ok(meta) => {
                 return match meta.get(FORMAT_KEY).ctx("read format marker")? {
                     Some(v) if v.value() == FORMAT => Ok(()),
+                    Some(v) if v.value() == FORMAT_V1 => {
+                        drop((v, meta, txn));
+                        self.write_schema("upgrade to the commit log")
+                    }
                     Some(v) => Err(not_ours(&format!(
                         "unsupported format marker {:?}",
                         String::from_utf8_lossy(v.value())
@@ -120,15 +230,18 @@ impl RedbStore {
             return Err(not_ours("redb database of another application"));
         }
         drop(txn);
+        self.write_schema("create the tables")
+    }
+
+    /// Creates the missing tables and writes the format marker, in one transaction.
+    fn write_schema(&self, what: &str) -> Result<()> {
         let txn = self.db.begin_write().ctx("begin write")?;
-        txn.open_table(META)
-            .ctx("create meta table")?
-            .insert(FORMAT_KEY, FORMAT)
-            .ctx("write format marker")?;
+        txn.open_table(META).ctx(what)?.insert(FORMAT_KEY, FORMAT).ctx(what)?;
         // Created now so that loads never meet a missing table.
-        txn.open_table(GHOSTS).ctx("create ghosts table")?;
-        txn.open_table(SHARD_META).ctx("create shard_meta table")?;
-        txn.commit().ctx("commit format marker")
+        txn.open_table(GHOSTS).ctx(what)?;
+        txn.open_table(SHARD_META).ctx(what)?;
+        txn.open_table(COMMIT_LOG).ctx(what)?;
+        txn.commit().ctx(what)
     }
 }
 
@@ -163,7 +276,11 @@ impl GhostStore for RedbStore {
             })?;
             table.load_stub(id, r.target_shard, r.refcount, r.created_at_ms, r.epoch)?;
         }
+        // Indexed once here; the log's changes then apply to the indexed table.
         table.finish_load(applied_seq)?;
+        let log = txn.open_table(COMMIT_LOG).ctx("open commit_log")?;
+        let applied_seq = redb_log::replay(&log, &mut table, applied_seq, config)?;
+        table.finish_restore(applied_seq);
         Ok(table)
     }
 
@@ -173,43 +290,34 @@ impl GhostStore for RedbStore {
         }
         // Encoded before the transaction opens, so that it stays short and an
         // encoding failure leaves nothing half-written.
-        let encoded = batch
-            .iter()
-            .map(|sc| sc.changes.upserts.iter().map(codec::encode_stub).collect())
-            .collect::<Result<Vec<Vec<_>>>>()?;
+        let record = batch::encode_batch(batch)?;
+        let mut log = self.lock_log();
         let txn = self.db.begin_write().ctx("begin write")?;
-        {
-            let mut rows = txn.open_table(GHOSTS).ctx("open ghosts")?;
-            let mut meta = txn.open_table(SHARD_META).ctx("open shard_meta")?;
-            for (sc, values) in batch.iter().zip(&encoded) {
-                let old = meta.get(sc.shard).ctx("read shard meta")?.map(|v| v.value());
-                let (seq, mut count) = old.unwrap_or((None, 0));
-                for id in &sc.changes.removals {
-                    if rows.remove((sc.shard, &**id)).ctx("remove ghost")?.is_some() {
-                        count = count.saturating_sub(1);
-                    }
-                }
-                for (r, v) in sc.changes.upserts.iter().zip(values) {
-                    let key = (sc.shard, r.node_id.as_str());
-                    if rows.insert(key, v.as_slice()).ctx("write ghost")?.is_none() {
-                        count += 1;
-                    }
-                }
-                // Only raise (`None` < `Some`): a replayed batch must not rewind the shard.
-                let new = (seq.max(sc.changes.applied_seq), count);
-                if old != Some(new) {
-                    meta.insert(sc.shard, new).ctx("write shard meta")?;
-                }
+        let lsn = redb_log::append(&txn, log.next, &record)?;
+        txn.commit().ctx("commit")?;
+        log.next = lsn + 1;
+        log.records += 1;
+        log.bytes += record.len() as u64;
+        if log.due(self.thresholds) {
+            // The batch is durable whatever happens here: a failed fold is
+            // reported and retried later, never turned into a failed commit.
+            if let Err(e) = self.fold_locked(&mut log) {
+                tracing::error!(error = %e, records = log.records, bytes = log.bytes, "checkpoint failed");
+                log.failed_at = Some((log.records, log.bytes));
             }
         }
-        txn.commit().ctx("commit")
+        Ok(())
     }
 
     fn replace(&self, table: &GhostTable) -> Result<()> {
         let shard = table.shard();
         let encoded =
             table.records().map(|r| Ok((codec::encode_stub(&r)?, r.node_id))).collect::<Result<Vec<_>>>()?;
+        let mut log = self.lock_log();
         let txn = self.db.begin_write().ctx("begin write")?;
+        // Folded first, so that no older record of this shard replays over the
+        // new contents; one transaction keeps the replacement atomic.
+        let next = redb_log::fold(&txn, log.next)?;
         {
             let mut rows = txn.open_table(GHOSTS).ctx("open ghosts")?;
             rows.retain_in(shard_range(shard), |_, _| false).ctx("clear shard")?;
@@ -220,7 +328,9 @@ impl GhostStore for RedbStore {
             let mut meta = txn.open_table(SHARD_META).ctx("open shard_meta")?;
             meta.insert(shard, new).ctx("write shard meta")?;
         }
-        txn.commit().ctx("commit")
+        txn.commit().ctx("commit")?;
+        *log = LogState { next, ..LogState::default() };
+        Ok(())
     }
 
     fn kind(&self) -> &'static str {
@@ -256,12 +366,12 @@ fn check_magic(path: &Path) -> Result<()> {
     Err(Error::NotAStore(format!("{}: not a redb database (starts with {:02x?})", path.display(), head)))
 }
 
-fn store_err(what: &str, e: impl std::fmt::Display) -> Error {
+pub(super) fn store_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Store(format!("redb {what}: {e}"))
 }
 
 /// Adds context to a redb error and turns it into [`Error::Store`].
-trait Ctx<T> {
+pub(super) trait Ctx<T> {
     fn ctx(self, what: &str) -> Result<T>;
 }
 

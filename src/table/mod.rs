@@ -122,6 +122,44 @@ impl GhostTable {
         Ok(())
     }
 
+    /// Replays a persisted upsert onto a loaded (indexed) table: inserts the
+    /// stub or overwrites its persisted fields. Not recorded as a change: the
+    /// store already holds it. [`finish_restore`](Self::finish_restore) must follow.
+    pub(crate) fn restore_upsert(
+        &mut self,
+        id: &str,
+        target: u16,
+        refcount: u32,
+        created_at_ms: u64,
+        epoch: u64,
+    ) -> Result<()> {
+        self.check_id(id)?;
+        let version = self.bump();
+        let fresh = new_slot(target, refcount, created_at_ms, epoch, version);
+        if let Err(i) = self.slab.insert(id, fresh)? {
+            let s = self.slab.slot_mut_clean(i);
+            *s = Slot { id_off: s.id_off, id_len: s.id_len, flags: s.flags, ..fresh };
+        }
+        Ok(())
+    }
+
+    /// Replays a persisted removal onto a loaded table; an absent id is not an
+    /// error (removals are idempotent). Not recorded as a change.
+    pub(crate) fn restore_removal(&mut self, id: &str) {
+        if let Some(i) = self.slab.find(id) {
+            self.slab.remove(i, &mut self.cursor);
+        }
+    }
+
+    /// Ends a replay: leaves nothing pending for the store, without indexing
+    /// again as [`finish_load`](Self::finish_load) would.
+    pub(crate) fn finish_restore(&mut self, applied_seq: Option<u64>) {
+        self.slab.clear_dirty();
+        self.removed.clear();
+        self.applied_seq = applied_seq;
+        self.seq_dirty = false;
+    }
+
     /// The shard this table belongs to.
     pub fn shard(&self) -> u16 {
         self.shard

@@ -1,0 +1,335 @@
+//! One sweep pass: visit every shard, plan pages, verify under the token bucket, apply by compare-and-set.
+
+use super::queue::{Deferral, ShardQueue};
+use crate::actors::GhostActor;
+use crate::config::SweeperConfig;
+use crate::error::Error;
+use crate::messages::{ApplyVerdicts, PlanSweep, SweepPlan};
+use crate::sweep::{CheckedVerdict, PlannedCheck, Verdict};
+use crate::sweep_report::{PassReport, SweepCounts};
+use crate::verify::{Verifier, VerifyRequest};
+use actix::Addr;
+use futures::{FutureExt, StreamExt};
+use governor::clock::Clock as _;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Whether passes may proceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Control {
+    Run,
+    Pause,
+    Stop,
+}
+
+/// governor's clock over tokio's, so that paused test time drives the bucket
+/// (governor's own `until_ready` sleeps on a real-time timer).
+#[derive(Debug, Clone, Copy)]
+struct TokioTime(Instant);
+
+impl governor::clock::Clock for TokioTime {
+    type Instant = Duration;
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioTime, NoOpMiddleware<Duration>>;
+
+/// What every pass shares; the bucket is swapped whole on a rate change.
+pub(super) struct PassEnv {
+    pub(super) shards: Vec<(u16, Addr<GhostActor>)>,
+    verifier: Arc<dyn Verifier>,
+    config: SweeperConfig,
+    clock: TokioTime,
+    limiter: RwLock<Arc<Limiter>>,
+}
+
+impl PassEnv {
+    pub(super) fn new(
+        shards: Vec<(u16, Addr<GhostActor>)>,
+        verifier: Arc<dyn Verifier>,
+        config: SweeperConfig,
+    ) -> Self {
+        let clock = TokioTime(Instant::now());
+        let limiter = RwLock::new(limiter(config.verifies_per_second, config.burst, clock));
+        Self { shards, verifier, config, clock, limiter }
+    }
+
+    /// Replaces the bucket (it starts full); both values must be non-zero.
+    pub(super) fn set_rate(&self, per_second: u32, burst: u32) {
+        let new = limiter(per_second, burst, self.clock);
+        *self.limiter.write().unwrap_or_else(PoisonError::into_inner) = new;
+    }
+
+    fn limiter(&self) -> Arc<Limiter> {
+        self.limiter.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn busy(&self, plan: &SweepPlan, round_trip: Duration) -> bool {
+        plan.pending_acks > self.config.busy_pending_acks || round_trip > self.config.busy_latency
+    }
+}
+
+fn limiter(per_second: u32, burst: u32, clock: TokioTime) -> Arc<Limiter> {
+    let nz = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::per_second(nz(per_second)).allow_burst(nz(burst));
+    Arc::new(RateLimiter::direct_with_clock(quota, clock))
+}
+
+/// Runs one pass over every shard: busy shards go to the back of the pass,
+/// a bounded number of times.
+pub(super) async fn run_pass(
+    env: Arc<PassEnv>,
+    mut control: watch::Receiver<Control>,
+    pass: u64,
+) -> PassReport {
+    let start = Instant::now();
+    let mut counts = SweepCounts::default();
+    let mut queue = ShardQueue::new(env.shards.len(), env.config.max_deferrals);
+    let mut complete = true;
+    while let Some(v) = queue.next() {
+        if !running(&mut control).await || (v.wait_first && !pause(env.config.busy_retry, &mut control).await)
+        {
+            complete = false;
+            break;
+        }
+        match visit(&env, v.index, &mut control, &mut counts).await {
+            VisitEnd::Swept => {
+                counts.shards_swept += 1;
+                queue.progressed();
+            }
+            VisitEnd::Failed => {
+                counts.shard_errors += 1;
+                queue.progressed();
+            }
+            VisitEnd::Busy => {
+                counts.deferred_busy += 1;
+                if queue.defer(v) == Deferral::GaveUp {
+                    counts.skipped_busy += 1;
+                }
+            }
+            VisitEnd::Stopped => {
+                complete = false;
+                break;
+            }
+        }
+    }
+    let report = PassReport { pass, counts, duration: start.elapsed(), complete };
+    let c = &report.counts;
+    tracing::info!(
+        checked = c.checked,
+        purged = c.purged(),
+        kept = c.kept,
+        corrected = c.corrected,
+        redirected = c.redirected,
+        reclaimed = c.reclaimed,
+        inconclusive = c.inconclusive,
+        stale = c.stale,
+        deferred_busy = c.deferred_busy,
+        duration_ms = report.duration.as_millis() as u64,
+        complete,
+        "sweep pass ended"
+    );
+    report
+}
+
+enum VisitEnd {
+    Swept,
+    Busy,
+    Failed,
+    Stopped,
+}
+
+/// Sweeps one shard page by page until its table pass completes, it turns
+/// busy, or the sweeper stops.
+async fn visit(
+    env: &Arc<PassEnv>,
+    index: usize,
+    control: &mut watch::Receiver<Control>,
+    counts: &mut SweepCounts,
+) -> VisitEnd {
+    let (shard, addr) = (env.shards[index].0, &env.shards[index].1);
+    // A zero-size plan is an O(1) probe: backlog and mailbox delay, no work.
+    match request_plan(shard, addr, 0).await {
+        Err(e) => return failed(shard, &e),
+        Ok((probe, rtt)) if env.busy(&probe, rtt) => return VisitEnd::Busy,
+        Ok(_) => {}
+    }
+    loop {
+        if !running(control).await {
+            return VisitEnd::Stopped;
+        }
+        let (plan, rtt) = match request_plan(shard, addr, env.config.page_size).await {
+            Ok(p) => p,
+            Err(e) => return failed(shard, &e),
+        };
+        counts.purged_refcount_zero += u64::from(plan.page.purged_zero);
+        let results: Vec<_> = futures::stream::iter(plan.page.checks.iter().cloned())
+            .map(|check| verify_one(env.clone(), shard, check, control.clone()))
+            .buffer_unordered(env.config.max_in_flight)
+            .collect()
+            .await;
+        let (mut verdicts, mut repairs) = (Vec::with_capacity(results.len()), Vec::new());
+        let mut cut_short = false;
+        for r in results {
+            let Some((v, failed)) = r else {
+                cut_short = true;
+                continue;
+            };
+            counts.checked += 1;
+            counts.verify_failures += u64::from(failed);
+            // Sent apart, so that the shard's report tells repairs from verified purges.
+            match v.verdict {
+                Verdict::Keep { local_edges: Some(0) } => repairs.push(v),
+                _ => verdicts.push(v),
+            }
+        }
+        for (batch, are_repairs) in [(verdicts, false), (repairs, true)] {
+            if batch.is_empty() {
+                continue;
+            }
+            let apply = ApplyVerdicts { incarnation: plan.incarnation, verdicts: batch };
+            match addr.send(apply).await.map_err(|_| Error::Unavailable { shard }).and_then(|r| r) {
+                Ok(report) => counts.add_applied(&report, are_repairs),
+                Err(e) => return failed(shard, &e),
+            }
+        }
+        if cut_short {
+            return VisitEnd::Stopped;
+        }
+        if plan.page.pass_complete {
+            return VisitEnd::Swept;
+        }
+        if env.busy(&plan, rtt) {
+            return VisitEnd::Busy;
+        }
+    }
+}
+
+async fn request_plan(
+    shard: u16,
+    addr: &Addr<GhostActor>,
+    max_scan: usize,
+) -> crate::Result<(SweepPlan, Duration)> {
+    let t0 = Instant::now();
+    let plan = addr.send(PlanSweep { max_scan }).await.map_err(|_| Error::Unavailable { shard })??;
+    Ok((plan, t0.elapsed()))
+}
+
+fn failed(shard: u16, e: &Error) -> VisitEnd {
+    tracing::warn!(shard, error = %e, "sweep skips shard for this pass");
+    VisitEnd::Failed
+}
+
+/// Takes a token, then verifies with a timeout; `None` if stopped before the
+/// token. The flag says the verify failed (error, timeout, panic).
+async fn verify_one(
+    env: Arc<PassEnv>,
+    shard: u16,
+    check: PlannedCheck,
+    mut control: watch::Receiver<Control>,
+) -> Option<(CheckedVerdict, bool)> {
+    if !token(&env, &mut control).await {
+        return None;
+    }
+    let request = VerifyRequest {
+        shard,
+        node_id: check.node_id.clone(),
+        target_shard: check.target_shard,
+        epoch: check.epoch,
+    };
+    // A panicking host verifier must not take the sweeper's thread down with it.
+    let call = AssertUnwindSafe(async { env.verifier.verify(request).await }).catch_unwind();
+    let verdict = match tokio::time::timeout(env.config.verify_timeout, call).await {
+        Ok(Ok(Ok(verdict))) => Ok(verdict),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(_)) => Err("verifier panicked".to_owned()),
+        Err(_) => Err("verify timed out".to_owned()),
+    };
+    let failed = verdict.is_err();
+    if let Err(why) = &verdict {
+        tracing::debug!(shard, node = %check.node_id, target = check.target_shard, %why, "inconclusive");
+    }
+    Some((CheckedVerdict::new(&check, verdict.unwrap_or(Verdict::Inconclusive)), failed))
+}
+
+/// Waits for a token of the current bucket; false once stopping.
+async fn token(env: &PassEnv, control: &mut watch::Receiver<Control>) -> bool {
+    loop {
+        if !running(control).await {
+            return false;
+        }
+        let Err(not_until) = env.limiter().check() else {
+            return true;
+        };
+        let wait = not_until.wait_time_from(env.clock.now());
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            changed = control.changed() => if changed.is_err() { return false },
+        }
+    }
+}
+
+/// Waits while paused; false once stopping.
+async fn running(control: &mut watch::Receiver<Control>) -> bool {
+    loop {
+        match *control.borrow_and_update() {
+            Control::Run => return true,
+            Control::Stop => return false,
+            Control::Pause => {}
+        }
+        if control.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// Sleeps `d`, cut short by a stop; false once stopping.
+async fn pause(d: Duration, control: &mut watch::Receiver<Control>) -> bool {
+    let deadline = tokio::time::sleep(d);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => return running(control).await,
+            changed = control.changed() => {
+                if changed.is_err() || *control.borrow() == Control::Stop {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Exports an ended pass through the `metrics` facade.
+pub(super) fn record_metrics(report: &PassReport) {
+    use crate::metrics as m;
+    let c = &report.counts;
+    metrics::counter!(m::SWEEP_PASSES).increment(1);
+    metrics::counter!(m::SWEEP_CHECKED).increment(c.checked);
+    for (reason, n) in [
+        ("refcount_zero", c.purged_refcount_zero),
+        ("verified", c.purged_verified),
+        ("repaired", c.purged_repaired),
+    ] {
+        metrics::counter!(m::SWEEP_PURGED, "reason" => reason).increment(n);
+    }
+    metrics::counter!(m::SWEEP_KEPT).increment(c.kept);
+    metrics::counter!(m::SWEEP_CORRECTED).increment(c.corrected);
+    metrics::counter!(m::SWEEP_REDIRECTED).increment(c.redirected);
+    metrics::counter!(m::SWEEP_RECLAIMED).increment(c.reclaimed);
+    metrics::counter!(m::SWEEP_INCONCLUSIVE).increment(c.inconclusive);
+    metrics::counter!(m::SWEEP_VERIFY_FAILURES).increment(c.verify_failures);
+    metrics::counter!(m::SWEEP_STALE).increment(c.stale);
+    metrics::counter!(m::SWEEP_DEFERRED_BUSY).increment(c.deferred_busy);
+    metrics::counter!(m::SWEEP_SKIPPED_BUSY).increment(c.skipped_busy);
+    metrics::counter!(m::SWEEP_SHARD_ERRORS).increment(c.shard_errors);
+    metrics::histogram!(m::SWEEP_PASS_SECONDS).record(report.duration.as_secs_f64());
+}

@@ -1,0 +1,225 @@
+//! The verify step's seam: the host's [`Verifier`], and [`DirectoryVerifier`] for single-process use.
+
+use crate::error::{Error, Result};
+use crate::sweep::Verdict;
+use foldhash::fast::RandomState;
+use futures::future::{BoxFuture, FutureExt};
+use hashbrown::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+/// One ghost to verify against its target shard.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VerifyRequest {
+    /// The shard that holds the ghost (whose local edges point at the node).
+    pub shard: u16,
+    /// The moved node.
+    pub node_id: Box<str>,
+    /// Where the ghost says the node lives.
+    pub target_shard: u16,
+    /// The ghost's move epoch.
+    pub epoch: u64,
+}
+
+/// Answers whether a ghost is still right; implemented by the host.
+///
+/// In a cluster this is an RPC to `target_shard`. The sweeper bounds each call
+/// by its timeout, and treats an error or a timeout as [`Verdict::Inconclusive`]:
+/// the ghost backs off and is retried, never purged. Answer
+/// [`Verdict::Purge`] only when the node is known to be gone, and
+/// [`Verdict::Redirect`] when it lives elsewhere under a newer epoch (the
+/// ghost's own shard included: the node came back).
+pub trait Verifier: Send + Sync + 'static {
+    /// Verifies one ghost. The future must not borrow `self` (it may outlive the call).
+    fn verify(&self, request: VerifyRequest) -> BoxFuture<'static, Result<Verdict>>;
+}
+
+impl<V: Verifier + ?Sized> Verifier for Arc<V> {
+    fn verify(&self, request: VerifyRequest) -> BoxFuture<'static, Result<Verdict>> {
+        (**self).verify(request)
+    }
+}
+
+type Map<K, V> = HashMap<K, V, RandomState>;
+
+#[derive(Debug, Default)]
+struct Directory {
+    /// Node → (home shard, move epoch).
+    homes: RwLock<Map<Box<str>, (u16, u64)>>,
+    /// Ghost shard → node → authoritative local edge count.
+    local_edges: RwLock<Map<u16, Map<Box<str>, u32>>>,
+    unreachable: RwLock<Map<u16, bool>>,
+    latency: RwLock<Map<u16, Duration>>,
+    calls: AtomicU64,
+}
+
+/// A [`Verifier`] for single-process deployments and tests: answers from a
+/// node directory that the host updates on every move.
+///
+/// The directory is the truth: a node it does not know is taken as deleted
+/// and its ghosts are purged. So record every move (and only forget a node on
+/// deletion). Clones share the directory.
+///
+/// Answers, for a ghost of node `n` on shard `s` that points at `t` with epoch `e`:
+/// - `n` lives at `t` with epoch `e`: `Keep`, with the local edge count of
+///   `(s, n)` if the host set one ([`set_local_edges`](Self::set_local_edges));
+/// - `n` lives at any shard with a newer epoch: `Redirect` there (`s` itself
+///   when the node came back);
+/// - `n` unknown: `Purge`;
+/// - anything else (the directory is behind the ghost): `Inconclusive`;
+/// - `t` made unreachable: an error, after the latency set for `t`, if any.
+#[derive(Debug, Clone, Default)]
+pub struct DirectoryVerifier {
+    dir: Arc<Directory>,
+}
+
+impl DirectoryVerifier {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `node_id` now lives on `shard` since move `epoch`. An older
+    /// epoch than the one recorded is ignored, so replays are harmless.
+    pub fn record_move(&self, node_id: &str, shard: u16, epoch: u64) {
+        let mut homes = write(&self.dir.homes);
+        match homes.get_mut(node_id) {
+            Some(home) if home.1 >= epoch => {}
+            Some(home) => *home = (shard, epoch),
+            None => {
+                homes.insert(node_id.into(), (shard, epoch));
+            }
+        }
+    }
+
+    /// Records that `node_id` was deleted: its ghosts will be purged.
+    pub fn record_delete(&self, node_id: &str) {
+        write(&self.dir.homes).remove(node_id);
+    }
+
+    /// Where `node_id` lives and since which epoch, if known.
+    pub fn home(&self, node_id: &str) -> Option<(u16, u64)> {
+        read(&self.dir.homes).get(node_id).copied()
+    }
+
+    /// Sets the authoritative count of `shard`'s local edges to `node_id`,
+    /// returned with `Keep` to repair drifted refcounts (`None`: unknown).
+    pub fn set_local_edges(&self, shard: u16, node_id: &str, count: Option<u32>) {
+        let mut edges = write(&self.dir.local_edges);
+        let per_shard = edges.entry(shard).or_default();
+        match count {
+            Some(n) => {
+                per_shard.insert(node_id.into(), n);
+            }
+            None => {
+                per_shard.remove(node_id);
+            }
+        }
+    }
+
+    /// Fault hook: verifies against `shard` fail (as an unreachable RPC would).
+    pub fn set_unreachable(&self, shard: u16, unreachable: bool) {
+        write(&self.dir.unreachable).insert(shard, unreachable);
+    }
+
+    /// Fault hook: verifies against `shard` take `latency` (a tokio sleep, so
+    /// paused test time applies). Zero removes it.
+    pub fn set_latency(&self, shard: u16, latency: Duration) {
+        write(&self.dir.latency).insert(shard, latency);
+    }
+
+    /// Verifies answered or failed so far.
+    pub fn calls(&self) -> u64 {
+        self.dir.calls.load(Ordering::Relaxed)
+    }
+
+    fn answer(&self, r: &VerifyRequest) -> Result<Verdict> {
+        if read(&self.dir.unreachable).get(&r.target_shard).copied().unwrap_or(false) {
+            return Err(Error::Unavailable { shard: r.target_shard });
+        }
+        let Some((home, epoch)) = self.home(&r.node_id) else {
+            return Ok(Verdict::Purge);
+        };
+        Ok(if epoch > r.epoch {
+            Verdict::Redirect { shard: home, epoch }
+        } else if epoch == r.epoch && home == r.target_shard {
+            let edges = read(&self.dir.local_edges);
+            Verdict::Keep { local_edges: edges.get(&r.shard).and_then(|m| m.get(&*r.node_id)).copied() }
+        } else {
+            Verdict::Inconclusive
+        })
+    }
+}
+
+impl Verifier for DirectoryVerifier {
+    fn verify(&self, request: VerifyRequest) -> BoxFuture<'static, Result<Verdict>> {
+        let latency = read(&self.dir.latency).get(&request.target_shard).copied().unwrap_or_default();
+        if latency.is_zero() {
+            self.dir.calls.fetch_add(1, Ordering::Relaxed);
+            return futures::future::ready(self.answer(&request)).boxed();
+        }
+        let this = self.clone();
+        async move {
+            tokio::time::sleep(latency).await;
+            // Answered after the delay, so that moves made meanwhile are seen, as
+            // a remote shard would see them.
+            this.dir.calls.fetch_add(1, Ordering::Relaxed);
+            this.answer(&request)
+        }
+        .boxed()
+    }
+}
+
+// A writer that panicked cannot leave a map half-updated (each update is one
+// map call), so a poisoned lock is still safe to use.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(shard: u16, target: u16, epoch: u64) -> VerifyRequest {
+        VerifyRequest { shard, node_id: "n".into(), target_shard: target, epoch }
+    }
+
+    fn answer(d: &DirectoryVerifier, r: VerifyRequest) -> Result<Verdict> {
+        futures::executor::block_on(d.verify(r))
+    }
+
+    #[test]
+    fn answers_follow_the_directory() {
+        let d = DirectoryVerifier::new();
+        assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Purge), "unknown node = deleted");
+        d.record_move("n", 1, 1);
+        assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Keep { local_edges: None }));
+        d.set_local_edges(0, "n", Some(3));
+        assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Keep { local_edges: Some(3) }));
+        d.record_move("n", 2, 2);
+        assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Redirect { shard: 2, epoch: 2 }));
+        d.record_move("n", 0, 3);
+        assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Redirect { shard: 0, epoch: 3 }));
+        d.record_move("n", 5, 1);
+        assert_eq!(d.home("n"), Some((0, 3)), "an older move is ignored");
+        assert_eq!(answer(&d, req(0, 1, 9)), Ok(Verdict::Inconclusive), "directory behind the ghost");
+        d.record_delete("n");
+        assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Purge));
+        assert_eq!(d.calls(), 7);
+    }
+
+    #[test]
+    fn an_unreachable_target_fails() {
+        let d = DirectoryVerifier::new();
+        d.record_move("n", 1, 1);
+        d.set_unreachable(1, true);
+        assert_eq!(answer(&d, req(0, 1, 1)), Err(Error::Unavailable { shard: 1 }));
+        d.set_unreachable(1, false);
+        assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Keep { local_edges: None }));
+    }
+}

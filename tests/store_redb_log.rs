@@ -1,0 +1,278 @@
+//! `RedbStore`'s commit log through the public API: replay on load, checkpoints,
+//! sequence numbers, corrupt records, `replace`, and files from before the log.
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::{Path, PathBuf};
+use vshard_ghosts::{
+    ChangeSet, DecodeError, Error, GhostStore, GhostTable, RedbStore, ShardChanges, StubRecord, TableConfig,
+};
+
+/// The documented schema.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("vshard_ghosts_meta");
+const GHOSTS: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("ghosts");
+const SHARD_META: TableDefinition<u16, (Option<u64>, u64)> = TableDefinition::new("shard_meta");
+const COMMIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("commit_log");
+
+fn cfg() -> TableConfig {
+    TableConfig::default()
+}
+
+fn rec(id: &str, target: u16, refcount: u32) -> StubRecord {
+    StubRecord { node_id: id.to_owned(), target_shard: target, refcount, created_at_ms: 7, epoch: 3 }
+}
+
+fn changes(shard: u16, upserts: Vec<StubRecord>, removals: &[&str], seq: Option<u64>) -> ShardChanges {
+    let removals = removals.iter().map(|&r| r.into()).collect();
+    ShardChanges { shard, changes: ChangeSet { upserts, removals, applied_seq: seq } }
+}
+
+fn contents(t: &GhostTable) -> (Vec<StubRecord>, Option<u64>) {
+    let mut v: Vec<_> = t.records().collect();
+    v.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    (v, t.applied_seq())
+}
+
+fn loaded(s: &RedbStore, shard: u16) -> (Vec<StubRecord>, Option<u64>) {
+    let t = s.load(shard, &cfg()).unwrap();
+    assert!(!t.has_changes(), "a loaded table owes the store nothing");
+    contents(&t)
+}
+
+fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("ghosts.redb")
+}
+
+/// The log's keys and values, read through redb directly (the store closed).
+fn log_entries(path: &Path) -> Vec<(u64, Vec<u8>)> {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let log = txn.open_table(COMMIT_LOG).unwrap();
+    log.iter().unwrap().map(|e| e.unwrap()).map(|(k, v)| (k.value(), v.value().to_vec())).collect()
+}
+
+/// Random edge traffic on two shards, committed after every round, checked
+/// against the tables themselves after reopening.
+fn random_traffic(checkpoint_bytes: u64, expect_log: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = fastrand::Rng::with_seed(checkpoint_bytes);
+    let mut tables = [GhostTable::new(1, cfg()).unwrap(), GhostTable::new(2, cfg()).unwrap()];
+    let open = || RedbStore::open(db_path(&dir)).unwrap().with_checkpoint_bytes(checkpoint_bytes);
+    let mut store = open();
+    for round in 0..40u64 {
+        for t in &mut tables {
+            for _ in 0..20 {
+                let id = format!("n{}", rng.u32(..60));
+                match rng.u8(..4) {
+                    0 => drop(t.insert(&id, 9, rng.u32(1..3), round, round)),
+                    1 => drop(t.edge_added(&id)),
+                    _ => drop(t.edge_removed(&id)),
+                }
+            }
+            t.apply_batch(Some(round), &[]);
+        }
+        let batch: Vec<_> =
+            tables.iter_mut().map(|t| ShardChanges { shard: t.shard(), changes: t.take_changes() }).collect();
+        store.commit(&batch).unwrap();
+        if round % 13 == 0 {
+            // Reopening rescans the log; later commits continue it.
+            drop(store);
+            store = open();
+        }
+    }
+    assert_eq!(store.log_records() > 0, expect_log, "threshold {checkpoint_bytes}");
+    drop(store);
+    let store = open();
+    for t in &tables {
+        assert_eq!(loaded(&store, t.shard()), contents(t), "threshold {checkpoint_bytes}");
+    }
+    store.checkpoint().unwrap();
+    assert_eq!(store.log_records(), 0);
+    for t in &tables {
+        assert_eq!(loaded(&store, t.shard()), contents(t), "threshold {checkpoint_bytes}, folded");
+    }
+}
+
+#[test]
+fn random_commits_survive_reopen_with_and_without_checkpoints() {
+    random_traffic(RedbStore::DEFAULT_CHECKPOINT_BYTES, true); // log only
+    random_traffic(0, false); // a checkpoint after every commit
+    random_traffic(2_000, true); // some folded, some not
+}
+
+#[test]
+fn removal_and_upsert_of_one_id_in_one_batch_and_across_batches() {
+    for fold_each in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(db_path(&dir)).unwrap();
+        let store = if fold_each { store.with_checkpoint_records(0) } else { store };
+        store.commit(&[changes(1, vec![rec("a", 2, 1), rec("b", 2, 1), rec("c", 2, 1)], &[], None)]).unwrap();
+        // One batch: removed then inserted again; the upsert is the current state.
+        store.commit(&[changes(1, vec![rec("a", 3, 5)], &["a"], None)]).unwrap();
+        // Across batches: removed, then back; inserted, then removed.
+        store.commit(&[changes(1, vec![rec("d", 2, 1)], &["b"], None)]).unwrap();
+        store.commit(&[changes(1, vec![rec("b", 4, 2)], &["d"], None)]).unwrap();
+        let want = (vec![rec("a", 3, 5), rec("b", 4, 2), rec("c", 2, 1)], None);
+        assert_eq!(loaded(&store, 1), want, "fold each: {fold_each}");
+        drop(store);
+        let store = RedbStore::open(db_path(&dir)).unwrap();
+        assert_eq!(loaded(&store, 1), want, "fold each: {fold_each}, reopened");
+        store.checkpoint().unwrap();
+        assert_eq!(loaded(&store, 1), want, "fold each: {fold_each}, folded");
+    }
+}
+
+#[test]
+fn applied_seq_only_rises_across_rows_and_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(db_path(&dir)).unwrap();
+    store.commit(&[changes(4, vec![], &[], Some(10))]).unwrap();
+    store.checkpoint().unwrap(); // 10 in shard_meta
+    for (seq, want) in [(Some(3), 10), (None, 10), (Some(12), 12), (Some(11), 12)] {
+        store.commit(&[changes(4, vec![], &[], seq)]).unwrap();
+        assert_eq!(loaded(&store, 4).1, Some(want), "after {seq:?}");
+    }
+    store.checkpoint().unwrap();
+    assert_eq!(loaded(&store, 4).1, Some(12));
+    store.commit(&[changes(4, vec![], &[], Some(2))]).unwrap();
+    drop(store);
+    assert_eq!(loaded(&RedbStore::open(db_path(&dir)).unwrap(), 4).1, Some(12));
+}
+
+#[test]
+fn log_sequence_numbers_are_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(db_path(&dir)).unwrap();
+    for i in 0..3 {
+        store.commit(&[changes(0, vec![rec(&format!("n{i}"), 1, 1)], &[], None)]).unwrap();
+    }
+    assert_eq!((store.log_records(), store.log_bytes() > 0), (3, true));
+    store.checkpoint().unwrap();
+    assert_eq!((store.log_records(), store.log_bytes()), (0, 0));
+    drop(store);
+    // The emptied log's position survives a reopen.
+    let store = RedbStore::open(db_path(&dir)).unwrap();
+    store.commit(&[changes(0, vec![], &["n0"], None)]).unwrap();
+    drop(store);
+    let keys: Vec<u64> = log_entries(&db_path(&dir)).into_iter().map(|e| e.0).collect();
+    assert_eq!(keys, [3]);
+}
+
+#[test]
+fn many_shards_share_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(db_path(&dir)).unwrap();
+    let shards = [0, 1, 77, u16::MAX];
+    let batch: Vec<_> = shards
+        .iter()
+        .map(|&sh| {
+            let ups = (0..30).map(|i| rec(&format!("s{sh}-{i}"), sh ^ 1, i + 1)).collect();
+            changes(sh, ups, &[], Some(u64::from(sh) + 1))
+        })
+        .collect();
+    store.commit(&batch).unwrap();
+    assert_eq!(store.log_records(), 1);
+    let check = |store: &RedbStore| {
+        for sc in &batch {
+            let mut want = sc.changes.upserts.clone();
+            want.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+            assert_eq!(loaded(store, sc.shard), (want, sc.changes.applied_seq), "shard {}", sc.shard);
+        }
+        assert_eq!(loaded(store, 5), (vec![], None));
+    };
+    check(&store);
+    store.checkpoint().unwrap();
+    check(&store);
+    drop(store);
+    let db = redb::Database::open(db_path(&dir)).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(SHARD_META).unwrap();
+    for sc in &batch {
+        assert_eq!(meta.get(sc.shard).unwrap().unwrap().value(), (sc.changes.applied_seq, 30));
+    }
+    assert_eq!(txn.open_table(GHOSTS).unwrap().len().unwrap(), 120);
+    assert!(txn.open_table(COMMIT_LOG).unwrap().is_empty().unwrap());
+}
+
+#[test]
+fn replace_after_logged_commits_drops_the_shards_older_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(db_path(&dir)).unwrap();
+    store
+        .commit(&[
+            changes(7, vec![rec("old", 1, 1)], &[], Some(9)),
+            changes(8, vec![rec("keep", 1, 1)], &[], None),
+        ])
+        .unwrap();
+    store.commit(&[changes(7, vec![rec("older", 1, 1)], &["new"], Some(10))]).unwrap();
+    let table = GhostTable::from_records(7, cfg(), [rec("new", 2, 5)], Some(3)).unwrap();
+    store.replace(&table).unwrap();
+    assert_eq!(store.log_records(), 0);
+    assert_eq!(loaded(&store, 7), (vec![rec("new", 2, 5)], Some(3)));
+    assert_eq!(loaded(&store, 8), (vec![rec("keep", 1, 1)], None));
+    store.commit(&[changes(7, vec![rec("later", 1, 1)], &[], Some(4))]).unwrap();
+    drop(store);
+    let store = RedbStore::open(db_path(&dir)).unwrap();
+    assert_eq!(loaded(&store, 7), (vec![rec("later", 1, 1), rec("new", 2, 5)], Some(4)));
+}
+
+#[test]
+fn corrupt_log_record_fails_loads_and_folds_and_stays_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = RedbStore::open(&path).unwrap();
+    store.commit(&[changes(1, vec![rec("a", 2, 1)], &[], Some(1))]).unwrap();
+    store.commit(&[changes(2, vec![rec("b", 1, 1)], &[], None)]).unwrap();
+    drop(store);
+
+    // Bit rot in the record that holds only shard 2's changes.
+    let (key, mut bad) = log_entries(&path).pop().unwrap();
+    *bad.last_mut().unwrap() ^= 0x40;
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(COMMIT_LOG).unwrap().insert(key, bad.as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    // A tiny threshold: the commit below tries (and fails) to fold.
+    let store = RedbStore::open(&path).unwrap().with_checkpoint_records(0);
+    for shard in [1, 2, 3] {
+        let err = store.load(shard, &cfg()).unwrap_err();
+        assert!(matches!(err, Error::Decode(DecodeError::ChecksumMismatch { .. })), "{shard}: {err:?}");
+    }
+    assert!(matches!(store.checkpoint(), Err(Error::Decode(_))));
+    let replacement = GhostTable::from_records(1, cfg(), [rec("z", 2, 1)], None).unwrap();
+    assert!(matches!(store.replace(&replacement), Err(Error::Decode(_))));
+    // The batch itself is durable; only the fold is held back.
+    store.commit(&[changes(3, vec![rec("c", 1, 1)], &[], None)]).unwrap();
+    assert_eq!(store.log_records(), 3);
+    drop(store);
+    let entries = log_entries(&path);
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[1], (key, bad));
+}
+
+#[test]
+fn files_from_before_the_log_are_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert("format", b"vshard-ghosts/1".as_slice()).unwrap();
+        let stub = vshard_ghosts::codec::encode_stub(&rec("a", 2, 1)).unwrap();
+        txn.open_table(GHOSTS).unwrap().insert((1, "a"), stub.as_slice()).unwrap();
+        txn.open_table(SHARD_META).unwrap().insert(1, (Some(4), 1)).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(loaded(&store, 1), (vec![rec("a", 2, 1)], Some(4)));
+    store.commit(&[changes(1, vec![rec("b", 2, 1)], &[], Some(5))]).unwrap();
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(loaded(&store, 1), (vec![rec("a", 2, 1), rec("b", 2, 1)], Some(5)));
+    drop(store);
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let marker = txn.open_table(META).unwrap().get("format").unwrap().unwrap().value().to_vec();
+    assert_eq!(marker, b"vshard-ghosts/2");
+}

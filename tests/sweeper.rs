@@ -1,0 +1,461 @@
+//! SweeperActor through its public API: compare-and-set, moves, back-off, rate, busy shards, control.
+
+use actix::prelude::*;
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use vshard_ghosts::actors::sweeper::*;
+use vshard_ghosts::messages::*;
+use vshard_ghosts::*;
+
+type Shards = Vec<(u16, Addr<GhostActor>)>;
+
+const BACKOFF_BASE_MS: u64 = 1_000;
+const BACKOFF_CAP_MS: u64 = 8_000;
+
+fn shard_config() -> ShardConfig {
+    let table = TableConfig {
+        grace_ms: 0,
+        backoff_base_ms: BACKOFF_BASE_MS,
+        backoff_cap_ms: BACKOFF_CAP_MS,
+        ..TableConfig::default()
+    };
+    ShardConfig { table, mailbox_capacity: 4_096, ..ShardConfig::default() }
+}
+
+/// Shard actors on the current arbiter, all on `clock` (the tables' time).
+fn start_shards(ids: &[u16], store: Arc<dyn GhostStore>, clock: &ManualClock) -> Shards {
+    let writer = StoreWriter::spawn(store, 0, Duration::from_millis(1)).unwrap();
+    let config = Arc::new(shard_config());
+    ids.iter()
+        .map(|&id| {
+            let actor = GhostActor::new(id, config.clone(), writer.clone(), Arc::new(clock.clone()));
+            (id, actor.start_supervised())
+        })
+        .collect()
+}
+
+/// Fast enough that the bucket never matters, and passes only on request.
+fn fast() -> SweeperConfig {
+    SweeperConfig {
+        verifies_per_second: 100_000,
+        burst: 1_000,
+        pass_interval: None,
+        busy_latency: Duration::from_secs(30),
+        ..SweeperConfig::default()
+    }
+}
+
+/// The sweeper on an arbiter of its own, as in production.
+fn start_sweeper(shards: &Shards, verifier: impl Verifier, config: SweeperConfig) -> Addr<SweeperActor> {
+    let arbiter = Arbiter::new();
+    SweeperActor::new(shards.clone(), Arc::new(verifier), config).unwrap().start_in(&arbiter.handle())
+}
+
+async fn insert(addr: &Addr<GhostActor>, id: &str, target: u16, refcount: u32, epoch: u64) {
+    let m = InsertGhost { node_id: id.into(), target, refcount, epoch };
+    addr.send(m).await.unwrap().unwrap();
+}
+
+async fn inspect(addr: &Addr<GhostActor>, id: &str) -> Option<GhostInfo> {
+    addr.send(Inspect { node_id: id.into() }).await.unwrap().unwrap()
+}
+
+/// Holds every verify until the test releases it, announcing each one.
+struct Gated {
+    inner: DirectoryVerifier,
+    started: mpsc::UnboundedSender<Box<str>>,
+    release: Arc<Semaphore>,
+}
+
+impl Verifier for Gated {
+    fn verify(&self, r: VerifyRequest) -> BoxFuture<'static, Result<Verdict>> {
+        let (inner, started, release) = (self.inner.clone(), self.started.clone(), self.release.clone());
+        Box::pin(async move {
+            let _ = started.send(r.node_id.clone());
+            release.acquire().await.unwrap().forget();
+            inner.verify(r).await
+        })
+    }
+}
+
+#[actix::test]
+async fn an_edge_added_during_a_verify_keeps_the_ghost_despite_purge() {
+    let shards = start_shards(&[0], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
+    let a = &shards[0].1;
+    insert(a, "n", 1, 1, 1).await;
+    // The directory does not know "n": it answers Purge.
+    let (started, mut announced) = mpsc::unbounded_channel();
+    let release = Arc::new(Semaphore::new(0));
+    let verifier = Gated { inner: DirectoryVerifier::new(), started, release: release.clone() };
+    let sweeper = start_sweeper(&shards, verifier, fast());
+    let pass = actix::spawn(sweeper.send(RunPass));
+    assert_eq!(announced.recv().await.as_deref(), Some("n"), "the verify is in flight");
+    let added = a.send(EdgeAdded { node_id: "n".into() }).await.unwrap();
+    assert_eq!(added, Ok(EdgeOutcome::Applied { refcount: 2 }));
+    release.add_permits(1);
+    let report = pass.await.unwrap().unwrap();
+    assert_eq!((report.counts.checked, report.counts.stale, report.counts.purged()), (1, 1, 0));
+    assert_eq!(inspect(a, "n").await.map(|g| g.refcount), Some(2), "the ghost stays");
+}
+
+#[actix::test]
+async fn a_node_that_moves_on_is_followed_and_kept_while_edges_point_at_it() {
+    let shards = start_shards(&[0, 1], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
+    let (a, b) = (&shards[0].1, &shards[1].1);
+    let dir = DirectoryVerifier::new();
+    // n: A(0) → B(1) at epoch 1, then B → C(2) at epoch 2. A missed the retarget.
+    insert(a, "n", 1, 2, 1).await;
+    insert(b, "n", 2, 1, 2).await;
+    dir.record_move("n", 1, 1);
+    dir.record_move("n", 2, 2);
+    dir.set_local_edges(0, "n", Some(2));
+    dir.set_local_edges(1, "n", Some(1));
+    let sweeper = start_sweeper(&shards, dir.clone(), fast());
+
+    let first = sweeper.send(RunPass).await.unwrap();
+    assert_eq!((first.counts.redirected, first.counts.kept, first.counts.purged()), (1, 1, 0));
+    let ghost = inspect(a, "n").await.unwrap();
+    assert_eq!((ghost.target_shard, ghost.epoch, ghost.refcount), (2, 2, 2), "A's ghost points at C");
+    assert_eq!(a.send(Resolve { node_id: "n".into() }).await.unwrap(), Ok(Some(2)));
+
+    let second = sweeper.send(RunPass).await.unwrap();
+    assert_eq!((second.counts.kept, second.counts.purged()), (2, 0), "verified at C, kept");
+    // Only once A has no edge left does the ghost go.
+    dir.set_local_edges(0, "n", Some(0));
+    let third = sweeper.send(RunPass).await.unwrap();
+    assert_eq!((third.counts.purged_repaired, third.counts.corrected), (1, 1));
+    assert_eq!(inspect(a, "n").await, None);
+    assert!(inspect(b, "n").await.is_some());
+}
+
+#[actix::test]
+async fn a_node_that_comes_back_is_reclaimed_and_nothing_purges_it() {
+    let shards = start_shards(&[0, 1], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
+    let (a, b) = (&shards[0].1, &shards[1].1);
+    let dir = DirectoryVerifier::new();
+    // n: A(0) → B(1) at epoch 1, then back B → A at epoch 2; A never got the Reclaim.
+    insert(a, "n", 1, 1, 1).await;
+    insert(b, "n", 0, 1, 2).await;
+    dir.record_move("n", 1, 1);
+    dir.record_move("n", 0, 2);
+    let sweeper = start_sweeper(&shards, dir.clone(), fast());
+
+    let first = sweeper.send(RunPass).await.unwrap();
+    assert_eq!((first.counts.reclaimed, first.counts.kept, first.counts.purged()), (1, 1, 0));
+    assert_eq!(inspect(a, "n").await, None, "A's ghost is gone");
+    assert_eq!(a.send(Resolve { node_id: "n".into() }).await.unwrap(), Ok(None), "n is local to A");
+    for _ in 0..2 {
+        let again = sweeper.send(RunPass).await.unwrap();
+        assert_eq!((again.counts.checked, again.counts.purged(), again.counts.reclaimed), (1, 0, 0));
+    }
+    assert_eq!(dir.home("n"), Some((0, 2)), "n still lives at A");
+    assert_eq!(inspect(b, "n").await.map(|g| g.target_shard), Some(0), "B still forwards to A");
+}
+
+/// Records which nodes were verified.
+#[derive(Clone, Default)]
+struct Recording {
+    inner: DirectoryVerifier,
+    seen: Arc<Mutex<Vec<Box<str>>>>,
+}
+
+impl Verifier for Recording {
+    fn verify(&self, r: VerifyRequest) -> BoxFuture<'static, Result<Verdict>> {
+        self.seen.lock().unwrap().push(r.node_id.clone());
+        self.inner.verify(r)
+    }
+}
+
+impl Recording {
+    fn take(&self) -> Vec<Box<str>> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+/// Steps the table clock by `step_ms`, sweeping at each step, until every
+/// ghost was retried `n` times; answers each ghost's observed retry delays in
+/// order (each up to one step late). Every verify must be inconclusive.
+async fn retry_delays(
+    sweeper: &Addr<SweeperActor>,
+    rec: &Recording,
+    clock: &ManualClock,
+    ids: &[String],
+    n: usize,
+    step_ms: u64,
+) -> HashMap<Box<str>, Vec<u64>> {
+    let mut last: HashMap<Box<str>, u64> =
+        ids.iter().map(|id| (id.as_str().into(), clock.now_ms())).collect();
+    let mut delays: HashMap<Box<str>, Vec<u64>> = HashMap::new();
+    while delays.len() < ids.len() || delays.values().any(|d| d.len() < n) {
+        clock.advance(step_ms);
+        let report = sweeper.send(RunPass).await.unwrap();
+        assert_eq!(report.counts.inconclusive, report.counts.checked, "never anything but inconclusive");
+        assert_eq!(report.counts.purged(), 0);
+        let now = clock.now_ms();
+        for id in rec.take() {
+            let prev = last.insert(id.clone(), now).unwrap();
+            delays.entry(id).or_default().push(now - prev);
+        }
+    }
+    delays
+}
+
+#[actix::test]
+async fn an_unreachable_target_backs_off_capped_with_jitter_then_is_verified() {
+    let clock = ManualClock::new(1_000);
+    let shards = start_shards(&[0], Arc::new(MemoryStore::new()), &clock);
+    let rec = Recording::default();
+    let ids: Vec<String> = (0..32).map(|i| format!("n{i}")).collect();
+    for id in &ids {
+        insert(&shards[0].1, id, 1, 1, 1).await;
+        rec.inner.record_move(id, 1, 1);
+    }
+    rec.inner.set_unreachable(1, true);
+    let sweeper = start_sweeper(&shards, rec.clone(), fast());
+
+    let first = sweeper.send(RunPass).await.unwrap();
+    assert_eq!((first.counts.inconclusive, first.counts.verify_failures), (32, 32));
+    rec.take();
+    let step = 50;
+    let delays = retry_delays(&sweeper, &rec, &clock, &ids, 6, step).await;
+    for attempt in 0..6 {
+        // Equal jitter: uniform in [d/2, d], d doubling from the base up to the cap.
+        let d = (BACKOFF_BASE_MS << attempt).min(BACKOFF_CAP_MS);
+        let observed: Vec<u64> = delays.values().map(|v| v[attempt]).collect();
+        for &o in &observed {
+            assert!(o >= d / 2 && o < d + step, "retry {attempt}: delay {o} ms outside [{}, {d}]", d / 2);
+        }
+        let distinct: std::collections::HashSet<_> = observed.iter().collect();
+        assert!(distinct.len() > 1, "retry {attempt}: no jitter: {observed:?}");
+    }
+    for id in &ids {
+        assert!(inspect(&shards[0].1, id).await.is_some(), "kept while unreachable");
+    }
+
+    rec.inner.set_unreachable(1, false);
+    clock.advance(BACKOFF_CAP_MS);
+    let back = sweeper.send(RunPass).await.unwrap();
+    assert_eq!((back.counts.kept, back.counts.inconclusive, back.counts.purged()), (32, 0, 0));
+    // Keep reset the back-off: a new failure starts again from the base delay.
+    rec.inner.set_unreachable(1, true);
+    rec.take();
+    assert_eq!(sweeper.send(RunPass).await.unwrap().counts.inconclusive, 32);
+    rec.take();
+    for v in retry_delays(&sweeper, &rec, &clock, &ids, 1, step).await.values() {
+        assert!(v[0] < BACKOFF_BASE_MS + step, "back-off was not reset: {v:?}");
+    }
+}
+
+/// `n` ghosts spread over `shards` shards, straight into the store, each known to `dir`.
+fn seeded(store: &MemoryStore, dir: &DirectoryVerifier, shards: u16, n: usize) {
+    for shard in 0..shards {
+        let mut t = GhostTable::new(shard, shard_config().table).unwrap();
+        for i in (shard as usize..n).step_by(shards as usize) {
+            let id = format!("node-{i}");
+            t.insert(&id, shards, 1, 1, 0).unwrap();
+            dir.record_move(&id, shards, 1);
+        }
+        store.replace(&t).unwrap();
+    }
+}
+
+#[actix::test]
+async fn the_achieved_rate_is_within_five_percent_of_the_quota() {
+    tokio::time::pause();
+    let store = Arc::new(MemoryStore::new());
+    let dir = DirectoryVerifier::new();
+    seeded(&store, &dir, 4, 10_000);
+    let shards = start_shards(&[0, 1, 2, 3], store, &ManualClock::new(1_000));
+    let config = SweeperConfig { verifies_per_second: 1_000, burst: 10, page_size: 512, ..fast() };
+    // On this arbiter, so that the test's paused clock is the sweeper's.
+    let sweeper = SweeperActor::new(shards.clone(), Arc::new(dir), config).unwrap().start();
+    for (_, shard) in &shards {
+        shard.send(GetStats).await.unwrap(); // loaded before the clock matters
+    }
+    for (quota, burst) in [(1_000.0, 10), (500.0, 5)] {
+        sweeper.send(SetRate { per_second: quota as u32, burst }).await.unwrap().unwrap();
+        let t0 = tokio::time::Instant::now();
+        let report = sweeper.send(RunPass).await.unwrap();
+        let elapsed = t0.elapsed().as_secs_f64();
+        assert_eq!((report.counts.checked, report.counts.kept), (10_000, 10_000));
+        let achieved = 10_000.0 / elapsed;
+        assert!((achieved / quota - 1.0).abs() < 0.05, "quota {quota}/s, achieved {achieved:.1}/s");
+        assert!((report.duration.as_secs_f64() - elapsed).abs() < 0.01);
+    }
+    let totals = sweeper.send(GetSweepStats).await.unwrap();
+    assert_eq!((totals.passes, totals.counts.checked, totals.verifies_per_second), (2, 20_000, 500));
+    assert!(sweeper.send(SetRate { per_second: 0, burst: 1 }).await.unwrap().is_err());
+}
+
+/// A store whose commits wait while the gate is closed: a shard then builds a write backlog.
+#[derive(Default)]
+struct GatedStore {
+    inner: MemoryStore,
+    closed: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl GatedStore {
+    fn set_closed(&self, closed: bool) {
+        *self.closed.lock().unwrap() = closed;
+        self.opened.notify_all();
+    }
+}
+
+impl GhostStore for GatedStore {
+    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+        self.inner.load(shard, config)
+    }
+    fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
+        let _open = self.opened.wait_while(self.closed.lock().unwrap(), |closed| *closed).unwrap();
+        self.inner.commit(batch)
+    }
+    fn replace(&self, table: &GhostTable) -> Result<()> {
+        self.inner.replace(table)
+    }
+    fn kind(&self) -> &'static str {
+        "gated"
+    }
+}
+
+/// Runs a hook, once, before verifying `node`.
+struct Hooked {
+    inner: DirectoryVerifier,
+    node: &'static str,
+    hook: Mutex<Option<BoxFuture<'static, ()>>>,
+}
+
+impl Verifier for Hooked {
+    fn verify(&self, r: VerifyRequest) -> BoxFuture<'static, Result<Verdict>> {
+        let hook = if &*r.node_id == self.node { self.hook.lock().unwrap().take() } else { None };
+        let inner = self.inner.verify(r);
+        Box::pin(async move {
+            if let Some(hook) = hook {
+                hook.await;
+            }
+            inner.await
+        })
+    }
+}
+
+/// Queues `n` durable edge additions behind a commit held by the closed gate.
+async fn make_busy(addr: &Addr<GhostActor>, n: usize) -> Vec<Request<GhostActor, EdgeAdded>> {
+    let adds = (0..n).map(|_| addr.send(EdgeAdded { node_id: "a".into() })).collect();
+    // Mailboxes are FIFO: once this answers, every add above is waiting for a commit.
+    addr.send(Resolve { node_id: "a".into() }).await.unwrap().unwrap();
+    adds
+}
+
+#[actix::test]
+async fn a_busy_shard_is_deferred_and_swept_once_quiet() {
+    let store = Arc::new(GatedStore::default());
+    let shards = start_shards(&[0, 1], store.clone(), &ManualClock::new(1_000));
+    let (busy, quiet) = (shards[0].1.clone(), shards[1].1.clone());
+    insert(&busy, "a", 2, 1, 1).await;
+    insert(&quiet, "b", 2, 1, 1).await;
+    let dir = DirectoryVerifier::new();
+    dir.record_move("a", 2, 1);
+    dir.record_move("b", 2, 1);
+    // While "b" is verified, the backlog of shard 0 drains: it is quiet when revisited.
+    let (gate, drained) = (store.clone(), busy.clone());
+    let hook: BoxFuture<'static, ()> = Box::pin(async move {
+        gate.set_closed(false);
+        drained.send(Flush).await.unwrap().unwrap();
+    });
+    let verifier = Hooked { inner: dir, node: "b", hook: Mutex::new(Some(hook)) };
+    let config = SweeperConfig {
+        busy_pending_acks: 4,
+        max_deferrals: 2,
+        busy_retry: Duration::from_millis(5),
+        ..fast()
+    };
+    let sweeper = start_sweeper(&shards, verifier, config);
+
+    store.set_closed(true);
+    let adds = make_busy(&busy, 8).await;
+    assert!(busy.send(GetStats).await.unwrap().pending_acks > 4);
+    let report = sweeper.send(RunPass).await.unwrap();
+    let c = report.counts;
+    assert_eq!((c.deferred_busy, c.skipped_busy, c.shards_swept, c.kept), (1, 0, 2, 2), "{c:?}");
+    futures::future::join_all(adds).await;
+
+    // A shard that stays busy is left to the next pass.
+    store.set_closed(true);
+    let adds = make_busy(&busy, 8).await;
+    let report = sweeper.send(RunPass).await.unwrap();
+    let c = report.counts;
+    assert_eq!((c.deferred_busy, c.skipped_busy, c.shards_swept, c.checked), (3, 1, 1, 1), "{c:?}");
+    assert!(report.complete);
+    store.set_closed(false);
+    futures::future::join_all(adds).await;
+    busy.send(Flush).await.unwrap().unwrap();
+    let c = sweeper.send(RunPass).await.unwrap().counts;
+    assert_eq!((c.deferred_busy, c.shards_swept, c.kept), (0, 2, 2), "{c:?}");
+    assert_eq!(inspect(&busy, "a").await.map(|g| g.refcount), Some(17));
+}
+
+#[actix::test]
+async fn every_outcome_is_counted_and_totals_add_up() {
+    let shards = start_shards(&[0], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
+    let a = &shards[0].1;
+    let dir = DirectoryVerifier::new();
+    for (id, refcount) in [("zero", 0), ("gone", 1), ("drift", 5), ("fine", 1), ("moved", 1), ("home", 1)] {
+        insert(a, id, 1, refcount, 1).await;
+    }
+    for id in ["zero", "drift", "fine"] {
+        dir.record_move(id, 1, 1);
+    }
+    dir.record_move("moved", 2, 2);
+    dir.record_move("home", 0, 2);
+    dir.set_local_edges(0, "drift", Some(3));
+    let sweeper = start_sweeper(&shards, dir, fast());
+    let c = sweeper.send(RunPass).await.unwrap().counts;
+    assert_eq!(c.checked, 5, "the zero-refcount ghost needs no remote call");
+    assert_eq!((c.purged_refcount_zero, c.purged_verified, c.purged_repaired), (1, 1, 0));
+    assert_eq!((c.kept, c.corrected, c.redirected, c.reclaimed), (2, 1, 1, 1));
+    assert_eq!(inspect(a, "drift").await.map(|g| g.refcount), Some(3));
+    let c2 = sweeper.send(RunPass).await.unwrap().counts;
+    let totals = sweeper.send(GetSweepStats).await.unwrap();
+    assert_eq!(totals.passes, 2);
+    assert_eq!(totals.counts.checked, c.checked + c2.checked);
+    assert_eq!(totals.counts.kept, c.kept + c2.kept);
+}
+
+#[actix::test]
+async fn pause_holds_verifies_and_stop_waits_for_those_in_flight() {
+    tokio::time::pause();
+    let store = Arc::new(MemoryStore::new());
+    let dir = DirectoryVerifier::new();
+    seeded(&store, &dir, 2, 1_000);
+    let shards = start_shards(&[0, 1], store, &ManualClock::new(1_000));
+    dir.set_latency(2, Duration::from_millis(500));
+    let config = SweeperConfig { verifies_per_second: 100, burst: 1, max_in_flight: 8, ..fast() };
+    let sweeper = SweeperActor::new(shards, Arc::new(dir.clone()), config).unwrap().start();
+
+    sweeper.send(Pause).await.unwrap();
+    let pass = actix::spawn(sweeper.send(RunPass));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let stats = sweeper.send(GetSweepStats).await.unwrap();
+    assert!(stats.paused && stats.pass_running);
+    assert_eq!(dir.calls(), 0, "no verify while paused");
+    sweeper.send(Resume).await.unwrap();
+    let report = pass.await.unwrap().unwrap();
+    assert!(report.complete && report.counts.checked == 1_000);
+
+    let pass = actix::spawn(sweeper.send(RunPass));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let answered_before_stop = dir.calls() - 1_000;
+    let t0 = tokio::time::Instant::now();
+    let totals = sweeper.send(StopSweeper).await.unwrap();
+    assert!(t0.elapsed() <= SweeperConfig::default().verify_timeout, "stop is bounded by the timeout");
+    let report = pass.await.unwrap().unwrap();
+    assert!(!report.complete);
+    let c = report.counts.checked;
+    assert!(c > answered_before_stop && c < 1_000, "verifies in flight at the stop were awaited: {report:?}");
+    assert_eq!(dir.calls() - 1_000, report.counts.checked, "every verify in flight was answered and applied");
+    assert_eq!((totals.passes, totals.incomplete_passes), (2, 1));
+    assert!(sweeper.send(GetSweepStats).await.is_err(), "stopped");
+}
