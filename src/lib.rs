@@ -77,3 +77,8 @@ pub use sweep_report::{PassReport, SweepCounts, SweepTotals};
 pub use table::{ChangeSet, GhostTable, TableCounters, TableStats};
 pub use verify::{DirectoryVerifier, Verifier, VerifyRequest};
 pub use writer::{StoreWriter, WriterStats};
+
+/// Compiles the README's code as a doctest, so the wiring example stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
