@@ -23,7 +23,7 @@
 //! | [`sweep`] | plan → verify → apply data: [`PlannedCheck`], [`Verdict`], reports |
 //! | [`verify`] | the [`Verifier`] seam; [`DirectoryVerifier`] for single-process use and tests |
 //! | [`sweep_report`] | the sweeper's [`PassReport`] and [`SweepTotals`] |
-//! | [`store`] | [`GhostStore`] trait; [`MemoryStore`] and the embedded default [`RedbStore`] |
+//! | [`store`] | [`GhostStore`] trait; [`MemoryStore`], the embedded default [`RedbStore`], [`FaultyStore`] for fault tests |
 //! | [`stub`] | [`StubRecord`] (persisted) and [`GhostInfo`] (live view) |
 //! | [`error`] | the one [`Error`] enum and the [`Result`] alias |
 //!
@@ -70,7 +70,7 @@ pub use config::{Durability, RestartPolicy, ShardConfig, SweeperConfig, TableCon
 pub use error::{DecodeError, Error, Result};
 pub use event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 pub use runtime::{GhostRuntime, GhostRuntimeBuilder, RuntimeConfig, StoreChoice};
-pub use store::{GhostStore, MemoryStore, RedbStore, ShardChanges};
+pub use store::{Fault, FaultyStore, GhostStore, MemoryStore, RedbStore, ShardChanges, StoreOp};
 pub use stub::{GhostInfo, PurgeReason, StubRecord};
 pub use sweep::{ApplyReport, CheckedVerdict, PlannedCheck, SweepPage, Verdict};
 pub use sweep_report::{PassReport, SweepCounts, SweepTotals};

@@ -3,10 +3,12 @@
 //! Calls block. The crate only calls a store from its writer thread or a
 //! blocking pool, never from a shard's arbiter thread.
 
+mod faulty;
 mod memory;
 mod redb;
 mod redb_log;
 
+pub use faulty::{Fault, FaultyStore, StoreOp};
 pub use memory::MemoryStore;
 pub use redb::RedbStore;
 

@@ -1,0 +1,133 @@
+//! Store faults end in a clean retry or a shard that fails closed: never an empty table, never a lost acknowledgement.
+
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use vshard_ghosts::messages::*;
+use vshard_ghosts::*;
+
+fn start(store: Arc<FaultyStore<MemoryStore>>, retries: u32) -> Addr<GhostActor> {
+    let writer = StoreWriter::spawn(store, retries, Duration::from_millis(1)).unwrap();
+    let config = ShardConfig {
+        restart: RestartPolicy { max_restarts: 1_000, ..RestartPolicy::default() },
+        ..ShardConfig::default()
+    };
+    GhostActor::new(0, Arc::new(config), writer, Arc::new(ManualClock::new(0))).start_supervised()
+}
+
+fn insert(id: &str) -> InsertGhost {
+    InsertGhost { node_id: id.into(), target: 1, refcount: 1, epoch: 1 }
+}
+
+async fn refcount(addr: &Addr<GhostActor>, id: &str) -> Option<u32> {
+    addr.send(Inspect { node_id: id.into() }).await.unwrap().unwrap().map(|g| g.refcount)
+}
+
+#[actix::test]
+async fn a_retried_commit_failure_is_invisible() {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let addr = start(store.clone(), 2);
+    addr.send(GetStats).await.unwrap();
+    store.inject(StoreOp::Commit, Fault::Fail);
+    store.inject(StoreOp::Commit, Fault::Panic);
+    assert_eq!(addr.send(insert("a")).await.unwrap(), Ok(InsertOutcome::Inserted));
+    assert_eq!(store.injected(), 2);
+    assert_eq!(store.inner().load(0, &TableConfig::default()).unwrap().len(), 1);
+}
+
+#[actix::test]
+async fn an_unretried_commit_failure_fails_the_ack_and_reloads() {
+    tokio::time::pause();
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let addr = start(store.clone(), 0);
+    addr.send(insert("kept")).await.unwrap().unwrap();
+    store.inject(StoreOp::Commit, Fault::Fail);
+    assert!(matches!(addr.send(insert("lost")).await.unwrap(), Err(Error::Store(_))));
+    // The shard reloaded the durable state: the failed insert was never acknowledged.
+    assert_eq!(refcount(&addr, "kept").await, Some(1));
+    assert_eq!(refcount(&addr, "lost").await, None);
+    assert_eq!(addr.send(GetStats).await.unwrap().restarts, 1);
+    assert_eq!(addr.send(insert("lost")).await.unwrap(), Ok(InsertOutcome::Inserted));
+}
+
+#[actix::test]
+async fn a_lost_reply_leaves_the_write_durable() {
+    tokio::time::pause();
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let addr = start(store.clone(), 0);
+    store.inject(StoreOp::Commit, Fault::ApplyThenFail);
+    assert!(addr.send(insert("a")).await.unwrap().is_err());
+    // The host retries; the epoch makes the retry a no-op.
+    assert_eq!(addr.send(insert("a")).await.unwrap(), Ok(InsertOutcome::Duplicate));
+    assert_eq!(refcount(&addr, "a").await, Some(1));
+}
+
+#[actix::test]
+async fn failed_or_panicking_loads_retry_and_never_serve_an_empty_table() {
+    tokio::time::pause();
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let addr = start(store.clone(), 0);
+    addr.send(insert("a")).await.unwrap().unwrap();
+    for fault in [Fault::Fail, Fault::Panic, Fault::Fail] {
+        store.inject(StoreOp::Load, fault);
+    }
+    let _ = addr.send(InjectPanic).await.unwrap();
+    // Requests queue behind the reloads; the first answer already sees the ghost.
+    assert_eq!(refcount(&addr, "a").await, Some(1));
+    assert_eq!(store.injected(), 3);
+    assert_eq!(addr.send(GetStats).await.unwrap().restarts, 4);
+}
+
+#[actix::test]
+async fn loads_failing_past_the_restart_limit_leave_the_shard_down_not_empty() {
+    tokio::time::pause();
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let writer = StoreWriter::spawn(store.clone(), 0, Duration::from_millis(1)).unwrap();
+    let config = ShardConfig {
+        restart: RestartPolicy { max_restarts: 2, ..RestartPolicy::default() },
+        ..ShardConfig::default()
+    };
+    let addr = GhostActor::new(0, Arc::new(config), writer, Arc::new(ManualClock::new(0))).start_supervised();
+    addr.send(insert("a")).await.unwrap().unwrap();
+    store.set_random(1.0, 1);
+    let _ = addr.send(InjectPanic).await.unwrap();
+    let e = addr.send(Inspect { node_id: "a".into() }).await.unwrap().unwrap_err();
+    assert!(matches!(e, Error::ShardDown { .. }), "{e}");
+}
+
+#[actix::test]
+async fn random_faults_lose_no_acknowledged_write() {
+    tokio::time::pause();
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let addr = start(store.clone(), 1);
+    store.set_random(0.2, 7);
+    // What the acknowledgements promise: a failed write is undone by the reload,
+    // an acknowledged one is durable, so the table must equal this exactly.
+    let mut promised: HashMap<String, u32> = HashMap::new();
+    let mut rng = fastrand::Rng::with_seed(3);
+    for i in 0..300 {
+        let id = format!("n{}", rng.u32(0..40));
+        if i % 3 == 0 {
+            if let Ok(InsertOutcome::Inserted) = addr.send(insert(&id)).await.unwrap() {
+                promised.insert(id, 1);
+            }
+        } else if let Ok(EdgeOutcome::Applied { .. }) =
+            addr.send(EdgeAdded { node_id: id.as_str().into() }).await.unwrap()
+        {
+            *promised.get_mut(&id).expect("an edge applied to an acknowledged ghost") += 1;
+        }
+    }
+    assert!(store.injected() > 10, "faults were injected");
+    store.clear();
+    let _ = addr.send(InjectPanic).await.unwrap();
+    let held: HashMap<String, u32> = addr
+        .send(ExportRecords)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.node_id, r.refcount))
+        .collect();
+    assert_eq!(held, promised);
+}
