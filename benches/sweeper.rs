@@ -12,6 +12,9 @@ const ARBITERS: usize = 4;
 const GHOSTS_PER_SHARD: usize = 8_000;
 const RUN: Duration = Duration::from_secs(3);
 const DRIVERS: usize = 4;
+const WARMUP: Duration = Duration::from_secs(1);
+const PHASE: Duration = Duration::from_secs(2);
+const ROUNDS: usize = 3;
 const BATCH_PAIRS: usize = 32;
 
 type Shards = Vec<(u16, Addr<GhostActor>)>;
@@ -60,7 +63,6 @@ fn sweeper_config(per_second: u32) -> SweeperConfig {
         // Timers tick per millisecond: 10 ms worth of tokens keeps the bucket from overflowing.
         burst: (per_second / 100).max(10),
         max_in_flight: 64,
-        page_size: 1_024,
         // Back to back: a new pass starts as soon as the last one ended.
         pass_interval: Some(Duration::from_millis(1)),
         ..SweeperConfig::default()
@@ -93,9 +95,9 @@ async fn achieved_rate(
     (totals.counts.checked as f64 / t0.elapsed().as_secs_f64(), totals)
 }
 
-/// Latencies of awaited 64-event `EdgeBatch` sends from [`DRIVERS`] closed-loop drivers, for [`RUN`].
-async fn foreground(shards: &Shards) -> Vec<Duration> {
-    let deadline = Instant::now() + RUN;
+/// Latencies of awaited 64-event `EdgeBatch` sends from [`DRIVERS`] closed-loop drivers, sorted.
+async fn foreground(shards: &Shards, run: Duration) -> Vec<Duration> {
+    let deadline = Instant::now() + run;
     let drivers = (0..DRIVERS).map(|d| {
         let shards = shards.clone();
         async move {
@@ -122,6 +124,17 @@ async fn foreground(shards: &Shards) -> Vec<Duration> {
     all
 }
 
+fn print_row(label: &str, sorted: &[Duration], sweeper_rate: f64) {
+    println!(
+        "{label:<28} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {sweeper_rate:>10.0}",
+        sorted.len(),
+        pct(sorted, 0.50),
+        pct(sorted, 0.99),
+        pct(sorted, 0.999),
+        pct(sorted, 1.0),
+    );
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i].as_secs_f64() * 1e6
@@ -136,7 +149,10 @@ fn main() {
         let ghosts = SHARDS as usize * GHOSTS_PER_SHARD;
 
         println!("== sweeper rate: instant verifier, {ghosts} ghosts on {SHARDS} shards, {RUN:?} per quota");
-        println!("{:>12} {:>14} {:>15} {:>8} {:>7} {:>14}", "quota/s", "achieved/s", "achieved/quota", "passes", "stale", "deferred_busy");
+        println!(
+            "{:>12} {:>14} {:>15} {:>8} {:>7} {:>14}",
+            "quota/s", "achieved/s", "achieved/quota", "passes", "stale", "deferred_busy"
+        );
         for quota in [1_000, 10_000, 100_000] {
             let (achieved, t) = achieved_rate(&sweeper_arbiter, &shards, &dir, quota).await;
             println!(
@@ -150,41 +166,53 @@ fn main() {
 
         println!();
         println!(
-            "== foreground: awaited EdgeBatch of {} events (MemoryStore, group commit), {DRIVERS} drivers, {RUN:?} per phase",
+            "== foreground: awaited EdgeBatch of {} events (MemoryStore, group commit), {DRIVERS} drivers; \
+             phases of {PHASE:?} interleaved over {ROUNDS} rounds after a {WARMUP:?} warm-up",
             2 * BATCH_PAIRS
         );
-        println!("{:<26} {:>9} {:>10} {:>10} {:>10} {:>10} {:>14}", "phase", "batches", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "sweeper/s");
+        let header = ["batches", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "sweeper/s"];
+        println!(
+            "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+            "phase", header[0], header[1], header[2], header[3], header[4], header[5]
+        );
         let sweeper = start_sweeper(&sweeper_arbiter, &shards, &dir, 10_000);
         sweeper.send(Pause).await.unwrap();
-        let mut base_p99 = None;
-        for (phase, rate) in [("sweeper idle", None), ("sweeper at 10k/s", Some(10_000)), ("sweeper at 100k/s", Some(100_000)), ("sweeper idle again", None)] {
-            if let Some(r) = rate {
-                sweeper.send(SetRate { per_second: r, burst: (r / 100).max(10) }).await.unwrap().unwrap();
-                sweeper.send(Resume).await.unwrap();
+        foreground(&shards, WARMUP).await;
+        let phases = [
+            ("sweeper idle", None),
+            ("sweeper at 10k/s", Some(10_000)),
+            ("sweeper at 100k/s", Some(100_000)),
+        ];
+        let mut pooled: Vec<(Vec<Duration>, u64, Duration)> = vec![Default::default(); phases.len()];
+        for round in 1..=ROUNDS {
+            for (k, &(phase, rate)) in phases.iter().enumerate() {
+                if let Some(r) = rate {
+                    sweeper.send(SetRate { per_second: r, burst: (r / 100).max(10) }).await.unwrap().unwrap();
+                    sweeper.send(Resume).await.unwrap();
+                }
+                let (calls, t0) = (dir.calls(), Instant::now());
+                let lat = foreground(&shards, PHASE).await;
+                sweeper.send(Pause).await.unwrap();
+                let (verifies, took) = (dir.calls() - calls, t0.elapsed());
+                print_row(&format!("round {round}: {phase}"), &lat, verifies as f64 / took.as_secs_f64());
+                pooled[k].0.extend(lat);
+                pooled[k].1 += verifies;
+                pooled[k].2 += took;
             }
-            let before = sweeper.send(GetSweepStats).await.unwrap();
-            let t0 = Instant::now();
-            let lat = foreground(&shards).await;
-            sweeper.send(Pause).await.unwrap();
-            let after = sweeper.send(GetSweepStats).await.unwrap();
-            // Totals grow at pass ends: a rough rate, for context.
-            let swept = (after.counts.checked - before.counts.checked) as f64 / t0.elapsed().as_secs_f64();
-            let p99 = pct(&lat, 0.99);
-            let base = *base_p99.get_or_insert(p99);
-            let label = match rate {
-                None if base == p99 => phase.to_owned(),
-                _ => format!("{phase} ({:+.1}% p99)", (p99 / base - 1.0) * 100.0),
-            };
-            println!(
-                "{label:<26} {:>9} {:>10.0} {p99:>10.0} {:>10.0} {:>10.0} {swept:>14.0}",
-                lat.len(),
-                pct(&lat, 0.50),
-                pct(&lat, 0.999),
-                pct(&lat, 1.0),
-            );
         }
         sweeper.send(StopSweeper).await.unwrap();
-        println!("(p99 change is against the first idle phase; the second idle phase shows the run-to-run noise)");
+        println!("-- pooled over the rounds");
+        let mut idle_p99 = 0.0;
+        for (k, (lat, verifies, took)) in pooled.iter_mut().enumerate() {
+            lat.sort_unstable();
+            print_row(&format!("all: {}", phases[k].0), lat, *verifies as f64 / took.as_secs_f64());
+            let p99 = pct(lat, 0.99);
+            if k == 0 {
+                idle_p99 = p99;
+            } else {
+                println!("    p99 with the {} vs idle: {:+.1}%", phases[k].0, (p99 / idle_p99 - 1.0) * 100.0);
+            }
+        }
         System::current().stop();
     });
 }

@@ -398,6 +398,25 @@ async fn a_busy_shard_is_deferred_and_swept_once_quiet() {
 }
 
 #[actix::test]
+async fn a_shard_slow_to_answer_is_deferred_by_round_trip_time() {
+    tokio::time::pause();
+    let shards = start_shards(&[0, 1], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
+    let dir = DirectoryVerifier::new();
+    for (shard, addr) in &shards {
+        insert(addr, &format!("n{shard}"), 2, 1, 1).await;
+        dir.record_move(&format!("n{shard}"), 2, 1);
+    }
+    let config = SweeperConfig { busy_latency: Duration::from_millis(10), ..fast() };
+    // On this arbiter, so that the round trips are measured on the test's paused clock.
+    let sweeper = SweeperActor::new(shards.clone(), Arc::new(dir), config).unwrap().start();
+    // A restart holds shard 0's mailbox for its reload delay (50 ms by default).
+    let crashed = shards[0].1.send(InjectPanic).await.unwrap();
+    assert_eq!(crashed, Err(Error::Panicked { shard: 0 }));
+    let c = sweeper.send(RunPass).await.unwrap().counts;
+    assert_eq!((c.deferred_busy, c.skipped_busy, c.shards_swept, c.kept), (1, 0, 2, 2), "{c:?}");
+}
+
+#[actix::test]
 async fn every_outcome_is_counted_and_totals_add_up() {
     let shards = start_shards(&[0], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
     let a = &shards[0].1;

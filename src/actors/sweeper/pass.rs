@@ -167,12 +167,12 @@ async fn visit(
         if !running(control).await {
             return VisitEnd::Stopped;
         }
-        let (plan, rtt) = match request_plan(shard, addr, env.config.page_size).await {
+        let (mut plan, rtt) = match request_plan(shard, addr, env.config.page_size).await {
             Ok(p) => p,
             Err(e) => return failed(shard, &e),
         };
         counts.purged_refcount_zero += u64::from(plan.page.purged_zero);
-        let results: Vec<_> = futures::stream::iter(plan.page.checks.iter().cloned())
+        let results: Vec<_> = futures::stream::iter(std::mem::take(&mut plan.page.checks))
             .map(|check| verify_one(env.clone(), shard, check, control.clone()))
             .buffer_unordered(env.config.max_in_flight)
             .collect()
