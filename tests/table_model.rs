@@ -289,6 +289,7 @@ impl Model {
     }
 
     fn edge_added(&mut self, id: &str) -> EdgeOutcome {
+        self.counters.edge_events += 1;
         let Some(s) = self.stubs.get_mut(id) else {
             self.counters.unknown_edge_events += 1;
             return EdgeOutcome::UnknownNode;
@@ -304,6 +305,7 @@ impl Model {
     }
 
     fn edge_removed(&mut self, id: &str) -> EdgeOutcome {
+        self.counters.edge_events += 1;
         let Some(s) = self.stubs.get_mut(id) else {
             self.counters.unknown_edge_events += 1;
             return EdgeOutcome::UnknownNode;
