@@ -13,7 +13,6 @@ use super::{check_count, encode_err, expect_array, expect_end, malformed, read_i
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::store::ShardChanges;
-use crate::stub::StubRecord;
 use crate::table::ChangeSet;
 use zerompk::{Read, SliceReader, ToMessagePack, Write};
 
@@ -115,28 +114,17 @@ pub(crate) fn decode_section<'a>(bytes: &'a [u8], config: &TableConfig) -> Resul
     Ok(Section { applied_seq, removals, upserts })
 }
 
-/// Decodes a whole record back into the batch that [`encode_batch`] wrote.
-pub(crate) fn decode_batch(bytes: &[u8], config: &TableConfig) -> Result<Vec<ShardChanges>> {
-    open_batch(bytes)?
-        .into_iter()
-        .map(|(shard, section)| {
-            let s = decode_section(section, config)?;
-            let upserts = s.upserts.into_iter().map(LoggedStub::to_record).collect();
-            let removals = s.removals.iter().map(|&id| id.into()).collect();
-            Ok(ShardChanges { shard, changes: ChangeSet { upserts, removals, applied_seq: s.applied_seq } })
-        })
-        .collect()
+impl LoggedStub<'_> {
+    /// The stub as a row value: the same bytes as [`super::encode_stub`] of its record.
+    pub(crate) fn encode(&self) -> Result<Vec<u8>> {
+        let payload = zerompk::to_msgpack_vec(self).map_err(encode_err)?;
+        Ok(envelope::seal(Kind::Stub, &payload))
+    }
 }
 
-impl LoggedStub<'_> {
-    pub(crate) fn to_record(self) -> StubRecord {
-        StubRecord {
-            node_id: self.id.to_owned(),
-            target_shard: self.target,
-            refcount: self.refcount,
-            created_at_ms: self.created_at_ms,
-            epoch: self.epoch,
-        }
+impl ToMessagePack for LoggedStub<'_> {
+    fn write<W: Write>(&self, w: &mut W) -> zerompk::Result<()> {
+        write_stub(w, self.id, self.target, self.refcount, self.created_at_ms, self.epoch)
     }
 }
 
@@ -180,6 +168,43 @@ impl ToMessagePack for SectionPayload<'_> {
 mod tests {
     use super::*;
     use crate::error::DecodeError;
+    use crate::stub::StubRecord;
+
+    /// Decodes a whole record back into the batch that [`encode_batch`] wrote.
+    fn decode_batch(bytes: &[u8], config: &TableConfig) -> Result<Vec<ShardChanges>> {
+        let record = |u: &LoggedStub<'_>| StubRecord {
+            node_id: u.id.to_owned(),
+            target_shard: u.target,
+            refcount: u.refcount,
+            created_at_ms: u.created_at_ms,
+            epoch: u.epoch,
+        };
+        open_batch(bytes)?
+            .into_iter()
+            .map(|(shard, section)| {
+                let s = decode_section(section, config)?;
+                let upserts = s.upserts.iter().map(record).collect();
+                let removals = s.removals.iter().map(|&id| id.into()).collect();
+                Ok(ShardChanges {
+                    shard,
+                    changes: ChangeSet { upserts, removals, applied_seq: s.applied_seq },
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn logged_stubs_encode_as_rows_do() {
+        let r = rec("node-1", 4);
+        let bytes = encode_batch(&[ShardChanges {
+            shard: 1,
+            changes: ChangeSet { upserts: vec![r.clone()], ..ChangeSet::default() },
+        }])
+        .unwrap();
+        let sections = open_batch(&bytes).unwrap();
+        let section = decode_section(sections[0].1, &cfg()).unwrap();
+        assert_eq!(section.upserts[0].encode().unwrap(), crate::codec::encode_stub(&r).unwrap());
+    }
 
     fn cfg() -> TableConfig {
         TableConfig::default()

@@ -7,6 +7,7 @@ mod faulty;
 mod memory;
 mod redb;
 mod redb_log;
+mod redb_schema;
 
 pub use faulty::{Fault, FaultyStore, StoreOp};
 pub use memory::MemoryStore;

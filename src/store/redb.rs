@@ -1,41 +1,17 @@
 //! `RedbStore`: the embedded default `GhostStore`, one crash-safe redb file for all shards of a process.
 
 use super::redb_log::{self, LogState, Thresholds};
+use super::redb_schema::{COMMIT_LOG, Ctx, GHOSTS, SHARD_META, adopt, check_magic};
 use super::{GhostStore, ShardChanges};
 use crate::codec;
 use crate::codec::batch;
 use crate::config::TableConfig;
 use crate::error::{DecodeError, Error, Result};
 use crate::table::GhostTable;
-use redb::{
-    Builder, Database, DatabaseError, ReadableDatabase, ReadableTableMetadata, StorageError, TableDefinition,
-    TableError,
-};
-use std::io::Read;
+use redb::{Builder, Database, DatabaseError, ReadableDatabase, ReadableTableMetadata, StorageError};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-
-/// Marks a redb file as a ghost store: table name, key, and the value written at creation.
-pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("vshard_ghosts_meta");
-const FORMAT_KEY: &str = "format";
-/// Files with a commit log. Older builds know only [`FORMAT_V1`] and refuse
-/// this one, rather than load the rows without the log (stale state).
-const FORMAT: &[u8] = b"vshard-ghosts/2";
-/// Files without a commit log; adopted and upgraded to [`FORMAT`] at open.
-const FORMAT_V1: &[u8] = b"vshard-ghosts/1";
-/// Meta key: the sequence number the next log record takes (u64, LE), kept
-/// once the log is emptied so numbers are never reused.
-pub(super) const LOG_NEXT_KEY: &str = "commit_log_next";
-/// One row per stub: `(shard, node id)` → `codec::encode_stub` bytes.
-pub(super) const GHOSTS: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("ghosts");
-/// One row per shard: shard → (applied sequence number, number of its rows in `GHOSTS`).
-pub(super) const SHARD_META: TableDefinition<u16, (Option<u64>, u64)> = TableDefinition::new("shard_meta");
-/// One record per commit not yet folded into `GHOSTS`: log sequence number → batch.
-pub(super) const COMMIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("commit_log");
-
-/// The first bytes of every redb file (redb's `docs/design.md`, "Database header").
-const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
 /// A [`GhostStore`] in one redb database file shared by all shards of a process.
 ///
@@ -76,9 +52,17 @@ const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0
 /// when it holds no table at all; a `vshard-ghosts/1` file (no log) is
 /// upgraded in place.
 ///
-/// A log record that does not decode fails every load (every load checks
-/// every record's checksum) with [`Error::Decode`], and every fold; its bytes
-/// stay untouched.
+/// Costs: a commit is one append and one fsync. A load replays the whole
+/// log, so the thresholds bound its extra time (a full default log is ~2.6M
+/// stub updates of ~25 bytes, on the order of a second). A fold merges the
+/// records in memory (about twice the log's size), then writes each changed
+/// row once, in key order; it runs on the committing (writer) thread and
+/// delays the commits queued behind it for as long (seconds for a full log).
+///
+/// A log record whose envelope does not open (checksum, length, kind) fails
+/// every load with [`Error::Decode`]; a well-sealed record whose contents do
+/// not decode fails the loads of the shards it concerns. Either fails every
+/// fold, and so every `replace`. Its bytes stay untouched.
 #[derive(Debug)]
 pub struct RedbStore {
     db: Database,
@@ -134,7 +118,7 @@ impl RedbStore {
                 records: Self::DEFAULT_CHECKPOINT_RECORDS,
             },
         };
-        store.adopt()?;
+        adopt(&store.db, &store.path)?;
         let txn = store.db.begin_read().ctx("begin read")?;
         *store.log.get_mut().unwrap_or_else(|p| p.into_inner()) = LogState::scan(&txn)?;
         Ok(store)
@@ -162,9 +146,12 @@ impl RedbStore {
 
     /// Folds the log in a transaction of its own; `log` is the held writer lock.
     fn fold_locked(&self, log: &mut LogState) -> Result<()> {
+        let start = std::time::Instant::now();
         let txn = self.db.begin_write().ctx("begin write")?;
         let next = redb_log::fold(&txn, log.next)?;
         txn.commit().ctx("commit checkpoint")?;
+        // Seconds for a full log: worth seeing next to the commit latencies it delays.
+        tracing::info!(records = log.records, bytes = log.bytes, took = ?start.elapsed(), "checkpoint");
         *log = LogState { next, ..LogState::default() };
         Ok(())
     }
@@ -197,51 +184,6 @@ impl RedbStore {
         std::fs::metadata(&self.path)
             .map(|m| m.len())
             .map_err(|e| Error::Store(format!("stat {}: {e}", self.path.display())))
-    }
-
-    /// Checks the format marker, or writes it (and the empty tables) into a new file.
-    fn adopt(&self) -> Result<()> {
-        let not_ours = |why: &str| Error::NotAStore(format!("{}: {why}", self.path.display()));
-        let txn = self.db.begin_read().ctx("begin read")?;
-        match txn.open_table(META) {
-            Ok(meta) => {
-                return match meta.get(FORMAT_KEY).ctx("read format marker")? {
-                    Some(v) if v.value() == FORMAT => Ok(()),
-                    Some(v) if v.value() == FORMAT_V1 => {
-                        drop((v, meta, txn));
-                        self.write_schema("upgrade to the commit log")
-                    }
-                    Some(v) => Err(not_ours(&format!(
-                        "unsupported format marker {:?}",
-                        String::from_utf8_lossy(v.value())
-                    ))),
-                    None => Err(not_ours("no format marker")),
-                };
-            }
-            Err(TableError::TableDoesNotExist(_)) => {}
-            Err(TableError::TableTypeMismatch { .. } | TableError::TableIsMultimap(_)) => {
-                return Err(not_ours("foreign meta table"));
-            }
-            Err(e) => return Err(store_err("open meta table", e)),
-        }
-        let tables = txn.list_tables().ctx("list tables")?.count();
-        let multimaps = txn.list_multimap_tables().ctx("list tables")?.count();
-        if tables + multimaps > 0 {
-            return Err(not_ours("redb database of another application"));
-        }
-        drop(txn);
-        self.write_schema("create the tables")
-    }
-
-    /// Creates the missing tables and writes the format marker, in one transaction.
-    fn write_schema(&self, what: &str) -> Result<()> {
-        let txn = self.db.begin_write().ctx("begin write")?;
-        txn.open_table(META).ctx(what)?.insert(FORMAT_KEY, FORMAT).ctx(what)?;
-        // Created now so that loads never meet a missing table.
-        txn.open_table(GHOSTS).ctx(what)?;
-        txn.open_table(SHARD_META).ctx(what)?;
-        txn.open_table(COMMIT_LOG).ctx(what)?;
-        txn.commit().ctx(what)
     }
 }
 
@@ -347,36 +289,4 @@ fn shard_range(shard: u16) -> KeyBounds {
         None => Bound::Unbounded,
     };
     (Bound::Included((shard, "")), end)
-}
-
-/// Rejects an existing, non-empty file that does not start with redb's magic.
-fn check_magic(path: &Path) -> Result<()> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::Store(format!("open {}: {e}", path.display()))),
-    };
-    let mut head = Vec::with_capacity(REDB_MAGIC.len());
-    file.take(REDB_MAGIC.len() as u64)
-        .read_to_end(&mut head)
-        .map_err(|e| Error::Store(format!("read {}: {e}", path.display())))?;
-    if head.is_empty() || head == REDB_MAGIC {
-        return Ok(());
-    }
-    Err(Error::NotAStore(format!("{}: not a redb database (starts with {:02x?})", path.display(), head)))
-}
-
-pub(super) fn store_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Store(format!("redb {what}: {e}"))
-}
-
-/// Adds context to a redb error and turns it into [`Error::Store`].
-pub(super) trait Ctx<T> {
-    fn ctx(self, what: &str) -> Result<T>;
-}
-
-impl<T, E: std::fmt::Display> Ctx<T> for std::result::Result<T, E> {
-    fn ctx(self, what: &str) -> Result<T> {
-        self.map_err(|e| store_err(what, e))
-    }
 }
