@@ -114,6 +114,10 @@ pub struct ShardConfig {
     pub durability: Durability,
     /// Restart limits. Default [`RestartPolicy::default`].
     pub restart: RestartPolicy,
+    /// Whether the shard obeys [`InjectPanic`](crate::messages::InjectPanic), for
+    /// chaos tests and simulations. Default `false`: in production the message
+    /// is refused, so no client can crash a shard on purpose.
+    pub fault_injection: bool,
 }
 
 impl Default for ShardConfig {
@@ -123,6 +127,7 @@ impl Default for ShardConfig {
             mailbox_capacity: 1_024,
             durability: Durability::GroupCommit,
             restart: RestartPolicy::default(),
+            fault_injection: false,
         }
     }
 }

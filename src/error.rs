@@ -131,6 +131,16 @@ pub enum Error {
     /// No shard with this id runs here.
     #[error("unknown shard {0}")]
     UnknownShard(u16),
+    /// This process does not own the shard in a shared catalog: its ownership
+    /// lapsed or another process holds it. Nothing was written; retrying does
+    /// not help until ownership is taken again, so the shard fails closed.
+    #[error("shard {shard} is fenced: {cause}")]
+    Fenced {
+        /// The shard.
+        shard: u16,
+        /// Who holds it instead, or why ownership was lost.
+        cause: String,
+    },
 }
 
 /// The crate's result alias.

@@ -184,7 +184,7 @@ pub struct Flush;
 
 /// Chaos hook: panics inside the handler, exercising the catch, stop, restart
 /// and reload path exactly as a real bug would. For fault-injection tests and
-/// simulations; a production host never sends it.
+/// simulations: refused unless [`ShardConfig::fault_injection`](crate::ShardConfig::fault_injection) is on.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<()>")]
 pub struct InjectPanic;

@@ -83,8 +83,8 @@ pub const SWEEP_PASSES: &str = "vshard_ghosts_sweep_passes_total";
 /// Counter: verifies completed (failures included).
 pub const SWEEP_CHECKED: &str = "vshard_ghosts_sweep_checked_total";
 /// Counter: ghosts purged by the sweeper; label `reason`: `refcount_zero`
-/// (in planning, no remote call), `verified` (a `Purge` verdict) or `repaired`
-/// (an authoritative local edge count of zero).
+/// (in planning, no remote call; this includes counts repaired to zero) or
+/// `verified` (a `Purge` verdict).
 pub const SWEEP_PURGED: &str = "vshard_ghosts_sweep_purged_total";
 /// Counter: `Keep` verdicts applied.
 pub const SWEEP_KEPT: &str = "vshard_ghosts_sweep_kept_total";

@@ -69,11 +69,12 @@ impl CheckedVerdict {
 /// The apply step's report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApplyReport {
-    /// `Keep` verdicts applied (corrections included, repaired-to-zero purges not).
+    /// `Keep` verdicts applied (corrections included).
     pub kept: u32,
     /// Refcounts repaired from an authoritative count.
     pub corrected: u32,
-    /// Ghosts purged (verified stale, or repaired to zero).
+    /// Ghosts purged on a `Purge` verdict. A count repaired to zero is a
+    /// correction; the ghost goes at a later plan, after the grace period.
     pub purged: u32,
     /// Ghosts retargeted to follow a node that moved on.
     pub redirected: u32,

@@ -12,8 +12,6 @@ pub struct SweepCounts {
     pub purged_refcount_zero: u64,
     /// Ghosts purged on a `Purge` verdict.
     pub purged_verified: u64,
-    /// Ghosts purged because the verifier's authoritative local edge count was zero.
-    pub purged_repaired: u64,
     /// `Keep` verdicts applied.
     pub kept: u64,
     /// Refcounts repaired from an authoritative count (repairs to zero included).
@@ -41,18 +39,12 @@ pub struct SweepCounts {
 impl SweepCounts {
     /// Purges of every reason (reclaims not included).
     pub fn purged(&self) -> u64 {
-        self.purged_refcount_zero + self.purged_verified + self.purged_repaired
+        self.purged_refcount_zero + self.purged_verified
     }
 
-    /// Adds a shard's report on one batch of verdicts. `repairs` says the batch
-    /// held only `Keep` verdicts with a local edge count of zero: the sweeper
-    /// sends those apart so that their purges are told from verified ones.
-    pub(crate) fn add_applied(&mut self, r: &ApplyReport, repairs: bool) {
-        if repairs {
-            self.purged_repaired += u64::from(r.purged);
-        } else {
-            self.purged_verified += u64::from(r.purged);
-        }
+    /// Adds a shard's report on one batch of verdicts.
+    pub(crate) fn add_applied(&mut self, r: &ApplyReport) {
+        self.purged_verified += u64::from(r.purged);
         self.kept += u64::from(r.kept);
         self.corrected += u64::from(r.corrected);
         self.redirected += u64::from(r.redirected);
@@ -67,7 +59,6 @@ impl SweepCounts {
         self.checked += o.checked;
         self.purged_refcount_zero += o.purged_refcount_zero;
         self.purged_verified += o.purged_verified;
-        self.purged_repaired += o.purged_repaired;
         self.kept += o.kept;
         self.corrected += o.corrected;
         self.redirected += o.redirected;
@@ -134,14 +125,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn repairs_and_verified_purges_are_told_apart() {
+    fn applied_reports_add_up() {
         let mut c = SweepCounts::default();
         let verified = ApplyReport { purged: 2, kept: 3, corrected: 1, stale: 1, ..ApplyReport::default() };
-        c.add_applied(&verified, false);
-        c.add_applied(&ApplyReport { purged: 4, corrected: 4, ..ApplyReport::default() }, true);
+        c.add_applied(&verified);
+        c.add_applied(&ApplyReport { kept: 4, corrected: 4, ..ApplyReport::default() });
         c.purged_refcount_zero = 5;
-        assert_eq!((c.purged_verified, c.purged_repaired, c.purged()), (2, 4, 11));
-        assert_eq!((c.kept, c.corrected, c.stale), (3, 5, 1));
+        assert_eq!((c.purged_verified, c.purged()), (2, 7));
+        assert_eq!((c.kept, c.corrected, c.stale), (7, 5, 1));
     }
 
     #[test]

@@ -119,16 +119,18 @@ impl StoreWriter {
 
 fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: u32, delay: Duration) {
     let mut deferred = None;
+    let mut served = std::collections::BTreeSet::new();
     loop {
         let job = match deferred.take() {
             Some(job) => job,
             None => match rx.recv() {
                 Ok(job) => job,
-                Err(_) => return,
+                Err(_) => break,
             },
         };
         match job {
             Job::Load(shard, config, reply) => {
+                served.insert(shard);
                 c.loads.fetch_add(1, Ordering::Relaxed);
                 let _ = reply.send(guarded(|| store.load(shard, &config)));
             }
@@ -153,6 +155,12 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
             }
         }
     }
+    // Every handle is gone, so nothing of this process writes these shards
+    // again: a store with ownership can hand them over at once.
+    let served: Vec<u16> = served.into_iter().collect();
+    if let Err(e) = guarded(|| store.release_shards(&served)) {
+        tracing::warn!(error = %e, shards = served.len(), "releasing the shards failed; their ownership lapses");
+    }
 }
 
 fn commit_batch(
@@ -163,22 +171,18 @@ fn commit_batch(
     retries: u32,
     delay: Duration,
 ) {
-    if batch.len() > 1 {
-        if timed_commit(store, &batch, c).is_ok() {
-            for r in replies {
-                let _ = r.send(Ok(()));
-            }
-            return;
-        }
-        // One shard's bad batch must not fail the others: retry them one by one.
-        for (ch, r) in batch.into_iter().zip(replies) {
-            let _ = r.send(commit_with_retries(store, &[ch], c, retries, delay));
+    // Retried whole first: most failures (I/O, a lost leader) hit every shard alike.
+    let result = commit_with_retries(store, &batch, c, retries, delay);
+    if result.is_ok() || batch.len() == 1 {
+        for r in replies {
+            let _ = r.send(result.clone());
         }
         return;
     }
-    let result = commit_with_retries(store, &batch, c, retries, delay);
-    for r in replies {
-        let _ = r.send(result.clone());
+    // Still failing: one shard's bad changes must not fail the others, so each
+    // gets one attempt of its own.
+    for (ch, r) in batch.into_iter().zip(replies) {
+        let _ = r.send(timed_commit(store, std::slice::from_ref(&ch), c));
     }
 }
 

@@ -11,6 +11,7 @@ fn start(store: Arc<FaultyStore<MemoryStore>>, retries: u32) -> Addr<GhostActor>
     let writer = StoreWriter::spawn(store, retries, Duration::from_millis(1)).unwrap();
     let config = ShardConfig {
         restart: RestartPolicy { max_restarts: 1_000, ..RestartPolicy::default() },
+        fault_injection: true,
         ..ShardConfig::default()
     };
     GhostActor::new(0, Arc::new(config), writer, Arc::new(ManualClock::new(0))).start_supervised()
@@ -86,6 +87,7 @@ async fn loads_failing_past_the_restart_limit_leave_the_shard_down_not_empty() {
     let writer = StoreWriter::spawn(store.clone(), 0, Duration::from_millis(1)).unwrap();
     let config = ShardConfig {
         restart: RestartPolicy { max_restarts: 2, ..RestartPolicy::default() },
+        fault_injection: true,
         ..ShardConfig::default()
     };
     let addr = GhostActor::new(0, Arc::new(config), writer, Arc::new(ManualClock::new(0))).start_supervised();

@@ -13,6 +13,7 @@ struct Shard {
 
 fn start(store: Arc<dyn GhostStore>, config: ShardConfig) -> Shard {
     let writer = StoreWriter::spawn(store, 0, Duration::from_millis(1)).unwrap();
+    let config = ShardConfig { fault_injection: true, ..config };
     let actor = GhostActor::new(0, Arc::new(config), writer.clone(), Arc::new(ManualClock::new(1_000)));
     Shard { addr: actor.start_supervised(), writer }
 }

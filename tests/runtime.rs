@@ -18,6 +18,9 @@ async fn routes_by_shard_and_resolves_a_frontier() {
     assert_eq!(rt.resolve_many(&frontier).await.unwrap(), vec![Some(4), Some(1), None, Some(0)]);
     assert_eq!(rt.edge_added(9, "x").await, Err(Error::UnknownShard(9)));
     assert!(rt.addr(9).is_err());
+    // Chaos hooks are off unless configured: no client can crash a shard.
+    let refused = rt.call(0, vshard_ghosts::messages::InjectPanic).await.unwrap();
+    assert!(matches!(refused, Err(Error::InvalidConfig(_))), "{refused:?}");
     let stats = rt.stats().await.unwrap();
     assert_eq!(stats.iter().map(|s| s.table.ghosts).sum::<u64>(), 8);
     rt.shutdown().await.unwrap();

@@ -22,7 +22,7 @@ fn shard_config() -> ShardConfig {
         backoff_cap_ms: BACKOFF_CAP_MS,
         ..TableConfig::default()
     };
-    ShardConfig { table, mailbox_capacity: 4_096, ..ShardConfig::default() }
+    ShardConfig { table, mailbox_capacity: 4_096, fault_injection: true, ..ShardConfig::default() }
 }
 
 /// Shard actors on the current arbiter, all on `clock` (the tables' time).
@@ -126,7 +126,11 @@ async fn a_node_that_moves_on_is_followed_and_kept_while_edges_point_at_it() {
     // Only once A has no edge left does the ghost go.
     dir.set_local_edges(0, "n", Some(0));
     let third = sweeper.send(RunPass).await.unwrap();
-    assert_eq!((third.counts.purged_repaired, third.counts.corrected), (1, 1));
+    assert_eq!((third.counts.corrected, third.counts.purged()), (1, 0), "repaired to zero, not purged yet");
+    assert_eq!(inspect(a, "n").await.map(|g| g.refcount), Some(0));
+    // The next pass, past the grace period, purges it without a remote call.
+    let fourth = sweeper.send(RunPass).await.unwrap();
+    assert_eq!(fourth.counts.purged_refcount_zero, 1);
     assert_eq!(inspect(a, "n").await, None);
     assert!(inspect(b, "n").await.is_some());
 }
@@ -433,7 +437,7 @@ async fn every_outcome_is_counted_and_totals_add_up() {
     let sweeper = start_sweeper(&shards, dir, fast());
     let c = sweeper.send(RunPass).await.unwrap().counts;
     assert_eq!(c.checked, 5, "the zero-refcount ghost needs no remote call");
-    assert_eq!((c.purged_refcount_zero, c.purged_verified, c.purged_repaired), (1, 1, 0));
+    assert_eq!((c.purged_refcount_zero, c.purged_verified), (1, 1));
     assert_eq!((c.kept, c.corrected, c.redirected, c.reclaimed), (2, 1, 1, 1));
     assert_eq!(inspect(a, "drift").await.map(|g| g.refcount), Some(3));
     let c2 = sweeper.send(RunPass).await.unwrap().counts;

@@ -118,7 +118,7 @@ fn build(store: &StoreChoice, clock: &ManualClock) -> GhostRuntime {
     GhostRuntime::builder()
         .shards(0..SHARDS)
         .arbiters(1)
-        .shard_config(ShardConfig { table, ..ShardConfig::default() })
+        .shard_config(ShardConfig { table, fault_injection: true, ..ShardConfig::default() })
         .store(store.clone())
         .clock(Arc::new(clock.clone()))
         .start()
@@ -211,6 +211,17 @@ async fn run(actions: Vec<Action>, store: StoreChoice) {
                     };
                     checks.push((CheckedVerdict::new(c, verdict), g.changes));
                 }
+                // A plan purges due ghosts whose count was repaired to zero: any of them
+                // may have gone, and only those (`check` then demands equality again).
+                let held: HashSet<String> = rt
+                    .call(shard, ExportRecords)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.node_id)
+                    .collect();
+                m.ghosts.retain(|&(s, n), g| s != shard || g.refcount > 0 || held.contains(&id(n)));
                 let model_incarnation = m.incarnation[shard as usize];
                 pending.push(Pending { shard, incarnation: plan.incarnation, model_incarnation, checks });
             }
@@ -237,9 +248,6 @@ async fn run(actions: Vec<Action>, store: StoreChoice) {
                     }
                     let g = m.ghosts.get_mut(&key).unwrap();
                     match v.verdict {
-                        Verdict::Keep { local_edges: Some(0) } => {
-                            m.ghosts.remove(&key);
-                        }
                         Verdict::Keep { local_edges: Some(n) } if n != g.refcount => {
                             g.refcount = n;
                             g.changes += 1;

@@ -399,27 +399,23 @@ impl Model {
         match v {
             Verdict::Keep { local_edges } => {
                 self.counters.kept += 1;
-                match local_edges {
-                    Some(0) => {
-                        self.counters.refcount_corrections += 1;
-                        r.corrected += 1;
-                        self.purge(id, Purge::Zero);
-                        r.purged += 1;
-                        return;
-                    }
-                    Some(n) if n != refcount => {
-                        self.counters.refcount_corrections += 1;
-                        r.corrected += 1;
-                        self.stubs.get_mut(id).expect("live").refcount = n;
-                        self.touch(id);
-                    }
-                    _ => {}
-                }
                 r.kept += 1;
+                // Spec: a repaired count of zero never purges at once; the ghost
+                // waits a grace period (for edges in flight), then a plan purges it.
+                let mut hold = 0;
+                if let Some(n) = local_edges.filter(|&n| n != refcount) {
+                    self.counters.refcount_corrections += 1;
+                    r.corrected += 1;
+                    self.stubs.get_mut(id).expect("live").refcount = n;
+                    self.touch(id);
+                    if n == 0 {
+                        hold = now.saturating_add(self.config.grace_ms);
+                    }
+                }
                 let s = self.stubs.get_mut(id).expect("live");
                 s.attempts = 0;
-                s.retry_lo = 0;
-                s.retry_hi = 0;
+                s.retry_lo = hold;
+                s.retry_hi = hold;
             }
             Verdict::Purge => {
                 self.purge(id, Purge::Verified);

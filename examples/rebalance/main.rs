@@ -153,12 +153,11 @@ fn print_report(r: &SimReport, seconds: f64, store_bytes: u64) {
     println!("ghosts inserted       {}", r.ghosts_inserted);
     println!("decrements lost (injected) {}", r.lost_decrements);
     println!(
-        "sweeper               checked {}, purged {} (refcount zero {}, verified {}, repaired {}), reclaimed {}",
+        "sweeper               checked {}, purged {} (refcount zero {}, verified {}), reclaimed {}",
         s.checked,
         s.purged(),
         s.purged_refcount_zero,
         s.purged_verified,
-        s.purged_repaired,
         s.reclaimed
     );
     println!(

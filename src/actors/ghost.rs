@@ -158,6 +158,11 @@ impl GhostActor {
     }
 
     fn start_flush(&mut self, ctx: &mut Context<Self>) {
+        // One flush in flight per shard keeps commits in order; the interval
+        // timer can fire during one, and its completion reschedules anyway.
+        if self.flushing {
+            return;
+        }
         let State::Ready(table) = &mut self.state else {
             return;
         };
@@ -243,7 +248,12 @@ impl Actor for GhostActor {
                 tracing::info!(shard = act.shard, ghosts = table.len(), "shard loaded");
                 act.state = State::Ready(Box::new(table));
             }
-            Err(e @ (Error::Decode(_) | Error::InvalidNodeId { .. } | Error::NotAStore(_))) => {
+            Err(
+                e @ (Error::Decode(_)
+                | Error::InvalidNodeId { .. }
+                | Error::NotAStore(_)
+                | Error::Fenced { .. }),
+            ) => {
                 tracing::error!(shard = act.shard, error = %e, "stored state unreadable; failing closed");
                 metrics::counter!(crate::metrics::FAILED_CLOSED, "shard" => act.shard.to_string())
                     .increment(1);

@@ -156,6 +156,10 @@ impl GhostRuntimeBuilder {
     pub fn start(self) -> Result<GhostRuntime> {
         let config = self.config;
         config.validate()?;
+        // Checked before anything starts, so a bad sweeper config leaks no thread or open file.
+        if let Some((_, sweeper)) = &self.sweeper {
+            sweeper.validate()?;
+        }
         let store: Arc<dyn GhostStore> = match self.store {
             StoreChoice::Redb(path) => Arc::new(RedbStore::open(path)?),
             StoreChoice::Memory => Arc::new(MemoryStore::new()),

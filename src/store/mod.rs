@@ -9,9 +9,15 @@ mod redb;
 mod redb_log;
 mod redb_schema;
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
 pub use faulty::{Fault, FaultyStore, StoreOp};
 pub use memory::MemoryStore;
 pub use redb::RedbStore;
+
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdConfig, EtcdStore};
 
 use crate::codec;
 use crate::config::TableConfig;
@@ -64,6 +70,15 @@ pub trait GhostStore: Send + Sync + 'static {
     fn import_snapshot(&self, shard: u16, bytes: &[u8], config: &TableConfig) -> Result<()> {
         self.replace(&codec::decode_snapshot(bytes, shard, config)?)
     }
+
+    /// This process stops serving `shards`: a store that grants ownership of
+    /// shards to one process at a time hands them over now, rather than when
+    /// its lease lapses. The writer thread calls it once, after its last job,
+    /// with the shards it loaded. Default: nothing to do.
+    fn release_shards(&self, shards: &[u16]) -> Result<()> {
+        let _ = shards;
+        Ok(())
+    }
 }
 
 impl<S: GhostStore + ?Sized> GhostStore for std::sync::Arc<S> {
@@ -78,5 +93,8 @@ impl<S: GhostStore + ?Sized> GhostStore for std::sync::Arc<S> {
     }
     fn kind(&self) -> &'static str {
         (**self).kind()
+    }
+    fn release_shards(&self, shards: &[u16]) -> Result<()> {
+        (**self).release_shards(shards)
     }
 }

@@ -120,7 +120,15 @@ impl RedbStore {
         };
         adopt(&store.db, &store.path)?;
         let txn = store.db.begin_read().ctx("begin read")?;
-        *store.log.get_mut().unwrap_or_else(|p| p.into_inner()) = LogState::scan(&txn)?;
+        let log = LogState::scan(&txn)?;
+        drop(txn);
+        let pending = log.records > 0;
+        *store.log.get_mut().unwrap_or_else(|p| p.into_inner()) = log;
+        // Fold once here rather than have every shard's load replay the whole log.
+        // A record that cannot be folded stays: the shards it holds fail closed on load.
+        if pending && let Err(e) = store.checkpoint() {
+            tracing::warn!(path = %store.path.display(), error = %e, "commit log left unfolded at open");
+        }
         Ok(store)
     }
 

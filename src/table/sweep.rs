@@ -58,7 +58,7 @@ impl GhostTable {
                 continue;
             };
             match v.verdict {
-                Verdict::Keep { local_edges } => self.keep(i, local_edges, &mut report),
+                Verdict::Keep { local_edges } => self.keep(i, local_edges, now_ms, &mut report),
                 Verdict::Purge => {
                     self.purge(i, PurgeReason::Verified);
                     report.purged += 1;
@@ -85,30 +85,29 @@ impl GhostTable {
         report
     }
 
-    fn keep(&mut self, i: usize, local_edges: Option<u32>, report: &mut ApplyReport) {
+    fn keep(&mut self, i: usize, local_edges: Option<u32>, now_ms: u64, report: &mut ApplyReport) {
         self.counters.kept += 1;
-        match local_edges {
-            Some(0) => {
-                self.counters.refcount_corrections += 1;
-                report.corrected += 1;
-                self.purge(i, PurgeReason::RefcountZero);
-                report.purged += 1;
-                return;
-            }
-            Some(n) if n != self.slab.slot(i).refcount => {
-                self.counters.refcount_corrections += 1;
-                report.corrected += 1;
-                let version = self.bump();
-                let s = self.slab.slot_mut(i);
-                s.refcount = n;
-                s.version = version;
-            }
-            _ => {}
-        }
         report.kept += 1;
+        let mut not_before = 0;
+        if let Some(n) = local_edges
+            && n != self.slab.slot(i).refcount
+        {
+            self.counters.refcount_corrections += 1;
+            report.corrected += 1;
+            let version = self.bump();
+            let s = self.slab.slot_mut(i);
+            s.refcount = n;
+            s.version = version;
+            if n == 0 {
+                // Never purge here: the count was read when the verify ran, and an
+                // edge the host added since may still be on its way to this shard.
+                // A zero ghost is purged by a later plan, a grace period from now.
+                not_before = now_ms.saturating_add(self.config.grace_ms);
+            }
+        }
         let s = self.slab.slot_mut_clean(i);
         s.attempts = 0;
-        s.retry_at_ms = 0;
+        s.retry_at_ms = not_before;
     }
 
     /// Exponential back-off with "equal jitter": the delay is uniform in

@@ -146,6 +146,9 @@ impl Handler<Flush> for GhostActor {
 impl Handler<InjectPanic> for GhostActor {
     type Result = Result<()>;
     fn handle(&mut self, _: InjectPanic, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.config.fault_injection {
+            return Err(Error::InvalidConfig("fault injection is off (ShardConfig::fault_injection)".into()));
+        }
         self.with_table(ctx, |_, _| panic!("injected panic"))
     }
 }

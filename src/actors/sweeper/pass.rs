@@ -177,7 +177,7 @@ async fn visit(
             .buffer_unordered(env.config.max_in_flight)
             .collect()
             .await;
-        let (mut verdicts, mut repairs) = (Vec::with_capacity(results.len()), Vec::new());
+        let mut verdicts = Vec::with_capacity(results.len());
         let mut cut_short = false;
         for r in results {
             let Some((v, failed)) = r else {
@@ -186,19 +186,12 @@ async fn visit(
             };
             counts.checked += 1;
             counts.verify_failures += u64::from(failed);
-            // Sent apart, so that the shard's report tells repairs from verified purges.
-            match v.verdict {
-                Verdict::Keep { local_edges: Some(0) } => repairs.push(v),
-                _ => verdicts.push(v),
-            }
+            verdicts.push(v);
         }
-        for (batch, are_repairs) in [(verdicts, false), (repairs, true)] {
-            if batch.is_empty() {
-                continue;
-            }
-            let apply = ApplyVerdicts { incarnation: plan.incarnation, verdicts: batch };
+        if !verdicts.is_empty() {
+            let apply = ApplyVerdicts { incarnation: plan.incarnation, verdicts };
             match addr.send(apply).await.map_err(|_| Error::Unavailable { shard }).and_then(|r| r) {
-                Ok(report) => counts.add_applied(&report, are_repairs),
+                Ok(report) => counts.add_applied(&report),
                 Err(e) => return failed(shard, &e),
             }
         }
@@ -314,11 +307,7 @@ pub(super) fn record_metrics(report: &PassReport) {
     let c = &report.counts;
     metrics::counter!(m::SWEEP_PASSES).increment(1);
     metrics::counter!(m::SWEEP_CHECKED).increment(c.checked);
-    for (reason, n) in [
-        ("refcount_zero", c.purged_refcount_zero),
-        ("verified", c.purged_verified),
-        ("repaired", c.purged_repaired),
-    ] {
+    for (reason, n) in [("refcount_zero", c.purged_refcount_zero), ("verified", c.purged_verified)] {
         metrics::counter!(m::SWEEP_PURGED, "reason" => reason).increment(n);
     }
     metrics::counter!(m::SWEEP_KEPT).increment(c.kept);
