@@ -1,26 +1,45 @@
 //! `MemoryStore`: a `GhostStore` in process memory, for tests and ephemeral deployments.
 
 use super::{GhostStore, ShardChanges};
-use crate::codec;
 use crate::config::TableConfig;
 use crate::error::Result;
+use crate::stub::StubRecord;
 use crate::table::GhostTable;
 use foldhash::fast::RandomState;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Keeps every shard's rows as encoded bytes, exactly as a durable store would,
-/// so that decoding and corruption behave the same; lost when the process ends.
+/// Keeps every shard's stubs as plain rows; lost when the process ends.
+///
+/// Rows are not encoded: this store exists to be fast and simple (the codec
+/// and corrupt bytes are exercised through [`RedbStore`](crate::RedbStore)).
+/// Loading still goes through the table's checks, so a row the shard's
+/// [`TableConfig`] cannot hold fails the load, as it would from disk.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     shards: Mutex<HashMap<u16, Shard>>,
+}
+
+/// The persisted fields of a stub, its id being the row's key.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    target: u16,
+    refcount: u32,
+    created_at_ms: u64,
+    epoch: u64,
+}
+
+impl From<&StubRecord> for Row {
+    fn from(r: &StubRecord) -> Self {
+        Self { target: r.target_shard, refcount: r.refcount, created_at_ms: r.created_at_ms, epoch: r.epoch }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Shard {
     /// Hashed, not ordered: nothing reads the rows in order, and a commit of
     /// ~1000 upserts into a million rows costs a third of what a B-tree does.
-    rows: HashMap<Box<str>, Vec<u8>, RandomState>,
+    rows: HashMap<Box<str>, Row, RandomState>,
     applied_seq: Option<u64>,
 }
 
@@ -36,54 +55,40 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Shard>> {
-        // A panic while holding the lock cannot leave a half-applied commit:
-        // commits are built aside and swapped in, so the data stays usable.
+        // Rows are plain values updated one at a time; after a panic mid-commit
+        // the store holds a prefix of that commit, which the commit contract
+        // allows (a retry applies it again).
         self.shards.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl GhostStore for MemoryStore {
     fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
-        // Decoded under the lock: copying every row out first would cost more.
-        let (records, applied_seq) = {
-            let shards = self.lock();
-            let Some(data) = shards.get(&shard) else {
-                return GhostTable::new(shard, config.clone());
-            };
-            let records = data
-                .rows
-                .values()
-                .map(|bytes| codec::decode_stub(bytes, config))
-                .collect::<Result<Vec<_>>>()?;
-            (records, data.applied_seq)
+        let shards = self.lock();
+        let Some(data) = shards.get(&shard) else {
+            return GhostTable::new(shard, config.clone());
         };
-        GhostTable::from_records(shard, config.clone(), records, applied_seq)
+        let mut table = GhostTable::with_capacity(shard, config.clone(), data.rows.len())?;
+        for (id, r) in &data.rows {
+            table.load_stub(id, r.target, r.refcount, r.created_at_ms, r.epoch)?;
+        }
+        table.finish_load(data.applied_seq)?;
+        Ok(table)
     }
 
     fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
-        // Encode everything before touching the map: a failure leaves it unchanged.
-        let mut encoded = Vec::with_capacity(batch.len());
-        for sc in batch {
-            let rows = sc
-                .changes
-                .upserts
-                .iter()
-                .map(|r| Ok((r.node_id.as_str(), codec::encode_stub(r)?)))
-                .collect::<Result<Vec<_>>>()?;
-            encoded.push(rows);
-        }
         let mut shards = self.lock();
-        for (sc, rows) in batch.iter().zip(encoded) {
+        for sc in batch {
             let shard = shards.entry(sc.shard).or_default();
             for id in &sc.changes.removals {
                 shard.rows.remove(id);
             }
-            for (id, bytes) in rows {
+            for r in &sc.changes.upserts {
                 // Most upserts change an existing row: no key allocation then.
-                match shard.rows.get_mut(id) {
-                    Some(row) => *row = bytes,
+                match shard.rows.get_mut(r.node_id.as_str()) {
+                    Some(row) => *row = Row::from(r),
                     None => {
-                        shard.rows.insert(id.into(), bytes);
+                        shard.rows.insert(r.node_id.as_str().into(), Row::from(r));
                     }
                 }
             }
@@ -93,10 +98,7 @@ impl GhostStore for MemoryStore {
     }
 
     fn replace(&self, table: &GhostTable) -> Result<()> {
-        let rows = table
-            .records()
-            .map(|r| Ok((Box::from(r.node_id.as_str()), codec::encode_stub(&r)?)))
-            .collect::<Result<HashMap<_, _, _>>>()?;
+        let rows = table.records().map(|r| (Box::from(r.node_id.as_str()), Row::from(&r))).collect();
         self.lock().insert(table.shard(), Shard { rows, applied_seq: table.applied_seq() });
         Ok(())
     }
