@@ -26,10 +26,10 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     edges: u64,
     /// Rebalancing waves.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     waves: u32,
     /// Edge additions and removals per wave.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 50_000)]
     churn: u32,
     /// Random seed.
     #[arg(long, default_value_t = 42)]
@@ -37,7 +37,8 @@ struct Args {
     /// Folder for the redb file (default: a temporary folder, removed at exit).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Store: `redb` (embedded default) or `memory`.
+    /// Store: `redb` (embedded default), `memory`, or `etcd://host:port` (built
+    /// with `--features etcd`; a fresh key prefix per run).
     #[arg(long, default_value = "redb")]
     store: String,
     /// Print the metrics in Prometheus text format at the end.
@@ -74,8 +75,15 @@ fn main() -> ExitCode {
             std::fs::create_dir_all(&dir).expect("data folder");
             StoreChoice::Redb(dir.join("ghosts.redb"))
         }
+        url if url.starts_with("etcd://") => match etcd_store(url) {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
         other => {
-            eprintln!("unknown store {other:?}: use redb or memory");
+            eprintln!("unknown store {other:?}: use redb, memory or etcd://host:port");
             return ExitCode::FAILURE;
         }
     };
@@ -135,6 +143,21 @@ fn main() -> ExitCode {
         }
         ExitCode::FAILURE
     }
+}
+
+/// Ghost state in etcd, under a prefix of its own so that runs never meet.
+#[cfg(feature = "etcd")]
+fn etcd_store(url: &str) -> Result<StoreChoice, String> {
+    let prefix = format!("vshard-ghosts-rebalance/{:016x}/", fastrand::u64(..));
+    println!("etcd {url}, key prefix {prefix}");
+    let config = vshard_ghosts::EtcdConfig { prefix, ..Default::default() };
+    let store = vshard_ghosts::EtcdStore::connect([url], config).map_err(|e| format!("etcd {url}: {e}"))?;
+    Ok(StoreChoice::Custom(std::sync::Arc::new(store)))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd_store(url: &str) -> Result<StoreChoice, String> {
+    Err(format!("{url}: this build has no etcd store; rebuild with `--features etcd`"))
 }
 
 fn print_report(r: &SimReport, seconds: f64, store_bytes: u64) {

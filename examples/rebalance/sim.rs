@@ -30,9 +30,9 @@ impl Default for SimConfig {
             shards: 64,
             nodes: 200_000,
             edges: 1_000_000,
-            waves: 10,
+            waves: 20,
             move_fraction: 0.02,
-            churn: 20_000,
+            churn: 50_000,
             lost_decrements: 0.002,
             seed: 42,
             arbiters: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -164,6 +164,13 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
 
         progress(wave, cfg.waves, "checking");
         report.miss_checks += check_no_miss(&rt, &model, &mut report.divergences).await?;
+        // One sweep pass per wave besides the periodic ones, so that every stretch
+        // of the run (dark targets included) is swept while edges keep changing.
+        rt.sweeper()
+            .expect("built with a sweeper")
+            .send(RunPass)
+            .await
+            .map_err(|_| Error::Unavailable { shard: 0 })?;
         // Chaos at a quiet point: everything is flushed, so the model stays exact.
         rt.flush().await?;
         let victim = rng.u16(0..cfg.shards);
