@@ -133,3 +133,53 @@ async fn random_faults_lose_no_acknowledged_write() {
         .collect();
     assert_eq!(held, promised);
 }
+
+/// A row of the redb file overwritten with garbage behind the process's back.
+fn corrupt_row(path: &std::path::Path, shard: u16, id: &str) -> Vec<u8> {
+    const GHOSTS: redb::TableDefinition<(u16, &str), &[u8]> = redb::TableDefinition::new("ghosts");
+    let garbage = b"\x00 not a stub \xff".to_vec();
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(GHOSTS).unwrap().insert((shard, id), garbage.as_slice()).unwrap();
+    txn.commit().unwrap();
+    garbage
+}
+
+#[actix::test]
+async fn a_corrupt_redb_row_fails_the_shard_closed_and_stays_untouched() {
+    use redb::ReadableDatabase;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.redb");
+    let rt = GhostRuntime::builder()
+        .shards(0..2)
+        .arbiters(1)
+        .store(StoreChoice::Redb(path.clone()))
+        .start()
+        .unwrap();
+    for i in 0..5 {
+        rt.insert_ghost(0, &format!("n{i}"), 1, 1, 1).await.unwrap();
+    }
+    rt.insert_ghost(1, "other", 0, 1, 1).await.unwrap();
+    rt.shutdown().await.unwrap();
+    // Reopening folds the commit log into rows, which is where the corruption goes.
+    drop(RedbStore::open(&path).unwrap());
+    let garbage = corrupt_row(&path, 0, "n3");
+
+    let rt = GhostRuntime::builder()
+        .shards(0..2)
+        .arbiters(1)
+        .store(StoreChoice::Redb(path.clone()))
+        .start()
+        .unwrap();
+    let e = rt.resolve_many(&[(0, "n1")]).await.unwrap_err();
+    assert!(matches!(&e, Error::ShardFailed { shard: 0, cause } if cause.contains("decode")), "{e}");
+    assert!(matches!(rt.stats().await.unwrap()[0].state, ShardState::FailedClosed(_)));
+    assert_eq!(rt.resolve_many(&[(1, "other")]).await.unwrap(), vec![Some(0)], "other shards serve");
+    rt.shutdown().await.unwrap();
+
+    const GHOSTS: redb::TableDefinition<(u16, &str), &[u8]> = redb::TableDefinition::new("ghosts");
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let stored = txn.open_table(GHOSTS).unwrap().get((0, "n3")).unwrap().unwrap().value().to_vec();
+    assert_eq!(stored, garbage, "the stored bytes are left as they were");
+}

@@ -211,6 +211,8 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
     oracle(&rt, &model, &mut report).await?;
     report.ghosts_inserted = model.inserted;
     report.lost_decrements = model.lost_decrements;
+    // The poller publishes every few seconds; publish the final state too.
+    rt.export_metrics().await;
     rt.shutdown().await?;
     Ok(report)
 }

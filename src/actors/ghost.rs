@@ -93,6 +93,7 @@ impl GhostActor {
             State::Loading => return Err(Error::Unavailable { shard }),
         };
         let now = self.clock.now_ms();
+        let _span = tracing::trace_span!("ghost_shard", shard).entered();
         match catch_unwind(AssertUnwindSafe(|| f(table, now))) {
             Ok(r) => Ok(r),
             Err(_) => {
