@@ -151,15 +151,11 @@ impl GhostTable {
             return Ok(if epoch == current { InsertOutcome::Duplicate } else { InsertOutcome::Stale });
         }
         // A newer move of a node we already forward: a fresh ghost life, so the
-        // grace period and back-off start over.
+        // grace period starts over too.
+        self.point_at(i, target, epoch, version);
         let s = self.slab.slot_mut(i);
-        s.target = target;
         s.refcount = refcount;
         s.created_at_ms = now_ms;
-        s.epoch = epoch;
-        s.version = version;
-        s.attempts = 0;
-        s.retry_at_ms = 0;
         self.counters.inserted += 1;
         Ok(InsertOutcome::Replaced)
     }
@@ -293,13 +289,19 @@ impl GhostTable {
 
     fn follow(&mut self, i: usize, target: u16, epoch: u64) {
         let version = self.bump();
+        self.point_at(i, target, epoch, version);
+        self.counters.redirected += 1;
+    }
+
+    /// Points stub `i` at `target` as of `epoch`: a new place to verify, so
+    /// any back-off for the old one no longer applies.
+    fn point_at(&mut self, i: usize, target: u16, epoch: u64, version: u64) {
         let s = self.slab.slot_mut(i);
         s.target = target;
         s.epoch = epoch;
         s.version = version;
         s.attempts = 0;
         s.retry_at_ms = 0;
-        self.counters.redirected += 1;
     }
 
     fn purge(&mut self, i: usize, reason: PurgeReason) {
