@@ -23,7 +23,7 @@
 //! | [`sweep`] | plan → verify → apply data: [`PlannedCheck`], [`Verdict`], reports |
 //! | [`verify`] | the [`Verifier`] seam; [`DirectoryVerifier`] for single-process use and tests |
 //! | [`sweep_report`] | the sweeper's [`PassReport`] and [`SweepTotals`] |
-//! | [`store`] | [`GhostStore`] trait; [`MemoryStore`], the embedded default [`RedbStore`], [`FaultyStore`] for fault tests |
+//! | [`store`] | [`GhostStore`] trait; [`MemoryStore`], the embedded default [`RedbStore`], [`FaultyStore`] for fault tests; with the `etcd` feature, `EtcdStore` (state in etcd v3, per-shard ownership with fencing) |
 //! | [`stub`] | [`StubRecord`] (persisted) and [`GhostInfo`] (live view) |
 //! | [`error`] | the one [`Error`] enum and the [`Result`] alias |
 //!
@@ -70,6 +70,8 @@ pub use config::{Durability, RestartPolicy, ShardConfig, SweeperConfig, TableCon
 pub use error::{DecodeError, Error, Result};
 pub use event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 pub use runtime::{GhostRuntime, GhostRuntimeBuilder, RuntimeConfig, StoreChoice};
+#[cfg(feature = "etcd")]
+pub use store::{EtcdConfig, EtcdStore};
 pub use store::{Fault, FaultyStore, GhostStore, MemoryStore, RedbStore, ShardChanges, StoreOp};
 pub use stub::{GhostInfo, PurgeReason, StubRecord};
 pub use sweep::{ApplyReport, CheckedVerdict, PlannedCheck, SweepPage, Verdict};

@@ -1,0 +1,326 @@
+//! Shard ownership for `EtcdStore`: the lease and its keep-alive, taking and releasing shards, fencing.
+
+use super::keys::{self, Keys, Meta};
+use super::retry::retry;
+use super::{EtcdConfig, Ownership};
+use crate::error::{Error, Result};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, KeyValue, KvClient, PutOptions, Txn, TxnOp};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Largest response a load page may be: ids up to the table's limit.
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// The store's state, on its runtime.
+pub(super) struct Inner {
+    pub(super) client: Client,
+    pub(super) kv: KvClient,
+    pub(super) keys: Keys,
+    pub(super) config: EtcdConfig,
+    /// One operation at a time: taking a shard, then writing under that
+    /// claim, must not interleave with a release or another acquisition.
+    pub(super) state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    lease: Option<Lease>,
+    pub(super) shards: HashMap<u16, Shard>,
+}
+
+struct Lease {
+    id: i64,
+    /// Set by the keep-alive task once etcd says the lease is gone.
+    lost: Arc<AtomicBool>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+pub(super) enum Shard {
+    Owned(Owned),
+    Lost(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Owned {
+    /// The owner key's `create_revision`: every write compares it.
+    pub(super) revision: i64,
+    lease: i64,
+    /// `None` after a write whose outcome is unknown: read again before the next.
+    pub(super) meta: Option<Meta>,
+}
+
+impl Inner {
+    pub(super) async fn connect(endpoints: Vec<String>, config: EtcdConfig) -> Result<Self> {
+        let options =
+            ConnectOptions::new().with_connect_timeout(config.op_timeout).with_timeout(config.op_timeout);
+        let client = Client::connect(&endpoints, Some(options))
+            .await
+            .map_err(|e| Error::Store(format!("etcd connect {endpoints:?}: {e}")))?;
+        let kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let inner = Self { client, kv, keys: Keys::new(&config.prefix), config, state: Default::default() };
+        inner.adopt().await?;
+        Ok(inner)
+    }
+
+    /// Writes the prefix's format marker unless present; refuses another one.
+    async fn adopt(&self) -> Result<()> {
+        let key = self.keys.format();
+        let txn = Txn::new()
+            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), keys::FORMAT, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.txn(txn, "write format marker").await?;
+        let found = super::io::first_kv(&resp).map(|kv| kv.value().to_vec());
+        keys::check_format(found.as_deref(), &self.config.prefix)
+    }
+
+    pub(super) async fn txn(&self, txn: Txn, what: &str) -> Result<etcd_client::TxnResponse> {
+        retry(&self.config, what, || {
+            let (mut kv, txn) = (self.kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+    }
+
+    /// Forgets every shard held under a lease that etcd reported gone.
+    fn check_lease(&self, st: &mut State) {
+        if let Some(lease) = st.lease.take_if(|l| l.lost.load(Ordering::Acquire)) {
+            lease.keeper.abort();
+            tracing::error!(lease = lease.id, "etcd lease expired; its shards are fenced");
+            for s in st.shards.values_mut() {
+                if matches!(s, Shard::Owned(o) if o.lease == lease.id) {
+                    *s = Shard::Lost(format!("lease {:x} expired", lease.id));
+                }
+            }
+        }
+    }
+
+    /// The live lease, granted (and kept alive) if there is none.
+    async fn lease(&self, st: &mut State) -> Result<i64> {
+        self.check_lease(st);
+        if let Some(l) = &st.lease {
+            return Ok(l.id);
+        }
+        let ttl = i64::from(self.config.lease_ttl_secs);
+        let grant = retry(&self.config, "grant lease", || {
+            let mut lc = self.client.lease_client();
+            async move { lc.grant(ttl, None).await }
+        })
+        .await?;
+        let (id, granted) = (grant.id(), Duration::from_secs(grant.ttl().max(1) as u64));
+        let lost = Arc::new(AtomicBool::new(false));
+        let keeper = tokio::spawn(super::lease::keep_alive(
+            self.client.clone(),
+            id,
+            granted,
+            lost.clone(),
+            self.config.clone(),
+        ));
+        st.lease = Some(Lease { id, lost, keeper });
+        Ok(id)
+    }
+
+    /// The claim on `shard`, taking the shard if free; fails if it was lost.
+    pub(super) async fn claim(&self, st: &mut State, shard: u16) -> Result<Owned> {
+        self.check_lease(st);
+        match st.shards.get(&shard) {
+            Some(Shard::Owned(o)) => Ok(*o),
+            Some(Shard::Lost(cause)) => Err(Error::Fenced { shard, cause: cause.clone() }),
+            None => self.take(st, shard).await,
+        }
+    }
+
+    /// The claim on `shard` and its metadata, read under the claim's guard
+    /// unless known from this store's own writes.
+    pub(super) async fn owned(&self, st: &mut State, shard: u16) -> Result<(Owned, Meta)> {
+        let owned = self.claim(st, shard).await?;
+        let meta = match owned.meta {
+            Some(meta) => meta,
+            None => self.read_meta(st, shard, owned).await?.0,
+        };
+        Ok((owned, meta))
+    }
+
+    /// Marks the metadata of `shards` unknown after a write whose outcome is.
+    pub(super) fn forget_meta(st: &mut State, shards: impl IntoIterator<Item = u16>) {
+        for shard in shards {
+            if let Some(Shard::Owned(o)) = st.shards.get_mut(&shard) {
+                o.meta = None;
+            }
+        }
+    }
+
+    /// Records the metadata a committed write gave `shard`.
+    pub(super) fn set_meta(st: &mut State, shard: u16, meta: Meta) {
+        if let Some(Shard::Owned(o)) = st.shards.get_mut(&shard) {
+            o.meta = Some(meta);
+        }
+    }
+
+    /// Creates the owner key, waiting while another live owner holds it.
+    async fn take(&self, st: &mut State, shard: u16) -> Result<Owned> {
+        let deadline = Instant::now() + self.config.acquire_timeout;
+        let key = self.keys.owner(shard);
+        let mut waiting = false;
+        loop {
+            let lease = self.lease(st).await?;
+            let put = PutOptions::new().with_lease(lease);
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.clone(), self.config.owner_id.clone(), Some(put))])
+                .or_else([TxnOp::get(key.clone(), None)]);
+            let resp = self.txn(txn, "take shard").await?;
+            let holder = super::io::first_kv(&resp);
+            let revision = match (resp.succeeded(), &holder) {
+                (true, _) => resp.header().map(|h| h.revision()),
+                // Ours already: an earlier attempt committed but its answer was lost.
+                (false, Some(kv)) if kv.lease() == lease => Some(kv.create_revision()),
+                _ => None,
+            };
+            if let Some(revision) = revision {
+                tracing::info!(shard, revision, lease, "took shard ownership");
+                let owned = Owned { revision, lease, meta: None };
+                st.shards.insert(shard, Shard::Owned(owned));
+                return Ok(owned);
+            }
+            let cause = holder_cause(holder.as_ref());
+            let now = Instant::now();
+            if now >= deadline {
+                let cause = format!("{cause}; not released within {:?}", self.config.acquire_timeout);
+                return Err(Error::Fenced { shard, cause });
+            }
+            if !waiting {
+                tracing::info!(shard, cause, "shard held by another owner; waiting for it");
+                waiting = true;
+            }
+            tokio::time::sleep(self.config.acquire_poll.min(deadline - now)).await;
+        }
+    }
+
+    /// Reads the shard's metadata under the claim's guard; returns it and the
+    /// revision it was read at.
+    pub(super) async fn read_meta(&self, st: &mut State, shard: u16, owned: Owned) -> Result<(Meta, i64)> {
+        let owner = self.keys.owner(shard);
+        let txn = Txn::new()
+            .when([Compare::create_revision(owner.clone(), CompareOp::Equal, owned.revision)])
+            .and_then([TxnOp::get(self.keys.meta(shard), None)])
+            .or_else([TxnOp::get(owner, None)]);
+        let resp = self.txn(txn, "read shard meta").await?;
+        let holder = super::io::first_kv(&resp);
+        if !resp.succeeded() {
+            return Err(self.fence(st, shard, holder.as_ref()));
+        }
+        let meta = holder.map(|kv| Meta::decode(kv.value())).transpose()?.unwrap_or_default();
+        let revision = resp.header().map_or(0, |h| h.revision());
+        st.shards.insert(shard, Shard::Owned(Owned { meta: Some(meta), ..owned }));
+        Ok((meta, revision))
+    }
+
+    /// Marks `shard` lost to `holder` and returns the error that says so.
+    pub(super) fn fence(&self, st: &mut State, shard: u16, holder: Option<&KeyValue>) -> Error {
+        let cause = holder_cause(holder);
+        tracing::error!(shard, cause, "shard ownership lost; writes are fenced");
+        st.shards.insert(shard, Shard::Lost(cause.clone()));
+        Error::Fenced { shard, cause }
+    }
+
+    pub(super) async fn acquire_all(&self, shards: &[u16]) -> Result<()> {
+        let mut st = self.state.lock().await;
+        for &shard in shards {
+            if matches!(st.shards.get(&shard), Some(Shard::Lost(_))) {
+                st.shards.remove(&shard);
+            }
+            self.owned(&mut st, shard).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn release(&self, shard: u16) -> Result<()> {
+        let mut st = self.state.lock().await;
+        self.release_one(&mut st, shard).await
+    }
+
+    async fn release_one(&self, st: &mut State, shard: u16) -> Result<()> {
+        if let Some(Shard::Owned(o)) = st.shards.get(&shard) {
+            // Guarded: a claim that lapsed must not delete the next owner's key.
+            let key = self.keys.owner(shard);
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, o.revision)])
+                .and_then([TxnOp::delete(key, None)]);
+            self.txn(txn, "release shard").await?;
+            tracing::info!(shard, "released shard ownership");
+        }
+        st.shards.remove(&shard);
+        Ok(())
+    }
+
+    pub(super) async fn release_all(&self) -> Result<()> {
+        let mut st = self.state.lock().await;
+        if let Some(lease) = &st.lease {
+            let id = lease.id;
+            let revoked = retry(&self.config, "revoke lease", || {
+                let mut lc = self.client.lease_client();
+                async move { lc.revoke(id).await.map(drop) }
+            })
+            .await;
+            // A lease that already lapsed has released everything too.
+            match revoked {
+                Err(e) if !e.to_string().contains("requested lease not found") => return Err(e),
+                _ => {}
+            }
+            tracing::info!(lease = id, shards = st.shards.len(), "revoked lease: released every shard");
+        }
+        if let Some(lease) = st.lease.take() {
+            lease.keeper.abort();
+        }
+        st.shards.clear();
+        Ok(())
+    }
+
+    /// Releases `shards`: by revoking the lease when they are all this store holds.
+    pub(super) async fn release_shards(&self, shards: &[u16]) -> Result<()> {
+        let all = {
+            let st = self.state.lock().await;
+            st.shards.iter().all(|(s, o)| !matches!(o, Shard::Owned(_)) || shards.contains(s))
+        };
+        if all {
+            return self.release_all().await;
+        }
+        let mut st = self.state.lock().await;
+        for &shard in shards {
+            self.release_one(&mut st, shard).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn stop_keep_alive(&self) {
+        if let Some(lease) = &self.state.lock().await.lease {
+            lease.keeper.abort();
+            tracing::warn!(lease = lease.id, "lease keep-alive stopped; the shards will lapse");
+        }
+    }
+
+    pub(super) async fn ownership(&self, shard: u16) -> Ownership {
+        let mut st = self.state.lock().await;
+        self.check_lease(&mut st);
+        match st.shards.get(&shard) {
+            None => Ownership::Free,
+            Some(Shard::Owned(o)) => Ownership::Owned { revision: o.revision },
+            Some(Shard::Lost(cause)) => Ownership::Fenced { cause: cause.clone() },
+        }
+    }
+}
+
+fn holder_cause(holder: Option<&KeyValue>) -> String {
+    match holder {
+        Some(kv) => format!(
+            "owned by {:?} (lease {:x}, since revision {})",
+            String::from_utf8_lossy(kv.value()),
+            kv.lease(),
+            kv.create_revision()
+        ),
+        None => "ownership lapsed (lease expired or shard released)".into(),
+    }
+}

@@ -1,0 +1,267 @@
+//! `EtcdStore`'s loads and writes: paged reads at one revision, guarded transactions split to fit.
+
+use super::fence::{Inner, State};
+use super::keys::{Meta, prefix_end};
+use super::plan::{self, Group, Limits, Op, Part, ShardWrites};
+use super::retry::retry;
+use crate::codec;
+use crate::config::TableConfig;
+use crate::error::{DecodeError, Error, Result};
+use crate::store::ShardChanges;
+use crate::table::GhostTable;
+use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, TxnOp, TxnOpResponse, TxnResponse};
+use std::collections::{BTreeMap, HashMap};
+
+/// One shard's share of a commit: each id's last change (`None`: removed),
+/// and the highest sequence number.
+#[derive(Debug, Default)]
+pub(super) struct Merged {
+    rows: Vec<(String, Option<Vec<u8>>)>,
+    seq: Option<u64>,
+}
+
+/// Merges a batch into one change per (shard, id), encoded. etcd refuses a
+/// transaction that writes a key twice, and the last change is the state
+/// (per shard change set: removals, then upserts).
+pub(super) fn merge(batch: &[ShardChanges]) -> Result<BTreeMap<u16, Merged>> {
+    let mut out: BTreeMap<u16, (Merged, HashMap<String, usize>)> = BTreeMap::new();
+    for sc in batch {
+        let (m, index) = out.entry(sc.shard).or_default();
+        let mut set = |id: &str, value: Option<Vec<u8>>| match index.get(id) {
+            Some(&i) => m.rows[i].1 = value,
+            None => {
+                index.insert(id.to_owned(), m.rows.len());
+                m.rows.push((id.to_owned(), value));
+            }
+        };
+        for id in &sc.changes.removals {
+            set(id, None);
+        }
+        for r in &sc.changes.upserts {
+            set(&r.node_id, Some(codec::encode_stub(r)?));
+        }
+        m.seq = m.seq.max(sc.changes.applied_seq);
+    }
+    Ok(out.into_iter().map(|(s, (m, _))| (s, m)).collect())
+}
+
+/// The first key-value read by a transaction's first get (either branch).
+pub(super) fn first_kv(resp: &TxnResponse) -> Option<KeyValue> {
+    match resp.op_responses().into_iter().next() {
+        Some(TxnOpResponse::Get(mut get)) => get.take_kvs().into_iter().next(),
+        _ => None,
+    }
+}
+
+impl Inner {
+    fn limits(&self, shards_key_len: usize) -> Limits {
+        Limits {
+            max_ops: self.config.max_txn_ops,
+            max_bytes: self.config.max_txn_bytes,
+            compare_bytes: shards_key_len + 16,
+        }
+    }
+
+    pub(super) async fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+        let mut st = self.state.lock().await;
+        let owned = self.claim(&mut st, shard).await?;
+        let (meta, revision) = self.read_meta(&mut st, shard, owned).await?;
+        drop(st);
+        let start = self.keys.rows(shard, meta.generation);
+        let end = prefix_end(&start);
+        let mut from = start.clone();
+        let mut table: Option<GhostTable> = None;
+        loop {
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_revision(revision)
+                .with_limit(self.config.page_rows as i64);
+            let mut resp = retry(&self.config, "read rows", || {
+                let (mut kv, from, options) = (self.kv.clone(), from.clone(), options.clone());
+                async move { kv.get(from, Some(options)).await }
+            })
+            .await?;
+            if table.is_none() {
+                // Sized once from the range's count, bounded so that a bad
+                // count cannot over-allocate.
+                let capacity = (resp.count().max(0) as usize).min(config.max_stubs);
+                table = Some(GhostTable::with_capacity(shard, config.clone(), capacity)?);
+            }
+            let Some(t) = table.as_mut() else { unreachable!("created above") };
+            let more = resp.more();
+            let kvs = resp.take_kvs();
+            for kv in &kvs {
+                let id = kv.key().strip_prefix(start.as_slice()).unwrap_or(kv.key());
+                load_row(t, id, kv.value(), config).inspect_err(|e| {
+                    let key = String::from_utf8_lossy(kv.key());
+                    tracing::error!(shard, %key, error = %e, "undecodable ghost row");
+                })?;
+            }
+            match kvs.last() {
+                Some(last) if more => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        let mut table = match table {
+            Some(t) => t,
+            None => GhostTable::new(shard, config.clone())?,
+        };
+        table.finish_load(meta.applied_seq)?;
+        Ok(table)
+    }
+
+    pub(super) async fn commit(&self, batch: BTreeMap<u16, Merged>) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let shards: Vec<u16> = batch.keys().copied().collect();
+        let mut writes = Vec::with_capacity(batch.len());
+        for (shard, m) in batch {
+            let (_, meta) = self.owned(&mut st, shard).await?;
+            let mut groups: Vec<Group> = m
+                .rows
+                .into_iter()
+                .map(|(id, value)| {
+                    let key = self.keys.row(shard, meta.generation, &id);
+                    Group::one(match value {
+                        Some(value) => Op::Put { key, value },
+                        None => Op::Delete { key },
+                    })
+                })
+                .collect();
+            let seq = meta.applied_seq.max(m.seq);
+            if seq != meta.applied_seq {
+                let new = Meta { applied_seq: seq, ..meta };
+                let op = Op::Put { key: self.keys.meta(shard), value: new.encode() };
+                groups.push(Group { ops: vec![op], meta: Some(new) });
+            }
+            writes.push(ShardWrites { shard, groups });
+        }
+        let limits = self.limits(self.keys.owner(0).len());
+        for part in plan::split(writes, limits) {
+            self.run_part(&mut st, part)
+                .await
+                .inspect_err(|_| Inner::forget_meta(&mut st, shards.clone()))?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn replace(
+        &self,
+        shard: u16,
+        rows: Vec<(String, Vec<u8>)>,
+        seq: Option<u64>,
+    ) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let (_, meta) = self.owned(&mut st, shard).await?;
+        let generation = meta.generation.checked_add(1).ok_or(Error::CapacityExceeded("row generations"))?;
+        let new = self.keys.rows(shard, generation);
+        let old = self.keys.rows(shard, meta.generation);
+        // Leftovers of a replacement cut short: cleared alone, since etcd
+        // refuses a put into a range that the same transaction deletes.
+        let clear = Op::DeleteRange { end: prefix_end(&new), key: new };
+        let mut groups: Vec<Group> = rows
+            .into_iter()
+            .map(|(id, value)| Group::one(Op::Put { key: self.keys.row(shard, generation, &id), value }))
+            .collect();
+        // The switch: new metadata and the old rows' removal, in one transaction.
+        let meta = Meta { applied_seq: seq, generation };
+        let switch = vec![
+            Op::DeleteRange { end: prefix_end(&old), key: old },
+            Op::Put { key: self.keys.meta(shard), value: meta.encode() },
+        ];
+        groups.push(Group { ops: switch, meta: Some(meta) });
+        let limits = self.limits(self.keys.owner(shard).len());
+        let parts = std::iter::once(Part { shards: vec![shard], ops: vec![clear], metas: Vec::new() })
+            .chain(plan::split(vec![ShardWrites { shard, groups }], limits));
+        for part in parts {
+            self.run_part(&mut st, part).await.inspect_err(|_| Inner::forget_meta(&mut st, [shard]))?;
+        }
+        Ok(())
+    }
+
+    /// Commits one part under the guard of its shards' claims. A failed guard
+    /// fences every shard whose claim is gone.
+    async fn run_part(&self, st: &mut State, part: Part) -> Result<()> {
+        let mut compares = Vec::with_capacity(part.shards.len());
+        let mut checks = Vec::with_capacity(part.shards.len());
+        for &shard in &part.shards {
+            let owned = self.claim(st, shard).await?;
+            let key = self.keys.owner(shard);
+            compares.push(Compare::create_revision(key.clone(), CompareOp::Equal, owned.revision));
+            checks.push(TxnOp::get(key, None));
+        }
+        let ops: Vec<TxnOp> = part.ops.into_iter().map(Op::into_txn_op).collect();
+        let txn = etcd_client::Txn::new().when(compares).and_then(ops).or_else(checks);
+        let resp = self.txn(txn, "commit").await?;
+        if resp.succeeded() {
+            for (shard, meta) in part.metas {
+                Inner::set_meta(st, shard, meta);
+            }
+            return Ok(());
+        }
+        let mut first = None;
+        for (&shard, r) in part.shards.iter().zip(resp.op_responses()) {
+            let TxnOpResponse::Get(get) = r else { continue };
+            let holder = get.kvs().first();
+            let ours = match st.shards.get(&shard) {
+                Some(super::fence::Shard::Owned(o)) => {
+                    holder.is_some_and(|kv| kv.create_revision() == o.revision)
+                }
+                _ => false,
+            };
+            if !ours {
+                let e = self.fence(st, shard, holder);
+                first.get_or_insert(e);
+            }
+        }
+        Err(first.unwrap_or_else(|| Error::Store("etcd commit guard failed, yet every claim holds".into())))
+    }
+}
+
+/// Adds one stored row to a table being loaded; the key must name the stub.
+fn load_row(table: &mut GhostTable, id: &[u8], value: &[u8], config: &TableConfig) -> Result<()> {
+    let r = codec::decode_stub(value, config)?;
+    if r.node_id.as_bytes() != id {
+        let why = format!("row for {:?} holds a stub for {:?}", String::from_utf8_lossy(id), r.node_id);
+        return Err(DecodeError::Malformed(why).into());
+    }
+    table.load_stub(&r.node_id, r.target_shard, r.refcount, r.created_at_ms, r.epoch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::ChangeSet;
+
+    fn rec(id: &str, refcount: u32) -> crate::StubRecord {
+        crate::StubRecord { node_id: id.into(), target_shard: 2, refcount, created_at_ms: 1, epoch: 1 }
+    }
+
+    #[test]
+    fn merge_keeps_each_ids_last_change_and_the_highest_seq() {
+        let sc = |shard, upserts, removals: &[&str], seq| ShardChanges {
+            shard,
+            changes: ChangeSet {
+                upserts,
+                removals: removals.iter().map(|&r| r.into()).collect(),
+                applied_seq: seq,
+            },
+        };
+        let batch = [
+            sc(1, vec![rec("a", 1), rec("b", 1)], &["a", "c"], Some(4)),
+            sc(2, vec![rec("a", 9)], &[], None),
+            sc(1, vec![rec("c", 3)], &["b"], Some(2)),
+        ];
+        let merged = merge(&batch).unwrap();
+        let one = &merged[&1];
+        let rows: Vec<_> = one.rows.iter().map(|(id, v)| (id.as_str(), v.is_some())).collect();
+        assert_eq!(rows, vec![("a", true), ("c", true), ("b", false)]);
+        assert_eq!(one.seq, Some(4));
+        let c = codec::decode_stub(one.rows[1].1.as_ref().unwrap(), &TableConfig::default()).unwrap();
+        assert_eq!(c.refcount, 3);
+        assert_eq!(merged[&2].rows.len(), 1);
+        assert_eq!(merged[&2].seq, None);
+    }
+}

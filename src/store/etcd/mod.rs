@@ -1,0 +1,314 @@
+//! `EtcdStore`: ghost state in etcd v3, shared by many processes, each shard written by one owner at a time.
+//!
+//! # Layout
+//!
+//! Under a configurable prefix `P` (default `"vshard-ghosts/"`):
+//!
+//! | key | value |
+//! |---|---|
+//! | `P format` | `b"vshard-ghosts-etcd/1"`, written once; a prefix holding another value is refused ([`Error::NotAStore`]) |
+//! | `P owner/{shard:05}` | the owner's id, attached to the owner's lease |
+//! | `P meta/{shard:05}` | applied sequence number, live row generation, format version (30 bytes, checksummed) |
+//! | `P rows/{shard:05}/{generation}/{node id}` | [`codec::encode_stub`](crate::codec::encode_stub) of the stub |
+//!
+//! # Ownership and fencing
+//!
+//! A store takes a shard when it first loads or writes it, or at
+//! [`EtcdStore::acquire`]: it creates the shard's owner key, attached to the
+//! store's one lease, which a task on the store's runtime keeps alive. Taking
+//! a shard that another live owner holds waits until that owner releases it
+//! or its lease lapses, up to [`EtcdConfig::acquire_timeout`], and then fails
+//! with [`Error::Fenced`]. Every write is one etcd transaction whose guard
+//! compares each of its shards' owner key's `create_revision` with the one
+//! this store created: a revision that no other acquisition can produce, so a
+//! store whose lease lapsed, even if it took the shard again since, cannot
+//! write through an old claim. A failed guard marks the shard fenced: every
+//! later load or write of it fails with [`Error::Fenced`] (the shard's actor
+//! fails closed) until [`acquire`](EtcdStore::acquire) is called again.
+//! [`release`](EtcdStore::release) and [`release_all`](EtcdStore::release_all)
+//! hand shards over at once (the runtime's writer releases the shards it
+//! served when it stops after a graceful shutdown); a crashed owner's shards
+//! are free once its lease lapses, [`EtcdConfig::lease_ttl_secs`] after its
+//! last keep-alive.
+//!
+//! # Transactions and etcd's limits
+//!
+//! A commit is one transaction when it fits etcd's defaults of 128 operations
+//! per transaction (`--max-txn-ops`) and 1.5 MiB per request
+//! (`--max-request-bytes`), which [`EtcdConfig::max_txn_ops`] and
+//! [`EtcdConfig::max_txn_bytes`] (1 MiB, leaving a margin) mirror: raise them
+//! only together with the server's. A larger commit is split into several
+//! transactions, committed in order, each guarded, and returns once all have
+//! committed; each shard's sequence number is written in the last
+//! transaction that holds the shard's changes, so a commit cut short only
+//! ever replays. A [`replace`](crate::GhostStore::replace) writes a new row
+//! generation in as many transactions as it takes, then switches the
+//! metadata to it and deletes the old rows in one, so it is atomic at any
+//! size. Network errors, timeouts and a lost leader are retried with back-off
+//! ([`EtcdConfig::retries`]); past that, the call fails with [`Error::Store`].
+//!
+//! # Threads
+//!
+//! The store owns a one-worker tokio runtime: the etcd client, the lease's
+//! keep-alive and every call run there. The [`GhostStore`] calls block the
+//! calling thread until their work on that runtime is done; they may be made
+//! from any thread, but from async code run them in `spawn_blocking`.
+
+mod fence;
+mod io;
+mod keys;
+mod lease;
+mod plan;
+mod retry;
+
+use super::{GhostStore, ShardChanges};
+use crate::config::TableConfig;
+use crate::error::{Error, Result};
+use crate::table::GhostTable;
+use fence::Inner;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings of an [`EtcdStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Prefix of every key. Default `"vshard-ghosts/"`.
+    pub prefix: String,
+    /// This process's name in the owner keys; unique per process. Default:
+    /// `"{host}-{pid}-{random}"`.
+    pub owner_id: String,
+    /// Lease time-to-live in seconds: how long a crashed owner's shards stay
+    /// taken. etcd raises values below its minimum (about 2 s with its default
+    /// heartbeat). Default 10.
+    pub lease_ttl_secs: u32,
+    /// Bound on one etcd call. Default 5 s.
+    pub op_timeout: Duration,
+    /// Retries of a call that failed on the network, a timeout or a lost
+    /// leader, before the store call fails. Default 8.
+    pub retries: u32,
+    /// Wait before the first retry, doubling. Default 50 ms.
+    pub retry_delay: Duration,
+    /// Longest wait between retries. Default 2 s.
+    pub retry_delay_cap: Duration,
+    /// How long taking a shard held by another live owner waits. Default 30 s.
+    pub acquire_timeout: Duration,
+    /// How often a waiting acquisition looks again. Default 250 ms.
+    pub acquire_poll: Duration,
+    /// Operations per transaction; etcd's `--max-txn-ops`. Default 128.
+    pub max_txn_ops: usize,
+    /// Bytes per transaction request; under etcd's `--max-request-bytes`
+    /// (1.5 MiB by default). Default 1 MiB.
+    pub max_txn_bytes: usize,
+    /// Rows read per request during a load. Default 10 000.
+    pub page_rows: usize,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        let host = if host.is_empty() { "host".to_owned() } else { host };
+        Self {
+            prefix: "vshard-ghosts/".into(),
+            owner_id: format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..)),
+            lease_ttl_secs: 10,
+            op_timeout: Duration::from_secs(5),
+            retries: 8,
+            retry_delay: Duration::from_millis(50),
+            retry_delay_cap: Duration::from_secs(2),
+            acquire_timeout: Duration::from_secs(30),
+            acquire_poll: Duration::from_millis(250),
+            max_txn_ops: 128,
+            max_txn_bytes: 1 << 20,
+            page_rows: 10_000,
+        }
+    }
+}
+
+impl EtcdConfig {
+    /// Checks that every field is in range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: &str| Err(Error::InvalidConfig(format!("etcd: {why}")));
+        if self.prefix.is_empty() {
+            return bad("the key prefix must not be empty");
+        }
+        if self.owner_id.is_empty() {
+            return bad("the owner id must not be empty");
+        }
+        if self.lease_ttl_secs == 0 {
+            return bad("lease_ttl_secs must be at least 1");
+        }
+        if self.op_timeout.is_zero() || self.acquire_poll.is_zero() {
+            return bad("op_timeout and acquire_poll must be positive");
+        }
+        if self.max_txn_ops < 2 || self.max_txn_bytes < 4_096 || self.page_rows == 0 {
+            return bad("max_txn_ops ≥ 2, max_txn_bytes ≥ 4096 and page_rows ≥ 1 are needed");
+        }
+        Ok(())
+    }
+}
+
+/// Whether this store may write a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// Not taken (never, or released): the next load or write takes it.
+    Free,
+    /// Taken: this store's owner key, created at this etcd revision.
+    Owned {
+        /// The owner key's `create_revision`, which every write compares.
+        revision: i64,
+    },
+    /// Lost or refused; writes fail with [`Error::Fenced`] until
+    /// [`EtcdStore::acquire`].
+    Fenced {
+        /// Why.
+        cause: String,
+    },
+}
+
+/// A [`GhostStore`] in etcd v3, with per-shard ownership; see the
+/// [module docs](self) for the layout, fencing and limits.
+pub struct EtcdStore {
+    inner: Arc<Inner>,
+    /// `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("prefix", &self.inner.config.prefix)
+            .field("owner_id", &self.inner.config.owner_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdStore {
+    /// Connects to the etcd cluster at `endpoints` (`http://host:port`,
+    /// `etcd://host:port` or `host:port`) and checks or writes the prefix's
+    /// format marker. Takes no shard yet. Fails with [`Error::NotAStore`] if the
+    /// prefix holds another format, with [`Error::Store`] if etcd cannot be
+    /// reached within the retries.
+    pub fn connect<E: AsRef<str>>(
+        endpoints: impl IntoIterator<Item = E>,
+        config: EtcdConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
+            .map(|e| {
+                let e = e.as_ref();
+                e.strip_prefix("etcd://").map_or_else(|| e.to_owned(), |rest| format!("http://{rest}"))
+            })
+            .collect();
+        if endpoints.is_empty() {
+            return Err(Error::InvalidConfig("etcd: no endpoint".into()));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ghost-etcd")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Store(format!("etcd runtime: {e}")))?;
+        let inner = futures::executor::block_on(runtime.spawn(Inner::connect(endpoints, config)))
+            .map_err(|e| Error::Store(format!("etcd connect: {e}")))??;
+        Ok(Self { inner: Arc::new(inner), runtime: Some(runtime) })
+    }
+
+    /// Runs `f` on the store's runtime and waits for it.
+    fn run<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Inner>) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let runtime = self.runtime.as_ref().ok_or_else(|| Error::Store("etcd store closed".into()))?;
+        let task = runtime.spawn(f(self.inner.clone()));
+        futures::executor::block_on(task).map_err(|e| Error::Store(format!("etcd task failed: {e}")))?
+    }
+
+    /// Takes `shards` now, waiting for other owners to release them or for
+    /// their leases to lapse (up to [`EtcdConfig::acquire_timeout`] each). Also
+    /// takes back a shard fenced earlier. Call it before starting a runtime
+    /// to wait here rather than on the runtime's writer thread.
+    pub fn acquire(&self, shards: &[u16]) -> Result<()> {
+        let shards = shards.to_vec();
+        self.run(move |inner| async move { inner.acquire_all(&shards).await })
+    }
+
+    /// Hands `shard` over: deletes its owner key, if this store still holds
+    /// it, so that another owner can take it at once.
+    pub fn release(&self, shard: u16) -> Result<()> {
+        self.run(move |inner| async move { inner.release(shard).await })
+    }
+
+    /// Hands every shard over at once by revoking the store's lease.
+    pub fn release_all(&self) -> Result<()> {
+        self.run(|inner| async move { inner.release_all().await })
+    }
+
+    /// Stops renewing the lease, as a frozen or partitioned process would:
+    /// the shards lapse after the lease's time-to-live and this store's
+    /// writes are fenced from then on. For failure tests and drills.
+    pub fn stop_keep_alive(&self) -> Result<()> {
+        self.run(|inner| async move {
+            inner.stop_keep_alive().await;
+            Ok(())
+        })
+    }
+
+    /// Where this store stands with `shard`.
+    pub fn ownership(&self, shard: u16) -> Result<Ownership> {
+        self.run(move |inner| async move { Ok(inner.ownership(shard).await) })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EtcdConfig {
+        &self.inner.config
+    }
+}
+
+impl GhostStore for EtcdStore {
+    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+        let config = config.clone();
+        self.run(move |inner| async move { inner.load(shard, &config).await })
+    }
+
+    fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Encoded on the calling thread: the store's one worker only waits on etcd.
+        let merged = io::merge(batch)?;
+        self.run(move |inner| async move { inner.commit(merged).await })
+    }
+
+    fn replace(&self, table: &GhostTable) -> Result<()> {
+        let (shard, seq) = (table.shard(), table.applied_seq());
+        let rows = table
+            .records()
+            .map(|r| Ok((r.node_id.clone(), crate::codec::encode_stub(&r)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.run(move |inner| async move { inner.replace(shard, rows, seq).await })
+    }
+
+    fn kind(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn release_shards(&self, shards: &[u16]) -> Result<()> {
+        let shards = shards.to_vec();
+        self.run(move |inner| async move { inner.release_shards(&shards).await })
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        // Not blocking: a drop may happen on an async thread. The lease is not
+        // revoked (call `release_all` first for that); its keep-alive ends with
+        // the runtime, so the shards lapse after the lease's time-to-live.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Splitting one store write into etcd transactions that fit the server's limits, in order.
+
+use super::keys::Meta;
+use etcd_client::{DeleteOptions, TxnOp};
+
+/// Bytes a request spends on an operation beyond its keys and values (field
+/// tags, lengths, the request-op wrapper): an overestimate, so that the sum
+/// stays under the server's limit.
+const OP_FRAMING: usize = 16;
+
+/// One write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Op {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    /// Every key in `[key, end)`.
+    DeleteRange {
+        key: Vec<u8>,
+        end: Vec<u8>,
+    },
+}
+
+impl Op {
+    fn size(&self) -> usize {
+        OP_FRAMING
+            + match self {
+                Self::Put { key, value } => key.len() + value.len(),
+                Self::Delete { key } => key.len(),
+                Self::DeleteRange { key, end } => key.len() + end.len(),
+            }
+    }
+
+    pub(super) fn into_txn_op(self) -> TxnOp {
+        match self {
+            Self::Put { key, value } => TxnOp::put(key, value, None),
+            Self::Delete { key } => TxnOp::delete(key, None),
+            Self::DeleteRange { key, end } => TxnOp::delete(key, Some(DeleteOptions::new().with_range(end))),
+        }
+    }
+}
+
+/// Writes that must commit together; `meta` is what the shard's metadata
+/// becomes once they have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Group {
+    pub(super) ops: Vec<Op>,
+    pub(super) meta: Option<Meta>,
+}
+
+impl Group {
+    pub(super) fn one(op: Op) -> Self {
+        Self { ops: vec![op], meta: None }
+    }
+}
+
+/// One shard's groups, in the order they must commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ShardWrites {
+    pub(super) shard: u16,
+    pub(super) groups: Vec<Group>,
+}
+
+/// One transaction: guarded by the ownership of `shards`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Part {
+    pub(super) shards: Vec<u16>,
+    pub(super) ops: Vec<Op>,
+    pub(super) metas: Vec<(u16, Meta)>,
+}
+
+/// What one transaction may hold.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Operations per list (etcd's `--max-txn-ops` counts compares and
+    /// operations separately; each part has one compare per shard).
+    pub(super) max_ops: usize,
+    /// Request bytes (etcd's `--max-request-bytes`, less a margin).
+    pub(super) max_bytes: usize,
+    /// Bytes of one shard's ownership compare.
+    pub(super) compare_bytes: usize,
+}
+
+/// Packs the groups, in order, into as few parts as the limits allow. A group
+/// never spans two parts, and a part is never empty; a group larger than the
+/// limits gets a part of its own (the server then refuses it, no write is
+/// lost). Groups are taken in order, so a shard's last group (its metadata,
+/// by construction) lands in the last part that holds the shard's changes:
+/// a partly applied write only ever replays, never skips.
+pub(super) fn split(writes: Vec<ShardWrites>, limits: Limits) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut cur = Part::default();
+    let mut bytes = 0;
+    for w in writes {
+        for g in w.groups {
+            if g.ops.is_empty() {
+                continue;
+            }
+            let g_bytes: usize = g.ops.iter().map(Op::size).sum();
+            let joins = |cur: &Part| cur.shards.last() == Some(&w.shard);
+            let compare = |cur: &Part| if joins(cur) { 0 } else { limits.compare_bytes };
+            let full = cur.ops.len() + g.ops.len() > limits.max_ops
+                || cur.shards.len() + usize::from(!joins(&cur)) > limits.max_ops
+                || bytes + g_bytes + compare(&cur) > limits.max_bytes;
+            if full && !cur.ops.is_empty() {
+                parts.push(std::mem::take(&mut cur));
+                bytes = 0;
+            }
+            bytes += g_bytes + compare(&cur);
+            if !joins(&cur) {
+                cur.shards.push(w.shard);
+            }
+            cur.ops.extend(g.ops);
+            if let Some(m) = g.meta {
+                cur.metas.push((w.shard, m));
+            }
+        }
+    }
+    if !cur.ops.is_empty() {
+        parts.push(cur);
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str, n: usize) -> Op {
+        Op::Put { key: k.as_bytes().to_vec(), value: vec![0; n] }
+    }
+
+    fn writes(shard: u16, rows: usize, value: usize, seq: Option<u64>) -> ShardWrites {
+        let mut groups: Vec<_> = (0..rows).map(|i| Group::one(put(&format!("{shard}/{i}"), value))).collect();
+        if let Some(seq) = seq {
+            let meta = Meta { applied_seq: Some(seq), generation: 0 };
+            groups.push(Group { ops: vec![put(&format!("m{shard}"), 30)], meta: Some(meta) });
+        }
+        ShardWrites { shard, groups }
+    }
+
+    fn check(input: Vec<ShardWrites>, limits: Limits) -> Vec<Part> {
+        let all: Vec<Op> = input.iter().flat_map(|w| w.groups.iter().flat_map(|g| g.ops.clone())).collect();
+        let parts = split(input.clone(), limits);
+        let out: Vec<Op> = parts.iter().flat_map(|p| p.ops.clone()).collect();
+        assert_eq!(out, all, "every op once, in order");
+        for p in &parts {
+            assert!(!p.ops.is_empty());
+            let bytes: usize =
+                p.ops.iter().map(Op::size).sum::<usize>() + p.shards.len() * limits.compare_bytes;
+            assert!(p.ops.len() <= limits.max_ops && p.shards.len() <= limits.max_ops);
+            assert!(bytes <= limits.max_bytes || p.ops.len() == 1, "{bytes} bytes");
+        }
+        for w in &input {
+            let last = parts.iter().rposition(|p| p.shards.contains(&w.shard));
+            let meta = parts.iter().position(|p| p.metas.iter().any(|(s, _)| *s == w.shard));
+            if w.groups.iter().any(|g| g.meta.is_some()) {
+                assert_eq!(meta, last, "shard {}: seq in its last part", w.shard);
+            }
+        }
+        parts
+    }
+
+    #[test]
+    fn a_small_write_is_one_transaction() {
+        let limits = Limits { max_ops: 128, max_bytes: 1 << 20, compare_bytes: 40 };
+        let parts = check(vec![writes(1, 10, 40, Some(3)), writes(2, 5, 40, None)], limits);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].shards, vec![1, 2]);
+    }
+
+    #[test]
+    fn large_writes_split_by_ops_and_bytes_with_seq_last() {
+        for (max_ops, max_bytes) in [(128, 1 << 20), (7, 1 << 20), (128, 2_000), (3, 300), (1, 1 << 20)] {
+            let limits = Limits { max_ops, max_bytes, compare_bytes: 40 };
+            let input: Vec<_> =
+                (0..6).map(|s| writes(s, usize::from(s) * 37, 50, (s % 2 == 0).then_some(9))).collect();
+            let parts = check(input, limits);
+            assert!(parts.len() > 1);
+        }
+    }
+
+    #[test]
+    fn a_group_never_splits() {
+        let limits = Limits { max_ops: 3, max_bytes: 1 << 20, compare_bytes: 40 };
+        let big = Group { ops: vec![put("a", 1), put("b", 1)], meta: None };
+        let w = ShardWrites { shard: 0, groups: vec![Group::one(put("x", 1)), Group::one(put("y", 1)), big] };
+        let parts = check(vec![w], limits);
+        assert_eq!(parts.iter().map(|p| p.ops.len()).collect::<Vec<_>>(), vec![2, 2]);
+    }
+
+    #[test]
+    fn an_oversized_write_stands_alone() {
+        let limits = Limits { max_ops: 128, max_bytes: 100, compare_bytes: 40 };
+        let parts = check(vec![writes(0, 3, 500, Some(1))], limits);
+        assert_eq!(parts.len(), 4);
+    }
+}

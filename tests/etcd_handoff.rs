@@ -1,0 +1,184 @@
+//! Two runtimes over one etcd: a frozen or crashed owner's shards move to another runtime
+//! with every acknowledged ghost, the old owner is fenced, and a graceful shutdown hands over at once.
+//!
+//! Needs `--features etcd` and `VSHARD_GHOSTS_ETCD=http://host:port`; without
+//! the variable every test says so and passes. The test that restarts etcd
+//! is in `etcd_restart.rs`.
+#![cfg(feature = "etcd")]
+
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vshard_ghosts::*;
+
+const ENV: &str = "VSHARD_GHOSTS_ETCD";
+const SHARDS: u16 = 4;
+
+fn endpoint() -> Option<String> {
+    let e = std::env::var(ENV).ok().filter(|e| !e.is_empty());
+    if e.is_none() {
+        eprintln!("skipped: set {ENV}=http://127.0.0.1:23790 to run the etcd tests (see README, \"etcd\")");
+    }
+    e
+}
+
+fn fresh_prefix() -> String {
+    format!("vshard-ghosts-test/{:016x}/", fastrand::u64(..))
+}
+
+fn connect(ep: &str, prefix: &str, owner: &str) -> Arc<EtcdStore> {
+    let config = EtcdConfig {
+        prefix: prefix.to_owned(),
+        owner_id: owner.to_owned(),
+        lease_ttl_secs: 2,
+        acquire_timeout: Duration::from_secs(15),
+        ..EtcdConfig::default()
+    };
+    Arc::new(EtcdStore::connect([ep], config).unwrap())
+}
+
+fn runtime(store: &Arc<EtcdStore>) -> GhostRuntime {
+    GhostRuntime::builder()
+        .shards(0..SHARDS)
+        .arbiters(2)
+        .store(StoreChoice::Custom(store.clone()))
+        .start()
+        .unwrap()
+}
+
+/// Inserts `n` ghosts round-robin over the shards, each with one more edge;
+/// returns them as acknowledged.
+async fn write_acknowledged(rt: &GhostRuntime, n: u32) -> Vec<(u16, String)> {
+    let mut acked = Vec::new();
+    for i in 0..n {
+        let shard = (i % u32::from(SHARDS)) as u16;
+        let id = format!("n{i}");
+        rt.insert_ghost(shard, &id, (shard + 1) % SHARDS, 1, 1).await.unwrap();
+        rt.edge_batch(shard, Some(u64::from(i) + 1), vec![EdgeEvent::added(id.as_str())]).await.unwrap();
+        acked.push((shard, id));
+    }
+    acked
+}
+
+async fn assert_holds(rt: &GhostRuntime, acked: &[(u16, String)]) {
+    for (shard, id) in acked {
+        let g = rt.call(*shard, messages::Inspect { node_id: id.as_str().into() }).await.unwrap();
+        let g = g.unwrap().unwrap_or_else(|| panic!("acknowledged {id} lost in the handoff"));
+        assert_eq!(g.refcount, 2, "{id}: acknowledged edge lost");
+    }
+}
+
+#[actix::test]
+async fn a_frozen_owner_is_fenced_and_its_shards_move_with_every_acknowledged_ghost() {
+    let Some(ep) = endpoint() else { return };
+    let prefix = fresh_prefix();
+    let store_a = connect(&ep, &prefix, "runtime-a");
+    let rt_a = runtime(&store_a);
+    let acked = write_acknowledged(&rt_a, 200).await;
+
+    // A freezes: its lease is no longer renewed, but it keeps running.
+    let s = store_a.clone();
+    tokio::task::spawn_blocking(move || s.stop_keep_alive()).await.unwrap().unwrap();
+    let started = Instant::now();
+    let store_b = connect(&ep, &prefix, "runtime-b");
+    let rt_b = runtime(&store_b);
+    assert_holds(&rt_b, &acked).await;
+    eprintln!("runtime B took the shards after {:?}", started.elapsed());
+
+    // A cannot write any more: the commit fails on the guard, then the shard
+    // reloads, is refused, and fails closed.
+    let err = rt_a.insert_ghost(0, "late", 1, 1, 9).await.unwrap_err();
+    assert!(matches!(err, Error::Fenced { shard: 0, .. }), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    match rt_a.insert_ghost(0, "later", 1, 1, 9).await {
+        Err(Error::ShardFailed { shard: 0, cause }) => assert!(cause.contains("fenced"), "{cause}"),
+        other => panic!("a fenced shard must fail closed: {other:?}"),
+    }
+    assert!(matches!(store_a.ownership(0).unwrap(), store::etcd::Ownership::Fenced { .. }));
+    let late = rt_b.call(0, messages::Inspect { node_id: "late".into() }).await.unwrap().unwrap();
+    assert!(late.is_none(), "a fenced write must not land");
+
+    rt_a.shutdown().await.unwrap();
+    rt_b.shutdown().await.unwrap();
+}
+
+#[actix::test]
+async fn a_graceful_shutdown_hands_the_shards_over_at_once() {
+    let Some(ep) = endpoint() else { return };
+    let prefix = fresh_prefix();
+    let store_a = connect(&ep, &prefix, "runtime-a");
+    let rt_a = runtime(&store_a);
+    let acked = write_acknowledged(&rt_a, 40).await;
+    rt_a.shutdown().await.unwrap();
+    let started = Instant::now();
+    let store_b = connect(&ep, &prefix, "runtime-b");
+    let s = store_b.clone();
+    tokio::task::spawn_blocking(move || s.acquire(&[0, 1, 2, 3])).await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1), "released, not lapsed: {:?}", started.elapsed());
+    let rt_b = runtime(&store_b);
+    assert_holds(&rt_b, &acked).await;
+    rt_b.shutdown().await.unwrap();
+}
+
+const CHILD_ENV: &str = "VSHARD_GHOSTS_ETCD_CRASH_CHILD";
+
+/// Child half of `a_crashed_owners_shards_move_once_its_lease_lapses`.
+#[test]
+#[ignore = "run by a_crashed_owners_shards_move_once_its_lease_lapses in a child process"]
+fn etcd_crash_child() {
+    let (Ok(prefix), Some(ep)) = (std::env::var(CHILD_ENV), endpoint()) else { return };
+    actix::System::new().block_on(async move {
+        let rt = runtime(&connect(&ep, &prefix, "crashing-child"));
+        let mut out = std::io::stdout().lock();
+        for i in 0..200u32 {
+            let shard = (i % u32::from(SHARDS)) as u16;
+            let id = format!("n{i}");
+            rt.insert_ghost(shard, &id, (shard + 1) % SHARDS, 1, 1).await.unwrap();
+            rt.edge_added(shard, &id).await.unwrap();
+            writeln!(out, "ACK {shard} {id}").unwrap();
+            out.flush().unwrap();
+        }
+        // No shutdown, no release: the process dies, its lease lives on until it lapses.
+        std::process::abort();
+    });
+}
+
+#[test]
+fn a_crashed_owners_shards_move_once_its_lease_lapses() {
+    let Some(ep) = endpoint() else { return };
+    let prefix = fresh_prefix();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "etcd_crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, &prefix)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!child.status.success(), "the child must die by abort");
+    let acked: Vec<(u16, String)> = child
+        .stdout
+        .lines()
+        .map_while(|l| l.ok())
+        .filter_map(|l| {
+            let mut p = l.split("ACK ").nth(1)?.split(' ');
+            Some((p.next()?.parse().ok()?, p.next()?.to_owned()))
+        })
+        .collect();
+    assert_eq!(acked.len(), 200);
+    // Right after the crash the lease still holds: an impatient taker is refused.
+    let impatient = EtcdConfig {
+        prefix: prefix.clone(),
+        owner_id: "impatient".into(),
+        acquire_timeout: Duration::from_millis(100),
+        ..EtcdConfig::default()
+    };
+    let refused = EtcdStore::connect([ep.as_str()], impatient).unwrap().acquire(&[0]);
+    assert!(matches!(refused, Err(Error::Fenced { shard: 0, .. })), "{refused:?}");
+    let store = connect(&ep, &prefix, "successor");
+    let tables: Vec<_> = (0..SHARDS).map(|s| store.load(s, &TableConfig::default()).unwrap()).collect();
+    for (shard, id) in acked {
+        let g = tables[shard as usize].get(&id).unwrap_or_else(|| panic!("acknowledged {id} lost"));
+        assert_eq!(g.refcount, 2, "{id}: acknowledged edge lost");
+    }
+    store.release_all().unwrap();
+}

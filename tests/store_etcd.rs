@@ -1,0 +1,318 @@
+//! `EtcdStore` against a live etcd: the `GhostStore` contract (as in `store_redb.rs`),
+//! split transactions, the format marker, corrupt rows, and ownership fencing between two stores.
+//!
+//! Needs `--features etcd` and `VSHARD_GHOSTS_ETCD=http://host:port`; without
+//! the variable every test says so and passes. `.ci/run` starts an etcd for them.
+#![cfg(feature = "etcd")]
+
+use std::time::{Duration, Instant};
+use vshard_ghosts::store::etcd::Ownership;
+use vshard_ghosts::{
+    ChangeSet, Error, EtcdConfig, EtcdStore, GhostStore, GhostTable, ShardChanges, StubRecord, TableConfig,
+};
+
+const ENV: &str = "VSHARD_GHOSTS_ETCD";
+
+fn endpoint() -> Option<String> {
+    let e = std::env::var(ENV).ok().filter(|e| !e.is_empty());
+    if e.is_none() {
+        eprintln!("skipped: set {ENV}=http://127.0.0.1:23790 to run the etcd tests (see README, \"etcd\")");
+    }
+    e
+}
+
+/// A prefix no other test or run shares.
+fn fresh_prefix() -> String {
+    format!("vshard-ghosts-test/{:016x}/", fastrand::u64(..))
+}
+
+fn config(prefix: &str, owner: &str) -> EtcdConfig {
+    EtcdConfig {
+        prefix: prefix.to_owned(),
+        owner_id: owner.to_owned(),
+        lease_ttl_secs: 2,
+        acquire_timeout: Duration::from_secs(10),
+        ..EtcdConfig::default()
+    }
+}
+
+fn store(ep: &str, config: EtcdConfig) -> EtcdStore {
+    EtcdStore::connect([ep], config).unwrap()
+}
+
+fn cfg() -> TableConfig {
+    TableConfig::default()
+}
+
+fn rec(id: &str, target: u16, refcount: u32) -> StubRecord {
+    StubRecord {
+        node_id: id.to_owned(),
+        target_shard: target,
+        refcount,
+        created_at_ms: 1_000 + u64::from(refcount),
+        epoch: 3,
+    }
+}
+
+fn changes(shard: u16, upserts: Vec<StubRecord>, removals: &[&str], seq: Option<u64>) -> ShardChanges {
+    ShardChanges {
+        shard,
+        changes: ChangeSet {
+            upserts,
+            removals: removals.iter().map(|&r| r.into()).collect(),
+            applied_seq: seq,
+        },
+    }
+}
+
+fn loaded(s: &dyn GhostStore, shard: u16) -> (Vec<StubRecord>, Option<u64>) {
+    let t = s.load(shard, &cfg()).unwrap();
+    let mut v: Vec<_> = t.records().collect();
+    v.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    (v, t.applied_seq())
+}
+
+// ---- the contract, as in store_redb.rs ----
+
+fn unwritten_shard_is_empty(s: &dyn GhostStore) {
+    assert_eq!(loaded(s, 9), (vec![], None));
+    s.commit(&[]).unwrap();
+    assert_eq!(loaded(s, 9), (vec![], None));
+}
+
+fn removals_apply_before_upserts(s: &dyn GhostStore) {
+    s.commit(&[changes(1, vec![rec("a", 2, 1), rec("b", 2, 1), rec("c", 2, 1)], &[], None)]).unwrap();
+    s.commit(&[changes(1, vec![rec("b", 3, 7)], &["a", "b", "missing"], Some(1))]).unwrap();
+    assert_eq!(loaded(s, 1), (vec![rec("b", 3, 7), rec("c", 2, 1)], Some(1)));
+}
+
+fn applied_seq_only_rises(s: &dyn GhostStore) {
+    s.commit(&[changes(4, vec![], &[], Some(10))]).unwrap();
+    assert_eq!(loaded(s, 4).1, Some(10));
+    s.commit(&[changes(4, vec![], &[], Some(3))]).unwrap();
+    s.commit(&[changes(4, vec![], &[], None)]).unwrap();
+    assert_eq!(loaded(s, 4).1, Some(10));
+    s.commit(&[changes(4, vec![], &[], Some(11))]).unwrap();
+    assert_eq!(loaded(s, 4).1, Some(11));
+}
+
+fn commit_is_idempotent(s: &dyn GhostStore) {
+    let batch = [changes(2, vec![rec("x", 1, 2)], &["y"], Some(5))];
+    s.commit(&batch).unwrap();
+    s.commit(&batch).unwrap();
+    assert_eq!(loaded(s, 2), (vec![rec("x", 1, 2)], Some(5)));
+}
+
+fn many_shards_in_one_commit(s: &dyn GhostStore) {
+    let shards = [0, 1, 2, 500, u16::MAX - 1, u16::MAX];
+    let batch: Vec<_> = shards
+        .iter()
+        .map(|&sh| {
+            let ups = (0..20).map(|i| rec(&format!("n{sh}-{i}"), sh.wrapping_add(1), i)).collect();
+            changes(sh, ups, &[], Some(u64::from(sh)))
+        })
+        .collect();
+    s.commit(&batch).unwrap();
+    for (sh, sc) in shards.iter().zip(&batch) {
+        let mut want = sc.changes.upserts.clone();
+        want.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        assert_eq!(loaded(s, *sh), (want, Some(u64::from(*sh))), "shard {sh}");
+    }
+    assert_eq!(loaded(s, 3), (vec![], None));
+}
+
+fn replace_touches_only_its_shard(s: &dyn GhostStore) {
+    let edge = u16::MAX;
+    s.commit(&[
+        changes(7, vec![rec("old", 1, 1)], &[], Some(9)),
+        changes(8, vec![rec("keep", 1, 1)], &[], Some(4)),
+        changes(edge, vec![rec("last", 1, 1)], &[], Some(2)),
+    ])
+    .unwrap();
+    let table = GhostTable::from_records(7, cfg(), [rec("new", 2, 5)], Some(3)).unwrap();
+    s.replace(&table).unwrap();
+    assert_eq!(loaded(s, 7), (vec![rec("new", 2, 5)], Some(3)));
+    s.replace(&GhostTable::new(edge, cfg()).unwrap()).unwrap();
+    assert_eq!(loaded(s, edge), (vec![], None));
+    assert_eq!(loaded(s, 8), (vec![rec("keep", 1, 1)], Some(4)));
+}
+
+fn snapshot_round_trip_and_bad_import(s: &dyn GhostStore) {
+    s.commit(&[changes(5, vec![rec("p", 1, 1), rec("q", 2, 2)], &[], Some(8))]).unwrap();
+    let bytes = s.export_snapshot(5, &cfg()).unwrap();
+    s.import_snapshot(6, &bytes, &cfg()).unwrap();
+    assert_eq!(loaded(s, 6), loaded(s, 5));
+    let before = loaded(s, 6);
+    let mut bad = bytes.clone();
+    *bad.last_mut().unwrap() ^= 0xff;
+    for junk in [&bad[..], &bytes[..bytes.len() - 1], b"not a snapshot", &[]] {
+        assert!(s.import_snapshot(6, junk, &cfg()).is_err());
+        assert_eq!(loaded(s, 6), before);
+    }
+}
+
+type Check = (&'static str, fn(&dyn GhostStore));
+const CHECKS: &[Check] = &[
+    ("unwritten_shard_is_empty", unwritten_shard_is_empty),
+    ("removals_apply_before_upserts", removals_apply_before_upserts),
+    ("applied_seq_only_rises", applied_seq_only_rises),
+    ("commit_is_idempotent", commit_is_idempotent),
+    ("many_shards_in_one_commit", many_shards_in_one_commit),
+    ("replace_touches_only_its_shard", replace_touches_only_its_shard),
+    ("snapshot_round_trip_and_bad_import", snapshot_round_trip_and_bad_import),
+];
+
+#[test]
+fn etcd_store_meets_the_contract() {
+    let Some(ep) = endpoint() else { return };
+    for (name, check) in CHECKS {
+        eprintln!("etcd: {name}");
+        let s = store(&ep, config(&fresh_prefix(), "contract"));
+        assert_eq!(s.kind(), "etcd");
+        check(&s);
+        s.release_all().unwrap();
+    }
+}
+
+#[test]
+fn etcd_store_meets_the_contract_in_tiny_transactions() {
+    let Some(ep) = endpoint() else { return };
+    for (name, check) in CHECKS {
+        eprintln!("etcd, 3 ops per transaction: {name}");
+        let c = EtcdConfig {
+            max_txn_ops: 3,
+            max_txn_bytes: 4_096,
+            page_rows: 7,
+            ..config(&fresh_prefix(), "tiny")
+        };
+        let s = store(&ep, c);
+        check(&s);
+        s.release_all().unwrap();
+    }
+}
+
+#[test]
+fn large_commits_and_replacements_split_and_reload_whole() {
+    let Some(ep) = endpoint() else { return };
+    let s = store(&ep, config(&fresh_prefix(), "large"));
+    // 3 000 rows: 24 transactions of at most 128 operations, seq in the last.
+    let ups: Vec<_> = (0..3_000).map(|i| rec(&format!("node-{i:05}"), 2, i % 7 + 1)).collect();
+    s.commit(&[changes(1, ups.clone(), &[], Some(42))]).unwrap();
+    assert_eq!(loaded(&s, 1), (ups.clone(), Some(42)));
+    // Ids of 1 000 bytes: the byte limit splits before the operation limit does.
+    let long: Vec<_> = (0..2_000).map(|i| rec(&format!("{i:05}{}", "x".repeat(995)), 3, 1)).collect();
+    s.commit(&[changes(2, long.clone(), &[], Some(1))]).unwrap();
+    assert_eq!(loaded(&s, 2), (long, Some(1)));
+    let table = GhostTable::from_records(1, cfg(), ups[..1_500].to_vec(), Some(7)).unwrap();
+    s.replace(&table).unwrap();
+    assert_eq!(loaded(&s, 1), (ups[..1_500].to_vec(), Some(7)));
+    // Another owner sees the same after a handover.
+    s.release_all().unwrap();
+    let t = Instant::now();
+    let other = store(&ep, config(s.config().prefix.as_str(), "other"));
+    assert_eq!(loaded(&other, 1), (ups[..1_500].to_vec(), Some(7)));
+    assert!(t.elapsed() < Duration::from_secs(2), "released shards are free at once");
+    other.release_all().unwrap();
+}
+
+/// A raw etcd client, to damage what the store wrote.
+fn raw_put(ep: &str, key: String, value: Vec<u8>) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = etcd_client::Client::connect([ep], None).await.unwrap();
+        c.put(key, value, None).await.unwrap();
+    });
+}
+
+#[test]
+fn corrupt_rows_and_foreign_prefixes_are_refused() {
+    let Some(ep) = endpoint() else { return };
+    let prefix = fresh_prefix();
+    let s = store(&ep, config(&prefix, "corrupt"));
+    s.commit(&[changes(1, vec![rec("a", 2, 1)], &[], Some(1)), changes(2, vec![rec("ok", 1, 1)], &[], None)])
+        .unwrap();
+    // Rows live under `rows/{shard:05}/{generation}/`; generation 0 until a replace.
+    raw_put(&ep, format!("{prefix}rows/00001/0/a"), b"garbage".to_vec());
+    assert!(matches!(s.load(1, &cfg()), Err(Error::Decode(_))));
+    raw_put(
+        &ep,
+        format!("{prefix}rows/00001/0/a"),
+        vshard_ghosts::codec::encode_stub(&rec("b", 2, 1)).unwrap(),
+    );
+    assert!(matches!(s.load(1, &cfg()), Err(Error::Decode(_))), "a row under another id's key");
+    assert_eq!(loaded(&s, 2).0, vec![rec("ok", 1, 1)]);
+    raw_put(&ep, format!("{prefix}meta/00002"), b"VSGM?".to_vec());
+    assert!(matches!(s.load(2, &cfg()), Err(Error::Decode(_))));
+    s.release_all().unwrap();
+
+    let foreign = fresh_prefix();
+    raw_put(&ep, format!("{foreign}format"), b"someone-else/3".to_vec());
+    assert!(matches!(EtcdStore::connect([ep.as_str()], config(&foreign, "x")), Err(Error::NotAStore(_))));
+}
+
+#[test]
+fn a_second_owner_waits_and_the_first_is_fenced() {
+    let Some(ep) = endpoint() else { return };
+    let prefix = fresh_prefix();
+    let a = store(&ep, config(&prefix, "a"));
+    a.commit(&[changes(1, vec![rec("x", 2, 1)], &[], Some(1))]).unwrap();
+    assert!(matches!(a.ownership(1).unwrap(), Ownership::Owned { .. }));
+
+    let impatient = EtcdConfig { acquire_timeout: Duration::from_millis(300), ..config(&prefix, "b") };
+    let b = store(&ep, impatient);
+    match b.load(1, &cfg()) {
+        Err(Error::Fenced { shard: 1, cause }) => assert!(cause.contains("\"a\""), "{cause}"),
+        other => panic!("b took a held shard: {other:?}"),
+    }
+    // A release hands it over at once; a's claim is then void.
+    a.release(1).unwrap();
+    assert_eq!(a.ownership(1).unwrap(), Ownership::Free);
+    b.acquire(&[1]).unwrap();
+    assert_eq!(loaded(&b, 1), (vec![rec("x", 2, 1)], Some(1)));
+    // `a` forgot its claim, so its next write waits for the shard and gives up.
+    let err = a.commit(&[changes(1, vec![rec("y", 2, 1)], &[], Some(2))]);
+    assert!(matches!(err, Err(Error::Fenced { shard: 1, .. })), "{err:?}");
+
+    // A frozen owner: b stops renewing; a takes the shard once the lease lapses,
+    // and b's next write fails on the guard rather than overwrite a's.
+    b.stop_keep_alive().unwrap();
+    let t = Instant::now();
+    let a2 = store(&ep, config(&prefix, "a2"));
+    assert_eq!(loaded(&a2, 1), (vec![rec("x", 2, 1)], Some(1)));
+    assert!(t.elapsed() > Duration::from_millis(500), "waited for the lease: {:?}", t.elapsed());
+    let err = b.commit(&[changes(1, vec![rec("z", 2, 1)], &[], Some(3))]);
+    assert!(matches!(err, Err(Error::Fenced { shard: 1, .. })), "{err:?}");
+    assert!(matches!(b.ownership(1).unwrap(), Ownership::Fenced { .. }));
+    assert!(matches!(b.load(1, &cfg()), Err(Error::Fenced { .. })), "a fenced shard stays fenced");
+    assert_eq!(loaded(&a2, 1), (vec![rec("x", 2, 1)], Some(1)), "nothing of b's landed");
+    a2.release_all().unwrap();
+    a.release_all().unwrap();
+}
+
+#[test]
+fn a_lease_lost_behind_the_owners_back_fences_every_shard_it_held() {
+    let Some(ep) = endpoint() else { return };
+    let prefix = fresh_prefix();
+    let s = store(&ep, config(&prefix, "a"));
+    s.commit(&[changes(1, vec![rec("x", 2, 1)], &[], None), changes(2, vec![rec("y", 1, 1)], &[], None)])
+        .unwrap();
+    // What an expiry does, at once: etcd drops the lease and the owner keys with it.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = etcd_client::Client::connect([ep.as_str()], None).await.unwrap();
+        let owner = c.get(format!("{prefix}owner/00001"), None).await.unwrap();
+        c.lease_revoke(owner.kvs()[0].lease()).await.unwrap();
+    });
+    // The keep-alive learns it within a third of the TTL.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !matches!(s.ownership(2).unwrap(), Ownership::Fenced { .. }) {
+        assert!(Instant::now() < deadline, "the lost lease went unnoticed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let err = s.commit(&[changes(1, vec![rec("z", 2, 1)], &[], None)]);
+    assert!(matches!(err, Err(Error::Fenced { shard: 1, .. })), "{err:?}");
+    // Taken back on purpose, under a new lease, with everything committed before.
+    s.acquire(&[1, 2]).unwrap();
+    assert_eq!(loaded(&s, 1).0, vec![rec("x", 2, 1)]);
+    s.commit(&[changes(2, vec![rec("w", 1, 1)], &[], None)]).unwrap();
+    assert_eq!(loaded(&s, 2).0, vec![rec("w", 1, 1), rec("y", 1, 1)]);
+    s.release_all().unwrap();
+}
