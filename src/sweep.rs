@@ -29,8 +29,10 @@ pub struct SweepPage {
 /// What verification of one ghost found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// The ghost is still needed. `local_edges`, when known, is the authoritative
-    /// count of local edges to the node and repairs a drifted refcount.
+    /// The target holds the node. `local_edges`, when known, is the authoritative
+    /// count of local edges to the node and repairs a drifted refcount; a count of
+    /// zero holds the ghost for the grace period (an edge may be in flight), after
+    /// which a plan purges it.
     Keep {
         /// Authoritative local edge count, if the verifier knows it.
         local_edges: Option<u32>,
