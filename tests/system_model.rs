@@ -35,7 +35,8 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
-/// A ghost as the table must hold it; `changes` counts the version bumps the table makes.
+/// A ghost as the table must hold it. `changes` stamps its last version bump from one
+/// model-wide counter, so a ghost dropped and made again never looks unchanged.
 #[derive(Debug, Clone, Copy)]
 struct Ghost {
     target: u16,
@@ -51,6 +52,7 @@ struct Model {
     edges: HashSet<(u32, u32)>,
     ghosts: HashMap<(u16, u32), Ghost>,
     incarnation: Vec<u64>,
+    stamps: u64,
     seq: Vec<u64>,
     last_batch: Option<(u16, u64, Vec<EdgeEvent>)>,
 }
@@ -73,7 +75,8 @@ impl Model {
         if add {
             if let Some(g) = self.ghosts.get_mut(&key) {
                 g.refcount += 1;
-                g.changes += 1;
+                self.stamps += 1;
+                g.changes = self.stamps;
             }
             out.push((shard, EdgeEvent::added(id(d))));
         } else {
@@ -82,7 +85,8 @@ impl Model {
                     self.ghosts.remove(&key);
                 } else {
                     g.refcount -= 1;
-                    g.changes += 1;
+                    self.stamps += 1;
+                    g.changes = self.stamps;
                 }
             }
             out.push((shard, EdgeEvent::removed(id(d))));
@@ -163,7 +167,8 @@ async fn run(actions: Vec<Action>, store: StoreChoice) {
                 let refcount = m.true_count(from, node);
                 if refcount > 0 {
                     rt.insert_ghost(from, &id(node), to, refcount, epoch).await.unwrap();
-                    m.ghosts.insert((from, node), Ghost { target: to, refcount, epoch, changes: 0 });
+                    m.stamps += 1;
+                    m.ghosts.insert((from, node), Ghost { target: to, refcount, epoch, changes: m.stamps });
                 }
                 if host_retargets {
                     for s in 0..SHARDS {
@@ -171,7 +176,8 @@ async fn run(actions: Vec<Action>, store: StoreChoice) {
                             rt.retarget(s, &id(node), to, epoch).await.unwrap();
                             let g = m.ghosts.get_mut(&(s, node)).unwrap();
                             (g.target, g.epoch) = (to, epoch);
-                            g.changes += 1;
+                            m.stamps += 1;
+                            g.changes = m.stamps;
                         }
                     }
                 }
@@ -250,7 +256,8 @@ async fn run(actions: Vec<Action>, store: StoreChoice) {
                     match v.verdict {
                         Verdict::Keep { local_edges: Some(n) } if n != g.refcount => {
                             g.refcount = n;
-                            g.changes += 1;
+                            m.stamps += 1;
+                            g.changes = m.stamps;
                         }
                         Verdict::Redirect { epoch, .. } if epoch <= g.epoch => stale += 1,
                         Verdict::Redirect { shard, .. } if shard == p.shard => {
@@ -258,7 +265,8 @@ async fn run(actions: Vec<Action>, store: StoreChoice) {
                         }
                         Verdict::Redirect { shard, epoch } => {
                             (g.target, g.epoch) = (shard, epoch);
-                            g.changes += 1;
+                            m.stamps += 1;
+                            g.changes = m.stamps;
                         }
                         _ => {}
                     }
