@@ -180,6 +180,7 @@ fn main() {
         foreground(&shards, WARMUP).await;
         let phases = [
             ("sweeper idle", None),
+            ("sweeper at 100/s (default quota)", Some(100)),
             ("sweeper at 1k/s", Some(1_000)),
             ("sweeper at 10k/s", Some(10_000)),
             ("sweeper at 100k/s", Some(100_000)),
