@@ -14,7 +14,7 @@ const RUN: Duration = Duration::from_secs(3);
 const DRIVERS: usize = 4;
 const WARMUP: Duration = Duration::from_secs(1);
 const PHASE: Duration = Duration::from_secs(2);
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 6;
 const BATCH_PAIRS: usize = 32;
 
 type Shards = Vec<(u16, Addr<GhostActor>)>;
