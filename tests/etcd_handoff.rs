@@ -2,29 +2,20 @@
 //! with every acknowledged ghost, the old owner is fenced, and a graceful shutdown hands over at once.
 //!
 //! Needs `--features etcd` and `VSHARD_GHOSTS_ETCD=http://host:port`; without
-//! the variable every test says so and passes. The test that restarts etcd
+//! the variable they fail. The test that restarts etcd
 //! is in `etcd_restart.rs`.
 #![cfg(feature = "etcd")]
 
+#[allow(dead_code)] // each test file uses a different part of it
+mod common;
+
+use common::{etcd_endpoint, fresh_prefix};
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vshard_ghosts::*;
 
-const ENV: &str = "VSHARD_GHOSTS_ETCD";
 const SHARDS: u16 = 4;
-
-fn endpoint() -> Option<String> {
-    let e = std::env::var(ENV).ok().filter(|e| !e.is_empty());
-    if e.is_none() {
-        eprintln!("skipped: set {ENV}=http://127.0.0.1:23790 to run the etcd tests (see README, \"etcd\")");
-    }
-    e
-}
-
-fn fresh_prefix() -> String {
-    format!("vshard-ghosts-test/{:016x}/", fastrand::u64(..))
-}
 
 fn connect(ep: &str, prefix: &str, owner: &str) -> Arc<EtcdStore> {
     let config = EtcdConfig {
@@ -70,7 +61,7 @@ async fn assert_holds(rt: &GhostRuntime, acked: &[(u16, String)]) {
 
 #[actix::test]
 async fn a_frozen_owner_is_fenced_and_its_shards_move_with_every_acknowledged_ghost() {
-    let Some(ep) = endpoint() else { return };
+    let ep = etcd_endpoint();
     let prefix = fresh_prefix();
     let store_a = connect(&ep, &prefix, "runtime-a");
     let rt_a = runtime(&store_a);
@@ -104,7 +95,7 @@ async fn a_frozen_owner_is_fenced_and_its_shards_move_with_every_acknowledged_gh
 
 #[actix::test]
 async fn a_graceful_shutdown_hands_the_shards_over_at_once() {
-    let Some(ep) = endpoint() else { return };
+    let ep = etcd_endpoint();
     let prefix = fresh_prefix();
     let store_a = connect(&ep, &prefix, "runtime-a");
     let rt_a = runtime(&store_a);
@@ -126,7 +117,8 @@ const CHILD_ENV: &str = "VSHARD_GHOSTS_ETCD_CRASH_CHILD";
 #[test]
 #[ignore = "run by a_crashed_owners_shards_move_once_its_lease_lapses in a child process"]
 fn etcd_crash_child() {
-    let (Ok(prefix), Some(ep)) = (std::env::var(CHILD_ENV), endpoint()) else { return };
+    let Ok(prefix) = std::env::var(CHILD_ENV) else { return };
+    let ep = etcd_endpoint();
     actix::System::new().block_on(async move {
         let rt = runtime(&connect(&ep, &prefix, "crashing-child"));
         let mut out = std::io::stdout().lock();
@@ -145,7 +137,7 @@ fn etcd_crash_child() {
 
 #[test]
 fn a_crashed_owners_shards_move_once_its_lease_lapses() {
-    let Some(ep) = endpoint() else { return };
+    let ep = etcd_endpoint();
     let prefix = fresh_prefix();
     let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "etcd_crash_child", "--ignored", "--nocapture", "--test-threads=1"])

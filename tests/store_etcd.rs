@@ -2,7 +2,7 @@
 //! split transactions, the format marker, corrupt rows, and ownership fencing between two stores.
 //!
 //! Needs `--features etcd` and `VSHARD_GHOSTS_ETCD=http://host:port`; without
-//! the variable every test says so and passes. `.ci/run` starts an etcd for them.
+//! the variable they fail. `.ci/run` starts an etcd for them.
 #![cfg(feature = "etcd")]
 
 #[allow(dead_code)] // each test file uses a different part of it
@@ -12,21 +12,6 @@ use common::*;
 use std::time::{Duration, Instant};
 use vshard_ghosts::store::etcd::Ownership;
 use vshard_ghosts::{Error, EtcdConfig, EtcdStore, GhostStore, GhostTable};
-
-const ENV: &str = "VSHARD_GHOSTS_ETCD";
-
-fn endpoint() -> Option<String> {
-    let e = std::env::var(ENV).ok().filter(|e| !e.is_empty());
-    if e.is_none() {
-        eprintln!("skipped: set {ENV}=http://127.0.0.1:23790 to run the etcd tests (see README, \"etcd\")");
-    }
-    e
-}
-
-/// A prefix no other test or run shares.
-fn fresh_prefix() -> String {
-    format!("vshard-ghosts-test/{:016x}/", fastrand::u64(..))
-}
 
 fn config(prefix: &str, owner: &str) -> EtcdConfig {
     EtcdConfig {
@@ -44,7 +29,7 @@ fn store(ep: &str, config: EtcdConfig) -> EtcdStore {
 
 #[test]
 fn etcd_store_meets_the_contract() {
-    let Some(ep) = endpoint() else { return };
+    let ep = etcd_endpoint();
     for (name, check) in CHECKS {
         eprintln!("etcd: {name}");
         let s = store(&ep, config(&fresh_prefix(), "contract"));
@@ -56,7 +41,7 @@ fn etcd_store_meets_the_contract() {
 
 #[test]
 fn etcd_store_meets_the_contract_in_tiny_transactions() {
-    let Some(ep) = endpoint() else { return };
+    let ep = etcd_endpoint();
     for (name, check) in CHECKS {
         eprintln!("etcd, 3 ops per transaction: {name}");
         let c = EtcdConfig {
@@ -73,7 +58,7 @@ fn etcd_store_meets_the_contract_in_tiny_transactions() {
 
 #[test]
 fn large_commits_and_replacements_split_and_reload_whole() {
-    let Some(ep) = endpoint() else { return };
+    let ep = etcd_endpoint();
     let s = store(&ep, config(&fresh_prefix(), "large"));
     // 3 000 rows: 24 transactions of at most 128 operations, seq in the last.
     let ups: Vec<_> = (0..3_000).map(|i| rec(&format!("node-{i:05}"), 2, i % 7 + 1)).collect();
@@ -105,7 +90,7 @@ fn raw_put(ep: &str, key: String, value: Vec<u8>) {
 
 #[test]
 fn corrupt_rows_and_foreign_prefixes_are_refused() {
-    let Some(ep) = endpoint() else { return };
+    let ep = etcd_endpoint();
     let prefix = fresh_prefix();
     let s = store(&ep, config(&prefix, "corrupt"));
     s.commit(&[changes(1, vec![rec("a", 2, 1)], &[], Some(1)), changes(2, vec![rec("ok", 1, 1)], &[], None)])
@@ -131,7 +116,7 @@ fn corrupt_rows_and_foreign_prefixes_are_refused() {
 
 #[test]
 fn a_second_owner_waits_and_the_first_is_fenced() {
-    let Some(ep) = endpoint() else { return };
+    let ep = etcd_endpoint();
     let prefix = fresh_prefix();
     let a = store(&ep, config(&prefix, "a"));
     a.commit(&[changes(1, vec![rec("x", 2, 1)], &[], Some(1))]).unwrap();
@@ -170,7 +155,7 @@ fn a_second_owner_waits_and_the_first_is_fenced() {
 
 #[test]
 fn a_lease_lost_behind_the_owners_back_fences_every_shard_it_held() {
-    let Some(ep) = endpoint() else { return };
+    let ep = etcd_endpoint();
     let prefix = fresh_prefix();
     let s = store(&ep, config(&prefix, "a"));
     s.commit(&[changes(1, vec![rec("x", 2, 1)], &[], None), changes(2, vec![rec("y", 1, 1)], &[], None)])

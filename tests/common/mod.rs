@@ -133,3 +133,17 @@ pub(crate) const CHECKS: &[Check] = &[
     ("replace_touches_only_its_shard", replace_touches_only_its_shard),
     ("snapshot_round_trip_and_bad_import", snapshot_round_trip_and_bad_import),
 ];
+
+/// The etcd that the etcd tests use. They build only with `--features etcd`, which
+/// asks for them, so without an etcd they fail instead of passing unrun.
+pub(crate) fn etcd_endpoint() -> String {
+    std::env::var("VSHARD_GHOSTS_ETCD")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .expect("set VSHARD_GHOSTS_ETCD=http://127.0.0.1:23790 (see README, \"etcd\")")
+}
+
+/// A key prefix no other test or run shares.
+pub(crate) fn fresh_prefix() -> String {
+    format!("vshard-ghosts-test/{:016x}/", fastrand::u64(..))
+}
