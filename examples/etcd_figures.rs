@@ -67,7 +67,8 @@ fn main() -> Result<()> {
                 epoch: 1,
             });
             if batch.len() == 10_000 || i + 1 == args.reload {
-                let changes = ChangeSet { upserts: std::mem::take(&mut batch), ..ChangeSet::default() };
+                let changes = ChangeSet::from_parts(batch.iter().map(Into::into), [], None);
+                batch.clear();
                 store.commit(&[ShardChanges { shard: 1, changes }])?;
             }
         }

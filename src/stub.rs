@@ -18,6 +18,46 @@ pub struct StubRecord {
     pub epoch: u64,
 }
 
+/// A ghost stub as persisted, borrowing its id: what a [`ChangeSet`](crate::ChangeSet) yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StubRef<'a> {
+    /// The moved node.
+    pub node_id: &'a str,
+    /// The shard that now holds the node.
+    pub target_shard: u16,
+    /// Local edges that still point at the node.
+    pub refcount: u32,
+    /// When the ghost was created, in ms on the host's clock.
+    pub created_at_ms: u64,
+    /// The host's move epoch of the move that made or last retargeted the ghost.
+    pub epoch: u64,
+}
+
+impl StubRef<'_> {
+    /// An owned copy.
+    pub fn to_record(&self) -> StubRecord {
+        StubRecord {
+            node_id: self.node_id.to_owned(),
+            target_shard: self.target_shard,
+            refcount: self.refcount,
+            created_at_ms: self.created_at_ms,
+            epoch: self.epoch,
+        }
+    }
+}
+
+impl<'a> From<&'a StubRecord> for StubRef<'a> {
+    fn from(r: &'a StubRecord) -> Self {
+        Self {
+            node_id: &r.node_id,
+            target_shard: r.target_shard,
+            refcount: r.refcount,
+            created_at_ms: r.created_at_ms,
+            epoch: r.epoch,
+        }
+    }
+}
+
 /// A live stub as seen in the table, with its compare-and-set version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GhostInfo {

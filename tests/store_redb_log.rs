@@ -22,8 +22,8 @@ fn rec(id: &str, target: u16, refcount: u32) -> StubRecord {
 }
 
 fn changes(shard: u16, upserts: Vec<StubRecord>, removals: &[&str], seq: Option<u64>) -> ShardChanges {
-    let removals = removals.iter().map(|&r| r.into()).collect();
-    ShardChanges { shard, changes: ChangeSet { upserts, removals, applied_seq: seq } }
+    let changes = ChangeSet::from_parts(upserts.iter().map(Into::into), removals.iter().copied(), seq);
+    ShardChanges { shard, changes }
 }
 
 fn contents(t: &GhostTable) -> (Vec<StubRecord>, Option<u64>) {
@@ -178,9 +178,9 @@ fn many_shards_share_one_record() {
     assert_eq!(store.log_records(), 1);
     let check = |store: &RedbStore| {
         for sc in &batch {
-            let mut want = sc.changes.upserts.clone();
+            let mut want: Vec<StubRecord> = sc.changes.upserts().map(|r| r.to_record()).collect();
             want.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-            assert_eq!(loaded(store, sc.shard), (want, sc.changes.applied_seq), "shard {}", sc.shard);
+            assert_eq!(loaded(store, sc.shard), (want, sc.changes.applied_seq()), "shard {}", sc.shard);
         }
         assert_eq!(loaded(store, 5), (vec![], None));
     };
@@ -192,7 +192,7 @@ fn many_shards_share_one_record() {
     let txn = db.begin_read().unwrap();
     let meta = txn.open_table(SHARD_META).unwrap();
     for sc in &batch {
-        assert_eq!(meta.get(sc.shard).unwrap().unwrap().value(), (sc.changes.applied_seq, 30));
+        assert_eq!(meta.get(sc.shard).unwrap().unwrap().value(), (sc.changes.applied_seq(), 30));
     }
     assert_eq!(txn.open_table(GHOSTS).unwrap().len().unwrap(), 120);
     assert!(txn.open_table(COMMIT_LOG).unwrap().is_empty().unwrap());

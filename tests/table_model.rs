@@ -539,23 +539,23 @@ fn step(t: &mut GhostTable, m: &mut Model, h: &mut Harness, now: u64, op: &Op) -
         }
         Op::TakeChanges => {
             let c = t.take_changes();
-            prop_assert_eq!(c.applied_seq, m.applied_seq);
-            let upserted: HashSet<String> = c.upserts.iter().map(|r| r.node_id.clone()).collect();
-            prop_assert_eq!(upserted.len(), c.upserts.len(), "an id upserted twice");
+            prop_assert_eq!(c.applied_seq(), m.applied_seq);
+            let upserted: HashSet<String> = c.upserts().map(|r| r.node_id.to_owned()).collect();
+            prop_assert_eq!(upserted.len(), c.upserts().len(), "an id upserted twice");
             prop_assert_eq!(&upserted, &m.dirty, "upserts are exactly the changed stubs");
-            let mut removals: Vec<String> = c.removals.iter().map(|id| id.to_string()).collect();
+            let mut removals: Vec<String> = c.removals().map(str::to_owned).collect();
             let mut want_removals = m.removed.clone();
             removals.sort();
             want_removals.sort();
             prop_assert_eq!(removals, want_removals);
             // A store that applies removals before upserts must end up with the table.
-            for id in &c.removals {
-                h.store.remove(&**id);
+            for id in c.removals() {
+                h.store.remove(id);
             }
-            for r in c.upserts {
-                h.store.insert(r.node_id.clone(), r);
+            for r in c.upserts() {
+                h.store.insert(r.node_id.to_owned(), r.to_record());
             }
-            h.store_seq = c.applied_seq;
+            h.store_seq = c.applied_seq();
             let table: HashMap<String, StubRecord> = t.records().map(|r| (r.node_id.clone(), r)).collect();
             prop_assert_eq!(&h.store, &table);
             prop_assert_eq!(h.store_seq, t.applied_seq());

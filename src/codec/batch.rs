@@ -13,6 +13,7 @@ use super::{check_count, encode_err, expect_array, expect_end, malformed, read_i
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::store::ShardChanges;
+use crate::stub::StubRef;
 use crate::table::ChangeSet;
 use zerompk::{Read, SliceReader, ToMessagePack, Write};
 
@@ -29,17 +30,7 @@ const MIN_STUB_BYTES: usize = super::MIN_STUB_BYTES;
 pub(crate) struct Section<'a> {
     pub(crate) applied_seq: Option<u64>,
     pub(crate) removals: Vec<&'a str>,
-    pub(crate) upserts: Vec<LoggedStub<'a>>,
-}
-
-/// A stub as logged.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LoggedStub<'a> {
-    pub(crate) id: &'a str,
-    pub(crate) target: u16,
-    pub(crate) refcount: u32,
-    pub(crate) created_at_ms: u64,
-    pub(crate) epoch: u64,
+    pub(crate) upserts: Vec<StubRef<'a>>,
 }
 
 /// Encodes a whole commit as one log record.
@@ -50,7 +41,7 @@ pub(crate) fn encode_batch(batch: &[ShardChanges]) -> Result<Vec<u8>> {
     let mut sections = Vec::with_capacity(batch.len());
     for sc in batch {
         let c = &sc.changes;
-        let ids = c.removals.iter().map(|id| &**id).chain(c.upserts.iter().map(|r| r.node_id.as_str()));
+        let ids = c.removals().chain(c.upserts().map(|r| r.node_id));
         for id in ids {
             if id.is_empty() || id.len() > u16::MAX as usize {
                 return Err(Error::Encode(format!("node id of length {} cannot be logged", id.len())));
@@ -101,31 +92,10 @@ pub(crate) fn decode_section<'a>(bytes: &'a [u8], config: &TableConfig) -> Resul
     check_count(n, bytes.len(), MIN_STUB_BYTES, config)?;
     let mut upserts = Vec::with_capacity(n);
     for _ in 0..n {
-        let s = read_stub(&mut r, config)?;
-        upserts.push(LoggedStub {
-            id: s.id,
-            target: s.target,
-            refcount: s.refcount,
-            created_at_ms: s.created_at_ms,
-            epoch: s.epoch,
-        });
+        upserts.push(read_stub(&mut r, config)?);
     }
     expect_end(r)?;
     Ok(Section { applied_seq, removals, upserts })
-}
-
-impl LoggedStub<'_> {
-    /// The stub as a row value: the same bytes as [`super::encode_stub`] of its record.
-    pub(crate) fn encode(&self) -> Result<Vec<u8>> {
-        let payload = zerompk::to_msgpack_vec(self).map_err(encode_err)?;
-        Ok(envelope::seal(Kind::Stub, &payload))
-    }
-}
-
-impl ToMessagePack for LoggedStub<'_> {
-    fn write<W: Write>(&self, w: &mut W) -> zerompk::Result<()> {
-        write_stub(w, self.id, self.target, self.refcount, self.created_at_ms, self.epoch)
-    }
 }
 
 struct RecordPayload<'a>(&'a [(u16, Vec<u8>)]);
@@ -148,17 +118,17 @@ impl ToMessagePack for SectionPayload<'_> {
     fn write<W: Write>(&self, w: &mut W) -> zerompk::Result<()> {
         let c = self.0;
         w.write_array_len(3)?;
-        match c.applied_seq {
+        match c.applied_seq() {
             Some(seq) => w.write_u64(seq)?,
             None => w.write_nil()?,
         }
-        w.write_array_len(c.removals.len())?;
-        for id in &c.removals {
+        w.write_array_len(c.removals().len())?;
+        for id in c.removals() {
             w.write_string(id)?;
         }
-        w.write_array_len(c.upserts.len())?;
-        for s in &c.upserts {
-            write_stub(w, &s.node_id, s.target_shard, s.refcount, s.created_at_ms, s.epoch)?;
+        w.write_array_len(c.upserts().len())?;
+        for s in c.upserts() {
+            write_stub(w, s)?;
         }
         Ok(())
     }
@@ -172,22 +142,13 @@ mod tests {
 
     /// Decodes a whole record back into the batch that [`encode_batch`] wrote.
     fn decode_batch(bytes: &[u8], config: &TableConfig) -> Result<Vec<ShardChanges>> {
-        let record = |u: &LoggedStub<'_>| StubRecord {
-            node_id: u.id.to_owned(),
-            target_shard: u.target,
-            refcount: u.refcount,
-            created_at_ms: u.created_at_ms,
-            epoch: u.epoch,
-        };
         open_batch(bytes)?
             .into_iter()
             .map(|(shard, section)| {
                 let s = decode_section(section, config)?;
-                let upserts = s.upserts.iter().map(record).collect();
-                let removals = s.removals.iter().map(|&id| id.into()).collect();
                 Ok(ShardChanges {
                     shard,
-                    changes: ChangeSet { upserts, removals, applied_seq: s.applied_seq },
+                    changes: ChangeSet::from_parts(s.upserts, s.removals, s.applied_seq),
                 })
             })
             .collect()
@@ -198,12 +159,13 @@ mod tests {
         let r = rec("node-1", 4);
         let bytes = encode_batch(&[ShardChanges {
             shard: 1,
-            changes: ChangeSet { upserts: vec![r.clone()], ..ChangeSet::default() },
+            changes: ChangeSet::from_parts([(&r).into()], [], None),
         }])
         .unwrap();
         let sections = open_batch(&bytes).unwrap();
         let section = decode_section(sections[0].1, &cfg()).unwrap();
-        assert_eq!(section.upserts[0].encode().unwrap(), crate::codec::encode_stub(&r).unwrap());
+        let row = crate::codec::encode_stub_ref(section.upserts[0]).unwrap();
+        assert_eq!(row, crate::codec::encode_stub(&r).unwrap());
     }
 
     fn cfg() -> TableConfig {
@@ -215,10 +177,8 @@ mod tests {
     }
 
     fn sample() -> Vec<ShardChanges> {
-        let changes = |upserts, removals: &[&str], applied_seq| ChangeSet {
-            upserts,
-            removals: removals.iter().map(|&id| id.into()).collect(),
-            applied_seq,
+        let changes = |upserts: Vec<StubRecord>, removals: &[&str], applied_seq| {
+            ChangeSet::from_parts(upserts.iter().map(StubRef::from), removals.iter().copied(), applied_seq)
         };
         vec![
             ShardChanges { shard: 0, changes: changes(vec![rec("a", 1), rec("b", 2)], &["a", "z"], Some(5)) },
@@ -248,10 +208,10 @@ mod tests {
     fn unloggable_ids_are_refused_when_encoding() {
         for id in [String::new(), "x".repeat(u16::MAX as usize + 1)] {
             let mut batch = sample();
-            batch[0].changes.upserts.push(rec(&id, 1));
+            batch[0].changes.push_upsert((&rec(&id, 1)).into());
             assert!(matches!(encode_batch(&batch), Err(Error::Encode(_))));
             let mut batch = sample();
-            batch[2].changes.removals.push(id.into());
+            batch[2].changes.push_removal(&id);
             assert!(matches!(encode_batch(&batch), Err(Error::Encode(_))));
         }
     }

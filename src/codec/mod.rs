@@ -12,7 +12,7 @@ mod legacy;
 
 use crate::config::TableConfig;
 use crate::error::{DecodeError, Error, Result};
-use crate::stub::StubRecord;
+use crate::stub::{StubRecord, StubRef};
 use crate::table::GhostTable;
 use envelope::Kind;
 use zerompk::{Read, SliceReader, ToMessagePack, Write};
@@ -42,7 +42,7 @@ pub fn decode_snapshot(bytes: &[u8], shard: u16, config: &TableConfig) -> Result
     let mut table = GhostTable::with_capacity(shard, config.clone(), n)?;
     for _ in 0..n {
         let s = read_stub(&mut r, config)?;
-        table.load_stub(s.id, s.target, s.refcount, s.created_at_ms, s.epoch)?;
+        table.load_stub(s.node_id, s.target_shard, s.refcount, s.created_at_ms, s.epoch)?;
     }
     expect_end(r)?;
     table.finish_load(applied_seq)?;
@@ -51,7 +51,12 @@ pub fn decode_snapshot(bytes: &[u8], shard: u16, config: &TableConfig) -> Result
 
 /// Encodes one stub (the value of a store row).
 pub fn encode_stub(record: &StubRecord) -> Result<Vec<u8>> {
-    let payload = zerompk::to_msgpack_vec(&StubPayload(record)).map_err(encode_err)?;
+    encode_stub_ref(record.into())
+}
+
+/// [`encode_stub`] of a borrowed stub.
+pub(crate) fn encode_stub_ref(stub: StubRef<'_>) -> Result<Vec<u8>> {
+    let payload = zerompk::to_msgpack_vec(&StubPayload(stub)).map_err(encode_err)?;
     Ok(envelope::seal(Kind::Stub, &payload))
 }
 
@@ -59,14 +64,7 @@ pub fn encode_stub(record: &StubRecord) -> Result<Vec<u8>> {
 pub fn decode_stub(bytes: &[u8], config: &TableConfig) -> Result<StubRecord> {
     let payload = envelope::open(bytes, Kind::Stub)?;
     let mut r = SliceReader::new(payload);
-    let s = read_stub(&mut r, config)?;
-    let record = StubRecord {
-        node_id: s.id.to_owned(),
-        target_shard: s.target,
-        refcount: s.refcount,
-        created_at_ms: s.created_at_ms,
-        epoch: s.epoch,
-    };
+    let record = read_stub(&mut r, config)?.to_record();
     expect_end(r)?;
     Ok(record)
 }
@@ -82,52 +80,43 @@ impl ToMessagePack for SnapshotPayload<'_> {
         }
         w.write_array_len(self.0.len())?;
         for (id, g) in self.0.iter() {
-            write_stub(w, id, g.target_shard, g.refcount, g.created_at_ms, g.epoch)?;
+            let stub = StubRef {
+                node_id: id,
+                target_shard: g.target_shard,
+                refcount: g.refcount,
+                created_at_ms: g.created_at_ms,
+                epoch: g.epoch,
+            };
+            write_stub(w, stub)?;
         }
         Ok(())
     }
 }
 
-struct StubPayload<'a>(&'a StubRecord);
+struct StubPayload<'a>(StubRef<'a>);
 
 impl ToMessagePack for StubPayload<'_> {
     fn write<W: Write>(&self, w: &mut W) -> zerompk::Result<()> {
-        let s = self.0;
-        write_stub(w, &s.node_id, s.target_shard, s.refcount, s.created_at_ms, s.epoch)
+        write_stub(w, self.0)
     }
 }
 
-fn write_stub<W: Write>(
-    w: &mut W,
-    id: &str,
-    target: u16,
-    refcount: u32,
-    created_at_ms: u64,
-    epoch: u64,
-) -> zerompk::Result<()> {
+fn write_stub<W: Write>(w: &mut W, s: StubRef<'_>) -> zerompk::Result<()> {
     w.write_array_len(5)?;
-    w.write_string(id)?;
-    w.write_u16(target)?;
-    w.write_u32(refcount)?;
-    w.write_u64(created_at_ms)?;
-    w.write_u64(epoch)
+    w.write_string(s.node_id)?;
+    w.write_u16(s.target_shard)?;
+    w.write_u32(s.refcount)?;
+    w.write_u64(s.created_at_ms)?;
+    w.write_u64(s.epoch)
 }
 
-/// A stub read from the input, its id still borrowed from it.
-struct RawStub<'a> {
-    id: &'a str,
-    target: u16,
-    refcount: u32,
-    created_at_ms: u64,
-    epoch: u64,
-}
-
-fn read_stub<'a>(r: &mut SliceReader<'a>, config: &TableConfig) -> Result<RawStub<'a>> {
+/// Reads a stub, its id still borrowed from the input.
+fn read_stub<'a>(r: &mut SliceReader<'a>, config: &TableConfig) -> Result<StubRef<'a>> {
     expect_array(r, 5, "stub")?;
-    let id = read_id(r, config)?;
-    Ok(RawStub {
-        id,
-        target: r.read_u16().map_err(malformed)?,
+    let node_id = read_id(r, config)?;
+    Ok(StubRef {
+        node_id,
+        target_shard: r.read_u16().map_err(malformed)?,
         refcount: r.read_u32().map_err(malformed)?,
         created_at_ms: r.read_u64().map_err(malformed)?,
         epoch: r.read_u64().map_err(malformed)?,

@@ -3,7 +3,7 @@
 use super::{GhostStore, ShardChanges};
 use crate::config::TableConfig;
 use crate::error::Result;
-use crate::stub::StubRecord;
+use crate::stub::StubRef;
 use crate::table::GhostTable;
 use foldhash::fast::RandomState;
 use std::collections::HashMap;
@@ -29,8 +29,8 @@ struct Row {
     epoch: u64,
 }
 
-impl From<&StubRecord> for Row {
-    fn from(r: &StubRecord) -> Self {
+impl From<StubRef<'_>> for Row {
+    fn from(r: StubRef<'_>) -> Self {
         Self { target: r.target_shard, refcount: r.refcount, created_at_ms: r.created_at_ms, epoch: r.epoch }
     }
 }
@@ -80,25 +80,36 @@ impl GhostStore for MemoryStore {
         let mut shards = self.lock();
         for sc in batch {
             let shard = shards.entry(sc.shard).or_default();
-            for id in &sc.changes.removals {
+            for id in sc.changes.removals() {
                 shard.rows.remove(id);
             }
-            for r in &sc.changes.upserts {
+            for r in sc.changes.upserts() {
                 // Most upserts change an existing row: no key allocation then.
-                match shard.rows.get_mut(r.node_id.as_str()) {
+                match shard.rows.get_mut(r.node_id) {
                     Some(row) => *row = Row::from(r),
                     None => {
-                        shard.rows.insert(r.node_id.as_str().into(), Row::from(r));
+                        shard.rows.insert(r.node_id.into(), Row::from(r));
                     }
                 }
             }
-            shard.applied_seq = shard.applied_seq.max(sc.changes.applied_seq);
+            shard.applied_seq = shard.applied_seq.max(sc.changes.applied_seq());
         }
         Ok(())
     }
 
     fn replace(&self, table: &GhostTable) -> Result<()> {
-        let rows = table.records().map(|r| (Box::from(r.node_id.as_str()), Row::from(&r))).collect();
+        let rows = table
+            .iter()
+            .map(|(id, g)| {
+                let row = Row {
+                    target: g.target_shard,
+                    refcount: g.refcount,
+                    created_at_ms: g.created_at_ms,
+                    epoch: g.epoch,
+                };
+                (Box::from(id), row)
+            })
+            .collect();
         self.lock().insert(table.shard(), Shard { rows, applied_seq: table.applied_seq() });
         Ok(())
     }

@@ -1,9 +1,10 @@
 //! `RedbStore`'s commit log: append one record per commit, replay it on load, fold it into the rows.
 
 use super::redb_schema::{COMMIT_LOG, Ctx, GHOSTS, LOG_NEXT_KEY, META, SHARD_META};
-use crate::codec::batch::{self, LoggedStub};
+use crate::codec::batch;
 use crate::config::TableConfig;
 use crate::error::Result;
+use crate::stub::StubRef;
 use crate::table::GhostTable;
 use foldhash::fast::RandomState;
 use redb::{ReadOnlyTable, ReadableTable, WriteTransaction};
@@ -105,7 +106,7 @@ pub(super) fn fold(txn: &WriteTransaction, next: u64) -> Result<u64> {
 }
 
 /// An id's last change in the log: `None` for a removal.
-type Change<'a> = Option<LoggedStub<'a>>;
+type Change<'a> = Option<StubRef<'a>>;
 
 /// Merges one record into each shard's highest sequence number and each id's last change.
 fn merge<'a>(
@@ -122,7 +123,7 @@ fn merge<'a>(
             changes.insert((shard, id), None);
         }
         for u in section.upserts {
-            changes.insert((shard, u.id), Some(u));
+            changes.insert((shard, u.node_id), Some(u));
         }
     }
     Ok(())
@@ -146,7 +147,7 @@ fn write_rows(
                 }
             }
             Some(u) => {
-                let value = u.encode()?;
+                let value = crate::codec::encode_stub_ref(u)?;
                 if rows.insert(key, value.as_slice()).ctx("write ghost")?.is_none() {
                     *d += 1;
                 }
@@ -190,7 +191,7 @@ pub(super) fn replay(
                 table.restore_removal(id);
             }
             for u in section.upserts {
-                table.restore_upsert(u.id, u.target, u.refcount, u.created_at_ms, u.epoch)?;
+                table.restore_upsert(u.node_id, u.target_shard, u.refcount, u.created_at_ms, u.epoch)?;
             }
             applied_seq = applied_seq.max(section.applied_seq);
         }

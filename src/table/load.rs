@@ -86,7 +86,7 @@ impl GhostTable {
     /// again as [`finish_load`](Self::finish_load) would.
     pub(crate) fn finish_restore(&mut self, applied_seq: Option<u64>) {
         self.slab.clear_dirty();
-        self.removed.clear();
+        self.pending.clear();
         self.applied_seq = applied_seq;
         self.seq_dirty = false;
     }

@@ -1,38 +1,19 @@
 //! `GhostTable`: one shard's ghost stubs as a pure state machine (no I/O, no clock).
 
+mod changes;
 mod load;
 mod slab;
 mod stats;
 mod sweep;
 
+pub use changes::ChangeSet;
 pub use stats::{TableCounters, TableStats};
 
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
-use crate::stub::{GhostInfo, PurgeReason, StubRecord};
+use crate::stub::{GhostInfo, PurgeReason, StubRecord, StubRef};
 use slab::{Slab, Slot};
-
-/// Changes since the last [`GhostTable::take_changes`], for the store.
-///
-/// Apply `removals` before `upserts`: an id removed and inserted again within one
-/// window appears in both, and the upsert is the current state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChangeSet {
-    /// Stubs created or changed, in their current state.
-    pub upserts: Vec<StubRecord>,
-    /// Ids of stubs that left the table.
-    pub removals: Vec<Box<str>>,
-    /// The applied batch sequence number to persist with them.
-    pub applied_seq: Option<u64>,
-}
-
-impl ChangeSet {
-    /// True when there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty() && self.removals.is_empty()
-    }
-}
 
 /// The ghost stubs of one vShard.
 ///
@@ -49,7 +30,8 @@ pub struct GhostTable {
     next_version: u64,
     applied_seq: Option<u64>,
     seq_dirty: bool,
-    removed: Vec<Box<str>>,
+    /// Removals since the last `take_changes`; upserts join it as it is taken.
+    pending: ChangeSet,
     rng: fastrand::Rng,
     counters: TableCounters,
 }
@@ -72,7 +54,7 @@ impl GhostTable {
             next_version: 1,
             applied_seq: None,
             seq_dirty: false,
-            removed: Vec::new(),
+            pending: ChangeSet::new(),
             counters: TableCounters::default(),
         })
     }
@@ -258,15 +240,18 @@ impl GhostTable {
 
     /// Drains the changes the store has not seen yet.
     pub fn take_changes(&mut self) -> ChangeSet {
-        let mut upserts = Vec::new();
-        self.slab.drain_dirty(|id, s| upserts.push(record(id, &info(s))));
+        let mut changes = std::mem::take(&mut self.pending);
+        let (n, id_bytes) = self.slab.dirty_estimate();
+        changes.reserve(n, id_bytes);
+        self.slab.drain_dirty(|id, s| changes.push_upsert(stub_ref(id, s)));
+        changes.set_applied_seq(self.applied_seq);
         self.seq_dirty = false;
-        ChangeSet { upserts, removals: std::mem::take(&mut self.removed), applied_seq: self.applied_seq }
+        changes
     }
 
     /// True when [`take_changes`](Self::take_changes) would return something to write.
     pub fn has_changes(&self) -> bool {
-        self.slab.has_dirty() || !self.removed.is_empty() || self.seq_dirty
+        self.slab.has_dirty() || self.pending.has_removals() || self.seq_dirty
     }
 
     /// Counts and ages at `now_ms`. Walks the table for the oldest ghost: call it
@@ -305,7 +290,7 @@ impl GhostTable {
     }
 
     fn purge(&mut self, i: usize, reason: PurgeReason) {
-        self.removed.push(self.slab.id(i).into());
+        self.pending.push_removal(self.slab.id(i));
         self.slab.remove(i, &mut self.cursor);
         self.counters.count_purge(reason);
     }
@@ -353,6 +338,16 @@ fn info(s: &Slot) -> GhostInfo {
         created_at_ms: s.created_at_ms,
         epoch: s.epoch,
         version: s.version,
+    }
+}
+
+fn stub_ref<'a>(id: &'a str, s: &Slot) -> StubRef<'a> {
+    StubRef {
+        node_id: id,
+        target_shard: s.target,
+        refcount: s.refcount,
+        created_at_ms: s.created_at_ms,
+        epoch: s.epoch,
     }
 }
 

@@ -237,6 +237,14 @@ impl Slab {
         self.dirty = dirty;
     }
 
+    /// An upper bound on the dirty slots and the bytes of their ids, to reserve for a drain.
+    pub(crate) fn dirty_estimate(&self) -> (usize, usize) {
+        let n = self.dirty.len().min(self.slots.len());
+        // Mean id length, rounded up; a drain that outgrows it just reallocates.
+        let mean = self.arena.len().div_ceil(self.slots.len().max(1));
+        (n, n * mean)
+    }
+
     pub(crate) fn has_dirty(&self) -> bool {
         !self.dirty.is_empty()
     }

@@ -259,12 +259,12 @@ fn changes_drain_upserts_removals_and_sequence() {
     t.insert("b", 1, 1, 1, 0).unwrap();
     t.apply_batch(Some(3), &[EdgeEvent::removed("a")]);
     let c = t.take_changes();
-    assert_eq!(c.upserts.iter().map(|r| r.node_id.as_str()).collect::<Vec<_>>(), ["b"]);
-    assert_eq!(c.removals, vec![Box::from("a")]);
-    assert_eq!(c.applied_seq, Some(3));
+    assert_eq!(c.upserts().map(|r| r.node_id).collect::<Vec<_>>(), ["b"]);
+    assert_eq!(c.removals().collect::<Vec<_>>(), ["a"]);
+    assert_eq!(c.applied_seq(), Some(3));
     assert!(!t.has_changes());
     t.edge_added("b");
-    assert_eq!(t.take_changes().upserts[0].refcount, 2);
+    assert_eq!(t.take_changes().upserts().next().unwrap().refcount, 2);
 }
 
 #[test]

@@ -25,11 +25,7 @@ pub(crate) fn changes(
 ) -> ShardChanges {
     ShardChanges {
         shard,
-        changes: ChangeSet {
-            upserts,
-            removals: removals.iter().map(|&r| r.into()).collect(),
-            applied_seq: seq,
-        },
+        changes: ChangeSet::from_parts(upserts.iter().map(Into::into), removals.iter().copied(), seq),
     }
 }
 
@@ -85,7 +81,7 @@ fn many_shards_in_one_commit(s: &dyn GhostStore) {
         .collect();
     s.commit(&batch).unwrap();
     for (sh, sc) in shards.iter().zip(&batch) {
-        let mut want = sc.changes.upserts.clone();
+        let mut want: Vec<StubRecord> = sc.changes.upserts().map(|r| r.to_record()).collect();
         want.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         assert_eq!(loaded(s, *sh), (want, Some(u64::from(*sh))), "shard {sh}");
     }

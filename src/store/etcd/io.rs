@@ -34,13 +34,13 @@ pub(super) fn merge(batch: &[ShardChanges]) -> Result<BTreeMap<u16, Merged>> {
                 m.rows.push((id.to_owned(), value));
             }
         };
-        for id in &sc.changes.removals {
+        for id in sc.changes.removals() {
             set(id, None);
         }
-        for r in &sc.changes.upserts {
-            set(&r.node_id, Some(codec::encode_stub(r)?));
+        for r in sc.changes.upserts() {
+            set(r.node_id, Some(codec::encode_stub_ref(r)?));
         }
-        m.seq = m.seq.max(sc.changes.applied_seq);
+        m.seq = m.seq.max(sc.changes.applied_seq());
     }
     Ok(out.into_iter().map(|(s, (m, _))| (s, m)).collect())
 }
@@ -241,13 +241,9 @@ mod tests {
 
     #[test]
     fn merge_keeps_each_ids_last_change_and_the_highest_seq() {
-        let sc = |shard, upserts, removals: &[&str], seq| ShardChanges {
+        let sc = |shard, upserts: Vec<crate::StubRecord>, removals: &[&str], seq| ShardChanges {
             shard,
-            changes: ChangeSet {
-                upserts,
-                removals: removals.iter().map(|&r| r.into()).collect(),
-                applied_seq: seq,
-            },
+            changes: ChangeSet::from_parts(upserts.iter().map(Into::into), removals.iter().copied(), seq),
         };
         let batch = [
             sc(1, vec![rec("a", 1), rec("b", 1)], &["a", "c"], Some(4)),
