@@ -27,17 +27,13 @@ fn filled(ids: &[Box<str>]) -> GhostTable {
 
 /// A batch of 512 edges added and 512 removed on ghosts drawn at random from the
 /// whole table: no stride a prefetcher could follow, as with a real host's log.
-fn batch(ids: &[Box<str>], rng: &mut fastrand::Rng) -> Vec<EdgeEvent> {
-    (0..BATCH)
-        .map(|j| {
-            let id = ids[rng.usize(0..N)].clone();
-            if j % 2 == 0 {
-                EdgeEvent { node_id: id, kind: EdgeKind::Added }
-            } else {
-                EdgeEvent { node_id: id, kind: EdgeKind::Removed }
-            }
-        })
-        .collect()
+fn batch(ids: &[Box<str>], rng: &mut fastrand::Rng) -> EdgeEvents {
+    let mut events = EdgeEvents::with_capacity(BATCH, BATCH * 16);
+    for j in 0..BATCH {
+        let kind = if j % 2 == 0 { EdgeKind::Added } else { EdgeKind::Removed };
+        events.push(&ids[rng.usize(0..N)], kind);
+    }
+    events
 }
 
 fn shard_on(store: Arc<dyn GhostStore>) -> (Addr<GhostActor>, StoreWriter) {
@@ -47,12 +43,7 @@ fn shard_on(store: Arc<dyn GhostStore>) -> (Addr<GhostActor>, StoreWriter) {
     (actor.start_supervised(), writer)
 }
 
-async fn pipelined(
-    addr: &Addr<GhostActor>,
-    batches: &[Vec<EdgeEvent>],
-    iters: u64,
-    window: usize,
-) -> Duration {
+async fn pipelined(addr: &Addr<GhostActor>, batches: &[EdgeEvents], iters: u64, window: usize) -> Duration {
     let start = Instant::now();
     let mut inflight = futures::stream::FuturesOrdered::new();
     for k in 0..iters as usize {

@@ -105,11 +105,11 @@ async fn foreground(shards: &Shards, run: Duration) -> Vec<Duration> {
             let mut n = d;
             while Instant::now() < deadline {
                 let (shard, addr) = &shards[n % shards.len()];
-                let mut events = Vec::with_capacity(2 * BATCH_PAIRS);
+                let mut events = EdgeEvents::with_capacity(2 * BATCH_PAIRS, 32 * BATCH_PAIRS);
                 for k in 0..BATCH_PAIRS {
                     let node = id(*shard, (n * BATCH_PAIRS + k) % GHOSTS_PER_SHARD);
-                    events.push(EdgeEvent::added(node.as_str()));
-                    events.push(EdgeEvent::removed(node));
+                    events.added(&node);
+                    events.removed(&node);
                 }
                 let t = Instant::now();
                 addr.send(EdgeBatch { seq: None, events }).await.unwrap().unwrap();

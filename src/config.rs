@@ -24,6 +24,11 @@ pub struct TableConfig {
     /// Seed of the jitter applied to retry delays. Default 0x9e37_79b9_7f4a_7c15.
     /// Fixed seeds make sweeps reproducible in tests; hosts may vary it per shard.
     pub jitter_seed: u64,
+    /// Changed stubs at which an edge batch copies its changes for the store at
+    /// once, while they are in cache, instead of at the next flush. Default 256;
+    /// at least 1. A stub changed by several such batches within one flush is
+    /// written once per batch, so this also bounds that repetition.
+    pub stage_after_changes: usize,
 }
 
 impl Default for TableConfig {
@@ -35,6 +40,7 @@ impl Default for TableConfig {
             backoff_base_ms: 1_000,
             backoff_cap_ms: 300_000,
             jitter_seed: 0x9e37_79b9_7f4a_7c15,
+            stage_after_changes: 256,
         }
     }
 }
@@ -53,6 +59,9 @@ impl TableConfig {
                 "max_stubs must be in 1..=2^32-1, got {}",
                 self.max_stubs
             )));
+        }
+        if self.stage_after_changes == 0 {
+            return Err(Error::InvalidConfig("stage_after_changes must be at least 1".into()));
         }
         if self.backoff_base_ms == 0 || self.backoff_base_ms > self.backoff_cap_ms {
             return Err(Error::InvalidConfig(format!(
@@ -264,6 +273,7 @@ mod tests {
             TableConfig { max_stubs: 0, ..Default::default() },
             TableConfig { backoff_base_ms: 0, ..Default::default() },
             TableConfig { backoff_base_ms: 10, backoff_cap_ms: 5, ..Default::default() },
+            TableConfig { stage_after_changes: 0, ..Default::default() },
         ];
         for cfg in bad {
             assert!(matches!(cfg.validate(), Err(Error::InvalidConfig(_))), "{cfg:?}");

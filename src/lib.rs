@@ -20,11 +20,12 @@
 //! | [`codec`] | snapshots and single stubs as MessagePack in a checksummed, versioned envelope |
 //! | [`config`] | [`TableConfig`], [`ShardConfig`], [`SweeperConfig`] with documented defaults and `validate()` |
 //! | [`event`] | edge events and the outcomes of mutations |
+//! | [`edge_events`] | [`EdgeEvents`]: a batch of edge events packed into two buffers |
 //! | [`sweep`] | plan → verify → apply data: [`PlannedCheck`], [`Verdict`], reports |
 //! | [`verify`] | the [`Verifier`] seam; [`DirectoryVerifier`] for single-process use and tests |
 //! | [`sweep_report`] | the sweeper's [`PassReport`] and [`SweepTotals`] |
 //! | [`store`] | [`GhostStore`] trait; [`MemoryStore`], the embedded default [`RedbStore`], [`FaultyStore`] for fault tests; with the `etcd` feature, `EtcdStore` (state in etcd v3, per-shard ownership with fencing) |
-//! | [`stub`] | [`StubRecord`] (persisted) and [`GhostInfo`] (live view) |
+//! | [`stub`] | [`StubRecord`] (persisted), [`StubRef`] (borrowed) and [`GhostInfo`] (live view) |
 //! | [`error`] | the one [`Error`] enum and the [`Result`] alias |
 //!
 //! # Example
@@ -51,6 +52,7 @@ pub mod actors;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod edge_events;
 pub mod error;
 pub mod event;
 pub mod messages;
@@ -67,13 +69,14 @@ pub mod writer;
 pub use actors::{GhostActor, SweeperActor};
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use config::{Durability, RestartPolicy, ShardConfig, SweeperConfig, TableConfig};
+pub use edge_events::EdgeEvents;
 pub use error::{DecodeError, Error, Result};
 pub use event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 pub use runtime::{GhostRuntime, GhostRuntimeBuilder, RuntimeConfig, StoreChoice};
 #[cfg(feature = "etcd")]
 pub use store::{EtcdConfig, EtcdStore};
 pub use store::{Fault, FaultyStore, GhostStore, MemoryStore, RedbStore, ShardChanges, StoreOp};
-pub use stub::{GhostInfo, PurgeReason, StubRecord};
+pub use stub::{GhostInfo, PurgeReason, StubRecord, StubRef};
 pub use sweep::{ApplyReport, CheckedVerdict, PlannedCheck, SweepPage, Verdict};
 pub use sweep_report::{PassReport, SweepCounts, SweepTotals};
 pub use table::{ChangeSet, GhostTable, TableCounters, TableStats};

@@ -5,8 +5,9 @@
 //! `addr.try_send(msg)` to shed load instead (fails at once when full);
 //! never `do_send` for volume, since it bypasses the mailbox bound.
 
+use crate::edge_events::EdgeEvents;
 use crate::error::Result;
-use crate::event::{BatchOutcome, EdgeEvent, EdgeOutcome, InsertOutcome, MoveOutcome};
+use crate::event::{BatchOutcome, EdgeOutcome, InsertOutcome, MoveOutcome};
 use crate::stub::{GhostInfo, StubRecord};
 use crate::sweep::{ApplyReport, CheckedVerdict, SweepPage};
 use crate::table::TableStats;
@@ -52,7 +53,7 @@ pub struct EdgeBatch {
     /// The host's log sequence number; a batch at or below the last applied one is skipped.
     pub seq: Option<u64>,
     /// The events, in order.
-    pub events: Vec<EdgeEvent>,
+    pub events: EdgeEvents,
 }
 
 /// The node moved on from its target to `target` at `epoch`. Acknowledged once durable.

@@ -6,8 +6,9 @@ pub use builder::{GhostRuntimeBuilder, RuntimeConfig, StoreChoice};
 
 use crate::actors::GhostActor;
 use crate::actors::sweeper::{StopSweeper, SweeperActor};
+use crate::edge_events::EdgeEvents;
 use crate::error::{Error, Result};
-use crate::event::{BatchOutcome, EdgeEvent, EdgeOutcome, InsertOutcome, MoveOutcome};
+use crate::event::{BatchOutcome, EdgeOutcome, InsertOutcome, MoveOutcome};
 use crate::messages::*;
 use crate::writer::{StoreWriter, WriterStats};
 use actix::prelude::*;
@@ -80,9 +81,9 @@ impl GhostRuntime {
         &self,
         shard: u16,
         seq: Option<u64>,
-        events: Vec<EdgeEvent>,
+        events: impl Into<EdgeEvents>,
     ) -> Result<BatchOutcome> {
-        self.call(shard, EdgeBatch { seq, events }).await?
+        self.call(shard, EdgeBatch { seq, events: events.into() }).await?
     }
 
     /// A local edge to `node_id` was added on `shard`.

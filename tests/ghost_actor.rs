@@ -95,7 +95,7 @@ async fn replayed_batches_change_nothing_across_a_restart() {
     tokio::time::pause();
     let s = start(Arc::new(MemoryStore::new()), ShardConfig::default());
     s.addr.send(insert("a", 1, 1, 1)).await.unwrap().unwrap();
-    let batch = EdgeBatch { seq: Some(7), events: vec![EdgeEvent::added("a"), EdgeEvent::added("a")] };
+    let batch = EdgeBatch { seq: Some(7), events: [EdgeEvent::added("a"), EdgeEvent::added("a")].into() };
     assert!(!s.addr.send(batch.clone()).await.unwrap().unwrap().skipped);
     assert!(s.addr.send(batch.clone()).await.unwrap().unwrap().skipped);
     let _ = s.addr.send(InjectPanic).await.unwrap();

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use redb::{ReadableDatabase, TableDefinition};
 use std::path::Path;
-use vshard_ghosts::{Error, GhostStore, GhostTable, MemoryStore, RedbStore, ShardChanges};
+use vshard_ghosts::{EdgeEvents, Error, GhostStore, GhostTable, MemoryStore, RedbStore, ShardChanges};
 
 /// The documented schema: stub rows, and per shard (applied seq, row count).
 const GHOSTS: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("ghosts");
@@ -74,7 +74,7 @@ fn commits_survive_reopen() {
         table.edge_removed(&format!("node-{i:04}")); // purges the refcount-1 ones
         table.edge_added(&format!("node-{:04}", 100 + i));
     }
-    table.apply_batch(Some(42), &[]);
+    table.apply_batch(Some(42), &EdgeEvents::new());
     store.commit(&[ShardChanges { shard: 3, changes: table.take_changes() }]).unwrap();
     drop(store);
 

@@ -4,7 +4,8 @@
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 use vshard_ghosts::{
-    ChangeSet, DecodeError, Error, GhostStore, GhostTable, RedbStore, ShardChanges, StubRecord, TableConfig,
+    ChangeSet, DecodeError, EdgeEvents, Error, GhostStore, GhostTable, RedbStore, ShardChanges, StubRecord,
+    TableConfig,
 };
 
 /// The documented schema.
@@ -68,7 +69,7 @@ fn random_traffic(checkpoint_bytes: u64, expect_log: bool) {
                     _ => drop(t.edge_removed(&id)),
                 }
             }
-            t.apply_batch(Some(round), &[]);
+            t.apply_batch(Some(round), &EdgeEvents::new());
         }
         let batch: Vec<_> =
             tables.iter_mut().map(|t| ShardChanges { shard: t.shard(), changes: t.take_changes() }).collect();

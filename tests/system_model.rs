@@ -118,7 +118,14 @@ async fn batch(rt: &GhostRuntime, m: &mut Model, events: Vec<(u16, EdgeEvent)>) 
 
 fn build(store: &StoreChoice, clock: &ManualClock) -> GhostRuntime {
     let table =
-        TableConfig { grace_ms: 0, backoff_base_ms: 10, backoff_cap_ms: 40, ..TableConfig::default() };
+        // Batches stage their changes ahead of the flush from two changed stubs on.
+        TableConfig {
+            grace_ms: 0,
+            backoff_base_ms: 10,
+            backoff_cap_ms: 40,
+            stage_after_changes: 2,
+            ..TableConfig::default()
+        };
     GhostRuntime::builder()
         .shards(0..SHARDS)
         .arbiters(1)

@@ -140,12 +140,15 @@ fn config() -> impl Strategy<Value = TableConfig> {
         proptest::sample::select(vec![0u64, 5_000, 60_000]),
         proptest::sample::select(vec![(1u64, 1u64), (1_000, 8_000), (1_000, 300_000)]),
         any::<u64>(),
+        // Low thresholds make batches stage their changes ahead of the flush.
+        proptest::sample::select(vec![1usize, 3, 256]),
     )
-        .prop_map(|(grace_ms, (base, cap), jitter_seed)| TableConfig {
+        .prop_map(|(grace_ms, (base, cap), jitter_seed, stage_after_changes)| TableConfig {
             grace_ms,
             backoff_base_ms: base,
             backoff_cap_ms: cap,
             jitter_seed,
+            stage_after_changes,
             ..TableConfig::default()
         })
 }
@@ -502,7 +505,7 @@ fn step(t: &mut GhostTable, m: &mut Model, h: &mut Harness, now: u64, op: &Op) -
                     },
                 )
                 .collect();
-            prop_assert_eq!(t.apply_batch(seq, &events), m.batch(seq, &events));
+            prop_assert_eq!(t.apply_batch(seq, &events[..].into()), m.batch(seq, &events));
         }
         Op::Retarget { id, target, epoch } => {
             let id = name(*id);
@@ -540,8 +543,8 @@ fn step(t: &mut GhostTable, m: &mut Model, h: &mut Harness, now: u64, op: &Op) -
         Op::TakeChanges => {
             let c = t.take_changes();
             prop_assert_eq!(c.applied_seq(), m.applied_seq);
+            // An id may repeat among the upserts (staged by several batches); the last wins.
             let upserted: HashSet<String> = c.upserts().map(|r| r.node_id.to_owned()).collect();
-            prop_assert_eq!(upserted.len(), c.upserts().len(), "an id upserted twice");
             prop_assert_eq!(&upserted, &m.dirty, "upserts are exactly the changed stubs");
             let mut removals: Vec<String> = c.removals().map(str::to_owned).collect();
             let mut want_removals = m.removed.clone();

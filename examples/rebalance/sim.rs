@@ -112,7 +112,7 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
     let mut rt = build(cfg, &store, &verifier, &clock)?;
     let mut report = SimReport::default();
     let mut seqs = vec![0u64; cfg.shards as usize];
-    let mut last_batch: Option<(u16, u64, Vec<EdgeEvent>)> = None;
+    let mut last_batch: Option<(u16, u64, EdgeEvents)> = None;
     let started = Instant::now();
     for wave in 0..cfg.waves {
         progress(wave, cfg.waves, "moving");
@@ -217,7 +217,7 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
     Ok(report)
 }
 
-type WaveResult = (u64, Vec<u64>, Option<(u16, u64, Vec<EdgeEvent>)>);
+type WaveResult = (u64, Vec<u64>, Option<(u16, u64, EdgeEvents)>);
 
 /// Sends every shard its ops in order, all shards at once; edge events go in
 /// batches with a sequence number.
@@ -226,12 +226,13 @@ async fn send_wave(rt: &GhostRuntime, ops: Vec<Vec<Op>>, seqs: &mut [u64]) -> Re
         let shard = shard as u16;
         let mut seq = seqs[shard as usize];
         async move {
-            let (mut events, mut latencies, mut batch, mut last) = (0u64, Vec::new(), Vec::new(), None);
+            let (mut events, mut latencies, mut batch, mut last) =
+                (0u64, Vec::new(), EdgeEvents::new(), None);
             for op in ops.into_iter().chain(std::iter::once(Op::Reclaim { node: u32::MAX, epoch: 0 })) {
                 let flush_batch = !matches!(op, Op::Added(_) | Op::Removed(_)) || batch.len() >= 256;
                 if flush_batch && !batch.is_empty() {
                     seq += 1;
-                    let b: Vec<EdgeEvent> = std::mem::take(&mut batch);
+                    let b = std::mem::take(&mut batch);
                     events += b.len() as u64;
                     let t = Instant::now();
                     rt.edge_batch(shard, Some(seq), b.clone()).await?;
@@ -239,8 +240,8 @@ async fn send_wave(rt: &GhostRuntime, ops: Vec<Vec<Op>>, seqs: &mut [u64]) -> Re
                     last = Some((shard, seq, b));
                 }
                 match op {
-                    Op::Added(d) => batch.push(EdgeEvent::added(node_id(d))),
-                    Op::Removed(d) => batch.push(EdgeEvent::removed(node_id(d))),
+                    Op::Added(d) => batch.added(&node_id(d)),
+                    Op::Removed(d) => batch.removed(&node_id(d)),
                     Op::Insert { node, target, refcount, epoch } => {
                         rt.insert_ghost(shard, &node_id(node), target, refcount, epoch).await?;
                     }

@@ -13,7 +13,7 @@ fn sample() -> GhostTable {
         t.insert(&format!("node-{i:08}"), (i % 7 + 4) as u16, i, u64::from(i) * 3, 1_000 + u64::from(i))
             .unwrap();
     }
-    t.apply_batch(Some(77), &[]);
+    t.apply_batch(Some(77), &crate::EdgeEvents::new());
     t
 }
 

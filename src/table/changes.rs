@@ -5,8 +5,10 @@ use std::fmt;
 
 /// Changes since the last [`GhostTable::take_changes`](crate::GhostTable::take_changes), for the store.
 ///
-/// Apply the removals before the upserts: an id removed and inserted again
-/// within one window appears in both, and the upsert is its current state.
+/// Apply the removals, then the upserts in order: an id removed and inserted
+/// again within one window appears in both, and the upsert is its current
+/// state. An id may appear more than once among the upserts (changed by several
+/// large batches within one window); the last is its current state.
 ///
 /// Ids are packed into one buffer per list and the fixed fields into a dense
 /// vector. A flush of a thousand stubs is then a handful of allocations instead
@@ -20,6 +22,9 @@ pub struct ChangeSet {
     removal_ids: String,
     /// End offset of each removed id in `removal_ids`.
     removal_ends: Vec<usize>,
+    /// Removals of stubs that already had an upsert here: `(removal, upserts
+    /// before it)`. Those upserts must go before anyone reads the set.
+    late: Vec<(usize, usize)>,
     applied_seq: Option<u64>,
 }
 
@@ -78,6 +83,38 @@ impl ChangeSet {
         self.removal_ends.push(self.removal_ids.len());
     }
 
+    /// Adds a removal of a stub that may already have an upsert here, which
+    /// [`settle`](Self::settle) then drops.
+    pub(crate) fn push_late_removal(&mut self, node_id: &str) {
+        self.late.push((self.removal_ends.len(), self.upserts.len()));
+        self.push_removal(node_id);
+    }
+
+    /// Drops every upsert that a later removal of the same id overrides, so that
+    /// removals-then-upserts yields the current state again.
+    pub(crate) fn settle(&mut self) {
+        if self.late.is_empty() {
+            return;
+        }
+        let mut before: foldhash::HashMap<&str, usize> = foldhash::HashMap::default();
+        let removals: Vec<&str> = self.removals().collect();
+        for &(r, mark) in &self.late {
+            let m = before.entry(removals[r]).or_default();
+            *m = (*m).max(mark);
+        }
+        let mut kept = Self::with_capacity(self.upserts.len(), self.upsert_ids.len());
+        for (j, s) in self.upserts().enumerate() {
+            if before.get(s.node_id).is_none_or(|&mark| j >= mark) {
+                kept.push_upsert(s);
+            }
+        }
+        drop(before);
+        drop(removals);
+        self.upsert_ids = kept.upsert_ids;
+        self.upserts = kept.upserts;
+        self.late.clear();
+    }
+
     /// Sets the applied batch sequence number to persist with the changes.
     pub fn set_applied_seq(&mut self, seq: Option<u64>) {
         self.applied_seq = seq;
@@ -116,11 +153,6 @@ impl ChangeSet {
         self.upserts.is_empty() && self.removal_ends.is_empty()
     }
 
-    /// True when some stub was removed.
-    pub(crate) fn has_removals(&self) -> bool {
-        !self.removal_ends.is_empty()
-    }
-
     /// Makes room for `upserts` more stubs with `id_bytes` more id bytes.
     pub(crate) fn reserve(&mut self, upserts: usize, id_bytes: usize) {
         self.upserts.reserve(upserts);
@@ -133,6 +165,7 @@ impl ChangeSet {
         self.upserts.clear();
         self.removal_ids.clear();
         self.removal_ends.clear();
+        self.late.clear();
         self.applied_seq = None;
     }
 }
@@ -185,6 +218,24 @@ mod tests {
         assert_eq!(c.upserts().len(), 2);
         assert_eq!(c.removals().collect::<Vec<_>>(), ["gone", "x"]);
         assert_eq!(c.applied_seq(), Some(9));
+    }
+
+    #[test]
+    fn settle_drops_upserts_that_a_later_removal_overrides() {
+        let mut c = ChangeSet::new();
+        c.push_upsert(stub("a", 1));
+        c.push_upsert(stub("b", 1));
+        c.push_late_removal("a");
+        c.push_upsert(stub("b", 2));
+        c.push_upsert(stub("a", 5)); // inserted again after its removal: kept
+        c.push_late_removal("b");
+        c.push_late_removal("never-staged");
+        c.settle();
+        assert_eq!(c.upserts().collect::<Vec<_>>(), [stub("a", 5)]);
+        assert_eq!(c.removals().collect::<Vec<_>>(), ["a", "b", "never-staged"]);
+        let settled = c.clone();
+        c.settle();
+        assert_eq!(c, settled, "settling twice changes nothing");
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub(crate) struct Slot {
     /// Consecutive `Inconclusive` verdicts: the back-off exponent.
     pub(crate) attempts: u8,
     pub(crate) flags: u8,
+    /// The flush window in which the table last staged this stub (see
+    /// `GhostTable::stage`); fills what would otherwise be padding.
+    pub(crate) staged: u16,
     pub(crate) created_at_ms: u64,
     pub(crate) epoch: u64,
     pub(crate) version: u64,
@@ -222,13 +225,14 @@ impl Slab {
     }
 
     /// Calls `f` with every slot that is dirty, clearing the flags.
-    pub(crate) fn drain_dirty(&mut self, mut f: impl FnMut(&str, &Slot)) {
+    pub(crate) fn drain_dirty(&mut self, mut f: impl FnMut(&str, &mut Slot)) {
         let dirty = std::mem::take(&mut self.dirty);
         for &i in &dirty {
             let i = i as usize;
             if i < self.slots.len() && self.slots[i].flags & DIRTY != 0 {
                 self.slots[i].flags &= !DIRTY;
-                f(id_of(&self.arena, &self.slots[i]), &self.slots[i]);
+                let slot = &mut self.slots[i];
+                f(id_of(&self.arena, slot), slot);
             }
         }
         // Keep the allocation: flushes happen often and the list refills.

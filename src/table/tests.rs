@@ -1,6 +1,7 @@
 //! Unit tests of the table: the seed's scenarios in this API, then what it adds.
 
 use super::*;
+use crate::event::EdgeEvent;
 use crate::sweep::{CheckedVerdict, Verdict};
 
 fn table() -> GhostTable {
@@ -122,7 +123,7 @@ fn bad_ids_and_self_targets_are_typed_errors() {
 fn replayed_batches_are_skipped() {
     let mut t = table();
     t.insert("n", 1, 1, 1, 0).unwrap();
-    let batch = [EdgeEvent::added("n"), EdgeEvent::added("n"), EdgeEvent::removed("x")];
+    let batch = EdgeEvents::from([EdgeEvent::added("n"), EdgeEvent::added("n"), EdgeEvent::removed("x")]);
     let out = t.apply_batch(Some(10), &batch);
     assert_eq!((out.skipped, out.applied, out.unknown), (false, 2, 1));
     assert!(t.apply_batch(Some(10), &batch).skipped);
@@ -257,7 +258,7 @@ fn changes_drain_upserts_removals_and_sequence() {
     let mut t = table();
     t.insert("a", 1, 1, 1, 0).unwrap();
     t.insert("b", 1, 1, 1, 0).unwrap();
-    t.apply_batch(Some(3), &[EdgeEvent::removed("a")]);
+    t.apply_batch(Some(3), &[EdgeEvent::removed("a")].into());
     let c = t.take_changes();
     assert_eq!(c.upserts().map(|r| r.node_id).collect::<Vec<_>>(), ["b"]);
     assert_eq!(c.removals().collect::<Vec<_>>(), ["a"]);

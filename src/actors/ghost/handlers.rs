@@ -33,8 +33,7 @@ impl Handler<EdgeRemoved> for GhostActor {
 impl Handler<EdgeBatch> for GhostActor {
     type Result = Durable<crate::BatchOutcome>;
     fn handle(&mut self, m: EdgeBatch, ctx: &mut Context<Self>) -> Self::Result {
-        let adds = m.events.iter().any(|e| e.kind == crate::EdgeKind::Added);
-        if adds {
+        if m.events.any_added() {
             return self.durable(ctx, |t, _| t.apply_batch(m.seq, &m.events));
         }
         let out = self.lazy(ctx, |t, _| t.apply_batch(m.seq, &m.events));
