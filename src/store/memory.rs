@@ -5,6 +5,7 @@ use crate::config::TableConfig;
 use crate::error::Result;
 use crate::stub::StubRef;
 use crate::table::GhostTable;
+use compact_str::CompactString;
 use foldhash::fast::RandomState;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -39,7 +40,9 @@ impl From<StubRef<'_>> for Row {
 struct Shard {
     /// Hashed, not ordered: nothing reads the rows in order, and a commit of
     /// ~1000 upserts into a million rows costs a third of what a B-tree does.
-    rows: HashMap<Box<str>, Row, RandomState>,
+    /// Keys of up to 24 bytes live inline in the map's buckets, so a lookup does
+    /// not chase a pointer to compare them: one cache miss fewer per row.
+    rows: HashMap<CompactString, Row, RandomState>,
     applied_seq: Option<u64>,
 }
 
@@ -88,7 +91,7 @@ impl GhostStore for MemoryStore {
                 match shard.rows.get_mut(r.node_id) {
                     Some(row) => *row = Row::from(r),
                     None => {
-                        shard.rows.insert(r.node_id.into(), Row::from(r));
+                        shard.rows.insert(CompactString::from(r.node_id), Row::from(r));
                     }
                 }
             }
@@ -107,7 +110,7 @@ impl GhostStore for MemoryStore {
                     created_at_ms: g.created_at_ms,
                     epoch: g.epoch,
                 };
-                (Box::from(id), row)
+                (CompactString::from(id), row)
             })
             .collect();
         self.lock().insert(table.shard(), Shard { rows, applied_seq: table.applied_seq() });
