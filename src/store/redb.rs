@@ -213,7 +213,8 @@ impl GhostStore for RedbStore {
         for row in rows.range(shard_range(shard)).ctx("scan ghosts")? {
             let (key, value) = row.ctx("read ghost row")?;
             let (_, id) = key.value();
-            let decoded = codec::decode_stub(value.value(), config).and_then(|r| {
+            let value = value.value();
+            let decoded = codec::decode_stub_ref(value, config).and_then(|r| {
                 if r.node_id == id {
                     Ok(r)
                 } else {

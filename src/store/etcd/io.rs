@@ -222,12 +222,12 @@ impl Inner {
 
 /// Adds one stored row to a table being loaded; the key must name the stub.
 fn load_row(table: &mut GhostTable, id: &[u8], value: &[u8], config: &TableConfig) -> Result<()> {
-    let r = codec::decode_stub(value, config)?;
+    let r = codec::decode_stub_ref(value, config)?;
     if r.node_id.as_bytes() != id {
         let why = format!("row for {:?} holds a stub for {:?}", String::from_utf8_lossy(id), r.node_id);
         return Err(DecodeError::Malformed(why).into());
     }
-    table.load_stub(&r.node_id, r.target_shard, r.refcount, r.created_at_ms, r.epoch)
+    table.load_stub(r.node_id, r.target_shard, r.refcount, r.created_at_ms, r.epoch)
 }
 
 #[cfg(test)]
