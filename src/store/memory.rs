@@ -71,12 +71,12 @@ impl GhostStore for MemoryStore {
         let Some(data) = shards.get(&shard) else {
             return GhostTable::new(shard, config.clone());
         };
-        let mut table = GhostTable::with_capacity(shard, config.clone(), data.rows.len())?;
-        for (id, r) in &data.rows {
-            table.load_stub(id, r.target, r.refcount, r.created_at_ms, r.epoch)?;
-        }
-        table.finish_load(data.applied_seq)?;
-        Ok(table)
+        // Map keys: no id repeats.
+        GhostTable::load_distinct(shard, config.clone(), data.rows.len(), data.applied_seq, |load| {
+            data.rows
+                .iter()
+                .try_for_each(|(id, r)| load.push(id, r.target, r.refcount, r.created_at_ms, r.epoch))
+        })
     }
 
     fn commit(&self, batch: &[ShardChanges]) -> Result<()> {

@@ -209,26 +209,28 @@ impl GhostStore for RedbStore {
         // count is bounded by what the file holds so a bad one cannot over-allocate.
         let total = rows.len().ctx("count ghosts")?;
         let capacity = count.min(total).min(config.max_stubs as u64) as usize;
-        let mut table = GhostTable::with_capacity(shard, config.clone(), capacity)?;
-        for row in rows.range(shard_range(shard)).ctx("scan ghosts")? {
-            let (key, value) = row.ctx("read ghost row")?;
-            let (_, id) = key.value();
-            let value = value.value();
-            let decoded = codec::decode_stub_ref(value, config).and_then(|r| {
-                if r.node_id == id {
-                    Ok(r)
-                } else {
-                    let why = format!("row for {id:?} holds a stub for {:?}", r.node_id);
-                    Err(DecodeError::Malformed(why).into())
-                }
-            });
-            let r = decoded.inspect_err(|e| {
-                tracing::error!(shard, node_id = id, error = %e, "undecodable ghost row");
-            })?;
-            table.load_stub(id, r.target_shard, r.refcount, r.created_at_ms, r.epoch)?;
-        }
-        // Indexed once here; the log's changes then apply to the indexed table.
-        table.finish_load(applied_seq)?;
+        // Rows are keyed by id and each row's id is checked against its key, so
+        // no id repeats. Indexed once here; the log then applies to the indexed table.
+        let mut table = GhostTable::load_distinct(shard, config.clone(), capacity, applied_seq, |load| {
+            for row in rows.range(shard_range(shard)).ctx("scan ghosts")? {
+                let (key, value) = row.ctx("read ghost row")?;
+                let (_, id) = key.value();
+                let value = value.value();
+                let decoded = codec::decode_stub_ref(value, config).and_then(|r| {
+                    if r.node_id == id {
+                        Ok(r)
+                    } else {
+                        let why = format!("row for {id:?} holds a stub for {:?}", r.node_id);
+                        Err(DecodeError::Malformed(why).into())
+                    }
+                });
+                let r = decoded.inspect_err(|e| {
+                    tracing::error!(shard, node_id = id, error = %e, "undecodable ghost row");
+                })?;
+                load.push(id, r.target_shard, r.refcount, r.created_at_ms, r.epoch)?;
+            }
+            Ok(())
+        })?;
         let log = txn.open_table(COMMIT_LOG).ctx("open commit_log")?;
         let applied_seq = redb_log::replay(&log, &mut table, applied_seq, config)?;
         table.finish_restore(applied_seq);

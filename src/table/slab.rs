@@ -165,6 +165,18 @@ impl Slab {
         Ok(())
     }
 
+    /// The index hash of `id`.
+    pub(crate) fn hash_id(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id.as_bytes())
+    }
+
+    /// Takes an index built elsewhere from [`hash_id`](Self::hash_id) of every
+    /// slot in order, each id distinct.
+    pub(crate) fn install_index(&mut self, index: HashTable<u32>) {
+        debug_assert_eq!(index.len(), self.slots.len());
+        self.index = index;
+    }
+
     /// Removes slot `i` in O(1). Slots before `*cursor` count as visited by the
     /// current sweep pass; the removal keeps every unvisited slot at or after the
     /// cursor, so a pass never skips a stub that was moved to fill the hole.
