@@ -253,10 +253,11 @@ impl GhostTable {
         changes.settle();
         changes.set_applied_seq(self.applied_seq);
         self.seq_dirty = false;
-        // Stubs staged in the window just taken no longer are; after 2^16
-        // windows a stub staged long ago looks staged again, which only costs
-        // a `settle` that finds nothing to drop.
-        self.window = self.window.wrapping_add(1);
+        // Stubs staged in the window just taken no longer are. Window 0 is
+        // skipped: it marks stubs never staged. After 2^16 - 1 windows a stub
+        // staged long ago looks staged again, which only costs a `settle` that
+        // finds nothing to drop.
+        self.window = self.window.wrapping_add(1).max(1);
         changes
     }
 
