@@ -1,7 +1,7 @@
 //! Events through one GhostActor on a 1M-ghost table, beside the raw table in the same run; reload from redb.
 
 use actix::prelude::*;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,5 +144,81 @@ fn reload(c: &mut Criterion) {
     g.finish();
 }
 
+/// Rounds of the side-by-side comparison, and the length of each phase.
+const ROUNDS: usize = 5;
+const PHASE: Duration = Duration::from_secs(2);
+
+/// The raw table and the actors measured in turns, round after round, with the
+/// ratio taken within each round. On a shared machine the raw rate drifts by up
+/// to a factor of two between minutes, so only measurements taken side by side
+/// make a ratio worth quoting. Runs after the criterion benches, or alone with
+/// the filter `paired`.
+fn paired() {
+    let ids = ids();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let batches: Vec<_> = (0..256).map(|_| batch(&ids, &mut rng)).collect();
+    let mut raw = filled(&ids);
+    let dir = tempfile::tempdir().unwrap();
+    let memory: Arc<dyn GhostStore> = Arc::new(MemoryStore::new());
+    let redb: Arc<dyn GhostStore> = Arc::new(RedbStore::open(dir.path().join("paired.redb")).unwrap());
+    let sys = System::new();
+    let mut shards = Vec::new();
+    for (name, store) in [("memory", memory), ("redb", redb)] {
+        store.replace(&filled(&ids)).unwrap();
+        let (addr, writer) = sys.block_on(async { shard_on(store) });
+        sys.block_on(async { addr.send(Flush).await.unwrap().unwrap() });
+        shards.push((name, addr, writer));
+    }
+    let phases = ["memory awaited", "memory 8 pipelined", "redb awaited", "redb 8 pipelined"];
+    println!(
+        "paired: events/s per phase ({} s each), and ÷ the raw table's in the same round",
+        PHASE.as_secs()
+    );
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); phases.len()];
+    for round in 0..ROUNDS {
+        let (mut n, start, mut k) = (0u64, Instant::now(), 0);
+        while start.elapsed() < PHASE {
+            k += 1;
+            black_box(raw.apply_batch(None, &batches[k % batches.len()]));
+            black_box(raw.take_changes());
+            n += BATCH as u64;
+        }
+        let raw_rate = n as f64 / start.elapsed().as_secs_f64();
+        let mut line = format!("round {round}: raw {:.2} M/s", raw_rate / 1e6);
+        for (p, (addr, window)) in
+            shards.iter().flat_map(|(_, addr, _)| [(addr, 1), (addr, WINDOW)]).enumerate()
+        {
+            let (mut n, mut took) = (0u64, Duration::ZERO);
+            while took < PHASE {
+                took += sys.block_on(pipelined(addr, &batches, 64, window));
+                n += 64 * BATCH as u64;
+            }
+            let rate = n as f64 / took.as_secs_f64();
+            ratios[p].push(rate / raw_rate);
+            line += &format!(" | {} {:.2} M/s ({:.2})", phases[p], rate / 1e6, rate / raw_rate);
+        }
+        println!("{line}");
+    }
+    for (p, mut r) in ratios.into_iter().enumerate() {
+        r.sort_by(f64::total_cmp);
+        println!("paired median ratio, {}: {:.2}", phases[p], r[r.len() / 2]);
+    }
+    drop(sys);
+    for (_, addr, writer) in shards {
+        drop(addr);
+        writer.shutdown();
+    }
+}
+
 criterion_group!(benches, events, reload);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    // Criterion's own flags (`--bench`, `--profile-time`, ...) start with a dash;
+    // any other argument is a filter.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    if filters.is_empty() || filters.iter().any(|f| f.contains("paired")) {
+        paired();
+    }
+}

@@ -29,7 +29,8 @@ use crate::table::{ChangeSet, GhostTable};
 pub struct ShardChanges {
     /// The shard.
     pub shard: u16,
-    /// Its changes: apply removals, then upserts, then record the sequence number.
+    /// Its changes: apply the removals, then the upserts in order, then record
+    /// the sequence number.
     pub changes: ChangeSet,
 }
 
