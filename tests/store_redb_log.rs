@@ -127,6 +127,32 @@ fn removal_and_upsert_of_one_id_in_one_batch_and_across_batches() {
     }
 }
 
+/// Batches that stage their changes write a stub once per batch, so one logged
+/// section may hold more upserts than the table has stubs, or than its
+/// `max_stubs`: it must still replay.
+#[test]
+fn staged_repeats_beyond_max_stubs_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(db_path(&dir)).unwrap();
+    let config = TableConfig { max_stubs: 1_000, ..cfg() };
+    let mut t = GhostTable::new(0, config.clone()).unwrap();
+    for i in 0..300 {
+        t.insert(&format!("n{i}"), 1, 1, 1, 0).unwrap();
+    }
+    store.commit(&[ShardChanges { shard: 0, changes: t.take_changes() }]).unwrap();
+    let mut all = EdgeEvents::new();
+    (0..300).for_each(|i| all.added(&format!("n{i}")));
+    for seq in 1..=5 {
+        t.apply_batch(Some(seq), &all);
+    }
+    let changes = t.take_changes();
+    assert_eq!(changes.upserts().len(), 1_500, "each batch staged its own copies");
+    store.commit(&[ShardChanges { shard: 0, changes }]).unwrap();
+    let loaded = store.load(0, &config).unwrap();
+    assert_eq!(contents(&loaded), contents(&t));
+    assert_eq!(loaded.get("n7").unwrap().refcount, 6);
+}
+
 #[test]
 fn applied_seq_only_rises_across_rows_and_log() {
     let dir = tempfile::tempdir().unwrap();

@@ -121,6 +121,8 @@ impl GhostTable {
             table.finish_load(applied_seq)?;
             return Ok(table);
         }
+        // The helper builds the index; the one sized for `capacity` would sit unused.
+        table.slab.install_index(HashTable::new());
         let index = std::thread::scope(|s| {
             let (tx, rx) = mpsc::sync_channel::<Vec<u64>>(16);
             let builder = std::thread::Builder::new()
