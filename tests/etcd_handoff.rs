@@ -10,7 +10,7 @@
 mod common;
 
 use common::{etcd_endpoint, fresh_prefix};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vshard_ghosts::*;
@@ -139,23 +139,7 @@ fn etcd_crash_child() {
 fn a_crashed_owners_shards_move_once_its_lease_lapses() {
     let ep = etcd_endpoint();
     let prefix = fresh_prefix();
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "etcd_crash_child", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &prefix)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!child.status.success(), "the child must die by abort");
-    let acked: Vec<(u16, String)> = child
-        .stdout
-        .lines()
-        .map_while(|l| l.ok())
-        .filter_map(|l| {
-            let mut p = l.split("ACK ").nth(1)?.split(' ');
-            Some((p.next()?.parse().ok()?, p.next()?.to_owned()))
-        })
-        .collect();
+    let acked = common::acks_of_aborted_child("etcd_crash_child", CHILD_ENV, &prefix);
     assert_eq!(acked.len(), 200);
     // Right after the crash the lease still holds: an impatient taker is refused.
     let impatient = EtcdConfig {

@@ -145,17 +145,21 @@ fn corrupt_row(path: &std::path::Path, shard: u16, id: &str) -> Vec<u8> {
     garbage
 }
 
+fn two_shards_on(path: &std::path::Path) -> GhostRuntime {
+    GhostRuntime::builder()
+        .shards(0..2)
+        .arbiters(1)
+        .store(StoreChoice::Redb(path.to_owned()))
+        .start()
+        .unwrap()
+}
+
 #[actix::test]
 async fn a_corrupt_redb_row_fails_the_shard_closed_and_stays_untouched() {
     use redb::ReadableDatabase;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.redb");
-    let rt = GhostRuntime::builder()
-        .shards(0..2)
-        .arbiters(1)
-        .store(StoreChoice::Redb(path.clone()))
-        .start()
-        .unwrap();
+    let rt = two_shards_on(&path);
     for i in 0..5 {
         rt.insert_ghost(0, &format!("n{i}"), 1, 1, 1).await.unwrap();
     }
@@ -165,12 +169,7 @@ async fn a_corrupt_redb_row_fails_the_shard_closed_and_stays_untouched() {
     drop(RedbStore::open(&path).unwrap());
     let garbage = corrupt_row(&path, 0, "n3");
 
-    let rt = GhostRuntime::builder()
-        .shards(0..2)
-        .arbiters(1)
-        .store(StoreChoice::Redb(path.clone()))
-        .start()
-        .unwrap();
+    let rt = two_shards_on(&path);
     let e = rt.resolve_many(&[(0, "n1")]).await.unwrap_err();
     assert!(matches!(&e, Error::ShardFailed { shard: 0, cause } if cause.contains("decode")), "{e}");
     assert!(matches!(rt.stats().await.unwrap()[0].state, ShardState::FailedClosed(_)));

@@ -1,6 +1,9 @@
 //! GhostRuntime end to end: routing, unknown shards, shutdown, and a real crash of the process.
 
-use std::io::{BufRead, Write};
+#[allow(dead_code)] // each test file uses a different part of it
+mod common;
+
+use std::io::Write;
 use std::sync::Arc;
 use vshard_ghosts::*;
 
@@ -88,24 +91,7 @@ fn crash_child() {
 fn a_crash_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("crash.redb");
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!child.status.success(), "the child must die by abort");
-    let acked: Vec<(u16, String)> = child
-        .stdout
-        .lines()
-        .map_while(|l| l.ok())
-        .filter_map(|l| {
-            // libtest may print its own "test crash_child ... " before the first line.
-            let mut p = l.split("ACK ").nth(1)?.split(' ');
-            Some((p.next()?.parse().ok()?, p.next()?.to_owned()))
-        })
-        .collect();
+    let acked = common::acks_of_aborted_child("crash_child", CHILD_ENV, path.to_str().unwrap());
     assert_eq!(acked.len(), 400);
     let store = Arc::new(RedbStore::open(&path).unwrap());
     let tables: Vec<_> = (0..4).map(|s| store.load(s, &TableConfig::default()).unwrap()).collect();

@@ -143,3 +143,27 @@ pub(crate) fn etcd_endpoint() -> String {
 pub(crate) fn fresh_prefix() -> String {
     format!("vshard-ghosts-test/{:016x}/", fastrand::u64(..))
 }
+
+/// Runs the ignored test `child` of this test binary in a new process with
+/// `env_key=env_value`, expects it to die by `abort()`, and returns the
+/// `(shard, node id)` pairs it printed as `ACK <shard> <id>` lines before dying.
+pub(crate) fn acks_of_aborted_child(child: &str, env_key: &str, env_value: &str) -> Vec<(u16, String)> {
+    use std::io::BufRead;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child, "--ignored", "--nocapture", "--test-threads=1"])
+        .env(env_key, env_value)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the child must die by abort");
+    out.stdout
+        .lines()
+        .map_while(|l| l.ok())
+        .filter_map(|l| {
+            // libtest may print its own "test <child> ... " before the first line.
+            let mut p = l.split("ACK ").nth(1)?.split(' ');
+            Some((p.next()?.parse().ok()?, p.next()?.to_owned()))
+        })
+        .collect()
+}
