@@ -1,7 +1,6 @@
 //! `EdgeEvents`: a batch of edge events packed into two buffers, however many it holds.
 
 use crate::event::{EdgeEvent, EdgeKind};
-use crate::packed::Packed;
 use std::fmt;
 
 /// Edge events in order, their ids packed into one buffer.
@@ -12,7 +11,17 @@ use std::fmt;
 /// [`added`](Self::added) / [`removed`](Self::removed)), or collect
 /// [`EdgeEvent`]s into it.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct EdgeEvents(Packed<EdgeKind>);
+pub struct EdgeEvents {
+    ids: String,
+    events: Vec<Packed>,
+}
+
+/// An event's kind and where its id ends in `ids`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Packed {
+    id_end: usize,
+    kind: EdgeKind,
+}
 
 impl EdgeEvents {
     /// No events.
@@ -22,12 +31,13 @@ impl EdgeEvents {
 
     /// No events, with room for `events` of them whose ids total `id_bytes`.
     pub fn with_capacity(events: usize, id_bytes: usize) -> Self {
-        Self(Packed::with_capacity(events, id_bytes))
+        Self { ids: String::with_capacity(id_bytes), events: Vec::with_capacity(events) }
     }
 
     /// Appends an event on `node_id`.
     pub fn push(&mut self, node_id: &str, kind: EdgeKind) {
-        self.0.push(node_id, kind);
+        self.ids.push_str(node_id);
+        self.events.push(Packed { id_end: self.ids.len(), kind });
     }
 
     /// Appends "an edge to `node_id` was added".
@@ -42,27 +52,32 @@ impl EdgeEvents {
 
     /// Number of events.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.events.len()
     }
 
     /// True when there is no event.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.events.is_empty()
     }
 
     /// Forgets every event, keeping the buffers for the next batch.
     pub fn clear(&mut self) {
-        self.0.clear();
+        self.ids.clear();
+        self.events.clear();
     }
 
     /// The events in order, as `(node_id, kind)`.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, EdgeKind)> + Clone + '_ {
-        self.0.iter().map(|(id, &kind)| (id, kind))
+        (0..self.events.len()).map(move |i| {
+            let start = if i == 0 { 0 } else { self.events[i - 1].id_end };
+            let p = self.events[i];
+            (&self.ids[start..p.id_end], p.kind)
+        })
     }
 
     /// True when some event adds an edge (the batch must then be durable before its reply).
     pub fn any_added(&self) -> bool {
-        self.0.values().any(|&k| k == EdgeKind::Added)
+        self.events.iter().any(|p| p.kind == EdgeKind::Added)
     }
 }
 

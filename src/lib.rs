@@ -57,7 +57,6 @@ pub mod error;
 pub mod event;
 pub mod messages;
 pub mod metrics;
-mod packed;
 pub mod runtime;
 pub mod store;
 pub mod stub;

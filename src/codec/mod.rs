@@ -42,7 +42,7 @@ pub fn decode_snapshot(bytes: &[u8], shard: u16, config: &TableConfig) -> Result
     let mut table = GhostTable::with_capacity(shard, config.clone(), n)?;
     for _ in 0..n {
         let s = read_stub(&mut r, config)?;
-        table.load_stub(s)?;
+        table.load_stub(s.node_id, s.target_shard, s.refcount, s.created_at_ms, s.epoch)?;
     }
     expect_end(r)?;
     table.finish_load(applied_seq)?;
@@ -85,7 +85,14 @@ impl ToMessagePack for SnapshotPayload<'_> {
             None => w.write_nil()?,
         }
         w.write_array_len(self.0.len())?;
-        for stub in self.0.stubs() {
+        for (id, g) in self.0.iter() {
+            let stub = StubRef {
+                node_id: id,
+                target_shard: g.target_shard,
+                refcount: g.refcount,
+                created_at_ms: g.created_at_ms,
+                epoch: g.epoch,
+            };
             write_stub(w, stub)?;
         }
         Ok(())

@@ -30,18 +30,6 @@ struct Row {
     epoch: u64,
 }
 
-impl Row {
-    fn stub<'a>(&self, node_id: &'a str) -> StubRef<'a> {
-        StubRef {
-            node_id,
-            target_shard: self.target,
-            refcount: self.refcount,
-            created_at_ms: self.created_at_ms,
-            epoch: self.epoch,
-        }
-    }
-}
-
 impl From<StubRef<'_>> for Row {
     fn from(r: StubRef<'_>) -> Self {
         Self { target: r.target_shard, refcount: r.refcount, created_at_ms: r.created_at_ms, epoch: r.epoch }
@@ -85,7 +73,9 @@ impl GhostStore for MemoryStore {
         };
         // Map keys: no id repeats.
         GhostTable::load_distinct(shard, config.clone(), data.rows.len(), data.applied_seq, |load| {
-            data.rows.iter().try_for_each(|(id, r)| load.push(r.stub(id)))
+            data.rows
+                .iter()
+                .try_for_each(|(id, r)| load.push(id, r.target, r.refcount, r.created_at_ms, r.epoch))
         })
     }
 
@@ -111,7 +101,18 @@ impl GhostStore for MemoryStore {
     }
 
     fn replace(&self, table: &GhostTable) -> Result<()> {
-        let rows = table.stubs().map(|s| (CompactString::from(s.node_id), Row::from(s))).collect();
+        let rows = table
+            .iter()
+            .map(|(id, g)| {
+                let row = Row {
+                    target: g.target_shard,
+                    refcount: g.refcount,
+                    created_at_ms: g.created_at_ms,
+                    epoch: g.epoch,
+                };
+                (CompactString::from(id), row)
+            })
+            .collect();
         self.lock().insert(table.shard(), Shard { rows, applied_seq: table.applied_seq() });
         Ok(())
     }

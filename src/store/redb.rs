@@ -227,7 +227,7 @@ impl GhostStore for RedbStore {
                 let r = decoded.inspect_err(|e| {
                     tracing::error!(shard, node_id = id, error = %e, "undecodable ghost row");
                 })?;
-                load.push(r)?;
+                load.push(id, r.target_shard, r.refcount, r.created_at_ms, r.epoch)?;
             }
             Ok(())
         })?;
@@ -265,7 +265,7 @@ impl GhostStore for RedbStore {
     fn replace(&self, table: &GhostTable) -> Result<()> {
         let shard = table.shard();
         let encoded =
-            table.stubs().map(|s| Ok((codec::encode_stub_ref(s)?, s.node_id))).collect::<Result<Vec<_>>>()?;
+            table.records().map(|r| Ok((codec::encode_stub(&r)?, r.node_id))).collect::<Result<Vec<_>>>()?;
         let mut log = self.lock_log();
         let txn = self.db.begin_write().ctx("begin write")?;
         // Folded first, so that no older record of this shard replays over the
@@ -275,7 +275,7 @@ impl GhostStore for RedbStore {
             let mut rows = txn.open_table(GHOSTS).ctx("open ghosts")?;
             rows.retain_in(shard_range(shard), |_, _| false).ctx("clear shard")?;
             for (v, id) in &encoded {
-                rows.insert((shard, *id), v.as_slice()).ctx("write ghost")?;
+                rows.insert((shard, id.as_str()), v.as_slice()).ctx("write ghost")?;
             }
             let new = (table.applied_seq(), encoded.len() as u64);
             let mut meta = txn.open_table(SHARD_META).ctx("open shard_meta")?;

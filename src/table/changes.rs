@@ -1,6 +1,5 @@
 //! `ChangeSet`: one shard's stub upserts and removals since its last flush, packed for the store.
 
-use crate::packed::Packed;
 use crate::stub::StubRef;
 use std::fmt;
 
@@ -18,17 +17,21 @@ use std::fmt;
 /// about as much as applying the events did.
 #[derive(Clone, Default)]
 pub struct ChangeSet {
-    upserts: Packed<Fields>,
-    removals: Packed<()>,
+    upsert_ids: String,
+    upserts: Vec<Packed>,
+    removal_ids: String,
+    /// End offset of each removed id in `removal_ids`.
+    removal_ends: Vec<usize>,
     /// Removals of stubs that already had an upsert here: `(removal, upserts
     /// before it)`. Those upserts must go before anyone reads the set.
     late: Vec<(usize, usize)>,
     applied_seq: Option<u64>,
 }
 
-/// An upsert's fixed fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Fields {
+/// An upsert's fixed fields; its id ends at `id_end` in `upsert_ids`.
+#[derive(Debug, Clone, Copy)]
+struct Packed {
+    id_end: usize,
     target_shard: u16,
     refcount: u32,
     created_at_ms: u64,
@@ -43,7 +46,11 @@ impl ChangeSet {
 
     /// An empty change set with room for `upserts` stubs whose ids total `id_bytes`.
     pub fn with_capacity(upserts: usize, id_bytes: usize) -> Self {
-        Self { upserts: Packed::with_capacity(upserts, id_bytes), ..Self::default() }
+        Self {
+            upsert_ids: String::with_capacity(id_bytes),
+            upserts: Vec::with_capacity(upserts),
+            ..Self::default()
+        }
     }
 
     /// A change set holding `upserts` and `removals`, in that order, with `applied_seq`.
@@ -60,24 +67,26 @@ impl ChangeSet {
 
     /// Adds a stub in its current state.
     pub fn push_upsert(&mut self, stub: StubRef<'_>) {
-        let fields = Fields {
+        self.upsert_ids.push_str(stub.node_id);
+        self.upserts.push(Packed {
+            id_end: self.upsert_ids.len(),
             target_shard: stub.target_shard,
             refcount: stub.refcount,
             created_at_ms: stub.created_at_ms,
             epoch: stub.epoch,
-        };
-        self.upserts.push(stub.node_id, fields);
+        });
     }
 
     /// Adds the id of a stub that left the table.
     pub fn push_removal(&mut self, node_id: &str) {
-        self.removals.push(node_id, ());
+        self.removal_ids.push_str(node_id);
+        self.removal_ends.push(self.removal_ids.len());
     }
 
     /// Adds a removal of a stub that may already have an upsert here, which
     /// [`settle`](Self::settle) then drops.
     pub(crate) fn push_late_removal(&mut self, node_id: &str) {
-        self.late.push((self.removals.len(), self.upserts.len()));
+        self.late.push((self.removal_ends.len(), self.upserts.len()));
         self.push_removal(node_id);
     }
 
@@ -88,17 +97,21 @@ impl ChangeSet {
             return;
         }
         let mut before: foldhash::HashMap<&str, usize> = foldhash::HashMap::default();
+        let removals: Vec<&str> = self.removals().collect();
         for &(r, mark) in &self.late {
-            let m = before.entry(self.removals.get(r).0).or_default();
+            let m = before.entry(removals[r]).or_default();
             *m = (*m).max(mark);
         }
-        let mut kept = Packed::with_capacity(self.upserts.len(), 0);
-        for (j, (id, &fields)) in self.upserts.iter().enumerate() {
-            if before.get(id).is_none_or(|&mark| j >= mark) {
-                kept.push(id, fields);
+        let mut kept = Self::with_capacity(self.upserts.len(), self.upsert_ids.len());
+        for (j, s) in self.upserts().enumerate() {
+            if before.get(s.node_id).is_none_or(|&mark| j >= mark) {
+                kept.push_upsert(s);
             }
         }
-        self.upserts = kept;
+        drop(before);
+        drop(removals);
+        self.upsert_ids = kept.upsert_ids;
+        self.upserts = kept.upserts;
         self.late.clear();
     }
 
@@ -114,34 +127,44 @@ impl ChangeSet {
 
     /// Stubs created or changed, in their current state, in the order pushed.
     pub fn upserts(&self) -> impl ExactSizeIterator<Item = StubRef<'_>> + Clone + '_ {
-        self.upserts.iter().map(|(node_id, f)| StubRef {
-            node_id,
-            target_shard: f.target_shard,
-            refcount: f.refcount,
-            created_at_ms: f.created_at_ms,
-            epoch: f.epoch,
+        (0..self.upserts.len()).map(move |i| {
+            let p = &self.upserts[i];
+            let start = if i == 0 { 0 } else { self.upserts[i - 1].id_end };
+            StubRef {
+                node_id: &self.upsert_ids[start..p.id_end],
+                target_shard: p.target_shard,
+                refcount: p.refcount,
+                created_at_ms: p.created_at_ms,
+                epoch: p.epoch,
+            }
         })
     }
 
     /// Ids of stubs that left the table, in the order pushed.
     pub fn removals(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
-        self.removals.iter().map(|(id, ())| id)
+        (0..self.removal_ends.len()).map(move |i| {
+            let start = if i == 0 { 0 } else { self.removal_ends[i - 1] };
+            &self.removal_ids[start..self.removal_ends[i]]
+        })
     }
 
     /// True when there is no stub to write (the sequence number alone may still be).
     pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty() && self.removals.is_empty()
+        self.upserts.is_empty() && self.removal_ends.is_empty()
     }
 
     /// Makes room for `upserts` more stubs with `id_bytes` more id bytes.
     pub(crate) fn reserve(&mut self, upserts: usize, id_bytes: usize) {
-        self.upserts.reserve(upserts, id_bytes);
+        self.upserts.reserve(upserts);
+        self.upsert_ids.reserve(id_bytes);
     }
 
     /// Forgets everything, keeping the allocations.
     pub(crate) fn clear(&mut self) {
+        self.upsert_ids.clear();
         self.upserts.clear();
-        self.removals.clear();
+        self.removal_ids.clear();
+        self.removal_ends.clear();
         self.late.clear();
         self.applied_seq = None;
     }

@@ -4,7 +4,7 @@ use super::slab::Slot;
 use super::{GhostTable, new_slot};
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
-use crate::stub::{StubRecord, StubRef};
+use crate::stub::StubRecord;
 use hashbrown::HashTable;
 use std::sync::mpsc;
 
@@ -22,10 +22,17 @@ pub(crate) struct IndexedLoad<'t> {
 
 impl IndexedLoad<'_> {
     /// Appends one stub; its id must differ from every other pushed.
-    pub(crate) fn push(&mut self, stub: StubRef<'_>) -> Result<()> {
-        self.table.load_stub(stub)?;
+    pub(crate) fn push(
+        &mut self,
+        id: &str,
+        target: u16,
+        refcount: u32,
+        created_at_ms: u64,
+        epoch: u64,
+    ) -> Result<()> {
+        self.table.load_stub(id, target, refcount, created_at_ms, epoch)?;
         if let Some((chunk, tx)) = &mut self.feed {
-            chunk.push(self.table.slab.hash_id(stub.node_id));
+            chunk.push(self.table.slab.hash_id(id));
             if chunk.len() == CHUNK {
                 // A send fails only if the index thread is gone; its join reports why.
                 let _ = tx.send(std::mem::replace(chunk, Vec::with_capacity(CHUNK)));
@@ -61,7 +68,7 @@ impl GhostTable {
         let records = records.into_iter();
         let mut table = Self::with_capacity(shard, config, records.size_hint().0)?;
         for r in records {
-            table.load_stub((&r).into())?;
+            table.load_stub(&r.node_id, r.target_shard, r.refcount, r.created_at_ms, r.epoch)?;
         }
         table.finish_load(applied_seq)?;
         Ok(table)
@@ -71,10 +78,17 @@ impl GhostTable {
     /// built once at [`finish_load`](Self::finish_load): appending first and
     /// hashing after keeps the append pass a pure stream, which is what makes a
     /// million-stub reload fast.
-    pub(crate) fn load_stub(&mut self, stub: StubRef<'_>) -> Result<()> {
-        self.check_id(stub.node_id)?;
+    pub(crate) fn load_stub(
+        &mut self,
+        id: &str,
+        target: u16,
+        refcount: u32,
+        created_at_ms: u64,
+        epoch: u64,
+    ) -> Result<()> {
+        self.check_id(id)?;
         let version = self.bump();
-        self.slab.push_unindexed(stub.node_id, persisted_slot(stub, version))
+        self.slab.push_unindexed(id, new_slot(target, refcount, created_at_ms, epoch, version))
     }
 
     /// Ends a load: indexes the stubs (a repeated id is malformed state) and
@@ -133,11 +147,18 @@ impl GhostTable {
     /// Replays a persisted upsert onto a loaded (indexed) table: inserts the
     /// stub or overwrites its persisted fields. Not recorded as a change: the
     /// store already holds it. [`finish_restore`](Self::finish_restore) must follow.
-    pub(crate) fn restore_upsert(&mut self, stub: StubRef<'_>) -> Result<()> {
-        self.check_id(stub.node_id)?;
+    pub(crate) fn restore_upsert(
+        &mut self,
+        id: &str,
+        target: u16,
+        refcount: u32,
+        created_at_ms: u64,
+        epoch: u64,
+    ) -> Result<()> {
+        self.check_id(id)?;
         let version = self.bump();
-        let fresh = persisted_slot(stub, version);
-        if let Err(i) = self.slab.insert(stub.node_id, fresh)? {
+        let fresh = new_slot(target, refcount, created_at_ms, epoch, version);
+        if let Err(i) = self.slab.insert(id, fresh)? {
             let s = self.slab.slot_mut_clean(i);
             *s = Slot { id_off: s.id_off, id_len: s.id_len, flags: s.flags, ..fresh };
         }
@@ -160,8 +181,4 @@ impl GhostTable {
         self.applied_seq = applied_seq;
         self.seq_dirty = false;
     }
-}
-
-fn persisted_slot(s: StubRef<'_>, version: u64) -> Slot {
-    new_slot(s.target_shard, s.refcount, s.created_at_ms, s.epoch, version)
 }

@@ -111,12 +111,7 @@ impl GhostTable {
 
     /// Every ghost as a persisted record.
     pub fn records(&self) -> impl Iterator<Item = StubRecord> + '_ {
-        self.stubs().map(|s| s.to_record())
-    }
-
-    /// Every ghost as a persisted record, borrowed: no allocation per ghost.
-    pub fn stubs(&self) -> impl Iterator<Item = StubRef<'_>> + '_ {
-        (0..self.slab.len()).map(|i| stub_ref(self.slab.id(i), self.slab.slot(i)))
+        self.iter().map(|(id, g)| record(id, &g))
     }
 
     /// Records that `node_id` moved to `target` at move `epoch` with `refcount`
@@ -385,6 +380,16 @@ fn stub_ref<'a>(id: &'a str, s: &Slot) -> StubRef<'a> {
         refcount: s.refcount,
         created_at_ms: s.created_at_ms,
         epoch: s.epoch,
+    }
+}
+
+fn record(id: &str, g: &GhostInfo) -> StubRecord {
+    StubRecord {
+        node_id: id.to_owned(),
+        target_shard: g.target_shard,
+        refcount: g.refcount,
+        created_at_ms: g.created_at_ms,
+        epoch: g.epoch,
     }
 }
 

@@ -227,7 +227,7 @@ fn load_row(table: &mut GhostTable, id: &[u8], value: &[u8], config: &TableConfi
         let why = format!("row for {:?} holds a stub for {:?}", String::from_utf8_lossy(id), r.node_id);
         return Err(DecodeError::Malformed(why).into());
     }
-    table.load_stub(r)
+    table.load_stub(r.node_id, r.target_shard, r.refcount, r.created_at_ms, r.epoch)
 }
 
 #[cfg(test)]
