@@ -65,6 +65,8 @@ fn main() -> Result<()> {
                 refcount: i % 5 + 1,
                 created_at_ms: 1_000,
                 epoch: 1,
+                hold_until_ms: 0,
+                tombstone: false,
             });
             if batch.len() == 10_000 || i + 1 == args.reload {
                 let changes = ChangeSet::from_parts(batch.iter().map(Into::into), [], None);

@@ -29,6 +29,13 @@ pub struct TableConfig {
     /// at least 1. A stub changed by several such batches within one flush is
     /// written once per batch, so this also bounds that repetition.
     pub stage_after_changes: usize,
+    /// How long a reclaimed or purged ghost is remembered to refuse stale
+    /// inserts at or below its epoch, in ms. Default 3 600 000 (an hour): longer
+    /// than a host retries an unacknowledged insert or replays its moves.
+    pub tombstone_ttl_ms: u64,
+    /// Most tombstones per shard; past it the oldest is forgotten first.
+    /// Default 100 000; 0 keeps none.
+    pub max_tombstones: usize,
 }
 
 impl Default for TableConfig {
@@ -41,6 +48,8 @@ impl Default for TableConfig {
             backoff_cap_ms: 300_000,
             jitter_seed: 0x9e37_79b9_7f4a_7c15,
             stage_after_changes: 256,
+            tombstone_ttl_ms: 3_600_000,
+            max_tombstones: 100_000,
         }
     }
 }

@@ -77,7 +77,7 @@ pub use runtime::{GhostRuntime, GhostRuntimeBuilder, RuntimeConfig, StoreChoice}
 pub use store::{EtcdConfig, EtcdStore};
 pub use store::{Fault, FaultyStore, GhostStore, MemoryStore, RedbStore, ShardChanges, StoreOp};
 pub use stub::{GhostInfo, PurgeReason, StubRecord, StubRef};
-pub use sweep::{ApplyReport, CheckedVerdict, PlannedCheck, SweepPage, Verdict};
+pub use sweep::{ApplyReport, CheckedVerdict, LocalEdges, PlannedCheck, SweepPage, Verdict};
 pub use sweep_report::{PassReport, SweepCounts, SweepTotals};
 pub use table::{ChangeSet, GhostTable, TableCounters, TableStats};
 pub use verify::{DirectoryVerifier, Verifier, VerifyRequest};

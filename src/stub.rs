@@ -3,7 +3,15 @@
 /// A ghost stub as persisted: everything needed to rebuild it after a restart.
 ///
 /// Versions and back-off state are not persisted: they only order in-flight
-/// sweeps, and a restarted shard starts a new incarnation.
+/// sweeps, and a restarted shard starts a new incarnation. A zero-count hold is
+/// persisted (`hold_until_ms`), since losing it would let a plan purge a ghost
+/// that an edge still in flight needs.
+///
+/// A row may also be a *tombstone* (`tombstone: true`): the memory of a ghost
+/// that was reclaimed or purged, kept until `hold_until_ms` so that a stale
+/// insert carrying an epoch at or below `epoch` cannot make the ghost again.
+/// Tombstones are rows of the store like ghosts, but never ghosts of the table:
+/// [`GhostTable::records`](crate::GhostTable::records) leaves them out.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StubRecord {
     /// The moved node.
@@ -14,8 +22,14 @@ pub struct StubRecord {
     pub refcount: u32,
     /// When the ghost was created, in ms on the host's clock.
     pub created_at_ms: u64,
-    /// The host's move epoch of the move that made or last retargeted the ghost.
+    /// The host's move epoch of the move that made or last retargeted the ghost
+    /// (for a tombstone: the epoch at which the ghost was removed).
     pub epoch: u64,
+    /// A refcount-zero ghost is not purged before this time, in ms on the host's
+    /// clock (0: no hold); a tombstone is forgotten at this time.
+    pub hold_until_ms: u64,
+    /// This row remembers a removed ghost; see the type's docs.
+    pub tombstone: bool,
 }
 
 /// A ghost stub as persisted, borrowing its id: what a [`ChangeSet`](crate::ChangeSet) yields.
@@ -29,8 +43,14 @@ pub struct StubRef<'a> {
     pub refcount: u32,
     /// When the ghost was created, in ms on the host's clock.
     pub created_at_ms: u64,
-    /// The host's move epoch of the move that made or last retargeted the ghost.
+    /// The host's move epoch of the move that made or last retargeted the ghost
+    /// (for a tombstone: the epoch at which the ghost was removed).
     pub epoch: u64,
+    /// A refcount-zero ghost is not purged before this time, in ms (0: no hold);
+    /// a tombstone is forgotten at this time.
+    pub hold_until_ms: u64,
+    /// This row remembers a removed ghost; see [`StubRecord`].
+    pub tombstone: bool,
 }
 
 impl StubRef<'_> {
@@ -42,6 +62,8 @@ impl StubRef<'_> {
             refcount: self.refcount,
             created_at_ms: self.created_at_ms,
             epoch: self.epoch,
+            hold_until_ms: self.hold_until_ms,
+            tombstone: self.tombstone,
         }
     }
 }
@@ -54,6 +76,8 @@ impl<'a> From<&'a StubRecord> for StubRef<'a> {
             refcount: r.refcount,
             created_at_ms: r.created_at_ms,
             epoch: r.epoch,
+            hold_until_ms: r.hold_until_ms,
+            tombstone: r.tombstone,
         }
     }
 }
@@ -71,6 +95,9 @@ pub struct GhostInfo {
     pub epoch: u64,
     /// Changes on every mutation of this stub; verdicts carry it for compare-and-set.
     pub version: u64,
+    /// The sweeper leaves the ghost alone until then, in ms: a zero-count hold
+    /// or an `Inconclusive` back-off (0: due as soon as its grace period ends).
+    pub not_before_ms: u64,
 }
 
 /// Why a ghost left the table.

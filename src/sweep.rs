@@ -26,16 +26,60 @@ pub struct SweepPage {
     pub pass_complete: bool,
 }
 
+/// The holding shard's local edges to a node, counted by the host, and the
+/// position of the shard's edge log at which they were counted.
+///
+/// *Whose count:* the edges of the shard that holds the ghost (the shard the
+/// node moved away from) that point at the node, not the target's edges.
+///
+/// *When it applies:* a count above the ghost's refcount always applies
+/// (a ghost that lingers is safe). A count below it applies only if the shard
+/// has applied exactly `at_seq` of the host's edge log for that shard, and no
+/// unsequenced edge event since: a removal still on its way to the shard is in
+/// the count already and would otherwise be counted twice. Otherwise the
+/// verdict is a stale count ([`ApplyReport::stale_counts`]) and the ghost is
+/// verified again on a later pass.
+///
+/// *How a host takes it:* read the count and the sequence number of the last
+/// batch it has sent to that shard in one step (under the lock that orders its
+/// log), so that no edge event falls between the two. A host that sends edge
+/// events without sequence numbers has no position to give: its counts are
+/// [`unsequenced`](Self::unsequenced) and only ever raise refcounts; a
+/// refcount that drifted upwards then lingers until a count with a position
+/// repairs it, which costs memory, never a traversal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LocalEdges {
+    /// The holding shard's local edges to the node.
+    pub count: u32,
+    /// The sequence number of the last edge batch sent to the holding shard
+    /// when the count was taken (`None`: no position, see the type's docs).
+    pub at_seq: Option<u64>,
+}
+
+impl LocalEdges {
+    /// `count` edges, counted right after the host sent batch `seq` to the shard.
+    pub fn at(count: u32, seq: u64) -> Self {
+        Self { count, at_seq: Some(seq) }
+    }
+
+    /// `count` edges at no log position: it can raise a refcount, never lower it.
+    pub fn unsequenced(count: u32) -> Self {
+        Self { count, at_seq: None }
+    }
+}
+
 /// What verification of one ghost found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// The target holds the node. `local_edges`, when known, is the authoritative
-    /// count of local edges to the node and repairs a drifted refcount; a count of
-    /// zero holds the ghost for the grace period (an edge may be in flight), after
-    /// which a plan purges it.
+    /// The target holds the node. `local_edges`, when known, repairs a drifted
+    /// refcount under the rules of [`LocalEdges`]. A count of zero that applies
+    /// holds the ghost for a grace period from the moment it applies (an edge
+    /// the host adds after counting may still be on its way); the hold is
+    /// persisted and survives retargets, restarts and reloads. A plan purges the
+    /// ghost after it.
     Keep {
-        /// Authoritative local edge count, if the verifier knows it.
-        local_edges: Option<u32>,
+        /// The holding shard's authoritative local edge count, if the verifier knows it.
+        local_edges: Option<LocalEdges>,
     },
     /// No local edge needs the node and the target does not hold it.
     Purge,
@@ -86,4 +130,7 @@ pub struct ApplyReport {
     pub inconclusive: u32,
     /// Verdicts dropped because their stub changed or left since planning.
     pub stale: u32,
+    /// `Keep` counts below the refcount not applied because the shard was not
+    /// at the count's log position ([`LocalEdges`]); the ghost is kept as it is.
+    pub stale_counts: u32,
 }

@@ -26,6 +26,8 @@ pub struct SweepCounts {
     pub verify_failures: u64,
     /// Verdicts dropped by the shard because the stub changed since planning.
     pub stale: u64,
+    /// Lower counts not applied because the shard was not at their log position.
+    pub stale_counts: u64,
     /// Times a shard was found busy and put back to later in the pass.
     pub deferred_busy: u64,
     /// Shards left to the next pass because they stayed busy.
@@ -51,6 +53,7 @@ impl SweepCounts {
         self.reclaimed += u64::from(r.reclaimed);
         self.inconclusive += u64::from(r.inconclusive);
         self.stale += u64::from(r.stale);
+        self.stale_counts += u64::from(r.stale_counts);
     }
 
     /// Adds `other` into `self`.
@@ -66,6 +69,7 @@ impl SweepCounts {
         self.inconclusive += o.inconclusive;
         self.verify_failures += o.verify_failures;
         self.stale += o.stale;
+        self.stale_counts += o.stale_counts;
         self.deferred_busy += o.deferred_busy;
         self.skipped_busy += o.skipped_busy;
         self.shard_errors += o.shard_errors;

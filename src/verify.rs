@@ -1,7 +1,7 @@
 //! The verify step's seam: the host's [`Verifier`], and [`DirectoryVerifier`] for single-process use.
 
 use crate::error::{Error, Result};
-use crate::sweep::Verdict;
+use crate::sweep::{LocalEdges, Verdict};
 use foldhash::fast::RandomState;
 use futures::future::{BoxFuture, FutureExt};
 use hashbrown::HashMap;
@@ -47,8 +47,8 @@ type Map<K, V> = HashMap<K, V, RandomState>;
 struct Directory {
     /// Node → (home shard, move epoch).
     homes: RwLock<Map<Box<str>, (u16, u64)>>,
-    /// Ghost shard → node → authoritative local edge count.
-    local_edges: RwLock<Map<u16, Map<Box<str>, u32>>>,
+    /// Ghost shard → node → authoritative local edge count and its log position.
+    local_edges: RwLock<Map<u16, Map<Box<str>, LocalEdges>>>,
     unreachable: RwLock<Map<u16, bool>>,
     latency: RwLock<Map<u16, Duration>>,
     calls: AtomicU64,
@@ -103,9 +103,12 @@ impl DirectoryVerifier {
         read(&self.dir.homes).get(node_id).copied()
     }
 
-    /// Sets the authoritative count of `shard`'s local edges to `node_id`,
-    /// returned with `Keep` to repair drifted refcounts (`None`: unknown).
-    pub fn set_local_edges(&self, shard: u16, node_id: &str, count: Option<u32>) {
+    /// Sets the authoritative count of `shard`'s local edges to `node_id`, and
+    /// the position of `shard`'s edge log it was taken at, returned with `Keep`
+    /// to repair drifted refcounts (`None`: unknown). See [`LocalEdges`] for how
+    /// to take it: a count set here is answered until it is set again, so set
+    /// it together with each batch the host sends to `shard`.
+    pub fn set_local_edges(&self, shard: u16, node_id: &str, count: Option<LocalEdges>) {
         let mut edges = write(&self.dir.local_edges);
         let per_shard = edges.entry(shard).or_default();
         match count {
@@ -199,8 +202,8 @@ mod tests {
         assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Purge), "unknown node = deleted");
         d.record_move("n", 1, 1);
         assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Keep { local_edges: None }));
-        d.set_local_edges(0, "n", Some(3));
-        assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Keep { local_edges: Some(3) }));
+        d.set_local_edges(0, "n", Some(LocalEdges::at(3, 7)));
+        assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Keep { local_edges: Some(LocalEdges::at(3, 7)) }));
         d.record_move("n", 2, 2);
         assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Redirect { shard: 2, epoch: 2 }));
         d.record_move("n", 0, 3);

@@ -57,7 +57,7 @@ fn try_snapshot(bytes: &[u8], config: &TableConfig) -> Result<bool, TestCaseErro
     prop_assert!(t.len() <= config.max_stubs);
     let mut ids = HashSet::new();
     for (id, _) in t.iter() {
-        prop_assert!(!id.is_empty() && id.len() <= config.max_node_id_len);
+        prop_assert!(id.len() <= config.max_node_id_len);
         prop_assert!(ids.insert(id.to_owned()), "duplicate id {:?} accepted", id);
     }
     prop_assert!(!t.has_changes());
@@ -77,7 +77,7 @@ fn try_stub(bytes: &[u8], config: &TableConfig) -> Result<bool, TestCaseError> {
             return Err(TestCaseError::fail(format!("stub decode failed without a DecodeError: {other:?}")));
         }
     };
-    prop_assert!(!r.node_id.is_empty() && r.node_id.len() <= config.max_node_id_len);
+    prop_assert!(r.node_id.len() <= config.max_node_id_len);
     let again = codec::encode_stub(&r).unwrap();
     prop_assert_eq!(codec::decode_stub(&again, config).unwrap(), r);
     Ok(true)
@@ -170,6 +170,8 @@ fn records(max: usize) -> impl Strategy<Value = Vec<StubRecord>> {
                 refcount,
                 created_at_ms,
                 epoch,
+                hold_until_ms: if refcount == 0 { created_at_ms } else { 0 },
+                tombstone: false,
             })
             .collect()
     })
@@ -194,7 +196,16 @@ fn snapshot_seed() -> impl Strategy<Value = Vec<u8>> {
 fn stub_seed() -> impl Strategy<Value = Vec<u8>> {
     (node_id(), any::<u16>(), any::<u32>(), any::<u64>(), any::<u64>()).prop_map(
         |(node_id, target_shard, refcount, created_at_ms, epoch)| {
-            codec::encode_stub(&StubRecord { node_id, target_shard, refcount, created_at_ms, epoch }).unwrap()
+            codec::encode_stub(&StubRecord {
+                node_id,
+                target_shard,
+                refcount,
+                created_at_ms,
+                epoch,
+                hold_until_ms: 0,
+                tombstone: false,
+            })
+            .unwrap()
         },
     )
 }

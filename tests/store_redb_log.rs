@@ -19,7 +19,15 @@ fn cfg() -> TableConfig {
 }
 
 fn rec(id: &str, target: u16, refcount: u32) -> StubRecord {
-    StubRecord { node_id: id.to_owned(), target_shard: target, refcount, created_at_ms: 7, epoch: 3 }
+    StubRecord {
+        node_id: id.to_owned(),
+        target_shard: target,
+        refcount,
+        created_at_ms: 7,
+        epoch: 3,
+        hold_until_ms: 0,
+        tombstone: false,
+    }
 }
 
 fn changes(shard: u16, upserts: Vec<StubRecord>, removals: &[&str], seq: Option<u64>) -> ShardChanges {

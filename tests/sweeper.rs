@@ -111,8 +111,8 @@ async fn a_node_that_moves_on_is_followed_and_kept_while_edges_point_at_it() {
     insert(b, "n", 2, 1, 2).await;
     dir.record_move("n", 1, 1);
     dir.record_move("n", 2, 2);
-    dir.set_local_edges(0, "n", Some(2));
-    dir.set_local_edges(1, "n", Some(1));
+    dir.set_local_edges(0, "n", Some(LocalEdges::unsequenced(2)));
+    dir.set_local_edges(1, "n", Some(LocalEdges::unsequenced(1)));
     let sweeper = start_sweeper(&shards, dir.clone(), fast());
 
     let first = sweeper.send(RunPass).await.unwrap();
@@ -123,8 +123,10 @@ async fn a_node_that_moves_on_is_followed_and_kept_while_edges_point_at_it() {
 
     let second = sweeper.send(RunPass).await.unwrap();
     assert_eq!((second.counts.kept, second.counts.purged()), (2, 0), "verified at C, kept");
-    // Only once A has no edge left does the ghost go.
-    dir.set_local_edges(0, "n", Some(0));
+    // Only once A has no edge left does the ghost go: counted at the position
+    // of A's edge log that A has applied (batch 1), so no removal is in flight.
+    a.send(EdgeBatch { seq: Some(1), events: EdgeEvents::new() }).await.unwrap().unwrap();
+    dir.set_local_edges(0, "n", Some(LocalEdges::at(0, 1)));
     let third = sweeper.send(RunPass).await.unwrap();
     assert_eq!((third.counts.corrected, third.counts.purged()), (1, 0), "repaired to zero, not purged yet");
     assert_eq!(inspect(a, "n").await.map(|g| g.refcount), Some(0));
@@ -433,7 +435,8 @@ async fn every_outcome_is_counted_and_totals_add_up() {
     }
     dir.record_move("moved", 2, 2);
     dir.record_move("home", 0, 2);
-    dir.set_local_edges(0, "drift", Some(3));
+    a.send(EdgeBatch { seq: Some(7), events: EdgeEvents::new() }).await.unwrap().unwrap();
+    dir.set_local_edges(0, "drift", Some(LocalEdges::at(3, 7)));
     let sweeper = start_sweeper(&shards, dir, fast());
     let c = sweeper.send(RunPass).await.unwrap().counts;
     assert_eq!(c.checked, 5, "the zero-refcount ghost needs no remote call");

@@ -6,13 +6,15 @@ use proptest::sample::Index;
 use std::collections::{HashMap, HashSet};
 use vshard_ghosts::{
     ApplyReport, BatchOutcome, CheckedVerdict, EdgeEvent, EdgeOutcome, Error, GhostTable, InsertOutcome,
-    MoveOutcome, PlannedCheck, StubRecord, TableConfig, TableCounters, Verdict, codec,
+    LocalEdges, MoveOutcome, PlannedCheck, StubRecord, TableConfig, TableCounters, Verdict, codec,
 };
 
 /// The table under test always belongs to shard 0, so target 0 is a self-target.
 const SHARD: u16 = 0;
 /// A small id space makes collisions (replays, stale plans, re-inserts) common.
 const IDS: u8 = 16;
+/// In a generated count, "at the log position the table has applied now".
+const AT_APPLIED: u64 = u64::MAX;
 
 /// `cases` unless `PROPTEST_CASES` is set: setting `cases` directly would override the env.
 fn cases(default: u32) -> ProptestConfig {
@@ -80,8 +82,11 @@ enum Op {
 
 fn verdict() -> impl Strategy<Value = Verdict> {
     prop_oneof![
-        3 => proptest::option::of(prop_oneof![0u32..=4, Just(u32::MAX)])
-            .prop_map(|local_edges| Verdict::Keep { local_edges }),
+        3 => proptest::option::of((
+            prop_oneof![0u32..=4, Just(u32::MAX)],
+            prop_oneof![2 => Just(Some(AT_APPLIED)), 1 => Just(None), 1 => (0u64..30).prop_map(Some)],
+        ))
+        .prop_map(|c| Verdict::Keep { local_edges: c.map(|(count, at_seq)| LocalEdges { count, at_seq }) }),
         1 => Just(Verdict::Purge),
         2 => (0u16..=4, 0u64..=7).prop_map(|(shard, epoch)| Verdict::Redirect { shard, epoch }),
         2 => Just(Verdict::Inconclusive),
@@ -117,7 +122,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(seq, events)| Op::Batch { seq, events }),
         1 => (id(), 0u16..=5, 0u64..=7)
             .prop_map(|(id, target, epoch)| Op::Retarget { id, target, epoch }),
-        1 => (id(), 0u64..=7).prop_map(|(id, epoch)| Op::Reclaim { id, epoch }),
+        2 => (id(), 0u64..=7).prop_map(|(id, epoch)| Op::Reclaim { id, epoch }),
         3 => prop_oneof![0usize..6, 16usize..40, Just(usize::MAX)]
             .prop_map(|max_scan| Op::Plan { max_scan }),
         2 => vec((any::<Index>(), verdict()), 1..5).prop_map(Op::Verdicts),
@@ -142,14 +147,18 @@ fn config() -> impl Strategy<Value = TableConfig> {
         any::<u64>(),
         // Low thresholds make batches stage their changes ahead of the flush.
         proptest::sample::select(vec![1usize, 3, 256]),
+        proptest::sample::select(vec![1u64, 30_000, 3_600_000]),
     )
-        .prop_map(|(grace_ms, (base, cap), jitter_seed, stage_after_changes)| TableConfig {
-            grace_ms,
-            backoff_base_ms: base,
-            backoff_cap_ms: cap,
-            jitter_seed,
-            stage_after_changes,
-            ..TableConfig::default()
+        .prop_map(|(grace_ms, (base, cap), jitter_seed, stage_after_changes, tombstone_ttl_ms)| {
+            TableConfig {
+                grace_ms,
+                backoff_base_ms: base,
+                backoff_cap_ms: cap,
+                jitter_seed,
+                stage_after_changes,
+                tombstone_ttl_ms,
+                ..TableConfig::default()
+            }
         })
 }
 
@@ -182,6 +191,14 @@ enum Purge {
 struct Model {
     config: TableConfig,
     stubs: HashMap<String, ModelStub>,
+    /// Removed ghosts: id → (epoch of the removal, when it lapses).
+    tombstones: HashMap<String, (u64, u64)>,
+    /// Tombstone rows owed to the store.
+    tomb_dirty: HashSet<String>,
+    /// An unsequenced edge event came after the last sequenced batch.
+    unsequenced: bool,
+    /// The latest time any call brought (removals by edge events are stamped with it).
+    now_hint: u64,
     applied_seq: Option<u64>,
     next_version: u64,
     dirty: HashSet<String>,
@@ -195,6 +212,10 @@ impl Model {
         Self {
             config,
             stubs: HashMap::new(),
+            tombstones: HashMap::new(),
+            tomb_dirty: HashSet::new(),
+            unsequenced: false,
+            now_hint: 0,
             applied_seq: None,
             next_version: 1,
             dirty: HashSet::new(),
@@ -212,10 +233,14 @@ impl Model {
         self.dirty.insert(id.to_owned());
     }
 
-    fn purge(&mut self, id: &str, why: Purge) {
+    /// Removes `id`, remembering the removal at `epoch`.
+    fn purge(&mut self, id: &str, why: Purge, epoch: u64) {
         self.stubs.remove(id).expect("purge of a live stub");
         self.dirty.remove(id);
         self.removed.push(id.to_owned());
+        self.tombstones
+            .insert(id.to_owned(), (epoch, self.now_hint.saturating_add(self.config.tombstone_ttl_ms)));
+        self.tomb_dirty.insert(id.to_owned());
         match why {
             Purge::Zero => self.counters.purged_refcount_zero += 1,
             Purge::Verified => self.counters.purged_verified += 1,
@@ -233,7 +258,7 @@ impl Model {
     }
 
     fn has_changes(&self) -> bool {
-        self.seq_dirty || !self.removed.is_empty() || !self.dirty.is_empty()
+        self.seq_dirty || !self.removed.is_empty() || !self.dirty.is_empty() || !self.tomb_dirty.is_empty()
     }
 
     fn records(&self) -> HashMap<String, StubRecord> {
@@ -246,6 +271,9 @@ impl Model {
                     refcount: s.refcount,
                     created_at_ms: s.created_at_ms,
                     epoch: s.epoch,
+                    // Holds are exact (never jittered), and only a zero count's is kept.
+                    hold_until_ms: if s.refcount == 0 { s.retry_lo } else { 0 },
+                    tombstone: false,
                 };
                 (id.clone(), r)
             })
@@ -262,6 +290,12 @@ impl Model {
     ) -> Result<InsertOutcome, Error> {
         if target == SHARD {
             return Err(Error::SelfTarget { shard: SHARD });
+        }
+        self.now_hint = self.now_hint.max(now);
+        if !self.stubs.contains_key(id) && self.tombstones.get(id).is_some_and(|&(e, _)| epoch <= e) {
+            self.counters.stale_moves += 1;
+            self.counters.tombstoned_inserts += 1;
+            return Ok(InsertOutcome::Stale);
         }
         let fresh = ModelStub {
             target,
@@ -285,6 +319,8 @@ impl Model {
             }
             Some(_) => InsertOutcome::Replaced,
         };
+        // A live ghost's row replaces its tombstone's, which the store then no longer needs.
+        self.tombstones.remove(id);
         self.stubs.insert(id.to_owned(), fresh);
         self.touch(id);
         self.counters.inserted += 1;
@@ -314,7 +350,8 @@ impl Model {
             return EdgeOutcome::UnknownNode;
         };
         if s.refcount <= 1 {
-            self.purge(id, Purge::Zero);
+            let epoch = s.epoch;
+            self.purge(id, Purge::Zero, epoch);
             return EdgeOutcome::Purged;
         }
         s.refcount -= 1;
@@ -349,6 +386,9 @@ impl Model {
         if seq.is_some() {
             self.applied_seq = seq;
             self.seq_dirty = true;
+            self.unsequenced = false;
+        } else if !events.is_empty() {
+            self.unsequenced = true;
         }
         out
     }
@@ -358,8 +398,11 @@ impl Model {
         s.target = target;
         s.epoch = epoch;
         s.attempts = 0;
-        s.retry_lo = 0;
-        s.retry_hi = 0;
+        // A zero count's hold survives a retarget; a back-off does not.
+        if s.refcount != 0 {
+            s.retry_lo = 0;
+            s.retry_hi = 0;
+        }
         self.touch(id);
         self.counters.redirected += 1;
     }
@@ -379,7 +422,8 @@ impl Model {
         Ok(MoveOutcome::Applied)
     }
 
-    fn reclaim(&mut self, id: &str, epoch: u64) -> MoveOutcome {
+    fn reclaim(&mut self, id: &str, epoch: u64, now: u64) -> MoveOutcome {
+        self.now_hint = self.now_hint.max(now);
         let Some(current) = self.stubs.get(id).map(|s| s.epoch) else {
             return MoveOutcome::UnknownNode;
         };
@@ -387,11 +431,12 @@ impl Model {
             self.counters.stale_moves += 1;
             return MoveOutcome::Stale;
         }
-        self.purge(id, Purge::Reclaimed);
+        self.purge(id, Purge::Reclaimed, epoch);
         MoveOutcome::Applied
     }
 
     fn verdict(&mut self, id: &str, planned: u64, v: Verdict, now: u64, r: &mut ApplyReport) {
+        self.now_hint = self.now_hint.max(now);
         let Some((refcount, epoch)) =
             self.stubs.get(id).filter(|s| s.version == planned).map(|s| (s.refcount, s.epoch))
         else {
@@ -403,17 +448,28 @@ impl Model {
             Verdict::Keep { local_edges } => {
                 self.counters.kept += 1;
                 r.kept += 1;
-                // Spec: a repaired count of zero never purges at once; the ghost
+                // Spec: a higher count always applies; a lower one only at the
+                // exact log position the table applied, with no unsequenced event
+                // since. A repaired count of zero never purges at once: the ghost
                 // waits a grace period (for edges in flight), then a plan purges it.
                 let mut hold = 0;
-                if let Some(n) = local_edges.filter(|&n| n != refcount) {
-                    self.counters.refcount_corrections += 1;
-                    r.corrected += 1;
-                    self.stubs.get_mut(id).expect("live").refcount = n;
-                    self.touch(id);
-                    if n == 0 {
-                        hold = now.saturating_add(self.config.grace_ms);
+                let at_position = local_edges
+                    .is_some_and(|c| c.at_seq.is_some() && c.at_seq == self.applied_seq && !self.unsequenced);
+                match local_edges {
+                    Some(c) if c.count < refcount && !at_position => {
+                        self.counters.stale_counts += 1;
+                        r.stale_counts += 1;
                     }
+                    Some(c) if c.count != refcount => {
+                        self.counters.refcount_corrections += 1;
+                        r.corrected += 1;
+                        self.stubs.get_mut(id).expect("live").refcount = c.count;
+                        self.touch(id);
+                        if c.count == 0 {
+                            hold = now.saturating_add(self.config.grace_ms).max(1);
+                        }
+                    }
+                    _ => {}
                 }
                 let s = self.stubs.get_mut(id).expect("live");
                 s.attempts = 0;
@@ -421,7 +477,7 @@ impl Model {
                 s.retry_hi = hold;
             }
             Verdict::Purge => {
-                self.purge(id, Purge::Verified);
+                self.purge(id, Purge::Verified, epoch);
                 r.purged += 1;
             }
             Verdict::Redirect { shard, epoch: to } => {
@@ -429,7 +485,7 @@ impl Model {
                     r.stale += 1;
                     self.counters.stale_verdicts += 1;
                 } else if shard == SHARD {
-                    self.purge(id, Purge::Reclaimed);
+                    self.purge(id, Purge::Reclaimed, to);
                     r.reclaimed += 1;
                 } else {
                     self.follow(id, shard, to);
@@ -484,10 +540,12 @@ fn step(t: &mut GhostTable, m: &mut Model, h: &mut Harness, now: u64, op: &Op) -
         }
         Op::EdgeAdded(id) => {
             let id = name(*id);
+            m.unsequenced = true;
             prop_assert_eq!(t.edge_added(&id), m.edge_added(&id));
         }
         Op::EdgeRemoved(id) => {
             let id = name(*id);
+            m.unsequenced = true;
             prop_assert_eq!(t.edge_removed(&id), m.edge_removed(&id));
         }
         Op::Batch { seq, events } => {
@@ -514,7 +572,7 @@ fn step(t: &mut GhostTable, m: &mut Model, h: &mut Harness, now: u64, op: &Op) -
         }
         Op::Reclaim { id, epoch } => {
             let id = name(*id);
-            prop_assert_eq!(t.reclaim(&id, *epoch), m.reclaim(&id, *epoch));
+            prop_assert_eq!(t.reclaim(&id, *epoch, now), m.reclaim(&id, *epoch, now));
         }
         Op::Plan { max_scan } => plan(t, m, h, now, *max_scan)?,
         Op::Verdicts(picks) => {
@@ -525,16 +583,19 @@ fn step(t: &mut GhostTable, m: &mut Model, h: &mut Harness, now: u64, op: &Op) -
             let mut want = ApplyReport::default();
             for (ix, v) in picks {
                 let (check, planned) = &h.planned[ix.index(h.planned.len())];
-                batch.push(CheckedVerdict::new(check, *v));
-                m.verdict(&check.node_id, *planned, *v, now, &mut want);
+                let v = at_applied(*v, m.applied_seq);
+                batch.push(CheckedVerdict::new(check, v));
+                m.verdict(&check.node_id, *planned, v, now, &mut want);
             }
+            m.now_hint = m.now_hint.max(now);
             prop_assert_eq!(t.apply_verdicts(&batch, now), want);
         }
         Op::AnswerPage(answers) => {
+            m.now_hint = m.now_hint.max(now);
             let mut batch = Vec::new();
             let mut want = ApplyReport::default();
             for (i, (check, planned)) in h.last_page.iter().enumerate() {
-                let v = answers[i % answers.len()];
+                let v = at_applied(answers[i % answers.len()], m.applied_seq);
                 batch.push(CheckedVerdict::new(check, v));
                 m.verdict(&check.node_id, *planned, v, now, &mut want);
             }
@@ -544,8 +605,12 @@ fn step(t: &mut GhostTable, m: &mut Model, h: &mut Harness, now: u64, op: &Op) -
             let c = t.take_changes();
             prop_assert_eq!(c.applied_seq(), m.applied_seq);
             // An id may repeat among the upserts (staged by several batches); the last wins.
-            let upserted: HashSet<String> = c.upserts().map(|r| r.node_id.to_owned()).collect();
+            let upserted: HashSet<String> =
+                c.upserts().filter(|r| !r.tombstone).map(|r| r.node_id.to_owned()).collect();
             prop_assert_eq!(&upserted, &m.dirty, "upserts are exactly the changed stubs");
+            let tombs: HashSet<String> =
+                c.upserts().filter(|r| r.tombstone).map(|r| r.node_id.to_owned()).collect();
+            prop_assert_eq!(&tombs, &m.tomb_dirty, "tombstone rows are exactly the new ones");
             let mut removals: Vec<String> = c.removals().map(str::to_owned).collect();
             let mut want_removals = m.removed.clone();
             removals.sort();
@@ -560,9 +625,15 @@ fn step(t: &mut GhostTable, m: &mut Model, h: &mut Harness, now: u64, op: &Op) -
             }
             h.store_seq = c.applied_seq();
             let table: HashMap<String, StubRecord> = t.records().map(|r| (r.node_id.clone(), r)).collect();
-            prop_assert_eq!(&h.store, &table);
+            let (stored_tombs, stored): (HashMap<_, _>, HashMap<_, _>) =
+                h.store.clone().into_iter().partition(|(_, r)| r.tombstone);
+            prop_assert_eq!(&stored, &table);
+            let tombs: HashMap<String, (u64, u64)> =
+                stored_tombs.into_iter().map(|(id, r)| (id, (r.epoch, r.hold_until_ms))).collect();
+            prop_assert_eq!(&tombs, &m.tombstones, "the store holds the tombstones");
             prop_assert_eq!(h.store_seq, t.applied_seq());
             m.dirty.clear();
+            m.tomb_dirty.clear();
             m.removed.clear();
             m.seq_dirty = false;
         }
@@ -599,6 +670,7 @@ fn plan(
         h.planned.push((c.clone(), s.version));
         h.last_page.push((c.clone(), s.version));
     }
+    m.now_hint = m.now_hint.max(now);
     let mut gone: Vec<String> = before.keys().filter(|id| t.get(id).is_none()).cloned().collect();
     gone.sort();
     prop_assert_eq!(gone.len(), page.purged_zero as usize);
@@ -606,7 +678,27 @@ fn plan(
         let s = &before[id];
         prop_assert_eq!(s.refcount, 0, "plan purged {} with live edges", id);
         prop_assert!(m.maybe_due(s, now), "plan purged {} before it was due", id);
-        m.purge(id, Purge::Zero);
+        m.now_hint = m.now_hint.max(now);
+        m.purge(id, Purge::Zero, s.epoch);
+    }
+    // A plan forgets lapsed tombstones, at most a page's worth, and never one still due.
+    let mut lapsed = 0;
+    for (id, (epoch, expires)) in m.tombstones.clone() {
+        match t.tombstone_epoch(&id) {
+            Some(e) => prop_assert_eq!(e, epoch, "tombstone epoch of {}", id),
+            None => {
+                prop_assert!(expires <= now, "tombstone of {} forgotten before it lapsed", id);
+                lapsed += 1;
+                m.tombstones.remove(&id);
+                // Its row goes; an upsert of it in this window goes with it.
+                m.tomb_dirty.remove(&id);
+                m.removed.push(id.clone());
+            }
+        }
+    }
+    prop_assert!(lapsed <= max_scan);
+    if max_scan >= IDS as usize {
+        prop_assert!(m.tombstones.values().all(|&(_, at)| at > now), "a lapsed tombstone was kept");
     }
     // From the start of a pass, a page big enough sees everything: nothing due may be missed.
     if h.pass_fresh && max_scan >= before.len() {
@@ -672,6 +764,16 @@ fn compare(t: &GhostTable, m: &Model, h: &mut Harness, now: u64) -> Result<(), T
     );
     prop_assert_eq!(t.has_changes(), m.has_changes());
     Ok(())
+}
+
+/// Resolves a generated count "at the applied position" to the table's position now.
+fn at_applied(v: Verdict, applied: Option<u64>) -> Verdict {
+    match v {
+        Verdict::Keep { local_edges: Some(LocalEdges { count, at_seq: Some(AT_APPLIED) }) } => {
+            Verdict::Keep { local_edges: Some(LocalEdges { count, at_seq: applied }) }
+        }
+        v => v,
+    }
 }
 
 fn sorted(records: impl Iterator<Item = StubRecord>) -> Vec<StubRecord> {
@@ -789,6 +891,8 @@ fn record() -> impl Strategy<Value = StubRecord> {
             refcount,
             created_at_ms,
             epoch,
+            hold_until_ms: if refcount == 0 { created_at_ms / 2 } else { 0 },
+            tombstone: false,
         },
     )
 }

@@ -173,7 +173,15 @@ mod tests {
     }
 
     fn rec(id: &str, target: u16) -> StubRecord {
-        StubRecord { node_id: id.into(), target_shard: target, refcount: 7, created_at_ms: 1 << 40, epoch: 9 }
+        StubRecord {
+            node_id: id.into(),
+            target_shard: target,
+            refcount: 7,
+            created_at_ms: 1 << 40,
+            epoch: 9,
+            hold_until_ms: 0,
+            tombstone: false,
+        }
     }
 
     fn sample() -> Vec<ShardChanges> {
@@ -242,8 +250,9 @@ mod tests {
         let mut p = vec![0x91, 0x92, 0x01, 0xc4, section.len() as u8];
         p.extend_from_slice(&section);
         assert!(matches!(decode_err(&seal(&p), &cfg()), DecodeError::Truncated { .. }));
-        // An empty id, and trailing bytes after a section or the payload.
-        for section in [&[0x93, 0xc0, 0x91, 0xa0, 0x90][..], &[0x93, 0xc0, 0x90, 0x90, 0x00]] {
+        // An id that is not a string, and trailing bytes after a section or the
+        // payload. (The empty id is an id: the seed's format allowed it.)
+        for section in [&[0x93, 0xc0, 0x91, 0x01, 0x90][..], &[0x93, 0xc0, 0x90, 0x90, 0x00]] {
             let mut p = vec![0x91, 0x92, 0x01, 0xc4, section.len() as u8];
             p.extend_from_slice(section);
             assert!(matches!(decode_err(&seal(&p), &cfg()), DecodeError::Malformed(_)), "{section:x?}");

@@ -3,6 +3,7 @@
 use super::{check_count, expect_array, expect_end, malformed, read_id};
 use crate::config::TableConfig;
 use crate::error::{DecodeError, Result};
+use crate::stub::StubRef;
 use crate::table::GhostTable;
 use zerompk::{Read, SliceReader};
 
@@ -26,7 +27,16 @@ pub(super) fn decode(bytes: &[u8], shard: u16, config: &TableConfig) -> Result<G
         let refcount = r.read_u32().map_err(truncated_or_malformed(bytes.len()))?;
         let created = r.read_u64().map_err(truncated_or_malformed(bytes.len()))?;
         // Legacy ghosts predate move epochs: 0 orders before any real move.
-        table.load_stub(id, target, refcount, created, 0)?;
+        let stub = StubRef {
+            node_id: id,
+            target_shard: target,
+            refcount,
+            created_at_ms: created,
+            epoch: 0,
+            hold_until_ms: 0,
+            tombstone: false,
+        };
+        table.load_stub(stub)?;
     }
     expect_end(r)?;
     table.finish_load(None)?;

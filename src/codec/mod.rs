@@ -41,8 +41,7 @@ pub fn decode_snapshot(bytes: &[u8], shard: u16, config: &TableConfig) -> Result
     check_count(n, payload.len(), MIN_STUB_BYTES, config)?;
     let mut table = GhostTable::with_capacity(shard, config.clone(), n)?;
     for _ in 0..n {
-        let s = read_stub(&mut r, config)?;
-        table.load_stub(s.node_id, s.target_shard, s.refcount, s.created_at_ms, s.epoch)?;
+        table.load_stub(read_stub(&mut r, config)?)?;
     }
     expect_end(r)?;
     table.finish_load(applied_seq)?;
@@ -84,16 +83,10 @@ impl ToMessagePack for SnapshotPayload<'_> {
             Some(seq) => w.write_u64(seq)?,
             None => w.write_nil()?,
         }
-        w.write_array_len(self.0.len())?;
-        for (id, g) in self.0.iter() {
-            let stub = StubRef {
-                node_id: id,
-                target_shard: g.target_shard,
-                refcount: g.refcount,
-                created_at_ms: g.created_at_ms,
-                epoch: g.epoch,
-            };
-            write_stub(w, stub)?;
+        // Tombstones too: a shard handed over must still refuse stale inserts.
+        w.write_array_len(self.0.row_count())?;
+        for row in self.0.rows() {
+            write_stub(w, row)?;
         }
         Ok(())
     }
@@ -107,26 +100,41 @@ impl ToMessagePack for StubPayload<'_> {
     }
 }
 
+/// A stub is `[id, target, refcount, created_at_ms, epoch, hold_until_ms,
+/// tombstone]`. Rows written before holds and tombstones were persisted have
+/// the first five only, and still load (no hold, not a tombstone).
 fn write_stub<W: Write>(w: &mut W, s: StubRef<'_>) -> zerompk::Result<()> {
-    w.write_array_len(5)?;
+    w.write_array_len(7)?;
     w.write_string(s.node_id)?;
     w.write_u16(s.target_shard)?;
     w.write_u32(s.refcount)?;
     w.write_u64(s.created_at_ms)?;
-    w.write_u64(s.epoch)
+    w.write_u64(s.epoch)?;
+    w.write_u64(s.hold_until_ms)?;
+    w.write_boolean(s.tombstone)
 }
 
 /// Reads a stub, its id still borrowed from the input.
 fn read_stub<'a>(r: &mut SliceReader<'a>, config: &TableConfig) -> Result<StubRef<'a>> {
-    expect_array(r, 5, "stub")?;
+    let n = r.read_array_len().map_err(malformed)?;
+    if n != 5 && n != 7 {
+        return Err(malformed(format!("stub: expected an array of 5 or 7, found {n}")));
+    }
     let node_id = read_id(r, config)?;
-    Ok(StubRef {
+    let mut stub = StubRef {
         node_id,
         target_shard: r.read_u16().map_err(malformed)?,
         refcount: r.read_u32().map_err(malformed)?,
         created_at_ms: r.read_u64().map_err(malformed)?,
         epoch: r.read_u64().map_err(malformed)?,
-    })
+        hold_until_ms: 0,
+        tombstone: false,
+    };
+    if n == 7 {
+        stub.hold_until_ms = r.read_u64().map_err(malformed)?;
+        stub.tombstone = r.read_boolean().map_err(malformed)?;
+    }
+    Ok(stub)
 }
 
 /// Reads an id without allocating and checks it against the configured bound.
@@ -136,9 +144,8 @@ fn read_id<'a>(r: &mut SliceReader<'a>, config: &TableConfig) -> Result<&'a str>
         // A slice reader always borrows; anything else would be a new zerompk.
         std::borrow::Cow::Owned(_) => return Err(malformed("node id not borrowable")),
     };
-    if id.is_empty() {
-        return Err(malformed("empty node id"));
-    }
+    // The empty id is accepted: the seed's format allowed it, and a table
+    // loaded from the seed's bytes writes it back in ours.
     if id.len() > config.max_node_id_len {
         return Err(DecodeError::LimitExceeded {
             what: "node id length",

@@ -48,6 +48,8 @@ fn stub_round_trips() {
         refcount: u32::MAX,
         created_at_ms: u64::MAX,
         epoch: 9,
+        hold_until_ms: u64::MAX,
+        tombstone: true,
     };
     let bytes = encode_stub(&r).unwrap();
     assert_eq!(decode_stub(&bytes, &cfg()).unwrap(), r);
@@ -98,8 +100,15 @@ fn hostile_counts_are_rejected_before_allocation() {
 #[test]
 fn ids_are_bounded() {
     let small = TableConfig { max_node_id_len: 4, ..cfg() };
-    let r =
-        StubRecord { node_id: "toolong".into(), target_shard: 1, refcount: 1, created_at_ms: 0, epoch: 0 };
+    let r = StubRecord {
+        node_id: "toolong".into(),
+        target_shard: 1,
+        refcount: 1,
+        created_at_ms: 0,
+        epoch: 0,
+        hold_until_ms: 0,
+        tombstone: false,
+    };
     let e = decode_stub(&encode_stub(&r).unwrap(), &small).unwrap_err();
     assert!(matches!(e, Error::Decode(DecodeError::LimitExceeded { what: "node id length", .. })));
     // A str32 header claiming 4 GiB of id.

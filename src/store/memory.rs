@@ -28,11 +28,34 @@ struct Row {
     refcount: u32,
     created_at_ms: u64,
     epoch: u64,
+    hold_until_ms: u64,
+    tombstone: bool,
 }
 
 impl From<StubRef<'_>> for Row {
     fn from(r: StubRef<'_>) -> Self {
-        Self { target: r.target_shard, refcount: r.refcount, created_at_ms: r.created_at_ms, epoch: r.epoch }
+        Self {
+            target: r.target_shard,
+            refcount: r.refcount,
+            created_at_ms: r.created_at_ms,
+            epoch: r.epoch,
+            hold_until_ms: r.hold_until_ms,
+            tombstone: r.tombstone,
+        }
+    }
+}
+
+impl Row {
+    fn stub<'a>(&self, node_id: &'a str) -> StubRef<'a> {
+        StubRef {
+            node_id,
+            target_shard: self.target,
+            refcount: self.refcount,
+            created_at_ms: self.created_at_ms,
+            epoch: self.epoch,
+            hold_until_ms: self.hold_until_ms,
+            tombstone: self.tombstone,
+        }
     }
 }
 
@@ -58,9 +81,9 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Shard>> {
-        // Rows are plain values updated one at a time; after a panic mid-commit
-        // the store holds a prefix of that commit, which the commit contract
-        // allows (a retry applies it again).
+        // A commit is all-or-nothing because nothing in its loop can panic
+        // (map updates of plain values; an allocation failure aborts). A panic
+        // elsewhere under the lock leaves whole commits only.
         self.shards.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -73,9 +96,7 @@ impl GhostStore for MemoryStore {
         };
         // Map keys: no id repeats.
         GhostTable::load_distinct(shard, config.clone(), data.rows.len(), data.applied_seq, |load| {
-            data.rows
-                .iter()
-                .try_for_each(|(id, r)| load.push(id, r.target, r.refcount, r.created_at_ms, r.epoch))
+            data.rows.iter().try_for_each(|(id, r)| load.push(r.stub(id)))
         })
     }
 
@@ -101,18 +122,7 @@ impl GhostStore for MemoryStore {
     }
 
     fn replace(&self, table: &GhostTable) -> Result<()> {
-        let rows = table
-            .iter()
-            .map(|(id, g)| {
-                let row = Row {
-                    target: g.target_shard,
-                    refcount: g.refcount,
-                    created_at_ms: g.created_at_ms,
-                    epoch: g.epoch,
-                };
-                (CompactString::from(id), row)
-            })
-            .collect();
+        let rows = table.rows().map(|r| (CompactString::from(r.node_id), Row::from(r))).collect();
         self.lock().insert(table.shard(), Shard { rows, applied_seq: table.applied_seq() });
         Ok(())
     }

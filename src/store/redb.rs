@@ -227,7 +227,7 @@ impl GhostStore for RedbStore {
                 let r = decoded.inspect_err(|e| {
                     tracing::error!(shard, node_id = id, error = %e, "undecodable ghost row");
                 })?;
-                load.push(id, r.target_shard, r.refcount, r.created_at_ms, r.epoch)?;
+                load.push(r)?;
             }
             Ok(())
         })?;
@@ -264,8 +264,10 @@ impl GhostStore for RedbStore {
 
     fn replace(&self, table: &GhostTable) -> Result<()> {
         let shard = table.shard();
-        let encoded =
-            table.records().map(|r| Ok((codec::encode_stub(&r)?, r.node_id))).collect::<Result<Vec<_>>>()?;
+        let encoded = table
+            .rows()
+            .map(|r| Ok((codec::encode_stub_ref(r)?, r.node_id.to_owned())))
+            .collect::<Result<Vec<_>>>()?;
         let mut log = self.lock_log();
         let txn = self.db.begin_write().ctx("begin write")?;
         // Folded first, so that no older record of this shard replays over the

@@ -195,7 +195,7 @@ pub(super) fn replay(
                 table.restore_removal(id);
             }
             for u in section.upserts {
-                table.restore_upsert(u.node_id, u.target_shard, u.refcount, u.created_at_ms, u.epoch)?;
+                table.restore_upsert(u)?;
             }
             applied_seq = applied_seq.max(section.applied_seq);
         }

@@ -36,6 +36,8 @@ struct Packed {
     refcount: u32,
     created_at_ms: u64,
     epoch: u64,
+    hold_until_ms: u64,
+    tombstone: bool,
 }
 
 impl ChangeSet {
@@ -74,6 +76,8 @@ impl ChangeSet {
             refcount: stub.refcount,
             created_at_ms: stub.created_at_ms,
             epoch: stub.epoch,
+            hold_until_ms: stub.hold_until_ms,
+            tombstone: stub.tombstone,
         });
     }
 
@@ -136,6 +140,8 @@ impl ChangeSet {
                 refcount: p.refcount,
                 created_at_ms: p.created_at_ms,
                 epoch: p.epoch,
+                hold_until_ms: p.hold_until_ms,
+                tombstone: p.tombstone,
             }
         })
     }
@@ -201,7 +207,15 @@ mod tests {
     use super::*;
 
     fn stub(id: &str, refcount: u32) -> StubRef<'_> {
-        StubRef { node_id: id, target_shard: 2, refcount, created_at_ms: 5, epoch: 7 }
+        StubRef {
+            node_id: id,
+            target_shard: 2,
+            refcount,
+            created_at_ms: 5,
+            epoch: 7,
+            hold_until_ms: 0,
+            tombstone: false,
+        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Loading a table from a store or snapshot: stream stubs in, index once, replay logged changes.
 
 use super::slab::Slot;
-use super::{GhostTable, new_slot};
+use super::tombstones::Tombstone;
+use super::{GhostTable, load_slot};
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
-use crate::stub::StubRecord;
+use crate::stub::{StubRecord, StubRef};
 use hashbrown::HashTable;
 use std::sync::mpsc;
 
@@ -21,18 +22,13 @@ pub(crate) struct IndexedLoad<'t> {
 }
 
 impl IndexedLoad<'_> {
-    /// Appends one stub; its id must differ from every other pushed.
-    pub(crate) fn push(
-        &mut self,
-        id: &str,
-        target: u16,
-        refcount: u32,
-        created_at_ms: u64,
-        epoch: u64,
-    ) -> Result<()> {
-        self.table.load_stub(id, target, refcount, created_at_ms, epoch)?;
+    /// Appends one stored row; its id must differ from every other pushed.
+    pub(crate) fn push(&mut self, row: StubRef<'_>) -> Result<()> {
+        if !self.table.load_stub(row)? {
+            return Ok(()); // A tombstone: not a slot, so not indexed.
+        }
         if let Some((chunk, tx)) = &mut self.feed {
-            chunk.push(self.table.slab.hash_id(id));
+            chunk.push(self.table.slab.hash_id(row.node_id));
             if chunk.len() == CHUNK {
                 // A send fails only if the index thread is gone; its join reports why.
                 let _ = tx.send(std::mem::replace(chunk, Vec::with_capacity(CHUNK)));
@@ -68,27 +64,51 @@ impl GhostTable {
         let records = records.into_iter();
         let mut table = Self::with_capacity(shard, config, records.size_hint().0)?;
         for r in records {
-            table.load_stub(&r.node_id, r.target_shard, r.refcount, r.created_at_ms, r.epoch)?;
+            table.load_stub((&r).into())?;
         }
         table.finish_load(applied_seq)?;
         Ok(table)
     }
 
-    /// Adds one persisted stub during a load of a fresh table. The index is
-    /// built once at [`finish_load`](Self::finish_load): appending first and
-    /// hashing after keeps the append pass a pure stream, which is what makes a
-    /// million-stub reload fast.
-    pub(crate) fn load_stub(
-        &mut self,
-        id: &str,
-        target: u16,
-        refcount: u32,
-        created_at_ms: u64,
-        epoch: u64,
-    ) -> Result<()> {
-        self.check_id(id)?;
+    /// Adds one persisted row during a load of a fresh table; true if it
+    /// became a slot (false: a tombstone). The index is built once at
+    /// [`finish_load`](Self::finish_load): appending first and hashing after
+    /// keeps the append pass a pure stream, which is what makes a million-stub
+    /// reload fast.
+    pub(crate) fn load_stub(&mut self, row: StubRef<'_>) -> Result<bool> {
+        self.check_stored_id(row.node_id)?;
+        if row.tombstone {
+            self.load_tombstone(row);
+            return Ok(false);
+        }
         let version = self.bump();
-        self.slab.push_unindexed(id, new_slot(target, refcount, created_at_ms, epoch, version))
+        let slot = load_slot(
+            row.target_shard,
+            row.refcount,
+            row.created_at_ms,
+            row.epoch,
+            version,
+            row.hold_until_ms,
+        );
+        self.slab.push_unindexed(row.node_id, slot)?;
+        Ok(true)
+    }
+
+    /// Remembers a stored tombstone; nothing is pending for the store.
+    fn load_tombstone(&mut self, row: StubRef<'_>) {
+        let t = Tombstone {
+            epoch: row.epoch,
+            target: row.target_shard,
+            removed_at_ms: row.created_at_ms,
+            expires_at_ms: row.hold_until_ms,
+        };
+        // The bound applies to what is stored too; what it evicts here is
+        // dropped from the store by the next flush that removes a tombstone.
+        let mut evicted = Vec::new();
+        self.tombstones.insert(row.node_id, t, self.config.max_tombstones, &mut evicted);
+        for id in &evicted {
+            self.pending.push_removal(id);
+        }
     }
 
     /// Ends a load: indexes the stubs (a repeated id is malformed state) and
@@ -98,10 +118,20 @@ impl GhostTable {
             let id = self.slab.id(i);
             return Err(crate::DecodeError::Malformed(format!("duplicate node id {id:?}")).into());
         }
+        self.loaded(applied_seq);
+        Ok(())
+    }
+
+    /// The state of a table just loaded: nothing pending but evictions of
+    /// tombstones over the bound, and an unknown position relative to
+    /// unsequenced events (the store does not record them).
+    fn loaded(&mut self, applied_seq: Option<u64>) {
         self.slab.clear_dirty();
         self.applied_seq = applied_seq;
         self.seq_dirty = false;
-        Ok(())
+        // Unsequenced events applied before the restart are not in the host's
+        // log: until the next sequenced batch, a count's position says nothing.
+        self.unsequenced = self.slab.len() > 0;
     }
 
     /// Loads a table from stubs whose ids are known to be distinct, such as
@@ -138,26 +168,31 @@ impl GhostTable {
             filled.map(|()| index)
         })?;
         table.slab.install_index(index);
-        table.slab.clear_dirty();
-        table.applied_seq = applied_seq;
-        table.seq_dirty = false;
+        table.loaded(applied_seq);
         Ok(table)
     }
 
     /// Replays a persisted upsert onto a loaded (indexed) table: inserts the
     /// stub or overwrites its persisted fields. Not recorded as a change: the
     /// store already holds it. [`finish_restore`](Self::finish_restore) must follow.
-    pub(crate) fn restore_upsert(
-        &mut self,
-        id: &str,
-        target: u16,
-        refcount: u32,
-        created_at_ms: u64,
-        epoch: u64,
-    ) -> Result<()> {
-        self.check_id(id)?;
+    pub(crate) fn restore_upsert(&mut self, row: StubRef<'_>) -> Result<()> {
+        self.check_stored_id(row.node_id)?;
+        let id = row.node_id;
+        if row.tombstone {
+            self.restore_removal(id);
+            self.load_tombstone(row);
+            return Ok(());
+        }
+        self.tombstones.remove(id);
         let version = self.bump();
-        let fresh = new_slot(target, refcount, created_at_ms, epoch, version);
+        let fresh = load_slot(
+            row.target_shard,
+            row.refcount,
+            row.created_at_ms,
+            row.epoch,
+            version,
+            row.hold_until_ms,
+        );
         if let Err(i) = self.slab.insert(id, fresh)? {
             let s = self.slab.slot_mut_clean(i);
             *s = Slot { id_off: s.id_off, id_len: s.id_len, flags: s.flags, ..fresh };
@@ -170,15 +205,15 @@ impl GhostTable {
     pub(crate) fn restore_removal(&mut self, id: &str) {
         if let Some(i) = self.slab.find(id) {
             self.slab.remove(i, &mut self.cursor);
+        } else {
+            self.tombstones.remove(id);
         }
     }
 
     /// Ends a replay: leaves nothing pending for the store, without indexing
     /// again as [`finish_load`](Self::finish_load) would.
     pub(crate) fn finish_restore(&mut self, applied_seq: Option<u64>) {
-        self.slab.clear_dirty();
         self.pending.clear();
-        self.applied_seq = applied_seq;
-        self.seq_dirty = false;
+        self.loaded(applied_seq);
     }
 }

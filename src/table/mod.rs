@@ -5,6 +5,7 @@ mod load;
 mod slab;
 mod stats;
 mod sweep;
+mod tombstones;
 
 pub use changes::ChangeSet;
 pub use stats::{TableCounters, TableStats};
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::event::{BatchOutcome, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 use crate::stub::{GhostInfo, PurgeReason, StubRecord, StubRef};
 use slab::{Slab, Slot};
+use tombstones::{Tombstone, Tombstones};
 
 /// The ghost stubs of one vShard.
 ///
@@ -36,6 +38,15 @@ pub struct GhostTable {
     pending: ChangeSet,
     /// Numbers flush windows, to tell which stubs were staged in this one.
     window: u16,
+    /// Removed ghosts remembered to refuse stale inserts.
+    tombstones: Tombstones,
+    /// An unsequenced edge event was applied since the last sequenced batch
+    /// (or the table was loaded, and the store cannot say): the shard's log
+    /// position is then unknown, so no count may lower a refcount.
+    unsequenced: bool,
+    /// The latest `now_ms` any call brought: the time of removals made by
+    /// calls that take none (edge events).
+    now_hint_ms: u64,
     rng: fastrand::Rng,
     counters: TableCounters,
 }
@@ -60,6 +71,9 @@ impl GhostTable {
             seq_dirty: false,
             pending: ChangeSet::new(),
             window: 1,
+            tombstones: Tombstones::default(),
+            unsequenced: false,
+            now_hint_ms: 0,
             counters: TableCounters::default(),
         })
     }
@@ -109,9 +123,25 @@ impl GhostTable {
         (0..self.slab.len()).map(|i| (self.slab.id(i), info(self.slab.slot(i))))
     }
 
-    /// Every ghost as a persisted record.
+    /// Every ghost as a persisted record (tombstones left out).
     pub fn records(&self) -> impl Iterator<Item = StubRecord> + '_ {
-        self.iter().map(|(id, g)| record(id, &g))
+        (0..self.slab.len()).map(|i| stub_ref(self.slab.id(i), self.slab.slot(i)).to_record())
+    }
+
+    /// Every row a store must hold for this table: the ghosts, then the tombstones.
+    pub(crate) fn rows(&self) -> impl Iterator<Item = StubRef<'_>> + '_ {
+        let ghosts = (0..self.slab.len()).map(|i| stub_ref(self.slab.id(i), self.slab.slot(i)));
+        ghosts.chain(self.tombstones.iter().map(|(id, t)| tombstone_ref(id, t)))
+    }
+
+    /// Number of rows [`rows`](Self::rows) yields.
+    pub(crate) fn row_count(&self) -> usize {
+        self.slab.len() + self.tombstones.len()
+    }
+
+    /// The epoch at which `node_id`'s ghost was removed, while remembered.
+    pub fn tombstone_epoch(&self, node_id: &str) -> Option<u64> {
+        self.tombstones.get(node_id).map(|t| t.epoch)
     }
 
     /// Records that `node_id` moved to `target` at move `epoch` with `refcount`
@@ -126,9 +156,22 @@ impl GhostTable {
     ) -> Result<InsertOutcome> {
         self.check_id(node_id)?;
         self.check_target(target)?;
+        self.now_hint_ms = self.now_hint_ms.max(now_ms);
+        if self.tombstones.len() > 0
+            && let Some(t) = self.tombstones.get(node_id)
+            && epoch <= t.epoch
+            && self.slab.find(node_id).is_none()
+        {
+            // Removed at this epoch or later: a retried or replayed insert.
+            self.counters.stale_moves += 1;
+            self.counters.tombstoned_inserts += 1;
+            return Ok(InsertOutcome::Stale);
+        }
         let version = self.bump();
         let fresh = new_slot(target, refcount, now_ms, epoch, version);
         let Err(i) = self.slab.insert(node_id, fresh)? else {
+            // Its row replaces the tombstone's in the store.
+            self.tombstones.remove(node_id);
             self.counters.inserted += 1;
             return Ok(InsertOutcome::Inserted);
         };
@@ -143,12 +186,26 @@ impl GhostTable {
         let s = self.slab.slot_mut(i);
         s.refcount = refcount;
         s.created_at_ms = now_ms;
+        // A new life: its grace period protects it now, not an old hold.
+        s.retry_at_ms = 0;
         self.counters.inserted += 1;
         Ok(InsertOutcome::Replaced)
     }
 
-    /// A local edge to `node_id` was added.
+    /// A local edge to `node_id` was added, outside any sequenced batch.
     pub fn edge_added(&mut self, node_id: &str) -> EdgeOutcome {
+        self.unsequenced = true;
+        self.add_edge(node_id)
+    }
+
+    /// A local edge to `node_id` was removed, outside any sequenced batch; at
+    /// zero the ghost is purged.
+    pub fn edge_removed(&mut self, node_id: &str) -> EdgeOutcome {
+        self.unsequenced = true;
+        self.remove_edge(node_id)
+    }
+
+    fn add_edge(&mut self, node_id: &str) -> EdgeOutcome {
         self.counters.edge_events += 1;
         let Some(i) = self.slab.find(node_id) else {
             self.counters.unknown_edge_events += 1;
@@ -165,15 +222,15 @@ impl GhostTable {
         EdgeOutcome::Applied { refcount: s.refcount }
     }
 
-    /// A local edge to `node_id` was removed; at zero the ghost is purged.
-    pub fn edge_removed(&mut self, node_id: &str) -> EdgeOutcome {
+    fn remove_edge(&mut self, node_id: &str) -> EdgeOutcome {
         self.counters.edge_events += 1;
         let Some(i) = self.slab.find(node_id) else {
             self.counters.unknown_edge_events += 1;
             return EdgeOutcome::UnknownNode;
         };
         if self.slab.slot(i).refcount <= 1 {
-            self.purge(i, PurgeReason::RefcountZero);
+            let epoch = self.slab.slot(i).epoch;
+            self.purge(i, PurgeReason::RefcountZero, epoch, self.now_hint_ms);
             return EdgeOutcome::Purged;
         }
         let version = self.bump();
@@ -195,8 +252,8 @@ impl GhostTable {
         let mut out = BatchOutcome::default();
         for (node_id, kind) in events.iter() {
             let outcome = match kind {
-                EdgeKind::Added => self.edge_added(node_id),
-                EdgeKind::Removed => self.edge_removed(node_id),
+                EdgeKind::Added => self.add_edge(node_id),
+                EdgeKind::Removed => self.remove_edge(node_id),
             };
             match outcome {
                 EdgeOutcome::Applied { .. } => out.applied += 1,
@@ -211,6 +268,9 @@ impl GhostTable {
         if seq.is_some() {
             self.applied_seq = seq;
             self.seq_dirty = true;
+            self.unsequenced = false;
+        } else if !events.is_empty() {
+            self.unsequenced = true;
         }
         if self.slab.dirty_estimate().0 >= self.config.stage_after_changes {
             self.stage();
@@ -233,8 +293,10 @@ impl GhostTable {
         Ok(MoveOutcome::Applied)
     }
 
-    /// The node moved back to this shard at `epoch`: the ghost is dropped at once.
-    pub fn reclaim(&mut self, node_id: &str, epoch: u64) -> MoveOutcome {
+    /// The node moved back to this shard at `epoch`: the ghost is dropped at
+    /// once, and a tombstone refuses stale inserts at or below `epoch`.
+    pub fn reclaim(&mut self, node_id: &str, epoch: u64, now_ms: u64) -> MoveOutcome {
+        self.now_hint_ms = self.now_hint_ms.max(now_ms);
         let Some(i) = self.slab.find(node_id) else {
             return MoveOutcome::UnknownNode;
         };
@@ -242,7 +304,7 @@ impl GhostTable {
             self.counters.stale_moves += 1;
             return MoveOutcome::Stale;
         }
-        self.purge(i, PurgeReason::Reclaimed);
+        self.purge(i, PurgeReason::Reclaimed, epoch, now_ms);
         MoveOutcome::Applied
     }
 
@@ -288,6 +350,7 @@ impl GhostTable {
             shard: self.shard,
             ghosts: self.slab.len() as u64,
             oldest_age_ms: oldest.map(|t| now_ms.saturating_sub(t)),
+            tombstones: self.tombstones.len() as u64,
             applied_seq: self.applied_seq,
             counters: self.counters,
         }
@@ -305,31 +368,66 @@ impl GhostTable {
     }
 
     /// Points stub `i` at `target` as of `epoch`: a new place to verify, so
-    /// any back-off for the old one no longer applies.
+    /// any back-off for the old one no longer applies. A zero-count hold does:
+    /// the edge it waits for is on its way whatever the target.
     fn point_at(&mut self, i: usize, target: u16, epoch: u64, version: u64) {
         let s = self.slab.slot_mut(i);
         s.target = target;
         s.epoch = epoch;
         s.version = version;
         s.attempts = 0;
-        s.retry_at_ms = 0;
+        if s.refcount != 0 {
+            s.retry_at_ms = 0;
+        }
     }
 
-    fn purge(&mut self, i: usize, reason: PurgeReason) {
+    /// Removes stub `i`, leaving a tombstone at `epoch` stamped `now_ms`.
+    fn purge(&mut self, i: usize, reason: PurgeReason, epoch: u64, now_ms: u64) {
         if self.slab.slot(i).staged == self.window {
             // Its staged upsert must not outlive it.
             self.pending.push_late_removal(self.slab.id(i));
         } else {
             self.pending.push_removal(self.slab.id(i));
         }
+        let tomb = Tombstone {
+            epoch,
+            target: self.slab.slot(i).target,
+            removed_at_ms: now_ms,
+            expires_at_ms: now_ms.saturating_add(self.config.tombstone_ttl_ms),
+        };
+        if self.config.max_tombstones > 0 {
+            let id = self.slab.id(i);
+            // After the removal, so that the store keeps the tombstone's row.
+            self.pending.push_upsert(tombstone_ref(id, &tomb));
+            let mut evicted = Vec::new();
+            self.tombstones.insert(id, tomb, self.config.max_tombstones, &mut evicted);
+            self.forget_tombstones(&evicted);
+        }
         self.slab.remove(i, &mut self.cursor);
         self.counters.count_purge(reason);
+    }
+
+    /// Removes the rows of tombstones that lapsed or were evicted. Late
+    /// removals: a tombstone's own upsert may be in this window already.
+    fn forget_tombstones(&mut self, ids: &[Box<str>]) {
+        for id in ids {
+            self.pending.push_late_removal(id);
+        }
     }
 
     fn bump(&mut self) -> u64 {
         let v = self.next_version;
         self.next_version += 1;
         v
+    }
+
+    /// Ids of stored state: anything a table can hold, the empty id included
+    /// (the seed's format accepted it, and a table loaded from it writes it back).
+    fn check_stored_id(&self, id: &str) -> Result<()> {
+        if id.len() > self.config.max_node_id_len {
+            return Err(Error::InvalidNodeId { len: id.len(), max: self.config.max_node_id_len });
+        }
+        Ok(())
     }
 
     fn check_id(&self, id: &str) -> Result<()> {
@@ -348,6 +446,17 @@ impl GhostTable {
 }
 
 fn new_slot(target: u16, refcount: u32, created_at_ms: u64, epoch: u64, version: u64) -> Slot {
+    load_slot(target, refcount, created_at_ms, epoch, version, 0)
+}
+
+fn load_slot(
+    target: u16,
+    refcount: u32,
+    created_at_ms: u64,
+    epoch: u64,
+    version: u64,
+    hold_until_ms: u64,
+) -> Slot {
     Slot {
         id_off: 0,
         id_len: 0,
@@ -359,7 +468,7 @@ fn new_slot(target: u16, refcount: u32, created_at_ms: u64, epoch: u64, version:
         created_at_ms,
         epoch,
         version,
-        retry_at_ms: 0,
+        retry_at_ms: hold_until_ms,
     }
 }
 
@@ -370,6 +479,7 @@ fn info(s: &Slot) -> GhostInfo {
         created_at_ms: s.created_at_ms,
         epoch: s.epoch,
         version: s.version,
+        not_before_ms: s.retry_at_ms,
     }
 }
 
@@ -380,16 +490,21 @@ fn stub_ref<'a>(id: &'a str, s: &Slot) -> StubRef<'a> {
         refcount: s.refcount,
         created_at_ms: s.created_at_ms,
         epoch: s.epoch,
+        // Only a zero count's hold is persisted; a back-off is not worth a write.
+        hold_until_ms: if s.refcount == 0 { s.retry_at_ms } else { 0 },
+        tombstone: false,
     }
 }
 
-fn record(id: &str, g: &GhostInfo) -> StubRecord {
-    StubRecord {
-        node_id: id.to_owned(),
-        target_shard: g.target_shard,
-        refcount: g.refcount,
-        created_at_ms: g.created_at_ms,
-        epoch: g.epoch,
+fn tombstone_ref<'a>(id: &'a str, t: &Tombstone) -> StubRef<'a> {
+    StubRef {
+        node_id: id,
+        target_shard: t.target,
+        refcount: 0,
+        created_at_ms: t.removed_at_ms,
+        epoch: t.epoch,
+        hold_until_ms: t.expires_at_ms,
+        tombstone: true,
     }
 }
 

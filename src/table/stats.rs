@@ -33,6 +33,10 @@ pub struct TableCounters {
     pub saturated: u64,
     /// Edge-event batches skipped as already applied.
     pub skipped_batches: u64,
+    /// Lower `Keep` counts not applied because the shard was not at their log position.
+    pub stale_counts: u64,
+    /// Inserts refused because a tombstone remembers a removal at that epoch or later.
+    pub tombstoned_inserts: u64,
 }
 
 impl TableCounters {
@@ -59,6 +63,8 @@ pub struct TableStats {
     pub ghosts: u64,
     /// Age of the oldest ghost, in ms (`None` when empty).
     pub oldest_age_ms: Option<u64>,
+    /// Removed ghosts remembered to refuse stale inserts.
+    pub tombstones: u64,
     /// Sequence number of the last applied edge-event batch.
     pub applied_seq: Option<u64>,
     /// Cumulative counters.

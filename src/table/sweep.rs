@@ -2,7 +2,7 @@
 
 use super::GhostTable;
 use crate::stub::PurgeReason;
-use crate::sweep::{ApplyReport, CheckedVerdict, PlannedCheck, SweepPage, Verdict};
+use crate::sweep::{ApplyReport, CheckedVerdict, LocalEdges, PlannedCheck, SweepPage, Verdict};
 
 impl GhostTable {
     /// Plans the next page: examines at most `max_scan` stubs from the pass
@@ -10,8 +10,13 @@ impl GhostTable {
     /// period and out of back-off). Refcount-zero stubs that are due are purged
     /// here, without a remote call. A page stops at the end of a pass, so
     /// successive pages visit every stub once per pass at O(page) cost each.
+    /// Each page also forgets up to `max_scan` tombstones that lapsed.
     pub fn plan_sweep(&mut self, now_ms: u64, max_scan: usize) -> SweepPage {
+        self.now_hint_ms = self.now_hint_ms.max(now_ms);
         let mut page = SweepPage::default();
+        let mut lapsed = Vec::new();
+        self.tombstones.expire(now_ms, max_scan, &mut lapsed);
+        self.forget_tombstones(&lapsed);
         let grace = self.config.grace_ms;
         while (page.scanned as usize) < max_scan {
             if self.cursor >= self.slab.len() {
@@ -27,7 +32,7 @@ impl GhostTable {
                 continue;
             }
             if s.refcount == 0 {
-                self.purge(i, PurgeReason::RefcountZero);
+                self.purge(i, PurgeReason::RefcountZero, s.epoch, now_ms);
                 page.purged_zero += 1;
                 continue;
             }
@@ -49,6 +54,7 @@ impl GhostTable {
         verdicts: impl IntoIterator<Item = &'a CheckedVerdict>,
         now_ms: u64,
     ) -> ApplyReport {
+        self.now_hint_ms = self.now_hint_ms.max(now_ms);
         let mut report = ApplyReport::default();
         for v in verdicts {
             let Some(i) = self.slab.find(&v.node_id).filter(|&i| self.slab.slot(i).version == v.version)
@@ -60,7 +66,8 @@ impl GhostTable {
             match v.verdict {
                 Verdict::Keep { local_edges } => self.keep(i, local_edges, now_ms, &mut report),
                 Verdict::Purge => {
-                    self.purge(i, PurgeReason::Verified);
+                    let epoch = self.slab.slot(i).epoch;
+                    self.purge(i, PurgeReason::Verified, epoch, now_ms);
                     report.purged += 1;
                 }
                 Verdict::Redirect { shard, epoch } => {
@@ -69,7 +76,7 @@ impl GhostTable {
                         report.stale += 1;
                         self.counters.stale_verdicts += 1;
                     } else if shard == self.shard {
-                        self.purge(i, PurgeReason::Reclaimed);
+                        self.purge(i, PurgeReason::Reclaimed, epoch, now_ms);
                         report.reclaimed += 1;
                     } else {
                         self.follow(i, shard, epoch);
@@ -85,29 +92,50 @@ impl GhostTable {
         report
     }
 
-    fn keep(&mut self, i: usize, local_edges: Option<u32>, now_ms: u64, report: &mut ApplyReport) {
+    fn keep(&mut self, i: usize, local_edges: Option<LocalEdges>, now_ms: u64, report: &mut ApplyReport) {
         self.counters.kept += 1;
         report.kept += 1;
+        let refcount = self.slab.slot(i).refcount;
         let mut not_before = 0;
-        if let Some(n) = local_edges
-            && n != self.slab.slot(i).refcount
-        {
-            self.counters.refcount_corrections += 1;
-            report.corrected += 1;
-            let version = self.bump();
-            let s = self.slab.slot_mut(i);
-            s.refcount = n;
-            s.version = version;
-            if n == 0 {
-                // Never purge here: the count was read when the verify ran, and an
-                // edge the host added since may still be on its way to this shard.
-                // A zero ghost is purged by a later plan, a grace period from now.
-                not_before = now_ms.saturating_add(self.config.grace_ms);
+        match local_edges {
+            Some(c) if c.count > refcount => self.correct(i, c.count, report),
+            Some(c) if c.count < refcount => {
+                if !self.at_position(c.at_seq) {
+                    // Counted at another point of the shard's edge log: an
+                    // event between the two would count twice. Verified again
+                    // on a later pass; the refcount stays as it is.
+                    self.counters.stale_counts += 1;
+                    report.stale_counts += 1;
+                } else {
+                    self.correct(i, c.count, report);
+                    if c.count == 0 {
+                        // Never purge here: an edge the host added after
+                        // counting may still be on its way to this shard. The
+                        // hold is persisted with the stub and outlives
+                        // retargets and reloads; a plan purges after it.
+                        not_before = now_ms.saturating_add(self.config.grace_ms).max(1);
+                    }
+                }
             }
+            _ => {}
         }
         let s = self.slab.slot_mut_clean(i);
         s.attempts = 0;
         s.retry_at_ms = not_before;
+    }
+
+    /// True when a count taken at `at_seq` describes this table's position.
+    fn at_position(&self, at_seq: Option<u64>) -> bool {
+        at_seq.is_some() && at_seq == self.applied_seq && !self.unsequenced
+    }
+
+    fn correct(&mut self, i: usize, count: u32, report: &mut ApplyReport) {
+        self.counters.refcount_corrections += 1;
+        report.corrected += 1;
+        let version = self.bump();
+        let s = self.slab.slot_mut(i);
+        s.refcount = count;
+        s.version = version;
     }
 
     /// Exponential back-off with "equal jitter": the delay is uniform in

@@ -14,6 +14,8 @@ pub(crate) fn rec(id: &str, target: u16, refcount: u32) -> StubRecord {
         refcount,
         created_at_ms: 1_000 + u64::from(refcount),
         epoch: 3,
+        hold_until_ms: 0,
+        tombstone: false,
     }
 }
 

@@ -52,7 +52,7 @@ impl Handler<Retarget> for GhostActor {
 impl Handler<Reclaim> for GhostActor {
     type Result = Durable<crate::MoveOutcome>;
     fn handle(&mut self, m: Reclaim, ctx: &mut Context<Self>) -> Self::Result {
-        self.durable(ctx, |t, _| t.reclaim(&m.node_id, m.epoch))
+        self.durable(ctx, |t, now| t.reclaim(&m.node_id, m.epoch, now))
     }
 }
 

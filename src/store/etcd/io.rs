@@ -227,7 +227,7 @@ fn load_row(table: &mut GhostTable, id: &[u8], value: &[u8], config: &TableConfi
         let why = format!("row for {:?} holds a stub for {:?}", String::from_utf8_lossy(id), r.node_id);
         return Err(DecodeError::Malformed(why).into());
     }
-    table.load_stub(r.node_id, r.target_shard, r.refcount, r.created_at_ms, r.epoch)
+    table.load_stub(r).map(drop)
 }
 
 #[cfg(test)]
@@ -236,7 +236,15 @@ mod tests {
     use crate::table::ChangeSet;
 
     fn rec(id: &str, refcount: u32) -> crate::StubRecord {
-        crate::StubRecord { node_id: id.into(), target_shard: 2, refcount, created_at_ms: 1, epoch: 1 }
+        crate::StubRecord {
+            node_id: id.into(),
+            target_shard: 2,
+            refcount,
+            created_at_ms: 1,
+            epoch: 1,
+            hold_until_ms: 0,
+            tombstone: false,
+        }
     }
 
     #[test]

@@ -286,8 +286,8 @@ impl GhostStore for EtcdStore {
     fn replace(&self, table: &GhostTable) -> Result<()> {
         let (shard, seq) = (table.shard(), table.applied_seq());
         let rows = table
-            .records()
-            .map(|r| Ok((r.node_id.clone(), crate::codec::encode_stub(&r)?)))
+            .rows()
+            .map(|r| Ok((r.node_id.to_owned(), crate::codec::encode_stub_ref(r)?)))
             .collect::<Result<Vec<_>>>()?;
         self.run(move |inner| async move { inner.replace(shard, rows, seq).await })
     }
