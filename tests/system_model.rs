@@ -289,6 +289,9 @@ async fn deliver_one(rt: &GhostRuntime, h: &mut Host, shard: u16) {
         return; // A down shard answers nothing but errors; the host waits for an operator.
     }
     let name = |n: u32| id(n);
+    if std::env::var_os("MODEL_TRACE").is_some() {
+        eprintln!("t={} deliver to {shard}: {:?} resent={}", h.now, sent.event, sent.resent);
+    }
     match sent.event {
         Event::Batch { seq, events } => {
             let events: Vec<EdgeEvent> = events
@@ -303,7 +306,12 @@ async fn deliver_one(rt: &GhostRuntime, h: &mut Host, shard: u16) {
             if !sent.resent
                 && let Some(life) = h.lives.get_mut(&(shard, node)).filter(|l| l.epoch == epoch)
             {
-                assert!(matches!(out, InsertOutcome::Inserted | InsertOutcome::Replaced), "{out:?}");
+                // Duplicate: a `Redirect` verdict reached this epoch first.
+                assert_ne!(
+                    out,
+                    InsertOutcome::Stale,
+                    "shard {shard} refused the insert of n{node} at {epoch}"
+                );
                 life.delivered = true;
                 life.zero_ok_until = h.now + GRACE - DELAY;
             }
@@ -330,6 +338,9 @@ async fn advance(rt: &GhostRuntime, h: &mut Host, clock: &ManualClock, ms: u64) 
 }
 
 async fn step(rt: &mut GhostRuntime, h: &mut Host, store: &StoreChoice, clock: &ManualClock, a: Action) {
+    if std::env::var_os("MODEL_TRACE").is_some() {
+        eprintln!("t={} step {a:?}", h.now);
+    }
     match a {
         Action::Move { node, hop, host_retargets } => {
             let from = h.home[node as usize];

@@ -238,9 +238,13 @@ impl Model {
         self.stubs.remove(id).expect("purge of a live stub");
         self.dirty.remove(id);
         self.removed.push(id.to_owned());
-        self.tombstones
-            .insert(id.to_owned(), (epoch, self.now_hint.saturating_add(self.config.tombstone_ttl_ms)));
-        self.tomb_dirty.insert(id.to_owned());
+        // Spec: only a reclaim is remembered (a tombstone at a purged ghost's
+        // epoch could refuse the next life's insert).
+        if matches!(why, Purge::Reclaimed) && self.tombstones.get(id).is_none_or(|&(e, _)| e < epoch) {
+            let lapses = self.now_hint.saturating_add(self.config.tombstone_ttl_ms);
+            self.tombstones.insert(id.to_owned(), (epoch, lapses));
+            self.tomb_dirty.insert(id.to_owned());
+        }
         match why {
             Purge::Zero => self.counters.purged_refcount_zero += 1,
             Purge::Verified => self.counters.purged_verified += 1,
@@ -310,7 +314,15 @@ impl Model {
         let outcome = match self.stubs.get(id).map(|s| s.epoch) {
             None => InsertOutcome::Inserted,
             Some(current) if epoch == current => {
+                // A resend or a life a redirect reached first: at least the
+                // insert's count, and a grace period from now.
                 self.counters.stale_moves += 1;
+                let s = self.stubs.get_mut(id).expect("live");
+                if refcount > s.refcount || s.created_at_ms < now {
+                    s.refcount = s.refcount.max(refcount);
+                    s.created_at_ms = s.created_at_ms.max(now);
+                    self.touch(id);
+                }
                 return Ok(InsertOutcome::Duplicate);
             }
             Some(current) if epoch < current => {
@@ -319,8 +331,11 @@ impl Model {
             }
             Some(_) => InsertOutcome::Replaced,
         };
-        // A live ghost's row replaces its tombstone's, which the store then no longer needs.
-        self.tombstones.remove(id);
+        // A new life: the tombstone's row goes (an upsert of it in this window too).
+        if self.tombstones.remove(id).is_some() {
+            self.tomb_dirty.remove(id);
+            self.removed.push(id.to_owned());
+        }
         self.stubs.insert(id.to_owned(), fresh);
         self.touch(id);
         self.counters.inserted += 1;
@@ -425,6 +440,12 @@ impl Model {
     fn reclaim(&mut self, id: &str, epoch: u64, now: u64) -> MoveOutcome {
         self.now_hint = self.now_hint.max(now);
         let Some(current) = self.stubs.get(id).map(|s| s.epoch) else {
+            // Spec: the node lives here since `epoch` even without a ghost.
+            if self.tombstones.get(id).is_none_or(|&(e, _)| e < epoch) {
+                self.tombstones
+                    .insert(id.to_owned(), (epoch, now.saturating_add(self.config.tombstone_ttl_ms)));
+                self.tomb_dirty.insert(id.to_owned());
+            }
             return MoveOutcome::UnknownNode;
         };
         if epoch <= current {

@@ -170,15 +170,23 @@ impl GhostTable {
         let version = self.bump();
         let fresh = new_slot(target, refcount, now_ms, epoch, version);
         let Err(i) = self.slab.insert(node_id, fresh)? else {
-            // Its row replaces the tombstone's in the store.
-            self.tombstones.remove(node_id);
+            if self.tombstones.len() > 0 && self.tombstones.remove(node_id).is_some() {
+                // The tombstone's row goes, and with it any upsert of it still
+                // in this window: the ghost's own upsert comes after.
+                self.pending.push_late_removal(node_id);
+            }
             self.counters.inserted += 1;
             return Ok(InsertOutcome::Inserted);
         };
         let current = self.slab.slot(i).epoch;
-        if epoch <= current {
+        if epoch < current {
             self.counters.stale_moves += 1;
-            return Ok(if epoch == current { InsertOutcome::Duplicate } else { InsertOutcome::Stale });
+            return Ok(InsertOutcome::Stale);
+        }
+        if epoch == current {
+            self.counters.stale_moves += 1;
+            self.absorb_duplicate(i, refcount, now_ms);
+            return Ok(InsertOutcome::Duplicate);
         }
         // A newer move of a node we already forward: a fresh ghost life, so the
         // grace period starts over too.
@@ -190,6 +198,24 @@ impl GhostTable {
         s.retry_at_ms = 0;
         self.counters.inserted += 1;
         Ok(InsertOutcome::Replaced)
+    }
+
+    /// An insert at the ghost's own epoch: a resend, or the first insert of a
+    /// life that a `Redirect` verdict reached first (the node came back here and
+    /// left again while the reclaim was on its way, so the ghost still counts an
+    /// older life's edges). The two cannot be told apart, so take what is safe
+    /// for both: at least the insert's count, and a grace period from now.
+    /// A resend can only make the ghost linger until a sweep repairs its count.
+    fn absorb_duplicate(&mut self, i: usize, refcount: u32, now_ms: u64) {
+        let s = *self.slab.slot(i);
+        if refcount <= s.refcount && s.created_at_ms >= now_ms {
+            return;
+        }
+        let version = self.bump();
+        let s = self.slab.slot_mut(i);
+        s.refcount = s.refcount.max(refcount);
+        s.created_at_ms = s.created_at_ms.max(now_ms);
+        s.version = version;
     }
 
     /// A local edge to `node_id` was added, outside any sequenced batch.
@@ -298,6 +324,11 @@ impl GhostTable {
     pub fn reclaim(&mut self, node_id: &str, epoch: u64, now_ms: u64) -> MoveOutcome {
         self.now_hint_ms = self.now_hint_ms.max(now_ms);
         let Some(i) = self.slab.find(node_id) else {
+            // Purged already (at zero, say): the node lives here all the same,
+            // so a resent insert of an older move must not make its ghost again.
+            if self.check_id(node_id).is_ok() {
+                self.entomb(node_id, epoch, self.shard, now_ms);
+            }
             return MoveOutcome::UnknownNode;
         };
         if epoch <= self.slab.slot(i).epoch {
@@ -381,7 +412,7 @@ impl GhostTable {
         }
     }
 
-    /// Removes stub `i`, leaving a tombstone at `epoch` stamped `now_ms`.
+    /// Removes stub `i`; a reclaim leaves a tombstone at `epoch` stamped `now_ms`.
     fn purge(&mut self, i: usize, reason: PurgeReason, epoch: u64, now_ms: u64) {
         if self.slab.slot(i).staged == self.window {
             // Its staged upsert must not outlive it.
@@ -389,22 +420,37 @@ impl GhostTable {
         } else {
             self.pending.push_removal(self.slab.id(i));
         }
-        let tomb = Tombstone {
-            epoch,
-            target: self.slab.slot(i).target,
-            removed_at_ms: now_ms,
-            expires_at_ms: now_ms.saturating_add(self.config.tombstone_ttl_ms),
-        };
-        if self.config.max_tombstones > 0 {
-            let id = self.slab.id(i);
-            // After the removal, so that the store keeps the tombstone's row.
-            self.pending.push_upsert(tombstone_ref(id, &tomb));
-            let mut evicted = Vec::new();
-            self.tombstones.insert(id, tomb, self.config.max_tombstones, &mut evicted);
-            self.forget_tombstones(&evicted);
+        // Only a reclaim leaves a tombstone. A ghost made again on the node's own
+        // shard would forward it away; one made again after a purge only
+        // lingers with a count that was true when its insert was sent, until a
+        // sweep. And a purged ghost's epoch may be one a `Redirect` verdict
+        // moved it to, past the node's return here and its next move away: a
+        // tombstone at it would refuse that next life's insert.
+        if reason == PurgeReason::Reclaimed {
+            let (id, target) = (self.slab.id(i).to_owned(), self.slab.slot(i).target);
+            self.entomb(&id, epoch, target, now_ms);
         }
         self.slab.remove(i, &mut self.cursor);
         self.counters.count_purge(reason);
+    }
+
+    /// Remembers that `id` came back here at `epoch`, unless a later return is
+    /// remembered already. The row goes to the store after any removal of the
+    /// ghost's, so the store keeps it.
+    fn entomb(&mut self, id: &str, epoch: u64, target: u16, now_ms: u64) {
+        if self.config.max_tombstones == 0 || self.tombstones.get(id).is_some_and(|t| t.epoch >= epoch) {
+            return;
+        }
+        let tomb = Tombstone {
+            epoch,
+            target,
+            removed_at_ms: now_ms,
+            expires_at_ms: now_ms.saturating_add(self.config.tombstone_ttl_ms),
+        };
+        self.pending.push_upsert(tombstone_ref(id, &tomb));
+        let mut evicted = Vec::new();
+        self.tombstones.insert(id, tomb, self.config.max_tombstones, &mut evicted);
+        self.forget_tombstones(&evicted);
     }
 
     /// Removes the rows of tombstones that lapsed or were evicted. Late
