@@ -36,7 +36,7 @@ use vshard_ghosts::messages::{ApplyVerdicts, ExportRecords, InjectPanic, Inspect
 use vshard_ghosts::*;
 
 const SHARDS: u16 = 3;
-const NODES: u32 = 8;
+const NODES: u32 = 6;
 /// The tables' grace period, in ms.
 const GRACE: u64 = 100;
 /// Every event reaches its shard within this many ms of being sent.
@@ -47,17 +47,53 @@ const WINDOW_MS: u64 = 60_000;
 
 #[derive(Debug, Clone)]
 enum Action {
-    Move { node: u32, hop: u16, host_retargets: bool },
-    Edge { src: u32, dst: u32 },
-    Deliver { shard: u16 },
-    Tick { ms: u64 },
-    Plan { shard: u16, max_scan: usize },
-    Answer { pick: usize, unreachable: bool },
-    Apply { pick: usize },
-    Panic { shard: u16 },
+    Move {
+        node: u32,
+        hop: u16,
+        host_retargets: bool,
+    },
+    Edge {
+        src: u32,
+        dst: u32,
+    },
+    /// An edge goes but its removal never reaches the shard (a lost message):
+    /// the ghost's count drifts up until a sweep repairs it.
+    LoseRemoval {
+        pick: usize,
+    },
+    /// A traversal adds an edge through a ghost whose count is zero, while the
+    /// host may (a grace period or a hold covers its arrival).
+    AddThroughGhost {
+        pick: usize,
+        src: u32,
+    },
+    Deliver {
+        shard: u16,
+    },
+    Tick {
+        ms: u64,
+    },
+    Plan {
+        shard: u16,
+        max_scan: usize,
+    },
+    Answer {
+        pick: usize,
+        unreachable: bool,
+    },
+    Apply {
+        pick: usize,
+    },
+    Panic {
+        shard: u16,
+    },
     Restart,
-    ResendInsert { pick: usize },
-    ResendBatch { pick: usize },
+    ResendInsert {
+        pick: usize,
+    },
+    ResendBatch {
+        pick: usize,
+    },
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -65,6 +101,8 @@ fn action() -> impl Strategy<Value = Action> {
         3 => (0..NODES, 1..SHARDS, any::<bool>())
             .prop_map(|(node, hop, host_retargets)| Action::Move { node, hop, host_retargets }),
         6 => (0..NODES, 0..NODES).prop_map(|(src, dst)| Action::Edge { src, dst }),
+        2 => any::<usize>().prop_map(|pick| Action::LoseRemoval { pick }),
+        3 => (any::<usize>(), 0..NODES).prop_map(|(pick, src)| Action::AddThroughGhost { pick, src }),
         5 => (0..SHARDS).prop_map(|shard| Action::Deliver { shard }),
         3 => prop_oneof![0u64..10, 30u64..70, 90u64..130].prop_map(|ms| Action::Tick { ms }),
         3 => (0..SHARDS, 1usize..8).prop_map(|(shard, max_scan)| Action::Plan { shard, max_scan }),
@@ -397,6 +435,41 @@ async fn step(rt: &mut GhostRuntime, h: &mut Host, store: &StoreChoice, clock: &
             } else {
                 h.edges.remove(&(src, dst));
             }
+            h.batch(shard, events);
+        }
+        Action::LoseRemoval { pick } => {
+            // Among the edges a delivered ghost counts: that is where a loss matters.
+            let counted = |&&(src, dst): &&(u32, u32)| {
+                h.lives.get(&(h.home[src as usize], dst)).is_some_and(|l| l.delivered)
+            };
+            let mut edges: Vec<(u32, u32)> = h.edges.iter().filter(counted).copied().collect();
+            edges.sort_unstable();
+            let Some(&(src, dst)) = edges.get(pick % edges.len().max(1)) else { return };
+            let shard = h.home[src as usize];
+            let mut lost = Vec::new();
+            h.edge_event(shard, dst, false, &mut lost);
+            h.edges.remove(&(src, dst));
+        }
+        Action::AddThroughGhost { pick, src } => {
+            let mut open: Vec<(u16, u32)> = h
+                .lives
+                .iter()
+                .filter(|&(&(s, n), l)| {
+                    h.now <= l.zero_ok_until && h.truth(s, n) == 0 && h.home[n as usize] != s
+                })
+                .map(|(&k, _)| k)
+                .collect();
+            open.sort_unstable();
+            let Some(&(shard, dst)) = open.get(pick % open.len().max(1)) else { return };
+            // Any node living on the shard, not the ghost's own.
+            let local: Vec<u32> = (0..NODES).filter(|&n| h.home[n as usize] == shard && n != dst).collect();
+            let Some(&src) = local.get(src as usize % local.len().max(1)) else { return };
+            if h.edges.contains(&(src, dst)) {
+                return;
+            }
+            let mut events = Vec::new();
+            h.edge_event(shard, dst, true, &mut events);
+            h.edges.insert((src, dst));
             h.batch(shard, events);
         }
         Action::Deliver { shard } => deliver_one(rt, h, shard).await,
