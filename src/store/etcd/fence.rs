@@ -22,12 +22,19 @@ pub(super) struct Inner {
     /// One operation at a time: taking a shard, then writing under that
     /// claim, must not interleave with a release or another acquisition.
     pub(super) state: tokio::sync::Mutex<State>,
+    /// Transactions each commit may run before it fails (`usize::MAX`: no
+    /// limit); see `EtcdStore::fail_commits_after_parts`.
+    #[cfg(feature = "testing")]
+    pub(super) commit_fault: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
 pub(super) struct State {
     lease: Option<Lease>,
     pub(super) shards: HashMap<u16, Shard>,
+    /// Transactions the commit under way may still run (fault injection).
+    #[cfg(feature = "testing")]
+    pub(super) budget: Option<usize>,
 }
 
 struct Lease {
@@ -59,7 +66,15 @@ impl Inner {
             .await
             .map_err(|e| Error::Store(format!("etcd connect {endpoints:?}: {e}")))?;
         let kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let inner = Self { client, kv, keys: Keys::new(&config.prefix), config, state: Default::default() };
+        let inner = Self {
+            client,
+            kv,
+            keys: Keys::new(&config.prefix),
+            config,
+            state: Default::default(),
+            #[cfg(feature = "testing")]
+            commit_fault: std::sync::atomic::AtomicUsize::new(usize::MAX),
+        };
         inner.adopt().await?;
         Ok(inner)
     }

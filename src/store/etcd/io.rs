@@ -115,10 +115,24 @@ impl Inner {
 
     pub(super) async fn commit(&self, batch: BTreeMap<u16, Merged>) -> Result<()> {
         let mut st = self.state.lock().await;
+        #[cfg(feature = "testing")]
+        {
+            let limit = self.commit_fault.load(std::sync::atomic::Ordering::Relaxed);
+            st.budget = (limit != usize::MAX).then_some(limit);
+        }
+        let result = self.commit_locked(&mut st, batch).await;
+        #[cfg(feature = "testing")]
+        {
+            st.budget = None;
+        }
+        result
+    }
+
+    async fn commit_locked(&self, st: &mut State, batch: BTreeMap<u16, Merged>) -> Result<()> {
         let shards: Vec<u16> = batch.keys().copied().collect();
         let mut writes = Vec::with_capacity(batch.len());
         for (shard, m) in batch {
-            let (_, meta) = self.owned(&mut st, shard).await?;
+            let (_, meta) = self.owned(st, shard).await?;
             let mut groups: Vec<Group> = m
                 .rows
                 .into_iter()
@@ -140,9 +154,7 @@ impl Inner {
         }
         let limits = self.limits(self.keys.owner(0).len());
         for part in plan::split(writes, limits) {
-            self.run_part(&mut st, part)
-                .await
-                .inspect_err(|_| Inner::forget_meta(&mut st, shards.clone()))?;
+            self.run_part(st, part).await.inspect_err(|_| Inner::forget_meta(st, shards.clone()))?;
         }
         Ok(())
     }
@@ -184,6 +196,13 @@ impl Inner {
     /// Commits one part under the guard of its shards' claims. A failed guard
     /// fences every shard whose claim is gone.
     async fn run_part(&self, st: &mut State, part: Part) -> Result<()> {
+        #[cfg(feature = "testing")]
+        if let Some(left) = st.budget.as_mut() {
+            if *left == 0 {
+                return Err(Error::Store("etcd commit: injected failure between transactions".into()));
+            }
+            *left -= 1;
+        }
         let mut compares = Vec::with_capacity(part.shards.len());
         let mut checks = Vec::with_capacity(part.shards.len());
         for &shard in &part.shards {

@@ -257,6 +257,15 @@ impl EtcdStore {
         })
     }
 
+    /// Fault injection: while `Some(n)`, every commit runs at most `n` etcd
+    /// transactions and then fails with [`Error::Store`], as fencing or lost
+    /// connectivity between the parts of a split commit would. `None` turns it off.
+    #[cfg(feature = "testing")]
+    pub fn fail_commits_after_parts(&self, parts: Option<usize>) {
+        let limit = parts.unwrap_or(usize::MAX);
+        self.inner.commit_fault.store(limit, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Where this store stands with `shard`.
     pub fn ownership(&self, shard: u16) -> Result<Ownership> {
         self.run(move |inner| async move { Ok(inner.ownership(shard).await) })
