@@ -40,9 +40,12 @@ pub struct ShardChanges {
 /// - `commit` may fail with [`Error::Store`](crate::Error::Store) and be called
 ///   again with the same batch; applying a batch twice has the effect of once
 ///   (upserts and removals are idempotent, sequence numbers only rise).
-/// - A store that must split a batch across transactions writes each shard's
-///   sequence number in the last part that holds that shard's changes, so a
-///   partly applied batch only ever replays (a lingering ghost), never skips.
+/// - A commit is all-or-nothing as a later load and a replay see it, however
+///   the store splits it across transactions: a failed commit leaves each of
+///   its shards either without any of the batch's changes to it or with all
+///   of them and its sequence number, never part of them. Replaying the
+///   batch's edge events onto a load (with the same sequence number) then
+///   counts each event once, as does retrying the batch.
 /// - `commit` returns only when the batch is durable.
 /// - `load` of a shard never written returns an empty table; unreadable or
 ///   corrupt state is an error, never an empty table.

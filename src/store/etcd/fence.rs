@@ -155,6 +155,8 @@ impl Inner {
             Some(meta) => meta,
             None => self.read_meta(st, shard, owned).await?.0,
         };
+        // A commit cut short after its commit point is finished before anything else.
+        let meta = self.roll_forward(st, shard, meta).await?;
         Ok((owned, meta))
     }
 

@@ -1,8 +1,9 @@
-//! `EtcdStore`'s loads and writes: paged reads at one revision, guarded transactions split to fit.
+//! `EtcdStore`'s loads and replacements (paged reads at one revision, a new row generation),
+//! and the guarded transaction that every write runs through. Commits are in `commit.rs`.
 
 use super::fence::{Inner, State};
 use super::keys::{Meta, prefix_end};
-use super::plan::{self, Group, Limits, Op, Part, ShardWrites};
+use super::plan::{self, Group, Op, Part, ShardWrites};
 use super::retry::retry;
 use crate::codec;
 use crate::config::TableConfig;
@@ -16,8 +17,8 @@ use std::collections::{BTreeMap, HashMap};
 /// and the highest sequence number.
 #[derive(Debug, Default)]
 pub(super) struct Merged {
-    rows: Vec<(String, Option<Vec<u8>>)>,
-    seq: Option<u64>,
+    pub(super) rows: Vec<(String, Option<Vec<u8>>)>,
+    pub(super) seq: Option<u64>,
 }
 
 /// Merges a batch into one change per (shard, id), encoded. etcd refuses a
@@ -54,18 +55,18 @@ pub(super) fn first_kv(resp: &TxnResponse) -> Option<KeyValue> {
 }
 
 impl Inner {
-    fn limits(&self, shards_key_len: usize) -> Limits {
-        Limits {
-            max_ops: self.config.max_txn_ops,
-            max_bytes: self.config.max_txn_bytes,
-            compare_bytes: shards_key_len + 16,
-        }
-    }
-
     pub(super) async fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
         let mut st = self.state.lock().await;
         let owned = self.claim(&mut st, shard).await?;
-        let (meta, revision) = self.read_meta(&mut st, shard, owned).await?;
+        let (mut meta, mut revision) = self.read_meta(&mut st, shard, owned).await?;
+        if meta.intent.is_some() {
+            // A commit cut short after its commit point: it is part of the state.
+            self.roll_forward(&mut st, shard, meta).await?;
+            (meta, revision) = self.read_meta(&mut st, shard, owned).await?;
+            if meta.intent.is_some() {
+                return Err(Error::Store(format!("etcd shard {shard}: an intent is still pending")));
+            }
+        }
         drop(st);
         let start = self.keys.rows(shard, meta.generation);
         let end = prefix_end(&start);
@@ -113,52 +114,6 @@ impl Inner {
         Ok(table)
     }
 
-    pub(super) async fn commit(&self, batch: BTreeMap<u16, Merged>) -> Result<()> {
-        let mut st = self.state.lock().await;
-        #[cfg(feature = "testing")]
-        {
-            let limit = self.commit_fault.load(std::sync::atomic::Ordering::Relaxed);
-            st.budget = (limit != usize::MAX).then_some(limit);
-        }
-        let result = self.commit_locked(&mut st, batch).await;
-        #[cfg(feature = "testing")]
-        {
-            st.budget = None;
-        }
-        result
-    }
-
-    async fn commit_locked(&self, st: &mut State, batch: BTreeMap<u16, Merged>) -> Result<()> {
-        let shards: Vec<u16> = batch.keys().copied().collect();
-        let mut writes = Vec::with_capacity(batch.len());
-        for (shard, m) in batch {
-            let (_, meta) = self.owned(st, shard).await?;
-            let mut groups: Vec<Group> = m
-                .rows
-                .into_iter()
-                .map(|(id, value)| {
-                    let key = self.keys.row(shard, meta.generation, &id);
-                    Group::one(match value {
-                        Some(value) => Op::Put { key, value },
-                        None => Op::Delete { key },
-                    })
-                })
-                .collect();
-            let seq = meta.applied_seq.max(m.seq);
-            if seq != meta.applied_seq {
-                let new = Meta { applied_seq: seq, ..meta };
-                let op = Op::Put { key: self.keys.meta(shard), value: new.encode() };
-                groups.push(Group { ops: vec![op], meta: Some(new) });
-            }
-            writes.push(ShardWrites { shard, groups });
-        }
-        let limits = self.limits(self.keys.owner(0).len());
-        for part in plan::split(writes, limits) {
-            self.run_part(st, part).await.inspect_err(|_| Inner::forget_meta(st, shards.clone()))?;
-        }
-        Ok(())
-    }
-
     pub(super) async fn replace(
         &self,
         shard: u16,
@@ -178,13 +133,13 @@ impl Inner {
             .map(|(id, value)| Group::one(Op::Put { key: self.keys.row(shard, generation, &id), value }))
             .collect();
         // The switch: new metadata and the old rows' removal, in one transaction.
-        let meta = Meta { applied_seq: seq, generation };
+        let meta = Meta { applied_seq: seq, generation, intent: None };
         let switch = vec![
             Op::DeleteRange { end: prefix_end(&old), key: old },
             Op::Put { key: self.keys.meta(shard), value: meta.encode() },
         ];
         groups.push(Group { ops: switch, meta: Some(meta) });
-        let limits = self.limits(self.keys.owner(shard).len());
+        let limits = self.limits();
         let parts = std::iter::once(Part { shards: vec![shard], ops: vec![clear], metas: Vec::new() })
             .chain(plan::split(vec![ShardWrites { shard, groups }], limits));
         for part in parts {
@@ -195,7 +150,7 @@ impl Inner {
 
     /// Commits one part under the guard of its shards' claims. A failed guard
     /// fences every shard whose claim is gone.
-    async fn run_part(&self, st: &mut State, part: Part) -> Result<()> {
+    pub(super) async fn run_part(&self, st: &mut State, part: Part) -> Result<()> {
         #[cfg(feature = "testing")]
         if let Some(left) = st.budget.as_mut() {
             if *left == 0 {

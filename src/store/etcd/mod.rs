@@ -8,8 +8,9 @@
 //! |---|---|
 //! | `P format` | `b"vshard-ghosts-etcd/1"`, written once; a prefix holding another value is refused ([`Error::NotAStore`]) |
 //! | `P owner/{shard:05}` | the owner's id, attached to the owner's lease |
-//! | `P meta/{shard:05}` | applied sequence number, live row generation, format version (30 bytes, checksummed) |
+//! | `P meta/{shard:05}` | applied sequence number, live row generation, format version (30 bytes, checksummed); while a large commit is pending, also its intent (version 2, 51 bytes) |
 //! | `P rows/{shard:05}/{generation}/{node id}` | [`codec::encode_stub`](crate::codec::encode_stub) of the stub |
+//! | `P intent/{shard:05}/{chunk:05}` | a pending large commit's row changes, in chunks (checksummed); gone once it is applied |
 //!
 //! # Ownership and fencing
 //!
@@ -33,18 +34,30 @@
 //!
 //! # Transactions and etcd's limits
 //!
-//! A commit is one transaction when it fits etcd's defaults of 128 operations
-//! per transaction (`--max-txn-ops`) and 1.5 MiB per request
-//! (`--max-request-bytes`), which [`EtcdConfig::max_txn_ops`] and
-//! [`EtcdConfig::max_txn_bytes`] (1 MiB, leaving a margin) mirror: raise them
-//! only together with the server's. A larger commit is split into several
-//! transactions, committed in order, each guarded, and returns once all have
-//! committed; each shard's sequence number is written in the last
-//! transaction that holds the shard's changes, so a commit cut short only
-//! ever replays. A [`replace`](crate::GhostStore::replace) writes a new row
-//! generation in as many transactions as it takes, then switches the
-//! metadata to it and deletes the old rows in one, so it is atomic at any
-//! size. Network errors, timeouts and a lost leader are retried with back-off
+//! etcd's defaults allow 128 operations per transaction (`--max-txn-ops`) and
+//! 1.5 MiB per request (`--max-request-bytes`), which
+//! [`EtcdConfig::max_txn_ops`] and [`EtcdConfig::max_txn_bytes`] (1 MiB,
+//! leaving a margin) mirror: raise them only together with the server's.
+//!
+//! A commit is all-or-nothing for each of its shards, as a later load and a
+//! replay see it, at any size: a load shows either none of a shard's changes
+//! in it or all of them with the shard's sequence number. A shard's changes
+//! that fit one transaction are written in one (several such shards share
+//! transactions as they fit). Larger ones go through an *intent*: the merged
+//! row changes are written first, in chunks under `P intent/`, then one
+//! guarded write of the shard's metadata names the intent (the commit
+//! point), then the rows are written in as many transactions as they take,
+//! and a last transaction sets the sequence number and deletes the intent.
+//! Any load, commit or replace that finds an intent named in the metadata
+//! finishes it first, so once the commit point is durable the whole commit
+//! is, whoever owns the shard next; before it, nothing of the commit is
+//! visible. Such a commit writes its changes twice, the price of a commit
+//! point for a write that etcd cannot take in one transaction.
+//!
+//! A [`replace`](crate::GhostStore::replace) writes a new row generation in
+//! as many transactions as it takes, then switches the metadata to it and
+//! deletes the old rows in one, so it is atomic at any size. Network errors,
+//! timeouts and a lost leader are retried with back-off
 //! ([`EtcdConfig::retries`]); past that, the call fails with [`Error::Store`].
 //!
 //! # Threads
@@ -54,7 +67,9 @@
 //! calling thread until their work on that runtime is done; they may be made
 //! from any thread, but from async code run them in `spawn_blocking`.
 
+mod commit;
 mod fence;
+mod intent;
 mod io;
 mod keys;
 mod lease;
