@@ -47,7 +47,14 @@ struct Lease {
 pub(super) enum Shard {
     Owned(Owned),
     Lost(String),
+    /// Handed over by this store. Kept, not forgotten: a write through the old
+    /// claim (a late flush of the actor that served it) must be fenced, not
+    /// take the shard again over the next owner's state.
+    Released,
 }
+
+/// Why a released shard's write is refused.
+const RELEASED: &str = "released by this store; load or acquire the shard to take it again";
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Owned {
@@ -137,14 +144,26 @@ impl Inner {
         Ok(id)
     }
 
-    /// The claim on `shard`, taking the shard if free; fails if it was lost.
+    /// The claim on `shard` for a write, taking the shard if this store never
+    /// touched it; fails if the claim was lost or released.
     pub(super) async fn claim(&self, st: &mut State, shard: u16) -> Result<Owned> {
         self.check_lease(st);
         match st.shards.get(&shard) {
             Some(Shard::Owned(o)) => Ok(*o),
             Some(Shard::Lost(cause)) => Err(Error::Fenced { shard, cause: cause.clone() }),
+            Some(Shard::Released) => Err(Error::Fenced { shard, cause: RELEASED.into() }),
             None => self.take(st, shard).await,
         }
+    }
+
+    /// The claim on `shard` for a load: a shard this store released is taken
+    /// again, since the load reads whatever the owners since then wrote. A
+    /// lost claim stays fenced until [`acquire_all`](Self::acquire_all).
+    pub(super) async fn claim_to_load(&self, st: &mut State, shard: u16) -> Result<Owned> {
+        if matches!(st.shards.get(&shard), Some(Shard::Released)) {
+            st.shards.remove(&shard);
+        }
+        self.claim(st, shard).await
     }
 
     /// The claim on `shard` and its metadata, read under the claim's guard
@@ -246,7 +265,7 @@ impl Inner {
     pub(super) async fn acquire_all(&self, shards: &[u16]) -> Result<()> {
         let mut st = self.state.lock().await;
         for &shard in shards {
-            if matches!(st.shards.get(&shard), Some(Shard::Lost(_))) {
+            if matches!(st.shards.get(&shard), Some(Shard::Lost(_) | Shard::Released)) {
                 st.shards.remove(&shard);
             }
             self.owned(&mut st, shard).await?;
@@ -269,7 +288,7 @@ impl Inner {
             self.txn(txn, "release shard").await?;
             tracing::info!(shard, "released shard ownership");
         }
-        st.shards.remove(&shard);
+        st.shards.insert(shard, Shard::Released);
         Ok(())
     }
 
@@ -292,7 +311,7 @@ impl Inner {
         if let Some(lease) = st.lease.take() {
             lease.keeper.abort();
         }
-        st.shards.clear();
+        st.shards.values_mut().for_each(|s| *s = Shard::Released);
         Ok(())
     }
 
@@ -326,6 +345,7 @@ impl Inner {
             None => Ownership::Free,
             Some(Shard::Owned(o)) => Ownership::Owned { revision: o.revision },
             Some(Shard::Lost(cause)) => Ownership::Fenced { cause: cause.clone() },
+            Some(Shard::Released) => Ownership::Released,
         }
     }
 }

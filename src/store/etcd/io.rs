@@ -57,7 +57,7 @@ pub(super) fn first_kv(resp: &TxnResponse) -> Option<KeyValue> {
 impl Inner {
     pub(super) async fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
         let mut st = self.state.lock().await;
-        let owned = self.claim(&mut st, shard).await?;
+        let owned = self.claim_to_load(&mut st, shard).await?;
         let (mut meta, mut revision) = self.read_meta(&mut st, shard, owned).await?;
         if meta.intent.is_some() {
             // A commit cut short after its commit point: it is part of the state.

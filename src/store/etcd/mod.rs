@@ -32,6 +32,13 @@
 //! are free once its lease lapses, [`EtcdConfig::lease_ttl_secs`] after its
 //! last keep-alive.
 //!
+//! Ownership belongs to one load: a write to a shard this store released is
+//! [`Error::Fenced`] too, until a load or [`acquire`](EtcdStore::acquire)
+//! takes the shard again under a new claim. Otherwise a late flush of the
+//! actor that served it would take the shard back and write its stale
+//! changes over the next owner's. (A shard this store never touched is still
+//! taken by its first write.)
+//!
 //! # Transactions and etcd's limits
 //!
 //! etcd's defaults allow 128 operations per transaction (`--max-txn-ops`) and
@@ -166,7 +173,7 @@ impl EtcdConfig {
 /// Whether this store may write a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ownership {
-    /// Not taken (never, or released): the next load or write takes it.
+    /// Never taken by this store: the next load or write takes it.
     Free,
     /// Taken: this store's owner key, created at this etcd revision.
     Owned {
@@ -179,6 +186,10 @@ pub enum Ownership {
         /// Why.
         cause: String,
     },
+    /// Handed over by [`EtcdStore::release`] or [`EtcdStore::release_all`]:
+    /// writes fail with [`Error::Fenced`] until the next load or
+    /// [`EtcdStore::acquire`] takes the shard again, under a new claim.
+    Released,
 }
 
 /// A [`GhostStore`] in etcd v3, with per-shard ownership; see the
