@@ -58,11 +58,11 @@ impl Inner {
     pub(super) async fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
         let mut st = self.state.lock().await;
         let owned = self.claim_to_load(&mut st, shard).await?;
-        let (mut meta, mut revision) = self.read_meta(&mut st, shard, owned).await?;
+        let (mut meta, mut revision) = self.read_meta(&mut st, shard, &owned).await?;
         if meta.intent.is_some() {
             // A commit cut short after its commit point: it is part of the state.
             self.roll_forward(&mut st, shard, meta).await?;
-            (meta, revision) = self.read_meta(&mut st, shard, owned).await?;
+            (meta, revision) = self.read_meta(&mut st, shard, &owned).await?;
             if meta.intent.is_some() {
                 return Err(Error::Store(format!("etcd shard {shard}: an intent is still pending")));
             }
