@@ -16,7 +16,10 @@
 //! rolls it forward (steps 3 and 4, from the chunks), so once step 2 is durable
 //! the whole commit is, whoever finishes it. Steps 3 and 4 only write the
 //! values the intent holds and take the sequence number up, so running them
-//! twice (a roll-forward after a cut in step 3) changes nothing more.
+//! twice (a roll-forward after a cut in step 3) changes nothing more. Chunks
+//! of an attempt cut short before step 2 are never read (the metadata names
+//! no intent, or another id); the shard's next large commit overwrites or
+//! deletes them, as does a replace.
 //!
 //! Why an intent rather than, say, a new row generation per commit (as
 //! `replace` does): a generation copies every row of the shard, an intent

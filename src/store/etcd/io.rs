@@ -126,8 +126,14 @@ impl Inner {
         let new = self.keys.rows(shard, generation);
         let old = self.keys.rows(shard, meta.generation);
         // Leftovers of a replacement cut short: cleared alone, since etcd
-        // refuses a put into a range that the same transaction deletes.
-        let clear = Op::DeleteRange { end: prefix_end(&new), key: new };
+        // refuses a put into a range that the same transaction deletes. So are
+        // the chunks of a large commit cut short before its commit point
+        // (`owned` finished any commit past it).
+        let intents = self.keys.intent(shard);
+        let clear = vec![
+            Op::DeleteRange { end: prefix_end(&new), key: new },
+            Op::DeleteRange { end: prefix_end(&intents), key: intents },
+        ];
         let mut groups: Vec<Group> = rows
             .into_iter()
             .map(|(id, value)| Group::one(Op::Put { key: self.keys.row(shard, generation, &id), value }))
@@ -140,7 +146,7 @@ impl Inner {
         ];
         groups.push(Group { ops: switch, meta: Some(meta) });
         let limits = self.limits();
-        let parts = std::iter::once(Part { shards: vec![shard], ops: vec![clear], metas: Vec::new() })
+        let parts = std::iter::once(Part { shards: vec![shard], ops: clear, metas: Vec::new() })
             .chain(plan::split(vec![ShardWrites { shard, groups }], limits));
         for part in parts {
             self.run_part(&mut st, part).await.inspect_err(|_| Inner::forget_meta(&mut st, [shard]))?;
