@@ -94,3 +94,34 @@ fn an_owner_fenced_mid_commit_leaves_the_next_owner_exactly_once_refcounts() {
     }
     assert_eq!(loaded_seqs, [Some(1), Some(2)], "one cut before the commit point, one after");
 }
+
+/// How many keys `prefix` holds under `intent/`.
+fn intent_keys(ep: &str, prefix: &str) -> i64 {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = etcd_client::Client::connect([ep], None).await.unwrap();
+        let options = etcd_client::GetOptions::new().with_prefix().with_count_only();
+        c.get(format!("{prefix}intent/"), Some(options)).await.unwrap().count()
+    })
+}
+
+#[test]
+fn intents_leave_no_keys_behind() {
+    let ep = etcd_endpoint();
+    let prefix = fresh_prefix();
+    let s = EtcdStore::connect([ep.as_str()], tiny(&prefix, "clean")).unwrap();
+    let ups: Vec<_> = (0..100).map(|i| rec(&format!("n{i:03}"), 2, 1)).collect();
+    s.commit(&[changes(1, ups.clone(), &[], Some(1))]).unwrap();
+    assert_eq!(intent_keys(&ep, &prefix), 0, "a finished commit deletes its intent");
+    // Cut after its first transaction: chunks written, no commit point.
+    s.fail_commits_after_parts(Some(1));
+    let more: Vec<_> = (0..100).map(|i| rec(&format!("m{i:03}"), 2, 1)).collect();
+    assert!(s.commit(&[changes(1, more, &[], Some(2))]).is_err());
+    s.fail_commits_after_parts(None);
+    assert!(intent_keys(&ep, &prefix) > 0);
+    assert_eq!(loaded(&s, 1), (ups.clone(), Some(1)), "nothing of the cut commit is visible");
+    let table = vshard_ghosts::GhostTable::from_records(1, cfg(), ups[..10].to_vec(), Some(5)).unwrap();
+    s.replace(&table).unwrap();
+    assert_eq!(intent_keys(&ep, &prefix), 0, "a replace deletes a cut commit's chunks");
+    assert_eq!(loaded(&s, 1), (ups[..10].to_vec(), Some(5)));
+    s.release_all().unwrap();
+}
