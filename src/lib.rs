@@ -73,9 +73,9 @@ pub use edge_events::EdgeEvents;
 pub use error::{DecodeError, Error, Result};
 pub use event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 pub use runtime::{GhostRuntime, GhostRuntimeBuilder, RuntimeConfig, StoreChoice};
+pub use store::{ClaimWatch, Fault, FaultyStore, GhostStore, MemoryStore, RedbStore, ShardChanges, StoreOp};
 #[cfg(feature = "etcd")]
 pub use store::{EtcdConfig, EtcdStore};
-pub use store::{Fault, FaultyStore, GhostStore, MemoryStore, RedbStore, ShardChanges, StoreOp};
 pub use stub::{GhostInfo, PurgeReason, StubRecord, StubRef};
 pub use sweep::{ApplyReport, CheckedVerdict, LocalEdges, PlannedCheck, SweepPage, Verdict};
 pub use sweep_report::{PassReport, SweepCounts, SweepTotals};

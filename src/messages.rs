@@ -153,7 +153,8 @@ pub enum ShardState {
     Loading,
     /// Serving.
     Ready,
-    /// Stored state unreadable: every request fails with the cause.
+    /// Stored state unreadable, or the shard fenced (its ownership lapsed or
+    /// was lost): every request fails with the cause.
     FailedClosed(String),
     /// Restarted too often; stays down.
     Down,

@@ -144,9 +144,10 @@ impl GhostRuntime {
     pub async fn flush(&self) -> Result<()> {
         let calls = self.shard_ids().into_iter().map(|s| self.call(s, Flush));
         for r in futures::future::join_all(calls).await {
-            // A shard that failed closed has nothing of its own to flush.
+            // A shard that failed closed, or that another process may own
+            // now (fenced), has nothing of its own to flush.
             match r? {
-                Ok(()) | Err(Error::ShardFailed { .. } | Error::ShardDown { .. }) => {}
+                Ok(()) | Err(Error::ShardFailed { .. } | Error::ShardDown { .. } | Error::Fenced { .. }) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -6,7 +6,7 @@
 
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
-use crate::store::{GhostStore, ShardChanges};
+use crate::store::{ClaimWatch, GhostStore, ShardChanges};
 use crate::table::GhostTable;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +19,11 @@ const MAX_MERGE: usize = 256;
 
 enum Job {
     Commit(ShardChanges, oneshot::Sender<Result<()>>),
-    Load(u16, TableConfig, oneshot::Sender<Result<GhostTable>>),
+    Load(u16, TableConfig, oneshot::Sender<Result<Claimed>>),
 }
+
+/// A loaded table and the watch of the claim it was loaded under.
+type Claimed = (GhostTable, Option<ClaimWatch>);
 
 /// Counters of the writer thread.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,6 +84,17 @@ impl StoreWriter {
 
     /// Loads a shard, after every commit queued before this call.
     pub async fn load(&self, shard: u16, config: TableConfig) -> Result<GhostTable> {
+        Ok(self.load_claimed(shard, config).await?.0)
+    }
+
+    /// Loads a shard, after every commit queued before this call, with the
+    /// watch of the store's claim it was loaded under
+    /// ([`GhostStore::claim`]; `None`: the store has no ownership to lose).
+    pub async fn load_claimed(
+        &self,
+        shard: u16,
+        config: TableConfig,
+    ) -> Result<(GhostTable, Option<ClaimWatch>)> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Job::Load(shard, config, tx)).map_err(|_| Error::Unavailable { shard })?;
         rx.await.map_err(|_| Error::Unavailable { shard })?
@@ -132,7 +146,10 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
             Job::Load(shard, config, reply) => {
                 served.insert(shard);
                 c.loads.fetch_add(1, Ordering::Relaxed);
-                let _ = reply.send(guarded(|| store.load(shard, &config)));
+                // Asked right after the load, on this thread: no commit of
+                // this shard runs in between.
+                let loaded = guarded(|| Ok((store.load(shard, &config)?, store.claim(shard))));
+                let _ = reply.send(loaded);
             }
             Job::Commit(first, reply) => {
                 let mut batch = vec![first];

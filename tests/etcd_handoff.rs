@@ -76,13 +76,16 @@ async fn a_frozen_owner_is_fenced_and_its_shards_move_with_every_acknowledged_gh
     assert_holds(&rt_b, &acked).await;
     eprintln!("runtime B took the shards after {:?}", started.elapsed());
 
-    // A cannot write any more: the commit fails on the guard, then the shard
-    // reloads, is refused, and fails closed.
+    // A cannot write any more: its shards stopped answering once its lease may
+    // have lapsed, before B could take them, and they stay fenced.
     let err = rt_a.insert_ghost(0, "late", 1, 1, 9).await.unwrap_err();
     assert!(matches!(err, Error::Fenced { shard: 0, .. }), "{err:?}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     match rt_a.insert_ghost(0, "later", 1, 1, 9).await {
-        Err(Error::ShardFailed { shard: 0, cause }) => assert!(cause.contains("fenced"), "{cause}"),
+        Err(Error::Fenced { shard: 0, .. }) => {}
+        other => panic!("a fenced shard must stay fenced: {other:?}"),
+    }
+    match &rt_a.stats().await.unwrap()[0].state {
+        messages::ShardState::FailedClosed(cause) => assert!(cause.contains("fenced"), "{cause}"),
         other => panic!("a fenced shard must fail closed: {other:?}"),
     }
     assert!(matches!(store_a.ownership(0).unwrap(), store::etcd::Ownership::Fenced { .. }));
@@ -91,6 +94,40 @@ async fn a_frozen_owner_is_fenced_and_its_shards_move_with_every_acknowledged_gh
 
     rt_a.shutdown().await.unwrap();
     rt_b.shutdown().await.unwrap();
+}
+
+#[actix::test]
+async fn a_lapsing_owner_stops_answering_within_the_lease_ttl() {
+    let ep = etcd_endpoint();
+    let store = connect(&ep, &fresh_prefix(), "runtime-a");
+    let rt = runtime(&store);
+    rt.insert_ghost(0, "g", 1, 1, 1).await.unwrap();
+    // A freezes: no keep-alive is sent from here on, so its lease lapses at the
+    // latest one TTL (2 s) from now, and another owner may take the shard.
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.stop_keep_alive()).await.unwrap().unwrap();
+    let stopped = Instant::now();
+    let ttl = Duration::from_secs(2);
+    // The lease is real, so is this wait: short polls, bounded by TTL + 1 s.
+    loop {
+        let elapsed = stopped.elapsed();
+        match rt.call(0, messages::Resolve { node_id: "g".into() }).await.unwrap() {
+            Ok(Some(1)) => assert!(
+                elapsed < ttl,
+                "still answering from its table {elapsed:?} after the lease's last keep-alive"
+            ),
+            Err(Error::Fenced { shard: 0, .. }) => break,
+            other => panic!("a lapsing owner answers from its table or is fenced, never {other:?}"),
+        }
+        assert!(elapsed < ttl + Duration::from_secs(1), "not fenced {elapsed:?} after the last keep-alive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Fenced for good, reads and writes alike; nothing of it is written.
+    let resolved = rt.call(0, messages::Resolve { node_id: "g".into() }).await.unwrap();
+    assert!(matches!(resolved, Err(Error::Fenced { shard: 0, .. })), "{resolved:?}");
+    let err = rt.insert_ghost(0, "late", 1, 1, 9).await.unwrap_err();
+    assert!(matches!(err, Error::Fenced { shard: 0, .. }), "{err:?}");
+    rt.shutdown().await.unwrap();
 }
 
 #[actix::test]

@@ -130,10 +130,10 @@ fn a_second_owner_waits_and_the_first_is_fenced() {
     }
     // A release hands it over at once; a's claim is then void.
     a.release(1).unwrap();
-    assert_eq!(a.ownership(1).unwrap(), Ownership::Free);
+    assert_eq!(a.ownership(1).unwrap(), Ownership::Released);
     b.acquire(&[1]).unwrap();
     assert_eq!(loaded(&b, 1), (vec![rec("x", 2, 1)], Some(1)));
-    // `a` forgot its claim, so its next write waits for the shard and gives up.
+    // `a` released its claim, so its next write is fenced (it never takes the shard back).
     let err = a.commit(&[changes(1, vec![rec("y", 2, 1)], &[], Some(2))]);
     assert!(matches!(err, Err(Error::Fenced { shard: 1, .. })), "{err:?}");
 
@@ -180,4 +180,40 @@ fn a_lease_lost_behind_the_owners_back_fences_every_shard_it_held() {
     s.commit(&[changes(2, vec![rec("w", 1, 1)], &[], None)]).unwrap();
     assert_eq!(loaded(&s, 2).0, vec![rec("w", 1, 1), rec("y", 1, 1)]);
     s.release_all().unwrap();
+}
+
+#[test]
+fn a_released_owner_cannot_take_its_shard_back_by_writing() {
+    let ep = etcd_endpoint();
+    // Both ways to let go: `release` of one shard, and `release_shards` of all a
+    // store holds (which revokes its lease).
+    for release_all in [false, true] {
+        let prefix = fresh_prefix();
+        let a = store(&ep, config(&prefix, "a"));
+        a.load(1, &cfg()).unwrap();
+        a.load(2, &cfg()).unwrap();
+        if release_all {
+            a.release_shards(&[1, 2]).unwrap();
+        } else {
+            a.release(1).unwrap();
+        }
+        let b = store(&ep, config(&prefix, "b"));
+        b.load(1, &cfg()).unwrap();
+        b.commit(&[changes(1, vec![rec("x", 2, 5)], &[], Some(7))]).unwrap();
+        b.release(1).unwrap();
+        // A late lazy flush of a's still-running actor: stale changes that delete x.
+        let err = a.commit(&[changes(1, vec![rec("z", 2, 1)], &["x"], Some(3))]);
+        assert!(
+            matches!(err, Err(Error::Fenced { shard: 1, .. })),
+            "release_all {release_all}: a released owner's late commit: {err:?}"
+        );
+        let c = store(&ep, config(&prefix, "c"));
+        assert_eq!(loaded(&c, 1), (vec![rec("x", 2, 5)], Some(7)), "release_all {release_all}: next owner");
+        // Loading again is a new claim: a may write the shard once it has.
+        c.release_all().unwrap();
+        assert_eq!(loaded(&a, 1), (vec![rec("x", 2, 5)], Some(7)));
+        a.commit(&[changes(1, vec![rec("y", 2, 1)], &[], Some(8))]).unwrap();
+        a.release_all().unwrap();
+        b.release_all().unwrap();
+    }
 }

@@ -8,7 +8,10 @@ mod common;
 use common::*;
 use redb::{ReadableDatabase, TableDefinition};
 use std::path::Path;
-use vshard_ghosts::{EdgeEvents, Error, GhostStore, GhostTable, MemoryStore, RedbStore, ShardChanges};
+use vshard_ghosts::{
+    EdgeEvents, Error, Fault, FaultyStore, GhostStore, GhostTable, MemoryStore, RedbStore, ShardChanges,
+    StoreOp,
+};
 
 /// The documented schema: stub rows, and per shard (applied seq, row count).
 const GHOSTS: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("ghosts");
@@ -46,6 +49,26 @@ fn redb_store_meets_the_contract_while_checkpointing() {
             check(&new_redb(&dir).with_checkpoint_records(records));
         }
     }
+}
+
+/// Each commit is one transaction: a cut fails it before it writes (`Some(0)`)
+/// or after (a lost reply).
+fn check_cuts<S: GhostStore>(store: S) {
+    let s = FaultyStore::new(store);
+    let cut = |k: Option<usize>| match k {
+        None => s.clear(),
+        Some(0) => s.inject(StoreOp::Commit, Fault::Fail),
+        Some(_) => s.inject(StoreOp::Commit, Fault::ApplyThenFail),
+    };
+    let seen = commit_cut_between_parts_is_all_or_nothing(&s, &cut, &[0, 1, 2]);
+    assert_eq!(seen, CutOutcomes { failed: 3, none: 1, all: 2 });
+}
+
+#[test]
+fn commits_cut_short_are_all_or_nothing() {
+    check_cuts(MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    check_cuts(new_redb(&dir));
 }
 
 // ---- redb only ----

@@ -4,7 +4,7 @@ use crate::clock::Clock;
 use crate::config::{Durability, ShardConfig};
 use crate::error::{Error, Result};
 use crate::messages::ShardStats;
-use crate::store::ShardChanges;
+use crate::store::{ClaimWatch, ShardChanges};
 use crate::table::GhostTable;
 use crate::writer::StoreWriter;
 use actix::prelude::*;
@@ -20,6 +20,9 @@ enum State {
     // Boxed: the table is large and the other states are tiny.
     Ready(Box<GhostTable>),
     Failed(String),
+    /// The store's claim on the shard lapsed or was lost: another process may
+    /// own it, so the table is gone and nothing more is written.
+    Fenced(String),
     Down,
 }
 
@@ -31,12 +34,21 @@ enum State {
 /// supervisor restarts it; restarts beyond the [`RestartPolicy`](crate::RestartPolicy)
 /// leave the shard down. Unreadable stored state fails closed: every request
 /// gets [`Error::ShardFailed`], and nothing is written over the stored bytes.
+///
+/// With a store that grants ownership ([`GhostStore::claim`](crate::GhostStore::claim)),
+/// every request first checks the claim the table was loaded under. Once it
+/// no longer holds (the lease was not renewed in time, in real time whatever
+/// the actor's [`Clock`]; or the claim was lost), the shard is fenced: its
+/// table is dropped, every request gets [`Error::Fenced`], and it writes
+/// nothing more. A shard refused by the store at load is fenced the same way.
 pub struct GhostActor {
     shard: u16,
     config: Arc<ShardConfig>,
     writer: StoreWriter,
     clock: Arc<dyn Clock>,
     state: State,
+    /// The claim the table was loaded under; `None`: the store has none to lose.
+    claim: Option<ClaimWatch>,
     incarnation: u64,
     /// Replies that wait for the next flush to commit.
     waiters: Vec<oneshot::Sender<Result<()>>>,
@@ -55,6 +67,7 @@ impl GhostActor {
             writer,
             clock,
             state: State::Loading,
+            claim: None,
             incarnation: fastrand::u64(..),
             waiters: Vec::new(),
             flushing: false,
@@ -82,11 +95,19 @@ impl GhostActor {
         f: impl FnOnce(&mut GhostTable, u64) -> R,
     ) -> Result<R> {
         let shard = self.shard;
+        if let Some(claim) = &self.claim
+            && !claim.is_valid()
+            && matches!(self.state, State::Ready(_))
+        {
+            let cause = claim.lapse_cause().unwrap_or("the claim lapsed");
+            self.fence(format!("{cause}; another process may own the shard"));
+        }
         let table = match &mut self.state {
             State::Ready(t) => t,
             State::Failed(cause) => {
                 return Err(Error::ShardFailed { shard, cause: cause.clone() });
             }
+            State::Fenced(cause) => return Err(Error::Fenced { shard, cause: cause.clone() }),
             State::Down => {
                 return Err(Error::ShardDown { shard, restarts: self.restart_times.len() as u32 });
             }
@@ -103,6 +124,18 @@ impl GhostActor {
                 Err(Error::Panicked { shard })
             }
         }
+    }
+
+    /// Drops the table and answers [`Error::Fenced`] from now on, to the
+    /// requests waiting for the next flush too: it will not happen.
+    fn fence(&mut self, cause: String) {
+        let shard = self.shard;
+        tracing::error!(shard, cause, "shard fenced: no longer answering nor writing");
+        metrics::counter!(crate::metrics::FAILED_CLOSED, "shard" => shard.to_string()).increment(1);
+        for w in self.waiters.drain(..) {
+            let _ = w.send(Err(Error::Fenced { shard, cause: cause.clone() }));
+        }
+        self.state = State::Fenced(cause);
     }
 
     /// Applies `f` and answers at once; its changes ride the next flush.
@@ -184,6 +217,9 @@ impl GhostActor {
                 let _ = w.send(result.clone());
             }
             if let Err(e) = result {
+                if matches!(act.state, State::Fenced(_)) {
+                    return; // Stays fenced: a reload could take the shard again.
+                }
                 // The table is now ahead of the store; only a reload makes them agree.
                 act.stats.flush_failures += 1;
                 tracing::error!(shard = act.shard, error = %e, "flush failed; restarting the shard");
@@ -240,21 +276,18 @@ impl Actor for GhostActor {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            writer.load(shard, table_config).await
+            writer.load_claimed(shard, table_config).await
         };
         // `wait` holds the mailbox until the table is back: no queued message
         // ever sees an empty or half-loaded table.
         ctx.wait(load.into_actor(self).map(|result, act, ctx| match result {
-            Ok(table) => {
+            Ok((table, claim)) => {
                 tracing::info!(shard = act.shard, ghosts = table.len(), "shard loaded");
                 act.state = State::Ready(Box::new(table));
+                act.claim = claim;
             }
-            Err(
-                e @ (Error::Decode(_)
-                | Error::InvalidNodeId { .. }
-                | Error::NotAStore(_)
-                | Error::Fenced { .. }),
-            ) => {
+            Err(Error::Fenced { cause, .. }) => act.fence(cause),
+            Err(e @ (Error::Decode(_) | Error::InvalidNodeId { .. } | Error::NotAStore(_))) => {
                 tracing::error!(shard = act.shard, error = %e, "stored state unreadable; failing closed");
                 metrics::counter!(crate::metrics::FAILED_CLOSED, "shard" => act.shard.to_string())
                     .increment(1);

@@ -138,4 +138,12 @@ impl<S: GhostStore> GhostStore for FaultyStore<S> {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
+
+    fn release_shards(&self, shards: &[u16]) -> Result<()> {
+        self.inner.release_shards(shards)
+    }
+
+    fn claim(&self, shard: u16) -> Option<super::ClaimWatch> {
+        self.inner.claim(shard)
+    }
 }

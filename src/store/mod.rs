@@ -3,6 +3,7 @@
 //! Calls block. The crate only calls a store from its writer thread or a
 //! blocking pool, never from a shard's arbiter thread.
 
+mod claim;
 mod faulty;
 mod memory;
 mod redb;
@@ -12,6 +13,7 @@ mod redb_schema;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 
+pub use claim::ClaimWatch;
 pub use faulty::{Fault, FaultyStore, StoreOp};
 pub use memory::MemoryStore;
 pub use redb::RedbStore;
@@ -40,9 +42,12 @@ pub struct ShardChanges {
 /// - `commit` may fail with [`Error::Store`](crate::Error::Store) and be called
 ///   again with the same batch; applying a batch twice has the effect of once
 ///   (upserts and removals are idempotent, sequence numbers only rise).
-/// - A store that must split a batch across transactions writes each shard's
-///   sequence number in the last part that holds that shard's changes, so a
-///   partly applied batch only ever replays (a lingering ghost), never skips.
+/// - A commit is all-or-nothing as a later load and a replay see it, however
+///   the store splits it across transactions: a failed commit leaves each of
+///   its shards either without any of the batch's changes to it or with all
+///   of them and its sequence number, never part of them. Replaying the
+///   batch's edge events onto a load (with the same sequence number) then
+///   counts each event once, as does retrying the batch.
 /// - `commit` returns only when the batch is durable.
 /// - `load` of a shard never written returns an empty table; unreadable or
 ///   corrupt state is an error, never an empty table.
@@ -80,6 +85,19 @@ pub trait GhostStore: Send + Sync + 'static {
         let _ = shards;
         Ok(())
     }
+
+    /// How to tell whether this process's claim on `shard`, under which it was
+    /// just loaded, still holds: for a store that grants ownership of shards
+    /// to one process at a time and can lose it behind the process's back
+    /// (a lease that lapses). The writer asks right after each load, and the
+    /// shard's actor checks the watch before every request: once it is
+    /// invalid, the shard answers [`Error::Fenced`](crate::Error::Fenced) and
+    /// writes nothing more. A store must make it invalid before another
+    /// process can take the shard. Default: `None`, the claim always holds.
+    fn claim(&self, shard: u16) -> Option<ClaimWatch> {
+        let _ = shard;
+        None
+    }
 }
 
 impl<S: GhostStore + ?Sized> GhostStore for std::sync::Arc<S> {
@@ -97,5 +115,8 @@ impl<S: GhostStore + ?Sized> GhostStore for std::sync::Arc<S> {
     }
     fn release_shards(&self, shards: &[u16]) -> Result<()> {
         (**self).release_shards(shards)
+    }
+    fn claim(&self, shard: u16) -> Option<ClaimWatch> {
+        (**self).claim(shard)
     }
 }

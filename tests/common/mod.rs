@@ -1,7 +1,7 @@
 //! The `GhostStore` contract, as checks any store must pass, and the helpers they use.
 //! Shared by the store test files (`mod common;`); each uses the parts it needs.
 
-use vshard_ghosts::{ChangeSet, GhostStore, GhostTable, ShardChanges, StubRecord, TableConfig};
+use vshard_ghosts::{ChangeSet, EdgeEvents, GhostStore, GhostTable, ShardChanges, StubRecord, TableConfig};
 
 pub(crate) fn cfg() -> TableConfig {
     TableConfig::default()
@@ -131,6 +131,96 @@ pub(crate) const CHECKS: &[Check] = &[
     ("replace_touches_only_its_shard", replace_touches_only_its_shard),
     ("snapshot_round_trip_and_bad_import", snapshot_round_trip_and_bad_import),
 ];
+
+/// What [`commit_cut_between_parts_is_all_or_nothing`] saw of the commits it cut.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CutOutcomes {
+    /// Commits that failed.
+    pub(crate) failed: usize,
+    /// Of those, the ones that left nothing of the commit visible.
+    pub(crate) none: usize,
+    /// Of those, the ones that a later load saw whole, with the sequence number.
+    pub(crate) all: usize,
+}
+
+/// The contract for a commit that fails part way (fencing, errors past the
+/// retries): a later load sees none of it or all of it with its sequence
+/// number, so that both ways a host recovers count every edge event once:
+/// replaying the batch's events through a table loaded afresh (with the same
+/// sequence number), and retrying the same batch.
+///
+/// For each `k` in `cuts`, on a shard of its own, `cut(Some(k))` arms the
+/// store's fault (for `EtcdStore`: fail after `k` transactions) before the
+/// commit of batch 2, and `cut(None)` disarms it right after. A store whose
+/// commit is one transaction can map `Some(0)` to "fail, write nothing" and
+/// any other `k` to "write, then fail".
+pub(crate) fn commit_cut_between_parts_is_all_or_nothing(
+    s: &dyn GhostStore,
+    cut: &dyn Fn(Option<usize>),
+    cuts: &[usize],
+) -> CutOutcomes {
+    const GHOSTS: usize = 60;
+    let ids: Vec<String> = (0..GHOSTS).map(|i| format!("cut-{i:04}")).collect();
+    let mut seen = CutOutcomes::default();
+    for (round, &k) in cuts.iter().enumerate() {
+        let shard = 200 + round as u16;
+        // Batch 1: every ghost gets a second edge.
+        let mut t = s.load(shard, &cfg()).unwrap();
+        let mut first = EdgeEvents::new();
+        for id in &ids {
+            t.insert(id, 1, 1, 1, 1_000).unwrap();
+            first.added(id);
+        }
+        t.apply_batch(Some(1), &first);
+        s.commit(&[ShardChanges { shard, changes: t.take_changes() }]).unwrap();
+        let before = contents(&t);
+        assert_eq!(loaded(s, shard), before);
+        // Batch 2: every ghost loses an edge, the first quarter both (purged:
+        // removals as well as upserts).
+        let mut second = EdgeEvents::new();
+        for (i, id) in ids.iter().enumerate() {
+            second.removed(id);
+            if i < GHOSTS / 4 {
+                second.removed(id);
+            }
+        }
+        t.apply_batch(Some(2), &second);
+        let after = contents(&t);
+        let batch = [ShardChanges { shard, changes: t.take_changes() }];
+
+        cut(Some(k));
+        let result = s.commit(&batch);
+        cut(None);
+        let now = loaded(s, shard);
+        match result {
+            Ok(()) => assert_eq!(now, after, "cut after {k}: an acknowledged commit must load whole"),
+            Err(_) if now == before => (seen.failed, seen.none) = (seen.failed + 1, seen.none + 1),
+            Err(_) if now == after => (seen.failed, seen.all) = (seen.failed + 1, seen.all + 1),
+            Err(e) => {
+                let kept = now.0.iter().filter(|r| before.0.contains(r)).count();
+                panic!(
+                    "cut after {k}: the load shows part of a failed commit ({e}): {} rows, {kept} of them \
+                     as before it ({} before, {} after), applied_seq {:?}",
+                    now.0.len(),
+                    before.0.len(),
+                    after.0.len(),
+                    now.1
+                );
+            }
+        }
+        // A new owner's way: load, replay batch 2 (skipped if it is applied).
+        let mut replayed = s.load(shard, &cfg()).unwrap();
+        replayed.apply_batch(Some(2), &second);
+        assert_eq!(contents(&replayed), after, "cut after {k}: replaying batch 2 onto a load");
+        // The writer's way: retry the same batch; then a replay changes nothing.
+        s.commit(&batch).unwrap();
+        let mut retried = s.load(shard, &cfg()).unwrap();
+        assert_eq!(contents(&retried), after, "cut after {k}: retried batch");
+        retried.apply_batch(Some(2), &second);
+        assert_eq!(contents(&retried), after, "cut after {k}: replay after the retried batch");
+    }
+    seen
+}
 
 /// The etcd that the etcd tests use. They build only with `--features etcd`, which
 /// asks for them, so without an etcd they fail instead of passing unrun.

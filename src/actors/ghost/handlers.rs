@@ -122,6 +122,9 @@ impl Handler<GetStats> for GhostActor {
                 ShardState::Ready
             }
             State::Failed(cause) => ShardState::FailedClosed(cause.clone()),
+            State::Fenced(cause) => ShardState::FailedClosed(
+                Error::Fenced { shard: self.shard, cause: cause.clone() }.to_string(),
+            ),
             State::Down => ShardState::Down,
         };
         MessageResult(stats)

@@ -1,14 +1,14 @@
-//! Shard ownership for `EtcdStore`: the lease and its keep-alive, taking and releasing shards, fencing.
+//! Shard ownership for `EtcdStore`: taking and releasing shards, fencing. The lease is in `lease.rs`.
 
 use super::keys::{self, Keys, Meta};
+use super::lease::Lease;
 use super::retry::retry;
 use super::{EtcdConfig, Ownership};
 use crate::error::{Error, Result};
+use crate::store::ClaimWatch;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, KeyValue, KvClient, PutOptions, Txn, TxnOp};
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Largest response a load page may be: ids up to the table's limit.
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
@@ -22,33 +22,55 @@ pub(super) struct Inner {
     /// One operation at a time: taking a shard, then writing under that
     /// claim, must not interleave with a release or another acquisition.
     pub(super) state: tokio::sync::Mutex<State>,
+    /// Transactions each commit may run before it fails (`usize::MAX`: no
+    /// limit); see `EtcdStore::fail_commits_after_parts`.
+    #[cfg(feature = "testing")]
+    pub(super) commit_fault: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
 pub(super) struct State {
-    lease: Option<Lease>,
+    pub(super) lease: Option<Lease>,
     pub(super) shards: HashMap<u16, Shard>,
-}
-
-struct Lease {
-    id: i64,
-    /// Set by the keep-alive task once etcd says the lease is gone.
-    lost: Arc<AtomicBool>,
-    keeper: tokio::task::JoinHandle<()>,
+    /// Transactions the commit under way may still run (fault injection).
+    #[cfg(feature = "testing")]
+    pub(super) budget: Option<usize>,
 }
 
 pub(super) enum Shard {
     Owned(Owned),
     Lost(String),
+    /// Handed over by this store. Kept, not forgotten: a write through the old
+    /// claim (a late flush of the actor that served it) must be fenced, not
+    /// take the shard again over the next owner's state.
+    Released,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Why a released shard's write is refused.
+const RELEASED: &str = "released by this store; load or acquire the shard to take it again";
+
+#[derive(Debug, Clone)]
 pub(super) struct Owned {
     /// The owner key's `create_revision`: every write compares it.
     pub(super) revision: i64,
-    lease: i64,
+    pub(super) lease: i64,
     /// `None` after a write whose outcome is unknown: read again before the next.
     pub(super) meta: Option<Meta>,
+    /// This claim's watch: revoked when the claim ends here, expired with the lease.
+    pub(super) watch: ClaimWatch,
+}
+
+impl State {
+    /// Sets what this store knows of `shard`, revoking the watch of a claim that ends.
+    fn put(&mut self, shard: u16, new: Shard) {
+        let same_claim = |old: &Owned| matches!(&new, Shard::Owned(o) if o.revision == old.revision);
+        if let Some(Shard::Owned(old)) = self.shards.get(&shard)
+            && !same_claim(old)
+        {
+            old.watch.revoke();
+        }
+        self.shards.insert(shard, new);
+    }
 }
 
 impl Inner {
@@ -59,7 +81,15 @@ impl Inner {
             .await
             .map_err(|e| Error::Store(format!("etcd connect {endpoints:?}: {e}")))?;
         let kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let inner = Self { client, kv, keys: Keys::new(&config.prefix), config, state: Default::default() };
+        let inner = Self {
+            client,
+            kv,
+            keys: Keys::new(&config.prefix),
+            config,
+            state: Default::default(),
+            #[cfg(feature = "testing")]
+            commit_fault: std::sync::atomic::AtomicUsize::new(usize::MAX),
+        };
         inner.adopt().await?;
         Ok(inner)
     }
@@ -84,52 +114,26 @@ impl Inner {
         .await
     }
 
-    /// Forgets every shard held under a lease that etcd reported gone.
-    fn check_lease(&self, st: &mut State) {
-        if let Some(lease) = st.lease.take_if(|l| l.lost.load(Ordering::Acquire)) {
-            lease.keeper.abort();
-            tracing::error!(lease = lease.id, "etcd lease expired; its shards are fenced");
-            for s in st.shards.values_mut() {
-                if matches!(s, Shard::Owned(o) if o.lease == lease.id) {
-                    *s = Shard::Lost(format!("lease {:x} expired", lease.id));
-                }
-            }
-        }
-    }
-
-    /// The live lease, granted (and kept alive) if there is none.
-    async fn lease(&self, st: &mut State) -> Result<i64> {
-        self.check_lease(st);
-        if let Some(l) = &st.lease {
-            return Ok(l.id);
-        }
-        let ttl = i64::from(self.config.lease_ttl_secs);
-        let grant = retry(&self.config, "grant lease", || {
-            let mut lc = self.client.lease_client();
-            async move { lc.grant(ttl, None).await }
-        })
-        .await?;
-        let (id, granted) = (grant.id(), Duration::from_secs(grant.ttl().max(1) as u64));
-        let lost = Arc::new(AtomicBool::new(false));
-        let keeper = tokio::spawn(super::lease::keep_alive(
-            self.client.clone(),
-            id,
-            granted,
-            lost.clone(),
-            self.config.clone(),
-        ));
-        st.lease = Some(Lease { id, lost, keeper });
-        Ok(id)
-    }
-
-    /// The claim on `shard`, taking the shard if free; fails if it was lost.
+    /// The claim on `shard` for a write, taking the shard if this store never
+    /// touched it; fails if the claim was lost or released.
     pub(super) async fn claim(&self, st: &mut State, shard: u16) -> Result<Owned> {
         self.check_lease(st);
         match st.shards.get(&shard) {
-            Some(Shard::Owned(o)) => Ok(*o),
+            Some(Shard::Owned(o)) => Ok(o.clone()),
             Some(Shard::Lost(cause)) => Err(Error::Fenced { shard, cause: cause.clone() }),
+            Some(Shard::Released) => Err(Error::Fenced { shard, cause: RELEASED.into() }),
             None => self.take(st, shard).await,
         }
+    }
+
+    /// The claim on `shard` for a load: a shard this store released is taken
+    /// again, since the load reads whatever the owners since then wrote. A
+    /// lost claim stays fenced until [`acquire_all`](Self::acquire_all).
+    pub(super) async fn claim_to_load(&self, st: &mut State, shard: u16) -> Result<Owned> {
+        if matches!(st.shards.get(&shard), Some(Shard::Released)) {
+            st.shards.remove(&shard);
+        }
+        self.claim(st, shard).await
     }
 
     /// The claim on `shard` and its metadata, read under the claim's guard
@@ -138,8 +142,10 @@ impl Inner {
         let owned = self.claim(st, shard).await?;
         let meta = match owned.meta {
             Some(meta) => meta,
-            None => self.read_meta(st, shard, owned).await?.0,
+            None => self.read_meta(st, shard, &owned).await?.0,
         };
+        // A commit cut short after its commit point is finished before anything else.
+        let meta = self.roll_forward(st, shard, meta).await?;
         Ok((owned, meta))
     }
 
@@ -165,7 +171,7 @@ impl Inner {
         let key = self.keys.owner(shard);
         let mut waiting = false;
         loop {
-            let lease = self.lease(st).await?;
+            let (lease, watch) = self.lease(st).await?;
             let put = PutOptions::new().with_lease(lease);
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -181,8 +187,8 @@ impl Inner {
             };
             if let Some(revision) = revision {
                 tracing::info!(shard, revision, lease, "took shard ownership");
-                let owned = Owned { revision, lease, meta: None };
-                st.shards.insert(shard, Shard::Owned(owned));
+                let owned = Owned { revision, lease, meta: None, watch: watch.derive() };
+                st.put(shard, Shard::Owned(owned.clone()));
                 return Ok(owned);
             }
             let cause = holder_cause(holder.as_ref());
@@ -201,7 +207,7 @@ impl Inner {
 
     /// Reads the shard's metadata under the claim's guard; returns it and the
     /// revision it was read at.
-    pub(super) async fn read_meta(&self, st: &mut State, shard: u16, owned: Owned) -> Result<(Meta, i64)> {
+    pub(super) async fn read_meta(&self, st: &mut State, shard: u16, owned: &Owned) -> Result<(Meta, i64)> {
         let owner = self.keys.owner(shard);
         let txn = Txn::new()
             .when([Compare::create_revision(owner.clone(), CompareOp::Equal, owned.revision)])
@@ -214,7 +220,7 @@ impl Inner {
         }
         let meta = holder.map(|kv| Meta::decode(kv.value())).transpose()?.unwrap_or_default();
         let revision = resp.header().map_or(0, |h| h.revision());
-        st.shards.insert(shard, Shard::Owned(Owned { meta: Some(meta), ..owned }));
+        st.put(shard, Shard::Owned(Owned { meta: Some(meta), ..owned.clone() }));
         Ok((meta, revision))
     }
 
@@ -222,14 +228,14 @@ impl Inner {
     pub(super) fn fence(&self, st: &mut State, shard: u16, holder: Option<&KeyValue>) -> Error {
         let cause = holder_cause(holder);
         tracing::error!(shard, cause, "shard ownership lost; writes are fenced");
-        st.shards.insert(shard, Shard::Lost(cause.clone()));
+        st.put(shard, Shard::Lost(cause.clone()));
         Error::Fenced { shard, cause }
     }
 
     pub(super) async fn acquire_all(&self, shards: &[u16]) -> Result<()> {
         let mut st = self.state.lock().await;
         for &shard in shards {
-            if matches!(st.shards.get(&shard), Some(Shard::Lost(_))) {
+            if matches!(st.shards.get(&shard), Some(Shard::Lost(_) | Shard::Released)) {
                 st.shards.remove(&shard);
             }
             self.owned(&mut st, shard).await?;
@@ -252,30 +258,7 @@ impl Inner {
             self.txn(txn, "release shard").await?;
             tracing::info!(shard, "released shard ownership");
         }
-        st.shards.remove(&shard);
-        Ok(())
-    }
-
-    pub(super) async fn release_all(&self) -> Result<()> {
-        let mut st = self.state.lock().await;
-        if let Some(lease) = &st.lease {
-            let id = lease.id;
-            let revoked = retry(&self.config, "revoke lease", || {
-                let mut lc = self.client.lease_client();
-                async move { lc.revoke(id).await.map(drop) }
-            })
-            .await;
-            // A lease that already lapsed has released everything too.
-            match revoked {
-                Err(e) if !e.to_string().contains("requested lease not found") => return Err(e),
-                _ => {}
-            }
-            tracing::info!(lease = id, shards = st.shards.len(), "revoked lease: released every shard");
-        }
-        if let Some(lease) = st.lease.take() {
-            lease.keeper.abort();
-        }
-        st.shards.clear();
+        st.put(shard, Shard::Released);
         Ok(())
     }
 
@@ -295,10 +278,13 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) async fn stop_keep_alive(&self) {
-        if let Some(lease) = &self.state.lock().await.lease {
-            lease.keeper.abort();
-            tracing::warn!(lease = lease.id, "lease keep-alive stopped; the shards will lapse");
+    /// The watch of this store's claim on `shard`: an invalid one unless it holds a claim.
+    pub(super) async fn watch(&self, shard: u16) -> ClaimWatch {
+        let mut st = self.state.lock().await;
+        self.check_lease(&mut st);
+        match st.shards.get(&shard) {
+            Some(Shard::Owned(o)) => o.watch.clone(),
+            _ => ClaimWatch::until(Instant::now()),
         }
     }
 
@@ -309,6 +295,7 @@ impl Inner {
             None => Ownership::Free,
             Some(Shard::Owned(o)) => Ownership::Owned { revision: o.revision },
             Some(Shard::Lost(cause)) => Ownership::Fenced { cause: cause.clone() },
+            Some(Shard::Released) => Ownership::Released,
         }
     }
 }

@@ -1,8 +1,9 @@
-//! `EtcdStore`'s loads and writes: paged reads at one revision, guarded transactions split to fit.
+//! `EtcdStore`'s loads and replacements (paged reads at one revision, a new row generation),
+//! and the guarded transaction that every write runs through. Commits are in `commit.rs`.
 
 use super::fence::{Inner, State};
 use super::keys::{Meta, prefix_end};
-use super::plan::{self, Group, Limits, Op, Part, ShardWrites};
+use super::plan::{self, Group, Op, Part, ShardWrites};
 use super::retry::retry;
 use crate::codec;
 use crate::config::TableConfig;
@@ -16,8 +17,8 @@ use std::collections::{BTreeMap, HashMap};
 /// and the highest sequence number.
 #[derive(Debug, Default)]
 pub(super) struct Merged {
-    rows: Vec<(String, Option<Vec<u8>>)>,
-    seq: Option<u64>,
+    pub(super) rows: Vec<(String, Option<Vec<u8>>)>,
+    pub(super) seq: Option<u64>,
 }
 
 /// Merges a batch into one change per (shard, id), encoded. etcd refuses a
@@ -54,18 +55,18 @@ pub(super) fn first_kv(resp: &TxnResponse) -> Option<KeyValue> {
 }
 
 impl Inner {
-    fn limits(&self, shards_key_len: usize) -> Limits {
-        Limits {
-            max_ops: self.config.max_txn_ops,
-            max_bytes: self.config.max_txn_bytes,
-            compare_bytes: shards_key_len + 16,
-        }
-    }
-
     pub(super) async fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
         let mut st = self.state.lock().await;
-        let owned = self.claim(&mut st, shard).await?;
-        let (meta, revision) = self.read_meta(&mut st, shard, owned).await?;
+        let owned = self.claim_to_load(&mut st, shard).await?;
+        let (mut meta, mut revision) = self.read_meta(&mut st, shard, &owned).await?;
+        if meta.intent.is_some() {
+            // A commit cut short after its commit point: it is part of the state.
+            self.roll_forward(&mut st, shard, meta).await?;
+            (meta, revision) = self.read_meta(&mut st, shard, &owned).await?;
+            if meta.intent.is_some() {
+                return Err(Error::Store(format!("etcd shard {shard}: an intent is still pending")));
+            }
+        }
         drop(st);
         let start = self.keys.rows(shard, meta.generation);
         let end = prefix_end(&start);
@@ -113,40 +114,6 @@ impl Inner {
         Ok(table)
     }
 
-    pub(super) async fn commit(&self, batch: BTreeMap<u16, Merged>) -> Result<()> {
-        let mut st = self.state.lock().await;
-        let shards: Vec<u16> = batch.keys().copied().collect();
-        let mut writes = Vec::with_capacity(batch.len());
-        for (shard, m) in batch {
-            let (_, meta) = self.owned(&mut st, shard).await?;
-            let mut groups: Vec<Group> = m
-                .rows
-                .into_iter()
-                .map(|(id, value)| {
-                    let key = self.keys.row(shard, meta.generation, &id);
-                    Group::one(match value {
-                        Some(value) => Op::Put { key, value },
-                        None => Op::Delete { key },
-                    })
-                })
-                .collect();
-            let seq = meta.applied_seq.max(m.seq);
-            if seq != meta.applied_seq {
-                let new = Meta { applied_seq: seq, ..meta };
-                let op = Op::Put { key: self.keys.meta(shard), value: new.encode() };
-                groups.push(Group { ops: vec![op], meta: Some(new) });
-            }
-            writes.push(ShardWrites { shard, groups });
-        }
-        let limits = self.limits(self.keys.owner(0).len());
-        for part in plan::split(writes, limits) {
-            self.run_part(&mut st, part)
-                .await
-                .inspect_err(|_| Inner::forget_meta(&mut st, shards.clone()))?;
-        }
-        Ok(())
-    }
-
     pub(super) async fn replace(
         &self,
         shard: u16,
@@ -159,21 +126,27 @@ impl Inner {
         let new = self.keys.rows(shard, generation);
         let old = self.keys.rows(shard, meta.generation);
         // Leftovers of a replacement cut short: cleared alone, since etcd
-        // refuses a put into a range that the same transaction deletes.
-        let clear = Op::DeleteRange { end: prefix_end(&new), key: new };
+        // refuses a put into a range that the same transaction deletes. So are
+        // the chunks of a large commit cut short before its commit point
+        // (`owned` finished any commit past it).
+        let intents = self.keys.intent(shard);
+        let clear = vec![
+            Op::DeleteRange { end: prefix_end(&new), key: new },
+            Op::DeleteRange { end: prefix_end(&intents), key: intents },
+        ];
         let mut groups: Vec<Group> = rows
             .into_iter()
             .map(|(id, value)| Group::one(Op::Put { key: self.keys.row(shard, generation, &id), value }))
             .collect();
         // The switch: new metadata and the old rows' removal, in one transaction.
-        let meta = Meta { applied_seq: seq, generation };
+        let meta = Meta { applied_seq: seq, generation, intent: None };
         let switch = vec![
             Op::DeleteRange { end: prefix_end(&old), key: old },
             Op::Put { key: self.keys.meta(shard), value: meta.encode() },
         ];
         groups.push(Group { ops: switch, meta: Some(meta) });
-        let limits = self.limits(self.keys.owner(shard).len());
-        let parts = std::iter::once(Part { shards: vec![shard], ops: vec![clear], metas: Vec::new() })
+        let limits = self.limits();
+        let parts = std::iter::once(Part { shards: vec![shard], ops: clear, metas: Vec::new() })
             .chain(plan::split(vec![ShardWrites { shard, groups }], limits));
         for part in parts {
             self.run_part(&mut st, part).await.inspect_err(|_| Inner::forget_meta(&mut st, [shard]))?;
@@ -183,7 +156,14 @@ impl Inner {
 
     /// Commits one part under the guard of its shards' claims. A failed guard
     /// fences every shard whose claim is gone.
-    async fn run_part(&self, st: &mut State, part: Part) -> Result<()> {
+    pub(super) async fn run_part(&self, st: &mut State, part: Part) -> Result<()> {
+        #[cfg(feature = "testing")]
+        if let Some(left) = st.budget.as_mut() {
+            if *left == 0 {
+                return Err(Error::Store("etcd commit: injected failure between transactions".into()));
+            }
+            *left -= 1;
+        }
         let mut compares = Vec::with_capacity(part.shards.len());
         let mut checks = Vec::with_capacity(part.shards.len());
         for &shard in &part.shards {

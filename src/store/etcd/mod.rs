@@ -8,8 +8,9 @@
 //! |---|---|
 //! | `P format` | `b"vshard-ghosts-etcd/1"`, written once; a prefix holding another value is refused ([`Error::NotAStore`]) |
 //! | `P owner/{shard:05}` | the owner's id, attached to the owner's lease |
-//! | `P meta/{shard:05}` | applied sequence number, live row generation, format version (30 bytes, checksummed) |
+//! | `P meta/{shard:05}` | applied sequence number, live row generation, format version (30 bytes, checksummed); while a large commit is pending, also its intent (version 2, 51 bytes) |
 //! | `P rows/{shard:05}/{generation}/{node id}` | [`codec::encode_stub`](crate::codec::encode_stub) of the stub |
+//! | `P intent/{shard:05}/{chunk:05}` | a pending large commit's row changes, in chunks (checksummed); gone once it is applied |
 //!
 //! # Ownership and fencing
 //!
@@ -31,20 +32,46 @@
 //! are free once its lease lapses, [`EtcdConfig::lease_ttl_secs`] after its
 //! last keep-alive.
 //!
+//! Ownership belongs to one load: a write to a shard this store released is
+//! [`Error::Fenced`] too, until a load or [`acquire`](EtcdStore::acquire)
+//! takes the shard again under a new claim. Otherwise a late flush of the
+//! actor that served it would take the shard back and write its stale
+//! changes over the next owner's. (A shard this store never touched is still
+//! taken by its first write.)
+//!
+//! Each claim is also watched locally ([`GhostStore::claim`]): the lease's
+//! keep-alive records, in real time, until when the lease surely holds (the
+//! send time of the last answered keep-alive plus the time-to-live etcd
+//! granted, less a margin). Past that, or once the claim is released or
+//! lost, the watch is invalid and the shard's actor stops answering with
+//! [`Error::Fenced`], before another owner can have taken the shard.
+//!
 //! # Transactions and etcd's limits
 //!
-//! A commit is one transaction when it fits etcd's defaults of 128 operations
-//! per transaction (`--max-txn-ops`) and 1.5 MiB per request
-//! (`--max-request-bytes`), which [`EtcdConfig::max_txn_ops`] and
-//! [`EtcdConfig::max_txn_bytes`] (1 MiB, leaving a margin) mirror: raise them
-//! only together with the server's. A larger commit is split into several
-//! transactions, committed in order, each guarded, and returns once all have
-//! committed; each shard's sequence number is written in the last
-//! transaction that holds the shard's changes, so a commit cut short only
-//! ever replays. A [`replace`](crate::GhostStore::replace) writes a new row
-//! generation in as many transactions as it takes, then switches the
-//! metadata to it and deletes the old rows in one, so it is atomic at any
-//! size. Network errors, timeouts and a lost leader are retried with back-off
+//! etcd's defaults allow 128 operations per transaction (`--max-txn-ops`) and
+//! 1.5 MiB per request (`--max-request-bytes`), which
+//! [`EtcdConfig::max_txn_ops`] and [`EtcdConfig::max_txn_bytes`] (1 MiB,
+//! leaving a margin) mirror: raise them only together with the server's.
+//!
+//! A commit is all-or-nothing for each of its shards, as a later load and a
+//! replay see it, at any size: a load shows either none of a shard's changes
+//! in it or all of them with the shard's sequence number. A shard's changes
+//! that fit one transaction are written in one (several such shards share
+//! transactions as they fit). Larger ones go through an *intent*: the merged
+//! row changes are written first, in chunks under `P intent/`, then one
+//! guarded write of the shard's metadata names the intent (the commit
+//! point), then the rows are written in as many transactions as they take,
+//! and a last transaction sets the sequence number and deletes the intent.
+//! Any load, commit or replace that finds an intent named in the metadata
+//! finishes it first, so once the commit point is durable the whole commit
+//! is, whoever owns the shard next; before it, nothing of the commit is
+//! visible. Such a commit writes its changes twice, the price of a commit
+//! point for a write that etcd cannot take in one transaction.
+//!
+//! A [`replace`](crate::GhostStore::replace) writes a new row generation in
+//! as many transactions as it takes, then switches the metadata to it and
+//! deletes the old rows in one, so it is atomic at any size. Network errors,
+//! timeouts and a lost leader are retried with back-off
 //! ([`EtcdConfig::retries`]); past that, the call fails with [`Error::Store`].
 //!
 //! # Threads
@@ -54,104 +81,29 @@
 //! calling thread until their work on that runtime is done; they may be made
 //! from any thread, but from async code run them in `spawn_blocking`.
 
+mod commit;
+mod config;
 mod fence;
+mod intent;
 mod io;
 mod keys;
 mod lease;
 mod plan;
 mod retry;
 
-use super::{GhostStore, ShardChanges};
+use super::{ClaimWatch, GhostStore, ShardChanges};
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::table::GhostTable;
+pub use config::EtcdConfig;
 use fence::Inner;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Settings of an [`EtcdStore`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdConfig {
-    /// Prefix of every key. Default `"vshard-ghosts/"`.
-    pub prefix: String,
-    /// This process's name in the owner keys; unique per process. Default:
-    /// `"{host}-{pid}-{random}"`.
-    pub owner_id: String,
-    /// Lease time-to-live in seconds: how long a crashed owner's shards stay
-    /// taken. etcd raises values below its minimum (about 2 s with its default
-    /// heartbeat). Default 10.
-    pub lease_ttl_secs: u32,
-    /// Bound on one etcd call. Default 5 s.
-    pub op_timeout: Duration,
-    /// Retries of a call that failed on the network, a timeout or a lost
-    /// leader, before the store call fails. Default 8.
-    pub retries: u32,
-    /// Wait before the first retry, doubling. Default 50 ms.
-    pub retry_delay: Duration,
-    /// Longest wait between retries. Default 2 s.
-    pub retry_delay_cap: Duration,
-    /// How long taking a shard held by another live owner waits. Default 30 s.
-    pub acquire_timeout: Duration,
-    /// How often a waiting acquisition looks again. Default 250 ms.
-    pub acquire_poll: Duration,
-    /// Operations per transaction; etcd's `--max-txn-ops`. Default 128.
-    pub max_txn_ops: usize,
-    /// Bytes per transaction request; under etcd's `--max-request-bytes`
-    /// (1.5 MiB by default). Default 1 MiB.
-    pub max_txn_bytes: usize,
-    /// Rows read per request during a load. Default 10 000.
-    pub page_rows: usize,
-}
-
-impl Default for EtcdConfig {
-    fn default() -> Self {
-        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
-        let host = if host.is_empty() { "host".to_owned() } else { host };
-        Self {
-            prefix: "vshard-ghosts/".into(),
-            owner_id: format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..)),
-            lease_ttl_secs: 10,
-            op_timeout: Duration::from_secs(5),
-            retries: 8,
-            retry_delay: Duration::from_millis(50),
-            retry_delay_cap: Duration::from_secs(2),
-            acquire_timeout: Duration::from_secs(30),
-            acquire_poll: Duration::from_millis(250),
-            max_txn_ops: 128,
-            max_txn_bytes: 1 << 20,
-            page_rows: 10_000,
-        }
-    }
-}
-
-impl EtcdConfig {
-    /// Checks that every field is in range.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |why: &str| Err(Error::InvalidConfig(format!("etcd: {why}")));
-        if self.prefix.is_empty() {
-            return bad("the key prefix must not be empty");
-        }
-        if self.owner_id.is_empty() {
-            return bad("the owner id must not be empty");
-        }
-        if self.lease_ttl_secs == 0 {
-            return bad("lease_ttl_secs must be at least 1");
-        }
-        if self.op_timeout.is_zero() || self.acquire_poll.is_zero() {
-            return bad("op_timeout and acquire_poll must be positive");
-        }
-        if self.max_txn_ops < 2 || self.max_txn_bytes < 4_096 || self.page_rows == 0 {
-            return bad("max_txn_ops ≥ 2, max_txn_bytes ≥ 4096 and page_rows ≥ 1 are needed");
-        }
-        Ok(())
-    }
-}
 
 /// Whether this store may write a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ownership {
-    /// Not taken (never, or released): the next load or write takes it.
+    /// Never taken by this store: the next load or write takes it.
     Free,
     /// Taken: this store's owner key, created at this etcd revision.
     Owned {
@@ -164,6 +116,10 @@ pub enum Ownership {
         /// Why.
         cause: String,
     },
+    /// Handed over by [`EtcdStore::release`] or [`EtcdStore::release_all`]:
+    /// writes fail with [`Error::Fenced`] until the next load or
+    /// [`EtcdStore::acquire`] takes the shard again, under a new claim.
+    Released,
 }
 
 /// A [`GhostStore`] in etcd v3, with per-shard ownership; see the
@@ -257,6 +213,15 @@ impl EtcdStore {
         })
     }
 
+    /// Fault injection: while `Some(n)`, every commit runs at most `n` etcd
+    /// transactions and then fails with [`Error::Store`], as fencing or lost
+    /// connectivity between the parts of a split commit would. `None` turns it off.
+    #[cfg(feature = "testing")]
+    pub fn fail_commits_after_parts(&self, parts: Option<usize>) {
+        let limit = parts.unwrap_or(usize::MAX);
+        self.inner.commit_fault.store(limit, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Where this store stands with `shard`.
     pub fn ownership(&self, shard: u16) -> Result<Ownership> {
         self.run(move |inner| async move { Ok(inner.ownership(shard).await) })
@@ -299,6 +264,13 @@ impl GhostStore for EtcdStore {
     fn release_shards(&self, shards: &[u16]) -> Result<()> {
         let shards = shards.to_vec();
         self.run(move |inner| async move { inner.release_shards(&shards).await })
+    }
+
+    /// Always a watch: that of this store's claim on `shard`, or an invalid
+    /// one if it holds none (or cannot tell: the store is closed).
+    fn claim(&self, shard: u16) -> Option<ClaimWatch> {
+        let watch = self.run(move |inner| async move { Ok(inner.watch(shard).await) });
+        Some(watch.unwrap_or_else(|_| ClaimWatch::until(std::time::Instant::now())))
     }
 }
 

@@ -88,9 +88,8 @@ pub(super) struct Limits {
 /// Packs the groups, in order, into as few parts as the limits allow. A group
 /// never spans two parts, and a part is never empty; a group larger than the
 /// limits gets a part of its own (the server then refuses it, no write is
-/// lost). Groups are taken in order, so a shard's last group (its metadata,
-/// by construction) lands in the last part that holds the shard's changes:
-/// a partly applied write only ever replays, never skips.
+/// lost). So a group is atomic; a commit that must be atomic and does not fit
+/// one group goes through an intent (`commit.rs`).
 pub(super) fn split(writes: Vec<ShardWrites>, limits: Limits) -> Vec<Part> {
     let mut parts = Vec::new();
     let mut cur = Part::default();
@@ -126,6 +125,18 @@ pub(super) fn split(writes: Vec<ShardWrites>, limits: Limits) -> Vec<Part> {
     parts
 }
 
+/// True if `group` alone fits one transaction.
+pub(super) fn fits(group: &Group, limits: Limits) -> bool {
+    let bytes: usize = group.ops.iter().map(Op::size).sum();
+    group.ops.len() <= limits.max_ops && bytes + limits.compare_bytes <= limits.max_bytes
+}
+
+/// The largest value that a put of a `key_len`-byte key may carry and still
+/// fit one transaction.
+pub(super) fn value_budget(limits: Limits, key_len: usize) -> usize {
+    limits.max_bytes.saturating_sub(limits.compare_bytes + OP_FRAMING + key_len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,7 +148,7 @@ mod tests {
     fn writes(shard: u16, rows: usize, value: usize, seq: Option<u64>) -> ShardWrites {
         let mut groups: Vec<_> = (0..rows).map(|i| Group::one(put(&format!("{shard}/{i}"), value))).collect();
         if let Some(seq) = seq {
-            let meta = Meta { applied_seq: Some(seq), generation: 0 };
+            let meta = Meta { applied_seq: Some(seq), generation: 0, intent: None };
             groups.push(Group { ops: vec![put(&format!("m{shard}"), 30)], meta: Some(meta) });
         }
         ShardWrites { shard, groups }
@@ -191,6 +202,22 @@ mod tests {
         let w = ShardWrites { shard: 0, groups: vec![Group::one(put("x", 1)), Group::one(put("y", 1)), big] };
         let parts = check(vec![w], limits);
         assert_eq!(parts.iter().map(|p| p.ops.len()).collect::<Vec<_>>(), vec![2, 2]);
+    }
+
+    #[test]
+    fn what_fits_is_what_splits_into_one_transaction() {
+        let limits = Limits { max_ops: 3, max_bytes: 300, compare_bytes: 40 };
+        for (ops, value, want) in
+            [(1, 10, true), (3, 10, true), (4, 10, false), (2, 100, true), (3, 100, false)]
+        {
+            let g = Group { ops: (0..ops).map(|i| put(&format!("k{i}"), value)).collect(), meta: None };
+            assert_eq!(fits(&g, limits), want, "{ops} ops of {value} bytes");
+            let w = ShardWrites { shard: 0, groups: g.ops.iter().cloned().map(Group::one).collect() };
+            assert_eq!(split(vec![w], limits).len() == 1, want, "{ops} ops of {value} bytes");
+        }
+        let budget = value_budget(limits, 5);
+        assert!(fits(&Group::one(put("k1234", budget)), limits));
+        assert!(!fits(&Group::one(put("k1234", budget + 1)), limits));
     }
 
     #[test]
