@@ -1,0 +1,219 @@
+//! Regression tests of the promise under asynchrony, one per path that broke it:
+//! each plays the exact interleaving through the runtime's public API.
+
+use std::sync::Arc;
+use vshard_ghosts::messages::{ApplyVerdicts, InjectPanic, Inspect, PlanSweep, SweepPlan};
+use vshard_ghosts::*;
+
+const GRACE: u64 = 60_000;
+
+fn runtime(store: StoreChoice, clock: &ManualClock) -> GhostRuntime {
+    let table = TableConfig { grace_ms: GRACE, ..TableConfig::default() };
+    let restart = RestartPolicy { backoff_base_ms: 1, backoff_cap_ms: 1, ..RestartPolicy::default() };
+    GhostRuntime::builder()
+        .shards(0..3)
+        .arbiters(1)
+        .shard_config(ShardConfig { table, restart, fault_injection: true, ..ShardConfig::default() })
+        .store(store)
+        .clock(Arc::new(clock.clone()))
+        .start()
+        .unwrap()
+}
+
+async fn plan(rt: &GhostRuntime, shard: u16) -> SweepPlan {
+    rt.call(shard, PlanSweep { max_scan: 64 }).await.unwrap().unwrap()
+}
+
+/// Answers every check of `plan` with `verdict` and applies them.
+async fn apply(rt: &GhostRuntime, plan: &SweepPlan, verdict: Verdict) -> ApplyReport {
+    let verdicts = plan.page.checks.iter().map(|c| CheckedVerdict::new(c, verdict)).collect();
+    let msg = ApplyVerdicts { incarnation: plan.incarnation, verdicts };
+    rt.call(plan.shard, msg).await.unwrap().unwrap()
+}
+
+async fn refcount(rt: &GhostRuntime, shard: u16, node: &str) -> Option<u32> {
+    let g = rt.call(shard, Inspect { node_id: node.into() }).await.unwrap().unwrap();
+    g.map(|g| g.refcount)
+}
+
+/// Shard 0 holds a ghost of "n" (moved to 1) whose count drifted to 1 while
+/// no local edge is left: a removal was lost. The host counts 0 at batch 1.
+async fn drifted_ghost_counted_zero(rt: &GhostRuntime, clock: &ManualClock) -> SweepPlan {
+    rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap();
+    rt.edge_batch(0, Some(1), EdgeEvents::new()).await.unwrap();
+    clock.advance(GRACE);
+    let p = plan(rt, 0).await;
+    assert_eq!(p.page.checks.len(), 1);
+    let zero = Verdict::Keep { local_edges: Some(LocalEdges::at(0, 1)) };
+    assert_eq!(apply(rt, &p, zero).await.corrected, 1);
+    p
+}
+
+/// After the zero count applies, the host adds an edge through the ghost; it
+/// is on its way when something happens to the shard inside the hold.
+async fn the_hold_outlives(what: &str, rt: &mut GhostRuntime, clock: &ManualClock, store: &StoreChoice) {
+    drifted_ghost_counted_zero(rt, clock).await;
+    clock.advance(20);
+    match what {
+        "retarget" => {
+            // The node moved on, 1 → 2, and the host told the ghost.
+            assert_eq!(rt.retarget(0, "n", 2, 2).await.unwrap(), MoveOutcome::Applied);
+        }
+        "panic" => {
+            rt.flush().await.unwrap();
+            assert_eq!(rt.call(0, InjectPanic).await.unwrap(), Err(Error::Panicked { shard: 0 }));
+        }
+        "restart" => {
+            rt.shutdown().await.unwrap();
+            *rt = runtime(store.clone(), clock);
+        }
+        _ => unreachable!(),
+    }
+    clock.advance(2);
+    let p = plan(rt, 0).await;
+    assert_eq!(p.page.purged_zero, 0, "{what} 22 ms into a 60 s hold: the plan purged the held ghost");
+    // The edge the host added after counting arrives and finds the ghost.
+    let out = rt.edge_batch(0, Some(2), vec![EdgeEvent::added("n")]).await.unwrap();
+    assert_eq!((out.applied, out.unknown), (1, 0), "{what}: the edge in flight found no ghost");
+    assert_eq!(refcount(rt, 0, "n").await, Some(1));
+    rt.shutdown().await.unwrap();
+}
+
+#[actix::test]
+async fn a_zero_count_hold_outlives_a_retarget() {
+    let clock = ManualClock::new(1_000);
+    let store = StoreChoice::Custom(Arc::new(MemoryStore::new()));
+    the_hold_outlives("retarget", &mut runtime(store.clone(), &clock), &clock, &store).await;
+}
+
+#[actix::test]
+async fn a_zero_count_hold_outlives_a_panic_and_reload() {
+    let clock = ManualClock::new(1_000);
+    let store = StoreChoice::Custom(Arc::new(MemoryStore::new()));
+    the_hold_outlives("panic", &mut runtime(store.clone(), &clock), &clock, &store).await;
+}
+
+#[actix::test]
+async fn a_zero_count_hold_outlives_a_restart_on_redb() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000);
+    let store = StoreChoice::Redb(dir.path().join("hold.redb"));
+    the_hold_outlives("restart", &mut runtime(store.clone(), &clock), &clock, &store).await;
+}
+
+#[actix::test]
+async fn a_held_ghost_goes_once_its_hold_ends() {
+    let clock = ManualClock::new(1_000);
+    let rt = runtime(StoreChoice::Memory, &clock);
+    drifted_ghost_counted_zero(&rt, &clock).await;
+    clock.advance(GRACE - 1);
+    assert_eq!(plan(&rt, 0).await.page.purged_zero, 0);
+    clock.advance(1);
+    assert_eq!(plan(&rt, 0).await.page.purged_zero, 1, "purged without a remote call");
+    assert_eq!(refcount(&rt, 0, "n").await, None);
+}
+
+#[actix::test]
+async fn a_lower_count_waits_for_the_shard_to_reach_its_log_position() {
+    let clock = ManualClock::new(1_000);
+    let rt = runtime(StoreChoice::Memory, &clock);
+    // Two of shard 0's edges point at "n": e1 and e2.
+    rt.insert_ghost(0, "n", 1, 2, 1).await.unwrap();
+    rt.edge_batch(0, Some(1), EdgeEvents::new()).await.unwrap();
+    clock.advance(GRACE);
+    let p = plan(&rt, 0).await;
+    // The host deletes e1 (batch 2, still queued to the shard), then counts 1.
+    let one = Verdict::Keep { local_edges: Some(LocalEdges::at(1, 2)) };
+    let r = apply(&rt, &p, one).await;
+    assert_eq!((r.corrected, r.stale_counts), (0, 1), "counted at batch 2, the shard is at batch 1");
+    assert_eq!(refcount(&rt, 0, "n").await, Some(2));
+    // Batch 2 arrives: e1's removal applies once, and e2 still has its ghost.
+    rt.edge_batch(0, Some(2), vec![EdgeEvent::removed("n")]).await.unwrap();
+    assert_eq!(refcount(&rt, 0, "n").await, Some(1), "the in-flight removal counted twice");
+    // At its position, the same count applies (it changes nothing now).
+    let p = plan(&rt, 0).await;
+    assert_eq!(apply(&rt, &p, one).await.stale_counts, 0);
+    // A count with no position can raise a refcount, never lower it.
+    let p = plan(&rt, 0).await;
+    let r = apply(&rt, &p, Verdict::Keep { local_edges: Some(LocalEdges::unsequenced(0)) }).await;
+    assert_eq!((r.corrected, r.stale_counts), (0, 1));
+    let p = plan(&rt, 0).await;
+    let r = apply(&rt, &p, Verdict::Keep { local_edges: Some(LocalEdges::unsequenced(4)) }).await;
+    assert_eq!(r.corrected, 1);
+    assert_eq!(refcount(&rt, 0, "n").await, Some(4));
+}
+
+#[actix::test]
+async fn an_unsequenced_event_since_the_count_blocks_a_lower_count() {
+    let clock = ManualClock::new(1_000);
+    let rt = runtime(StoreChoice::Memory, &clock);
+    rt.insert_ghost(0, "n", 1, 3, 1).await.unwrap();
+    rt.edge_batch(0, Some(5), EdgeEvents::new()).await.unwrap();
+    // An edge added outside the log: the host's count at batch 5 may not see it.
+    rt.edge_added(0, "n").await.unwrap();
+    clock.advance(GRACE);
+    let p = plan(&rt, 0).await;
+    let r = apply(&rt, &p, Verdict::Keep { local_edges: Some(LocalEdges::at(1, 5)) }).await;
+    assert_eq!((r.corrected, r.stale_counts), (0, 1));
+    assert_eq!(refcount(&rt, 0, "n").await, Some(4));
+}
+
+#[actix::test]
+async fn a_reclaimed_ghost_is_not_made_again_by_a_stale_insert_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000);
+    let store = StoreChoice::Redb(dir.path().join("tombs.redb"));
+    let rt = runtime(store.clone(), &clock);
+    // "n": shard 0 → 1 at epoch 1, back to 0 at epoch 2.
+    rt.insert_ghost(0, "n", 1, 2, 1).await.unwrap();
+    assert_eq!(rt.reclaim(0, "n", 2).await.unwrap(), MoveOutcome::Applied);
+    rt.shutdown().await.unwrap();
+    let rt = runtime(store, &clock);
+    // The host retries its unacknowledged insert of the first move.
+    assert_eq!(rt.insert_ghost(0, "n", 1, 2, 1).await.unwrap(), InsertOutcome::Stale);
+    assert_eq!(rt.resolve_many(&[(0, "n")]).await.unwrap(), vec![None], "shard 0 forwards its own node away");
+    // The next real move away makes the ghost again.
+    assert_eq!(rt.insert_ghost(0, "n", 2, 1, 3).await.unwrap(), InsertOutcome::Inserted);
+    assert_eq!(rt.resolve_many(&[(0, "n")]).await.unwrap(), vec![Some(2)]);
+}
+
+#[actix::test]
+async fn a_reclaim_of_a_ghost_purged_already_still_refuses_its_stale_insert() {
+    let clock = ManualClock::new(1_000);
+    let rt = runtime(StoreChoice::Memory, &clock);
+    rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap();
+    rt.edge_batch(0, Some(1), vec![EdgeEvent::removed("n")]).await.unwrap();
+    assert_eq!(rt.reclaim(0, "n", 2).await.unwrap(), MoveOutcome::UnknownNode);
+    assert_eq!(rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap(), InsertOutcome::Stale);
+}
+
+#[actix::test]
+async fn an_insert_that_a_redirect_reached_first_takes_its_count() {
+    let clock = ManualClock::new(1_000);
+    let rt = runtime(StoreChoice::Memory, &clock);
+    // "n": 0 → 1 (epoch 1, one edge), back to 0 (epoch 2; the reclaim is on its
+    // way), then 0 → 2 with three edges (epoch 3; the insert is on its way).
+    rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap();
+    clock.advance(GRACE);
+    let p = plan(&rt, 0).await;
+    // The verifier already knows the third move.
+    assert_eq!(apply(&rt, &p, Verdict::Redirect { shard: 2, epoch: 3 }).await.redirected, 1);
+    assert_eq!(rt.reclaim(0, "n", 2).await.unwrap(), MoveOutcome::Stale);
+    assert_eq!(rt.insert_ghost(0, "n", 2, 3, 3).await.unwrap(), InsertOutcome::Duplicate);
+    assert_eq!(refcount(&rt, 0, "n").await, Some(3), "the new life's edges, not the old one's");
+}
+
+#[test]
+fn seed_bytes_with_an_empty_node_id_load() {
+    // The seed's bare map: {"": [2, 1, 5], "a": [3, 2, 6]}.
+    let bytes = [0x82, 0xa0, 0x93, 0x02, 0x01, 0x05, 0xa1, b'a', 0x93, 0x03, 0x02, 0x06];
+    let config = TableConfig::default();
+    let t = codec::decode_snapshot(&bytes, 0, &config).unwrap();
+    assert_eq!((t.len(), t.resolve(""), t.resolve("a")), (2, Some(2), Some(3)));
+    // Written back in this crate's format, it loads again.
+    let again = codec::decode_snapshot(&codec::encode_snapshot(&t).unwrap(), 0, &config).unwrap();
+    assert_eq!(again.resolve(""), Some(2));
+    // New ids still may not be empty.
+    let mut t = again;
+    assert!(matches!(t.insert("", 1, 1, 1, 0), Err(Error::InvalidNodeId { len: 0, .. })));
+}
