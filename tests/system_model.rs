@@ -25,8 +25,17 @@
 //! After quiescence and full sweeps, every ghost is exact: target, epoch and
 //! refcount equal the truth.
 //!
+//! On etcd (`--features etcd`, a live etcd in `VSHARD_GHOSTS_ETCD`), with
+//! three operations per transaction so that flushes split, the host also cuts
+//! commits between their parts (as fencing or a lost connection would) and
+//! retries what was not acknowledged.
+//!
 //! `PROPTEST_CASES=2000 cargo test --release --test system_model` runs it
 //! longer; failing cases land in `tests/system_model.proptest-regressions`.
+
+#[cfg(feature = "etcd")]
+#[allow(dead_code)] // each test file uses a different part of it
+mod common;
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -41,7 +50,8 @@ const NODES: u32 = 6;
 const GRACE: u64 = 100;
 /// Every event reaches its shard within this many ms of being sent.
 const DELAY: u64 = 40;
-/// The restart intensity of the shards under test.
+/// The restart intensity of the shards under test (on etcd, where cut commits
+/// restart shards too, the host does not predict it).
 const MAX_RESTARTS: u32 = 5;
 const WINDOW_MS: u64 = 60_000;
 
@@ -54,7 +64,7 @@ enum Action {
     },
     Edge {
         src: u32,
-        dst: u32,
+        dsts: Vec<u32>,
     },
     /// An edge goes but its removal never reaches the shard (a lost message):
     /// the ghost's count drifts up until a sweep repairs it.
@@ -94,13 +104,17 @@ enum Action {
     ResendBatch {
         pick: usize,
     },
+    /// The next delivery's commit fails after this many transactions (etcd only).
+    CutCommit {
+        parts: usize,
+    },
 }
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         3 => (0..NODES, 1..SHARDS, any::<bool>())
             .prop_map(|(node, hop, host_retargets)| Action::Move { node, hop, host_retargets }),
-        6 => (0..NODES, 0..NODES).prop_map(|(src, dst)| Action::Edge { src, dst }),
+        6 => (0..NODES, prop::collection::vec(0..NODES, 1..4)).prop_map(|(src, dsts)| Action::Edge { src, dsts }),
         2 => any::<usize>().prop_map(|pick| Action::LoseRemoval { pick }),
         3 => (any::<usize>(), 0..NODES).prop_map(|(pick, src)| Action::AddThroughGhost { pick, src }),
         5 => (0..SHARDS).prop_map(|shard| Action::Deliver { shard }),
@@ -113,6 +127,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::Restart),
         1 => any::<usize>().prop_map(|pick| Action::ResendInsert { pick }),
         1 => any::<usize>().prop_map(|pick| Action::ResendBatch { pick }),
+        2 => (0usize..3).prop_map(|parts| Action::CutCommit { parts }),
     ]
 }
 
@@ -177,10 +192,17 @@ struct Host {
     sent_batches: Vec<(u16, Event)>,
     restarts: Vec<Vec<u64>>,
     down: Vec<bool>,
+    /// Restarts allowed in the window; `None`: not predicted (cut commits restart too).
+    max_restarts: Option<u32>,
+    /// Cuts the commits of the store under test after that many transactions.
+    cut: Option<Cut>,
+    cut_next: Option<usize>,
 }
 
+type Cut = Box<dyn Fn(Option<usize>)>;
+
 impl Host {
-    fn new(now: u64) -> Self {
+    fn new(now: u64, max_restarts: Option<u32>, cut: Option<Cut>) -> Self {
         let edges = (0..NODES)
             .flat_map(|s| (0..NODES).map(move |d| (s, d)))
             .filter(|&(s, d)| s != d && (s * 7 + d * 3) % 3 == 0)
@@ -199,6 +221,9 @@ impl Host {
             sent_batches: Vec::new(),
             restarts: vec![Vec::new(); SHARDS as usize],
             down: vec![false; SHARDS as usize],
+            max_restarts,
+            cut,
+            cut_next: None,
         }
     }
 
@@ -289,13 +314,13 @@ impl Host {
         let times = &mut self.restarts[shard as usize];
         times.retain(|&t| now.saturating_sub(t) <= WINDOW_MS);
         times.push(now);
-        if times.len() as u32 > MAX_RESTARTS {
+        if self.max_restarts.is_some_and(|max| times.len() as u32 > max) {
             self.down[shard as usize] = true;
         }
     }
 }
 
-fn build(store: &StoreChoice, clock: &ManualClock) -> GhostRuntime {
+fn build(store: &StoreChoice, clock: &ManualClock, max_restarts: u32) -> GhostRuntime {
     let table = TableConfig {
         grace_ms: GRACE,
         backoff_base_ms: 10,
@@ -305,7 +330,7 @@ fn build(store: &StoreChoice, clock: &ManualClock) -> GhostRuntime {
         ..TableConfig::default()
     };
     let restart = RestartPolicy {
-        max_restarts: MAX_RESTARTS,
+        max_restarts,
         window_ms: WINDOW_MS,
         backoff_base_ms: 1,
         backoff_cap_ms: 2,
@@ -326,21 +351,45 @@ async fn deliver_one(rt: &GhostRuntime, h: &mut Host, shard: u16) {
     if h.down[shard as usize] {
         return; // A down shard answers nothing but errors; the host waits for an operator.
     }
+    // A cut commit fails the delivery; the host retries what was not acknowledged.
+    let cut = h.cut_next.take().filter(|_| h.cut.is_some());
+    if let (Some(parts), Some(f)) = (cut, &h.cut) {
+        f(Some(parts));
+    }
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let out = deliver_once(rt, h, shard, &sent, tries > 1).await;
+        if tries == 1
+            && let Some(f) = &h.cut
+        {
+            f(None);
+        }
+        match out {
+            Ok(()) => break,
+            Err(_) if cut.is_some() && tries < 20 => {}
+            Err(e) => panic!("delivery to shard {shard}: {e}"),
+        }
+    }
+}
+
+async fn deliver_once(rt: &GhostRuntime, h: &mut Host, shard: u16, sent: &Sent, retried: bool) -> Result<()> {
     let name = |n: u32| id(n);
     if std::env::var_os("MODEL_TRACE").is_some() {
         eprintln!("t={} deliver to {shard}: {:?} resent={}", h.now, sent.event, sent.resent);
     }
-    match sent.event {
+    match sent.event.clone() {
         Event::Batch { seq, events } => {
             let events: Vec<EdgeEvent> = events
                 .iter()
                 .map(|&(n, add)| if add { EdgeEvent::added(name(n)) } else { EdgeEvent::removed(name(n)) })
                 .collect();
-            let out = rt.edge_batch(shard, Some(seq), events).await.unwrap();
-            assert!(sent.resent || !out.skipped, "shard {shard} skipped fresh batch {seq}");
+            let out = rt.edge_batch(shard, Some(seq), events).await?;
+            // A retry may find the first try committed after all.
+            assert!(sent.resent || retried || !out.skipped, "shard {shard} skipped fresh batch {seq}");
         }
         Event::Insert { node, target, refcount, epoch } => {
-            let out = rt.insert_ghost(shard, &name(node), target, refcount, epoch).await.unwrap();
+            let out = rt.insert_ghost(shard, &name(node), target, refcount, epoch).await?;
             if !sent.resent
                 && let Some(life) = h.lives.get_mut(&(shard, node)).filter(|l| l.epoch == epoch)
             {
@@ -355,12 +404,13 @@ async fn deliver_one(rt: &GhostRuntime, h: &mut Host, shard: u16) {
             }
         }
         Event::Retarget { node, target, epoch } => {
-            rt.retarget(shard, &name(node), target, epoch).await.unwrap();
+            rt.retarget(shard, &name(node), target, epoch).await?;
         }
         Event::Reclaim { node, epoch } => {
-            rt.reclaim(shard, &name(node), epoch).await.unwrap();
+            rt.reclaim(shard, &name(node), epoch).await?;
         }
     }
+    Ok(())
 }
 
 /// Moves time on by `ms`, first delivering everything that would otherwise arrive late.
@@ -376,6 +426,7 @@ async fn advance(rt: &GhostRuntime, h: &mut Host, clock: &ManualClock, ms: u64) 
 }
 
 async fn step(rt: &mut GhostRuntime, h: &mut Host, store: &StoreChoice, clock: &ManualClock, a: Action) {
+    let max_restarts = h.max_restarts.unwrap_or(u32::MAX);
     if std::env::var_os("MODEL_TRACE").is_some() {
         eprintln!("t={} step {a:?}", h.now);
     }
@@ -422,18 +473,22 @@ async fn step(rt: &mut GhostRuntime, h: &mut Host, store: &StoreChoice, clock: &
                 }
             }
         }
-        Action::Edge { src, dst } => {
-            if src == dst {
-                return;
-            }
-            let add = !h.edges.contains(&(src, dst));
+        Action::Edge { src, dsts } => {
+            // One host transaction: each edge from `src` to `dsts` toggles, in one batch.
             let shard = h.home[src as usize];
             let mut events = Vec::new();
-            h.edge_event(shard, dst, add, &mut events);
-            if add {
-                h.edges.insert((src, dst));
-            } else {
-                h.edges.remove(&(src, dst));
+            let mut done = HashSet::new();
+            for dst in dsts {
+                if src == dst || !done.insert(dst) {
+                    continue;
+                }
+                let add = !h.edges.contains(&(src, dst));
+                h.edge_event(shard, dst, add, &mut events);
+                if add {
+                    h.edges.insert((src, dst));
+                } else {
+                    h.edges.remove(&(src, dst));
+                }
             }
             h.batch(shard, events);
         }
@@ -510,7 +565,7 @@ async fn step(rt: &mut GhostRuntime, h: &mut Host, store: &StoreChoice, clock: &
         }
         Action::Restart => {
             rt.shutdown().await.unwrap();
-            *rt = build(store, clock);
+            *rt = build(store, clock, max_restarts);
             h.restarts.iter_mut().for_each(Vec::clear);
             h.down.iter_mut().for_each(|d| *d = false);
         }
@@ -519,6 +574,7 @@ async fn step(rt: &mut GhostRuntime, h: &mut Host, store: &StoreChoice, clock: &
                 h.queue[shard as usize].push_back(Sent { at: h.now, event: e, resent: true });
             }
         }
+        Action::CutCommit { parts } => h.cut_next = Some(parts),
         Action::ResendBatch { pick } => {
             if let Some((shard, e)) = h.sent_batches.get(pick % h.sent_batches.len().max(1)).cloned() {
                 h.queue[shard as usize].push_back(Sent { at: h.now, event: e, resent: true });
@@ -546,9 +602,11 @@ async fn apply(rt: &GhostRuntime, h: &mut Host, c: Check) {
     if let Some(g) = g
         && g.refcount == 0
         && g.not_before_ms > h.now
+        && h.queued(c.shard, node).1 == 0
     {
         // A hold began now: an edge the host adds while its arrival is covered
-        // must find the ghost.
+        // must find the ghost. (Not with a removal on its way: the host took its
+        // count to zero itself, and at zero the ghost goes.)
         let until = h.now + GRACE - DELAY;
         h.lives.insert((c.shard, node), Life { epoch: g.epoch, delivered: true, zero_ok_until: until });
     }
@@ -600,13 +658,20 @@ async fn quiesce(rt: &GhostRuntime, h: &mut Host, clock: &ManualClock) {
         while !h.queue[shard as usize].is_empty() {
             deliver_one(rt, h, shard).await;
         }
-        if !h.down[shard as usize] {
-            // Marks the log's position on a shard that reloaded (see `LocalEdges`).
+        // Marks the log's position on a shard that reloaded (see `LocalEdges`),
+        // durably: a flush that a cut commit failed may still restart the shard.
+        while !h.down[shard as usize] {
             h.seq[shard as usize] += 1;
             rt.edge_batch(shard, Some(h.seq[shard as usize]), EdgeEvents::new()).await.unwrap();
+            if rt.call(shard, vshard_ghosts::messages::Flush).await.unwrap().is_ok() {
+                break;
+            }
         }
     }
     h.checks.clear();
+    if std::env::var_os("MODEL_TRACE").is_some() {
+        eprintln!("t=0 === quiesce");
+    }
     for _ in 0..4 {
         advance(rt, h, clock, 3 * GRACE).await;
         for shard in 0..SHARDS {
@@ -618,6 +683,10 @@ async fn quiesce(rt: &GhostRuntime, h: &mut Host, clock: &ManualClock) {
                 for planned in plan.page.checks {
                     let mut c = Check { shard, incarnation: plan.incarnation, planned, verdict: None };
                     c.verdict = Some(h.answer(&c));
+                    if std::env::var_os("MODEL_TRACE").is_some() {
+                        let st = rt.call(shard, vshard_ghosts::messages::GetStats).await.unwrap();
+                        eprintln!("t={} sweep {shard}: {:?} {:?} applied {:?} state {:?}", h.now, c.planned, c.verdict, st.table.applied_seq, st.state);
+                    }
                     apply(rt, h, c).await;
                 }
                 if plan.page.pass_complete {
@@ -638,10 +707,14 @@ async fn quiesce(rt: &GhostRuntime, h: &mut Host, clock: &ManualClock) {
     }
 }
 
-async fn run(actions: Vec<Action>, store: StoreChoice) {
+async fn run(actions: Vec<Action>, store: StoreChoice, cut: Option<Cut>) {
     let clock = ManualClock::new(1_000);
-    let mut rt = build(&store, &clock);
-    let mut h = Host::new(1_000);
+    let max_restarts = if cut.is_some() { None } else { Some(MAX_RESTARTS) };
+    let mut rt = build(&store, &clock, max_restarts.unwrap_or(u32::MAX));
+    let mut h = Host::new(1_000, max_restarts, cut);
+    if std::env::var_os("MODEL_TRACE").is_some() {
+        eprintln!("t=0 === case");
+    }
     for a in actions {
         step(&mut rt, &mut h, &store, &clock, a).await;
         check(&rt, &h).await;
@@ -670,13 +743,34 @@ proptest! {
     #[test]
     fn the_system_keeps_its_promise_in_memory(actions in prop::collection::vec(action(), 1..120)) {
         let store = StoreChoice::Custom(Arc::new(MemoryStore::new()));
-        actix::System::new().block_on(run(actions, store));
+        actix::System::new().block_on(run(actions, store, None));
     }
 
     #[test]
     fn the_system_keeps_its_promise_on_redb(actions in prop::collection::vec(action(), 1..80)) {
         let dir = tempfile::tempdir().unwrap();
         let store = StoreChoice::Redb(dir.path().join("model.redb"));
-        actix::System::new().block_on(run(actions, store));
+        actix::System::new().block_on(run(actions, store, None));
+    }
+}
+
+#[cfg(feature = "etcd")]
+proptest! {
+    #![proptest_config(config(16))]
+
+    #[test]
+    fn the_system_keeps_its_promise_on_etcd_with_cut_commits(
+        actions in prop::collection::vec(action(), 1..80),
+    ) {
+        let config = EtcdConfig {
+            prefix: common::fresh_prefix(),
+            // Flushes of three rows or more take several transactions.
+            max_txn_ops: 3,
+            ..EtcdConfig::default()
+        };
+        let store = Arc::new(EtcdStore::connect([common::etcd_endpoint()], config).unwrap());
+        let hook = store.clone();
+        let cut: Cut = Box::new(move |parts| hook.fail_commits_after_parts(parts));
+        actix::System::new().block_on(run(actions, StoreChoice::Custom(store), Some(cut)));
     }
 }
