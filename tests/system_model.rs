@@ -329,12 +329,7 @@ fn build(store: &StoreChoice, clock: &ManualClock, max_restarts: u32) -> GhostRu
         stage_after_changes: 2,
         ..TableConfig::default()
     };
-    let restart = RestartPolicy {
-        max_restarts,
-        window_ms: WINDOW_MS,
-        backoff_base_ms: 1,
-        backoff_cap_ms: 2,
-    };
+    let restart = RestartPolicy { max_restarts, window_ms: WINDOW_MS, backoff_base_ms: 1, backoff_cap_ms: 2 };
     GhostRuntime::builder()
         .shards(0..SHARDS)
         .arbiters(1)
@@ -395,7 +390,10 @@ async fn deliver_once(rt: &GhostRuntime, h: &mut Host, shard: u16, sent: &Sent, 
                 .collect();
             let out = rt.edge_batch(shard, Some(seq), events).await?;
             if retried && std::env::var_os("MODEL_TRACE").is_some() {
-                eprintln!("t={} RETRY of batch {seq} on {shard}: skipped={} applied={} purged={}", h.now, out.skipped, out.applied, out.purged);
+                eprintln!(
+                    "t={} RETRY of batch {seq} on {shard}: skipped={} applied={} purged={}",
+                    h.now, out.skipped, out.applied, out.purged
+                );
             }
             // A retry may find the first try committed after all.
             assert!(sent.resent || retried || !out.skipped, "shard {shard} skipped fresh batch {seq}");
@@ -697,7 +695,10 @@ async fn quiesce(rt: &GhostRuntime, h: &mut Host, clock: &ManualClock) {
                     c.verdict = Some(h.answer(&c));
                     if std::env::var_os("MODEL_TRACE").is_some() {
                         let st = rt.call(shard, vshard_ghosts::messages::GetStats).await.unwrap();
-                        eprintln!("t={} sweep {shard}: {:?} {:?} applied {:?} state {:?}", h.now, c.planned, c.verdict, st.table.applied_seq, st.state);
+                        eprintln!(
+                            "t={} sweep {shard}: {:?} {:?} applied {:?} state {:?}",
+                            h.now, c.planned, c.verdict, st.table.applied_seq, st.state
+                        );
                     }
                     apply(rt, h, c).await;
                 }
