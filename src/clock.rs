@@ -1,7 +1,5 @@
 //! Time for the actors: the pure table never reads a clock, the actors ask one of these.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A source of milliseconds for ghost ages, grace periods and back-off.
@@ -38,29 +36,33 @@ impl Clock for TokioClock {
     }
 }
 
-/// A clock that moves only when told to; for tests and simulations.
+/// A clock that moves only when told to; for tests and simulations (cargo
+/// feature `testing`).
+#[cfg(feature = "testing")]
 #[derive(Debug, Clone, Default)]
-pub struct ManualClock(Arc<AtomicU64>);
+pub struct ManualClock(std::sync::Arc<std::sync::atomic::AtomicU64>);
 
+#[cfg(feature = "testing")]
 impl ManualClock {
     /// A clock reading `start_ms`.
     pub fn new(start_ms: u64) -> Self {
-        Self(Arc::new(AtomicU64::new(start_ms)))
+        Self(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(start_ms)))
     }
 
     /// Moves the clock forward by `ms`.
     pub fn advance(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Sets the clock to `ms`.
     pub fn set(&self, ms: u64) {
-        self.0.store(ms, Ordering::SeqCst);
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
+#[cfg(feature = "testing")]
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

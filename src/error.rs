@@ -141,7 +141,54 @@ pub enum Error {
         /// Who holds it instead, or why ownership was lost.
         cause: String,
     },
+    /// The runtime was built without a sweeper (no verifier was given).
+    #[error("no sweeper runs: the runtime was built without a verifier")]
+    NoSweeper,
+}
+
+impl Error {
+    /// True when the same call may succeed if made again as it is: the store
+    /// failed transiently, the shard restarted (after a panic, the retry meets
+    /// the reloaded table), the actor was restarting, or its mailbox was full.
+    /// False when something must change first: the input (`InvalidNodeId`,
+    /// `SelfTarget`, `InvalidConfig`, `UnknownShard`), the stored state or the
+    /// operator's view of the shard (`Decode`, `NotAStore`, `ShardFailed`,
+    /// `ShardDown`: see `GhostRuntime::revive_shard`), or ownership (`Fenced`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Store(_) | Self::Panicked { .. } | Self::Unavailable { .. } | Self::MailboxFull { .. }
+        )
+    }
 }
 
 /// The crate's result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_failures_are_worth_a_retry() {
+        let retry = [
+            Error::Store("timeout".into()),
+            Error::Panicked { shard: 1 },
+            Error::Unavailable { shard: 1 },
+            Error::MailboxFull { shard: 1 },
+        ];
+        assert!(retry.iter().all(Error::is_retryable));
+        let change_first = [
+            Error::Decode(DecodeError::Malformed("x".into())),
+            Error::InvalidNodeId { len: 0, max: 8 },
+            Error::SelfTarget { shard: 1 },
+            Error::InvalidConfig("x".into()),
+            Error::ShardFailed { shard: 1, cause: "x".into() },
+            Error::ShardDown { shard: 1, restarts: 6 },
+            Error::UnknownShard(1),
+            Error::Fenced { shard: 1, cause: "x".into() },
+            Error::NoSweeper,
+        ];
+        assert!(!change_first.iter().any(Error::is_retryable));
+    }
+}

@@ -67,15 +67,19 @@ pub mod verify;
 pub mod writer;
 
 pub use actors::{GhostActor, SweeperActor};
-pub use clock::{Clock, ManualClock, TokioClock};
+#[cfg(feature = "testing")]
+pub use clock::ManualClock;
+pub use clock::{Clock, TokioClock};
 pub use config::{Durability, RestartPolicy, ShardConfig, SweeperConfig, TableConfig};
 pub use edge_events::EdgeEvents;
 pub use error::{DecodeError, Error, Result};
 pub use event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 pub use runtime::{GhostRuntime, GhostRuntimeBuilder, RuntimeConfig, StoreChoice};
-pub use store::{ClaimWatch, Fault, FaultyStore, GhostStore, MemoryStore, RedbStore, ShardChanges, StoreOp};
+pub use store::{ClaimWatch, GhostStore, MemoryStore, RedbStore, ShardChanges};
 #[cfg(feature = "etcd")]
 pub use store::{EtcdConfig, EtcdStore};
+#[cfg(feature = "testing")]
+pub use store::{Fault, FaultyStore, StoreOp};
 pub use stub::{GhostInfo, PurgeReason, StubRecord, StubRef};
 pub use sweep::{ApplyReport, CheckedVerdict, LocalEdges, PlannedCheck, SweepPage, Verdict};
 pub use sweep_report::{PassReport, SweepCounts, SweepTotals};

@@ -109,11 +109,23 @@ pub struct Inspect {
 pub struct ExportRecords;
 
 /// Plan step of a sweep: a bounded page of due ghosts.
+///
+/// Only the crate's sweeper makes these: a plan moves the pass cursor and
+/// purges due zero-count ghosts. With the cargo feature `testing`,
+/// [`PlanSweep::new`] lets tests drive the steps by hand.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<SweepPlan>")]
 pub struct PlanSweep {
     /// Most stubs to examine.
-    pub max_scan: usize,
+    pub(crate) max_scan: usize,
+}
+
+#[cfg(feature = "testing")]
+impl PlanSweep {
+    /// A plan of at most `max_scan` stubs (cargo feature `testing`).
+    pub fn new(max_scan: usize) -> Self {
+        Self { max_scan }
+    }
 }
 
 /// A planned page, stamped with the shard's incarnation.
@@ -130,13 +142,31 @@ pub struct SweepPlan {
 }
 
 /// Apply step of a sweep: verdicts by compare-and-set.
+///
+/// Not constructible outside the crate (a forged `Purge` would remove a ghost
+/// that edges still need); the sweeper sends them with verdicts from the
+/// host's [`Verifier`](crate::Verifier). With the cargo feature `testing`,
+/// [`ApplyVerdicts::new`] lets tests play verdicts by hand.
+///
+/// ```compile_fail
+/// // A host cannot forge a verdict:
+/// let forged = vshard_ghosts::messages::ApplyVerdicts { incarnation: 0, verdicts: Vec::new() };
+/// ```
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<ApplyReport>")]
 pub struct ApplyVerdicts {
     /// The incarnation of the [`SweepPlan`] the verdicts answer.
-    pub incarnation: u64,
+    pub(crate) incarnation: u64,
     /// The verdicts.
-    pub verdicts: Vec<CheckedVerdict>,
+    pub(crate) verdicts: Vec<CheckedVerdict>,
+}
+
+#[cfg(feature = "testing")]
+impl ApplyVerdicts {
+    /// Verdicts for the plan of `incarnation` (cargo feature `testing`).
+    pub fn new(incarnation: u64, verdicts: Vec<CheckedVerdict>) -> Self {
+        Self { incarnation, verdicts }
+    }
 }
 
 /// Counters and state of the shard.
@@ -179,6 +209,14 @@ pub struct ShardStats {
     pub stale_incarnation_verdicts: u64,
 }
 
+/// Operator: brings a shard that failed closed or went down back, by the same
+/// fail-closed load as a restart (after the operator repaired the store). A
+/// shard that serves is left as it is. Answered once the reload is under way;
+/// the shard's next answer comes after it.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<()>")]
+pub struct Revive;
+
 /// Resolves once everything applied so far is durable.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<()>")]
@@ -187,6 +225,7 @@ pub struct Flush;
 /// Chaos hook: panics inside the handler, exercising the catch, stop, restart
 /// and reload path exactly as a real bug would. For fault-injection tests and
 /// simulations: refused unless [`ShardConfig::fault_injection`](crate::ShardConfig::fault_injection) is on.
+#[cfg(feature = "testing")]
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<()>")]
 pub struct InjectPanic;

@@ -1,6 +1,7 @@
 //! `GhostRuntime`: what a server wires in — N supervised shards over K arbiters, one writer, routing, shutdown.
 
 mod builder;
+mod operator;
 
 pub use builder::{GhostRuntimeBuilder, RuntimeConfig, StoreChoice};
 

@@ -122,12 +122,15 @@ impl DirectoryVerifier {
     }
 
     /// Fault hook: verifies against `shard` fail (as an unreachable RPC would).
+    /// Cargo feature `testing`.
+    #[cfg(feature = "testing")]
     pub fn set_unreachable(&self, shard: u16, unreachable: bool) {
         write(&self.dir.unreachable).insert(shard, unreachable);
     }
 
     /// Fault hook: verifies against `shard` take `latency` (a tokio sleep, so
-    /// paused test time applies). Zero removes it.
+    /// paused test time applies). Zero removes it. Cargo feature `testing`.
+    #[cfg(feature = "testing")]
     pub fn set_latency(&self, shard: u16, latency: Duration) {
         write(&self.dir.latency).insert(shard, latency);
     }
@@ -216,6 +219,7 @@ mod tests {
         assert_eq!(d.calls(), 7);
     }
 
+    #[cfg(feature = "testing")]
     #[test]
     fn an_unreachable_target_fails() {
         let d = DirectoryVerifier::new();

@@ -21,13 +21,13 @@ fn runtime(store: StoreChoice, clock: &ManualClock) -> GhostRuntime {
 }
 
 async fn plan(rt: &GhostRuntime, shard: u16) -> SweepPlan {
-    rt.call(shard, PlanSweep { max_scan: 64 }).await.unwrap().unwrap()
+    rt.call(shard, PlanSweep::new(64)).await.unwrap().unwrap()
 }
 
 /// Answers every check of `plan` with `verdict` and applies them.
 async fn apply(rt: &GhostRuntime, plan: &SweepPlan, verdict: Verdict) -> ApplyReport {
     let verdicts = plan.page.checks.iter().map(|c| CheckedVerdict::new(c, verdict)).collect();
-    let msg = ApplyVerdicts { incarnation: plan.incarnation, verdicts };
+    let msg = ApplyVerdicts::new(plan.incarnation, verdicts);
     rt.call(plan.shard, msg).await.unwrap().unwrap()
 }
 

@@ -110,7 +110,7 @@ fn random_traffic(checkpoint_bytes: u64, expect_log: bool) {
 fn random_commits_survive_reopen_with_and_without_checkpoints() {
     random_traffic(RedbStore::DEFAULT_CHECKPOINT_BYTES, true); // log only
     random_traffic(0, false); // a checkpoint after every commit
-    random_traffic(2_000, true); // some folded, some not
+    random_traffic(3_000, true); // some folded, some not
 }
 
 #[test]

@@ -539,7 +539,7 @@ async fn step(rt: &mut GhostRuntime, h: &mut Host, store: &StoreChoice, clock: &
         }
         Action::Deliver { shard } => deliver_one(rt, h, shard).await,
         Action::Tick { ms } => advance(rt, h, clock, ms).await,
-        Action::Plan { shard, max_scan } => match rt.call(shard, PlanSweep { max_scan }).await.unwrap() {
+        Action::Plan { shard, max_scan } => match rt.call(shard, PlanSweep::new(max_scan)).await.unwrap() {
             Ok(plan) => {
                 for planned in plan.page.checks {
                     let c = Check { shard, incarnation: plan.incarnation, planned, verdict: None };
@@ -597,7 +597,7 @@ async fn step(rt: &mut GhostRuntime, h: &mut Host, store: &StoreChoice, clock: &
 async fn apply(rt: &GhostRuntime, h: &mut Host, c: Check) {
     let verdict = c.verdict.expect("answered");
     let v = CheckedVerdict::new(&c.planned, verdict);
-    let msg = ApplyVerdicts { incarnation: c.incarnation, verdicts: vec![v] };
+    let msg = ApplyVerdicts::new(c.incarnation, vec![v]);
     match rt.call(c.shard, msg).await.unwrap() {
         Ok(_) => {}
         Err(Error::ShardDown { .. }) if h.down[c.shard as usize] => return,
@@ -689,7 +689,7 @@ async fn quiesce(rt: &GhostRuntime, h: &mut Host, clock: &ManualClock) {
                 continue;
             }
             loop {
-                let plan = rt.call(shard, PlanSweep { max_scan: 16 }).await.unwrap().unwrap();
+                let plan = rt.call(shard, PlanSweep::new(16)).await.unwrap().unwrap();
                 for planned in plan.page.checks {
                     let mut c = Check { shard, incarnation: plan.incarnation, planned, verdict: None };
                     c.verdict = Some(h.answer(&c));

@@ -55,6 +55,8 @@ pub struct GhostActor {
     flushing: bool,
     interval_armed: bool,
     restart_times: VecDeque<u64>,
+    /// The next restart is an operator's revive: not a failure, so not counted.
+    pub(super) reviving: bool,
     stats: ShardStats,
 }
 
@@ -73,6 +75,7 @@ impl GhostActor {
             flushing: false,
             interval_armed: false,
             restart_times: VecDeque::new(),
+            reviving: false,
             stats: ShardStats::default(),
         }
     }
@@ -308,6 +311,10 @@ impl Supervised for GhostActor {
         self.flushing = false;
         self.interval_armed = false;
         self.incarnation = self.incarnation.wrapping_add(1);
+        if std::mem::take(&mut self.reviving) {
+            self.state = State::Loading;
+            return;
+        }
         metrics::counter!(crate::metrics::RESTARTS, "shard" => self.shard.to_string()).increment(1);
         self.state = if self.note_restart() {
             State::Loading

@@ -4,6 +4,7 @@
 //! blocking pool, never from a shard's arbiter thread.
 
 mod claim;
+#[cfg(feature = "testing")]
 mod faulty;
 mod memory;
 mod redb;
@@ -14,6 +15,7 @@ mod redb_schema;
 pub mod etcd;
 
 pub use claim::ClaimWatch;
+#[cfg(feature = "testing")]
 pub use faulty::{Fault, FaultyStore, StoreOp};
 pub use memory::MemoryStore;
 pub use redb::RedbStore;

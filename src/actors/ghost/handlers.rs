@@ -131,6 +131,22 @@ impl Handler<GetStats> for GhostActor {
     }
 }
 
+impl Handler<Revive> for GhostActor {
+    type Result = Result<()>;
+    fn handle(&mut self, _: Revive, ctx: &mut Context<Self>) -> Self::Result {
+        if matches!(self.state, State::Ready(_) | State::Loading) {
+            return Ok(());
+        }
+        tracing::info!(shard = self.shard, "operator revives the shard; reloading");
+        // A fresh restart budget: the operator has dealt with what exhausted it.
+        self.restart_times.clear();
+        self.reviving = true;
+        self.state = State::Loading;
+        ctx.stop();
+        Ok(())
+    }
+}
+
 impl Handler<Flush> for GhostActor {
     type Result = Durable<()>;
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
@@ -145,6 +161,7 @@ impl Handler<Flush> for GhostActor {
     }
 }
 
+#[cfg(feature = "testing")]
 impl Handler<InjectPanic> for GhostActor {
     type Result = Result<()>;
     fn handle(&mut self, _: InjectPanic, ctx: &mut Context<Self>) -> Self::Result {

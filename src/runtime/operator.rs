@@ -1,0 +1,62 @@
+//! The operator's side of `GhostRuntime`: the sweeper's controls, one shard's stats, reviving a shard.
+
+use super::GhostRuntime;
+use crate::actors::SweeperActor;
+use crate::actors::sweeper::{GetSweepStats, Pause, Resume, RunPass, SetRate};
+use crate::error::{Error, Result};
+use crate::messages::{GetStats, Revive, ShardState, ShardStats};
+use crate::sweep_report::{PassReport, SweepTotals};
+use actix::Addr;
+
+impl GhostRuntime {
+    fn sweeper_addr(&self) -> Result<&Addr<SweeperActor>> {
+        self.sweeper.as_ref().ok_or(Error::NoSweeper)
+    }
+
+    /// Pauses the sweeper: it takes no token and starts no pass; a running
+    /// pass waits at its next step. Foreground traffic is untouched.
+    pub async fn pause_sweeper(&self) -> Result<()> {
+        self.sweeper_addr()?.send(Pause).await.map_err(|_| Error::NoSweeper)
+    }
+
+    /// Undoes [`pause_sweeper`](Self::pause_sweeper).
+    pub async fn resume_sweeper(&self) -> Result<()> {
+        self.sweeper_addr()?.send(Resume).await.map_err(|_| Error::NoSweeper)
+    }
+
+    /// Sets the sweeper's token bucket: `per_second` verifies per second, bursts
+    /// of `burst` (both at least 1). The new bucket starts full.
+    pub async fn set_sweep_rate(&self, per_second: u32, burst: u32) -> Result<()> {
+        self.sweeper_addr()?.send(SetRate { per_second, burst }).await.map_err(|_| Error::NoSweeper)?
+    }
+
+    /// Runs one full pass over every shard now and answers its report when it
+    /// ends (a pass already running is followed by a new one, so the report
+    /// covers every shard). While paused, it waits for a resume.
+    pub async fn run_sweep_pass(&self) -> Result<PassReport> {
+        self.sweeper_addr()?.send(RunPass).await.map_err(|_| Error::NoSweeper)
+    }
+
+    /// The sweeper's running totals, rate and state.
+    pub async fn sweep_totals(&self) -> Result<SweepTotals> {
+        self.sweeper_addr()?.send(GetSweepStats).await.map_err(|_| Error::NoSweeper)
+    }
+
+    /// One shard's state and counters.
+    pub async fn shard_stats(&self, shard: u16) -> Result<ShardStats> {
+        self.call(shard, GetStats).await
+    }
+
+    /// Brings back a shard that failed closed, went down past its restart
+    /// intensity, or was fenced, once the operator has repaired what stopped it
+    /// (the store's bytes, the disk, or, for a shared catalog, ownership:
+    /// `EtcdStore::acquire` first). The shard reloads by the same fail-closed
+    /// load as a restart, with a fresh restart budget; a shard that serves is
+    /// left alone. Answers the shard's state after the reload: `Ready`, or
+    /// the state it fell back to if the cause is still there.
+    pub async fn revive_shard(&self, shard: u16) -> Result<ShardState> {
+        self.call(shard, Revive).await??;
+        // The reload holds the shard's mailbox: this answer comes after it.
+        Ok(self.shard_stats(shard).await?.state)
+    }
+}
