@@ -1,13 +1,15 @@
 //! Tunables of the table, codec, shard actors and sweeper, with documented defaults and `validate()`.
 
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Settings of one shard's [`GhostTable`](crate::GhostTable) and of decoding its bytes.
 ///
 /// Every field has a unit and a default; call [`TableConfig::validate`] before use
 /// (the constructors do).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TableConfig {
     /// Longest accepted node id, in bytes. Default 1024; at most 65535.
     pub max_node_id_len: usize,
@@ -21,7 +23,8 @@ pub struct TableConfig {
     pub backoff_base_ms: u64,
     /// Longest retry delay, in ms. Default 300 000.
     pub backoff_cap_ms: u64,
-    /// Seed of the jitter applied to retry delays. Default 0x9e37_79b9_7f4a_7c15.
+    /// Seed of the jitter applied to retry delays. Default 0x1e37_79b9_7f4a_7c15
+    /// (below 2^63, so that a config file, whose integers are signed, can hold it).
     /// Fixed seeds make sweeps reproducible in tests; hosts may vary it per shard.
     pub jitter_seed: u64,
     /// Changed stubs at which an edge batch copies its changes for the store at
@@ -46,7 +49,7 @@ impl Default for TableConfig {
             grace_ms: 60_000,
             backoff_base_ms: 1_000,
             backoff_cap_ms: 300_000,
-            jitter_seed: 0x9e37_79b9_7f4a_7c15,
+            jitter_seed: 0x1e37_79b9_7f4a_7c15,
             stage_after_changes: 256,
             tombstone_ttl_ms: 3_600_000,
             max_tombstones: 100_000,
@@ -83,7 +86,11 @@ impl TableConfig {
 }
 
 /// When an acknowledged change is durable, traded against speed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// In a config file: `durability = { mode = "group_commit" }` or
+/// `durability = { mode = "interval", interval_ms = 50 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum Durability {
     /// Inserts, edges added, retargets and reclaims are acknowledged only after
@@ -102,7 +109,8 @@ pub enum Durability {
 }
 
 /// How often a shard may restart before it stays down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RestartPolicy {
     /// Restarts allowed within `window_ms`; one more and the shard stays down. Default 5.
     pub max_restarts: u32,
@@ -122,7 +130,8 @@ impl Default for RestartPolicy {
 }
 
 /// Settings of one shard's [`GhostActor`](crate::GhostActor).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ShardConfig {
     /// The table's settings.
     pub table: TableConfig,
@@ -176,7 +185,10 @@ impl ShardConfig {
 /// [`TableConfig`]: the grace period before a new ghost is first verified
 /// (`grace_ms`), and the back-off after an `Inconclusive` verdict
 /// (`backoff_base_ms`, `backoff_cap_ms`, jittered from `jitter_seed`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// In a config file, durations are written as `"2s"`, `"500ms"`, `"1m 30s"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SweeperConfig {
     /// Token bucket rate: verifies started per second, over all shards. Default 100.
     pub verifies_per_second: u32,
@@ -187,17 +199,21 @@ pub struct SweeperConfig {
     /// Most verifies awaiting an answer at once. Default 16.
     pub max_in_flight: usize,
     /// Longest wait for one verify; a timeout counts as `Inconclusive`. Default 2 s.
+    #[serde(with = "humantime_serde")]
     pub verify_timeout: Duration,
     /// Most stubs examined per plan request, and so most verdicts per apply. Default 256.
     pub page_size: usize,
     /// Time between periodic passes (`None`: passes run only on `RunPass`). Default 60 s.
+    #[serde(with = "humantime_serde")]
     pub pass_interval: Option<Duration>,
     /// A shard with more acknowledgements awaiting a commit than this is busy. Default 64.
     pub busy_pending_acks: usize,
     /// A shard whose plan request took longer than this (queueing in its
     /// mailbox) is busy. Default 20 ms.
+    #[serde(with = "humantime_serde")]
     pub busy_latency: Duration,
     /// Wait before revisiting when every shard left in the pass was busy. Default 100 ms.
+    #[serde(with = "humantime_serde")]
     pub busy_retry: Duration,
     /// Deferrals of one shard within a pass before it is left to the next pass. Default 10.
     pub max_deferrals: u32,

@@ -19,6 +19,7 @@
 //! | [`table`] | [`GhostTable`]: one shard's stubs, a pure state machine (no I/O, no clock) |
 //! | [`codec`] | snapshots and single stubs as MessagePack in a checksummed, versioned envelope |
 //! | [`config`] | [`TableConfig`], [`ShardConfig`], [`SweeperConfig`] with documented defaults and `validate()` |
+//! | [`config_file`] | [`GhostConfig`]: those settings from a TOML file, refused with an error naming the field |
 //! | [`event`] | edge events and the outcomes of mutations |
 //! | [`edge_events`] | [`EdgeEvents`]: a batch of edge events packed into two buffers |
 //! | [`sweep`] | plan → verify → apply data: [`PlannedCheck`], [`Verdict`], reports |
@@ -52,6 +53,7 @@ pub mod actors;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod config_file;
 pub mod edge_events;
 pub mod error;
 pub mod event;
@@ -71,6 +73,7 @@ pub use actors::{GhostActor, SweeperActor};
 pub use clock::ManualClock;
 pub use clock::{Clock, TokioClock};
 pub use config::{Durability, RestartPolicy, ShardConfig, SweeperConfig, TableConfig};
+pub use config_file::GhostConfig;
 pub use edge_events::EdgeEvents;
 pub use error::{DecodeError, Error, Result};
 pub use event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};

@@ -37,6 +37,17 @@ fn the_oracle_holds_on_redb() {
 }
 
 #[test]
+fn the_oracle_holds_with_the_documented_config_file() {
+    let ghost = vshard_ghosts::GhostConfig::load("examples/rebalance/ghosts.toml").unwrap();
+    // The file documents the simulation's own settings (shards come from its flags).
+    let own = sim::sim_settings();
+    assert_eq!((&ghost.runtime.shard, &ghost.sweeper), (&own.runtime.shard, &own.sweeper));
+    let cfg = sim::SimConfig { ghost, seed: 11, ..small() };
+    let report = actix::System::new().block_on(sim::run(&cfg, StoreChoice::Memory, &|_, _, _| {})).unwrap();
+    assert_clean(&report);
+}
+
+#[test]
 fn the_oracle_holds_in_memory_with_another_seed() {
     let cfg = sim::SimConfig { seed: 7, ..small() };
     let report = actix::System::new().block_on(sim::run(&cfg, StoreChoice::Memory, &|_, _, _| {})).unwrap();

@@ -41,6 +41,10 @@ struct Args {
     /// with `--features etcd`; a fresh key prefix per run).
     #[arg(long, default_value = "redb")]
     store: String,
+    /// Shard and sweeper settings from a TOML file (see `examples/rebalance/ghosts.toml`);
+    /// `--shards` still sets the shards.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Print the metrics in Prometheus text format at the end.
     #[arg(long)]
     metrics: bool,
@@ -87,7 +91,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let ghost = match &args.config {
+        Some(path) => match vshard_ghosts::GhostConfig::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => sim::sim_settings(),
+    };
     let cfg = SimConfig {
+        ghost,
         shards: args.shards,
         nodes: args.nodes,
         edges: args.edges,

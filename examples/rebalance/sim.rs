@@ -22,6 +22,33 @@ pub(crate) struct SimConfig {
     pub(crate) lost_decrements: f64,
     pub(crate) seed: u64,
     pub(crate) arbiters: usize,
+    /// The shards' and the sweeper's settings (`--config`; shards and arbiters
+    /// come from the fields above).
+    pub(crate) ghost: GhostConfig,
+}
+
+/// The settings the simulation runs with unless `--config` says otherwise; the same
+/// as `examples/rebalance/ghosts.toml`.
+pub(crate) fn sim_settings() -> GhostConfig {
+    let mut c = GhostConfig::default();
+    c.runtime.shard.table = TableConfig {
+        grace_ms: 0,
+        backoff_base_ms: 100,
+        backoff_cap_ms: 1_000,
+        jitter_seed: 1,
+        ..TableConfig::default()
+    };
+    c.runtime.shard.mailbox_capacity = 4_096;
+    c.runtime.shard.fault_injection = true;
+    c.sweeper = SweeperConfig {
+        verifies_per_second: 50_000,
+        burst: 1_000,
+        max_in_flight: 64,
+        page_size: 512,
+        pass_interval: Some(Duration::from_millis(500)),
+        ..SweeperConfig::default()
+    };
+    c
 }
 
 impl Default for SimConfig {
@@ -36,6 +63,7 @@ impl Default for SimConfig {
             lost_decrements: 0.002,
             seed: 42,
             arbiters: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ghost: sim_settings(),
         }
     }
 }
@@ -67,28 +95,15 @@ fn build(
     verifier: &Arc<DirectoryVerifier>,
     clock: &ManualClock,
 ) -> Result<GhostRuntime> {
-    let table =
-        TableConfig { grace_ms: 0, backoff_base_ms: 100, backoff_cap_ms: 1_000, ..TableConfig::default() };
-    let sweeper = SweeperConfig {
-        verifies_per_second: 50_000,
-        burst: 1_000,
-        max_in_flight: 64,
-        page_size: 512,
-        pass_interval: Some(Duration::from_millis(500)),
-        ..SweeperConfig::default()
-    };
+    // The simulation panics shards on purpose, whatever the file says.
+    let shard = ShardConfig { fault_injection: true, ..cfg.ghost.runtime.shard.clone() };
     GhostRuntime::builder()
         .shards(0..cfg.shards)
         .arbiters(cfg.arbiters)
-        .shard_config(ShardConfig {
-            table,
-            mailbox_capacity: 4_096,
-            fault_injection: true,
-            ..ShardConfig::default()
-        })
+        .shard_config(shard)
         .store(store.clone())
         .clock(Arc::new(clock.clone()))
-        .sweeper(verifier.clone(), sweeper)
+        .sweeper(verifier.clone(), cfg.ghost.sweeper.clone())
         .start()
 }
 

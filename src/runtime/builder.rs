@@ -39,7 +39,8 @@ impl std::fmt::Debug for StoreChoice {
 }
 
 /// Settings of a [`GhostRuntime`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// The vShard ids this process serves. Default `0..64`.
     pub shards: Vec<u16>,
