@@ -1,66 +1,81 @@
-//! Fills one shard's table through its actor on the embedded redb store, restarts, reloads, prints stats.
+//! A server's first hour with the crate: start a runtime on the embedded redb store,
+//! record moves and edges, resolve a frontier, sweep, shut down, start again and find
+//! everything acknowledged.
 //!
 //! `cargo run --release --example quickstart [-- GHOSTS]` (default 100 000).
 
-use actix::prelude::*;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use vshard_ghosts::messages::{EdgeBatch, Flush, GetStats, InsertGhost};
-use vshard_ghosts::{EdgeEvent, GhostActor, RedbStore, ShardConfig, StoreWriter, TokioClock};
+use std::time::Instant;
+use vshard_ghosts::{DirectoryVerifier, EdgeEvents, GhostRuntime, Result, StoreChoice, SweeperConfig};
 
-fn main() -> vshard_ghosts::Result<()> {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+const SHARDS: u16 = 8;
+
+fn runtime(path: &std::path::Path, verifier: &Arc<DirectoryVerifier>) -> Result<GhostRuntime> {
+    // Passes only on demand here; a server keeps the default (one a minute).
+    let sweeper = SweeperConfig { pass_interval: None, ..SweeperConfig::default() };
+    GhostRuntime::builder()
+        .shards(0..SHARDS)
+        .store(StoreChoice::Redb(path.to_owned()))
+        .sweeper(verifier.clone(), sweeper)
+        .start()
+}
+
+fn main() -> Result<()> {
+    let n: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let dir = tempfile::tempdir().map_err(|e| vshard_ghosts::Error::Store(e.to_string()))?;
     let path = dir.path().join("ghosts.redb");
+    // In a cluster, the verifier is an RPC to the target shard; in one process, a directory.
+    let verifier = Arc::new(DirectoryVerifier::new());
 
-    let started = Instant::now();
-    System::new().block_on(fill(&path, n))?;
-    println!("filled {n} ghosts in {:.2?}", started.elapsed());
-
-    // A new system over the same file: the shard reloads what was acknowledged.
-    let started = Instant::now();
-    let stats = System::new().block_on(async {
-        let (addr, writer) = open(&path)?;
-        let stats = addr.send(GetStats).await.map_err(|_| vshard_ghosts::Error::Unavailable { shard: 0 })?;
-        drop(addr);
-        Ok::<_, vshard_ghosts::Error>((stats, writer))
-    })?;
-    println!("reloaded in {:.2?}: {:#?}", started.elapsed(), stats.0.table);
-    stats.1.shutdown();
-    Ok(())
-}
-
-fn open(path: &std::path::Path) -> vshard_ghosts::Result<(Addr<GhostActor>, StoreWriter)> {
-    let store = Arc::new(RedbStore::open(path)?);
-    let writer = StoreWriter::spawn(store, 3, Duration::from_millis(10))?;
-    let actor =
-        GhostActor::new(0, Arc::new(ShardConfig::default()), writer.clone(), Arc::new(TokioClock::new()));
-    Ok((actor.start_supervised(), writer))
-}
-
-async fn fill(path: &std::path::Path, n: usize) -> vshard_ghosts::Result<()> {
-    let (addr, writer) = open(path)?;
-    let gone = |_| vshard_ghosts::Error::Unavailable { shard: 0 };
-    let ids: Vec<String> = (0..n).map(|i| format!("node-{i:08}")).collect();
-    for chunk in ids.chunks(1024) {
-        let sends = chunk.iter().enumerate().map(|(i, id)| {
-            addr.send(InsertGhost {
-                node_id: id.as_str().into(),
-                target: (i % 63 + 1) as u16,
-                refcount: 1,
-                epoch: 1,
-            })
+    actix::System::new().block_on(async {
+        let rt = runtime(&path, &verifier)?;
+        let started = Instant::now();
+        // Rebalancing moved node i from shard i % 8 to the next shard at epoch 1;
+        // one local edge points at each. Every insert returns once durable.
+        let inserts = (0..n).map(|i| {
+            let (from, to) = ((i % u32::from(SHARDS)) as u16, ((i + 1) % u32::from(SHARDS)) as u16);
+            let id = format!("node-{i:08}");
+            verifier.record_move(&id, to, 1);
+            let rt = &rt;
+            async move { rt.insert_ghost(from, &id, to, 1, 1).await }
         });
-        for r in futures::future::join_all(sends).await {
-            r.map_err(gone)??;
+        for r in futures::future::join_all(inserts).await {
+            r?;
         }
-    }
-    let events = ids.iter().take(1024).map(|id| EdgeEvent::added(id.as_str())).collect();
-    addr.send(EdgeBatch { seq: Some(1), events }).await.map_err(gone)??;
-    addr.send(Flush).await.map_err(gone)??;
-    let w = writer.stats();
-    println!("{} acknowledged writes took {} commits", n + 1, w.commits);
-    drop(addr);
-    writer.shutdown();
-    Ok(())
+        println!("{n} ghosts inserted, durable, in {:.2?}", started.elapsed());
+
+        // Shard 0's edge log, batch 1: a second edge to node 0. Applied once per sequence
+        // number, so the host can replay its log after a crash.
+        let mut events = EdgeEvents::new();
+        events.added("node-00000000");
+        rt.edge_batch(0, Some(1), events.clone()).await?;
+        assert!(rt.edge_batch(0, Some(1), events).await?.skipped, "a replay changes nothing");
+
+        // A traversal frontier: where to forward each (shard, node).
+        let hops = rt.resolve_many(&[(0, "node-00000000"), (0, "local-node")]).await?;
+        println!("frontier forwards to {hops:?}");
+
+        // Nothing is due yet: a new ghost waits out its grace period (60 s by default)
+        // before the sweeper verifies it.
+        let pass = rt.run_sweep_pass().await?;
+        println!(
+            "sweep pass: {} verified, {} kept, {} purged",
+            pass.counts.checked,
+            pass.counts.kept,
+            pass.counts.purged()
+        );
+        rt.shutdown().await
+    })?;
+
+    // A new process over the same file: every acknowledged ghost is back.
+    actix::System::new().block_on(async {
+        let started = Instant::now();
+        let rt = runtime(&path, &verifier)?;
+        let stats = rt.stats().await?;
+        let ghosts: u64 = stats.iter().map(|s| s.table.ghosts).sum();
+        println!("reloaded {ghosts} ghosts over {SHARDS} shards in {:.2?}", started.elapsed());
+        assert_eq!(ghosts, u64::from(n));
+        assert_eq!(rt.shard_stats(0).await?.table.applied_seq, Some(1));
+        rt.shutdown().await
+    })
 }
