@@ -141,6 +141,18 @@ pub enum Error {
         /// Who holds it instead, or why ownership was lost.
         cause: String,
     },
+    /// A batch arrived ahead of batches that a restart lost before they were
+    /// acknowledged: applying it would make their retries look applied. Send the
+    /// unacknowledged batches up to `awaiting` again, then this one.
+    #[error("shard {shard} awaits the retry of batches up to {awaiting} (applied {applied:?})")]
+    SeqGap {
+        /// The shard.
+        shard: u16,
+        /// The last batch the shard has applied.
+        applied: Option<u64>,
+        /// The highest batch that a restart lost unacknowledged.
+        awaiting: u64,
+    },
     /// The runtime was built without a sweeper (no verifier was given).
     #[error("no sweeper runs: the runtime was built without a verifier")]
     NoSweeper,
@@ -149,7 +161,8 @@ pub enum Error {
 impl Error {
     /// True when the same call may succeed if made again as it is: the store
     /// failed transiently, the shard restarted (after a panic, the retry meets
-    /// the reloaded table), the actor was restarting, or its mailbox was full.
+    /// the reloaded table), the actor was restarting, its mailbox was full, or
+    /// a batch came ahead of retries the shard awaits (`SeqGap`: after those).
     /// False when something must change first: the input (`InvalidNodeId`,
     /// `SelfTarget`, `InvalidConfig`, `UnknownShard`), the stored state or the
     /// operator's view of the shard (`Decode`, `NotAStore`, `ShardFailed`,
@@ -157,7 +170,11 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Store(_) | Self::Panicked { .. } | Self::Unavailable { .. } | Self::MailboxFull { .. }
+            Self::Store(_)
+                | Self::Panicked { .. }
+                | Self::Unavailable { .. }
+                | Self::MailboxFull { .. }
+                | Self::SeqGap { .. }
         )
     }
 }
@@ -176,6 +193,7 @@ mod tests {
             Error::Panicked { shard: 1 },
             Error::Unavailable { shard: 1 },
             Error::MailboxFull { shard: 1 },
+            Error::SeqGap { shard: 1, applied: Some(1), awaiting: 2 },
         ];
         assert!(retry.iter().all(Error::is_retryable));
         let change_first = [

@@ -46,7 +46,11 @@ pub struct SweepPage {
 /// events without sequence numbers has no position to give: its counts are
 /// [`unsequenced`](Self::unsequenced) and only ever raise refcounts; a
 /// refcount that drifted upwards then lingers until a count with a position
-/// repairs it, which costs memory, never a traversal.
+/// repairs it, which costs memory, never a traversal. The same holds for a host
+/// that sends a shard *any* unsequenced edge event (`EdgeAdded`, `EdgeRemoved`,
+/// a batch without a sequence number): such an event still on its way when the
+/// host counts is in no log position, and the shard cannot see it coming, so
+/// count that shard's edges with [`unsequenced`](Self::unsequenced) too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LocalEdges {
     /// The holding shard's local edges to the node.

@@ -217,3 +217,107 @@ fn seed_bytes_with_an_empty_node_id_load() {
     let mut t = again;
     assert!(matches!(t.insert("", 1, 1, 1, 0), Err(Error::InvalidNodeId { len: 0, .. })));
 }
+
+/// A store whose next `n` commits fail.
+#[derive(Debug, Default)]
+struct Flaky {
+    inner: MemoryStore,
+    failing: std::sync::atomic::AtomicU32,
+}
+
+impl GhostStore for Flaky {
+    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+        self.inner.load(shard, config)
+    }
+    fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.failing.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(Error::Store("injected".into()));
+        }
+        self.inner.commit(batch)
+    }
+    fn replace(&self, table: &GhostTable) -> Result<()> {
+        self.inner.replace(table)
+    }
+    fn kind(&self) -> &'static str {
+        "flaky"
+    }
+}
+
+#[actix::test]
+async fn a_pipelined_batch_cannot_overtake_the_retry_of_one_a_restart_lost() {
+    let clock = ManualClock::new(1_000);
+    let store = Arc::new(Flaky::default());
+    let rt = GhostRuntime::builder()
+        .config(RuntimeConfig { shards: vec![0], arbiters: 1, commit_retries: 0, ..RuntimeConfig::default() })
+        .store(StoreChoice::Custom(store.clone()))
+        .clock(Arc::new(clock.clone()))
+        .start()
+        .unwrap();
+    rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap(); // edge e1
+    rt.edge_batch(0, Some(1), EdgeEvents::new()).await.unwrap();
+    store.failing.store(1, std::sync::atomic::Ordering::SeqCst);
+    // Batch 2 adds e2; its flush fails and the shard restarts. Batch 3 was already
+    // on its way behind it.
+    let b2 = rt.edge_batch(0, Some(2), vec![EdgeEvent::added("n")]).await;
+    assert!(matches!(b2, Err(Error::Store(_))), "{b2:?}");
+    let b3 = rt.edge_batch(0, Some(3), vec![EdgeEvent::removed("other")]).await;
+    assert_eq!(b3.map(|_| ()), Err(Error::SeqGap { shard: 0, applied: Some(1), awaiting: 2 }));
+    assert!(Error::SeqGap { shard: 0, applied: Some(1), awaiting: 2 }.is_retryable());
+    // The host sends again what was not acknowledged, in order.
+    let retry = rt.edge_batch(0, Some(2), vec![EdgeEvent::added("n")]).await.unwrap();
+    assert!(!retry.skipped, "the retry of the lost batch was taken for applied");
+    rt.edge_batch(0, Some(3), vec![EdgeEvent::removed("other")]).await.unwrap();
+    // e1 goes; e2 still points at n.
+    rt.edge_batch(0, Some(4), vec![EdgeEvent::removed("n")]).await.unwrap();
+    assert_eq!(rt.resolve_many(&[(0, "n")]).await.unwrap(), vec![Some(1)]);
+    assert_eq!(refcount(&rt, 0, "n").await, Some(1));
+}
+
+#[actix::test]
+async fn a_stale_insert_after_a_redirect_past_its_life_takes_its_count() {
+    let clock = ManualClock::new(1_000);
+    let rt = runtime(StoreChoice::Memory, &clock);
+    // "n": 0 → 1 (epoch 1, one edge), back (epoch 2, reclaim on its way), 0 → 2 with
+    // three edges (epoch 3, insert on its way), then 2 → 3 (epoch 4).
+    rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap();
+    clock.advance(GRACE);
+    let p = plan(&rt, 0).await;
+    assert_eq!(apply(&rt, &p, Verdict::Redirect { shard: 3, epoch: 4 }).await.redirected, 1);
+    assert_eq!(rt.reclaim(0, "n", 2).await.unwrap(), MoveOutcome::Stale);
+    assert_eq!(rt.insert_ghost(0, "n", 2, 3, 3).await.unwrap(), InsertOutcome::Stale);
+    assert_eq!(refcount(&rt, 0, "n").await, Some(3), "the new life's three edges");
+    for left in [2, 1] {
+        rt.edge_batch(0, Some(10 - u64::from(left)), vec![EdgeEvent::removed("n")]).await.unwrap();
+        assert_eq!(refcount(&rt, 0, "n").await, Some(left));
+    }
+}
+
+#[actix::test]
+async fn a_seeded_empty_id_lives_on_redb_through_changes_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seed.redb");
+    // The seed's bare map: {"": [1, 2, 5]}.
+    let seed = [0x81, 0xa0, 0x93, 0x01, 0x02, 0x05];
+    RedbStore::open(&path).unwrap().import_snapshot(0, &seed, &TableConfig::default()).unwrap();
+    let clock = ManualClock::new(1_000);
+    let rt = runtime(StoreChoice::Redb(path.clone()), &clock);
+    rt.edge_batch(0, Some(1), vec![EdgeEvent::added("")]).await.unwrap();
+    rt.edge_batch(0, Some(2), vec![EdgeEvent::removed("")]).await.unwrap();
+    rt.shutdown().await.unwrap();
+    let rt = runtime(StoreChoice::Redb(path), &clock);
+    assert_eq!(refcount(&rt, 0, "").await, Some(2));
+    assert_eq!(rt.shard_stats(0).await.unwrap().state, vshard_ghosts::messages::ShardState::Ready);
+}
+
+#[test]
+fn a_snapshot_at_max_stubs_with_tombstones_imports() {
+    let config = TableConfig { max_stubs: 2, ..TableConfig::default() };
+    let mut t = GhostTable::new(0, config.clone()).unwrap();
+    for (id, epoch) in [("a", 1), ("b", 1), ("c", 1)] {
+        t.insert(id, 1, 1, epoch, 0).unwrap();
+    }
+    assert_eq!(t.reclaim("c", 2, 0), MoveOutcome::Applied);
+    let back = codec::decode_snapshot(&codec::encode_snapshot(&t).unwrap(), 0, &config).unwrap();
+    assert_eq!((back.len(), back.tombstone_epoch("c")), (2, Some(2)));
+}

@@ -326,7 +326,14 @@ impl Model {
                 return Ok(InsertOutcome::Duplicate);
             }
             Some(current) if epoch < current => {
+                // Spec: like a duplicate (a redirect may have passed this life's epoch).
                 self.counters.stale_moves += 1;
+                let s = self.stubs.get_mut(id).expect("live");
+                if refcount > s.refcount || s.created_at_ms < now {
+                    s.refcount = s.refcount.max(refcount);
+                    s.created_at_ms = s.created_at_ms.max(now);
+                    self.touch(id);
+                }
                 return Ok(InsertOutcome::Stale);
             }
             Some(_) => InsertOutcome::Replaced,

@@ -57,6 +57,12 @@ pub struct GhostActor {
     restart_times: VecDeque<u64>,
     /// The next restart is an operator's revive: not a failure, so not counted.
     pub(super) reviving: bool,
+    /// Highest sequence number of a batch awaiting its (durable) acknowledgement.
+    pub(super) unacked_seq: Option<u64>,
+    /// After a restart, the highest unacknowledged batch that died with the
+    /// table: later batches are refused until the host has sent it again, so
+    /// that a pipelined batch cannot overtake a retry and make it look applied.
+    pub(super) lost_upto: Option<u64>,
     stats: ShardStats,
 }
 
@@ -76,6 +82,8 @@ impl GhostActor {
             interval_armed: false,
             restart_times: VecDeque::new(),
             reviving: false,
+            unacked_seq: None,
+            lost_upto: None,
             stats: ShardStats::default(),
         }
     }
@@ -230,6 +238,10 @@ impl GhostActor {
                 ctx.stop();
             } else {
                 act.stats.flushes += 1;
+                if act.waiters.is_empty() {
+                    // Every batch applied so far is acknowledged.
+                    act.unacked_seq = None;
+                }
             }
             if !failed && (!act.waiters.is_empty() || act.has_changes()) {
                 act.schedule_flush(ctx);
@@ -306,8 +318,10 @@ impl Actor for GhostActor {
 
 impl Supervised for GhostActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        // Unflushed changes die with the table; their waiters learn it now.
+        // Unflushed changes die with the table; their waiters learn it now,
+        // and the host will send their batches again.
         self.waiters.clear();
+        self.lost_upto = self.lost_upto.max(self.unacked_seq.take());
         self.flushing = false;
         self.interval_armed = false;
         self.incarnation = self.incarnation.wrapping_add(1);

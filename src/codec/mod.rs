@@ -17,8 +17,8 @@ use crate::table::GhostTable;
 use envelope::Kind;
 use zerompk::{Read, SliceReader, ToMessagePack, Write};
 
-/// Smallest encoding of one stub: fixarray, 1-byte fixstr, four fixints.
-const MIN_STUB_BYTES: usize = 7;
+/// Smallest encoding of one stub: fixarray, the empty fixstr, four fixints.
+const MIN_STUB_BYTES: usize = 6;
 
 /// Encodes the whole table (stubs and applied sequence number) as a snapshot.
 pub fn encode_snapshot(table: &GhostTable) -> Result<Vec<u8>> {
@@ -38,7 +38,10 @@ pub fn decode_snapshot(bytes: &[u8], shard: u16, config: &TableConfig) -> Result
     expect_array(&mut r, 2, "snapshot")?;
     let applied_seq: Option<u64> = r.read_option().map_err(malformed)?;
     let n = r.read_array_len().map_err(malformed)?;
-    check_count(n, payload.len(), MIN_STUB_BYTES, config)?;
+    // Rows are ghosts and tombstones, each kind under its own bound.
+    let rows =
+        TableConfig { max_stubs: config.max_stubs.saturating_add(config.max_tombstones), ..config.clone() };
+    check_count(n, payload.len(), MIN_STUB_BYTES, &rows)?;
     let mut table = GhostTable::with_capacity(shard, config.clone(), n)?;
     for _ in 0..n {
         table.load_stub(read_stub(&mut r, config)?)?;

@@ -129,6 +129,17 @@ impl GhostTable {
         self.slab.clear_dirty();
         self.applied_seq = applied_seq;
         self.seq_dirty = false;
+        // A tombstone beside a live ghost of the same id (only malformed
+        // snapshots hold both): the ghost is the state, the tombstone goes.
+        let shadowed: Vec<Box<str>> = self
+            .tombstones
+            .iter()
+            .filter(|(id, _)| self.slab.find(id).is_some())
+            .map(|(id, _)| id.into())
+            .collect();
+        for id in &shadowed {
+            self.tombstones.remove(id);
+        }
         // Unsequenced events applied before the restart are not in the host's
         // log: until the next sequenced batch, a count's position says nothing.
         self.unsequenced = self.slab.len() > 0;

@@ -179,14 +179,12 @@ impl GhostTable {
             return Ok(InsertOutcome::Inserted);
         };
         let current = self.slab.slot(i).epoch;
-        if epoch < current {
-            self.counters.stale_moves += 1;
-            return Ok(InsertOutcome::Stale);
-        }
-        if epoch == current {
+        if epoch <= current {
+            // A resend, or the first insert of a life that a `Redirect` verdict
+            // reached first, at or past its epoch: see `absorb_duplicate`.
             self.counters.stale_moves += 1;
             self.absorb_duplicate(i, refcount, now_ms);
-            return Ok(InsertOutcome::Duplicate);
+            return Ok(if epoch == current { InsertOutcome::Duplicate } else { InsertOutcome::Stale });
         }
         // A newer move of a node we already forward: a fresh ghost life, so the
         // grace period starts over too.
@@ -200,12 +198,13 @@ impl GhostTable {
         Ok(InsertOutcome::Replaced)
     }
 
-    /// An insert at the ghost's own epoch: a resend, or the first insert of a
-    /// life that a `Redirect` verdict reached first (the node came back here and
-    /// left again while the reclaim was on its way, so the ghost still counts an
-    /// older life's edges). The two cannot be told apart, so take what is safe
-    /// for both: at least the insert's count, and a grace period from now.
-    /// A resend can only make the ghost linger until a sweep repairs its count.
+    /// An insert at or below the ghost's epoch: a resend, or the first insert
+    /// of a life that a `Redirect` verdict reached first, at its epoch or past
+    /// it (the node came back here and left again while the reclaim was on its
+    /// way, so the ghost still counts an older life's edges). The two cannot be
+    /// told apart, so take what is safe for both: at least the insert's count,
+    /// and a grace period from now. A resend can only make the ghost linger
+    /// until a sweep repairs its count.
     fn absorb_duplicate(&mut self, i: usize, refcount: u32, now_ms: u64) {
         let s = *self.slab.slot(i);
         if refcount <= s.refcount && s.created_at_ms >= now_ms {

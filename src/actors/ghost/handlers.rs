@@ -33,7 +33,24 @@ impl Handler<EdgeRemoved> for GhostActor {
 impl Handler<EdgeBatch> for GhostActor {
     type Result = Durable<crate::BatchOutcome>;
     fn handle(&mut self, m: EdgeBatch, ctx: &mut Context<Self>) -> Self::Result {
+        if let (Some(seq), Some(upto)) = (m.seq, self.lost_upto) {
+            let applied = match self.with_table(ctx, |t, _| t.applied_seq()) {
+                Ok(applied) => applied,
+                Err(e) => return Box::pin(async move { Err(e) }),
+            };
+            if applied >= Some(upto) {
+                self.lost_upto = None;
+            } else if seq > upto {
+                // Applying it would move the sequence number past batches
+                // whose retries are still to come, and those would be skipped.
+                let shard = self.shard;
+                return Box::pin(async move { Err(Error::SeqGap { shard, applied, awaiting: upto }) });
+            }
+        }
         if m.events.any_added() {
+            if m.seq.is_some() {
+                self.unacked_seq = self.unacked_seq.max(m.seq);
+            }
             return self.durable(ctx, |t, _| t.apply_batch(m.seq, &m.events));
         }
         let out = self.lazy(ctx, |t, _| t.apply_batch(m.seq, &m.events));
