@@ -256,6 +256,9 @@ async fn a_pipelined_batch_cannot_overtake_the_retry_of_one_a_restart_lost() {
         .unwrap();
     rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap(); // edge e1
     rt.edge_batch(0, Some(1), EdgeEvents::new()).await.unwrap();
+    // Batch 1 was acknowledged at once (it adds nothing): make it durable before
+    // the store starts failing, so that only batch 2 is lost.
+    rt.flush().await.unwrap();
     store.failing.store(1, std::sync::atomic::Ordering::SeqCst);
     // Batch 2 adds e2; its flush fails and the shard restarts. Batch 3 was already
     // on its way behind it.

@@ -342,10 +342,12 @@ fn build(store: &StoreChoice, clock: &ManualClock, max_restarts: u32) -> GhostRu
 
 /// Delivers the head of `shard`'s queue.
 async fn deliver_one(rt: &GhostRuntime, h: &mut Host, shard: u16) {
-    let Some(sent) = h.queue[shard as usize].pop_front() else { return };
     if h.down[shard as usize] {
-        return; // A down shard answers nothing but errors; the host waits for an operator.
+        // A down shard answers nothing but errors: the host keeps its events
+        // until an operator brings the shard back.
+        return;
     }
+    let Some(sent) = h.queue[shard as usize].pop_front() else { return };
     // A cut commit fails the delivery; the host retries what was not acknowledged.
     // It waits for a batch that adds and removes edges: acknowledged only once
     // durable, and a double application of its removals is what a partly
@@ -403,14 +405,15 @@ async fn deliver_once(rt: &GhostRuntime, h: &mut Host, shard: u16, sent: &Sent, 
             if !sent.resent
                 && let Some(life) = h.lives.get_mut(&(shard, node)).filter(|l| l.epoch == epoch)
             {
-                // Duplicate: a `Redirect` verdict reached this epoch first.
-                assert_ne!(
-                    out,
-                    InsertOutcome::Stale,
-                    "shard {shard} refused the insert of n{node} at {epoch}"
-                );
                 life.delivered = true;
                 life.zero_ok_until = h.now + GRACE - DELAY;
+                if out != InsertOutcome::Inserted && out != InsertOutcome::Replaced {
+                    // A `Redirect` verdict reached this epoch, or passed it, first:
+                    // the ghost must be there all the same (a tombstone must not
+                    // have refused a live move).
+                    let g = rt.call(shard, Inspect { node_id: name(node).into() }).await??;
+                    assert!(g.is_some(), "shard {shard} refused the insert of n{node} at {epoch}: {out:?}");
+                }
             }
         }
         Event::Retarget { node, target, epoch } => {
@@ -427,6 +430,9 @@ async fn deliver_once(rt: &GhostRuntime, h: &mut Host, shard: u16, sent: &Sent, 
 async fn advance(rt: &GhostRuntime, h: &mut Host, clock: &ManualClock, ms: u64) {
     let then = h.now + ms;
     for shard in 0..SHARDS {
+        if h.down[shard as usize] {
+            continue;
+        }
         while h.queue[shard as usize].iter().any(|s| s.at + DELAY <= then) {
             deliver_one(rt, h, shard).await;
         }
@@ -577,7 +583,15 @@ async fn step(rt: &mut GhostRuntime, h: &mut Host, store: &StoreChoice, clock: &
             rt.shutdown().await.unwrap();
             *rt = build(store, clock, max_restarts);
             h.restarts.iter_mut().for_each(Vec::clear);
-            h.down.iter_mut().for_each(|d| *d = false);
+            // Shards that were down are back: what the host kept for them goes
+            // first, before anything else reaches them.
+            for shard in 0..SHARDS {
+                if std::mem::take(&mut h.down[shard as usize]) {
+                    while !h.queue[shard as usize].is_empty() {
+                        deliver_one(rt, h, shard).await;
+                    }
+                }
+            }
         }
         Action::ResendInsert { pick } => {
             if let Some((shard, e)) = h.sent_inserts.get(pick % h.sent_inserts.len().max(1)).cloned() {
@@ -613,6 +627,9 @@ async fn apply(rt: &GhostRuntime, h: &mut Host, c: Check) {
         && g.refcount == 0
         && g.not_before_ms > h.now
         && h.queued(c.shard, node).1 == 0
+        // Not a life the host has ended (a reclaim is on its way) or moved past.
+        && !h.reclaim_queued(c.shard, node)
+        && h.lives.get(&(c.shard, node)).is_none_or(|l| l.epoch <= g.epoch)
     {
         // A hold began now: an edge the host adds while its arrival is covered
         // must find the ghost. (Not with a removal on its way: the host took its
@@ -665,6 +682,9 @@ async fn check(rt: &GhostRuntime, h: &Host) {
 /// Delivers everything, then sweeps every shard until the tables equal the truth.
 async fn quiesce(rt: &GhostRuntime, h: &mut Host, clock: &ManualClock) {
     for shard in 0..SHARDS {
+        if h.down[shard as usize] {
+            continue;
+        }
         while !h.queue[shard as usize].is_empty() {
             deliver_one(rt, h, shard).await;
         }
