@@ -141,7 +141,7 @@ pub struct ShardConfig {
     pub durability: Durability,
     /// Restart limits. Default [`RestartPolicy::default`].
     pub restart: RestartPolicy,
-    /// Whether the shard obeys [`InjectPanic`](crate::messages::InjectPanic), for
+    /// Whether the shard obeys `messages::InjectPanic` (cargo feature `testing`), for
     /// chaos tests and simulations. Default `false`: in production the message
     /// is refused, so no client can crash a shard on purpose.
     pub fault_injection: bool,

@@ -14,7 +14,7 @@
 //! | [`actors`] | [`GhostActor`] (one per vShard, supervised), [`SweeperActor`] (own arbiter, rate-limited) |
 //! | [`messages`] | what a [`GhostActor`] handles, and which send to use |
 //! | [`writer`] | [`StoreWriter`]: the thread that does all blocking store I/O, group-committing |
-//! | [`clock`] | [`Clock`] for the actors: [`TokioClock`], [`ManualClock`] |
+//! | [`clock`] | [`Clock`] for the actors: [`TokioClock`]; `ManualClock` with the `testing` feature |
 //! | [`metrics`] | names of every exported metric |
 //! | [`table`] | [`GhostTable`]: one shard's stubs, a pure state machine (no I/O, no clock) |
 //! | [`codec`] | snapshots and single stubs as MessagePack in a checksummed, versioned envelope |
@@ -25,7 +25,7 @@
 //! | [`sweep`] | plan → verify → apply data: [`PlannedCheck`], [`Verdict`], reports |
 //! | [`verify`] | the [`Verifier`] seam; [`DirectoryVerifier`] for single-process use and tests |
 //! | [`sweep_report`] | the sweeper's [`PassReport`] and [`SweepTotals`] |
-//! | [`store`] | [`GhostStore`] trait; [`MemoryStore`], the embedded default [`RedbStore`], [`FaultyStore`] for fault tests; with the `etcd` feature, `EtcdStore` (state in etcd v3, per-shard ownership with fencing) |
+//! | [`store`] | [`GhostStore`] trait; [`MemoryStore`], the embedded default [`RedbStore`], `FaultyStore` for fault tests (feature `testing`); with the `etcd` feature, `EtcdStore` (state in etcd v3, per-shard ownership with fencing) |
 //! | [`stub`] | [`StubRecord`] (persisted), [`StubRef`] (borrowed) and [`GhostInfo`] (live view) |
 //! | [`error`] | the one [`Error`] enum and the [`Result`] alias |
 //!

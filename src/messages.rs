@@ -112,7 +112,7 @@ pub struct ExportRecords;
 ///
 /// Only the crate's sweeper makes these: a plan moves the pass cursor and
 /// purges due zero-count ghosts. With the cargo feature `testing`,
-/// [`PlanSweep::new`] lets tests drive the steps by hand.
+/// `PlanSweep::new` lets tests drive the steps by hand.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<SweepPlan>")]
 pub struct PlanSweep {
@@ -146,7 +146,7 @@ pub struct SweepPlan {
 /// Not constructible outside the crate (a forged `Purge` would remove a ghost
 /// that edges still need); the sweeper sends them with verdicts from the
 /// host's [`Verifier`](crate::Verifier). With the cargo feature `testing`,
-/// [`ApplyVerdicts::new`] lets tests play verdicts by hand.
+/// `ApplyVerdicts::new` lets tests play verdicts by hand.
 ///
 /// ```compile_fail
 /// // A host cannot forge a verdict:
