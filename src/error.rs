@@ -116,10 +116,31 @@ pub enum Error {
         /// The shard.
         shard: u16,
     },
-    /// The shard's actor is gone or restarting and dropped the request.
+    /// The shard dropped the request's answer: it restarted before the
+    /// request was acknowledged (or its store writer stopped). Retry it.
     #[error("shard {shard} unavailable")]
     Unavailable {
         /// The shard.
+        shard: u16,
+    },
+    /// The shard is loading its state (after a restart); retry shortly.
+    #[error("shard {shard} is loading")]
+    ShardLoading {
+        /// The shard.
+        shard: u16,
+    },
+    /// The shard's actor is gone for good (the runtime shut down, or it was
+    /// stopped): nothing will answer on this address again.
+    #[error("shard {shard}'s mailbox is closed")]
+    MailboxClosed {
+        /// The shard.
+        shard: u16,
+    },
+    /// A verify could not reach the shard that holds the node (the sweeper
+    /// counts it as `Inconclusive` and backs off).
+    #[error("target shard {shard} unreachable")]
+    TargetUnreachable {
+        /// The target shard.
         shard: u16,
     },
     /// The shard's mailbox is full (from `try_send`).
@@ -161,7 +182,8 @@ pub enum Error {
 impl Error {
     /// True when the same call may succeed if made again as it is: the store
     /// failed transiently, the shard restarted (after a panic, the retry meets
-    /// the reloaded table), the actor was restarting, its mailbox was full, or
+    /// the reloaded table) or is loading, the actor was restarting, a verify's
+    /// target was unreachable, its mailbox was full, or
     /// a batch came ahead of retries the shard awaits (`SeqGap`: after those).
     /// False when something must change first: the input (`InvalidNodeId`,
     /// `SelfTarget`, `InvalidConfig`, `UnknownShard`), the stored state or the
@@ -173,6 +195,8 @@ impl Error {
             Self::Store(_)
                 | Self::Panicked { .. }
                 | Self::Unavailable { .. }
+                | Self::ShardLoading { .. }
+                | Self::TargetUnreachable { .. }
                 | Self::MailboxFull { .. }
                 | Self::SeqGap { .. }
         )
@@ -192,6 +216,8 @@ mod tests {
             Error::Store("timeout".into()),
             Error::Panicked { shard: 1 },
             Error::Unavailable { shard: 1 },
+            Error::ShardLoading { shard: 1 },
+            Error::TargetUnreachable { shard: 1 },
             Error::MailboxFull { shard: 1 },
             Error::SeqGap { shard: 1, applied: Some(1), awaiting: 2 },
         ];
@@ -204,6 +230,7 @@ mod tests {
             Error::ShardFailed { shard: 1, cause: "x".into() },
             Error::ShardDown { shard: 1, restarts: 6 },
             Error::UnknownShard(1),
+            Error::MailboxClosed { shard: 1 },
             Error::Fenced { shard: 1, cause: "x".into() },
             Error::NoSweeper,
         ];

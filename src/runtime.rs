@@ -62,7 +62,7 @@ impl GhostRuntime {
         M::Result: Send,
         GhostActor: Handler<M>,
     {
-        self.addr(shard)?.send(msg).await.map_err(|_| Error::Unavailable { shard })
+        self.addr(shard)?.send(msg).await.map_err(|_| Error::MailboxClosed { shard })
     }
 
     /// Records that `node_id` moved from `shard` to `target` at `epoch`.

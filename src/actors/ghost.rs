@@ -122,7 +122,7 @@ impl GhostActor {
             State::Down => {
                 return Err(Error::ShardDown { shard, restarts: self.restart_times.len() as u32 });
             }
-            State::Loading => return Err(Error::Unavailable { shard }),
+            State::Loading => return Err(Error::ShardLoading { shard }),
         };
         let now = self.clock.now_ms();
         let _span = tracing::trace_span!("ghost_shard", shard).entered();

@@ -190,7 +190,7 @@ async fn visit(
         }
         if !verdicts.is_empty() {
             let apply = ApplyVerdicts { incarnation: plan.incarnation, verdicts };
-            match addr.send(apply).await.map_err(|_| Error::Unavailable { shard }).and_then(|r| r) {
+            match addr.send(apply).await.map_err(|_| Error::MailboxClosed { shard }).and_then(|r| r) {
                 Ok(report) => counts.add_applied(&report),
                 Err(e) => return failed(shard, &e),
             }
@@ -213,7 +213,7 @@ async fn request_plan(
     max_scan: usize,
 ) -> crate::Result<(SweepPlan, Duration)> {
     let t0 = Instant::now();
-    let plan = addr.send(PlanSweep { max_scan }).await.map_err(|_| Error::Unavailable { shard })??;
+    let plan = addr.send(PlanSweep { max_scan }).await.map_err(|_| Error::MailboxClosed { shard })??;
     Ok((plan, t0.elapsed()))
 }
 
