@@ -55,7 +55,9 @@ impl GhostRuntime {
         ids
     }
 
-    /// Sends `msg` to `shard`, waiting while its mailbox is full.
+    /// Sends `msg` to `shard`, waiting while its mailbox is full, and answers
+    /// the handler's reply as it is: for messages that answer a `Result`, that
+    /// is a `Result` in a `Result` ([`request`](Self::request) flattens it).
     pub async fn call<M>(&self, shard: u16, msg: M) -> Result<M::Result>
     where
         M: Message + Send + 'static,
@@ -63,6 +65,17 @@ impl GhostRuntime {
         GhostActor: Handler<M>,
     {
         self.addr(shard)?.send(msg).await.map_err(|_| Error::MailboxClosed { shard })
+    }
+
+    /// [`call`](Self::call) for a message that answers a `Result`: one error,
+    /// whether the shard could not be reached or the handler failed.
+    pub async fn request<M, T>(&self, shard: u16, msg: M) -> Result<T>
+    where
+        M: Message<Result = Result<T>> + Send + 'static,
+        T: Send + 'static,
+        GhostActor: Handler<M>,
+    {
+        self.call(shard, msg).await?
     }
 
     /// Records that `node_id` moved from `shard` to `target` at `epoch`.

@@ -54,6 +54,10 @@ async fn sweeper_calls_without_a_sweeper_say_so() {
 async fn one_shards_stats() {
     let rt = GhostRuntime::builder().shards(0..2).store(StoreChoice::Memory).start().unwrap();
     rt.insert_ghost(1, "n", 0, 2, 1).await.unwrap();
+    // Any host message, with one `Result` to handle.
+    let g = rt.request(1, vshard_ghosts::messages::Inspect { node_id: "n".into() }).await.unwrap();
+    assert_eq!(g.map(|g| g.refcount), Some(2));
+    assert_eq!(rt.request(7, vshard_ghosts::messages::Flush).await, Err(Error::UnknownShard(7)));
     let s = rt.shard_stats(1).await.unwrap();
     assert_eq!((s.state, s.table.shard, s.table.ghosts), (ShardState::Ready, 1, 1));
     assert_eq!(rt.shard_stats(9).await.map(|_| ()), Err(Error::UnknownShard(9)));
