@@ -81,17 +81,15 @@ impl GhostTable {
             self.load_tombstone(row);
             return Ok(false);
         }
-        let version = self.bump();
-        let slot = load_slot(
-            row.target_shard,
-            row.refcount,
-            row.created_at_ms,
-            row.epoch,
-            version,
-            row.hold_until_ms,
-        );
+        let slot = self.stored_slot(row);
         self.slab.push_unindexed(row.node_id, slot)?;
         Ok(true)
+    }
+
+    /// The slot of a stored ghost row, with a fresh version.
+    fn stored_slot(&mut self, row: StubRef<'_>) -> Slot {
+        let version = self.bump();
+        load_slot(row.target_shard, row.refcount, row.created_at_ms, row.epoch, version, row.hold_until_ms)
     }
 
     /// Remembers a stored tombstone; nothing is pending for the store.
@@ -195,15 +193,7 @@ impl GhostTable {
             return Ok(());
         }
         self.tombstones.remove(id);
-        let version = self.bump();
-        let fresh = load_slot(
-            row.target_shard,
-            row.refcount,
-            row.created_at_ms,
-            row.epoch,
-            version,
-            row.hold_until_ms,
-        );
+        let fresh = self.stored_slot(row);
         if let Err(i) = self.slab.insert(id, fresh)? {
             let s = self.slab.slot_mut_clean(i);
             *s = Slot { id_off: s.id_off, id_len: s.id_len, flags: s.flags, ..fresh };
