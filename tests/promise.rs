@@ -324,3 +324,50 @@ fn a_snapshot_at_max_stubs_with_tombstones_imports() {
     let back = codec::decode_snapshot(&codec::encode_snapshot(&t).unwrap(), 0, &config).unwrap();
     assert_eq!((back.len(), back.tombstone_epoch("c")), (2, Some(2)));
 }
+
+#[actix::test]
+async fn under_interval_durability_a_lost_batch_blocks_nothing() {
+    // Acknowledged at once, so a restart may lose it and the host never sends it again.
+    let clock = ManualClock::new(1_000);
+    let shard = ShardConfig {
+        durability: Durability::Interval { interval_ms: 60_000 },
+        fault_injection: true,
+        ..ShardConfig::default()
+    };
+    let rt = GhostRuntime::builder()
+        .shards(0..1)
+        .shard_config(shard)
+        .store(StoreChoice::Memory)
+        .clock(Arc::new(clock.clone()))
+        .start()
+        .unwrap();
+    rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap();
+    rt.edge_batch(0, Some(1), vec![EdgeEvent::added("n")]).await.unwrap();
+    assert_eq!(rt.call(0, InjectPanic).await.unwrap(), Err(Error::Panicked { shard: 0 }));
+    let next = rt.edge_batch(0, Some(2), vec![EdgeEvent::added("m")]).await;
+    assert!(next.is_ok(), "a batch after a loss the host was told of: {next:?}");
+}
+
+#[actix::test]
+async fn a_reloaded_shard_lowers_no_refcount_before_its_next_sequenced_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000);
+    let store = StoreChoice::Redb(dir.path().join("position.redb"));
+    let rt = runtime(store.clone(), &clock);
+    rt.insert_ghost(0, "n", 1, 2, 1).await.unwrap();
+    rt.edge_batch(0, Some(1), EdgeEvents::new()).await.unwrap();
+    // An edge added outside the log, durable; the host's count at batch 1 misses it.
+    rt.edge_added(0, "n").await.unwrap();
+    rt.shutdown().await.unwrap();
+    let rt = runtime(store, &clock);
+    clock.advance(GRACE);
+    let p = plan(&rt, 0).await;
+    let r = apply(&rt, &p, Verdict::Keep { local_edges: Some(LocalEdges::at(2, 1)) }).await;
+    assert_eq!((r.corrected, r.stale_counts), (0, 1), "the reload forgot the unsequenced edge");
+    assert_eq!(refcount(&rt, 0, "n").await, Some(3));
+    // After the next sequenced batch, a count at its position applies.
+    rt.edge_batch(0, Some(2), EdgeEvents::new()).await.unwrap();
+    let p = plan(&rt, 0).await;
+    let r = apply(&rt, &p, Verdict::Keep { local_edges: Some(LocalEdges::at(3, 2)) }).await;
+    assert_eq!(r.stale_counts, 0);
+}

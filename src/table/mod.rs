@@ -44,9 +44,6 @@ pub struct GhostTable {
     /// (or the table was loaded, and the store cannot say): the shard's log
     /// position is then unknown, so no count may lower a refcount.
     unsequenced: bool,
-    /// The latest `now_ms` any call brought: the time of removals made by
-    /// calls that take none (edge events).
-    now_hint_ms: u64,
     rng: fastrand::Rng,
     counters: TableCounters,
 }
@@ -73,7 +70,6 @@ impl GhostTable {
             window: 1,
             tombstones: Tombstones::default(),
             unsequenced: false,
-            now_hint_ms: 0,
             counters: TableCounters::default(),
         })
     }
@@ -156,7 +152,6 @@ impl GhostTable {
     ) -> Result<InsertOutcome> {
         self.check_id(node_id)?;
         self.check_target(target)?;
-        self.now_hint_ms = self.now_hint_ms.max(now_ms);
         if self.tombstones.len() > 0
             && let Some(t) = self.tombstones.get(node_id)
             && epoch <= t.epoch
@@ -254,8 +249,7 @@ impl GhostTable {
             return EdgeOutcome::UnknownNode;
         };
         if self.slab.slot(i).refcount <= 1 {
-            let epoch = self.slab.slot(i).epoch;
-            self.purge(i, PurgeReason::RefcountZero, epoch, self.now_hint_ms);
+            self.purge(i, PurgeReason::RefcountZero);
             return EdgeOutcome::Purged;
         }
         let version = self.bump();
@@ -321,7 +315,6 @@ impl GhostTable {
     /// The node moved back to this shard at `epoch`: the ghost is dropped at
     /// once, and a tombstone refuses stale inserts at or below `epoch`.
     pub fn reclaim(&mut self, node_id: &str, epoch: u64, now_ms: u64) -> MoveOutcome {
-        self.now_hint_ms = self.now_hint_ms.max(now_ms);
         let Some(i) = self.slab.find(node_id) else {
             // Purged already (at zero, say): the node lives here all the same,
             // so a resent insert of an older move must not make its ghost again.
@@ -334,7 +327,7 @@ impl GhostTable {
             self.counters.stale_moves += 1;
             return MoveOutcome::Stale;
         }
-        self.purge(i, PurgeReason::Reclaimed, epoch, now_ms);
+        self.reclaim_slot(i, epoch, now_ms);
         MoveOutcome::Applied
     }
 
@@ -411,26 +404,28 @@ impl GhostTable {
         }
     }
 
-    /// Removes stub `i`; a reclaim leaves a tombstone at `epoch` stamped `now_ms`.
-    fn purge(&mut self, i: usize, reason: PurgeReason, epoch: u64, now_ms: u64) {
+    /// Removes stub `i`. Only a reclaim leaves a tombstone ([`reclaim_slot`](Self::reclaim_slot)):
+    /// a ghost made again after a purge only lingers with a count that was true
+    /// when its insert was sent, until a sweep. And a purged ghost's epoch may be
+    /// one a `Redirect` verdict moved it to, past the node's return here and its
+    /// next move away: a tombstone at it would refuse that next life's insert.
+    fn purge(&mut self, i: usize, reason: PurgeReason) {
         if self.slab.slot(i).staged == self.window {
             // Its staged upsert must not outlive it.
             self.pending.push_late_removal(self.slab.id(i));
         } else {
             self.pending.push_removal(self.slab.id(i));
         }
-        // Only a reclaim leaves a tombstone. A ghost made again on the node's own
-        // shard would forward it away; one made again after a purge only
-        // lingers with a count that was true when its insert was sent, until a
-        // sweep. And a purged ghost's epoch may be one a `Redirect` verdict
-        // moved it to, past the node's return here and its next move away: a
-        // tombstone at it would refuse that next life's insert.
-        if reason == PurgeReason::Reclaimed {
-            let (id, target) = (self.slab.id(i).to_owned(), self.slab.slot(i).target);
-            self.entomb(&id, epoch, target, now_ms);
-        }
         self.slab.remove(i, &mut self.cursor);
         self.counters.count_purge(reason);
+    }
+
+    /// Drops stub `i` because its node came back here at `epoch`, and remembers
+    /// that: a ghost made again on the node's own shard would forward it away.
+    fn reclaim_slot(&mut self, i: usize, epoch: u64, now_ms: u64) {
+        let (id, target) = (self.slab.id(i).to_owned(), self.slab.slot(i).target);
+        self.purge(i, PurgeReason::Reclaimed);
+        self.entomb(&id, epoch, target, now_ms);
     }
 
     /// Remembers that `id` came back here at `epoch`, unless a later return is

@@ -12,7 +12,6 @@ impl GhostTable {
     /// successive pages visit every stub once per pass at O(page) cost each.
     /// Each page also forgets up to `max_scan` tombstones that lapsed.
     pub fn plan_sweep(&mut self, now_ms: u64, max_scan: usize) -> SweepPage {
-        self.now_hint_ms = self.now_hint_ms.max(now_ms);
         let mut page = SweepPage::default();
         let mut lapsed = Vec::new();
         self.tombstones.expire(now_ms, max_scan, &mut lapsed);
@@ -32,7 +31,7 @@ impl GhostTable {
                 continue;
             }
             if s.refcount == 0 {
-                self.purge(i, PurgeReason::RefcountZero, s.epoch, now_ms);
+                self.purge(i, PurgeReason::RefcountZero);
                 page.purged_zero += 1;
                 continue;
             }
@@ -54,7 +53,6 @@ impl GhostTable {
         verdicts: impl IntoIterator<Item = &'a CheckedVerdict>,
         now_ms: u64,
     ) -> ApplyReport {
-        self.now_hint_ms = self.now_hint_ms.max(now_ms);
         let mut report = ApplyReport::default();
         for v in verdicts {
             let Some(i) = self.slab.find(&v.node_id).filter(|&i| self.slab.slot(i).version == v.version)
@@ -66,8 +64,7 @@ impl GhostTable {
             match v.verdict {
                 Verdict::Keep { local_edges } => self.keep(i, local_edges, now_ms, &mut report),
                 Verdict::Purge => {
-                    let epoch = self.slab.slot(i).epoch;
-                    self.purge(i, PurgeReason::Verified, epoch, now_ms);
+                    self.purge(i, PurgeReason::Verified);
                     report.purged += 1;
                 }
                 Verdict::Redirect { shard, epoch } => {
@@ -76,7 +73,7 @@ impl GhostTable {
                         report.stale += 1;
                         self.counters.stale_verdicts += 1;
                     } else if shard == self.shard {
-                        self.purge(i, PurgeReason::Reclaimed, epoch, now_ms);
+                        self.reclaim_slot(i, epoch, now_ms);
                         report.reclaimed += 1;
                     } else {
                         self.follow(i, shard, epoch);

@@ -48,7 +48,9 @@ impl Handler<EdgeBatch> for GhostActor {
             }
         }
         if m.events.any_added() {
-            if m.seq.is_some() {
+            // Under interval durability the batch is acknowledged at once: a
+            // restart may lose it, but the host will not send it again.
+            if m.seq.is_some() && matches!(self.config.durability, crate::config::Durability::GroupCommit) {
                 self.unacked_seq = self.unacked_seq.max(m.seq);
             }
             return self.durable(ctx, |t, _| t.apply_batch(m.seq, &m.events));
