@@ -6,6 +6,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vshard_ghosts::messages::{EdgeAdded, EdgeBatch, EdgeRemoved, Flush};
+use vshard_ghosts::store::*;
+use vshard_ghosts::table::GhostTable;
 use vshard_ghosts::*;
 
 const N: usize = 1_000_000;
@@ -20,7 +22,7 @@ fn ids() -> Vec<Box<str>> {
 fn filled(ids: &[Box<str>]) -> GhostTable {
     let mut t = GhostTable::with_capacity(0, TableConfig::default(), N).unwrap();
     for (i, id) in ids.iter().enumerate() {
-        t.insert(id, (i % 1024) as u16 + 1, 1 << 20, 1, 0).unwrap();
+        t.insert(id, ShardId((i % 1024) as u16 + 1), 1 << 20, Epoch(1), 0).unwrap();
     }
     t
 }
@@ -36,11 +38,17 @@ fn batch(ids: &[Box<str>], rng: &mut fastrand::Rng) -> EdgeEvents {
     events
 }
 
-fn shard_on(store: Arc<dyn GhostStore>) -> (Addr<GhostActor>, StoreWriter) {
-    let writer = StoreWriter::spawn(store, 3, Duration::from_millis(10)).unwrap();
-    let actor =
-        GhostActor::new(0, Arc::new(ShardConfig::default()), writer.clone(), Arc::new(TokioClock::new()));
-    (actor.start_supervised(), writer)
+/// Shard 0 alone, on the calling arbiter, over `store`; its address and runtime.
+fn shard_on(store: Arc<dyn GhostStore>) -> (Addr<GhostActor>, GhostRuntime) {
+    let config = RuntimeConfig {
+        shards: vec![ShardId(0)],
+        arbiters: 0,
+        commit_retry_delay: Duration::from_millis(10),
+        metrics_interval: None,
+        ..RuntimeConfig::default()
+    };
+    let rt = GhostRuntime::builder().config(config).store(StoreChoice::Custom(store)).start().unwrap();
+    (rt.addr(0).unwrap().clone(), rt)
 }
 
 async fn pipelined(addr: &Addr<GhostActor>, batches: &[EdgeEvents], iters: u64, window: usize) -> Duration {
@@ -127,8 +135,8 @@ fn events(c: &mut Criterion) {
             g.throughput(Throughput::Elements(BATCH as u64));
         }
         drop(addr);
+        drop(writer);
         drop(sys);
-        writer.shutdown();
     }
     g.finish();
 }
@@ -204,10 +212,7 @@ fn paired() {
         println!("paired median ratio, {}: {:.2}", phases[p], r[r.len() / 2]);
     }
     drop(sys);
-    for (_, addr, writer) in shards {
-        drop(addr);
-        writer.shutdown();
-    }
+    drop(shards);
 }
 
 criterion_group!(benches, events, reload);

@@ -3,7 +3,8 @@
 //! Not a criterion bench: it measures memory, once, the way `seedmem` does
 //! (VmRSS before and after filling a table with ids `node-00000000`...).
 
-use vshard_ghosts::{GhostTable, TableConfig};
+use vshard_ghosts::table::GhostTable;
+use vshard_ghosts::{Epoch, ShardId, TableConfig};
 
 fn rss_kb() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -22,7 +23,7 @@ fn main() {
     // Grown one insert at a time, as the seed's table is, not pre-sized.
     let mut t = GhostTable::new(0, TableConfig::default()).unwrap();
     for (i, id) in ids.iter().enumerate() {
-        t.insert(id, (i % 1024) as u16 + 1, 1, 1, 0).unwrap();
+        t.insert(id, ShardId((i % 1024) as u16 + 1), 1, Epoch(1), 0).unwrap();
     }
     let after = rss_kb().unwrap_or(before);
     println!(

@@ -3,8 +3,10 @@
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vshard_ghosts::actors::sweeper::*;
 use vshard_ghosts::messages::*;
+use vshard_ghosts::store::*;
+use vshard_ghosts::sweep::SweepTotals;
+use vshard_ghosts::table::GhostTable;
 use vshard_ghosts::*;
 
 const SHARDS: u16 = 8;
@@ -29,32 +31,35 @@ fn seed(store: &MemoryStore, dir: &DirectoryVerifier, config: &TableConfig) {
         let target = (shard + 1) % SHARDS;
         let mut t = GhostTable::with_capacity(shard, config.clone(), GHOSTS_PER_SHARD).unwrap();
         for i in 0..GHOSTS_PER_SHARD {
-            t.insert(&id(shard, i), target, 1, 1, 0).unwrap();
-            dir.record_move(&id(shard, i), target, 1);
+            t.insert(&id(shard, i), ShardId(target), 1, Epoch(1), 0).unwrap();
+            dir.record_move(&id(shard, i), ShardId(target), Epoch(1));
         }
         store.replace(&t).unwrap();
     }
 }
 
-async fn start_shards(arbiters: &[Arbiter], dir: &DirectoryVerifier) -> Shards {
-    let config = ShardConfig {
-        table: TableConfig { grace_ms: 0, ..TableConfig::default() },
+/// The shards over [`ARBITERS`] arbiters (the sweeper gets one of its own), loaded.
+async fn start_shards(dir: &DirectoryVerifier) -> (GhostRuntime, Shards) {
+    let shard = ShardConfig {
+        table: TableConfig { grace: Duration::ZERO, ..TableConfig::default() },
         ..ShardConfig::default()
     };
     let store = Arc::new(MemoryStore::new());
-    seed(&store, dir, &config.table);
-    let writer = StoreWriter::spawn(store, 3, Duration::from_millis(5)).unwrap();
-    let config = Arc::new(config);
-    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
-    let mut shards = Vec::new();
-    for shard in 0..SHARDS {
-        let actor = GhostActor::new(shard, config.clone(), writer.clone(), clock.clone());
-        shards.push((shard, actor.start_supervised_in(&arbiters[shard as usize % ARBITERS].handle())));
+    seed(&store, dir, &shard.table);
+    let config = RuntimeConfig {
+        shards: (0..SHARDS).map(ShardId).collect(),
+        arbiters: ARBITERS,
+        shard,
+        commit_retry_delay: Duration::from_millis(5),
+        metrics_interval: None,
+        ..RuntimeConfig::default()
+    };
+    let rt = GhostRuntime::builder().config(config).store(StoreChoice::Custom(store)).start().unwrap();
+    let shards: Shards = (0..SHARDS).map(|s| (s, rt.addr(s).unwrap().clone())).collect();
+    for s in 0..SHARDS {
+        rt.shard_stats(s).await.unwrap(); // loaded
     }
-    for (_, addr) in &shards {
-        addr.send(GetStats).await.unwrap(); // loaded
-    }
-    shards
+    (rt, shards)
 }
 
 fn sweeper_config(per_second: u32) -> SweeperConfig {
@@ -69,29 +74,16 @@ fn sweeper_config(per_second: u32) -> SweeperConfig {
     }
 }
 
-fn start_sweeper(
-    arbiter: &Arbiter,
-    shards: &Shards,
-    dir: &DirectoryVerifier,
-    per_second: u32,
-) -> Addr<SweeperActor> {
-    let verifier: Arc<dyn Verifier> = Arc::new(dir.clone());
-    SweeperActor::new(shards.clone(), verifier, sweeper_config(per_second))
-        .unwrap()
-        .start_in(&arbiter.handle())
+fn start_sweeper(rt: &GhostRuntime, dir: &DirectoryVerifier, per_second: u32) {
+    rt.start_sweeper(Arc::new(dir.clone()), sweeper_config(per_second)).unwrap();
 }
 
 /// Runs the sweeper at `quota` for [`RUN`]; answers verifies per second achieved and the totals.
-async fn achieved_rate(
-    arbiter: &Arbiter,
-    shards: &Shards,
-    dir: &DirectoryVerifier,
-    quota: u32,
-) -> (f64, SweepTotals) {
+async fn achieved_rate(rt: &GhostRuntime, dir: &DirectoryVerifier, quota: u32) -> (f64, SweepTotals) {
     let t0 = Instant::now();
-    let sweeper = start_sweeper(arbiter, shards, dir, quota);
+    start_sweeper(rt, dir, quota);
     tokio::time::sleep(RUN).await;
-    let totals = sweeper.send(StopSweeper).await.unwrap();
+    let totals = rt.stop_sweeper().await.unwrap();
     (totals.counts.checked as f64 / t0.elapsed().as_secs_f64(), totals)
 }
 
@@ -142,10 +134,8 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 
 fn main() {
     System::new().block_on(async {
-        let arbiters: Vec<Arbiter> = (0..ARBITERS).map(|_| Arbiter::new()).collect();
-        let sweeper_arbiter = Arbiter::new();
         let dir = DirectoryVerifier::new();
-        let shards = start_shards(&arbiters, &dir).await;
+        let (rt, shards) = start_shards(&dir).await;
         let ghosts = SHARDS as usize * GHOSTS_PER_SHARD;
 
         println!("== sweeper rate: instant verifier, {ghosts} ghosts on {SHARDS} shards, {RUN:?} per quota");
@@ -154,7 +144,7 @@ fn main() {
             "quota/s", "achieved/s", "achieved/quota", "passes", "stale", "deferred_busy"
         );
         for quota in [1_000, 10_000, 100_000] {
-            let (achieved, t) = achieved_rate(&sweeper_arbiter, &shards, &dir, quota).await;
+            let (achieved, t) = achieved_rate(&rt, &dir, quota).await;
             println!(
                 "{quota:>12} {achieved:>14.0} {:>15.3} {:>8} {:>7} {:>14}",
                 achieved / f64::from(quota),
@@ -175,8 +165,8 @@ fn main() {
             "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
             "phase", header[0], header[1], header[2], header[3], header[4], header[5]
         );
-        let sweeper = start_sweeper(&sweeper_arbiter, &shards, &dir, 10_000);
-        sweeper.send(Pause).await.unwrap();
+        start_sweeper(&rt, &dir, 10_000);
+        rt.pause_sweeper().await.unwrap();
         foreground(&shards, WARMUP).await;
         let phases = [
             ("sweeper idle", None),
@@ -189,12 +179,12 @@ fn main() {
         for round in 1..=ROUNDS {
             for (k, &(phase, rate)) in phases.iter().enumerate() {
                 if let Some(r) = rate {
-                    sweeper.send(SetRate { per_second: r, burst: (r / 100).max(10) }).await.unwrap().unwrap();
-                    sweeper.send(Resume).await.unwrap();
+                    rt.set_sweep_rate(r, (r / 100).max(10)).await.unwrap();
+                    rt.resume_sweeper().await.unwrap();
                 }
                 let (calls, t0) = (dir.calls(), Instant::now());
                 let lat = foreground(&shards, PHASE).await;
-                sweeper.send(Pause).await.unwrap();
+                rt.pause_sweeper().await.unwrap();
                 let (verifies, took) = (dir.calls() - calls, t0.elapsed());
                 print_row(&format!("round {round}: {phase}"), &lat, verifies as f64 / took.as_secs_f64());
                 pooled[k].0.extend(lat);
@@ -202,7 +192,7 @@ fn main() {
                 pooled[k].2 += took;
             }
         }
-        sweeper.send(StopSweeper).await.unwrap();
+        rt.stop_sweeper().await.unwrap();
         println!("-- pooled over the rounds");
         let mut idle_p99 = 0.0;
         for (k, (lat, verifies, took)) in pooled.iter_mut().enumerate() {
@@ -215,6 +205,7 @@ fn main() {
                 println!("    p99 with the {} vs idle: {:+.1}%", phases[k].0, (p99 / idle_p99 - 1.0) * 100.0);
             }
         }
+        rt.shutdown().await.unwrap();
         System::current().stop();
     });
 }

@@ -3,7 +3,8 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
-use vshard_ghosts::{GhostTable, TableConfig, codec};
+use vshard_ghosts::table::GhostTable;
+use vshard_ghosts::{Epoch, ShardId, TableConfig, codec};
 
 const N: usize = 1_000_000;
 
@@ -15,7 +16,7 @@ fn filled(ids: &[String]) -> GhostTable {
     let mut t = GhostTable::with_capacity(0, TableConfig::default(), ids.len()).unwrap();
     for (i, id) in ids.iter().enumerate() {
         // A high refcount keeps removals from purging during the run.
-        t.insert(id, (i % 1024) as u16 + 1, 1 << 30, 1, 0).unwrap();
+        t.insert(id, ShardId((i % 1024) as u16 + 1), 1 << 30, Epoch(1), 0).unwrap();
     }
     t.take_changes();
     t

@@ -6,10 +6,10 @@
 use clap::Parser;
 use std::sync::Arc;
 use std::time::Instant;
-use vshard_ghosts::{
-    ChangeSet, EtcdConfig, EtcdStore, GhostRuntime, GhostStore, RedbStore, ShardChanges, StoreChoice,
-    StubRecord, TableConfig,
-};
+use vshard_ghosts::messages::InsertGhost;
+use vshard_ghosts::store::{EtcdConfig, EtcdStore, GhostStore, RedbStore, ShardChanges, StubRecord};
+use vshard_ghosts::table::ChangeSet;
+use vshard_ghosts::{Epoch, GhostRuntime, ShardId, StoreChoice, TableConfig};
 
 #[derive(Parser, Debug)]
 #[command(about = "Throughput and reload figures, redb beside etcd")]
@@ -92,7 +92,12 @@ async fn throughput(store: Arc<dyn GhostStore>, args: &Args) -> Result<(f64, f64
         Arc::new(GhostRuntime::builder().shards([0]).arbiters(1).store(StoreChoice::Custom(store)).start()?);
     let ids: Arc<Vec<String>> = Arc::new((0..args.ghosts).map(|i| format!("node:{i}")).collect());
     for chunk in ids.chunks(args.in_flight as usize) {
-        let inserts = chunk.iter().map(|id| rt.insert_ghost(0, id, 1, 1, 1));
+        let inserts = chunk.iter().map(|id| {
+            rt.insert_ghost(
+                0,
+                InsertGhost { node_id: id.as_str().into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
+            )
+        });
         for r in futures::future::join_all(inserts).await {
             r?;
         }

@@ -6,7 +6,10 @@
 
 use std::sync::Arc;
 use std::time::Instant;
-use vshard_ghosts::{DirectoryVerifier, EdgeEvents, GhostRuntime, Result, StoreChoice, SweeperConfig};
+use vshard_ghosts::messages::InsertGhost;
+use vshard_ghosts::{
+    DirectoryVerifier, EdgeEvents, Epoch, GhostRuntime, Result, ShardId, StoreChoice, SweeperConfig,
+};
 
 const SHARDS: u16 = 8;
 
@@ -35,9 +38,10 @@ fn main() -> Result<()> {
         let inserts = (0..n).map(|i| {
             let (from, to) = ((i % u32::from(SHARDS)) as u16, ((i + 1) % u32::from(SHARDS)) as u16);
             let id = format!("node-{i:08}");
-            verifier.record_move(&id, to, 1);
+            verifier.record_move(&id, ShardId(to), Epoch(1));
             let rt = &rt;
-            async move { rt.insert_ghost(from, &id, to, 1, 1).await }
+            let ghost = InsertGhost { node_id: id.into(), target: ShardId(to), refcount: 1, epoch: Epoch(1) };
+            async move { rt.insert_ghost(from, ghost).await }
         });
         for r in futures::future::join_all(inserts).await {
             r?;
@@ -52,7 +56,7 @@ fn main() -> Result<()> {
         assert!(rt.edge_batch(0, Some(1), events).await?.skipped, "a replay changes nothing");
 
         // A traversal frontier: where to forward each (shard, node).
-        let hops = rt.resolve_many(&[(0, "node-00000000"), (0, "local-node")]).await?;
+        let hops = rt.resolve_many(&[(ShardId(0), "node-00000000"), (ShardId(0), "local-node")]).await?;
         println!("frontier forwards to {hops:?}");
 
         // Nothing is due yet: a new ghost waits out its grace period (60 s by default)

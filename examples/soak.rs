@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 use vshard_ghosts::messages::ExportRecords;
+use vshard_ghosts::messages::InsertGhost;
+use vshard_ghosts::store::*;
 use vshard_ghosts::*;
 
 const SHARDS: u16 = 64;
@@ -68,7 +70,18 @@ async fn soak(events: u64, path: std::path::PathBuf) -> Result<bool> {
     for s in 0..SHARDS {
         let sends = (0..GHOSTS_PER_SHARD).map(|i| {
             let rt = rt.clone();
-            async move { rt.insert_ghost(s, &node(i), (s + 1) % SHARDS, START_REFCOUNT, 1).await }
+            async move {
+                rt.insert_ghost(
+                    s,
+                    InsertGhost {
+                        node_id: node(i).into(),
+                        target: ShardId((s + 1) % SHARDS),
+                        refcount: START_REFCOUNT,
+                        epoch: Epoch(1),
+                    },
+                )
+                .await
+            }
         });
         for r in futures::future::join_all(sends).await {
             r?;
@@ -130,7 +143,7 @@ async fn soak(events: u64, path: std::path::PathBuf) -> Result<bool> {
 
     let mut ok = true;
     for s in 0..SHARDS {
-        let held = rt.call(s, ExportRecords).await??;
+        let held = rt.request(s, ExportRecords).await?;
         if held.len() != GHOSTS_PER_SHARD as usize {
             println!("shard {s}: {} ghosts, expected {GHOSTS_PER_SHARD}", held.len());
             ok = false;

@@ -8,87 +8,101 @@
 //!
 //! # Layout
 //!
+//! Dependencies point down this list, never up.
+//!
+//! **Pure core** (no I/O, no clock: time is an argument)
+//!
 //! | module | job |
 //! |---|---|
-//! | [`runtime`] | [`GhostRuntime`]: shards over arbiters, routing, metrics, graceful shutdown |
-//! | [`actors`] | [`GhostActor`] (one per vShard, supervised), [`SweeperActor`] (own arbiter, rate-limited) |
-//! | [`messages`] | what a [`GhostActor`] handles, and which send to use |
-//! | [`writer`] | [`StoreWriter`]: the thread that does all blocking store I/O, group-committing |
-//! | [`clock`] | [`Clock`] for the actors: [`TokioClock`]; `ManualClock` with the `testing` feature |
-//! | [`metrics`] | names of every exported metric |
-//! | [`table`] | [`GhostTable`]: one shard's stubs, a pure state machine (no I/O, no clock) |
-//! | [`codec`] | snapshots and single stubs as MessagePack in a checksummed, versioned envelope |
-//! | [`config`] | [`TableConfig`], [`ShardConfig`], [`SweeperConfig`] with documented defaults and `validate()` |
-//! | [`config_file`] | [`GhostConfig`]: those settings from a TOML file, refused with an error naming the field |
-//! | [`event`] | edge events and the outcomes of mutations |
-//! | [`edge_events`] | [`EdgeEvents`]: a batch of edge events packed into two buffers |
-//! | [`sweep`] | plan → verify → apply data: [`PlannedCheck`], [`Verdict`], reports |
-//! | [`verify`] | the [`Verifier`] seam; [`DirectoryVerifier`] for single-process use and tests |
-//! | [`sweep_report`] | the sweeper's [`PassReport`] and [`SweepTotals`] |
-//! | [`store`] | [`GhostStore`] trait; [`MemoryStore`], the embedded default [`RedbStore`], `FaultyStore` for fault tests (feature `testing`); with the `etcd` feature, `EtcdStore` (state in etcd v3, per-shard ownership with fencing) |
-//! | [`stub`] | [`StubRecord`] (persisted), [`StubRef`] (borrowed) and [`GhostInfo`] (live view) |
-//! | [`error`] | the one [`Error`] enum and the [`Result`] alias |
+//! | [`table`] | `GhostTable`: one shard's stubs as a state machine, with its changes and counters |
+//! | [`sweep`] | plan → verify → apply as data; the [`Verifier`] seam and [`DirectoryVerifier`] |
+//! | `event` | [`EdgeEvent`]s, the packed [`EdgeEvents`] batch, and the outcomes of mutations |
+//! | `config` | [`TableConfig`], [`ShardConfig`], [`SweeperConfig`], [`RuntimeConfig`], and [`GhostConfig`] from TOML |
+//! | `ids` | [`ShardId`] and [`Epoch`], so that arguments cannot be swapped |
+//! | `error` | the one [`Error`] enum, [`Error::is_retryable`], and [`Result`] |
+//!
+//! **Persistence**
+//!
+//! | module | job |
+//! |---|---|
+//! | [`codec`] | snapshots and stubs as MessagePack in a checksummed, versioned envelope |
+//! | [`store`] | the [`GhostStore`](store::GhostStore) seam; `MemoryStore`, the embedded default `RedbStore`, and with the `etcd` feature `EtcdStore` |
+//!
+//! **Actors and runtime**
+//!
+//! | module | job |
+//! |---|---|
+//! | `runtime` | [`GhostRuntime`]: shards over arbiters, routing, operator calls, graceful shutdown |
+//! | `actors` | [`GhostActor`] (one per vShard, supervised) and the sweeper (own arbiter, rate-limited) |
+//! | [`messages`] | every actor message, grouped by actor; the host's ones are public |
+//! | `writer` | the thread that does all blocking store I/O, group-committing |
+//! | [`clock`] | the injected [`Clock`](clock::Clock) the shards read time from |
+//! | [`metrics`] | the name of every exported metric |
+//! | `testing` | fault injection and a manual clock (cargo feature `testing`, off by default) |
 //!
 //! # Example
 //!
 //! ```
-//! use vshard_ghosts::{codec, EdgeOutcome, GhostTable, TableConfig};
+//! use std::sync::Arc;
+//! use vshard_ghosts::messages::InsertGhost;
+//! use vshard_ghosts::{DirectoryVerifier, EdgeEvents, Epoch, GhostRuntime, ShardId, StoreChoice, SweeperConfig};
 //!
-//! let mut table = GhostTable::new(0, TableConfig::default())?;
-//! // Node "user:42" moved to shard 7 at move epoch 1; two local edges point at it.
-//! table.insert("user:42", 7, 2, 1, /* now_ms */ 1_000)?;
-//! assert_eq!(table.resolve("user:42"), Some(7));
+//! actix::System::new().block_on(async {
+//!     let verifier = Arc::new(DirectoryVerifier::new());
+//!     let rt = GhostRuntime::builder()
+//!         .shards(0..4)
+//!         .store(StoreChoice::Memory)
+//!         .sweeper(verifier.clone(), SweeperConfig::default())
+//!         .start()?;
 //!
-//! table.edge_removed("user:42");
-//! assert_eq!(table.edge_removed("user:42"), EdgeOutcome::Purged);
-//! assert!(table.is_empty());
+//!     // Node "user:42" moved from shard 0 to shard 3 at move epoch 1; two of
+//!     // shard 0's edges point at it. Answered once durable.
+//!     verifier.record_move("user:42", ShardId(3), Epoch(1));
+//!     let ghost = InsertGhost { node_id: "user:42".into(), target: ShardId(3), refcount: 2, epoch: Epoch(1) };
+//!     rt.insert_ghost(0, ghost).await?;
+//!     assert_eq!(rt.resolve(0, "user:42").await?, Some(ShardId(3)));
 //!
-//! let bytes = codec::encode_snapshot(&table)?;
-//! let reloaded = codec::decode_snapshot(&bytes, 0, &TableConfig::default())?;
-//! assert_eq!(reloaded.len(), 0);
+//!     // Both edges go (batch 1 of shard 0's edge log): so does the ghost.
+//!     let mut events = EdgeEvents::new();
+//!     events.removed("user:42");
+//!     events.removed("user:42");
+//!     rt.edge_batch(0, Some(1), events).await?;
+//!     assert_eq!(rt.resolve(0, "user:42").await?, None);
+//!     rt.shutdown().await
+//! })?;
 //! # Ok::<(), vshard_ghosts::Error>(())
 //! ```
 
-pub mod actors;
+mod actors;
 pub mod clock;
 pub mod codec;
-pub mod config;
-pub mod config_file;
-pub mod edge_events;
-pub mod error;
-pub mod event;
+mod config;
+mod error;
+mod event;
+mod ids;
 pub mod messages;
 pub mod metrics;
-pub mod runtime;
+mod runtime;
 pub mod store;
-pub mod stub;
+mod stub;
 pub mod sweep;
-pub mod sweep_report;
 pub mod table;
-pub mod verify;
-pub mod writer;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod writer;
 
-pub use actors::{GhostActor, SweeperActor};
-#[cfg(feature = "testing")]
-pub use clock::ManualClock;
-pub use clock::{Clock, TokioClock};
-pub use config::{Durability, RestartPolicy, ShardConfig, SweeperConfig, TableConfig};
-pub use config_file::GhostConfig;
-pub use edge_events::EdgeEvents;
+pub use actors::GhostActor;
+pub use config::{
+    Durability, GhostConfig, RestartPolicy, RuntimeConfig, ShardConfig, SweeperConfig, TableConfig,
+};
 pub use error::{DecodeError, Error, Result};
-pub use event::{BatchOutcome, EdgeEvent, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
-pub use runtime::{GhostRuntime, GhostRuntimeBuilder, RuntimeConfig, StoreChoice};
-pub use store::{ClaimWatch, GhostStore, MemoryStore, RedbStore, ShardChanges};
-#[cfg(feature = "etcd")]
-pub use store::{EtcdConfig, EtcdStore};
-#[cfg(feature = "testing")]
-pub use store::{Fault, FaultyStore, StoreOp};
-pub use stub::{GhostInfo, PurgeReason, StubRecord, StubRef};
-pub use sweep::{ApplyReport, CheckedVerdict, LocalEdges, PlannedCheck, SweepPage, Verdict};
-pub use sweep_report::{PassReport, SweepCounts, SweepTotals};
-pub use table::{ChangeSet, GhostTable, TableCounters, TableStats};
-pub use verify::{DirectoryVerifier, Verifier, VerifyRequest};
-pub use writer::{StoreWriter, WriterStats};
+pub use event::{BatchOutcome, EdgeEvent, EdgeEvents, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
+pub use ids::{Epoch, ShardId};
+pub use runtime::{GhostRuntime, GhostRuntimeBuilder, StoreChoice};
+pub use stub::GhostInfo;
+pub use sweep::verdict::{LocalEdges, Verdict};
+pub use sweep::verify::{DirectoryVerifier, Verifier, VerifyRequest};
+pub use writer::WriterStats;
 
 /// Compiles the README's code as a doctest, so the wiring example stays true.
 #[cfg(doctest)]

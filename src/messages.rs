@@ -1,15 +1,22 @@
-//! The messages a `GhostActor` handles, each with its reply type.
+//! Every actor message, grouped by the actor that handles it, each with its reply type.
+//!
+//! Hosts send the `GhostActor`'s host messages through
+//! [`GhostRuntime`](crate::GhostRuntime) or to an `Addr<GhostActor>` from
+//! [`GhostRuntime::addr`](crate::GhostRuntime::addr). The sweep's messages and
+//! the `SweeperActor`'s are the crate's own: a forged verdict could purge a
+//! ghost that edges still need.
 //!
 //! Which send to use: `addr.send(msg).await` for the host's event flow — it
 //! waits while the mailbox is full, which is the backpressure a database wants;
 //! `addr.try_send(msg)` to shed load instead (fails at once when full);
 //! never `do_send` for volume, since it bypasses the mailbox bound.
 
-use crate::edge_events::EdgeEvents;
 use crate::error::Result;
+use crate::event::EdgeEvents;
 use crate::event::{BatchOutcome, EdgeOutcome, InsertOutcome, MoveOutcome};
+use crate::ids::{Epoch, ShardId};
 use crate::stub::{GhostInfo, StubRecord};
-use crate::sweep::{ApplyReport, CheckedVerdict, SweepPage};
+use crate::sweep::{ApplyReport, CheckedVerdict, PassReport, SweepPage, SweepTotals};
 use crate::table::TableStats;
 use actix::Message;
 
@@ -21,11 +28,11 @@ pub struct InsertGhost {
     /// The moved node.
     pub node_id: Box<str>,
     /// Its new shard.
-    pub target: u16,
+    pub target: ShardId,
     /// Local edges pointing at it.
     pub refcount: u32,
     /// The host's move epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 /// A local edge to `node_id` was added. Acknowledged once durable.
@@ -63,9 +70,9 @@ pub struct Retarget {
     /// The node.
     pub node_id: Box<str>,
     /// Its new shard.
-    pub target: u16,
+    pub target: ShardId,
     /// The move epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 /// The node moved back to this shard at `epoch`: drop its ghost. Acknowledged
@@ -76,12 +83,12 @@ pub struct Reclaim {
     /// The node.
     pub node_id: Box<str>,
     /// The move epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 /// Where to forward a traversal that reached `node_id` (`None`: not a ghost here).
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Option<u16>>")]
+#[rtype(result = "Result<Option<ShardId>>")]
 pub struct Resolve {
     /// The node.
     pub node_id: Box<str>,
@@ -89,7 +96,7 @@ pub struct Resolve {
 
 /// [`Resolve`] for a whole traversal frontier, answered in input order.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Vec<Option<u16>>>")]
+#[rtype(result = "Result<Vec<Option<ShardId>>>")]
 pub struct ResolveMany {
     /// The nodes.
     pub node_ids: Vec<Box<str>>,
@@ -114,7 +121,7 @@ pub struct ExportRecords;
 /// purges due zero-count ghosts. With the cargo feature `testing`,
 /// `PlanSweep::new` lets tests drive the steps by hand.
 #[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "Result<SweepPlan>")]
+#[rtype(result = "Result<PlanReply>")]
 pub struct PlanSweep {
     /// Most stubs to examine.
     pub(crate) max_scan: usize,
@@ -130,7 +137,7 @@ impl PlanSweep {
 
 /// A planned page, stamped with the shard's incarnation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SweepPlan {
+pub struct PlanReply {
     /// The shard.
     pub shard: u16,
     /// Changes on every (re)start; verdicts for another incarnation are stale.
@@ -155,7 +162,7 @@ pub struct SweepPlan {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<ApplyReport>")]
 pub struct ApplyVerdicts {
-    /// The incarnation of the [`SweepPlan`] the verdicts answer.
+    /// The incarnation of the [`PlanReply`] the verdicts answer.
     pub(crate) incarnation: u64,
     /// The verdicts.
     pub(crate) verdicts: Vec<CheckedVerdict>,
@@ -229,3 +236,44 @@ pub struct Flush;
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<()>")]
 pub struct InjectPanic;
+
+// ---- SweeperActor: the runtime's operator calls (crate-only; see `GhostRuntime`) ----
+
+/// Runs one full pass over every shard now and answers its report when it
+/// ends. A request made while a pass runs is served by the next pass, so its
+/// report covers every shard. While paused, the pass waits for `Resume`.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "PassReport")]
+pub(crate) struct RunPass;
+
+/// Stops taking tokens and starting passes; a running pass waits at its next step.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Pause;
+
+/// Undoes [`Pause`].
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Resume;
+
+/// Changes the token bucket at run time (the new bucket starts full).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<()>")]
+pub(crate) struct SetRate {
+    /// Verifies per second; at least 1.
+    pub(crate) per_second: u32,
+    /// Bucket size; at least 1.
+    pub(crate) burst: u32,
+}
+
+/// The running totals, with the sweeper's state.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "SweepTotals")]
+pub(crate) struct GetSweepStats;
+
+/// Stops the sweeper gracefully: no new token is taken, verifies in flight
+/// finish or time out (within the verify timeout), the verdicts gathered are
+/// applied, then the actor stops. Answers the final totals.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "SweepTotals")]
+pub(crate) struct StopSweeper;

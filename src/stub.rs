@@ -11,7 +11,7 @@
 /// that was reclaimed or purged, kept until `hold_until_ms` so that a stale
 /// insert carrying an epoch at or below `epoch` cannot make the ghost again.
 /// Tombstones are rows of the store like ghosts, but never ghosts of the table:
-/// [`GhostTable::records`](crate::GhostTable::records) leaves them out.
+/// [`GhostTable::records`](crate::table::GhostTable::records) leaves them out.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StubRecord {
     /// The moved node.
@@ -32,7 +32,7 @@ pub struct StubRecord {
     pub tombstone: bool,
 }
 
-/// A ghost stub as persisted, borrowing its id: what a [`ChangeSet`](crate::ChangeSet) yields.
+/// A ghost stub as persisted, borrowing its id: what a [`ChangeSet`](crate::table::ChangeSet) yields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StubRef<'a> {
     /// The moved node.
@@ -103,7 +103,7 @@ pub struct GhostInfo {
 /// Why a ghost left the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum PurgeReason {
+pub(crate) enum PurgeReason {
     /// Its refcount reached zero (edge removed, or a repaired count of zero).
     RefcountZero,
     /// The sweeper verified that the target no longer holds the node.

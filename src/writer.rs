@@ -6,8 +6,9 @@
 
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
-use crate::store::{ClaimWatch, GhostStore, ShardChanges};
+use crate::store::{ClaimWatch, GhostStore};
 use crate::table::GhostTable;
+use crate::table::ShardChanges;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -52,17 +53,16 @@ struct Counters {
 /// A handle to the writer thread; clone it freely. The thread ends once every
 /// handle is dropped and its queue is empty, or at [`StoreWriter::shutdown`].
 #[derive(Debug, Clone)]
-pub struct StoreWriter {
+pub(crate) struct StoreWriter {
     tx: mpsc::Sender<Job>,
     counters: Arc<Counters>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
-    kind: &'static str,
 }
 
 impl StoreWriter {
     /// Starts the writer thread over `store`. A failed commit is retried
     /// `retries` times, `retry_delay` apart, doubling, before it is reported.
-    pub fn spawn(store: Arc<dyn GhostStore>, retries: u32, retry_delay: Duration) -> Result<Self> {
+    pub(crate) fn spawn(store: Arc<dyn GhostStore>, retries: u32, retry_delay: Duration) -> Result<Self> {
         let (tx, rx) = mpsc::channel();
         let counters = Arc::new(Counters::default());
         let kind = store.kind();
@@ -71,26 +71,21 @@ impl StoreWriter {
             .name(format!("ghost-writer-{kind}"))
             .spawn(move || run(&*store, &rx, &c, retries, retry_delay))
             .map_err(|e| Error::Store(format!("cannot start writer thread: {e}")))?;
-        Ok(Self { tx, counters, thread: Arc::new(Mutex::new(Some(thread))), kind })
+        Ok(Self { tx, counters, thread: Arc::new(Mutex::new(Some(thread))) })
     }
 
     /// Durably applies one shard's changes; resolves once committed or failed.
-    pub async fn commit(&self, changes: ShardChanges) -> Result<()> {
+    pub(crate) async fn commit(&self, changes: ShardChanges) -> Result<()> {
         let shard = changes.shard;
         let (tx, rx) = oneshot::channel();
         self.tx.send(Job::Commit(changes, tx)).map_err(|_| Error::Unavailable { shard })?;
         rx.await.map_err(|_| Error::Unavailable { shard })?
     }
 
-    /// Loads a shard, after every commit queued before this call.
-    pub async fn load(&self, shard: u16, config: TableConfig) -> Result<GhostTable> {
-        Ok(self.load_claimed(shard, config).await?.0)
-    }
-
     /// Loads a shard, after every commit queued before this call, with the
     /// watch of the store's claim it was loaded under
     /// ([`GhostStore::claim`]; `None`: the store has no ownership to lose).
-    pub async fn load_claimed(
+    pub(crate) async fn load_claimed(
         &self,
         shard: u16,
         config: TableConfig,
@@ -101,7 +96,7 @@ impl StoreWriter {
     }
 
     /// The counters so far.
-    pub fn stats(&self) -> WriterStats {
+    pub(crate) fn stats(&self) -> WriterStats {
         let c = &self.counters;
         WriterStats {
             commits: c.commits.load(Ordering::Relaxed),
@@ -112,15 +107,10 @@ impl StoreWriter {
         }
     }
 
-    /// The store's kind (`"redb"`, `"memory"`, ...).
-    pub fn store_kind(&self) -> &'static str {
-        self.kind
-    }
-
     /// Drops this handle and, if it was the last, waits for the queue to drain
     /// and the thread to end. Blocking: call it outside any arbiter, after the
     /// shard actors have stopped.
-    pub fn shutdown(self) {
+    pub(crate) fn shutdown(self) {
         let Self { tx, thread, .. } = self;
         drop(tx);
         if let Ok(slot) = Arc::try_unwrap(thread)

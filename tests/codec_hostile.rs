@@ -5,7 +5,9 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use vshard_ghosts::{DecodeError, Error, GhostTable, StubRecord, TableConfig, codec};
+use vshard_ghosts::store::StubRecord;
+use vshard_ghosts::table::GhostTable;
+use vshard_ghosts::{DecodeError, Error, TableConfig, codec};
 
 const SHARD: u16 = 0;
 const FIXTURE_1000: &[u8] = include_bytes!("fixtures/seed-v0-1000.msgpack");

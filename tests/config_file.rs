@@ -1,7 +1,7 @@
 //! Settings from a TOML file: the documented example loads, defaults round-trip, bad files name the field.
 
 use std::time::Duration;
-use vshard_ghosts::{Durability, Error, GhostConfig};
+use vshard_ghosts::{Durability, Error, GhostConfig, ShardId};
 
 const EXAMPLE: &str = "examples/rebalance/ghosts.toml";
 
@@ -15,10 +15,10 @@ fn refused(text: &str) -> String {
 #[test]
 fn the_documented_example_loads() {
     let c = GhostConfig::load(EXAMPLE).unwrap();
-    assert_eq!(c.runtime.shards, (0..8).collect::<Vec<u16>>());
+    assert_eq!(c.runtime.shards, (0..8).map(ShardId).collect::<Vec<_>>());
     assert_eq!(c.runtime.shard.mailbox_capacity, 4_096);
     assert_eq!(c.runtime.shard.durability, Durability::GroupCommit);
-    assert_eq!(c.runtime.shard.table.grace_ms, 0);
+    assert_eq!(c.runtime.shard.table.grace, std::time::Duration::ZERO);
     assert_eq!(c.sweeper.verifies_per_second, 50_000);
     assert_eq!(c.sweeper.pass_interval, Some(Duration::from_millis(500)));
     assert_eq!(c.sweeper.verify_timeout, Duration::from_secs(2));
@@ -29,7 +29,7 @@ fn an_empty_file_is_the_defaults_and_settings_round_trip() {
     let mut defaults = GhostConfig::default();
     assert_eq!(GhostConfig::from_toml_str("").unwrap(), defaults);
     assert_eq!(GhostConfig::from_toml_str(&defaults.to_toml_string().unwrap()).unwrap(), defaults);
-    defaults.runtime.shard.durability = Durability::Interval { interval_ms: 50 };
+    defaults.runtime.shard.durability = Durability::Interval { interval: Duration::from_millis(50) };
     let text = defaults.to_toml_string().unwrap();
     assert_eq!(GhostConfig::from_toml_str(&text).unwrap(), defaults);
 }

@@ -6,11 +6,12 @@
 #![cfg(feature = "etcd")]
 
 #[allow(dead_code)] // each test file uses a different part of it
-mod common;
+mod support;
 
-use common::*;
 use std::time::Duration;
-use vshard_ghosts::{EdgeEvents, Error, EtcdConfig, EtcdStore, GhostStore, ShardChanges};
+use support::*;
+use vshard_ghosts::store::{EtcdConfig, EtcdStore, GhostStore, ShardChanges};
+use vshard_ghosts::{EdgeEvents, Epoch, Error, ShardId};
 
 /// Three operations per transaction, as in the report: a few hundred rows are
 /// a hundred transactions.
@@ -62,7 +63,7 @@ fn an_owner_fenced_mid_commit_leaves_the_next_owner_exactly_once_refcounts() {
         let mut t = a.load(1, &cfg()).unwrap();
         let mut first = EdgeEvents::new();
         for id in &ids {
-            t.insert(id, 2, 1, 1, 1_000).unwrap();
+            t.insert(id, ShardId(2), 1, Epoch(1), 1_000).unwrap();
             first.added(id);
         }
         t.apply_batch(Some(1), &first);
@@ -119,7 +120,8 @@ fn intents_leave_no_keys_behind() {
     s.fail_commits_after_parts(None);
     assert!(intent_keys(&ep, &prefix) > 0);
     assert_eq!(loaded(&s, 1), (ups.clone(), Some(1)), "nothing of the cut commit is visible");
-    let table = vshard_ghosts::GhostTable::from_records(1, cfg(), ups[..10].to_vec(), Some(5)).unwrap();
+    let table =
+        vshard_ghosts::table::GhostTable::from_records(1, cfg(), ups[..10].to_vec(), Some(5)).unwrap();
     s.replace(&table).unwrap();
     assert_eq!(intent_keys(&ep, &prefix), 0, "a replace deletes a cut commit's chunks");
     assert_eq!(loaded(&s, 1), (ups[..10].to_vec(), Some(5)));

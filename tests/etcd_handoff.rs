@@ -7,12 +7,14 @@
 #![cfg(feature = "etcd")]
 
 #[allow(dead_code)] // each test file uses a different part of it
-mod common;
+mod support;
 
-use common::{etcd_endpoint, fresh_prefix};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{etcd_endpoint, fresh_prefix};
+use vshard_ghosts::messages::InsertGhost;
+use vshard_ghosts::store::*;
 use vshard_ghosts::*;
 
 const SHARDS: u16 = 4;
@@ -44,7 +46,17 @@ async fn write_acknowledged(rt: &GhostRuntime, n: u32) -> Vec<(u16, String)> {
     for i in 0..n {
         let shard = (i % u32::from(SHARDS)) as u16;
         let id = format!("n{i}");
-        rt.insert_ghost(shard, &id, (shard + 1) % SHARDS, 1, 1).await.unwrap();
+        rt.insert_ghost(
+            shard,
+            InsertGhost {
+                node_id: id.as_str().into(),
+                target: ShardId((shard + 1) % SHARDS),
+                refcount: 1,
+                epoch: Epoch(1),
+            },
+        )
+        .await
+        .unwrap();
         rt.edge_batch(shard, Some(u64::from(i) + 1), vec![EdgeEvent::added(id.as_str())]).await.unwrap();
         acked.push((shard, id));
     }
@@ -53,7 +65,7 @@ async fn write_acknowledged(rt: &GhostRuntime, n: u32) -> Vec<(u16, String)> {
 
 async fn assert_holds(rt: &GhostRuntime, acked: &[(u16, String)]) {
     for (shard, id) in acked {
-        let g = rt.call(*shard, messages::Inspect { node_id: id.as_str().into() }).await.unwrap();
+        let g = rt.request(*shard, messages::Inspect { node_id: id.as_str().into() }).await;
         let g = g.unwrap().unwrap_or_else(|| panic!("acknowledged {id} lost in the handoff"));
         assert_eq!(g.refcount, 2, "{id}: acknowledged edge lost");
     }
@@ -78,9 +90,21 @@ async fn a_frozen_owner_is_fenced_and_its_shards_move_with_every_acknowledged_gh
 
     // A cannot write any more: its shards stopped answering once its lease may
     // have lapsed, before B could take them, and they stay fenced.
-    let err = rt_a.insert_ghost(0, "late", 1, 1, 9).await.unwrap_err();
+    let err = rt_a
+        .insert_ghost(
+            0,
+            InsertGhost { node_id: "late".into(), target: ShardId(1), refcount: 1, epoch: Epoch(9) },
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Fenced { shard: 0, .. }), "{err:?}");
-    match rt_a.insert_ghost(0, "later", 1, 1, 9).await {
+    match rt_a
+        .insert_ghost(
+            0,
+            InsertGhost { node_id: "later".into(), target: ShardId(1), refcount: 1, epoch: Epoch(9) },
+        )
+        .await
+    {
         Err(Error::Fenced { shard: 0, .. }) => {}
         other => panic!("a fenced shard must stay fenced: {other:?}"),
     }
@@ -89,7 +113,7 @@ async fn a_frozen_owner_is_fenced_and_its_shards_move_with_every_acknowledged_gh
         other => panic!("a fenced shard must fail closed: {other:?}"),
     }
     assert!(matches!(store_a.ownership(0).unwrap(), store::etcd::Ownership::Fenced { .. }));
-    let late = rt_b.call(0, messages::Inspect { node_id: "late".into() }).await.unwrap().unwrap();
+    let late = rt_b.request(0, messages::Inspect { node_id: "late".into() }).await.unwrap();
     assert!(late.is_none(), "a fenced write must not land");
 
     rt_a.shutdown().await.unwrap();
@@ -101,7 +125,9 @@ async fn a_lapsing_owner_stops_answering_within_the_lease_ttl() {
     let ep = etcd_endpoint();
     let store = connect(&ep, &fresh_prefix(), "runtime-a");
     let rt = runtime(&store);
-    rt.insert_ghost(0, "g", 1, 1, 1).await.unwrap();
+    rt.insert_ghost(0, InsertGhost { node_id: "g".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
+        .await
+        .unwrap();
     // A freezes: no keep-alive is sent from here on, so its lease lapses at the
     // latest one TTL (2 s) from now, and another owner may take the shard.
     let s = store.clone();
@@ -111,8 +137,8 @@ async fn a_lapsing_owner_stops_answering_within_the_lease_ttl() {
     // The lease is real, so is this wait: short polls, bounded by TTL + 1 s.
     loop {
         let elapsed = stopped.elapsed();
-        match rt.call(0, messages::Resolve { node_id: "g".into() }).await.unwrap() {
-            Ok(Some(1)) => assert!(
+        match rt.request(0, messages::Resolve { node_id: "g".into() }).await {
+            Ok(Some(ShardId(1))) => assert!(
                 elapsed < ttl,
                 "still answering from its table {elapsed:?} after the lease's last keep-alive"
             ),
@@ -123,9 +149,15 @@ async fn a_lapsing_owner_stops_answering_within_the_lease_ttl() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Fenced for good, reads and writes alike; nothing of it is written.
-    let resolved = rt.call(0, messages::Resolve { node_id: "g".into() }).await.unwrap();
+    let resolved = rt.request(0, messages::Resolve { node_id: "g".into() }).await;
     assert!(matches!(resolved, Err(Error::Fenced { shard: 0, .. })), "{resolved:?}");
-    let err = rt.insert_ghost(0, "late", 1, 1, 9).await.unwrap_err();
+    let err = rt
+        .insert_ghost(
+            0,
+            InsertGhost { node_id: "late".into(), target: ShardId(1), refcount: 1, epoch: Epoch(9) },
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Fenced { shard: 0, .. }), "{err:?}");
     rt.shutdown().await.unwrap();
 }
@@ -162,7 +194,17 @@ fn etcd_crash_child() {
         for i in 0..200u32 {
             let shard = (i % u32::from(SHARDS)) as u16;
             let id = format!("n{i}");
-            rt.insert_ghost(shard, &id, (shard + 1) % SHARDS, 1, 1).await.unwrap();
+            rt.insert_ghost(
+                shard,
+                InsertGhost {
+                    node_id: id.as_str().into(),
+                    target: ShardId((shard + 1) % SHARDS),
+                    refcount: 1,
+                    epoch: Epoch(1),
+                },
+            )
+            .await
+            .unwrap();
             rt.edge_added(shard, &id).await.unwrap();
             writeln!(out, "ACK {shard} {id}").unwrap();
             out.flush().unwrap();
@@ -176,7 +218,7 @@ fn etcd_crash_child() {
 fn a_crashed_owners_shards_move_once_its_lease_lapses() {
     let ep = etcd_endpoint();
     let prefix = fresh_prefix();
-    let acked = common::acks_of_aborted_child("etcd_crash_child", CHILD_ENV, &prefix);
+    let acked = support::acks_of_aborted_child("etcd_crash_child", CHILD_ENV, &prefix);
     assert_eq!(acked.len(), 200);
     // Right after the crash the lease still holds: an impatient taker is refused.
     let impatient = EtcdConfig {

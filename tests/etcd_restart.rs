@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vshard_ghosts::messages::InsertGhost;
+use vshard_ghosts::store::*;
 use vshard_ghosts::*;
 
 /// An etcd server owned by the test: killed when dropped.
@@ -129,7 +131,19 @@ async fn etcd_killed_mid_flush_loses_nothing_acknowledged() {
                     i += 1;
                     let id = format!("s{shard}-{i}");
                     let issued = phase.load(Ordering::Acquire);
-                    if rt.insert_ghost(shard, &id, (shard + 1) % 4, 1, 1).await.is_err() {
+                    if rt
+                        .insert_ghost(
+                            shard,
+                            InsertGhost {
+                                node_id: id.as_str().into(),
+                                target: ShardId((shard + 1) % 4),
+                                refcount: 1,
+                                epoch: Epoch(1),
+                            },
+                        )
+                        .await
+                        .is_err()
+                    {
                         acks.lock().unwrap().errors += 1;
                         continue;
                     }

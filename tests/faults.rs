@@ -3,22 +3,27 @@
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use vshard_ghosts::messages::*;
+use vshard_ghosts::store::*;
+use vshard_ghosts::testing::*;
 use vshard_ghosts::*;
 
+#[allow(dead_code)] // each test file uses a different part of it
+mod support;
+
+/// Shard 0 on the current arbiter over `store`, its address.
+fn shard(store: Arc<dyn GhostStore>, restart: RestartPolicy, retries: u32) -> Addr<GhostActor> {
+    let config = ShardConfig { restart, fault_injection: true, ..ShardConfig::default() };
+    let rt = support::local_runtime(store, [0], config, &ManualClock::new(0), retries).start().unwrap();
+    rt.addr(0).unwrap().clone()
+}
+
 fn start(store: Arc<FaultyStore<MemoryStore>>, retries: u32) -> Addr<GhostActor> {
-    let writer = StoreWriter::spawn(store, retries, Duration::from_millis(1)).unwrap();
-    let config = ShardConfig {
-        restart: RestartPolicy { max_restarts: 1_000, ..RestartPolicy::default() },
-        fault_injection: true,
-        ..ShardConfig::default()
-    };
-    GhostActor::new(0, Arc::new(config), writer, Arc::new(ManualClock::new(0))).start_supervised()
+    shard(store, RestartPolicy { max_restarts: 1_000, ..RestartPolicy::default() }, retries)
 }
 
 fn insert(id: &str) -> InsertGhost {
-    InsertGhost { node_id: id.into(), target: 1, refcount: 1, epoch: 1 }
+    InsertGhost { node_id: id.into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) }
 }
 
 async fn refcount(addr: &Addr<GhostActor>, id: &str) -> Option<u32> {
@@ -84,13 +89,7 @@ async fn failed_or_panicking_loads_retry_and_never_serve_an_empty_table() {
 async fn loads_failing_past_the_restart_limit_leave_the_shard_down_not_empty() {
     tokio::time::pause();
     let store = Arc::new(FaultyStore::new(MemoryStore::new()));
-    let writer = StoreWriter::spawn(store.clone(), 0, Duration::from_millis(1)).unwrap();
-    let config = ShardConfig {
-        restart: RestartPolicy { max_restarts: 2, ..RestartPolicy::default() },
-        fault_injection: true,
-        ..ShardConfig::default()
-    };
-    let addr = GhostActor::new(0, Arc::new(config), writer, Arc::new(ManualClock::new(0))).start_supervised();
+    let addr = shard(store.clone(), RestartPolicy { max_restarts: 2, ..RestartPolicy::default() }, 0);
     addr.send(insert("a")).await.unwrap().unwrap();
     store.set_random(1.0, 1);
     let _ = addr.send(InjectPanic).await.unwrap();
@@ -161,19 +160,33 @@ async fn a_corrupt_redb_row_fails_the_shard_closed_and_stays_untouched() {
     let path = dir.path().join("g.redb");
     let rt = two_shards_on(&path);
     for i in 0..5 {
-        rt.insert_ghost(0, &format!("n{i}"), 1, 1, 1).await.unwrap();
+        rt.insert_ghost(
+            0,
+            InsertGhost { node_id: format!("n{i}").into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
+        )
+        .await
+        .unwrap();
     }
-    rt.insert_ghost(1, "other", 0, 1, 1).await.unwrap();
+    rt.insert_ghost(
+        1,
+        InsertGhost { node_id: "other".into(), target: ShardId(0), refcount: 1, epoch: Epoch(1) },
+    )
+    .await
+    .unwrap();
     rt.shutdown().await.unwrap();
     // Reopening folds the commit log into rows, which is where the corruption goes.
     drop(RedbStore::open(&path).unwrap());
     let garbage = corrupt_row(&path, 0, "n3");
 
     let rt = two_shards_on(&path);
-    let e = rt.resolve_many(&[(0, "n1")]).await.unwrap_err();
+    let e = rt.resolve_many(&[(ShardId(0), "n1")]).await.unwrap_err();
     assert!(matches!(&e, Error::ShardFailed { shard: 0, cause } if cause.contains("decode")), "{e}");
     assert!(matches!(rt.stats().await.unwrap()[0].state, ShardState::FailedClosed(_)));
-    assert_eq!(rt.resolve_many(&[(1, "other")]).await.unwrap(), vec![Some(0)], "other shards serve");
+    assert_eq!(
+        rt.resolve_many(&[(ShardId(1), "other")]).await.unwrap(),
+        vec![Some(ShardId(0))],
+        "other shards serve"
+    );
     rt.shutdown().await.unwrap();
 
     const GHOSTS: redb::TableDefinition<(u16, &str), &[u8]> = redb::TableDefinition::new("ghosts");

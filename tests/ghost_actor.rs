@@ -4,22 +4,27 @@ use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
 use vshard_ghosts::messages::*;
+use vshard_ghosts::store::*;
+use vshard_ghosts::table::GhostTable;
+use vshard_ghosts::testing::*;
 use vshard_ghosts::*;
+
+#[allow(dead_code)] // each test file uses a different part of it
+mod support;
 
 struct Shard {
     addr: Addr<GhostActor>,
-    writer: StoreWriter,
+    rt: GhostRuntime,
 }
 
 fn start(store: Arc<dyn GhostStore>, config: ShardConfig) -> Shard {
-    let writer = StoreWriter::spawn(store, 0, Duration::from_millis(1)).unwrap();
     let config = ShardConfig { fault_injection: true, ..config };
-    let actor = GhostActor::new(0, Arc::new(config), writer.clone(), Arc::new(ManualClock::new(1_000)));
-    Shard { addr: actor.start_supervised(), writer }
+    let rt = support::local_runtime(store, [0], config, &ManualClock::new(1_000), 0).start().unwrap();
+    Shard { addr: rt.addr(0).unwrap().clone(), rt }
 }
 
 fn insert(id: &str, target: u16, refcount: u32, epoch: u64) -> InsertGhost {
-    InsertGhost { node_id: id.into(), target, refcount, epoch }
+    InsertGhost { node_id: id.into(), target: ShardId(target), refcount, epoch: Epoch(epoch) }
 }
 
 fn added(id: &str) -> EdgeAdded {
@@ -39,7 +44,7 @@ async fn acknowledged_writes_are_in_the_store() {
     // Acknowledged means committed: the store alone already holds it.
     let stored = store.load(0, &TableConfig::default()).unwrap();
     assert_eq!(stored.get("a").unwrap().refcount, 2);
-    assert_eq!(s.addr.send(Resolve { node_id: "a".into() }).await.unwrap(), Ok(Some(1)));
+    assert_eq!(s.addr.send(Resolve { node_id: "a".into() }).await.unwrap(), Ok(Some(ShardId(1))));
 }
 
 #[actix::test]
@@ -85,7 +90,7 @@ async fn concurrent_writes_share_few_commits() {
     for r in futures::future::join_all(sends).await {
         assert_eq!(r.unwrap(), Ok(InsertOutcome::Inserted));
     }
-    let w = s.writer.stats();
+    let w = s.rt.writer_stats().unwrap();
     assert!(w.shard_flushes >= 1 && w.shard_flushes <= 50, "1000 acks took {} flushes", w.shard_flushes);
     assert_eq!(s.addr.send(GetStats).await.unwrap().table.ghosts, 1_000);
 }
@@ -149,8 +154,10 @@ async fn a_full_mailbox_pushes_back() {
 async fn interval_durability_acknowledges_at_once_and_flushes_later() {
     tokio::time::pause();
     let store = Arc::new(MemoryStore::new());
-    let config =
-        ShardConfig { durability: Durability::Interval { interval_ms: 100 }, ..ShardConfig::default() };
+    let config = ShardConfig {
+        durability: Durability::Interval { interval: Duration::from_millis(100) },
+        ..ShardConfig::default()
+    };
     let s = start(store.clone(), config);
     s.addr.send(insert("a", 1, 1, 1)).await.unwrap().unwrap();
     assert_eq!(store.rows(0), 0, "not yet flushed");

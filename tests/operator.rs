@@ -2,13 +2,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use vshard_ghosts::messages::{InjectPanic, ShardState};
+use std::time::Duration;
+use vshard_ghosts::messages::{InjectPanic, InsertGhost, ShardState};
 use vshard_ghosts::*;
+use vshard_ghosts::{store::*, table::*};
 
 fn shards(grace_ms: u64, max_restarts: u32) -> ShardConfig {
-    let table = TableConfig { grace_ms, ..TableConfig::default() };
-    let restart =
-        RestartPolicy { max_restarts, backoff_base_ms: 1, backoff_cap_ms: 1, ..RestartPolicy::default() };
+    let table = TableConfig { grace: Duration::from_millis(grace_ms), ..TableConfig::default() };
+    let restart = RestartPolicy {
+        max_restarts,
+        backoff_base: Duration::from_millis(1),
+        backoff_cap: Duration::from_millis(1),
+        ..RestartPolicy::default()
+    };
     ShardConfig { table, restart, fault_injection: true, ..ShardConfig::default() }
 }
 
@@ -23,8 +29,10 @@ async fn the_sweeper_pauses_resumes_changes_rate_and_runs_a_pass_on_demand() {
         .sweeper(Arc::new(dir.clone()), sweep)
         .start()
         .unwrap();
-    rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap();
-    dir.record_move("n", 1, 1);
+    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
+        .await
+        .unwrap();
+    dir.record_move("n", ShardId(1), Epoch(1));
 
     rt.pause_sweeper().await.unwrap();
     assert!(rt.sweep_totals().await.unwrap().paused);
@@ -53,7 +61,9 @@ async fn sweeper_calls_without_a_sweeper_say_so() {
 #[actix::test]
 async fn one_shards_stats() {
     let rt = GhostRuntime::builder().shards(0..2).store(StoreChoice::Memory).start().unwrap();
-    rt.insert_ghost(1, "n", 0, 2, 1).await.unwrap();
+    rt.insert_ghost(1, InsertGhost { node_id: "n".into(), target: ShardId(0), refcount: 2, epoch: Epoch(1) })
+        .await
+        .unwrap();
     // Any host message, with one `Result` to handle.
     let g = rt.request(1, vshard_ghosts::messages::Inspect { node_id: "n".into() }).await.unwrap();
     assert_eq!(g.map(|g| g.refcount), Some(2));
@@ -71,16 +81,18 @@ async fn a_shard_down_past_its_restart_intensity_is_revived_with_its_ghosts() {
         .store(StoreChoice::Memory)
         .start()
         .unwrap();
-    rt.insert_ghost(0, "n", 1, 2, 1).await.unwrap();
+    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 2, epoch: Epoch(1) })
+        .await
+        .unwrap();
     for _ in 0..2 {
-        assert_eq!(rt.call(0, InjectPanic).await.unwrap(), Err(Error::Panicked { shard: 0 }));
+        assert_eq!(rt.request(0, InjectPanic).await, Err(Error::Panicked { shard: 0 }));
     }
     assert_eq!(rt.shard_stats(0).await.unwrap().state, ShardState::Down);
-    assert!(matches!(rt.resolve_many(&[(0, "n")]).await, Err(Error::ShardDown { .. })));
+    assert!(matches!(rt.resolve_many(&[(ShardId(0), "n")]).await, Err(Error::ShardDown { .. })));
     assert_eq!(rt.revive_shard(0).await.unwrap(), ShardState::Ready);
-    assert_eq!(rt.resolve_many(&[(0, "n")]).await.unwrap(), vec![Some(1)]);
+    assert_eq!(rt.resolve_many(&[(ShardId(0), "n")]).await.unwrap(), vec![Some(ShardId(1))]);
     // A revived shard has its restart budget back, and reviving a serving shard changes nothing.
-    assert_eq!(rt.call(0, InjectPanic).await.unwrap(), Err(Error::Panicked { shard: 0 }));
+    assert_eq!(rt.request(0, InjectPanic).await, Err(Error::Panicked { shard: 0 }));
     assert_eq!(rt.shard_stats(0).await.unwrap().state, ShardState::Ready);
     assert_eq!(rt.revive_shard(0).await.unwrap(), ShardState::Ready);
 }
@@ -121,6 +133,8 @@ async fn a_shard_that_failed_closed_is_revived_once_the_store_is_repaired() {
     assert!(matches!(rt.revive_shard(0).await.unwrap(), ShardState::FailedClosed(_)));
     store.repaired.store(true, Ordering::SeqCst);
     assert_eq!(rt.revive_shard(0).await.unwrap(), ShardState::Ready);
-    rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap();
-    assert_eq!(rt.resolve_many(&[(0, "n")]).await.unwrap(), vec![Some(1)]);
+    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
+        .await
+        .unwrap();
+    assert_eq!(rt.resolve_many(&[(ShardId(0), "n")]).await.unwrap(), vec![Some(ShardId(1))]);
 }

@@ -5,7 +5,9 @@
 //! each of them loads exactly the live table: ghosts, holds, tombstones, sequence number.
 
 use proptest::prelude::*;
+use std::time::Duration;
 use vshard_ghosts::*;
+use vshard_ghosts::{store::*, sweep::*, table::*};
 
 const SHARD: u16 = 0;
 
@@ -35,9 +37,9 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn config() -> TableConfig {
     TableConfig {
-        grace_ms: 50,
+        grace: Duration::from_millis(50),
         stage_after_changes: 1,
-        tombstone_ttl_ms: 300,
+        tombstone_ttl: Duration::from_millis(300),
         max_tombstones: 2,
         ..TableConfig::default()
     }
@@ -71,7 +73,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let (mut now, mut seq, mut page) = (1_000u64, 0u64, Vec::new());
     for op in ops {
         match op {
-            Op::Insert { id, refcount, epoch } => drop(t.insert(&format!("n{id}"), 1, refcount, epoch, now)),
+            Op::Insert { id, refcount, epoch } => {
+                drop(t.insert(&format!("n{id}"), ShardId(1), refcount, Epoch(epoch), now))
+            }
             Op::Edges { seq: numbered, events } => {
                 let events: Vec<EdgeEvent> = events
                     .iter()
@@ -86,11 +90,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 seq += 1;
                 t.apply_batch(numbered.then_some(seq), &events.into());
             }
-            Op::Reclaim { id, epoch } => drop(t.reclaim(&format!("n{id}"), epoch, now)),
+            Op::Reclaim { id, epoch } => drop(t.reclaim(&format!("n{id}"), Epoch(epoch), now)),
             Op::Plan => page = t.plan_sweep(now, 8).checks,
             Op::Verdicts { count, redirect } => {
                 let verdict = match redirect {
-                    Some(epoch) => Verdict::Redirect { shard: (epoch % 3) as u16, epoch },
+                    Some(epoch) => {
+                        Verdict::Redirect { shard: ShardId((epoch % 3) as u16), epoch: Epoch(epoch) }
+                    }
                     None => {
                         Verdict::Keep { local_edges: Some(LocalEdges { count, at_seq: t.applied_seq() }) }
                     }

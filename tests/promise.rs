@@ -2,14 +2,23 @@
 //! each plays the exact interleaving through the runtime's public API.
 
 use std::sync::Arc;
-use vshard_ghosts::messages::{ApplyVerdicts, InjectPanic, Inspect, PlanSweep, SweepPlan};
+use std::time::Duration;
+use vshard_ghosts::messages::{
+    ApplyVerdicts, InjectPanic, InsertGhost, Inspect, PlanReply, PlanSweep, Retarget,
+};
+use vshard_ghosts::testing::ManualClock;
 use vshard_ghosts::*;
+use vshard_ghosts::{store::*, sweep::*, table::*};
 
 const GRACE: u64 = 60_000;
 
 fn runtime(store: StoreChoice, clock: &ManualClock) -> GhostRuntime {
-    let table = TableConfig { grace_ms: GRACE, ..TableConfig::default() };
-    let restart = RestartPolicy { backoff_base_ms: 1, backoff_cap_ms: 1, ..RestartPolicy::default() };
+    let table = TableConfig { grace: Duration::from_millis(GRACE), ..TableConfig::default() };
+    let restart = RestartPolicy {
+        backoff_base: Duration::from_millis(1),
+        backoff_cap: Duration::from_millis(1),
+        ..RestartPolicy::default()
+    };
     GhostRuntime::builder()
         .shards(0..3)
         .arbiters(1)
@@ -20,26 +29,28 @@ fn runtime(store: StoreChoice, clock: &ManualClock) -> GhostRuntime {
         .unwrap()
 }
 
-async fn plan(rt: &GhostRuntime, shard: u16) -> SweepPlan {
-    rt.call(shard, PlanSweep::new(64)).await.unwrap().unwrap()
+async fn plan(rt: &GhostRuntime, shard: u16) -> PlanReply {
+    rt.request(shard, PlanSweep::new(64)).await.unwrap()
 }
 
 /// Answers every check of `plan` with `verdict` and applies them.
-async fn apply(rt: &GhostRuntime, plan: &SweepPlan, verdict: Verdict) -> ApplyReport {
+async fn apply(rt: &GhostRuntime, plan: &PlanReply, verdict: Verdict) -> ApplyReport {
     let verdicts = plan.page.checks.iter().map(|c| CheckedVerdict::new(c, verdict)).collect();
     let msg = ApplyVerdicts::new(plan.incarnation, verdicts);
-    rt.call(plan.shard, msg).await.unwrap().unwrap()
+    rt.request(plan.shard, msg).await.unwrap()
 }
 
 async fn refcount(rt: &GhostRuntime, shard: u16, node: &str) -> Option<u32> {
-    let g = rt.call(shard, Inspect { node_id: node.into() }).await.unwrap().unwrap();
+    let g = rt.request(shard, Inspect { node_id: node.into() }).await.unwrap();
     g.map(|g| g.refcount)
 }
 
 /// Shard 0 holds a ghost of "n" (moved to 1) whose count drifted to 1 while
 /// no local edge is left: a removal was lost. The host counts 0 at batch 1.
-async fn drifted_ghost_counted_zero(rt: &GhostRuntime, clock: &ManualClock) -> SweepPlan {
-    rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap();
+async fn drifted_ghost_counted_zero(rt: &GhostRuntime, clock: &ManualClock) -> PlanReply {
+    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
+        .await
+        .unwrap();
     rt.edge_batch(0, Some(1), EdgeEvents::new()).await.unwrap();
     clock.advance(GRACE);
     let p = plan(rt, 0).await;
@@ -57,11 +68,16 @@ async fn the_hold_outlives(what: &str, rt: &mut GhostRuntime, clock: &ManualCloc
     match what {
         "retarget" => {
             // The node moved on, 1 → 2, and the host told the ghost.
-            assert_eq!(rt.retarget(0, "n", 2, 2).await.unwrap(), MoveOutcome::Applied);
+            assert_eq!(
+                rt.retarget(0, Retarget { node_id: "n".into(), target: ShardId(2), epoch: Epoch(2) })
+                    .await
+                    .unwrap(),
+                MoveOutcome::Applied
+            );
         }
         "panic" => {
             rt.flush().await.unwrap();
-            assert_eq!(rt.call(0, InjectPanic).await.unwrap(), Err(Error::Panicked { shard: 0 }));
+            assert_eq!(rt.request(0, InjectPanic).await, Err(Error::Panicked { shard: 0 }));
         }
         "restart" => {
             rt.shutdown().await.unwrap();
@@ -118,7 +134,9 @@ async fn a_lower_count_waits_for_the_shard_to_reach_its_log_position() {
     let clock = ManualClock::new(1_000);
     let rt = runtime(StoreChoice::Memory, &clock);
     // Two of shard 0's edges point at "n": e1 and e2.
-    rt.insert_ghost(0, "n", 1, 2, 1).await.unwrap();
+    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 2, epoch: Epoch(1) })
+        .await
+        .unwrap();
     rt.edge_batch(0, Some(1), EdgeEvents::new()).await.unwrap();
     clock.advance(GRACE);
     let p = plan(&rt, 0).await;
@@ -147,7 +165,9 @@ async fn a_lower_count_waits_for_the_shard_to_reach_its_log_position() {
 async fn an_unsequenced_event_since_the_count_blocks_a_lower_count() {
     let clock = ManualClock::new(1_000);
     let rt = runtime(StoreChoice::Memory, &clock);
-    rt.insert_ghost(0, "n", 1, 3, 1).await.unwrap();
+    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 3, epoch: Epoch(1) })
+        .await
+        .unwrap();
     rt.edge_batch(0, Some(5), EdgeEvents::new()).await.unwrap();
     // An edge added outside the log: the host's count at batch 5 may not see it.
     rt.edge_added(0, "n").await.unwrap();
@@ -165,26 +185,58 @@ async fn a_reclaimed_ghost_is_not_made_again_by_a_stale_insert_across_a_restart(
     let store = StoreChoice::Redb(dir.path().join("tombs.redb"));
     let rt = runtime(store.clone(), &clock);
     // "n": shard 0 → 1 at epoch 1, back to 0 at epoch 2.
-    rt.insert_ghost(0, "n", 1, 2, 1).await.unwrap();
-    assert_eq!(rt.reclaim(0, "n", 2).await.unwrap(), MoveOutcome::Applied);
+    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 2, epoch: Epoch(1) })
+        .await
+        .unwrap();
+    assert_eq!(rt.reclaim(0, "n", Epoch(2)).await.unwrap(), MoveOutcome::Applied);
     rt.shutdown().await.unwrap();
     let rt = runtime(store, &clock);
     // The host retries its unacknowledged insert of the first move.
-    assert_eq!(rt.insert_ghost(0, "n", 1, 2, 1).await.unwrap(), InsertOutcome::Stale);
-    assert_eq!(rt.resolve_many(&[(0, "n")]).await.unwrap(), vec![None], "shard 0 forwards its own node away");
+    assert_eq!(
+        rt.insert_ghost(
+            0,
+            InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 2, epoch: Epoch(1) }
+        )
+        .await
+        .unwrap(),
+        InsertOutcome::Stale
+    );
+    assert_eq!(
+        rt.resolve_many(&[(ShardId(0), "n")]).await.unwrap(),
+        vec![None],
+        "shard 0 forwards its own node away"
+    );
     // The next real move away makes the ghost again.
-    assert_eq!(rt.insert_ghost(0, "n", 2, 1, 3).await.unwrap(), InsertOutcome::Inserted);
-    assert_eq!(rt.resolve_many(&[(0, "n")]).await.unwrap(), vec![Some(2)]);
+    assert_eq!(
+        rt.insert_ghost(
+            0,
+            InsertGhost { node_id: "n".into(), target: ShardId(2), refcount: 1, epoch: Epoch(3) }
+        )
+        .await
+        .unwrap(),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(rt.resolve_many(&[(ShardId(0), "n")]).await.unwrap(), vec![Some(ShardId(2))]);
 }
 
 #[actix::test]
 async fn a_reclaim_of_a_ghost_purged_already_still_refuses_its_stale_insert() {
     let clock = ManualClock::new(1_000);
     let rt = runtime(StoreChoice::Memory, &clock);
-    rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap();
+    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
+        .await
+        .unwrap();
     rt.edge_batch(0, Some(1), vec![EdgeEvent::removed("n")]).await.unwrap();
-    assert_eq!(rt.reclaim(0, "n", 2).await.unwrap(), MoveOutcome::UnknownNode);
-    assert_eq!(rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap(), InsertOutcome::Stale);
+    assert_eq!(rt.reclaim(0, "n", Epoch(2)).await.unwrap(), MoveOutcome::UnknownNode);
+    assert_eq!(
+        rt.insert_ghost(
+            0,
+            InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) }
+        )
+        .await
+        .unwrap(),
+        InsertOutcome::Stale
+    );
 }
 
 #[actix::test]
@@ -193,13 +245,23 @@ async fn an_insert_that_a_redirect_reached_first_takes_its_count() {
     let rt = runtime(StoreChoice::Memory, &clock);
     // "n": 0 → 1 (epoch 1, one edge), back to 0 (epoch 2; the reclaim is on its
     // way), then 0 → 2 with three edges (epoch 3; the insert is on its way).
-    rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap();
+    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
+        .await
+        .unwrap();
     clock.advance(GRACE);
     let p = plan(&rt, 0).await;
     // The verifier already knows the third move.
-    assert_eq!(apply(&rt, &p, Verdict::Redirect { shard: 2, epoch: 3 }).await.redirected, 1);
-    assert_eq!(rt.reclaim(0, "n", 2).await.unwrap(), MoveOutcome::Stale);
-    assert_eq!(rt.insert_ghost(0, "n", 2, 3, 3).await.unwrap(), InsertOutcome::Duplicate);
+    assert_eq!(apply(&rt, &p, Verdict::Redirect { shard: ShardId(2), epoch: Epoch(3) }).await.redirected, 1);
+    assert_eq!(rt.reclaim(0, "n", Epoch(2)).await.unwrap(), MoveOutcome::Stale);
+    assert_eq!(
+        rt.insert_ghost(
+            0,
+            InsertGhost { node_id: "n".into(), target: ShardId(2), refcount: 3, epoch: Epoch(3) }
+        )
+        .await
+        .unwrap(),
+        InsertOutcome::Duplicate
+    );
     assert_eq!(refcount(&rt, 0, "n").await, Some(3), "the new life's edges, not the old one's");
 }
 
@@ -215,7 +277,7 @@ fn seed_bytes_with_an_empty_node_id_load() {
     assert_eq!(again.resolve(""), Some(2));
     // New ids still may not be empty.
     let mut t = again;
-    assert!(matches!(t.insert("", 1, 1, 1, 0), Err(Error::InvalidNodeId { len: 0, .. })));
+    assert!(matches!(t.insert("", ShardId(1), 1, Epoch(1), 0), Err(Error::InvalidNodeId { len: 0, .. })));
 }
 
 /// A store whose next `n` commits fail.
@@ -249,12 +311,19 @@ async fn a_pipelined_batch_cannot_overtake_the_retry_of_one_a_restart_lost() {
     let clock = ManualClock::new(1_000);
     let store = Arc::new(Flaky::default());
     let rt = GhostRuntime::builder()
-        .config(RuntimeConfig { shards: vec![0], arbiters: 1, commit_retries: 0, ..RuntimeConfig::default() })
+        .config(RuntimeConfig {
+            shards: vec![ShardId(0)],
+            arbiters: 1,
+            commit_retries: 0,
+            ..RuntimeConfig::default()
+        })
         .store(StoreChoice::Custom(store.clone()))
         .clock(Arc::new(clock.clone()))
         .start()
         .unwrap();
-    rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap(); // edge e1
+    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
+        .await
+        .unwrap(); // edge e1
     rt.edge_batch(0, Some(1), EdgeEvents::new()).await.unwrap();
     // Batch 1 was acknowledged at once (it adds nothing): make it durable before
     // the store starts failing, so that only batch 2 is lost.
@@ -273,7 +342,7 @@ async fn a_pipelined_batch_cannot_overtake_the_retry_of_one_a_restart_lost() {
     rt.edge_batch(0, Some(3), vec![EdgeEvent::removed("other")]).await.unwrap();
     // e1 goes; e2 still points at n.
     rt.edge_batch(0, Some(4), vec![EdgeEvent::removed("n")]).await.unwrap();
-    assert_eq!(rt.resolve_many(&[(0, "n")]).await.unwrap(), vec![Some(1)]);
+    assert_eq!(rt.resolve_many(&[(ShardId(0), "n")]).await.unwrap(), vec![Some(ShardId(1))]);
     assert_eq!(refcount(&rt, 0, "n").await, Some(1));
 }
 
@@ -283,12 +352,22 @@ async fn a_stale_insert_after_a_redirect_past_its_life_takes_its_count() {
     let rt = runtime(StoreChoice::Memory, &clock);
     // "n": 0 → 1 (epoch 1, one edge), back (epoch 2, reclaim on its way), 0 → 2 with
     // three edges (epoch 3, insert on its way), then 2 → 3 (epoch 4).
-    rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap();
+    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
+        .await
+        .unwrap();
     clock.advance(GRACE);
     let p = plan(&rt, 0).await;
-    assert_eq!(apply(&rt, &p, Verdict::Redirect { shard: 3, epoch: 4 }).await.redirected, 1);
-    assert_eq!(rt.reclaim(0, "n", 2).await.unwrap(), MoveOutcome::Stale);
-    assert_eq!(rt.insert_ghost(0, "n", 2, 3, 3).await.unwrap(), InsertOutcome::Stale);
+    assert_eq!(apply(&rt, &p, Verdict::Redirect { shard: ShardId(3), epoch: Epoch(4) }).await.redirected, 1);
+    assert_eq!(rt.reclaim(0, "n", Epoch(2)).await.unwrap(), MoveOutcome::Stale);
+    assert_eq!(
+        rt.insert_ghost(
+            0,
+            InsertGhost { node_id: "n".into(), target: ShardId(2), refcount: 3, epoch: Epoch(3) }
+        )
+        .await
+        .unwrap(),
+        InsertOutcome::Stale
+    );
     assert_eq!(refcount(&rt, 0, "n").await, Some(3), "the new life's three edges");
     for left in [2, 1] {
         rt.edge_batch(0, Some(10 - u64::from(left)), vec![EdgeEvent::removed("n")]).await.unwrap();
@@ -318,9 +397,9 @@ fn a_snapshot_at_max_stubs_with_tombstones_imports() {
     let config = TableConfig { max_stubs: 2, ..TableConfig::default() };
     let mut t = GhostTable::new(0, config.clone()).unwrap();
     for (id, epoch) in [("a", 1), ("b", 1), ("c", 1)] {
-        t.insert(id, 1, 1, epoch, 0).unwrap();
+        t.insert(id, ShardId(1), 1, Epoch(epoch), 0).unwrap();
     }
-    assert_eq!(t.reclaim("c", 2, 0), MoveOutcome::Applied);
+    assert_eq!(t.reclaim("c", Epoch(2), 0), MoveOutcome::Applied);
     let back = codec::decode_snapshot(&codec::encode_snapshot(&t).unwrap(), 0, &config).unwrap();
     assert_eq!((back.len(), back.tombstone_epoch("c")), (2, Some(2)));
 }
@@ -330,7 +409,7 @@ async fn under_interval_durability_a_lost_batch_blocks_nothing() {
     // Acknowledged at once, so a restart may lose it and the host never sends it again.
     let clock = ManualClock::new(1_000);
     let shard = ShardConfig {
-        durability: Durability::Interval { interval_ms: 60_000 },
+        durability: Durability::Interval { interval: Duration::from_millis(60_000) },
         fault_injection: true,
         ..ShardConfig::default()
     };
@@ -341,9 +420,11 @@ async fn under_interval_durability_a_lost_batch_blocks_nothing() {
         .clock(Arc::new(clock.clone()))
         .start()
         .unwrap();
-    rt.insert_ghost(0, "n", 1, 1, 1).await.unwrap();
+    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
+        .await
+        .unwrap();
     rt.edge_batch(0, Some(1), vec![EdgeEvent::added("n")]).await.unwrap();
-    assert_eq!(rt.call(0, InjectPanic).await.unwrap(), Err(Error::Panicked { shard: 0 }));
+    assert_eq!(rt.request(0, InjectPanic).await, Err(Error::Panicked { shard: 0 }));
     let next = rt.edge_batch(0, Some(2), vec![EdgeEvent::added("m")]).await;
     assert!(next.is_ok(), "a batch after a loss the host was told of: {next:?}");
 }
@@ -354,7 +435,9 @@ async fn a_reloaded_shard_lowers_no_refcount_before_its_next_sequenced_batch() {
     let clock = ManualClock::new(1_000);
     let store = StoreChoice::Redb(dir.path().join("position.redb"));
     let rt = runtime(store.clone(), &clock);
-    rt.insert_ghost(0, "n", 1, 2, 1).await.unwrap();
+    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 2, epoch: Epoch(1) })
+        .await
+        .unwrap();
     rt.edge_batch(0, Some(1), EdgeEvents::new()).await.unwrap();
     // An edge added outside the log, durable; the host's count at batch 1 misses it.
     rt.edge_added(0, "n").await.unwrap();

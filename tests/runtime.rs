@@ -1,10 +1,12 @@
 //! GhostRuntime end to end: routing, unknown shards, shutdown, and a real crash of the process.
 
 #[allow(dead_code)] // each test file uses a different part of it
-mod common;
+mod support;
 
 use std::io::Write;
 use std::sync::Arc;
+use vshard_ghosts::messages::*;
+use vshard_ghosts::store::*;
 use vshard_ghosts::*;
 
 fn memory_runtime() -> GhostRuntime {
@@ -15,14 +17,27 @@ fn memory_runtime() -> GhostRuntime {
 async fn routes_by_shard_and_resolves_a_frontier() {
     let rt = memory_runtime();
     for s in 0..8u16 {
-        rt.insert_ghost(s, &format!("n{s}"), (s + 1) % 8, 1, 1).await.unwrap();
+        rt.insert_ghost(
+            s,
+            InsertGhost {
+                node_id: format!("n{s}").into(),
+                target: ShardId((s + 1) % 8),
+                refcount: 1,
+                epoch: Epoch(1),
+            },
+        )
+        .await
+        .unwrap();
     }
-    let frontier = [(3, "n3"), (0, "n0"), (3, "n0"), (7, "n7")];
-    assert_eq!(rt.resolve_many(&frontier).await.unwrap(), vec![Some(4), Some(1), None, Some(0)]);
+    let frontier = [(ShardId(3), "n3"), (ShardId(0), "n0"), (ShardId(3), "n0"), (ShardId(7), "n7")];
+    assert_eq!(
+        rt.resolve_many(&frontier).await.unwrap(),
+        vec![Some(ShardId(4)), Some(ShardId(1)), None, Some(ShardId(0))]
+    );
     assert_eq!(rt.edge_added(9, "x").await, Err(Error::UnknownShard(9)));
     assert!(rt.addr(9).is_err());
     // Chaos hooks are off unless configured: no client can crash a shard.
-    let refused = rt.call(0, vshard_ghosts::messages::InjectPanic).await.unwrap();
+    let refused = rt.request(0, vshard_ghosts::messages::InjectPanic).await;
     assert!(matches!(refused, Err(Error::InvalidConfig(_))), "{refused:?}");
     let stats = rt.stats().await.unwrap();
     assert_eq!(stats.iter().map(|s| s.table.ghosts).sum::<u64>(), 8);
@@ -33,9 +48,9 @@ async fn routes_by_shard_and_resolves_a_frontier() {
 #[actix::test]
 async fn invalid_configs_are_refused() {
     for b in [
-        GhostRuntime::builder().shards([]),
+        GhostRuntime::builder().shards([0u16; 0]),
         GhostRuntime::builder().shards([1, 1]),
-        GhostRuntime::builder().arbiters(0),
+        GhostRuntime::builder().shard_config(ShardConfig { mailbox_capacity: 0, ..ShardConfig::default() }),
     ] {
         assert!(matches!(b.store(StoreChoice::Memory).start(), Err(Error::InvalidConfig(_))));
     }
@@ -51,7 +66,9 @@ async fn shutdown_flushes_and_the_store_reopens_with_everything() {
         .store(StoreChoice::Redb(path.clone()))
         .start()
         .unwrap();
-    rt.insert_ghost(1, "a", 2, 3, 1).await.unwrap();
+    rt.insert_ghost(1, InsertGhost { node_id: "a".into(), target: ShardId(2), refcount: 3, epoch: Epoch(1) })
+        .await
+        .unwrap();
     // Removals are acknowledged before they are durable; shutdown must still write them.
     rt.edge_removed(1, "a").await.unwrap();
     rt.shutdown().await.unwrap();
@@ -77,7 +94,17 @@ fn crash_child() {
         for i in 0..400u32 {
             let shard = (i % 4) as u16;
             let id = format!("n{i}");
-            rt.insert_ghost(shard, &id, (shard + 1) % 4, 1, 1).await.unwrap();
+            rt.insert_ghost(
+                shard,
+                InsertGhost {
+                    node_id: id.as_str().into(),
+                    target: ShardId((shard + 1) % 4),
+                    refcount: 1,
+                    epoch: Epoch(1),
+                },
+            )
+            .await
+            .unwrap();
             rt.edge_added(shard, &id).await.unwrap();
             writeln!(out, "ACK {shard} {id}").unwrap();
             out.flush().unwrap();
@@ -91,7 +118,7 @@ fn crash_child() {
 fn a_crash_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("crash.redb");
-    let acked = common::acks_of_aborted_child("crash_child", CHILD_ENV, path.to_str().unwrap());
+    let acked = support::acks_of_aborted_child("crash_child", CHILD_ENV, path.to_str().unwrap());
     assert_eq!(acked.len(), 400);
     let store = Arc::new(RedbStore::open(&path).unwrap());
     let tables: Vec<_> = (0..4).map(|s| store.load(s, &TableConfig::default()).unwrap()).collect();

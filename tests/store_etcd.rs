@@ -6,12 +6,14 @@
 #![cfg(feature = "etcd")]
 
 #[allow(dead_code)] // each test file uses a different part of it
-mod common;
+mod support;
 
-use common::*;
 use std::time::{Duration, Instant};
+use support::*;
+use vshard_ghosts::Error;
 use vshard_ghosts::store::etcd::Ownership;
-use vshard_ghosts::{Error, EtcdConfig, EtcdStore, GhostStore, GhostTable};
+use vshard_ghosts::store::{EtcdConfig, EtcdStore, GhostStore};
+use vshard_ghosts::table::GhostTable;
 
 fn config(prefix: &str, owner: &str) -> EtcdConfig {
     EtcdConfig {

@@ -3,15 +3,15 @@
 //! The commit log has its own file, `store_redb_log.rs`.
 
 #[allow(dead_code)] // each test file uses a different part of it
-mod common;
+mod support;
 
-use common::*;
 use redb::{ReadableDatabase, TableDefinition};
 use std::path::Path;
-use vshard_ghosts::{
-    EdgeEvents, Error, Fault, FaultyStore, GhostStore, GhostTable, MemoryStore, RedbStore, ShardChanges,
-    StoreOp,
-};
+use support::*;
+use vshard_ghosts::store::{GhostStore, MemoryStore, RedbStore, ShardChanges};
+use vshard_ghosts::table::GhostTable;
+use vshard_ghosts::testing::{Fault, FaultyStore, StoreOp};
+use vshard_ghosts::{EdgeEvents, Epoch, Error, ShardId};
 
 /// The documented schema: stub rows, and per shard (applied seq, row count).
 const GHOSTS: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("ghosts");
@@ -90,7 +90,9 @@ fn commits_survive_reopen() {
     let mut table = GhostTable::new(3, cfg()).unwrap();
     let store = new_redb(&dir);
     for i in 0..200u32 {
-        table.insert(&format!("node-{i:04}"), 10 + (i % 5) as u16, i % 3 + 1, 1, 1_000).unwrap();
+        table
+            .insert(&format!("node-{i:04}"), ShardId(10 + (i % 5) as u16), i % 3 + 1, Epoch(1), 1_000)
+            .unwrap();
     }
     store.commit(&[ShardChanges { shard: 3, changes: table.take_changes() }]).unwrap();
     for i in 0..50 {
@@ -285,7 +287,7 @@ fn large_load(store: &dyn GhostStore, checkpoint: &dyn Fn()) {
     assert_eq!(t.get("big-6"), None);
     // The index is live: a removal and an insert after the load work too.
     t.edge_removed("big-7");
-    t.insert("big-new", 2, 1, 1, 0).unwrap();
+    t.insert("big-new", ShardId(2), 1, Epoch(1), 0).unwrap();
     assert_eq!(t.resolve("big-new"), Some(2));
     assert_eq!(t.resolve("big-8"), Some(3));
 }

@@ -1,51 +1,17 @@
 //! `RedbStore`'s commit log through the public API: replay on load, checkpoints,
 //! sequence numbers, corrupt records, `replace`, and files from before the log.
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use std::path::{Path, PathBuf};
-use vshard_ghosts::{
-    ChangeSet, DecodeError, EdgeEvents, Error, GhostStore, GhostTable, RedbStore, ShardChanges, StubRecord,
-    TableConfig,
-};
+use vshard_ghosts::store::{GhostStore, RedbStore, ShardChanges, StubRecord};
+use vshard_ghosts::table::GhostTable;
+use vshard_ghosts::{DecodeError, EdgeEvents, Epoch, Error, ShardId, TableConfig};
 
-/// The documented schema.
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("vshard_ghosts_meta");
-const GHOSTS: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("ghosts");
-const SHARD_META: TableDefinition<u16, (Option<u64>, u64)> = TableDefinition::new("shard_meta");
-const COMMIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("commit_log");
+#[allow(dead_code)] // each test file uses a different part of it
+mod support;
 
-fn cfg() -> TableConfig {
-    TableConfig::default()
-}
-
-fn rec(id: &str, target: u16, refcount: u32) -> StubRecord {
-    StubRecord {
-        node_id: id.to_owned(),
-        target_shard: target,
-        refcount,
-        created_at_ms: 7,
-        epoch: 3,
-        hold_until_ms: 0,
-        tombstone: false,
-    }
-}
-
-fn changes(shard: u16, upserts: Vec<StubRecord>, removals: &[&str], seq: Option<u64>) -> ShardChanges {
-    let changes = ChangeSet::from_parts(upserts.iter().map(Into::into), removals.iter().copied(), seq);
-    ShardChanges { shard, changes }
-}
-
-fn contents(t: &GhostTable) -> (Vec<StubRecord>, Option<u64>) {
-    let mut v: Vec<_> = t.records().collect();
-    v.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-    (v, t.applied_seq())
-}
-
-fn loaded(s: &RedbStore, shard: u16) -> (Vec<StubRecord>, Option<u64>) {
-    let t = s.load(shard, &cfg()).unwrap();
-    assert!(!t.has_changes(), "a loaded table owes the store nothing");
-    contents(&t)
-}
+use support::redb_tables::{COMMIT_LOG, GHOSTS, META, SHARD_META};
+use support::{cfg, changes, contents, loaded, rec};
 
 fn db_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("ghosts.redb")
@@ -72,7 +38,7 @@ fn random_traffic(checkpoint_bytes: u64, expect_log: bool) {
             for _ in 0..20 {
                 let id = format!("n{}", rng.u32(..60));
                 match rng.u8(..4) {
-                    0 => drop(t.insert(&id, 9, rng.u32(1..3), round, round)),
+                    0 => drop(t.insert(&id, ShardId(9), rng.u32(1..3), Epoch(round), round)),
                     1 => drop(t.edge_added(&id)),
                     _ => drop(t.edge_removed(&id)),
                 }
@@ -145,7 +111,7 @@ fn staged_repeats_beyond_max_stubs_replay() {
     let config = TableConfig { max_stubs: 1_000, ..cfg() };
     let mut t = GhostTable::new(0, config.clone()).unwrap();
     for i in 0..300 {
-        t.insert(&format!("n{i}"), 1, 1, 1, 0).unwrap();
+        t.insert(&format!("n{i}"), ShardId(1), 1, Epoch(1), 0).unwrap();
     }
     store.commit(&[ShardChanges { shard: 0, changes: t.take_changes() }]).unwrap();
     let mut all = EdgeEvents::new();

@@ -3,12 +3,19 @@
 use actix::prelude::*;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
-use vshard_ghosts::actors::sweeper::*;
+use vshard_ghosts::clock::Clock;
 use vshard_ghosts::messages::*;
+use vshard_ghosts::store::*;
+use vshard_ghosts::table::*;
+use vshard_ghosts::testing::ManualClock;
 use vshard_ghosts::*;
+
+#[allow(dead_code)] // each test file uses a different part of it
+mod support;
 
 type Shards = Vec<(u16, Addr<GhostActor>)>;
 
@@ -17,24 +24,20 @@ const BACKOFF_CAP_MS: u64 = 8_000;
 
 fn shard_config() -> ShardConfig {
     let table = TableConfig {
-        grace_ms: 0,
-        backoff_base_ms: BACKOFF_BASE_MS,
-        backoff_cap_ms: BACKOFF_CAP_MS,
+        grace: Duration::ZERO,
+        backoff_base: Duration::from_millis(BACKOFF_BASE_MS),
+        backoff_cap: Duration::from_millis(BACKOFF_CAP_MS),
         ..TableConfig::default()
     };
     ShardConfig { table, mailbox_capacity: 4_096, fault_injection: true, ..ShardConfig::default() }
 }
 
-/// Shard actors on the current arbiter, all on `clock` (the tables' time).
-fn start_shards(ids: &[u16], store: Arc<dyn GhostStore>, clock: &ManualClock) -> Shards {
-    let writer = StoreWriter::spawn(store, 0, Duration::from_millis(1)).unwrap();
-    let config = Arc::new(shard_config());
-    ids.iter()
-        .map(|&id| {
-            let actor = GhostActor::new(id, config.clone(), writer.clone(), Arc::new(clock.clone()));
-            (id, actor.start_supervised())
-        })
-        .collect()
+/// A runtime whose shards run on the current arbiter, all on `clock` (the
+/// tables' time), with no sweeper yet; and its shards' addresses.
+fn start_shards(ids: &[u16], store: Arc<dyn GhostStore>, clock: &ManualClock) -> (Rc<GhostRuntime>, Shards) {
+    let rt = support::local_runtime(store, ids.iter().copied(), shard_config(), clock, 0).start().unwrap();
+    let shards = ids.iter().map(|&id| (id, rt.addr(id).unwrap().clone())).collect();
+    (Rc::new(rt), shards)
 }
 
 /// Fast enough that the bucket never matters, and passes only on request.
@@ -48,14 +51,8 @@ fn fast() -> SweeperConfig {
     }
 }
 
-/// The sweeper on an arbiter of its own, as in production.
-fn start_sweeper(shards: &Shards, verifier: impl Verifier, config: SweeperConfig) -> Addr<SweeperActor> {
-    let arbiter = Arbiter::new();
-    SweeperActor::new(shards.clone(), Arc::new(verifier), config).unwrap().start_in(&arbiter.handle())
-}
-
 async fn insert(addr: &Addr<GhostActor>, id: &str, target: u16, refcount: u32, epoch: u64) {
-    let m = InsertGhost { node_id: id.into(), target, refcount, epoch };
+    let m = InsertGhost { node_id: id.into(), target: ShardId(target), refcount, epoch: Epoch(epoch) };
     addr.send(m).await.unwrap().unwrap();
 }
 
@@ -83,15 +80,18 @@ impl Verifier for Gated {
 
 #[actix::test]
 async fn an_edge_added_during_a_verify_keeps_the_ghost_despite_purge() {
-    let shards = start_shards(&[0], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
+    let (rt, shards) = start_shards(&[0], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
     let a = &shards[0].1;
     insert(a, "n", 1, 1, 1).await;
     // The directory does not know "n": it answers Purge.
     let (started, mut announced) = mpsc::unbounded_channel();
     let release = Arc::new(Semaphore::new(0));
     let verifier = Gated { inner: DirectoryVerifier::new(), started, release: release.clone() };
-    let sweeper = start_sweeper(&shards, verifier, fast());
-    let pass = actix::spawn(sweeper.send(RunPass));
+    rt.start_sweeper(Arc::new(verifier), fast()).unwrap();
+    let pass = actix::spawn({
+        let rt = rt.clone();
+        async move { rt.run_sweep_pass().await }
+    });
     assert_eq!(announced.recv().await.as_deref(), Some("n"), "the verify is in flight");
     let added = a.send(EdgeAdded { node_id: "n".into() }).await.unwrap();
     assert_eq!(added, Ok(EdgeOutcome::Applied { refcount: 2 }));
@@ -103,35 +103,35 @@ async fn an_edge_added_during_a_verify_keeps_the_ghost_despite_purge() {
 
 #[actix::test]
 async fn a_node_that_moves_on_is_followed_and_kept_while_edges_point_at_it() {
-    let shards = start_shards(&[0, 1], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
+    let (rt, shards) = start_shards(&[0, 1], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
     let (a, b) = (&shards[0].1, &shards[1].1);
     let dir = DirectoryVerifier::new();
     // n: A(0) → B(1) at epoch 1, then B → C(2) at epoch 2. A missed the retarget.
     insert(a, "n", 1, 2, 1).await;
     insert(b, "n", 2, 1, 2).await;
-    dir.record_move("n", 1, 1);
-    dir.record_move("n", 2, 2);
-    dir.set_local_edges(0, "n", Some(LocalEdges::unsequenced(2)));
-    dir.set_local_edges(1, "n", Some(LocalEdges::unsequenced(1)));
-    let sweeper = start_sweeper(&shards, dir.clone(), fast());
+    dir.record_move("n", ShardId(1), Epoch(1));
+    dir.record_move("n", ShardId(2), Epoch(2));
+    dir.set_local_edges(ShardId(0), "n", Some(LocalEdges::unsequenced(2)));
+    dir.set_local_edges(ShardId(1), "n", Some(LocalEdges::unsequenced(1)));
+    rt.start_sweeper(Arc::new(dir.clone()), fast()).unwrap();
 
-    let first = sweeper.send(RunPass).await.unwrap();
+    let first = rt.run_sweep_pass().await.unwrap();
     assert_eq!((first.counts.redirected, first.counts.kept, first.counts.purged()), (1, 1, 0));
     let ghost = inspect(a, "n").await.unwrap();
     assert_eq!((ghost.target_shard, ghost.epoch, ghost.refcount), (2, 2, 2), "A's ghost points at C");
-    assert_eq!(a.send(Resolve { node_id: "n".into() }).await.unwrap(), Ok(Some(2)));
+    assert_eq!(a.send(Resolve { node_id: "n".into() }).await.unwrap(), Ok(Some(ShardId(2))));
 
-    let second = sweeper.send(RunPass).await.unwrap();
+    let second = rt.run_sweep_pass().await.unwrap();
     assert_eq!((second.counts.kept, second.counts.purged()), (2, 0), "verified at C, kept");
     // Only once A has no edge left does the ghost go: counted at the position
     // of A's edge log that A has applied (batch 1), so no removal is in flight.
     a.send(EdgeBatch { seq: Some(1), events: EdgeEvents::new() }).await.unwrap().unwrap();
-    dir.set_local_edges(0, "n", Some(LocalEdges::at(0, 1)));
-    let third = sweeper.send(RunPass).await.unwrap();
+    dir.set_local_edges(ShardId(0), "n", Some(LocalEdges::at(0, 1)));
+    let third = rt.run_sweep_pass().await.unwrap();
     assert_eq!((third.counts.corrected, third.counts.purged()), (1, 0), "repaired to zero, not purged yet");
     assert_eq!(inspect(a, "n").await.map(|g| g.refcount), Some(0));
     // The next pass, past the grace period, purges it without a remote call.
-    let fourth = sweeper.send(RunPass).await.unwrap();
+    let fourth = rt.run_sweep_pass().await.unwrap();
     assert_eq!(fourth.counts.purged_refcount_zero, 1);
     assert_eq!(inspect(a, "n").await, None);
     assert!(inspect(b, "n").await.is_some());
@@ -139,25 +139,25 @@ async fn a_node_that_moves_on_is_followed_and_kept_while_edges_point_at_it() {
 
 #[actix::test]
 async fn a_node_that_comes_back_is_reclaimed_and_nothing_purges_it() {
-    let shards = start_shards(&[0, 1], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
+    let (rt, shards) = start_shards(&[0, 1], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
     let (a, b) = (&shards[0].1, &shards[1].1);
     let dir = DirectoryVerifier::new();
     // n: A(0) → B(1) at epoch 1, then back B → A at epoch 2; A never got the Reclaim.
     insert(a, "n", 1, 1, 1).await;
     insert(b, "n", 0, 1, 2).await;
-    dir.record_move("n", 1, 1);
-    dir.record_move("n", 0, 2);
-    let sweeper = start_sweeper(&shards, dir.clone(), fast());
+    dir.record_move("n", ShardId(1), Epoch(1));
+    dir.record_move("n", ShardId(0), Epoch(2));
+    rt.start_sweeper(Arc::new(dir.clone()), fast()).unwrap();
 
-    let first = sweeper.send(RunPass).await.unwrap();
+    let first = rt.run_sweep_pass().await.unwrap();
     assert_eq!((first.counts.reclaimed, first.counts.kept, first.counts.purged()), (1, 1, 0));
     assert_eq!(inspect(a, "n").await, None, "A's ghost is gone");
     assert_eq!(a.send(Resolve { node_id: "n".into() }).await.unwrap(), Ok(None), "n is local to A");
     for _ in 0..2 {
-        let again = sweeper.send(RunPass).await.unwrap();
+        let again = rt.run_sweep_pass().await.unwrap();
         assert_eq!((again.counts.checked, again.counts.purged(), again.counts.reclaimed), (1, 0, 0));
     }
-    assert_eq!(dir.home("n"), Some((0, 2)), "n still lives at A");
+    assert_eq!(dir.home("n"), Some((ShardId(0), Epoch(2))), "n still lives at A");
     assert_eq!(inspect(b, "n").await.map(|g| g.target_shard), Some(0), "B still forwards to A");
 }
 
@@ -185,7 +185,7 @@ impl Recording {
 /// ghost was retried `n` times; answers each ghost's observed retry delays in
 /// order (each up to one step late). Every verify must be inconclusive.
 async fn retry_delays(
-    sweeper: &Addr<SweeperActor>,
+    rt: &GhostRuntime,
     rec: &Recording,
     clock: &ManualClock,
     ids: &[String],
@@ -197,7 +197,7 @@ async fn retry_delays(
     let mut delays: HashMap<Box<str>, Vec<u64>> = HashMap::new();
     while delays.len() < ids.len() || delays.values().any(|d| d.len() < n) {
         clock.advance(step_ms);
-        let report = sweeper.send(RunPass).await.unwrap();
+        let report = rt.run_sweep_pass().await.unwrap();
         assert_eq!(report.counts.inconclusive, report.counts.checked, "never anything but inconclusive");
         assert_eq!(report.counts.purged(), 0);
         let now = clock.now_ms();
@@ -212,21 +212,21 @@ async fn retry_delays(
 #[actix::test]
 async fn an_unreachable_target_backs_off_capped_with_jitter_then_is_verified() {
     let clock = ManualClock::new(1_000);
-    let shards = start_shards(&[0], Arc::new(MemoryStore::new()), &clock);
+    let (rt, shards) = start_shards(&[0], Arc::new(MemoryStore::new()), &clock);
     let rec = Recording::default();
     let ids: Vec<String> = (0..32).map(|i| format!("n{i}")).collect();
     for id in &ids {
         insert(&shards[0].1, id, 1, 1, 1).await;
-        rec.inner.record_move(id, 1, 1);
+        rec.inner.record_move(id, ShardId(1), Epoch(1));
     }
-    rec.inner.set_unreachable(1, true);
-    let sweeper = start_sweeper(&shards, rec.clone(), fast());
+    rec.inner.set_unreachable(ShardId(1), true);
+    rt.start_sweeper(Arc::new(rec.clone()), fast()).unwrap();
 
-    let first = sweeper.send(RunPass).await.unwrap();
+    let first = rt.run_sweep_pass().await.unwrap();
     assert_eq!((first.counts.inconclusive, first.counts.verify_failures), (32, 32));
     rec.take();
     let step = 50;
-    let delays = retry_delays(&sweeper, &rec, &clock, &ids, 6, step).await;
+    let delays = retry_delays(&rt, &rec, &clock, &ids, 6, step).await;
     for attempt in 0..6 {
         // Equal jitter: uniform in [d/2, d], d doubling from the base up to the cap.
         let d = (BACKOFF_BASE_MS << attempt).min(BACKOFF_CAP_MS);
@@ -241,16 +241,16 @@ async fn an_unreachable_target_backs_off_capped_with_jitter_then_is_verified() {
         assert!(inspect(&shards[0].1, id).await.is_some(), "kept while unreachable");
     }
 
-    rec.inner.set_unreachable(1, false);
+    rec.inner.set_unreachable(ShardId(1), false);
     clock.advance(BACKOFF_CAP_MS);
-    let back = sweeper.send(RunPass).await.unwrap();
+    let back = rt.run_sweep_pass().await.unwrap();
     assert_eq!((back.counts.kept, back.counts.inconclusive, back.counts.purged()), (32, 0, 0));
     // Keep reset the back-off: a new failure starts again from the base delay.
-    rec.inner.set_unreachable(1, true);
+    rec.inner.set_unreachable(ShardId(1), true);
     rec.take();
-    assert_eq!(sweeper.send(RunPass).await.unwrap().counts.inconclusive, 32);
+    assert_eq!(rt.run_sweep_pass().await.unwrap().counts.inconclusive, 32);
     rec.take();
-    for v in retry_delays(&sweeper, &rec, &clock, &ids, 1, step).await.values() {
+    for v in retry_delays(&rt, &rec, &clock, &ids, 1, step).await.values() {
         assert!(v[0] < BACKOFF_BASE_MS + step, "back-off was not reset: {v:?}");
     }
 }
@@ -261,8 +261,8 @@ fn seeded(store: &MemoryStore, dir: &DirectoryVerifier, shards: u16, n: usize) {
         let mut t = GhostTable::new(shard, shard_config().table).unwrap();
         for i in (shard as usize..n).step_by(shards as usize) {
             let id = format!("node-{i}");
-            t.insert(&id, shards, 1, 1, 0).unwrap();
-            dir.record_move(&id, shards, 1);
+            t.insert(&id, ShardId(shards), 1, Epoch(1), 0).unwrap();
+            dir.record_move(&id, ShardId(shards), Epoch(1));
         }
         store.replace(&t).unwrap();
     }
@@ -274,26 +274,26 @@ async fn the_achieved_rate_is_within_five_percent_of_the_quota() {
     let store = Arc::new(MemoryStore::new());
     let dir = DirectoryVerifier::new();
     seeded(&store, &dir, 4, 10_000);
-    let shards = start_shards(&[0, 1, 2, 3], store, &ManualClock::new(1_000));
+    let (rt, shards) = start_shards(&[0, 1, 2, 3], store, &ManualClock::new(1_000));
     let config = SweeperConfig { verifies_per_second: 1_000, burst: 10, page_size: 512, ..fast() };
     // On this arbiter, so that the test's paused clock is the sweeper's.
-    let sweeper = SweeperActor::new(shards.clone(), Arc::new(dir), config).unwrap().start();
+    rt.start_sweeper(Arc::new(dir), config).unwrap();
     for (_, shard) in &shards {
         shard.send(GetStats).await.unwrap(); // loaded before the clock matters
     }
     for (quota, burst) in [(1_000.0, 10), (500.0, 5)] {
-        sweeper.send(SetRate { per_second: quota as u32, burst }).await.unwrap().unwrap();
+        rt.set_sweep_rate(quota as u32, burst).await.unwrap();
         let t0 = tokio::time::Instant::now();
-        let report = sweeper.send(RunPass).await.unwrap();
+        let report = rt.run_sweep_pass().await.unwrap();
         let elapsed = t0.elapsed().as_secs_f64();
         assert_eq!((report.counts.checked, report.counts.kept), (10_000, 10_000));
         let achieved = 10_000.0 / elapsed;
         assert!((achieved / quota - 1.0).abs() < 0.05, "quota {quota}/s, achieved {achieved:.1}/s");
         assert!((report.duration.as_secs_f64() - elapsed).abs() < 0.01);
     }
-    let totals = sweeper.send(GetSweepStats).await.unwrap();
+    let totals = rt.sweep_totals().await.unwrap();
     assert_eq!((totals.passes, totals.counts.checked, totals.verifies_per_second), (2, 20_000, 500));
-    assert!(sweeper.send(SetRate { per_second: 0, burst: 1 }).await.unwrap().is_err());
+    assert!(rt.set_sweep_rate(0, 1).await.is_err());
 }
 
 /// A store whose commits wait while the gate is closed: a shard then builds a write backlog.
@@ -358,13 +358,13 @@ async fn make_busy(addr: &Addr<GhostActor>, n: usize) -> Vec<Request<GhostActor,
 #[actix::test]
 async fn a_busy_shard_is_deferred_and_swept_once_quiet() {
     let store = Arc::new(GatedStore::default());
-    let shards = start_shards(&[0, 1], store.clone(), &ManualClock::new(1_000));
+    let (rt, shards) = start_shards(&[0, 1], store.clone(), &ManualClock::new(1_000));
     let (busy, quiet) = (shards[0].1.clone(), shards[1].1.clone());
     insert(&busy, "a", 2, 1, 1).await;
     insert(&quiet, "b", 2, 1, 1).await;
     let dir = DirectoryVerifier::new();
-    dir.record_move("a", 2, 1);
-    dir.record_move("b", 2, 1);
+    dir.record_move("a", ShardId(2), Epoch(1));
+    dir.record_move("b", ShardId(2), Epoch(1));
     // While "b" is verified, the backlog of shard 0 drains: it is quiet when revisited.
     let (gate, drained) = (store.clone(), busy.clone());
     let hook: BoxFuture<'static, ()> = Box::pin(async move {
@@ -378,12 +378,12 @@ async fn a_busy_shard_is_deferred_and_swept_once_quiet() {
         busy_retry: Duration::from_millis(5),
         ..fast()
     };
-    let sweeper = start_sweeper(&shards, verifier, config);
+    rt.start_sweeper(Arc::new(verifier), config).unwrap();
 
     store.set_closed(true);
     let adds = make_busy(&busy, 8).await;
     assert!(busy.send(GetStats).await.unwrap().pending_acks > 4);
-    let report = sweeper.send(RunPass).await.unwrap();
+    let report = rt.run_sweep_pass().await.unwrap();
     let c = report.counts;
     assert_eq!((c.deferred_busy, c.skipped_busy, c.shards_swept, c.kept), (1, 0, 2, 2), "{c:?}");
     futures::future::join_all(adds).await;
@@ -391,14 +391,14 @@ async fn a_busy_shard_is_deferred_and_swept_once_quiet() {
     // A shard that stays busy is left to the next pass.
     store.set_closed(true);
     let adds = make_busy(&busy, 8).await;
-    let report = sweeper.send(RunPass).await.unwrap();
+    let report = rt.run_sweep_pass().await.unwrap();
     let c = report.counts;
     assert_eq!((c.deferred_busy, c.skipped_busy, c.shards_swept, c.checked), (3, 1, 1, 1), "{c:?}");
     assert!(report.complete);
     store.set_closed(false);
     futures::future::join_all(adds).await;
     busy.send(Flush).await.unwrap().unwrap();
-    let c = sweeper.send(RunPass).await.unwrap().counts;
+    let c = rt.run_sweep_pass().await.unwrap().counts;
     assert_eq!((c.deferred_busy, c.shards_swept, c.kept), (0, 2, 2), "{c:?}");
     assert_eq!(inspect(&busy, "a").await.map(|g| g.refcount), Some(17));
 }
@@ -406,45 +406,45 @@ async fn a_busy_shard_is_deferred_and_swept_once_quiet() {
 #[actix::test]
 async fn a_shard_slow_to_answer_is_deferred_by_round_trip_time() {
     tokio::time::pause();
-    let shards = start_shards(&[0, 1], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
+    let (rt, shards) = start_shards(&[0, 1], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
     let dir = DirectoryVerifier::new();
     for (shard, addr) in &shards {
         insert(addr, &format!("n{shard}"), 2, 1, 1).await;
-        dir.record_move(&format!("n{shard}"), 2, 1);
+        dir.record_move(&format!("n{shard}"), ShardId(2), Epoch(1));
     }
     let config = SweeperConfig { busy_latency: Duration::from_millis(10), ..fast() };
     // On this arbiter, so that the round trips are measured on the test's paused clock.
-    let sweeper = SweeperActor::new(shards.clone(), Arc::new(dir), config).unwrap().start();
+    rt.start_sweeper(Arc::new(dir), config).unwrap();
     // A restart holds shard 0's mailbox for its reload delay (50 ms by default).
     let crashed = shards[0].1.send(InjectPanic).await.unwrap();
     assert_eq!(crashed, Err(Error::Panicked { shard: 0 }));
-    let c = sweeper.send(RunPass).await.unwrap().counts;
+    let c = rt.run_sweep_pass().await.unwrap().counts;
     assert_eq!((c.deferred_busy, c.skipped_busy, c.shards_swept, c.kept), (1, 0, 2, 2), "{c:?}");
 }
 
 #[actix::test]
 async fn every_outcome_is_counted_and_totals_add_up() {
-    let shards = start_shards(&[0], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
+    let (rt, shards) = start_shards(&[0], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
     let a = &shards[0].1;
     let dir = DirectoryVerifier::new();
     for (id, refcount) in [("zero", 0), ("gone", 1), ("drift", 5), ("fine", 1), ("moved", 1), ("home", 1)] {
         insert(a, id, 1, refcount, 1).await;
     }
     for id in ["zero", "drift", "fine"] {
-        dir.record_move(id, 1, 1);
+        dir.record_move(id, ShardId(1), Epoch(1));
     }
-    dir.record_move("moved", 2, 2);
-    dir.record_move("home", 0, 2);
+    dir.record_move("moved", ShardId(2), Epoch(2));
+    dir.record_move("home", ShardId(0), Epoch(2));
     a.send(EdgeBatch { seq: Some(7), events: EdgeEvents::new() }).await.unwrap().unwrap();
-    dir.set_local_edges(0, "drift", Some(LocalEdges::at(3, 7)));
-    let sweeper = start_sweeper(&shards, dir, fast());
-    let c = sweeper.send(RunPass).await.unwrap().counts;
+    dir.set_local_edges(ShardId(0), "drift", Some(LocalEdges::at(3, 7)));
+    rt.start_sweeper(Arc::new(dir), fast()).unwrap();
+    let c = rt.run_sweep_pass().await.unwrap().counts;
     assert_eq!(c.checked, 5, "the zero-refcount ghost needs no remote call");
     assert_eq!((c.purged_refcount_zero, c.purged_verified), (1, 1));
     assert_eq!((c.kept, c.corrected, c.redirected, c.reclaimed), (2, 1, 1, 1));
     assert_eq!(inspect(a, "drift").await.map(|g| g.refcount), Some(3));
-    let c2 = sweeper.send(RunPass).await.unwrap().counts;
-    let totals = sweeper.send(GetSweepStats).await.unwrap();
+    let c2 = rt.run_sweep_pass().await.unwrap().counts;
+    let totals = rt.sweep_totals().await.unwrap();
     assert_eq!(totals.passes, 2);
     assert_eq!(totals.counts.checked, c.checked + c2.checked);
     assert_eq!(totals.counts.kept, c.kept + c2.kept);
@@ -456,26 +456,32 @@ async fn pause_holds_verifies_and_stop_waits_for_those_in_flight() {
     let store = Arc::new(MemoryStore::new());
     let dir = DirectoryVerifier::new();
     seeded(&store, &dir, 2, 1_000);
-    let shards = start_shards(&[0, 1], store, &ManualClock::new(1_000));
-    dir.set_latency(2, Duration::from_millis(500));
+    let (rt, _) = start_shards(&[0, 1], store, &ManualClock::new(1_000));
+    dir.set_latency(ShardId(2), Duration::from_millis(500));
     let config = SweeperConfig { verifies_per_second: 100, burst: 1, max_in_flight: 8, ..fast() };
-    let sweeper = SweeperActor::new(shards, Arc::new(dir.clone()), config).unwrap().start();
+    rt.start_sweeper(Arc::new(dir.clone()), config).unwrap();
 
-    sweeper.send(Pause).await.unwrap();
-    let pass = actix::spawn(sweeper.send(RunPass));
+    rt.pause_sweeper().await.unwrap();
+    let pass = actix::spawn({
+        let rt = rt.clone();
+        async move { rt.run_sweep_pass().await }
+    });
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let stats = sweeper.send(GetSweepStats).await.unwrap();
+    let stats = rt.sweep_totals().await.unwrap();
     assert!(stats.paused && stats.pass_running);
     assert_eq!(dir.calls(), 0, "no verify while paused");
-    sweeper.send(Resume).await.unwrap();
+    rt.resume_sweeper().await.unwrap();
     let report = pass.await.unwrap().unwrap();
     assert!(report.complete && report.counts.checked == 1_000);
 
-    let pass = actix::spawn(sweeper.send(RunPass));
+    let pass = actix::spawn({
+        let rt = rt.clone();
+        async move { rt.run_sweep_pass().await }
+    });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let answered_before_stop = dir.calls() - 1_000;
     let t0 = tokio::time::Instant::now();
-    let totals = sweeper.send(StopSweeper).await.unwrap();
+    let totals = rt.stop_sweeper().await.unwrap();
     assert!(t0.elapsed() <= SweeperConfig::default().verify_timeout, "stop is bounded by the timeout");
     let report = pass.await.unwrap().unwrap();
     assert!(!report.complete);
@@ -483,5 +489,5 @@ async fn pause_holds_verifies_and_stop_waits_for_those_in_flight() {
     assert!(c > answered_before_stop && c < 1_000, "verifies in flight at the stop were awaited: {report:?}");
     assert_eq!(dir.calls() - 1_000, report.counts.checked, "every verify in flight was answered and applied");
     assert_eq!((totals.passes, totals.incomplete_passes), (2, 1));
-    assert!(sweeper.send(GetSweepStats).await.is_err(), "stopped");
+    assert!(rt.sweep_totals().await.is_err(), "stopped");
 }

@@ -35,14 +35,18 @@
 
 #[cfg(feature = "etcd")]
 #[allow(dead_code)] // each test file uses a different part of it
-mod common;
+mod support;
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use vshard_ghosts::messages::{ApplyVerdicts, ExportRecords, InjectPanic, Inspect, PlanSweep};
+use std::time::Duration;
+use vshard_ghosts::messages::{
+    ApplyVerdicts, ExportRecords, InjectPanic, InsertGhost, Inspect, PlanSweep, Retarget,
+};
 use vshard_ghosts::*;
+use vshard_ghosts::{clock::*, store::*, sweep::*};
 
 const SHARDS: u16 = 3;
 const NODES: u32 = 6;
@@ -303,7 +307,10 @@ impl Host {
     fn answer(&self, c: &Check) -> Verdict {
         let n = node_of(&c.planned.node_id);
         if self.epoch[n as usize] > c.planned.epoch {
-            return Verdict::Redirect { shard: self.home[n as usize], epoch: self.epoch[n as usize] };
+            return Verdict::Redirect {
+                shard: ShardId(self.home[n as usize]),
+                epoch: Epoch(self.epoch[n as usize]),
+            };
         }
         let count = self.truth(c.shard, n);
         Verdict::Keep { local_edges: Some(LocalEdges { count, at_seq: self.position(c.shard) }) }
@@ -322,14 +329,19 @@ impl Host {
 
 fn build(store: &StoreChoice, clock: &ManualClock, max_restarts: u32) -> GhostRuntime {
     let table = TableConfig {
-        grace_ms: GRACE,
-        backoff_base_ms: 10,
-        backoff_cap_ms: 40,
+        grace: Duration::from_millis(GRACE),
+        backoff_base: Duration::from_millis(10),
+        backoff_cap: Duration::from_millis(40),
         // Batches stage their changes ahead of the flush from two changed stubs on.
         stage_after_changes: 2,
         ..TableConfig::default()
     };
-    let restart = RestartPolicy { max_restarts, window_ms: WINDOW_MS, backoff_base_ms: 1, backoff_cap_ms: 2 };
+    let restart = RestartPolicy {
+        max_restarts,
+        window: Duration::from_millis(WINDOW_MS),
+        backoff_base: Duration::from_millis(1),
+        backoff_cap: Duration::from_millis(2),
+    };
     GhostRuntime::builder()
         .shards(0..SHARDS)
         .arbiters(1)
@@ -401,7 +413,17 @@ async fn deliver_once(rt: &GhostRuntime, h: &mut Host, shard: u16, sent: &Sent, 
             assert!(sent.resent || retried || !out.skipped, "shard {shard} skipped fresh batch {seq}");
         }
         Event::Insert { node, target, refcount, epoch } => {
-            let out = rt.insert_ghost(shard, &name(node), target, refcount, epoch).await?;
+            let out = rt
+                .insert_ghost(
+                    shard,
+                    InsertGhost {
+                        node_id: name(node).into(),
+                        target: ShardId(target),
+                        refcount,
+                        epoch: Epoch(epoch),
+                    },
+                )
+                .await?;
             if !sent.resent
                 && let Some(life) = h.lives.get_mut(&(shard, node)).filter(|l| l.epoch == epoch)
             {
@@ -411,16 +433,20 @@ async fn deliver_once(rt: &GhostRuntime, h: &mut Host, shard: u16, sent: &Sent, 
                     // A `Redirect` verdict reached this epoch, or passed it, first:
                     // the ghost must be there all the same (a tombstone must not
                     // have refused a live move).
-                    let g = rt.call(shard, Inspect { node_id: name(node).into() }).await??;
+                    let g = rt.request(shard, Inspect { node_id: name(node).into() }).await?;
                     assert!(g.is_some(), "shard {shard} refused the insert of n{node} at {epoch}: {out:?}");
                 }
             }
         }
         Event::Retarget { node, target, epoch } => {
-            rt.retarget(shard, &name(node), target, epoch).await?;
+            rt.retarget(
+                shard,
+                Retarget { node_id: name(node).into(), target: ShardId(target), epoch: Epoch(epoch) },
+            )
+            .await?;
         }
         Event::Reclaim { node, epoch } => {
-            rt.reclaim(shard, &name(node), epoch).await?;
+            rt.reclaim(shard, &name(node), Epoch(epoch)).await?;
         }
     }
     Ok(())
@@ -545,7 +571,7 @@ async fn step(rt: &mut GhostRuntime, h: &mut Host, store: &StoreChoice, clock: &
         }
         Action::Deliver { shard } => deliver_one(rt, h, shard).await,
         Action::Tick { ms } => advance(rt, h, clock, ms).await,
-        Action::Plan { shard, max_scan } => match rt.call(shard, PlanSweep::new(max_scan)).await.unwrap() {
+        Action::Plan { shard, max_scan } => match rt.request(shard, PlanSweep::new(max_scan)).await {
             Ok(plan) => {
                 for planned in plan.page.checks {
                     let c = Check { shard, incarnation: plan.incarnation, planned, verdict: None };
@@ -571,7 +597,7 @@ async fn step(rt: &mut GhostRuntime, h: &mut Host, store: &StoreChoice, clock: &
         }
         Action::Panic { shard } => {
             // No flush first: what was acknowledged lazily may be lost, as in a real crash.
-            let got = rt.call(shard, InjectPanic).await.unwrap();
+            let got = rt.request(shard, InjectPanic).await;
             if h.down[shard as usize] {
                 assert!(matches!(got, Err(Error::ShardDown { .. })), "{got:?}");
             } else {
@@ -612,7 +638,7 @@ async fn apply(rt: &GhostRuntime, h: &mut Host, c: Check) {
     let verdict = c.verdict.expect("answered");
     let v = CheckedVerdict::new(&c.planned, verdict);
     let msg = ApplyVerdicts::new(c.incarnation, vec![v]);
-    match rt.call(c.shard, msg).await.unwrap() {
+    match rt.request(c.shard, msg).await {
         Ok(_) => {}
         Err(Error::ShardDown { .. }) if h.down[c.shard as usize] => return,
         Err(e) => panic!("apply on shard {}: {e}", c.shard),
@@ -622,7 +648,7 @@ async fn apply(rt: &GhostRuntime, h: &mut Host, c: Check) {
         return;
     }
     let node = node_of(&c.planned.node_id);
-    let g = rt.call(c.shard, Inspect { node_id: c.planned.node_id.clone() }).await.unwrap().unwrap();
+    let g = rt.request(c.shard, Inspect { node_id: c.planned.node_id.clone() }).await.unwrap();
     if let Some(g) = g
         && g.refcount == 0
         && g.not_before_ms > h.now
@@ -641,7 +667,7 @@ async fn apply(rt: &GhostRuntime, h: &mut Host, c: Check) {
 
 /// The ghosts each shard holds (`None`: the shard is down, as the model says).
 async fn held(rt: &GhostRuntime, h: &Host, shard: u16) -> Option<HashMap<u32, StubRecord>> {
-    match rt.call(shard, ExportRecords).await.unwrap() {
+    match rt.request(shard, ExportRecords).await {
         Ok(records) => {
             assert!(!h.down[shard as usize], "shard {shard} serves past its restart intensity");
             Some(records.into_iter().map(|r| (node_of(&r.node_id), r)).collect())
@@ -693,7 +719,7 @@ async fn quiesce(rt: &GhostRuntime, h: &mut Host, clock: &ManualClock) {
         while !h.down[shard as usize] {
             h.seq[shard as usize] += 1;
             rt.edge_batch(shard, Some(h.seq[shard as usize]), EdgeEvents::new()).await.unwrap();
-            if rt.call(shard, vshard_ghosts::messages::Flush).await.unwrap().is_ok() {
+            if rt.request(shard, vshard_ghosts::messages::Flush).await.is_ok() {
                 break;
             }
         }
@@ -709,12 +735,12 @@ async fn quiesce(rt: &GhostRuntime, h: &mut Host, clock: &ManualClock) {
                 continue;
             }
             loop {
-                let plan = rt.call(shard, PlanSweep::new(16)).await.unwrap().unwrap();
+                let plan = rt.request(shard, PlanSweep::new(16)).await.unwrap();
                 for planned in plan.page.checks {
                     let mut c = Check { shard, incarnation: plan.incarnation, planned, verdict: None };
                     c.verdict = Some(h.answer(&c));
                     if std::env::var_os("MODEL_TRACE").is_some() {
-                        let st = rt.call(shard, vshard_ghosts::messages::GetStats).await.unwrap();
+                        let st = rt.shard_stats(shard).await.unwrap();
                         eprintln!(
                             "t={} sweep {shard}: {:?} {:?} applied {:?} state {:?}",
                             h.now, c.planned, c.verdict, st.table.applied_seq, st.state
@@ -796,12 +822,12 @@ proptest! {
         actions in prop::collection::vec(action(), 1..80),
     ) {
         let config = EtcdConfig {
-            prefix: common::fresh_prefix(),
+            prefix: support::fresh_prefix(),
             // Flushes of two rows or more take several transactions.
             max_txn_ops: 2,
             ..EtcdConfig::default()
         };
-        let store = Arc::new(EtcdStore::connect([common::etcd_endpoint()], config).unwrap());
+        let store = Arc::new(EtcdStore::connect([support::etcd_endpoint()], config).unwrap());
         let hook = store.clone();
         let cut: Cut = Box::new(move |parts| hook.fail_commits_after_parts(parts));
         actix::System::new().block_on(run(actions, StoreChoice::Custom(store), Some(cut)));

@@ -4,10 +4,24 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use vshard_ghosts::store::StubRecord;
+use vshard_ghosts::sweep::{ApplyReport, CheckedVerdict, PlannedCheck};
+use vshard_ghosts::table::{GhostTable, TableCounters};
 use vshard_ghosts::{
-    ApplyReport, BatchOutcome, CheckedVerdict, EdgeEvent, EdgeOutcome, Error, GhostTable, InsertOutcome,
-    LocalEdges, MoveOutcome, PlannedCheck, StubRecord, TableConfig, TableCounters, Verdict, codec,
+    BatchOutcome, EdgeEvent, EdgeOutcome, Epoch, Error, InsertOutcome, LocalEdges, MoveOutcome, ShardId,
+    TableConfig, Verdict, codec,
 };
+
+#[allow(dead_code)] // each test file uses a different part of it
+mod support;
+
+use support::cases;
+
+/// Whole ms, as the table counts them.
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// The table under test always belongs to shard 0, so target 0 is a self-target.
 const SHARD: u16 = 0;
@@ -15,15 +29,6 @@ const SHARD: u16 = 0;
 const IDS: u8 = 16;
 /// In a generated count, "at the log position the table has applied now".
 const AT_APPLIED: u64 = u64::MAX;
-
-/// `cases` unless `PROPTEST_CASES` is set: setting `cases` directly would override the env.
-fn cases(default: u32) -> ProptestConfig {
-    let mut config = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = default;
-    }
-    config
-}
 
 fn name(i: u8) -> String {
     format!("n{i}")
@@ -88,7 +93,7 @@ fn verdict() -> impl Strategy<Value = Verdict> {
         ))
         .prop_map(|c| Verdict::Keep { local_edges: c.map(|(count, at_seq)| LocalEdges { count, at_seq }) }),
         1 => Just(Verdict::Purge),
-        2 => (0u16..=4, 0u64..=7).prop_map(|(shard, epoch)| Verdict::Redirect { shard, epoch }),
+        2 => (0u16..=4, 0u64..=7).prop_map(|(shard, epoch)| Verdict::Redirect { shard: ShardId(shard), epoch: Epoch(epoch) }),
         2 => Just(Verdict::Inconclusive),
     ]
 }
@@ -151,12 +156,12 @@ fn config() -> impl Strategy<Value = TableConfig> {
     )
         .prop_map(|(grace_ms, (base, cap), jitter_seed, stage_after_changes, tombstone_ttl_ms)| {
             TableConfig {
-                grace_ms,
-                backoff_base_ms: base,
-                backoff_cap_ms: cap,
+                grace: Duration::from_millis(grace_ms),
+                backoff_base: Duration::from_millis(base),
+                backoff_cap: Duration::from_millis(cap),
                 jitter_seed,
                 stage_after_changes,
-                tombstone_ttl_ms,
+                tombstone_ttl: Duration::from_millis(tombstone_ttl_ms),
                 ..TableConfig::default()
             }
         })
@@ -241,7 +246,7 @@ impl Model {
         // Spec: only a reclaim is remembered (a tombstone at a purged ghost's
         // epoch could refuse the next life's insert).
         if matches!(why, Purge::Reclaimed) && self.tombstones.get(id).is_none_or(|&(e, _)| e < epoch) {
-            let lapses = self.now_hint.saturating_add(self.config.tombstone_ttl_ms);
+            let lapses = self.now_hint.saturating_add(ms(self.config.tombstone_ttl));
             self.tombstones.insert(id.to_owned(), (epoch, lapses));
             self.tomb_dirty.insert(id.to_owned());
         }
@@ -254,11 +259,11 @@ impl Model {
 
     /// Could the sweeper offer this stub at `now`? (With jitter, "maybe" counts as yes.)
     fn maybe_due(&self, s: &ModelStub, now: u64) -> bool {
-        s.created_at_ms.saturating_add(self.config.grace_ms) <= now && s.retry_lo <= now
+        s.created_at_ms.saturating_add(ms(self.config.grace)) <= now && s.retry_lo <= now
     }
 
     fn surely_due(&self, s: &ModelStub, now: u64) -> bool {
-        s.created_at_ms.saturating_add(self.config.grace_ms) <= now && s.retry_hi <= now
+        s.created_at_ms.saturating_add(ms(self.config.grace)) <= now && s.retry_hi <= now
     }
 
     fn has_changes(&self) -> bool {
@@ -450,7 +455,7 @@ impl Model {
             // Spec: the node lives here since `epoch` even without a ghost.
             if self.tombstones.get(id).is_none_or(|&(e, _)| e < epoch) {
                 self.tombstones
-                    .insert(id.to_owned(), (epoch, now.saturating_add(self.config.tombstone_ttl_ms)));
+                    .insert(id.to_owned(), (epoch, now.saturating_add(ms(self.config.tombstone_ttl))));
                 self.tomb_dirty.insert(id.to_owned());
             }
             return MoveOutcome::UnknownNode;
@@ -494,7 +499,7 @@ impl Model {
                         self.stubs.get_mut(id).expect("live").refcount = c.count;
                         self.touch(id);
                         if c.count == 0 {
-                            hold = now.saturating_add(self.config.grace_ms).max(1);
+                            hold = now.saturating_add(ms(self.config.grace)).max(1);
                         }
                     }
                     _ => {}
@@ -508,7 +513,7 @@ impl Model {
                 self.purge(id, Purge::Verified, epoch);
                 r.purged += 1;
             }
-            Verdict::Redirect { shard, epoch: to } => {
+            Verdict::Redirect { shard: ShardId(shard), epoch: Epoch(to) } => {
                 if to <= epoch {
                     r.stale += 1;
                     self.counters.stale_verdicts += 1;
@@ -523,7 +528,7 @@ impl Model {
             Verdict::Inconclusive => {
                 self.counters.inconclusive += 1;
                 r.inconclusive += 1;
-                let (base, cap) = (self.config.backoff_base_ms, self.config.backoff_cap_ms);
+                let (base, cap) = (ms(self.config.backoff_base), ms(self.config.backoff_cap));
                 let s = self.stubs.get_mut(id).expect("live");
                 let factor = 1u64.checked_shl(u32::from(s.attempts)).unwrap_or(u64::MAX);
                 let d = base.saturating_mul(factor).min(cap);
@@ -556,14 +561,14 @@ fn step(t: &mut GhostTable, m: &mut Model, h: &mut Harness, now: u64, op: &Op) -
     match op {
         Op::Insert { id, target, refcount, epoch } => {
             let id = name(*id);
-            let got = t.insert(&id, *target, *refcount, *epoch, now);
+            let got = t.insert(&id, ShardId(*target), *refcount, Epoch(*epoch), now);
             let want = m.insert(&id, *target, *refcount, *epoch, now);
             prop_assert_eq!(got, want);
         }
         Op::InsertBadId { too_long } => {
             let max = m.config.max_node_id_len;
             let id = if *too_long { "x".repeat(max + 1) } else { String::new() };
-            let got = t.insert(&id, 1, 1, 1, now);
+            let got = t.insert(&id, ShardId(1), 1, Epoch(1), now);
             prop_assert_eq!(got, Err(Error::InvalidNodeId { len: id.len(), max }));
         }
         Op::EdgeAdded(id) => {
@@ -595,12 +600,12 @@ fn step(t: &mut GhostTable, m: &mut Model, h: &mut Harness, now: u64, op: &Op) -
         }
         Op::Retarget { id, target, epoch } => {
             let id = name(*id);
-            let got = t.retarget(&id, *target, *epoch);
+            let got = t.retarget(&id, ShardId(*target), Epoch(*epoch));
             prop_assert_eq!(got, m.retarget(&id, *target, *epoch));
         }
         Op::Reclaim { id, epoch } => {
             let id = name(*id);
-            prop_assert_eq!(t.reclaim(&id, *epoch, now), m.reclaim(&id, *epoch, now));
+            prop_assert_eq!(t.reclaim(&id, Epoch(*epoch), now), m.reclaim(&id, *epoch, now));
         }
         Op::Plan { max_scan } => plan(t, m, h, now, *max_scan)?,
         Op::Verdicts(picks) => {
@@ -841,10 +846,10 @@ proptest! {
         k in 1usize..8,
         gaps in vec(vec((0usize..60, any::<bool>()), 0..4), 0..80),
     ) {
-        let config = TableConfig { grace_ms: 0, ..TableConfig::default() };
+        let config = TableConfig { grace: Duration::ZERO, ..TableConfig::default() };
         let mut t = GhostTable::new(SHARD, config).unwrap();
         for (i, &rc) in refcounts.iter().enumerate() {
-            t.insert(&format!("s{i}"), 1 + (i % 5) as u16, rc, 1, 0).unwrap();
+            t.insert(&format!("s{i}"), ShardId(1 + (i % 5) as u16), rc, Epoch(1), 0).unwrap();
         }
         let mut gaps = gaps.iter();
         // Two passes: the second must start cleanly where the first wrapped.

@@ -165,8 +165,9 @@ fn main() -> ExitCode {
 fn etcd_store(url: &str) -> Result<StoreChoice, String> {
     let prefix = format!("vshard-ghosts-rebalance/{:016x}/", fastrand::u64(..));
     println!("etcd {url}, key prefix {prefix}");
-    let config = vshard_ghosts::EtcdConfig { prefix, ..Default::default() };
-    let store = vshard_ghosts::EtcdStore::connect([url], config).map_err(|e| format!("etcd {url}: {e}"))?;
+    let config = vshard_ghosts::store::EtcdConfig { prefix, ..Default::default() };
+    let store =
+        vshard_ghosts::store::EtcdStore::connect([url], config).map_err(|e| format!("etcd {url}: {e}"))?;
     Ok(StoreChoice::Custom(std::sync::Arc::new(store)))
 }
 

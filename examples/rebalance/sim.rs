@@ -3,8 +3,9 @@
 use crate::model::{Model, Op, node_id};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vshard_ghosts::actors::sweeper::{GetSweepStats, RunPass};
-use vshard_ghosts::messages::InjectPanic;
+use vshard_ghosts::messages::{InjectPanic, InsertGhost, Retarget};
+use vshard_ghosts::store::MemoryStore;
+use vshard_ghosts::testing::*;
 use vshard_ghosts::*;
 
 /// Sizes and fault rates of a run.
@@ -32,9 +33,9 @@ pub(crate) struct SimConfig {
 pub(crate) fn sim_settings() -> GhostConfig {
     let mut c = GhostConfig::default();
     c.runtime.shard.table = TableConfig {
-        grace_ms: 0,
-        backoff_base_ms: 100,
-        backoff_cap_ms: 1_000,
+        grace: Duration::ZERO,
+        backoff_base: Duration::from_millis(100),
+        backoff_cap: Duration::from_millis(1_000),
         jitter_seed: 1,
         ..TableConfig::default()
     };
@@ -77,7 +78,7 @@ pub(crate) struct SimReport {
     pub(crate) moves: u64,
     pub(crate) ghosts_inserted: u64,
     pub(crate) lost_decrements: u64,
-    pub(crate) sweep: vshard_ghosts::SweepCounts,
+    pub(crate) sweep: vshard_ghosts::sweep::SweepCounts,
     pub(crate) restarts: u64,
     pub(crate) commits: u64,
     pub(crate) replay_skipped: bool,
@@ -118,10 +119,10 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
     let mut model = Model::generate(cfg.nodes, cfg.edges, cfg.shards, &mut rng);
     let verifier = Arc::new(DirectoryVerifier::new());
     for n in 0..cfg.nodes {
-        verifier.record_move(&node_id(n), model.home[n as usize], 0);
+        verifier.record_move(&node_id(n), ShardId(model.home[n as usize]), Epoch(0));
     }
     for s in 0..cfg.shards {
-        verifier.set_latency(s, Duration::from_micros(200));
+        verifier.set_latency(ShardId(s), Duration::from_micros(200));
     }
     let clock = ManualClock::new(1_000_000);
     let mut rt = build(cfg, &store, &verifier, &clock)?;
@@ -133,8 +134,8 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
         progress(wave, cfg.waves, "moving");
         // A stretch of the run with two targets unreachable: verifies back off.
         let dark = wave >= cfg.waves / 4 && wave < cfg.waves / 2;
-        verifier.set_unreachable(1, dark);
-        verifier.set_unreachable(2, dark);
+        verifier.set_unreachable(ShardId(1), dark);
+        verifier.set_unreachable(ShardId(2), dark);
 
         let mut ops: Vec<Vec<Op>> = vec![Vec::new(); cfg.shards as usize];
         let moves = (f64::from(cfg.nodes) * cfg.move_fraction) as u32;
@@ -152,7 +153,7 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
                 _ => (from + rng.u16(1..cfg.shards)) % cfg.shards,
             };
             model.move_node(node, to, rng.bool(), &mut ops);
-            verifier.record_move(&node_id(node), to, model.epoch[node as usize]);
+            verifier.record_move(&node_id(node), ShardId(to), Epoch(model.epoch[node as usize]));
             report.moves += 1;
         }
         for _ in 0..cfg.churn {
@@ -181,15 +182,11 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
         report.miss_checks += check_no_miss(&rt, &model, &mut report.divergences).await?;
         // One sweep pass per wave besides the periodic ones, so that every stretch
         // of the run (dark targets included) is swept while edges keep changing.
-        rt.sweeper()
-            .expect("built with a sweeper")
-            .send(RunPass)
-            .await
-            .map_err(|_| Error::Unavailable { shard: 0 })?;
+        rt.run_sweep_pass().await?;
         // Chaos at a quiet point: everything is flushed, so the model stays exact.
         rt.flush().await?;
         let victim = rng.u16(0..cfg.shards);
-        let _ = rt.call(victim, InjectPanic).await?;
+        let _ = rt.request(victim, InjectPanic).await;
 
         if wave == cfg.waves / 2 {
             progress(wave, cfg.waves, "restarting");
@@ -206,8 +203,8 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
 
     progress(cfg.waves, cfg.waves, "final sweep");
     // The host's truth for every ghost the tables may hold, then passes until one is clean.
-    verifier.set_unreachable(1, false);
-    verifier.set_unreachable(2, false);
+    verifier.set_unreachable(ShardId(1), false);
+    verifier.set_unreachable(ShardId(2), false);
     // A shard that reloaded lowers no refcount until its next sequenced batch
     // (unsequenced events before a crash are in no log), so the host marks its
     // log's position on every shard with an empty batch. Each count is then at
@@ -218,14 +215,13 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
     }
     for &(s, n) in model.ghosts.keys() {
         let count = model.true_count(s, n);
-        verifier.set_local_edges(s, &node_id(n), Some(LocalEdges::at(count, seqs[s as usize])));
+        verifier.set_local_edges(ShardId(s), &node_id(n), Some(LocalEdges::at(count, seqs[s as usize])));
     }
     clock.advance(10_000);
-    let sweeper = rt.sweeper().expect("built with a sweeper").clone();
     // Until a pass finds nothing to do: counts repaired to zero are purged by
     // the pass after the one that repaired them.
     for _ in 0..6 {
-        let c = sweeper.send(RunPass).await.map_err(|_| Error::Unavailable { shard: 0 })?.counts;
+        let c = rt.run_sweep_pass().await?.counts;
         clock.advance(10_000);
         if c.corrected + c.purged() + c.inconclusive + c.skipped_busy + c.stale + c.redirected == 0 {
             break;
@@ -267,14 +263,31 @@ async fn send_wave(rt: &GhostRuntime, ops: Vec<Vec<Op>>, seqs: &mut [u64]) -> Re
                     Op::Added(d) => batch.added(&node_id(d)),
                     Op::Removed(d) => batch.removed(&node_id(d)),
                     Op::Insert { node, target, refcount, epoch } => {
-                        rt.insert_ghost(shard, &node_id(node), target, refcount, epoch).await?;
+                        rt.insert_ghost(
+                            shard,
+                            InsertGhost {
+                                node_id: node_id(node).into(),
+                                target: ShardId(target),
+                                refcount,
+                                epoch: Epoch(epoch),
+                            },
+                        )
+                        .await?;
                     }
                     Op::Retarget { node, target, epoch } => {
-                        rt.retarget(shard, &node_id(node), target, epoch).await?;
+                        rt.retarget(
+                            shard,
+                            Retarget {
+                                node_id: node_id(node).into(),
+                                target: ShardId(target),
+                                epoch: Epoch(epoch),
+                            },
+                        )
+                        .await?;
                     }
                     Op::Reclaim { node: u32::MAX, .. } => {}
                     Op::Reclaim { node, epoch } => {
-                        rt.reclaim(shard, &node_id(node), epoch).await?;
+                        rt.reclaim(shard, &node_id(node), Epoch(epoch)).await?;
                     }
                 }
             }
@@ -298,7 +311,7 @@ async fn send_wave(rt: &GhostRuntime, ops: Vec<Vec<Op>>, seqs: &mut [u64]) -> Re
 /// a traversal nowhere while a local edge still needs the node.
 async fn check_no_miss(rt: &GhostRuntime, model: &Model, divergences: &mut Vec<String>) -> Result<u64> {
     let ids: Vec<(u16, String)> = model.ghosts.keys().map(|&(s, n)| (s, node_id(n))).collect();
-    let frontier: Vec<(u16, &str)> = ids.iter().map(|(s, id)| (*s, id.as_str())).collect();
+    let frontier: Vec<(ShardId, &str)> = ids.iter().map(|(s, id)| (ShardId(*s), id.as_str())).collect();
     let answers = rt.resolve_many(&frontier).await?;
     for ((s, id), a) in ids.iter().zip(&answers) {
         if a.is_none() && divergences.len() < 20 {
@@ -313,9 +326,10 @@ async fn collect(rt: &GhostRuntime, report: &mut SimReport) -> Result<()> {
         report.restarts += s.restarts;
     }
     report.commits += rt.writer_stats().map_or(0, |w| w.commits);
-    if let Some(sweeper) = rt.sweeper() {
-        let totals = sweeper.send(GetSweepStats).await.map_err(|_| Error::Unavailable { shard: 0 })?;
-        report.sweep.merge(&totals.counts);
+    match rt.sweep_totals().await {
+        Ok(totals) => report.sweep.merge(&totals.counts),
+        Err(Error::NoSweeper) => {}
+        Err(e) => return Err(e),
     }
     Ok(())
 }
@@ -325,10 +339,10 @@ async fn oracle(rt: &GhostRuntime, model: &Model, report: &mut SimReport) -> Res
     let expected = model.expected_after_sweep();
     let mut seen = 0;
     for shard in rt.shard_ids() {
-        for r in rt.call(shard, vshard_ghosts::messages::ExportRecords).await?? {
+        for r in rt.request(shard, vshard_ghosts::messages::ExportRecords).await? {
             let node: u32 = r.node_id[1..].parse().unwrap_or(u32::MAX);
             seen += 1;
-            match expected.get(&(shard, node)) {
+            match expected.get(&(shard.get(), node)) {
                 Some(&(target, refcount)) if target == r.target_shard && refcount == r.refcount => {}
                 want => report.divergences.push(format!(
                     "shard {shard} ghost {}: has (target {}, refcount {}), expected {want:?}",

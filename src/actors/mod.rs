@@ -1,7 +1,7 @@
 //! The actors: one `GhostActor` per vShard and the `SweeperActor`.
 
-pub mod ghost;
-pub mod sweeper;
+pub(crate) mod ghost;
+pub(crate) mod sweeper;
 
 pub use ghost::GhostActor;
-pub use sweeper::SweeperActor;
+pub(crate) use sweeper::SweeperActor;

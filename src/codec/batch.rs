@@ -12,9 +12,9 @@ use super::envelope::{self, Kind};
 use super::{check_count, encode_err, expect_array, expect_end, malformed, read_id, read_stub, write_stub};
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
-use crate::store::ShardChanges;
 use crate::stub::StubRef;
 use crate::table::ChangeSet;
+use crate::table::ShardChanges;
 use zerompk::{Read, SliceReader, ToMessagePack, Write};
 
 /// Smallest section: fixarray, fixint shard, bin8 header, and a bin of four bytes

@@ -1,6 +1,7 @@
 //! Unit tests of the codec: round trips, the seed's bytes, and hostile lengths.
 
 use super::*;
+use crate::ids::{Epoch, ShardId};
 use crate::stub::StubRecord;
 
 fn cfg() -> TableConfig {
@@ -10,8 +11,14 @@ fn cfg() -> TableConfig {
 fn sample() -> GhostTable {
     let mut t = GhostTable::new(3, cfg()).unwrap();
     for i in 0..50u32 {
-        t.insert(&format!("node-{i:08}"), (i % 7 + 4) as u16, i, u64::from(i) * 3, 1_000 + u64::from(i))
-            .unwrap();
+        t.insert(
+            &format!("node-{i:08}"),
+            ShardId((i % 7 + 4) as u16),
+            i,
+            Epoch(u64::from(i) * 3),
+            1_000 + u64::from(i),
+        )
+        .unwrap();
     }
     t.apply_batch(Some(77), &crate::EdgeEvents::new());
     t

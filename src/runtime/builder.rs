@@ -1,20 +1,18 @@
-//! `RuntimeConfig` and the builder that starts a `GhostRuntime`.
+//! The builder that starts a `GhostRuntime`, and where its shards keep their state.
 
 use super::GhostRuntime;
 use crate::actors::GhostActor;
-use crate::actors::sweeper::SweeperActor;
 use crate::clock::{Clock, TokioClock};
-use crate::config::ShardConfig;
-use crate::config::SweeperConfig;
-use crate::error::{Error, Result};
+use crate::config::{RuntimeConfig, ShardConfig, SweeperConfig};
+use crate::error::Result;
+use crate::ids::ShardId;
 use crate::store::{GhostStore, MemoryStore, RedbStore};
-use crate::verify::Verifier;
+use crate::sweep::Verifier;
 use crate::writer::StoreWriter;
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Where shard state lives.
 #[derive(Clone)]
@@ -35,57 +33,6 @@ impl std::fmt::Debug for StoreChoice {
             Self::Memory => f.write_str("Memory"),
             Self::Custom(store) => f.debug_tuple("Custom").field(&store.kind()).finish(),
         }
-    }
-}
-
-/// Settings of a [`GhostRuntime`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RuntimeConfig {
-    /// The vShard ids this process serves. Default `0..64`.
-    pub shards: Vec<u16>,
-    /// Arbiter threads the shards are spread over (round-robin). Default: the
-    /// number of cores.
-    pub arbiters: usize,
-    /// Settings of every shard. Default [`ShardConfig::default`].
-    pub shard: ShardConfig,
-    /// Retries of a failed store commit before the shard restarts. Default 3.
-    pub commit_retries: u32,
-    /// Delay before the first commit retry, in ms, doubling. Default 10.
-    pub commit_retry_delay_ms: u64,
-    /// How often shard statistics are published as metrics, in ms; 0 turns
-    /// the poller off. Default 5 000.
-    pub metrics_interval_ms: u64,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self {
-            shards: (0..64).collect(),
-            arbiters: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            shard: ShardConfig::default(),
-            commit_retries: 3,
-            commit_retry_delay_ms: 10,
-            metrics_interval_ms: 5_000,
-        }
-    }
-}
-
-impl RuntimeConfig {
-    /// Checks that every field is in range.
-    pub fn validate(&self) -> Result<()> {
-        self.shard.validate()?;
-        if self.shards.is_empty() {
-            return Err(Error::InvalidConfig("at least one shard is needed".into()));
-        }
-        let mut seen = std::collections::HashSet::new();
-        if let Some(dup) = self.shards.iter().find(|s| !seen.insert(**s)) {
-            return Err(Error::InvalidConfig(format!("shard {dup} listed twice")));
-        }
-        if self.arbiters == 0 {
-            return Err(Error::InvalidConfig("arbiters must be at least 1".into()));
-        }
-        Ok(())
     }
 }
 
@@ -116,12 +63,12 @@ impl GhostRuntimeBuilder {
     }
 
     /// The shards to serve.
-    pub fn shards(mut self, shards: impl IntoIterator<Item = u16>) -> Self {
-        self.config.shards = shards.into_iter().collect();
+    pub fn shards<S: Into<ShardId>>(mut self, shards: impl IntoIterator<Item = S>) -> Self {
+        self.config.shards = shards.into_iter().map(Into::into).collect();
         self
     }
 
-    /// The number of arbiter threads.
+    /// The number of arbiter threads (0: the calling arbiter runs everything).
     pub fn arbiters(mut self, n: usize) -> Self {
         self.config.arbiters = n;
         self
@@ -145,7 +92,7 @@ impl GhostRuntimeBuilder {
         self
     }
 
-    /// Runs a [`SweeperActor`] over every shard on an arbiter of its own,
+    /// Runs the sweeper over every shard on an arbiter of its own,
     /// verifying through `verifier`. Without this call no sweeper runs.
     pub fn sweeper(mut self, verifier: Arc<dyn Verifier>, config: SweeperConfig) -> Self {
         self.sweeper = Some((verifier, config));
@@ -166,44 +113,28 @@ impl GhostRuntimeBuilder {
             StoreChoice::Memory => Arc::new(MemoryStore::new()),
             StoreChoice::Custom(store) => store,
         };
-        let writer = StoreWriter::spawn(
-            store,
-            config.commit_retries,
-            Duration::from_millis(config.commit_retry_delay_ms),
-        )?;
+        let writer = StoreWriter::spawn(store, config.commit_retries, config.commit_retry_delay)?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
         let arbiters: Vec<Arbiter> = (0..config.arbiters).map(|_| Arbiter::new()).collect();
+        let handle =
+            |i: usize| arbiters.get(i % arbiters.len().max(1)).map_or_else(Arbiter::current, Arbiter::handle);
         let shard_config = Arc::new(config.shard.clone());
         let mut shards = HashMap::with_capacity(config.shards.len());
         for (i, &shard) in config.shards.iter().enumerate() {
-            let actor = GhostActor::new(shard, shard_config.clone(), writer.clone(), clock.clone());
-            shards.insert(shard, actor.start_supervised_in(&arbiters[i % arbiters.len()].handle()));
+            let actor = GhostActor::new(shard.get(), shard_config.clone(), writer.clone(), clock.clone());
+            shards.insert(shard.get(), actor.start_supervised_in(&handle(i)));
         }
-        let mut arbiters = arbiters;
-        let sweeper = match self.sweeper {
-            Some((verifier, sweeper_config)) => {
-                let mut addrs: Vec<_> = shards.iter().map(|(&s, a)| (s, a.clone())).collect();
-                addrs.sort_unstable_by_key(|(s, _)| *s);
-                let actor = SweeperActor::new(addrs, verifier, sweeper_config)?;
-                // Its own thread: sweeping never runs where a shard's requests do.
-                let arbiter = Arbiter::new();
-                let addr = actor.start_in(&arbiter.handle());
-                arbiters.push(arbiter);
-                Some(addr)
-            }
-            None => None,
-        };
         tracing::info!(shards = shards.len(), arbiters = arbiters.len(), "ghost runtime started");
         let runtime = GhostRuntime {
             shards,
-            sweeper,
+            sweeper: Mutex::new(None),
+            own_threads: config.arbiters > 0,
             arbiters: Mutex::new(arbiters),
             writer: Mutex::new(Some(writer)),
             extra: Mutex::new(Vec::new()),
         };
-        if config.metrics_interval_ms > 0 {
+        if let Some(every) = config.metrics_interval {
             let shards = runtime.shards.clone();
-            let every = Duration::from_millis(config.metrics_interval_ms);
             let poller = actix::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
@@ -211,6 +142,9 @@ impl GhostRuntimeBuilder {
                 }
             });
             runtime.on_shutdown(Box::new(move || poller.abort()));
+        }
+        if let Some((verifier, sweeper)) = self.sweeper {
+            runtime.start_sweeper(verifier, sweeper)?;
         }
         Ok(runtime)
     }

@@ -2,15 +2,54 @@
 
 use super::GhostRuntime;
 use crate::actors::SweeperActor;
-use crate::actors::sweeper::{GetSweepStats, Pause, Resume, RunPass, SetRate};
+use crate::config::SweeperConfig;
 use crate::error::{Error, Result};
+use crate::ids::ShardId;
 use crate::messages::{GetStats, Revive, ShardState, ShardStats};
-use crate::sweep_report::{PassReport, SweepTotals};
+use crate::messages::{GetSweepStats, Pause, Resume, RunPass, SetRate, StopSweeper};
+use crate::sweep::Verifier;
+use crate::sweep::{PassReport, SweepTotals};
 use actix::Addr;
+use actix::Arbiter;
+use std::sync::{Arc, PoisonError};
 
 impl GhostRuntime {
-    fn sweeper_addr(&self) -> Result<&Addr<SweeperActor>> {
-        self.sweeper.as_ref().ok_or(Error::NoSweeper)
+    fn sweeper_addr(&self) -> Result<Addr<SweeperActor>> {
+        self.sweeper.lock().unwrap_or_else(PoisonError::into_inner).clone().ok_or(Error::NoSweeper)
+    }
+
+    /// Starts the sweeper over every shard, verifying through `verifier`: on an
+    /// arbiter of its own, so that sweeping never runs where a shard's requests
+    /// do (unless the runtime runs everything on the calling arbiter,
+    /// `arbiters = 0`). A host may start it only once its edge logs are
+    /// replayed, and again after [`stop_sweeper`](Self::stop_sweeper).
+    /// Refused while one runs.
+    pub fn start_sweeper(&self, verifier: Arc<dyn Verifier>, config: SweeperConfig) -> Result<()> {
+        let mut slot = self.sweeper.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_some_and(Addr::connected) {
+            return Err(Error::InvalidConfig("a sweeper runs already: stop it first".into()));
+        }
+        let mut shards: Vec<_> = self.shards.iter().map(|(&s, a)| (s, a.clone())).collect();
+        shards.sort_unstable_by_key(|(s, _)| *s);
+        let actor = SweeperActor::new(shards, verifier, config)?;
+        *slot = Some(if self.own_threads {
+            let arbiter = Arbiter::new();
+            let addr = actor.start_in(&arbiter.handle());
+            self.arbiters.lock().unwrap_or_else(PoisonError::into_inner).push(arbiter);
+            addr
+        } else {
+            actor.start_in(&Arbiter::current())
+        });
+        Ok(())
+    }
+
+    /// Stops the sweeper gracefully and answers its final totals: no new
+    /// verify starts, those in flight finish or time out (within the verify
+    /// timeout), and the verdicts gathered are applied.
+    pub async fn stop_sweeper(&self) -> Result<SweepTotals> {
+        let addr =
+            self.sweeper.lock().unwrap_or_else(PoisonError::into_inner).take().ok_or(Error::NoSweeper)?;
+        addr.send(StopSweeper).await.map_err(|_| Error::NoSweeper)
     }
 
     /// Pauses the sweeper: it takes no token and starts no pass; a running
@@ -43,7 +82,7 @@ impl GhostRuntime {
     }
 
     /// One shard's state and counters.
-    pub async fn shard_stats(&self, shard: u16) -> Result<ShardStats> {
+    pub async fn shard_stats(&self, shard: impl Into<ShardId>) -> Result<ShardStats> {
         self.call(shard, GetStats).await
     }
 
@@ -54,8 +93,9 @@ impl GhostRuntime {
     /// load as a restart, with a fresh restart budget; a shard that serves is
     /// left alone. Answers the shard's state after the reload: `Ready`, or
     /// the state it fell back to if the cause is still there.
-    pub async fn revive_shard(&self, shard: u16) -> Result<ShardState> {
-        self.call(shard, Revive).await??;
+    pub async fn revive_shard(&self, shard: impl Into<ShardId>) -> Result<ShardState> {
+        let shard = shard.into();
+        self.request(shard, Revive).await?;
         // The reload holds the shard's mailbox: this answer comes after it.
         Ok(self.shard_stats(shard).await?.state)
     }

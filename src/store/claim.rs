@@ -10,7 +10,7 @@ use std::time::Instant;
 /// A watch is valid until its deadline passes, its deadline is
 /// [expired](Self::expire), or it is [revoked](Self::revoke); once invalid
 /// through expiry or revocation it stays so. The deadline is real
-/// (monotonic) time, not the actor's [`Clock`](crate::Clock): it stands for a
+/// (monotonic) time, not the actor's [`Clock`](crate::clock::Clock): it stands for a
 /// real lease, which lapses in real time whatever clock the table runs on.
 ///
 /// Watches made by [`derive`](Self::derive) share the deadline of the one

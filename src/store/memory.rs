@@ -13,7 +13,7 @@ use std::sync::Mutex;
 /// Keeps every shard's stubs as plain rows; lost when the process ends.
 ///
 /// Rows are not encoded: this store exists to be fast and simple (the codec
-/// and corrupt bytes are exercised through [`RedbStore`](crate::RedbStore)).
+/// and corrupt bytes are exercised through [`RedbStore`](crate::store::RedbStore)).
 /// Loading still goes through the table's checks, so a row the shard's
 /// [`TableConfig`] cannot hold fails the load, as it would from disk.
 #[derive(Debug, Default)]

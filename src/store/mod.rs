@@ -5,7 +5,7 @@
 
 mod claim;
 #[cfg(feature = "testing")]
-mod faulty;
+pub(crate) mod faulty;
 mod memory;
 mod redb;
 mod redb_log;
@@ -14,9 +14,9 @@ mod redb_schema;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 
+pub use crate::stub::{StubRecord, StubRef};
+pub use crate::table::changes::ShardChanges;
 pub use claim::ClaimWatch;
-#[cfg(feature = "testing")]
-pub use faulty::{Fault, FaultyStore, StoreOp};
 pub use memory::MemoryStore;
 pub use redb::RedbStore;
 
@@ -26,17 +26,7 @@ pub use etcd::{EtcdConfig, EtcdStore};
 use crate::codec;
 use crate::config::TableConfig;
 use crate::error::Result;
-use crate::table::{ChangeSet, GhostTable};
-
-/// One shard's changes within a commit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ShardChanges {
-    /// The shard.
-    pub shard: u16,
-    /// Its changes: apply the removals, then the upserts in order, then record
-    /// the sequence number.
-    pub changes: ChangeSet,
-}
+use crate::table::GhostTable;
 
 /// Durable storage of ghost state, shared by all shards of a process.
 ///

@@ -3,7 +3,17 @@
 use crate::stub::StubRef;
 use std::fmt;
 
-/// Changes since the last [`GhostTable::take_changes`](crate::GhostTable::take_changes), for the store.
+/// One shard's changes within a commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardChanges {
+    /// The shard.
+    pub shard: u16,
+    /// Its changes: apply the removals, then the upserts in order, then record
+    /// the sequence number.
+    pub changes: ChangeSet,
+}
+
+/// Changes since the last [`GhostTable::take_changes`](crate::table::GhostTable::take_changes), for the store.
 ///
 /// Apply the removals, then the upserts in order: an id removed and inserted
 /// again within one window appears in both, and the upsert is its current

@@ -1,6 +1,6 @@
 //! `GhostTable`: one shard's ghost stubs as a pure state machine (no I/O, no clock).
 
-mod changes;
+pub(crate) mod changes;
 mod load;
 mod slab;
 mod stats;
@@ -8,12 +8,14 @@ mod sweep;
 mod tombstones;
 
 pub use changes::ChangeSet;
+pub(crate) use changes::ShardChanges;
 pub use stats::{TableCounters, TableStats};
 
 use crate::config::TableConfig;
-use crate::edge_events::EdgeEvents;
 use crate::error::{Error, Result};
+use crate::event::EdgeEvents;
 use crate::event::{BatchOutcome, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
+use crate::ids::{Epoch, ShardId};
 use crate::stub::{GhostInfo, PurgeReason, StubRecord, StubRef};
 use slab::{Slab, Slot};
 use tombstones::{Tombstone, Tombstones};
@@ -145,11 +147,12 @@ impl GhostTable {
     pub fn insert(
         &mut self,
         node_id: &str,
-        target: u16,
+        target: ShardId,
         refcount: u32,
-        epoch: u64,
+        epoch: Epoch,
         now_ms: u64,
     ) -> Result<InsertOutcome> {
+        let (target, epoch) = (target.get(), epoch.get());
         self.check_id(node_id)?;
         self.check_target(target)?;
         if self.tombstones.len() > 0
@@ -299,7 +302,8 @@ impl GhostTable {
 
     /// The node moved on from its target to `target` at `epoch`: the ghost follows.
     /// Moving back here is [`reclaim`](Self::reclaim), not a retarget.
-    pub fn retarget(&mut self, node_id: &str, target: u16, epoch: u64) -> Result<MoveOutcome> {
+    pub fn retarget(&mut self, node_id: &str, target: ShardId, epoch: Epoch) -> Result<MoveOutcome> {
+        let (target, epoch) = (target.get(), epoch.get());
         self.check_target(target)?;
         let Some(i) = self.slab.find(node_id) else {
             return Ok(MoveOutcome::UnknownNode);
@@ -314,7 +318,8 @@ impl GhostTable {
 
     /// The node moved back to this shard at `epoch`: the ghost is dropped at
     /// once, and a tombstone refuses stale inserts at or below `epoch`.
-    pub fn reclaim(&mut self, node_id: &str, epoch: u64, now_ms: u64) -> MoveOutcome {
+    pub fn reclaim(&mut self, node_id: &str, epoch: Epoch, now_ms: u64) -> MoveOutcome {
+        let epoch = epoch.get();
         let Some(i) = self.slab.find(node_id) else {
             // Purged already (at zero, say): the node lives here all the same,
             // so a resent insert of an older move must not make its ghost again.
@@ -439,7 +444,7 @@ impl GhostTable {
             epoch,
             target,
             removed_at_ms: now_ms,
-            expires_at_ms: now_ms.saturating_add(self.config.tombstone_ttl_ms),
+            expires_at_ms: now_ms.saturating_add(self.config.tombstone_ttl_ms()),
         };
         self.pending.push_upsert(tombstone_ref(id, &tomb));
         let mut evicted = Vec::new();

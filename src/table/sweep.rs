@@ -16,7 +16,7 @@ impl GhostTable {
         let mut lapsed = Vec::new();
         self.tombstones.expire(now_ms, max_scan, &mut lapsed);
         self.forget_tombstones(&lapsed);
-        let grace = self.config.grace_ms;
+        let grace = self.config.grace_ms();
         while (page.scanned as usize) < max_scan {
             if self.cursor >= self.slab.len() {
                 self.cursor = 0;
@@ -68,6 +68,7 @@ impl GhostTable {
                     report.purged += 1;
                 }
                 Verdict::Redirect { shard, epoch } => {
+                    let (shard, epoch) = (shard.get(), epoch.get());
                     if epoch <= self.slab.slot(i).epoch {
                         // The verifier knows no newer move than we do: not actionable.
                         report.stale += 1;
@@ -110,7 +111,7 @@ impl GhostTable {
                         // counting may still be on its way to this shard. The
                         // hold is persisted with the stub and outlives
                         // retargets and reloads; a plan purges after it.
-                        not_before = now_ms.saturating_add(self.config.grace_ms).max(1);
+                        not_before = now_ms.saturating_add(self.config.grace_ms()).max(1);
                     }
                 }
             }
@@ -140,7 +141,7 @@ impl GhostTable {
     /// ghosts on one unreachable shard spread out instead of arriving together.
     fn back_off(&mut self, i: usize, now_ms: u64) {
         self.counters.inconclusive += 1;
-        let (base, cap) = (self.config.backoff_base_ms, self.config.backoff_cap_ms);
+        let (base, cap) = (self.config.backoff_base_ms(), self.config.backoff_cap_ms());
         let attempts = self.slab.slot(i).attempts;
         let factor = 1u64.checked_shl(u32::from(attempts)).unwrap_or(u64::MAX);
         let d = base.saturating_mul(factor).min(cap);

@@ -2,13 +2,15 @@
 
 use super::*;
 use crate::event::EdgeEvent;
+use crate::ids::{Epoch, ShardId};
 use crate::sweep::{CheckedVerdict, Verdict};
+use std::time::Duration;
 
 fn table() -> GhostTable {
-    GhostTable::new(0, TableConfig { grace_ms: 0, ..TableConfig::default() }).unwrap()
+    GhostTable::new(0, TableConfig { grace: Duration::ZERO, ..TableConfig::default() }).unwrap()
 }
 
-fn verdicts(t: &mut GhostTable, now: u64, f: impl Fn(&str) -> Verdict) -> crate::ApplyReport {
+fn verdicts(t: &mut GhostTable, now: u64, f: impl Fn(&str) -> Verdict) -> crate::sweep::ApplyReport {
     let page = t.plan_sweep(now, usize::MAX);
     let v: Vec<_> = page.checks.iter().map(|c| CheckedVerdict::new(c, f(&c.node_id))).collect();
     t.apply_verdicts(&v, now)
@@ -17,7 +19,7 @@ fn verdicts(t: &mut GhostTable, now: u64, f: impl Fn(&str) -> Verdict) -> crate:
 #[test]
 fn lifecycle_purges_when_the_last_edge_goes() {
     let mut t = table();
-    t.insert("node-42", 10, 3, 1, 0).unwrap();
+    t.insert("node-42", ShardId(10), 3, Epoch(1), 0).unwrap();
     assert_eq!(t.resolve("node-42"), Some(10));
     assert_eq!(t.resolve("elsewhere"), None);
     assert_eq!(t.edge_removed("node-42"), EdgeOutcome::Applied { refcount: 2 });
@@ -30,7 +32,7 @@ fn lifecycle_purges_when_the_last_edge_goes() {
 #[test]
 fn an_added_edge_needs_one_more_removal() {
     let mut t = table();
-    t.insert("n1", 5, 1, 1, 0).unwrap();
+    t.insert("n1", ShardId(5), 1, Epoch(1), 0).unwrap();
     assert_eq!(t.edge_added("n1"), EdgeOutcome::Applied { refcount: 2 });
     assert_eq!(t.edge_removed("n1"), EdgeOutcome::Applied { refcount: 1 });
     assert_eq!(t.edge_removed("n1"), EdgeOutcome::Purged);
@@ -39,9 +41,9 @@ fn an_added_edge_needs_one_more_removal() {
 #[test]
 fn a_sweep_applies_purge_keep_and_inconclusive() {
     let mut t = table();
-    t.insert("stale", 5, 1, 1, 0).unwrap();
-    t.insert("alive", 6, 2, 1, 0).unwrap();
-    t.insert("unreachable", 7, 1, 1, 0).unwrap();
+    t.insert("stale", ShardId(5), 1, Epoch(1), 0).unwrap();
+    t.insert("alive", ShardId(6), 2, Epoch(1), 0).unwrap();
+    t.insert("unreachable", ShardId(7), 1, Epoch(1), 0).unwrap();
     let r = verdicts(&mut t, 10, |id| match id {
         "stale" => Verdict::Purge,
         "unreachable" => Verdict::Inconclusive,
@@ -55,7 +57,7 @@ fn a_sweep_applies_purge_keep_and_inconclusive() {
 #[test]
 fn zero_refcount_ghosts_are_purged_without_a_remote_call() {
     let mut t = table();
-    t.insert("zero-ref", 5, 0, 1, 0).unwrap();
+    t.insert("zero-ref", ShardId(5), 0, Epoch(1), 0).unwrap();
     let page = t.plan_sweep(10, 100);
     assert!(page.checks.is_empty());
     assert_eq!(page.purged_zero, 1);
@@ -65,18 +67,18 @@ fn zero_refcount_ghosts_are_purged_without_a_remote_call() {
 #[test]
 fn resolve_many_serves_a_traversal_frontier() {
     let mut t = table();
-    t.insert("migrated-node", 42, 5, 1, 0).unwrap();
+    t.insert("migrated-node", ShardId(42), 5, Epoch(1), 0).unwrap();
     assert_eq!(t.resolve_many(["local", "migrated-node"]), vec![None, Some(42)]);
 }
 
 #[test]
 fn refcount_never_wraps_nor_underflows() {
     let mut t = table();
-    t.insert("n", 1, u32::MAX, 1, 0).unwrap();
+    t.insert("n", ShardId(1), u32::MAX, Epoch(1), 0).unwrap();
     assert_eq!(t.edge_added("n"), EdgeOutcome::Saturated);
     assert_eq!(t.get("n").unwrap().refcount, u32::MAX);
     assert_eq!(t.counters().saturated, 1);
-    t.insert("z", 1, 0, 1, 0).unwrap();
+    t.insert("z", ShardId(1), 0, Epoch(1), 0).unwrap();
     assert_eq!(t.edge_removed("z"), EdgeOutcome::Purged);
 }
 
@@ -91,18 +93,18 @@ fn events_for_unknown_nodes_are_counted_not_errors() {
 #[test]
 fn epochs_order_moves() {
     let mut t = table();
-    assert_eq!(t.insert("n", 1, 1, 5, 0).unwrap(), InsertOutcome::Inserted);
-    assert_eq!(t.insert("n", 1, 1, 5, 0).unwrap(), InsertOutcome::Duplicate);
-    assert_eq!(t.insert("n", 2, 1, 4, 0).unwrap(), InsertOutcome::Stale);
-    assert_eq!(t.retarget("n", 3, 5).unwrap(), MoveOutcome::Stale);
-    assert_eq!(t.retarget("n", 3, 6).unwrap(), MoveOutcome::Applied);
+    assert_eq!(t.insert("n", ShardId(1), 1, Epoch(5), 0).unwrap(), InsertOutcome::Inserted);
+    assert_eq!(t.insert("n", ShardId(1), 1, Epoch(5), 0).unwrap(), InsertOutcome::Duplicate);
+    assert_eq!(t.insert("n", ShardId(2), 1, Epoch(4), 0).unwrap(), InsertOutcome::Stale);
+    assert_eq!(t.retarget("n", ShardId(3), Epoch(5)).unwrap(), MoveOutcome::Stale);
+    assert_eq!(t.retarget("n", ShardId(3), Epoch(6)).unwrap(), MoveOutcome::Applied);
     assert_eq!(t.resolve("n"), Some(3));
-    assert_eq!(t.reclaim("n", 6, 0), MoveOutcome::Stale);
-    assert_eq!(t.reclaim("n", 7, 0), MoveOutcome::Applied);
+    assert_eq!(t.reclaim("n", Epoch(6), 0), MoveOutcome::Stale);
+    assert_eq!(t.reclaim("n", Epoch(7), 0), MoveOutcome::Applied);
     assert!(t.is_empty());
     assert_eq!(t.counters().purged_reclaimed, 1);
-    assert_eq!(t.insert("m", 1, 1, 1, 0).unwrap(), InsertOutcome::Inserted);
-    assert_eq!(t.insert("m", 2, 3, 2, 50).unwrap(), InsertOutcome::Replaced);
+    assert_eq!(t.insert("m", ShardId(1), 1, Epoch(1), 0).unwrap(), InsertOutcome::Inserted);
+    assert_eq!(t.insert("m", ShardId(2), 3, Epoch(2), 50).unwrap(), InsertOutcome::Replaced);
     let g = t.get("m").unwrap();
     assert_eq!((g.target_shard, g.refcount, g.created_at_ms), (2, 3, 50));
 }
@@ -110,19 +112,19 @@ fn epochs_order_moves() {
 #[test]
 fn bad_ids_and_self_targets_are_typed_errors() {
     let mut t = table();
-    assert!(matches!(t.insert("", 1, 1, 1, 0), Err(Error::InvalidNodeId { .. })));
+    assert!(matches!(t.insert("", ShardId(1), 1, Epoch(1), 0), Err(Error::InvalidNodeId { .. })));
     let long = "x".repeat(2000);
-    assert!(matches!(t.insert(&long, 1, 1, 1, 0), Err(Error::InvalidNodeId { .. })));
-    assert_eq!(t.insert("n", 0, 1, 1, 0), Err(Error::SelfTarget { shard: 0 }));
-    t.insert("n", 1, 1, 1, 0).unwrap();
-    assert_eq!(t.retarget("n", 0, 2), Err(Error::SelfTarget { shard: 0 }));
+    assert!(matches!(t.insert(&long, ShardId(1), 1, Epoch(1), 0), Err(Error::InvalidNodeId { .. })));
+    assert_eq!(t.insert("n", ShardId(0), 1, Epoch(1), 0), Err(Error::SelfTarget { shard: 0 }));
+    t.insert("n", ShardId(1), 1, Epoch(1), 0).unwrap();
+    assert_eq!(t.retarget("n", ShardId(0), Epoch(2)), Err(Error::SelfTarget { shard: 0 }));
     assert!(t.is_empty() || t.len() == 1);
 }
 
 #[test]
 fn replayed_batches_are_skipped() {
     let mut t = table();
-    t.insert("n", 1, 1, 1, 0).unwrap();
+    t.insert("n", ShardId(1), 1, Epoch(1), 0).unwrap();
     let batch = EdgeEvents::from([EdgeEvent::added("n"), EdgeEvent::added("n"), EdgeEvent::removed("x")]);
     let out = t.apply_batch(Some(10), &batch);
     assert_eq!((out.skipped, out.applied, out.unknown), (false, 2, 1));
@@ -137,7 +139,7 @@ fn replayed_batches_are_skipped() {
 #[test]
 fn a_verdict_on_a_changed_stub_is_stale() {
     let mut t = table();
-    t.insert("n", 1, 1, 1, 0).unwrap();
+    t.insert("n", ShardId(1), 1, Epoch(1), 0).unwrap();
     let page = t.plan_sweep(10, 10);
     t.edge_added("n");
     let v = [CheckedVerdict::new(&page.checks[0], Verdict::Purge)];
@@ -149,8 +151,8 @@ fn a_verdict_on_a_changed_stub_is_stale() {
 #[test]
 fn keep_with_a_count_repairs_the_refcount() {
     let mut t = table();
-    t.insert("a", 1, 5, 1, 0).unwrap();
-    t.insert("b", 1, 5, 1, 0).unwrap();
+    t.insert("a", ShardId(1), 5, Epoch(1), 0).unwrap();
+    t.insert("b", ShardId(1), 5, Epoch(1), 0).unwrap();
     // Counts lower refcounts only at the log position the shard applied.
     t.apply_batch(Some(4), &crate::EdgeEvents::new());
     let count = |n| Verdict::Keep { local_edges: Some(crate::LocalEdges::at(n, 4)) };
@@ -174,13 +176,13 @@ fn keep_with_a_count_repairs_the_refcount() {
 #[test]
 fn redirects_follow_chained_moves_and_moves_back() {
     let mut t = table();
-    t.insert("c", 1, 2, 1, 0).unwrap();
-    t.insert("back", 1, 2, 1, 0).unwrap();
-    t.insert("old", 1, 2, 3, 0).unwrap();
+    t.insert("c", ShardId(1), 2, Epoch(1), 0).unwrap();
+    t.insert("back", ShardId(1), 2, Epoch(1), 0).unwrap();
+    t.insert("old", ShardId(1), 2, Epoch(3), 0).unwrap();
     let r = verdicts(&mut t, 10, |id| match id {
-        "c" => Verdict::Redirect { shard: 2, epoch: 2 },
-        "back" => Verdict::Redirect { shard: 0, epoch: 2 },
-        _ => Verdict::Redirect { shard: 2, epoch: 3 },
+        "c" => Verdict::Redirect { shard: ShardId(2), epoch: Epoch(2) },
+        "back" => Verdict::Redirect { shard: ShardId(0), epoch: Epoch(2) },
+        _ => Verdict::Redirect { shard: ShardId(2), epoch: Epoch(3) },
     });
     assert_eq!((r.redirected, r.reclaimed, r.stale), (1, 1, 1));
     assert_eq!(t.resolve("c"), Some(2));
@@ -189,7 +191,7 @@ fn redirects_follow_chained_moves_and_moves_back() {
 }
 
 /// Plans one single-stub page at `now`; returns the check if the stub was due.
-fn probe(t: &mut GhostTable, now: u64) -> Option<crate::PlannedCheck> {
+fn probe(t: &mut GhostTable, now: u64) -> Option<crate::sweep::PlannedCheck> {
     loop {
         let page = t.plan_sweep(now, 1);
         if page.scanned == 1 {
@@ -200,10 +202,14 @@ fn probe(t: &mut GhostTable, now: u64) -> Option<crate::PlannedCheck> {
 
 #[test]
 fn grace_and_back_off_delay_candidates() {
-    let cfg =
-        TableConfig { grace_ms: 100, backoff_base_ms: 10, backoff_cap_ms: 40, ..TableConfig::default() };
+    let cfg = TableConfig {
+        grace: Duration::from_millis(100),
+        backoff_base: Duration::from_millis(10),
+        backoff_cap: Duration::from_millis(40),
+        ..TableConfig::default()
+    };
     let mut t = GhostTable::new(0, cfg).unwrap();
-    t.insert("n", 1, 1, 1, 1_000).unwrap();
+    t.insert("n", ShardId(1), 1, Epoch(1), 1_000).unwrap();
     assert!(probe(&mut t, 1_099).is_none(), "inside the grace period");
     let mut now = 1_100;
     let mut delays = Vec::new();
@@ -232,7 +238,7 @@ fn grace_and_back_off_delay_candidates() {
 fn a_pass_visits_every_stub_despite_removals() {
     let mut t = table();
     for i in 0..100 {
-        t.insert(&format!("n{i}"), 1, 1, 1, 0).unwrap();
+        t.insert(&format!("n{i}"), ShardId(1), 1, Epoch(1), 0).unwrap();
     }
     let mut seen = std::collections::HashSet::new();
     let mut pages = 0;
@@ -259,8 +265,8 @@ fn a_pass_visits_every_stub_despite_removals() {
 #[test]
 fn changes_drain_upserts_removals_and_sequence() {
     let mut t = table();
-    t.insert("a", 1, 1, 1, 0).unwrap();
-    t.insert("b", 1, 1, 1, 0).unwrap();
+    t.insert("a", ShardId(1), 1, Epoch(1), 0).unwrap();
+    t.insert("b", ShardId(1), 1, Epoch(1), 0).unwrap();
     t.apply_batch(Some(3), &[EdgeEvent::removed("a")].into());
     let c = t.take_changes();
     assert_eq!(c.upserts().map(|r| r.node_id).collect::<Vec<_>>(), ["b"]);
@@ -275,8 +281,8 @@ fn changes_drain_upserts_removals_and_sequence() {
 fn stats_report_age_and_counters() {
     let mut t = table();
     assert_eq!(t.stats(5).oldest_age_ms, None);
-    t.insert("a", 1, 1, 1, 100).unwrap();
-    t.insert("b", 1, 1, 1, 300).unwrap();
+    t.insert("a", ShardId(1), 1, Epoch(1), 100).unwrap();
+    t.insert("b", ShardId(1), 1, Epoch(1), 300).unwrap();
     t.edge_added("ghostless");
     let s = t.stats(1_000);
     assert_eq!((s.ghosts, s.oldest_age_ms), (2, Some(900)));
@@ -287,21 +293,33 @@ fn stats_report_age_and_counters() {
 #[test]
 fn a_reclaim_refuses_the_stale_insert_that_follows_it() {
     let mut t = table();
-    t.insert("n", 1, 2, 1, 0).unwrap();
-    assert_eq!(t.reclaim("n", 2, 5), MoveOutcome::Applied);
-    assert_eq!(t.insert("n", 1, 2, 1, 6).unwrap(), InsertOutcome::Stale, "a resent insert after A→B→A");
-    assert_eq!(t.insert("n", 1, 2, 2, 6).unwrap(), InsertOutcome::Stale, "at the reclaim's epoch too");
+    t.insert("n", ShardId(1), 2, Epoch(1), 0).unwrap();
+    assert_eq!(t.reclaim("n", Epoch(2), 5), MoveOutcome::Applied);
+    assert_eq!(
+        t.insert("n", ShardId(1), 2, Epoch(1), 6).unwrap(),
+        InsertOutcome::Stale,
+        "a resent insert after A→B→A"
+    );
+    assert_eq!(
+        t.insert("n", ShardId(1), 2, Epoch(2), 6).unwrap(),
+        InsertOutcome::Stale,
+        "at the reclaim's epoch too"
+    );
     assert_eq!(t.resolve("n"), None);
-    assert_eq!(t.insert("n", 1, 2, 3, 7).unwrap(), InsertOutcome::Inserted, "the next move away");
+    assert_eq!(
+        t.insert("n", ShardId(1), 2, Epoch(3), 7).unwrap(),
+        InsertOutcome::Inserted,
+        "the next move away"
+    );
     assert_eq!(t.tombstone_epoch("n"), None, "the new life's row replaces the tombstone");
 }
 
 #[test]
 fn a_reclaim_after_a_purge_still_refuses_older_inserts() {
     let mut t = table();
-    t.insert("n", 1, 1, 1, 0).unwrap();
+    t.insert("n", ShardId(1), 1, Epoch(1), 0).unwrap();
     assert_eq!(t.edge_removed("n"), EdgeOutcome::Purged);
-    assert_eq!(t.reclaim("n", 2, 5), MoveOutcome::UnknownNode);
-    assert_eq!(t.insert("n", 1, 1, 1, 6).unwrap(), InsertOutcome::Stale);
+    assert_eq!(t.reclaim("n", Epoch(2), 5), MoveOutcome::UnknownNode);
+    assert_eq!(t.insert("n", ShardId(1), 1, Epoch(1), 6).unwrap(), InsertOutcome::Stale);
     assert_eq!(t.tombstone_epoch("n"), Some(2));
 }

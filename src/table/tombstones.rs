@@ -6,7 +6,7 @@
 //! again, and after A→B→A shard A would forward its own node away. A tombstone
 //! remembers the epoch of the removal; an insert at or below it is stale.
 //!
-//! Bounded twice: each tombstone lapses after `TableConfig::tombstone_ttl_ms`,
+//! Bounded twice: each tombstone lapses after `TableConfig::tombstone_ttl`,
 //! and past `TableConfig::max_tombstones` the oldest goes first. An evicted
 //! tombstone only reopens the (narrow) window it closed; it never removes a ghost.
 

@@ -2,6 +2,7 @@
 
 use super::{GhostActor, State};
 use crate::error::{Error, Result};
+use crate::ids::ShardId;
 use crate::messages::*;
 use crate::sweep::ApplyReport;
 use actix::prelude::*;
@@ -76,16 +77,16 @@ impl Handler<Reclaim> for GhostActor {
 }
 
 impl Handler<Resolve> for GhostActor {
-    type Result = Result<Option<u16>>;
+    type Result = Result<Option<ShardId>>;
     fn handle(&mut self, m: Resolve, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| t.resolve(&m.node_id))
+        self.with_table(ctx, |t, _| t.resolve(&m.node_id).map(ShardId))
     }
 }
 
 impl Handler<ResolveMany> for GhostActor {
-    type Result = Result<Vec<Option<u16>>>;
+    type Result = Result<Vec<Option<ShardId>>>;
     fn handle(&mut self, m: ResolveMany, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| t.resolve_many(m.node_ids.iter().map(|id| &**id)))
+        self.with_table(ctx, |t, _| m.node_ids.iter().map(|id| t.resolve(id).map(ShardId)).collect())
     }
 }
 
@@ -97,17 +98,17 @@ impl Handler<Inspect> for GhostActor {
 }
 
 impl Handler<ExportRecords> for GhostActor {
-    type Result = Result<Vec<crate::StubRecord>>;
+    type Result = Result<Vec<crate::store::StubRecord>>;
     fn handle(&mut self, _: ExportRecords, ctx: &mut Context<Self>) -> Self::Result {
         self.with_table(ctx, |t, _| t.records().collect())
     }
 }
 
 impl Handler<PlanSweep> for GhostActor {
-    type Result = Result<SweepPlan>;
+    type Result = Result<PlanReply>;
     fn handle(&mut self, m: PlanSweep, ctx: &mut Context<Self>) -> Self::Result {
         let page = self.lazy(ctx, |t, now| t.plan_sweep(now, m.max_scan))?;
-        Ok(SweepPlan {
+        Ok(PlanReply {
             shard: self.shard,
             incarnation: self.incarnation,
             page,

@@ -1,13 +1,14 @@
 //! One sweep pass: visit every shard, plan pages, verify under the token bucket, apply by compare-and-set.
 
-use super::queue::{Deferral, ShardQueue};
 use crate::actors::GhostActor;
 use crate::config::SweeperConfig;
 use crate::error::Error;
-use crate::messages::{ApplyVerdicts, PlanSweep, SweepPlan};
+use crate::ids::{Epoch, ShardId};
+use crate::messages::{ApplyVerdicts, PlanReply, PlanSweep};
 use crate::sweep::{CheckedVerdict, PlannedCheck, Verdict};
-use crate::sweep_report::{PassReport, SweepCounts};
-use crate::verify::{Verifier, VerifyRequest};
+use crate::sweep::{Deferral, ShardQueue};
+use crate::sweep::{PassReport, SweepCounts};
+use crate::sweep::{Verifier, VerifyRequest};
 use actix::Addr;
 use futures::{FutureExt, StreamExt};
 use governor::clock::Clock as _;
@@ -73,7 +74,7 @@ impl PassEnv {
         self.limiter.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    fn busy(&self, plan: &SweepPlan, round_trip: Duration) -> bool {
+    fn busy(&self, plan: &PlanReply, round_trip: Duration) -> bool {
         plan.pending_acks > self.config.busy_pending_acks || round_trip > self.config.busy_latency
     }
 }
@@ -211,7 +212,7 @@ async fn request_plan(
     shard: u16,
     addr: &Addr<GhostActor>,
     max_scan: usize,
-) -> crate::Result<(SweepPlan, Duration)> {
+) -> crate::Result<(PlanReply, Duration)> {
     let t0 = Instant::now();
     let plan = addr.send(PlanSweep { max_scan }).await.map_err(|_| Error::MailboxClosed { shard })??;
     Ok((plan, t0.elapsed()))
@@ -234,10 +235,10 @@ async fn verify_one(
         return None;
     }
     let request = VerifyRequest {
-        shard,
+        shard: ShardId(shard),
         node_id: check.node_id.clone(),
-        target_shard: check.target_shard,
-        epoch: check.epoch,
+        target_shard: ShardId(check.target_shard),
+        epoch: Epoch(check.epoch),
     };
     // A panicking host verifier must not take the sweeper's thread down with it.
     let call = AssertUnwindSafe(async { env.verifier.verify(request).await }).catch_unwind();

@@ -8,8 +8,8 @@ use super::retry::retry;
 use crate::codec;
 use crate::config::TableConfig;
 use crate::error::{DecodeError, Error, Result};
-use crate::store::ShardChanges;
 use crate::table::GhostTable;
+use crate::table::ShardChanges;
 use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, TxnOp, TxnOpResponse, TxnResponse};
 use std::collections::{BTreeMap, HashMap};
 
@@ -215,8 +215,8 @@ mod tests {
     use super::*;
     use crate::table::ChangeSet;
 
-    fn rec(id: &str, refcount: u32) -> crate::StubRecord {
-        crate::StubRecord {
+    fn rec(id: &str, refcount: u32) -> crate::store::StubRecord {
+        crate::store::StubRecord {
             node_id: id.into(),
             target_shard: 2,
             refcount,
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn merge_keeps_each_ids_last_change_and_the_highest_seq() {
-        let sc = |shard, upserts: Vec<crate::StubRecord>, removals: &[&str], seq| ShardChanges {
+        let sc = |shard, upserts: Vec<crate::store::StubRecord>, removals: &[&str], seq| ShardChanges {
             shard,
             changes: ChangeSet::from_parts(upserts.iter().map(Into::into), removals.iter().copied(), seq),
         };

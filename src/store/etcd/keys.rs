@@ -86,7 +86,7 @@ pub(super) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 /// A shard's metadata: the applied sequence number and which generation of
-/// rows is live. [`replace`](crate::GhostStore::replace) writes a new
+/// rows is live. [`replace`](crate::store::GhostStore::replace) writes a new
 /// generation in as many transactions as it takes, then flips this value in
 /// one, so a replacement is atomic at any size. A commit too large for one
 /// transaction is made atomic the same way, by [`Intent`].

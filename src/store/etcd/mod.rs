@@ -68,7 +68,7 @@
 //! visible. Such a commit writes its changes twice, the price of a commit
 //! point for a write that etcd cannot take in one transaction.
 //!
-//! A [`replace`](crate::GhostStore::replace) writes a new row generation in
+//! A [`replace`](crate::store::GhostStore::replace) writes a new row generation in
 //! as many transactions as it takes, then switches the metadata to it and
 //! deletes the old rows in one, so it is atomic at any size. Network errors,
 //! timeouts and a lost leader are retried with back-off

@@ -1,4 +1,6 @@
-//! The data of a sweep: planned checks, verdicts, and the reports of each step.
+//! Planned checks, verdicts, and what applying them reports.
+
+use crate::ids::{Epoch, ShardId};
 
 /// One ghost to verify, with the version it had when planned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,9 +92,9 @@ pub enum Verdict {
     /// The node moved on: the ghost follows it, it is never purged for this.
     Redirect {
         /// The shard that now holds the node.
-        shard: u16,
+        shard: ShardId,
         /// The epoch of that move.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// The target could not be asked: retry later with back-off.
     Inconclusive,

@@ -1,57 +1,18 @@
 //! `SweeperActor`: rate-limited, lowest-priority anti-entropy over every shard, from its own arbiter.
 
 mod pass;
-mod queue;
 
 use crate::actors::GhostActor;
 use crate::config::SweeperConfig;
 use crate::error::{Error, Result};
-use crate::sweep_report::{PassReport, SweepTotals};
-use crate::verify::Verifier;
+use crate::messages::{GetSweepStats, Pause, Resume, RunPass, SetRate, StopSweeper};
+use crate::sweep::Verifier;
+use crate::sweep::{PassReport, SweepTotals};
 use actix::prelude::*;
 use pass::{Control, PassEnv};
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
-
-/// Runs one full pass over every shard now and answers its report when it
-/// ends. A request made while a pass runs is served by the next pass, so its
-/// report covers every shard. While paused, the pass waits for `Resume`.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "PassReport")]
-pub struct RunPass;
-
-/// Stops taking tokens and starting passes; a running pass waits at its next step.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct Pause;
-
-/// Undoes [`Pause`].
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct Resume;
-
-/// Changes the token bucket at run time (the new bucket starts full).
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "Result<()>")]
-pub struct SetRate {
-    /// Verifies per second; at least 1.
-    pub per_second: u32,
-    /// Bucket size; at least 1.
-    pub burst: u32,
-}
-
-/// The running totals, with the sweeper's state.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "SweepTotals")]
-pub struct GetSweepStats;
-
-/// Stops the sweeper gracefully: no new token is taken, verifies in flight
-/// finish or time out (within the verify timeout), the verdicts gathered are
-/// applied, then the actor stops. Answers the final totals.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "SweepTotals")]
-pub struct StopSweeper;
 
 /// The anti-entropy sweeper: plans pages on each shard, verifies them through
 /// the host's [`Verifier`] under a governor token bucket, and applies the
@@ -63,7 +24,7 @@ pub struct StopSweeper;
 /// the load on target shards. Periodic passes run every
 /// [`pass_interval`](SweeperConfig::pass_interval) unless paused; [`RunPass`]
 /// runs one on demand.
-pub struct SweeperActor {
+pub(crate) struct SweeperActor {
     env: Arc<PassEnv>,
     control: watch::Sender<Control>,
     rate: (u32, u32),
@@ -80,7 +41,7 @@ pub struct SweeperActor {
 
 impl SweeperActor {
     /// A sweeper over `shards` (shard id and actor of each).
-    pub fn new(
+    pub(crate) fn new(
         shards: Vec<(u16, Addr<GhostActor>)>,
         verifier: Arc<dyn Verifier>,
         config: SweeperConfig,
@@ -104,7 +65,7 @@ impl SweeperActor {
 
     /// Starts the sweeper on `arbiter`: give it one of its own, so that its
     /// work never runs on a shard's thread.
-    pub fn start_in(self, arbiter: &ArbiterHandle) -> Addr<Self> {
+    pub(crate) fn start_in(self, arbiter: &ArbiterHandle) -> Addr<Self> {
         Self::start_in_arbiter(arbiter, move |_| self)
     }
 

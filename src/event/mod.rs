@@ -1,5 +1,9 @@
 //! Edge events from the host and the outcomes of the table's mutations.
 
+mod packed;
+
+pub use packed::EdgeEvents;
+
 /// Whether a local edge to a moved node appeared or went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EdgeKind {

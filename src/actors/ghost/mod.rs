@@ -4,8 +4,9 @@ use crate::clock::Clock;
 use crate::config::{Durability, ShardConfig};
 use crate::error::{Error, Result};
 use crate::messages::ShardStats;
-use crate::store::{ClaimWatch, ShardChanges};
+use crate::store::ClaimWatch;
 use crate::table::GhostTable;
+use crate::table::ShardChanges;
 use crate::writer::StoreWriter;
 use actix::prelude::*;
 use futures::future::BoxFuture;
@@ -29,13 +30,13 @@ enum State {
 /// One vShard's ghost table as a supervised actor.
 ///
 /// On every (re)start it clears its table and reloads it through the
-/// [`StoreWriter`] before handling any queued message. A handler that panics
+/// store writer before handling any queued message. A handler that panics
 /// fails its request with [`Error::Panicked`] and stops the actor, so the
 /// supervisor restarts it; restarts beyond the [`RestartPolicy`](crate::RestartPolicy)
 /// leave the shard down. Unreadable stored state fails closed: every request
 /// gets [`Error::ShardFailed`], and nothing is written over the stored bytes.
 ///
-/// With a store that grants ownership ([`GhostStore::claim`](crate::GhostStore::claim)),
+/// With a store that grants ownership ([`GhostStore::claim`](crate::store::GhostStore::claim)),
 /// every request first checks the claim the table was loaded under. Once it
 /// no longer holds (the lease was not renewed in time, in real time whatever
 /// the actor's [`Clock`]; or the claim was lost), the shard is fenced: its
@@ -68,7 +69,12 @@ pub struct GhostActor {
 
 impl GhostActor {
     /// A shard actor; start it with [`GhostActor::start_supervised`].
-    pub fn new(shard: u16, config: Arc<ShardConfig>, writer: StoreWriter, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(
+        shard: u16,
+        config: Arc<ShardConfig>,
+        writer: StoreWriter,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             shard,
             config,
@@ -88,13 +94,8 @@ impl GhostActor {
         }
     }
 
-    /// Starts the actor under a [`Supervisor`] on the current arbiter.
-    pub fn start_supervised(self) -> Addr<Self> {
-        Supervisor::start(move |_| self)
-    }
-
     /// Starts the actor under a [`Supervisor`] on `arbiter`.
-    pub fn start_supervised_in(self, arbiter: &ArbiterHandle) -> Addr<Self> {
+    pub(crate) fn start_supervised_in(self, arbiter: &ArbiterHandle) -> Addr<Self> {
         Supervisor::start_in_arbiter(arbiter, move |_| self)
     }
 
@@ -187,12 +188,12 @@ impl GhostActor {
         if self.flushing {
             return; // Joins the next flush, started when this one completes.
         }
-        if let Durability::Interval { interval_ms } = self.config.durability
+        if let Durability::Interval { interval } = self.config.durability
             && self.waiters.is_empty()
         {
             if !self.interval_armed {
                 self.interval_armed = true;
-                ctx.run_later(Duration::from_millis(interval_ms), |act, ctx| {
+                ctx.run_later(interval, |act, ctx| {
                     act.interval_armed = false;
                     act.start_flush(ctx);
                 });
@@ -256,7 +257,7 @@ impl GhostActor {
     /// Records a restart; false when the policy's intensity is exceeded.
     fn note_restart(&mut self) -> bool {
         let now = self.clock.now_ms();
-        let window = self.config.restart.window_ms;
+        let window = crate::config::millis(self.config.restart.window);
         while self.restart_times.front().is_some_and(|&t| now.saturating_sub(t) > window) {
             self.restart_times.pop_front();
         }
@@ -271,8 +272,8 @@ impl GhostActor {
             return Duration::ZERO;
         }
         let r = &self.config.restart;
-        let factor = 1u64.checked_shl(n - 1).unwrap_or(u64::MAX);
-        Duration::from_millis(r.backoff_base_ms.saturating_mul(factor).min(r.backoff_cap_ms))
+        let factor = 1u32.checked_shl(n - 1).unwrap_or(u32::MAX);
+        r.backoff_base.saturating_mul(factor).min(r.backoff_cap)
     }
 }
 

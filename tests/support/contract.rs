@@ -1,46 +1,7 @@
-//! The `GhostStore` contract, as checks any store must pass, and the helpers they use.
-//! Shared by the store test files (`mod common;`); each uses the parts it needs.
+//! The `GhostStore` contract, as checks any store must pass.
 
-use vshard_ghosts::{ChangeSet, EdgeEvents, GhostStore, GhostTable, ShardChanges, StubRecord, TableConfig};
-
-pub(crate) fn cfg() -> TableConfig {
-    TableConfig::default()
-}
-
-pub(crate) fn rec(id: &str, target: u16, refcount: u32) -> StubRecord {
-    StubRecord {
-        node_id: id.to_owned(),
-        target_shard: target,
-        refcount,
-        created_at_ms: 1_000 + u64::from(refcount),
-        epoch: 3,
-        hold_until_ms: 0,
-        tombstone: false,
-    }
-}
-
-pub(crate) fn changes(
-    shard: u16,
-    upserts: Vec<StubRecord>,
-    removals: &[&str],
-    seq: Option<u64>,
-) -> ShardChanges {
-    ShardChanges {
-        shard,
-        changes: ChangeSet::from_parts(upserts.iter().map(Into::into), removals.iter().copied(), seq),
-    }
-}
-
-/// A table's stubs sorted by id, and its applied sequence number.
-pub(crate) fn contents(t: &GhostTable) -> (Vec<StubRecord>, Option<u64>) {
-    let mut v: Vec<_> = t.records().collect();
-    v.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-    (v, t.applied_seq())
-}
-
-pub(crate) fn loaded(s: &dyn GhostStore, shard: u16) -> (Vec<StubRecord>, Option<u64>) {
-    contents(&s.load(shard, &cfg()).unwrap())
-}
+use super::*;
+use vshard_ghosts::{EdgeEvents, Epoch, ShardId};
 
 fn unwritten_shard_is_empty(s: &dyn GhostStore) {
     assert_eq!(loaded(s, 9), (vec![], None));
@@ -168,7 +129,7 @@ pub(crate) fn commit_cut_between_parts_is_all_or_nothing(
         let mut t = s.load(shard, &cfg()).unwrap();
         let mut first = EdgeEvents::new();
         for id in &ids {
-            t.insert(id, 1, 1, 1, 1_000).unwrap();
+            t.insert(id, ShardId(1), 1, Epoch(1), 1_000).unwrap();
             first.added(id);
         }
         t.apply_batch(Some(1), &first);
@@ -220,42 +181,4 @@ pub(crate) fn commit_cut_between_parts_is_all_or_nothing(
         assert_eq!(contents(&retried), after, "cut after {k}: replay after the retried batch");
     }
     seen
-}
-
-/// The etcd that the etcd tests use. They build only with `--features etcd`, which
-/// asks for them, so without an etcd they fail instead of passing unrun.
-pub(crate) fn etcd_endpoint() -> String {
-    std::env::var("VSHARD_GHOSTS_ETCD")
-        .ok()
-        .filter(|e| !e.is_empty())
-        .expect("set VSHARD_GHOSTS_ETCD=http://127.0.0.1:23790 (see README, \"etcd\")")
-}
-
-/// A key prefix no other test or run shares.
-pub(crate) fn fresh_prefix() -> String {
-    format!("vshard-ghosts-test/{:016x}/", fastrand::u64(..))
-}
-
-/// Runs the ignored test `child` of this test binary in a new process with
-/// `env_key=env_value`, expects it to die by `abort()`, and returns the
-/// `(shard, node id)` pairs it printed as `ACK <shard> <id>` lines before dying.
-pub(crate) fn acks_of_aborted_child(child: &str, env_key: &str, env_value: &str) -> Vec<(u16, String)> {
-    use std::io::BufRead;
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", child, "--ignored", "--nocapture", "--test-threads=1"])
-        .env(env_key, env_value)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the child must die by abort");
-    out.stdout
-        .lines()
-        .map_while(|l| l.ok())
-        .filter_map(|l| {
-            // libtest may print its own "test <child> ... " before the first line.
-            let mut p = l.split("ACK ").nth(1)?.split(' ');
-            Some((p.next()?.parse().ok()?, p.next()?.to_owned()))
-        })
-        .collect()
 }

@@ -1,8 +1,7 @@
 //! `GhostConfig`: a runtime's and its sweeper's settings read from a TOML file, checked before use.
 
-use crate::config::SweeperConfig;
+use super::{RuntimeConfig, SweeperConfig};
 use crate::error::{Error, Result};
-use crate::runtime::RuntimeConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

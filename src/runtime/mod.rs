@@ -3,13 +3,14 @@
 mod builder;
 mod operator;
 
-pub use builder::{GhostRuntimeBuilder, RuntimeConfig, StoreChoice};
+pub use builder::{GhostRuntimeBuilder, StoreChoice};
 
 use crate::actors::GhostActor;
-use crate::actors::sweeper::{StopSweeper, SweeperActor};
-use crate::edge_events::EdgeEvents;
+use crate::actors::SweeperActor;
 use crate::error::{Error, Result};
+use crate::event::EdgeEvents;
 use crate::event::{BatchOutcome, EdgeOutcome, InsertOutcome, MoveOutcome};
+use crate::ids::{Epoch, ShardId};
 use crate::messages::*;
 use crate::writer::{StoreWriter, WriterStats};
 use actix::prelude::*;
@@ -20,7 +21,9 @@ use std::sync::Mutex;
 /// actix `System`; every call routes by shard id.
 pub struct GhostRuntime {
     shards: HashMap<u16, Addr<GhostActor>>,
-    sweeper: Option<Addr<SweeperActor>>,
+    sweeper: Mutex<Option<Addr<SweeperActor>>>,
+    /// Whether the shards run on arbiters of their own (so the sweeper gets one too).
+    own_threads: bool,
     arbiters: Mutex<Vec<Arbiter>>,
     writer: Mutex<Option<StoreWriter>>,
     extra: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
@@ -33,43 +36,41 @@ impl std::fmt::Debug for GhostRuntime {
 }
 
 impl GhostRuntime {
-    /// A builder with [`RuntimeConfig::default`] and the redb store at `./ghosts.redb`.
+    /// A builder with [`RuntimeConfig::default`](crate::RuntimeConfig::default) and the redb store at `./ghosts.redb`.
     pub fn builder() -> GhostRuntimeBuilder {
         GhostRuntimeBuilder::default()
     }
 
-    /// The address of `shard`'s actor, for hosts that speak actix directly.
-    pub fn addr(&self, shard: u16) -> Result<&Addr<GhostActor>> {
+    /// The address of `shard`'s actor, for hosts that speak actix directly:
+    /// it takes the host messages of [`messages`](crate::messages).
+    pub fn addr(&self, shard: impl Into<ShardId>) -> Result<&Addr<GhostActor>> {
+        let shard = shard.into().get();
         self.shards.get(&shard).ok_or(Error::UnknownShard(shard))
     }
 
-    /// The sweeper, if the builder was given a verifier.
-    pub fn sweeper(&self) -> Option<&Addr<SweeperActor>> {
-        self.sweeper.as_ref()
-    }
-
     /// Every shard id, ascending.
-    pub fn shard_ids(&self) -> Vec<u16> {
-        let mut ids: Vec<u16> = self.shards.keys().copied().collect();
+    pub fn shard_ids(&self) -> Vec<ShardId> {
+        let mut ids: Vec<ShardId> = self.shards.keys().copied().map(ShardId).collect();
         ids.sort_unstable();
         ids
     }
 
-    /// Sends `msg` to `shard`, waiting while its mailbox is full, and answers
-    /// the handler's reply as it is: for messages that answer a `Result`, that
-    /// is a `Result` in a `Result` ([`request`](Self::request) flattens it).
-    pub async fn call<M>(&self, shard: u16, msg: M) -> Result<M::Result>
+    /// Sends `msg` to `shard`, waiting while its mailbox is full; a closed
+    /// mailbox is [`Error::MailboxClosed`].
+    pub(crate) async fn call<M>(&self, shard: impl Into<ShardId>, msg: M) -> Result<M::Result>
     where
         M: Message + Send + 'static,
         M::Result: Send,
         GhostActor: Handler<M>,
     {
-        self.addr(shard)?.send(msg).await.map_err(|_| Error::MailboxClosed { shard })
+        let shard = shard.into();
+        self.addr(shard)?.send(msg).await.map_err(|_| Error::MailboxClosed { shard: shard.get() })
     }
 
-    /// [`call`](Self::call) for a message that answers a `Result`: one error,
-    /// whether the shard could not be reached or the handler failed.
-    pub async fn request<M, T>(&self, shard: u16, msg: M) -> Result<T>
+    /// Sends any host message of [`messages`](crate::messages) to `shard`,
+    /// waiting while its mailbox is full: one error, whether the shard could
+    /// not be reached or the handler failed.
+    pub async fn request<M, T>(&self, shard: impl Into<ShardId>, msg: M) -> Result<T>
     where
         M: Message<Result = Result<T>> + Send + 'static,
         T: Send + 'static,
@@ -78,59 +79,63 @@ impl GhostRuntime {
         self.call(shard, msg).await?
     }
 
-    /// Records that `node_id` moved from `shard` to `target` at `epoch`.
-    pub async fn insert_ghost(
-        &self,
-        shard: u16,
-        node_id: &str,
-        target: u16,
-        refcount: u32,
-        epoch: u64,
-    ) -> Result<InsertOutcome> {
-        self.call(shard, InsertGhost { node_id: node_id.into(), target, refcount, epoch }).await?
+    /// Records on `shard` that a node moved away (named fields, so the
+    /// holding shard and the target cannot be swapped).
+    pub async fn insert_ghost(&self, shard: impl Into<ShardId>, ghost: InsertGhost) -> Result<InsertOutcome> {
+        self.request(shard, ghost).await
     }
 
     /// Applies a batch of edge events on `shard`, once per `seq`.
     pub async fn edge_batch(
         &self,
-        shard: u16,
+        shard: impl Into<ShardId>,
         seq: Option<u64>,
         events: impl Into<EdgeEvents>,
     ) -> Result<BatchOutcome> {
-        self.call(shard, EdgeBatch { seq, events: events.into() }).await?
+        self.request(shard, EdgeBatch { seq, events: events.into() }).await
     }
 
     /// A local edge to `node_id` was added on `shard`.
-    pub async fn edge_added(&self, shard: u16, node_id: &str) -> Result<EdgeOutcome> {
-        self.call(shard, EdgeAdded { node_id: node_id.into() }).await?
+    pub async fn edge_added(&self, shard: impl Into<ShardId>, node_id: &str) -> Result<EdgeOutcome> {
+        self.request(shard, EdgeAdded { node_id: node_id.into() }).await
     }
 
     /// A local edge to `node_id` was removed on `shard`.
-    pub async fn edge_removed(&self, shard: u16, node_id: &str) -> Result<EdgeOutcome> {
-        self.call(shard, EdgeRemoved { node_id: node_id.into() }).await?
+    pub async fn edge_removed(&self, shard: impl Into<ShardId>, node_id: &str) -> Result<EdgeOutcome> {
+        self.request(shard, EdgeRemoved { node_id: node_id.into() }).await
     }
 
-    /// `node_id`, a ghost on `shard`, moved on to `target` at `epoch`.
-    pub async fn retarget(&self, shard: u16, node_id: &str, target: u16, epoch: u64) -> Result<MoveOutcome> {
-        self.call(shard, Retarget { node_id: node_id.into(), target, epoch }).await?
+    /// A ghost on `shard` follows its node to a newer shard.
+    pub async fn retarget(&self, shard: impl Into<ShardId>, retarget: Retarget) -> Result<MoveOutcome> {
+        self.request(shard, retarget).await
     }
 
     /// `node_id` moved back to `shard` at `epoch`.
-    pub async fn reclaim(&self, shard: u16, node_id: &str, epoch: u64) -> Result<MoveOutcome> {
-        self.call(shard, Reclaim { node_id: node_id.into(), epoch }).await?
+    pub async fn reclaim(
+        &self,
+        shard: impl Into<ShardId>,
+        node_id: &str,
+        epoch: Epoch,
+    ) -> Result<MoveOutcome> {
+        self.request(shard, Reclaim { node_id: node_id.into(), epoch }).await
+    }
+
+    /// Where `node_id`, if it is a ghost on `shard`, lives now.
+    pub async fn resolve(&self, shard: impl Into<ShardId>, node_id: &str) -> Result<Option<ShardId>> {
+        self.request(shard, Resolve { node_id: node_id.into() }).await
     }
 
     /// Resolves a traversal frontier of `(shard, node)` pairs: one request per
     /// shard, all shards concurrently, answers in input order.
-    pub async fn resolve_many(&self, frontier: &[(u16, &str)]) -> Result<Vec<Option<u16>>> {
-        let mut by_shard: HashMap<u16, (Vec<usize>, Vec<Box<str>>)> = HashMap::new();
+    pub async fn resolve_many(&self, frontier: &[(ShardId, &str)]) -> Result<Vec<Option<ShardId>>> {
+        let mut by_shard: HashMap<ShardId, (Vec<usize>, Vec<Box<str>>)> = HashMap::new();
         for (i, (shard, node)) in frontier.iter().enumerate() {
             let e = by_shard.entry(*shard).or_default();
             e.0.push(i);
             e.1.push((*node).into());
         }
         let calls = by_shard.into_iter().map(|(shard, (slots, node_ids))| async move {
-            let answers = self.call(shard, ResolveMany { node_ids }).await??;
+            let answers = self.request(shard, ResolveMany { node_ids }).await?;
             Ok::<_, Error>((slots, answers))
         });
         let mut out = vec![None; frontier.len()];
@@ -169,7 +174,7 @@ impl GhostRuntime {
     }
 
     /// Publishes every shard's statistics through the `metrics` facade now
-    /// (the runtime also does it every `metrics_interval_ms`).
+    /// (the runtime also does it every `metrics_interval`).
     pub async fn export_metrics(&self) {
         export_metrics(&self.shards).await;
     }
@@ -185,10 +190,8 @@ impl GhostRuntime {
         let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return Ok(());
         };
-        if let Some(sweeper) = &self.sweeper {
-            // Waits for verifies in flight (bounded by the verify timeout).
-            let _ = sweeper.send(StopSweeper).await;
-        }
+        // Waits for verifies in flight (bounded by the verify timeout).
+        let _ = self.stop_sweeper().await;
         for stop in std::mem::take(&mut *self.extra.lock().unwrap_or_else(|p| p.into_inner())) {
             stop();
         }

@@ -1,10 +1,16 @@
 //! Tunables of the table, codec, shard actors and sweeper, with documented defaults and `validate()`.
 
+mod file;
+mod runtime;
+
+pub use file::GhostConfig;
+pub use runtime::RuntimeConfig;
+
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// Settings of one shard's [`GhostTable`](crate::GhostTable) and of decoding its bytes.
+/// Settings of one shard's [`GhostTable`](crate::table::GhostTable) and of decoding its bytes.
 ///
 /// Every field has a unit and a default; call [`TableConfig::validate`] before use
 /// (the constructors do).
@@ -16,13 +22,16 @@ pub struct TableConfig {
     /// Most stubs a decoded snapshot may declare. Default 2^28. Bounds the
     /// allocation a hostile length prefix could otherwise request.
     pub max_stubs: usize,
-    /// A ghost younger than this is not offered to the sweeper, in ms. Default 60 000.
+    /// A ghost younger than this is not offered to the sweeper. Default 60 s.
     /// Gives the host time to register edges right after a move.
-    pub grace_ms: u64,
-    /// First retry delay after an `Inconclusive` verdict, in ms. Default 1 000.
-    pub backoff_base_ms: u64,
-    /// Longest retry delay, in ms. Default 300 000.
-    pub backoff_cap_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// First retry delay after an `Inconclusive` verdict. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Longest retry delay. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub backoff_cap: Duration,
     /// Seed of the jitter applied to retry delays. Default 0x1e37_79b9_7f4a_7c15
     /// (below 2^63, so that a config file, whose integers are signed, can hold it).
     /// Fixed seeds make sweeps reproducible in tests; hosts may vary it per shard.
@@ -33,9 +42,10 @@ pub struct TableConfig {
     /// written once per batch, so this also bounds that repetition.
     pub stage_after_changes: usize,
     /// How long a reclaimed or purged ghost is remembered to refuse stale
-    /// inserts at or below its epoch, in ms. Default 3 600 000 (an hour): longer
-    /// than a host retries an unacknowledged insert or replays its moves.
-    pub tombstone_ttl_ms: u64,
+    /// inserts at or below its epoch. Default 1 h: longer than a host retries
+    /// an unacknowledged insert or replays its moves.
+    #[serde(with = "humantime_serde")]
+    pub tombstone_ttl: Duration,
     /// Most tombstones per shard; past it the oldest is forgotten first.
     /// Default 100 000; 0 keeps none.
     pub max_tombstones: usize,
@@ -46,12 +56,12 @@ impl Default for TableConfig {
         Self {
             max_node_id_len: 1024,
             max_stubs: 1 << 28,
-            grace_ms: 60_000,
-            backoff_base_ms: 1_000,
-            backoff_cap_ms: 300_000,
+            grace: Duration::from_secs(60),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(300),
             jitter_seed: 0x1e37_79b9_7f4a_7c15,
             stage_after_changes: 256,
-            tombstone_ttl_ms: 3_600_000,
+            tombstone_ttl: Duration::from_secs(3_600),
             max_tombstones: 100_000,
         }
     }
@@ -75,20 +85,43 @@ impl TableConfig {
         if self.stage_after_changes == 0 {
             return Err(Error::InvalidConfig("stage_after_changes must be at least 1".into()));
         }
-        if self.backoff_base_ms == 0 || self.backoff_base_ms > self.backoff_cap_ms {
+        if self.backoff_base_ms() == 0 || self.backoff_base > self.backoff_cap {
             return Err(Error::InvalidConfig(format!(
-                "backoff_base_ms ({}) must be non-zero and at most backoff_cap_ms ({})",
-                self.backoff_base_ms, self.backoff_cap_ms
+                "backoff_base ({:?}) must be at least 1 ms and at most backoff_cap ({:?})",
+                self.backoff_base, self.backoff_cap
             )));
         }
         Ok(())
     }
+
+    // The pure table counts time in ms on the host's clock; these are its views.
+    pub(crate) fn grace_ms(&self) -> u64 {
+        millis(self.grace)
+    }
+
+    pub(crate) fn backoff_base_ms(&self) -> u64 {
+        millis(self.backoff_base)
+    }
+
+    pub(crate) fn backoff_cap_ms(&self) -> u64 {
+        millis(self.backoff_cap)
+    }
+
+    pub(crate) fn tombstone_ttl_ms(&self) -> u64 {
+        millis(self.tombstone_ttl)
+    }
+}
+
+/// Whole milliseconds, saturating: a duration too long for a `u64` of ms is
+/// forever for every purpose here.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// When an acknowledged change is durable, traded against speed.
 ///
 /// In a config file: `durability = { mode = "group_commit" }` or
-/// `durability = { mode = "interval", interval_ms = 50 }`.
+/// `durability = { mode = "interval", interval = "50ms" }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
@@ -99,12 +132,13 @@ pub enum Durability {
     /// purges are acknowledged at once (losing one only leaves a ghost that the
     /// sweeper removes later). The default.
     GroupCommit,
-    /// Everything is acknowledged at once and flushed every `interval_ms`.
-    /// A crash loses up to `interval_ms` of acknowledged changes, including
+    /// Everything is acknowledged at once and flushed every `interval`.
+    /// A crash loses up to `interval` of acknowledged changes, including
     /// inserts: traversals may then miss moved nodes until the host re-inserts.
     Interval {
-        /// Time between flushes, in ms.
-        interval_ms: u64,
+        /// Time between flushes.
+        #[serde(with = "humantime_serde")]
+        interval: Duration,
     },
 }
 
@@ -112,20 +146,28 @@ pub enum Durability {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RestartPolicy {
-    /// Restarts allowed within `window_ms`; one more and the shard stays down. Default 5.
+    /// Restarts allowed within `window`; one more and the shard stays down. Default 5.
     pub max_restarts: u32,
-    /// The intensity window, in ms. Default 60 000.
-    pub window_ms: u64,
-    /// Delay before the first reload after a restart, in ms; doubles per restart
-    /// within the window. Default 50.
-    pub backoff_base_ms: u64,
-    /// Longest delay before a reload, in ms. Default 5 000.
-    pub backoff_cap_ms: u64,
+    /// The intensity window. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Delay before the first reload after a restart; doubles per restart
+    /// within the window. Default 50 ms.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Longest delay before a reload. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub backoff_cap: Duration,
 }
 
 impl Default for RestartPolicy {
     fn default() -> Self {
-        Self { max_restarts: 5, window_ms: 60_000, backoff_base_ms: 50, backoff_cap_ms: 5_000 }
+        Self {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_secs(5),
+        }
     }
 }
 
@@ -166,11 +208,13 @@ impl ShardConfig {
         if self.mailbox_capacity == 0 {
             return Err(Error::InvalidConfig("mailbox_capacity must be at least 1".into()));
         }
-        if let Durability::Interval { interval_ms: 0 } = self.durability {
+        if let Durability::Interval { interval } = self.durability
+            && interval < Duration::from_millis(1)
+        {
             return Err(Error::InvalidConfig("durability interval must be at least 1 ms".into()));
         }
         let r = &self.restart;
-        if r.window_ms == 0 || r.backoff_base_ms > r.backoff_cap_ms {
+        if r.window.is_zero() || r.backoff_base > r.backoff_cap {
             return Err(Error::InvalidConfig(
                 "restart window must be non-zero and backoff base at most its cap".into(),
             ));
@@ -179,12 +223,12 @@ impl ShardConfig {
     }
 }
 
-/// Settings of the [`SweeperActor`](crate::SweeperActor); every field has a unit and a default.
+/// Settings of the sweeper; every field has a unit and a default.
 ///
 /// Which ghosts are due is the table's business, so these live in
 /// [`TableConfig`]: the grace period before a new ghost is first verified
-/// (`grace_ms`), and the back-off after an `Inconclusive` verdict
-/// (`backoff_base_ms`, `backoff_cap_ms`, jittered from `jitter_seed`).
+/// (`grace`), and the back-off after an `Inconclusive` verdict
+/// (`backoff_base`, `backoff_cap`, jittered from `jitter_seed`).
 ///
 /// In a config file, durations are written as `"2s"`, `"500ms"`, `"1m 30s"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,7 +314,10 @@ mod tests {
         ShardConfig::default().validate().unwrap();
         let bad = ShardConfig { mailbox_capacity: 0, ..Default::default() };
         assert!(bad.validate().is_err());
-        let bad = ShardConfig { durability: Durability::Interval { interval_ms: 0 }, ..Default::default() };
+        let bad = ShardConfig {
+            durability: Durability::Interval { interval: Duration::ZERO },
+            ..Default::default()
+        };
         assert!(bad.validate().is_err());
     }
 
@@ -296,8 +343,12 @@ mod tests {
             TableConfig { max_node_id_len: 0, ..Default::default() },
             TableConfig { max_node_id_len: 70_000, ..Default::default() },
             TableConfig { max_stubs: 0, ..Default::default() },
-            TableConfig { backoff_base_ms: 0, ..Default::default() },
-            TableConfig { backoff_base_ms: 10, backoff_cap_ms: 5, ..Default::default() },
+            TableConfig { backoff_base: Duration::ZERO, ..Default::default() },
+            TableConfig {
+                backoff_base: Duration::from_millis(10),
+                backoff_cap: Duration::from_millis(5),
+                ..Default::default()
+            },
             TableConfig { stage_after_changes: 0, ..Default::default() },
         ];
         for cfg in bad {

@@ -13,15 +13,15 @@ struct Entry {
 /// One visit to make: the shard's index, and whether to wait first because
 /// every shard left was found busy since anything else got done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Visit {
-    pub(super) index: usize,
-    pub(super) wait_first: bool,
+pub(crate) struct Visit {
+    pub(crate) index: usize,
+    pub(crate) wait_first: bool,
     deferrals: u32,
 }
 
 /// What became of a deferred shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Deferral {
+pub(crate) enum Deferral {
     /// Revisited later in the pass.
     Later,
     /// Deferred too often: left to the next pass.
@@ -30,7 +30,7 @@ pub(super) enum Deferral {
 
 /// The shards a pass still has to visit.
 #[derive(Debug)]
-pub(super) struct ShardQueue {
+pub(crate) struct ShardQueue {
     queue: VecDeque<Entry>,
     max_deferrals: u32,
     progress: u64,
@@ -39,12 +39,12 @@ pub(super) struct ShardQueue {
 }
 
 impl ShardQueue {
-    pub(super) fn new(shards: usize, max_deferrals: u32) -> Self {
+    pub(crate) fn new(shards: usize, max_deferrals: u32) -> Self {
         let queue = (0..shards).map(|index| Entry { index, deferrals: 0, deferred_at: None }).collect();
         Self { queue, max_deferrals, progress: 0, fresh: 0 }
     }
 
-    pub(super) fn next(&mut self) -> Option<Visit> {
+    pub(crate) fn next(&mut self) -> Option<Visit> {
         let e = self.queue.pop_front()?;
         let was_fresh = e.deferred_at == Some(self.progress);
         if was_fresh {
@@ -60,7 +60,7 @@ impl ShardQueue {
     }
 
     /// The visited shard was busy.
-    pub(super) fn defer(&mut self, visit: Visit) -> Deferral {
+    pub(crate) fn defer(&mut self, visit: Visit) -> Deferral {
         if visit.deferrals >= self.max_deferrals {
             return Deferral::GaveUp;
         }
@@ -71,7 +71,7 @@ impl ShardQueue {
     }
 
     /// The visited shard was not busy (swept, or failed): time passed for the others.
-    pub(super) fn progressed(&mut self) {
+    pub(crate) fn progressed(&mut self) {
         self.progress += 1;
         self.fresh = 0;
     }

@@ -1,6 +1,7 @@
 //! The verify step's seam: the host's [`Verifier`], and [`DirectoryVerifier`] for single-process use.
 
 use crate::error::{Error, Result};
+use crate::ids::{Epoch, ShardId};
 use crate::sweep::{LocalEdges, Verdict};
 use foldhash::fast::RandomState;
 use futures::future::{BoxFuture, FutureExt};
@@ -13,13 +14,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VerifyRequest {
     /// The shard that holds the ghost (whose local edges point at the node).
-    pub shard: u16,
+    pub shard: ShardId,
     /// The moved node.
     pub node_id: Box<str>,
     /// Where the ghost says the node lives.
-    pub target_shard: u16,
+    pub target_shard: ShardId,
     /// The ghost's move epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 /// Answers whether a ghost is still right; implemented by the host.
@@ -46,11 +47,11 @@ type Map<K, V> = HashMap<K, V, RandomState>;
 #[derive(Debug, Default)]
 struct Directory {
     /// Node → (home shard, move epoch).
-    homes: RwLock<Map<Box<str>, (u16, u64)>>,
+    homes: RwLock<Map<Box<str>, (ShardId, Epoch)>>,
     /// Ghost shard → node → authoritative local edge count and its log position.
-    local_edges: RwLock<Map<u16, Map<Box<str>, LocalEdges>>>,
-    unreachable: RwLock<Map<u16, bool>>,
-    latency: RwLock<Map<u16, Duration>>,
+    local_edges: RwLock<Map<ShardId, Map<Box<str>, LocalEdges>>>,
+    unreachable: RwLock<Map<ShardId, bool>>,
+    latency: RwLock<Map<ShardId, Duration>>,
     calls: AtomicU64,
 }
 
@@ -82,7 +83,7 @@ impl DirectoryVerifier {
 
     /// Records that `node_id` now lives on `shard` since move `epoch`. An older
     /// epoch than the one recorded is ignored, so replays are harmless.
-    pub fn record_move(&self, node_id: &str, shard: u16, epoch: u64) {
+    pub fn record_move(&self, node_id: &str, shard: ShardId, epoch: Epoch) {
         let mut homes = write(&self.dir.homes);
         match homes.get_mut(node_id) {
             Some(home) if home.1 >= epoch => {}
@@ -99,7 +100,7 @@ impl DirectoryVerifier {
     }
 
     /// Where `node_id` lives and since which epoch, if known.
-    pub fn home(&self, node_id: &str) -> Option<(u16, u64)> {
+    pub fn home(&self, node_id: &str) -> Option<(ShardId, Epoch)> {
         read(&self.dir.homes).get(node_id).copied()
     }
 
@@ -108,7 +109,7 @@ impl DirectoryVerifier {
     /// to repair drifted refcounts (`None`: unknown). See [`LocalEdges`] for how
     /// to take it: a count set here is answered until it is set again, so set
     /// it together with each batch the host sends to `shard`.
-    pub fn set_local_edges(&self, shard: u16, node_id: &str, count: Option<LocalEdges>) {
+    pub fn set_local_edges(&self, shard: ShardId, node_id: &str, count: Option<LocalEdges>) {
         let mut edges = write(&self.dir.local_edges);
         let per_shard = edges.entry(shard).or_default();
         match count {
@@ -124,14 +125,14 @@ impl DirectoryVerifier {
     /// Fault hook: verifies against `shard` fail (as an unreachable RPC would).
     /// Cargo feature `testing`.
     #[cfg(feature = "testing")]
-    pub fn set_unreachable(&self, shard: u16, unreachable: bool) {
+    pub fn set_unreachable(&self, shard: ShardId, unreachable: bool) {
         write(&self.dir.unreachable).insert(shard, unreachable);
     }
 
     /// Fault hook: verifies against `shard` take `latency` (a tokio sleep, so
     /// paused test time applies). Zero removes it. Cargo feature `testing`.
     #[cfg(feature = "testing")]
-    pub fn set_latency(&self, shard: u16, latency: Duration) {
+    pub fn set_latency(&self, shard: ShardId, latency: Duration) {
         write(&self.dir.latency).insert(shard, latency);
     }
 
@@ -142,7 +143,7 @@ impl DirectoryVerifier {
 
     fn answer(&self, r: &VerifyRequest) -> Result<Verdict> {
         if read(&self.dir.unreachable).get(&r.target_shard).copied().unwrap_or(false) {
-            return Err(Error::TargetUnreachable { shard: r.target_shard });
+            return Err(Error::TargetUnreachable { shard: r.target_shard.get() });
         }
         let Some((home, epoch)) = self.home(&r.node_id) else {
             return Ok(Verdict::Purge);
@@ -192,7 +193,12 @@ mod tests {
     use super::*;
 
     fn req(shard: u16, target: u16, epoch: u64) -> VerifyRequest {
-        VerifyRequest { shard, node_id: "n".into(), target_shard: target, epoch }
+        VerifyRequest {
+            shard: ShardId(shard),
+            node_id: "n".into(),
+            target_shard: ShardId(target),
+            epoch: Epoch(epoch),
+        }
     }
 
     fn answer(d: &DirectoryVerifier, r: VerifyRequest) -> Result<Verdict> {
@@ -203,16 +209,16 @@ mod tests {
     fn answers_follow_the_directory() {
         let d = DirectoryVerifier::new();
         assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Purge), "unknown node = deleted");
-        d.record_move("n", 1, 1);
+        d.record_move("n", ShardId(1), Epoch(1));
         assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Keep { local_edges: None }));
-        d.set_local_edges(0, "n", Some(LocalEdges::at(3, 7)));
+        d.set_local_edges(ShardId(0), "n", Some(LocalEdges::at(3, 7)));
         assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Keep { local_edges: Some(LocalEdges::at(3, 7)) }));
-        d.record_move("n", 2, 2);
-        assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Redirect { shard: 2, epoch: 2 }));
-        d.record_move("n", 0, 3);
-        assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Redirect { shard: 0, epoch: 3 }));
-        d.record_move("n", 5, 1);
-        assert_eq!(d.home("n"), Some((0, 3)), "an older move is ignored");
+        d.record_move("n", ShardId(2), Epoch(2));
+        assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Redirect { shard: ShardId(2), epoch: Epoch(2) }));
+        d.record_move("n", ShardId(0), Epoch(3));
+        assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Redirect { shard: ShardId(0), epoch: Epoch(3) }));
+        d.record_move("n", ShardId(5), Epoch(1));
+        assert_eq!(d.home("n"), Some((ShardId(0), Epoch(3))), "an older move is ignored");
         assert_eq!(answer(&d, req(0, 1, 9)), Ok(Verdict::Inconclusive), "directory behind the ghost");
         d.record_delete("n");
         assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Purge));
@@ -223,10 +229,10 @@ mod tests {
     #[test]
     fn an_unreachable_target_fails() {
         let d = DirectoryVerifier::new();
-        d.record_move("n", 1, 1);
-        d.set_unreachable(1, true);
+        d.record_move("n", ShardId(1), Epoch(1));
+        d.set_unreachable(ShardId(1), true);
         assert_eq!(answer(&d, req(0, 1, 1)), Err(Error::TargetUnreachable { shard: 1 }));
-        d.set_unreachable(1, false);
+        d.set_unreachable(ShardId(1), false);
         assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Keep { local_edges: None }));
     }
 }

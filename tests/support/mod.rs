@@ -1,0 +1,143 @@
+//! What the test files share: record and change builders, the store contract
+//! (`contract`), the redb layout the hostile-file tests write, a runtime on
+//! the calling arbiter, property-test case counts, and etcd and child-process
+//! helpers. Each test file uses the parts it needs (`mod support;`).
+
+pub(crate) mod contract;
+
+#[allow(unused_imports)] // not every test file runs the contract
+pub(crate) use contract::*;
+
+use proptest::test_runner::Config as ProptestConfig;
+use std::sync::Arc;
+use std::time::Duration;
+use vshard_ghosts::store::{GhostStore, ShardChanges, StubRecord};
+use vshard_ghosts::table::{ChangeSet, GhostTable};
+use vshard_ghosts::testing::ManualClock;
+use vshard_ghosts::{GhostRuntimeBuilder, RuntimeConfig, ShardConfig, StoreChoice, TableConfig};
+
+pub(crate) fn cfg() -> TableConfig {
+    TableConfig::default()
+}
+
+pub(crate) fn rec(id: &str, target: u16, refcount: u32) -> StubRecord {
+    StubRecord {
+        node_id: id.to_owned(),
+        target_shard: target,
+        refcount,
+        created_at_ms: 1_000 + u64::from(refcount),
+        epoch: 3,
+        hold_until_ms: 0,
+        tombstone: false,
+    }
+}
+
+pub(crate) fn changes(
+    shard: u16,
+    upserts: Vec<StubRecord>,
+    removals: &[&str],
+    seq: Option<u64>,
+) -> ShardChanges {
+    ShardChanges {
+        shard,
+        changes: ChangeSet::from_parts(upserts.iter().map(Into::into), removals.iter().copied(), seq),
+    }
+}
+
+/// A table's stubs sorted by id, and its applied sequence number.
+pub(crate) fn contents(t: &GhostTable) -> (Vec<StubRecord>, Option<u64>) {
+    let mut v: Vec<_> = t.records().collect();
+    v.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    (v, t.applied_seq())
+}
+
+/// What a store loads for `shard`; a loaded table owes the store nothing.
+pub(crate) fn loaded(s: &dyn GhostStore, shard: u16) -> (Vec<StubRecord>, Option<u64>) {
+    let t = s.load(shard, &cfg()).unwrap();
+    assert!(!t.has_changes(), "a loaded table owes the store nothing");
+    contents(&t)
+}
+
+/// The redb file's tables, as the embedded store lays them out: for tests that
+/// write hostile bytes under the store.
+pub(crate) mod redb_tables {
+    use redb::TableDefinition;
+
+    pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("vshard_ghosts_meta");
+    pub(crate) const GHOSTS: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("ghosts");
+    pub(crate) const SHARD_META: TableDefinition<u16, (Option<u64>, u64)> =
+        TableDefinition::new("shard_meta");
+    pub(crate) const COMMIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("commit_log");
+}
+
+/// `default` property-test cases unless `PROPTEST_CASES` is set (setting
+/// `cases` directly would override the environment).
+pub(crate) fn cases(default: u32) -> ProptestConfig {
+    let mut config = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = default;
+    }
+    config
+}
+
+/// A runtime whose shards and sweeper all run on the calling arbiter (so
+/// paused tokio time drives them), over `store`, on `clock`, with no metrics
+/// poller; failed commits are retried `commit_retries` times 1 ms apart.
+pub(crate) fn local_runtime(
+    store: Arc<dyn GhostStore>,
+    shards: impl IntoIterator<Item = u16>,
+    shard: ShardConfig,
+    clock: &ManualClock,
+    commit_retries: u32,
+) -> GhostRuntimeBuilder {
+    let config = RuntimeConfig {
+        shards: shards.into_iter().map(Into::into).collect(),
+        arbiters: 0,
+        shard,
+        commit_retries,
+        commit_retry_delay: Duration::from_millis(1),
+        metrics_interval: None,
+    };
+    GhostRuntimeBuilder::default()
+        .config(config)
+        .store(StoreChoice::Custom(store))
+        .clock(Arc::new(clock.clone()))
+}
+
+/// The etcd that the etcd tests use. They build only with `--features etcd`, which
+/// asks for them, so without an etcd they fail instead of passing unrun.
+pub(crate) fn etcd_endpoint() -> String {
+    std::env::var("VSHARD_GHOSTS_ETCD")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .expect("set VSHARD_GHOSTS_ETCD=http://127.0.0.1:23790 (see README, \"etcd\")")
+}
+
+/// A key prefix no other test or run shares.
+pub(crate) fn fresh_prefix() -> String {
+    format!("vshard-ghosts-test/{:016x}/", fastrand::u64(..))
+}
+
+/// Runs the ignored test `child` of this test binary in a new process with
+/// `env_key=env_value`, expects it to die by `abort()`, and returns the
+/// `(shard, node id)` pairs it printed as `ACK <shard> <id>` lines before dying.
+pub(crate) fn acks_of_aborted_child(child: &str, env_key: &str, env_value: &str) -> Vec<(u16, String)> {
+    use std::io::BufRead;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child, "--ignored", "--nocapture", "--test-threads=1"])
+        .env(env_key, env_value)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the child must die by abort");
+    out.stdout
+        .lines()
+        .map_while(|l| l.ok())
+        .filter_map(|l| {
+            // libtest may print its own "test <child> ... " before the first line.
+            let mut p = l.split("ACK ").nth(1)?.split(' ');
+            Some((p.next()?.parse().ok()?, p.next()?.to_owned()))
+        })
+        .collect()
+}
