@@ -25,7 +25,7 @@ fn runtime(path: &std::path::Path, verifier: &Arc<DirectoryVerifier>) -> Result<
 
 fn main() -> Result<()> {
     let n: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let dir = tempfile::tempdir().map_err(|e| vshard_ghosts::Error::Store(e.to_string()))?;
+    let dir = tempfile::tempdir().map_err(|e| vshard_ghosts::Error::store_from("temporary folder", e))?;
     let path = dir.path().join("ghosts.redb");
     // In a cluster, the verifier is an RPC to the target shard; in one process, a directory.
     let verifier = Arc::new(DirectoryVerifier::new());

@@ -95,7 +95,7 @@ pub use actors::GhostActor;
 pub use config::{
     Durability, GhostConfig, RestartPolicy, RuntimeConfig, ShardConfig, SweeperConfig, TableConfig,
 };
-pub use error::{DecodeError, Error, Result};
+pub use error::{Cause, DecodeError, Error, Result};
 pub use event::{BatchOutcome, EdgeEvent, EdgeEvents, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 pub use ids::{Epoch, ShardId};
 pub use runtime::{GhostRuntime, GhostRuntimeBuilder, StoreChoice};

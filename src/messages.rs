@@ -17,7 +17,7 @@ use crate::event::{BatchOutcome, EdgeOutcome, InsertOutcome, MoveOutcome};
 use crate::ids::{Epoch, ShardId};
 use crate::stub::{GhostInfo, StubRecord};
 use crate::sweep::{ApplyReport, CheckedVerdict, PassReport, SweepPage, SweepTotals};
-use crate::table::TableStats;
+use crate::table::{GhostPage, TableStats};
 use actix::Message;
 
 /// The node moved from this shard to `target` at move `epoch`; `refcount` local
@@ -110,6 +110,18 @@ pub struct Inspect {
     pub node_id: Box<str>,
 }
 
+/// One page of the shard's ghosts in node-id order: those after `after`, at
+/// most `limit` ([`GhostTable::export_page`](crate::table::GhostTable::export_page)).
+/// Each page is one bounded request, so the shard serves others between pages.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<GhostPage>")]
+pub struct ExportPage {
+    /// Exclusive start: the previous page's `next` (`None`: from the first ghost).
+    pub after: Option<Box<str>>,
+    /// Most ghosts in the page.
+    pub limit: usize,
+}
+
 /// Every ghost of the shard as records (O(table): for checks and handoffs).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<Vec<StubRecord>>")]
@@ -120,6 +132,11 @@ pub struct ExportRecords;
 /// Only the crate's sweeper makes these: a plan moves the pass cursor and
 /// purges due zero-count ghosts. With the cargo feature `testing`,
 /// `PlanSweep::new` lets tests drive the steps by hand.
+///
+/// ```compile_fail
+/// // A host cannot make a plan (and so cannot move the sweep cursor):
+/// let plan = vshard_ghosts::messages::PlanSweep { max_scan: 1 };
+/// ```
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<PlanReply>")]
 pub struct PlanSweep {

@@ -70,7 +70,7 @@ impl StoreWriter {
         let thread = std::thread::Builder::new()
             .name(format!("ghost-writer-{kind}"))
             .spawn(move || run(&*store, &rx, &c, retries, retry_delay))
-            .map_err(|e| Error::Store(format!("cannot start writer thread: {e}")))?;
+            .map_err(|e| Error::store_from("cannot start writer thread", e))?;
         Ok(Self { tx, counters, thread: Arc::new(Mutex::new(Some(thread))) })
     }
 
@@ -166,7 +166,7 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
     // again: a store with ownership can hand them over at once.
     let served: Vec<u16> = served.into_iter().collect();
     if let Err(e) = guarded(|| store.release_shards(&served)) {
-        tracing::warn!(error = %e, shards = served.len(), "releasing the shards failed; their ownership lapses");
+        tracing::warn!(error = %e.chain(), shards = served.len(), "releasing the shards failed; their ownership lapses");
     }
 }
 
@@ -206,7 +206,7 @@ fn commit_with_retries(
             Ok(()) => return Ok(()),
             Err(e) if attempt >= retries => return Err(e),
             Err(e) => {
-                tracing::warn!(error = %e, attempt, "store commit failed; retrying");
+                tracing::warn!(error = %e.chain(), attempt, "store commit failed; retrying");
                 // This thread is the writer, never a shard's: waiting here
                 // delays commits, not request handling.
                 std::thread::sleep(delay);
@@ -239,5 +239,5 @@ fn timed_commit(store: &dyn GhostStore, batch: &[ShardChanges], c: &Counters) ->
 
 /// A panicking store must not take the writer thread (and every shard) down.
 fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(Error::Store("store panicked".into())))
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(Error::store("store panicked")))
 }

@@ -38,8 +38,9 @@ fn an_empty_file_is_the_defaults_and_settings_round_trip() {
 fn unknown_keys_are_refused_by_name() {
     let why = refused("[sweeper]\nverifies_per_secnd = 5\n");
     assert!(why.contains("verifies_per_secnd"), "{why}");
-    let why = refused("[runtime.shard.table]\ngrace = 5\n");
-    assert!(why.contains("grace"), "{why}");
+    // Durations were `_ms` integers once: the old names are refused, not ignored.
+    let why = refused("[runtime.shard.table]\ngrace_ms = 5\n");
+    assert!(why.contains("grace_ms"), "{why}");
 }
 
 #[test]
@@ -48,6 +49,8 @@ fn out_of_range_values_are_refused_naming_the_field() {
     assert!(why.contains("[runtime]") && why.contains("max_node_id_len"), "{why}");
     let why = refused("[sweeper]\nburst = 0\n");
     assert!(why.contains("[sweeper]") && why.contains("burst"), "{why}");
+    let why = refused("[runtime.shard.table]\ngrace = 5\n");
+    assert!(why.contains("grace"), "{why}");
     let why = refused("[sweeper]\nverify_timeout = \"soon\"\n");
     assert!(why.contains("verify_timeout"), "{why}");
     let why = refused("[runtime]\nshards = [1, 1]\n");

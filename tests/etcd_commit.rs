@@ -74,7 +74,7 @@ fn an_owner_fenced_mid_commit_leaves_the_next_owner_exactly_once_refcounts() {
         t.apply_batch(Some(2), &second);
         let batch = [ShardChanges { shard: 1, changes: t.take_changes() }];
         a.fail_commits_after_parts(Some(cut));
-        assert!(matches!(a.commit(&batch), Err(Error::Store(_))), "cut after {cut}");
+        assert!(matches!(a.commit(&batch), Err(Error::Store { .. })), "cut after {cut}");
         a.fail_commits_after_parts(None);
         revoke_owner_lease(&ep, &prefix, 1);
         let err = a.commit(&batch);

@@ -1,4 +1,4 @@
-//! The operator's calls on `GhostRuntime`: the sweeper's controls, one shard's stats, reviving a shard.
+//! The operator's calls on `GhostRuntime`: the sweeper's controls and lifetime, waiting until swept, paged export, one shard's stats, reviving a shard.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -137,4 +137,120 @@ async fn a_shard_that_failed_closed_is_revived_once_the_store_is_repaired() {
         .await
         .unwrap();
     assert_eq!(rt.resolve_many(&[(ShardId(0), "n")]).await.unwrap(), vec![Some(ShardId(1))]);
+}
+
+#[actix::test]
+async fn the_sweeper_starts_after_the_replay_and_stops_with_its_totals() {
+    let dir = DirectoryVerifier::new();
+    let rt = GhostRuntime::builder()
+        .shards(0..2)
+        .shard_config(shards(0, 5))
+        .store(StoreChoice::Memory)
+        .start()
+        .unwrap();
+    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
+        .await
+        .unwrap();
+    dir.record_move("n", ShardId(1), Epoch(1));
+    let sweep = SweeperConfig { pass_interval: None, ..SweeperConfig::default() };
+    assert_eq!(rt.stop_sweeper().await.map(|_| ()), Err(Error::NoSweeper));
+    rt.start_sweeper(Arc::new(dir.clone()), sweep.clone()).unwrap();
+    assert!(
+        matches!(rt.start_sweeper(Arc::new(dir.clone()), sweep.clone()), Err(Error::InvalidConfig(_))),
+        "one sweeper at a time"
+    );
+    assert_eq!(rt.run_sweep_pass().await.unwrap().counts.kept, 1);
+    let totals = rt.stop_sweeper().await.unwrap();
+    assert_eq!((totals.passes, totals.counts.kept), (1, 1));
+    assert_eq!(rt.sweep_totals().await.map(|_| ()), Err(Error::NoSweeper), "stopped");
+    // A bad config is refused before anything starts; a good one starts afresh.
+    let bad = SweeperConfig { burst: 0, ..sweep.clone() };
+    assert!(matches!(rt.start_sweeper(Arc::new(dir.clone()), bad), Err(Error::InvalidConfig(_))));
+    rt.start_sweeper(Arc::new(dir), sweep).unwrap();
+    assert_eq!(rt.sweep_totals().await.unwrap().passes, 0);
+    rt.shutdown().await.unwrap();
+}
+
+#[actix::test]
+async fn wait_until_swept_answers_once_every_due_ghost_is_verified_or_backed_off() {
+    let dir = DirectoryVerifier::new();
+    let sweep = SweeperConfig {
+        pass_interval: None,
+        verifies_per_second: 10_000,
+        burst: 100,
+        ..SweeperConfig::default()
+    };
+    let clock = vshard_ghosts::testing::ManualClock::new(1_000);
+    let rt = GhostRuntime::builder()
+        .shards(0..3)
+        .shard_config(shards(100, 5))
+        .store(StoreChoice::Memory)
+        .clock(Arc::new(clock.clone()))
+        .sweeper(Arc::new(dir.clone()), sweep)
+        .start()
+        .unwrap();
+    // 40 ghosts on shard 0 pointing at shard 1 (verified: Keep), 40 pointing at
+    // shard 2, which cannot be reached (backed off).
+    for i in 0..80u32 {
+        let target = ShardId(1 + (i % 2) as u16);
+        let node = format!("n{i}");
+        rt.insert_ghost(
+            0,
+            InsertGhost { node_id: node.as_str().into(), target, refcount: 1, epoch: Epoch(1) },
+        )
+        .await
+        .unwrap();
+        dir.record_move(&node, target, Epoch(1));
+    }
+    dir.set_unreachable(ShardId(2), true);
+    assert_eq!(rt.wait_until_swept().await.unwrap().checked, 0, "young ghosts are not due");
+    clock.advance(100);
+    let counts = rt.wait_until_swept().await.unwrap();
+    assert_eq!((counts.kept, counts.inconclusive, counts.skipped_busy), (40, 40, 0), "{counts:?}");
+    // A verified ghost is due on every pass; a backed-off one only once its
+    // back-off (1 s by default) is over.
+    let again = rt.wait_until_swept().await.unwrap();
+    assert_eq!((again.kept, again.inconclusive), (40, 0), "{again:?}");
+    clock.advance(1_000);
+    let later = rt.wait_until_swept().await.unwrap();
+    assert_eq!((later.kept, later.inconclusive), (40, 40), "{later:?}");
+    rt.shutdown().await.unwrap();
+}
+
+#[actix::test]
+async fn a_shard_is_exported_page_by_page_in_id_order() {
+    let rt = GhostRuntime::builder()
+        .shards(0..2)
+        .shard_config(shards(0, 5))
+        .store(StoreChoice::Memory)
+        .start()
+        .unwrap();
+    for i in (0..25u32).rev() {
+        let ghost = InsertGhost {
+            node_id: format!("n{i:02}").into(),
+            target: ShardId(1),
+            refcount: 1,
+            epoch: Epoch(1),
+        };
+        rt.insert_ghost(0, ghost).await.unwrap();
+    }
+    let (mut seen, mut after, mut pages) = (Vec::new(), None::<Box<str>>, 0);
+    loop {
+        let page = rt.export_page(0, after.as_deref(), 10).await.unwrap();
+        assert!(page.records.len() <= 10);
+        pages += 1;
+        // The shard serves other requests between pages.
+        if pages == 1 {
+            rt.edge_removed(0, "n24").await.unwrap();
+        }
+        seen.extend(page.records.into_iter().map(|r| r.node_id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..24).map(|i| format!("n{i:02}")).collect();
+    assert_eq!((seen, pages), (want, 3));
+    assert_eq!(rt.export_page(7, None, 10).await.map(|_| ()), Err(Error::UnknownShard(7)));
+    rt.shutdown().await.unwrap();
 }

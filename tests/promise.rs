@@ -294,7 +294,7 @@ impl GhostStore for Flaky {
     fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
         use std::sync::atomic::Ordering::SeqCst;
         if self.failing.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
-            return Err(Error::Store("injected".into()));
+            return Err(Error::store("injected"));
         }
         self.inner.commit(batch)
     }

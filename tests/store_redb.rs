@@ -121,7 +121,7 @@ fn empty_file_becomes_a_store_and_missing_dir_is_an_error() {
     assert_eq!(loaded(&RedbStore::open(&path).unwrap(), 0).0, vec![rec("a", 1, 1)]);
 
     let err = RedbStore::open(dir.path().join("no/such/dir/ghosts.redb")).unwrap_err();
-    assert!(matches!(err, Error::Store(_)), "{err:?}");
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn second_open_of_the_same_file_is_a_store_error() {
     let dir = tempfile::tempdir().unwrap();
     let _first = new_redb(&dir);
     let err = RedbStore::open(dir.path().join("ghosts.redb")).unwrap_err();
-    assert!(matches!(err, Error::Store(_)), "{err:?}");
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
 }
 
 #[test]

@@ -45,7 +45,7 @@ pub(crate) fn encode_batch(batch: &[ShardChanges]) -> Result<Vec<u8>> {
         let ids = c.removals().chain(c.upserts().map(|r| r.node_id));
         for id in ids {
             if id.len() > u16::MAX as usize {
-                return Err(Error::Encode(format!("node id of length {} cannot be logged", id.len())));
+                return Err(Error::encode(format!("node id of length {} cannot be logged", id.len()), None));
             }
         }
         sections.push((sc.shard, zerompk::to_msgpack_vec(&SectionPayload(c)).map_err(encode_err)?));
@@ -218,10 +218,10 @@ mod tests {
         let id = "x".repeat(u16::MAX as usize + 1);
         let mut batch = sample();
         batch[0].changes.push_upsert((&rec(&id, 1)).into());
-        assert!(matches!(encode_batch(&batch), Err(Error::Encode(_))));
+        assert!(matches!(encode_batch(&batch), Err(Error::Encode { .. })));
         let mut batch = sample();
         batch[2].changes.push_removal(&id);
-        assert!(matches!(encode_batch(&batch), Err(Error::Encode(_))));
+        assert!(matches!(encode_batch(&batch), Err(Error::Encode { .. })));
     }
 
     #[test]

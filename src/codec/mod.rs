@@ -205,7 +205,7 @@ fn malformed(e: impl std::fmt::Display) -> Error {
 }
 
 fn encode_err(e: zerompk::Error) -> Error {
-    Error::Encode(e.to_string())
+    Error::encode("MessagePack", Some(crate::error::Cause::msg(e.to_string())))
 }
 
 #[cfg(test)]

@@ -209,7 +209,7 @@ impl GhostRuntime {
             writer.shutdown();
         })
         .await
-        .map_err(|e| Error::Store(format!("shutdown: {e}")))?;
+        .map_err(|e| Error::store_from("shutdown", e))?;
         flushed
     }
 }

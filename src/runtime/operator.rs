@@ -1,14 +1,15 @@
-//! The operator's side of `GhostRuntime`: the sweeper's controls, one shard's stats, reviving a shard.
+//! The operator's side of `GhostRuntime`: the sweeper's controls, one shard's stats, paged export, reviving a shard.
 
 use super::GhostRuntime;
 use crate::actors::SweeperActor;
 use crate::config::SweeperConfig;
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
-use crate::messages::{GetStats, Revive, ShardState, ShardStats};
+use crate::messages::{ExportPage, GetStats, Revive, ShardState, ShardStats};
 use crate::messages::{GetSweepStats, Pause, Resume, RunPass, SetRate, StopSweeper};
 use crate::sweep::Verifier;
-use crate::sweep::{PassReport, SweepTotals};
+use crate::sweep::{PassReport, SweepCounts, SweepTotals};
+use crate::table::GhostPage;
 use actix::Addr;
 use actix::Arbiter;
 use std::sync::{Arc, PoisonError};
@@ -74,6 +75,43 @@ impl GhostRuntime {
     /// covers every shard). While paused, it waits for a resume.
     pub async fn run_sweep_pass(&self) -> Result<PassReport> {
         self.sweeper_addr()?.send(RunPass).await.map_err(|_| Error::NoSweeper)
+    }
+
+    /// Returns once every ghost that was due for a verify when it was called
+    /// has been verified (and the verdict applied) or put into back-off: it
+    /// runs passes until one, started after the call, left no shard as busy
+    /// and had no verdict go stale (a verdict for a ghost that changed after
+    /// planning is dropped and the ghost planned again). Shards that cannot be
+    /// swept at all (down, failed closed) are counted in the answer's
+    /// `counts.shard_errors`, and their ghosts are not swept. Answers the
+    /// counts of every pass it ran. While the sweeper is paused, it waits.
+    pub async fn wait_until_swept(&self) -> Result<SweepCounts> {
+        let mut counts = SweepCounts::default();
+        loop {
+            let pass = self.run_sweep_pass().await?;
+            counts.merge(&pass.counts);
+            if !pass.complete {
+                // Only a stop cuts a pass short.
+                return Err(Error::NoSweeper);
+            }
+            if pass.counts.skipped_busy == 0 && pass.counts.stale == 0 {
+                return Ok(counts);
+            }
+        }
+    }
+
+    /// One page of `shard`'s ghosts in node-id order: those after `after`
+    /// (`None`: from the first), at most `limit`. Walk a shard from `None`
+    /// through each page's `next` to export it without holding it for more
+    /// than one page at a time; every ghost that lives throughout the walk is
+    /// in exactly one page. See [`GhostTable::export_page`](crate::table::GhostTable::export_page).
+    pub async fn export_page(
+        &self,
+        shard: impl Into<ShardId>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<GhostPage> {
+        self.request(shard, ExportPage { after: after.map(Into::into), limit }).await
     }
 
     /// The sweeper's running totals, rate and state.

@@ -108,7 +108,7 @@ impl<S: GhostStore> FaultyStore<S> {
     fn faulted<T>(&self, op: StoreOp, call: impl FnOnce() -> Result<T>) -> Result<T> {
         match self.take(op) {
             None => call(),
-            Some(Fault::Fail) => Err(Error::Store(format!("injected failure of {op:?}"))),
+            Some(Fault::Fail) => Err(Error::store(format!("injected failure of {op:?}"))),
             Some(Fault::Panic) => panic!("injected panic in {op:?}"),
             Some(Fault::Delay(d)) => {
                 std::thread::sleep(d);
@@ -116,7 +116,7 @@ impl<S: GhostStore> FaultyStore<S> {
             }
             Some(Fault::ApplyThenFail) => {
                 call()?;
-                Err(Error::Store(format!("injected lost reply of {op:?}")))
+                Err(Error::store(format!("injected lost reply of {op:?}")))
             }
         }
     }

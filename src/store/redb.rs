@@ -107,7 +107,7 @@ impl RedbStore {
             DatabaseError::Storage(StorageError::Corrupted(m)) => {
                 Error::NotAStore(format!("{}: corrupt redb file: {m}", path.display()))
             }
-            e => Error::Store(format!("open {}: {e}", path.display())),
+            e => Error::store_from(format!("open {}", path.display()), e),
         })?;
         let mut store = Self {
             db,
@@ -127,7 +127,7 @@ impl RedbStore {
         // Fold once here rather than have every shard's load replay the whole log.
         // A record that cannot be folded stays: the shards it holds fail closed on load.
         if pending && let Err(e) = store.checkpoint() {
-            tracing::warn!(path = %store.path.display(), error = %e, "commit log left unfolded at open");
+            tracing::warn!(path = %store.path.display(), error = %e.chain(), "commit log left unfolded at open");
         }
         Ok(store)
     }
@@ -191,7 +191,7 @@ impl RedbStore {
     pub fn file_size(&self) -> Result<u64> {
         std::fs::metadata(&self.path)
             .map(|m| m.len())
-            .map_err(|e| Error::Store(format!("stat {}: {e}", self.path.display())))
+            .map_err(|e| Error::store_from(format!("stat {}", self.path.display()), e))
     }
 }
 
@@ -225,7 +225,7 @@ impl GhostStore for RedbStore {
                     }
                 });
                 let r = decoded.inspect_err(|e| {
-                    tracing::error!(shard, node_id = id, error = %e, "undecodable ghost row");
+                    tracing::error!(shard, node_id = id, error = %e.chain(), "undecodable ghost row");
                 })?;
                 load.push(r)?;
             }
@@ -255,7 +255,7 @@ impl GhostStore for RedbStore {
             // The batch is durable whatever happens here: a failed fold is
             // reported and retried later, never turned into a failed commit.
             if let Err(e) = self.fold_locked(&mut log) {
-                tracing::error!(error = %e, records = log.records, bytes = log.bytes, "checkpoint failed");
+                tracing::error!(error = %e.chain(), records = log.records, bytes = log.bytes, "checkpoint failed");
                 log.failed_at = Some((log.records, log.bytes));
             }
         }

@@ -90,7 +90,7 @@ pub(super) fn fold(txn: &WriteTransaction, next: u64) -> Result<u64> {
         let mut changes = HashMap::with_hasher(RandomState::default());
         for (lsn, v) in &records {
             merge(v.value(), &config, &mut shards, &mut changes).inspect_err(|e| {
-                tracing::error!(lsn, error = %e, "undecodable commit log record; not folded");
+                tracing::error!(lsn, error = %e.chain(), "undecodable commit log record; not folded");
             })?;
         }
         let mut changes: Vec<_> = changes.into_iter().collect();
@@ -184,7 +184,7 @@ pub(super) fn replay(
         let (k, v) = entry.ctx("read commit_log")?;
         let lsn = k.value();
         let logged = |e: &crate::Error| {
-            tracing::error!(shard, lsn, error = %e, "undecodable commit log record");
+            tracing::error!(shard, lsn, error = %e.chain(), "undecodable commit log record");
         };
         for (s, bytes) in batch::open_batch(v.value()).inspect_err(logged)? {
             if s != shard {

@@ -76,20 +76,20 @@ pub(super) fn check_magic(path: &Path) -> Result<()> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::Store(format!("open {}: {e}", path.display()))),
+        Err(e) => return Err(Error::store_from(format!("open {}", path.display()), e)),
     };
     let mut head = Vec::with_capacity(REDB_MAGIC.len());
     file.take(REDB_MAGIC.len() as u64)
         .read_to_end(&mut head)
-        .map_err(|e| Error::Store(format!("read {}: {e}", path.display())))?;
+        .map_err(|e| Error::store_from(format!("read {}", path.display()), e))?;
     if head.is_empty() || head == REDB_MAGIC {
         return Ok(());
     }
     Err(Error::NotAStore(format!("{}: not a redb database (starts with {:02x?})", path.display(), head)))
 }
 
-pub(super) fn store_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Store(format!("redb {what}: {e}"))
+pub(super) fn store_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::store_from(format!("redb {what}"), e)
 }
 
 /// Adds context to a redb error and turns it into [`Error::Store`].
@@ -97,7 +97,7 @@ pub(super) trait Ctx<T> {
     fn ctx(self, what: &str) -> Result<T>;
 }
 
-impl<T, E: std::fmt::Display> Ctx<T> for std::result::Result<T, E> {
+impl<T, E: std::error::Error + Send + Sync + 'static> Ctx<T> for std::result::Result<T, E> {
     fn ctx(self, what: &str) -> Result<T> {
         self.map_err(|e| store_err(what, e))
     }

@@ -167,13 +167,13 @@ impl GhostTable {
             let builder = std::thread::Builder::new()
                 .name("ghost-index".into())
                 .spawn_scoped(s, move || index_hashes(rx, capacity))
-                .map_err(|e| Error::Store(format!("cannot start index thread: {e}")))?;
+                .map_err(|e| Error::store_from("cannot start index thread", e))?;
             let mut load = IndexedLoad { table: &mut table, feed: Some((Vec::with_capacity(CHUNK), tx)) };
             let filled = fill(&mut load);
             if let Some((chunk, tx)) = load.feed.take() {
                 let _ = tx.send(chunk);
             }
-            let index = builder.join().map_err(|_| Error::Store("index thread panicked".into()))?;
+            let index = builder.join().map_err(|_| Error::store("index thread panicked"))?;
             filled.map(|()| index)
         })?;
         table.slab.install_index(index);

@@ -1,6 +1,7 @@
 //! `GhostTable`: one shard's ghost stubs as a pure state machine (no I/O, no clock).
 
 pub(crate) mod changes;
+mod export;
 mod load;
 mod slab;
 mod stats;
@@ -9,6 +10,7 @@ mod tombstones;
 
 pub use changes::ChangeSet;
 pub(crate) use changes::ShardChanges;
+pub use export::GhostPage;
 pub use stats::{TableCounters, TableStats};
 
 use crate::config::TableConfig;

@@ -90,6 +90,13 @@ impl Handler<ResolveMany> for GhostActor {
     }
 }
 
+impl Handler<ExportPage> for GhostActor {
+    type Result = Result<crate::table::GhostPage>;
+    fn handle(&mut self, m: ExportPage, ctx: &mut Context<Self>) -> Self::Result {
+        self.with_table(ctx, |t, _| t.export_page(m.after.as_deref(), m.limit))
+    }
+}
+
 impl Handler<Inspect> for GhostActor {
     type Result = Result<Option<crate::GhostInfo>>;
     fn handle(&mut self, m: Inspect, ctx: &mut Context<Self>) -> Self::Result {
@@ -141,7 +148,7 @@ impl Handler<GetStats> for GhostActor {
                 stats.table = t.stats(self.clock.now_ms());
                 ShardState::Ready
             }
-            State::Failed(cause) => ShardState::FailedClosed(cause.clone()),
+            State::Failed(cause) => ShardState::FailedClosed(cause.chain()),
             State::Fenced(cause) => ShardState::FailedClosed(
                 Error::Fenced { shard: self.shard, cause: cause.clone() }.to_string(),
             ),

@@ -20,7 +20,7 @@ enum State {
     Loading,
     // Boxed: the table is large and the other states are tiny.
     Ready(Box<GhostTable>),
-    Failed(String),
+    Failed(Box<Error>),
     /// The store's claim on the shard lapsed or was lost: another process may
     /// own it, so the table is gone and nothing more is written.
     Fenced(String),
@@ -234,7 +234,7 @@ impl GhostActor {
                 }
                 // The table is now ahead of the store; only a reload makes them agree.
                 act.stats.flush_failures += 1;
-                tracing::error!(shard = act.shard, error = %e, "flush failed; restarting the shard");
+                tracing::error!(shard = act.shard, error = %e.chain(), "flush failed; restarting the shard");
                 act.state = State::Loading;
                 ctx.stop();
             } else {
@@ -304,13 +304,13 @@ impl Actor for GhostActor {
             }
             Err(Error::Fenced { cause, .. }) => act.fence(cause),
             Err(e @ (Error::Decode(_) | Error::InvalidNodeId { .. } | Error::NotAStore(_))) => {
-                tracing::error!(shard = act.shard, error = %e, "stored state unreadable; failing closed");
+                tracing::error!(shard = act.shard, error = %e.chain(), "stored state unreadable; failing closed");
                 metrics::counter!(crate::metrics::FAILED_CLOSED, "shard" => act.shard.to_string())
                     .increment(1);
-                act.state = State::Failed(e.to_string());
+                act.state = State::Failed(Box::new(e));
             }
             Err(e) => {
-                tracing::warn!(shard = act.shard, error = %e, "load failed; restarting");
+                tracing::warn!(shard = act.shard, error = %e.chain(), "load failed; restarting");
                 ctx.stop();
             }
         }));

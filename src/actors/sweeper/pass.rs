@@ -219,7 +219,7 @@ async fn request_plan(
 }
 
 fn failed(shard: u16, e: &Error) -> VisitEnd {
-    tracing::warn!(shard, error = %e, "sweep skips shard for this pass");
+    tracing::warn!(shard, error = %e.chain(), "sweep skips shard for this pass");
     VisitEnd::Failed
 }
 

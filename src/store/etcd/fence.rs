@@ -79,7 +79,7 @@ impl Inner {
             ConnectOptions::new().with_connect_timeout(config.op_timeout).with_timeout(config.op_timeout);
         let client = Client::connect(&endpoints, Some(options))
             .await
-            .map_err(|e| Error::Store(format!("etcd connect {endpoints:?}: {e}")))?;
+            .map_err(|e| Error::store_from(format!("etcd connect {endpoints:?}"), e))?;
         let kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
         let inner = Self {
             client,

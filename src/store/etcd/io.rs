@@ -64,7 +64,7 @@ impl Inner {
             self.roll_forward(&mut st, shard, meta).await?;
             (meta, revision) = self.read_meta(&mut st, shard, &owned).await?;
             if meta.intent.is_some() {
-                return Err(Error::Store(format!("etcd shard {shard}: an intent is still pending")));
+                return Err(Error::store(format!("etcd shard {shard}: an intent is still pending")));
             }
         }
         drop(st);
@@ -95,7 +95,7 @@ impl Inner {
                 let id = kv.key().strip_prefix(start.as_slice()).unwrap_or(kv.key());
                 load_row(t, id, kv.value(), config).inspect_err(|e| {
                     let key = String::from_utf8_lossy(kv.key());
-                    tracing::error!(shard, %key, error = %e, "undecodable ghost row");
+                    tracing::error!(shard, %key, error = %e.chain(), "undecodable ghost row");
                 })?;
             }
             match kvs.last() {
@@ -160,7 +160,7 @@ impl Inner {
         #[cfg(feature = "testing")]
         if let Some(left) = st.budget.as_mut() {
             if *left == 0 {
-                return Err(Error::Store("etcd commit: injected failure between transactions".into()));
+                return Err(Error::store("etcd commit: injected failure between transactions"));
             }
             *left -= 1;
         }
@@ -196,7 +196,7 @@ impl Inner {
                 first.get_or_insert(e);
             }
         }
-        Err(first.unwrap_or_else(|| Error::Store("etcd commit guard failed, yet every claim holds".into())))
+        Err(first.unwrap_or_else(|| Error::store("etcd commit guard failed, yet every claim holds")))
     }
 }
 

@@ -165,9 +165,9 @@ impl EtcdStore {
             .thread_name("ghost-etcd")
             .enable_all()
             .build()
-            .map_err(|e| Error::Store(format!("etcd runtime: {e}")))?;
+            .map_err(|e| Error::store_from("etcd runtime", e))?;
         let inner = futures::executor::block_on(runtime.spawn(Inner::connect(endpoints, config)))
-            .map_err(|e| Error::Store(format!("etcd connect: {e}")))??;
+            .map_err(|e| Error::store_from("etcd connect", e))??;
         Ok(Self { inner: Arc::new(inner), runtime: Some(runtime) })
     }
 
@@ -178,9 +178,9 @@ impl EtcdStore {
         F: FnOnce(Arc<Inner>) -> Fut,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
-        let runtime = self.runtime.as_ref().ok_or_else(|| Error::Store("etcd store closed".into()))?;
+        let runtime = self.runtime.as_ref().ok_or_else(|| Error::store("etcd store closed"))?;
         let task = runtime.spawn(f(self.inner.clone()));
-        futures::executor::block_on(task).map_err(|e| Error::Store(format!("etcd task failed: {e}")))?
+        futures::executor::block_on(task).map_err(|e| Error::store_from("etcd task failed", e))?
     }
 
     /// Takes `shards` now, waiting for other owners to release them or for

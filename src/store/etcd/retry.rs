@@ -1,6 +1,7 @@
 //! Calls to etcd with a timeout each, retried with back-off on errors that may pass.
 
 use super::EtcdConfig;
+use crate::error::Cause;
 use crate::error::{Error, Result};
 use std::future::Future;
 use std::time::Duration;
@@ -26,8 +27,8 @@ pub(super) fn transient(e: &etcd_client::Error) -> bool {
     }
 }
 
-pub(super) fn store_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Store(format!("etcd {what}: {e}"))
+pub(super) fn store_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::store_from(format!("etcd {what}"), e)
 }
 
 /// Runs `call` until it succeeds, a non-transient error, or `config.retries`
@@ -49,7 +50,8 @@ where
             Err(_) => format!("no answer within {:?}", config.op_timeout),
         };
         if attempt >= config.retries {
-            return Err(store_err(what, format!("{why} (gave up after {} attempts)", attempt + 1)));
+            let why = format!("{why} (gave up after {} attempts)", attempt + 1);
+            return Err(Error::Store { what: format!("etcd {what}"), source: Some(Cause::msg(why)) });
         }
         tracing::warn!(what, attempt, error = %why, "etcd call failed; retrying");
         tokio::time::sleep(jittered(delay)).await;

@@ -1,5 +1,9 @@
-//! The crate's one error type and its `Result` alias.
+//! The crate's one error type, its `Result` alias, and the [`Cause`] behind a
+//! store, encoding or load failure.
 
+mod cause;
+
+pub use cause::Cause;
 use thiserror::Error;
 
 /// Why a persisted byte string could not be decoded.
@@ -65,8 +69,14 @@ pub enum Error {
     #[error("decode: {0}")]
     Decode(#[from] DecodeError),
     /// Encoding failed; no bytes were produced.
-    #[error("encode: {0}")]
-    Encode(String),
+    #[error("encode: {what}")]
+    Encode {
+        /// What could not be encoded.
+        what: String,
+        /// The encoder's error, if there was one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// A node id is empty or longer than the configured maximum.
     #[error("invalid node id (length {len}, maximum {max})")]
     InvalidNodeId {
@@ -88,19 +98,26 @@ pub enum Error {
     #[error("invalid config: {0}")]
     InvalidConfig(String),
     /// The store failed; the operation may be retried.
-    #[error("store: {0}")]
-    Store(String),
+    #[error("store: {what}")]
+    Store {
+        /// What the store was doing.
+        what: String,
+        /// The underlying failure (I/O, redb, etcd), if there was one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// A file or catalog exists but is not a ghost store of this crate.
     #[error("not a ghost store: {0}")]
     NotAStore(String),
     /// The shard's stored state is unreadable; it fails closed rather than start
     /// empty, and its stored bytes are left untouched.
-    #[error("shard {shard} failed closed: {cause}")]
+    #[error("shard {shard} failed closed")]
     ShardFailed {
         /// The shard.
         shard: u16,
         /// Why its state could not be loaded or kept durable.
-        cause: String,
+        #[source]
+        cause: Box<Error>,
     },
     /// The shard restarted more often than its restart policy allows and stays down.
     #[error("shard {shard} is down after {restarts} restarts")]
@@ -143,12 +160,6 @@ pub enum Error {
         /// The target shard.
         shard: u16,
     },
-    /// The shard's mailbox is full (from `try_send`).
-    #[error("shard {shard} mailbox full")]
-    MailboxFull {
-        /// The shard.
-        shard: u16,
-    },
     /// No shard with this id runs here.
     #[error("unknown shard {0}")]
     UnknownShard(u16),
@@ -183,7 +194,7 @@ impl Error {
     /// True when the same call may succeed if made again as it is: the store
     /// failed transiently, the shard restarted (after a panic, the retry meets
     /// the reloaded table) or is loading, the actor was restarting, a verify's
-    /// target was unreachable, its mailbox was full, or
+    /// target was unreachable, or
     /// a batch came ahead of retries the shard awaits (`SeqGap`: after those).
     /// False when something must change first: the input (`InvalidNodeId`,
     /// `SelfTarget`, `InvalidConfig`, `UnknownShard`), the stored state or the
@@ -192,14 +203,46 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Store(_)
+            Self::Store { .. }
                 | Self::Panicked { .. }
                 | Self::Unavailable { .. }
                 | Self::ShardLoading { .. }
                 | Self::TargetUnreachable { .. }
-                | Self::MailboxFull { .. }
                 | Self::SeqGap { .. }
         )
+    }
+}
+
+impl Error {
+    /// A store failure with no underlying error.
+    pub fn store(what: impl Into<String>) -> Self {
+        Self::Store { what: what.into(), source: None }
+    }
+
+    /// A store failure caused by `source`.
+    pub fn store_from(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Store { what: what.into(), source: Some(Cause::new(source)) }
+    }
+
+    /// An encoding failure, with the encoder's error if there is one.
+    pub(crate) fn encode(what: impl Into<String>, source: Option<Cause>) -> Self {
+        Self::Encode { what: what.into(), source }
+    }
+
+    /// This error and every cause below it, joined by `": "`: for logs, which
+    /// print one line.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            next = e.source();
+        }
+        out
     }
 }
 
@@ -213,12 +256,11 @@ mod tests {
     #[test]
     fn only_transient_failures_are_worth_a_retry() {
         let retry = [
-            Error::Store("timeout".into()),
+            Error::store("timeout"),
             Error::Panicked { shard: 1 },
             Error::Unavailable { shard: 1 },
             Error::ShardLoading { shard: 1 },
             Error::TargetUnreachable { shard: 1 },
-            Error::MailboxFull { shard: 1 },
             Error::SeqGap { shard: 1, applied: Some(1), awaiting: 2 },
         ];
         assert!(retry.iter().all(Error::is_retryable));
@@ -227,7 +269,7 @@ mod tests {
             Error::InvalidNodeId { len: 0, max: 8 },
             Error::SelfTarget { shard: 1 },
             Error::InvalidConfig("x".into()),
-            Error::ShardFailed { shard: 1, cause: "x".into() },
+            Error::ShardFailed { shard: 1, cause: Box::new(Error::InvalidConfig("x".into())) },
             Error::ShardDown { shard: 1, restarts: 6 },
             Error::UnknownShard(1),
             Error::MailboxClosed { shard: 1 },
@@ -235,5 +277,18 @@ mod tests {
             Error::NoSweeper,
         ];
         assert!(!change_first.iter().any(Error::is_retryable));
+    }
+
+    #[test]
+    fn causes_chain_and_compare_by_message() {
+        let io = std::io::Error::other("disk full");
+        let e = Error::store_from("redb commit", io);
+        assert_eq!(e.to_string(), "store: redb commit");
+        assert_eq!(std::error::Error::source(&e).map(ToString::to_string).as_deref(), Some("disk full"));
+        assert_eq!(e.chain(), "store: redb commit: disk full");
+        assert_eq!(e, Error::store_from("redb commit", std::io::Error::other("disk full")));
+        assert_ne!(e, Error::store("redb commit"));
+        let failed = Error::ShardFailed { shard: 3, cause: Box::new(e) };
+        assert_eq!(failed.chain(), "shard 3 failed closed: store: redb commit: disk full");
     }
 }
