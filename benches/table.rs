@@ -114,6 +114,26 @@ fn seed() -> Option<[f64; 5]> {
     Some([num("increment ")?, num("resolve ")?, num("decrement ")?, num("to_bytes ")?, num("from_bytes ")?])
 }
 
+/// ns per dependent load at random over 64 MiB (a pointer chase round one
+/// random cycle): what one cache-and-TLB miss costs on this machine now. A
+/// lookup on the table is a chain of such misses (index group, bucket, slot,
+/// id), which bounds what a single operation can cost.
+fn miss_ns() -> f64 {
+    let n = 1usize << 24;
+    let mut next: Vec<u32> = (0..n as u32).collect();
+    let mut rng = fastrand::Rng::with_seed(3);
+    for i in (1..n).rev() {
+        next.swap(i, rng.usize(0..i)); // Sattolo: one cycle through every entry
+    }
+    let hops = 1_000_000;
+    let (mut at, s) = (0u32, Instant::now());
+    for _ in 0..hops {
+        at = next[at as usize];
+    }
+    black_box(at);
+    s.elapsed().as_nanos() as f64 / hops as f64
+}
+
 fn median_range(mut v: Vec<f64>) -> String {
     v.sort_by(f64::total_cmp);
     format!("{:.3} (range {:.3}–{:.3})", v[v.len() / 2], v[0], v[v.len() - 1])
@@ -140,13 +160,14 @@ fn main() {
     let mut t = filled(&ids);
     // Warm the table's pages and the caches once before the first round.
     ours(&mut t, &ids, &rand, &batches[..16], false);
-    let mut r: Vec<[f64; 7]> = Vec::new();
+    let mut r: Vec<[f64; 8]> = Vec::new();
     for round in 0..rounds {
         let s = seed();
         let o = ours(&mut t, &ids, &rand, &batches, true);
         let q = ours(&mut t, &ids, &seq, &batches[..0], false);
+        let miss = miss_ns();
         print!(
-            "round {round}: rand added {:.0} ns, removed {:.0} ns, resolve {:.0} ns, apply_batch {:.1} ns/event, \
+            "round {round}: one random miss {miss:.0} ns | rand added {:.0} ns, removed {:.0} ns, resolve {:.0} ns, apply_batch {:.1} ns/event, \
              encode {:.1} ms, decode {:.1} ms | seq added {:.0}, removed {:.0}, resolve {:.0} ns",
             o.added,
             o.removed,
@@ -172,6 +193,7 @@ fn main() {
                     enc / o.encode_ms,
                     decd / o.decode_ms,
                     q.added / inc,
+                    o.added / miss,
                 ]);
             }
             None => println!(" | seed: not found (build ../shared/baseline, see README)"),
@@ -187,6 +209,7 @@ fn main() {
     println!("  resolve (rand)            ÷ seed resolve:   {}", median_range(col(2)));
     println!("  apply_batch/event (rand)  ÷ seed increment: {}", median_range(col(3)));
     println!("  edge_added (seq, flattering) ÷ seed rand increment: {}", median_range(col(6)));
+    println!("  edge_added (rand) in random misses (pointer chase): {}", median_range(col(7)));
     println!("  encode: seed to_bytes ÷ ours (× faster):    {}", median_range(col(4)));
     println!("  decode: seed from_bytes ÷ ours (× faster):  {}", median_range(col(5)));
 }
