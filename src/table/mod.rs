@@ -18,6 +18,9 @@ use crate::stub::{GhostInfo, PurgeReason, StubRecord, StubRef};
 use slab::{Slab, Slot};
 use tombstones::{Tombstone, Tombstones};
 
+/// Events of a batch warmed at a time (see `Slab::warm`).
+const WARM_CHUNK: usize = 1024;
+
 /// The ghost stubs of one vShard.
 ///
 /// Every operation is a plain method call; time comes in as `now_ms`. The table
@@ -284,21 +287,27 @@ impl GhostTable {
         let mut out = BatchOutcome::default();
         // Hash the whole batch and warm its lines first (see `Slab::warm`);
         // the scratch buffers are kept so that a batch allocates nothing.
+        // In chunks, for very large batches: a chunk's lines must still be in
+        // cache when it is applied (a 1024-event chunk warms about 400 KiB).
+        // Smaller chunks measured no faster on 1024-event batches.
         let (mut hashes, mut candidates) = std::mem::take(&mut self.scratch);
-        self.slab.warm(events.iter().map(|(id, _)| id), &mut hashes, &mut candidates);
-        for ((node_id, kind), &hash) in events.iter().zip(&hashes) {
-            let outcome = match kind {
-                EdgeKind::Added => self.add_edge_hashed(node_id, hash),
-                EdgeKind::Removed => self.remove_edge_hashed(node_id, hash),
-            };
-            match outcome {
-                EdgeOutcome::Applied { .. } => out.applied += 1,
-                EdgeOutcome::Purged => {
-                    out.applied += 1;
-                    out.purged += 1;
+        let mut rest = events.iter();
+        while rest.len() > 0 {
+            self.slab.warm(rest.clone().take(WARM_CHUNK).map(|(id, _)| id), &mut hashes, &mut candidates);
+            for ((node_id, kind), &hash) in rest.by_ref().take(WARM_CHUNK).zip(&hashes) {
+                let outcome = match kind {
+                    EdgeKind::Added => self.add_edge_hashed(node_id, hash),
+                    EdgeKind::Removed => self.remove_edge_hashed(node_id, hash),
+                };
+                match outcome {
+                    EdgeOutcome::Applied { .. } => out.applied += 1,
+                    EdgeOutcome::Purged => {
+                        out.applied += 1;
+                        out.purged += 1;
+                    }
+                    EdgeOutcome::UnknownNode => out.unknown += 1,
+                    _ => {}
                 }
-                EdgeOutcome::UnknownNode => out.unknown += 1,
-                _ => {}
             }
         }
         self.scratch = (hashes, candidates);
