@@ -105,26 +105,29 @@ fn events(c: &mut Criterion) {
         }
         if name == "memory" {
             g.throughput(Throughput::Elements(1));
+            // Random ids by default; the insertion-order twin is labelled.
+            let mut rng = fastrand::Rng::with_seed(13);
             let mut i = 0;
-            g.bench_function("actor_memory_send_awaited", |b| {
-                b.iter_custom(|iters| {
-                    sys.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            i = (i + 1) % N;
-                            addr.send(EdgeAdded { node_id: ids[i].clone() }).await.unwrap().unwrap();
-                        }
-                        start.elapsed()
+            for (label, random) in [("", true), ("_insertion_order", false)] {
+                g.bench_function(format!("actor_memory_send_awaited{label}"), |b| {
+                    b.iter_custom(|iters| {
+                        sys.block_on(async {
+                            let start = Instant::now();
+                            for _ in 0..iters {
+                                i = if random { rng.usize(0..N) } else { (i + 1) % N };
+                                addr.send(EdgeAdded { node_id: ids[i].clone() }).await.unwrap().unwrap();
+                            }
+                            start.elapsed()
+                        })
                     })
-                })
-            });
+                });
+            }
             g.bench_function("actor_memory_do_send", |b| {
                 b.iter_custom(|iters| {
                     sys.block_on(async {
                         let start = Instant::now();
                         for _ in 0..iters {
-                            i = (i + 1) % N;
-                            addr.do_send(EdgeRemoved { node_id: ids[i].clone() });
+                            addr.do_send(EdgeRemoved { node_id: ids[rng.usize(0..N)].clone() });
                         }
                         // Counted only once the actor has handled them all.
                         addr.send(Flush).await.unwrap().unwrap();
@@ -153,18 +156,56 @@ fn reload(c: &mut Criterion) {
 }
 
 /// Rounds of the side-by-side comparison, and the length of each phase.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 const PHASE: Duration = Duration::from_secs(2);
+
+/// Batches of 1024 consecutive ids (the order they were inserted in): the
+/// flattering figure, which lets the prefetcher follow the table.
+fn sequential_batches(ids: &[Box<str>]) -> Vec<EdgeEvents> {
+    (0..256)
+        .map(|b| {
+            let mut events = EdgeEvents::with_capacity(BATCH, BATCH * 16);
+            for j in 0..BATCH {
+                let kind = if j % 2 == 0 { EdgeKind::Added } else { EdgeKind::Removed };
+                events.push(&ids[(b * BATCH + j) % N], kind);
+            }
+            events
+        })
+        .collect()
+}
+
+/// Events/s of the raw table over `batches` for one phase (each batch followed
+/// by the drain a store flush does).
+fn raw_rate(raw: &mut GhostTable, batches: &[EdgeEvents]) -> f64 {
+    let (mut n, start, mut k) = (0u64, Instant::now(), 0);
+    while start.elapsed() < PHASE {
+        k += 1;
+        black_box(raw.apply_batch(None, &batches[k % batches.len()]));
+        black_box(raw.take_changes());
+        n += BATCH as u64;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn median_range(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    format!("{:.2} (range {:.2}–{:.2})", v[v.len() / 2], v[0], v[v.len() - 1])
+}
 
 /// The raw table and the actors measured in turns, round after round, with the
 /// ratio taken within each round. On a shared machine the raw rate drifts by up
 /// to a factor of two between minutes, so only measurements taken side by side
 /// make a ratio worth quoting. Runs after the criterion benches, or alone with
 /// the filter `paired`.
+///
+/// Each actor phase is also split, per batch, into the raw table's time (from
+/// the same round), the store's commit time (the writer's own clock) and the
+/// rest: the actor, its messages and the reply's trip back.
 fn paired() {
     let ids = ids();
     let mut rng = fastrand::Rng::with_seed(11);
     let batches: Vec<_> = (0..256).map(|_| batch(&ids, &mut rng)).collect();
+    let seq_batches = sequential_batches(&ids);
     let mut raw = filled(&ids);
     let dir = tempfile::tempdir().unwrap();
     let memory: Arc<dyn GhostStore> = Arc::new(MemoryStore::new());
@@ -179,38 +220,61 @@ fn paired() {
     }
     let phases = ["memory awaited", "memory 8 pipelined", "redb awaited", "redb 8 pipelined"];
     println!(
-        "paired: events/s per phase ({} s each), and ÷ the raw table's in the same round",
+        "paired: random ids; events/s per phase ({} s each), ÷ the raw table's in the same round, \
+         and per batch: raw table µs + store commit µs + rest (actor) µs",
         PHASE.as_secs()
     );
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); phases.len()];
+    let mut split: Vec<Vec<[f64; 3]>> = vec![Vec::new(); phases.len()];
+    let mut seq_raw = Vec::new();
     for round in 0..ROUNDS {
-        let (mut n, start, mut k) = (0u64, Instant::now(), 0);
-        while start.elapsed() < PHASE {
-            k += 1;
-            black_box(raw.apply_batch(None, &batches[k % batches.len()]));
-            black_box(raw.take_changes());
-            n += BATCH as u64;
-        }
-        let raw_rate = n as f64 / start.elapsed().as_secs_f64();
-        let mut line = format!("round {round}: raw {:.2} M/s", raw_rate / 1e6);
-        for (p, (addr, window)) in
-            shards.iter().flat_map(|(_, addr, _)| [(addr, 1), (addr, WINDOW)]).enumerate()
-        {
-            let (mut n, mut took) = (0u64, Duration::ZERO);
-            while took < PHASE {
-                took += sys.block_on(pipelined(addr, &batches, 64, window));
-                n += 64 * BATCH as u64;
+        let raw_rate_now = raw_rate(&mut raw, &batches);
+        let raw_batch_us = BATCH as f64 / raw_rate_now * 1e6;
+        let mut line = format!("round {round}: raw {:.2} M/s", raw_rate_now / 1e6);
+        let mut p = 0;
+        for (_, addr, writer) in &shards {
+            for window in [1, WINDOW] {
+                let before = writer.writer_stats().unwrap();
+                let (mut n, mut took) = (0u64, Duration::ZERO);
+                while took < PHASE {
+                    took += sys.block_on(pipelined(addr, &batches, 64, window));
+                    n += 64;
+                }
+                let after = writer.writer_stats().unwrap();
+                let rate = (n * BATCH as u64) as f64 / took.as_secs_f64();
+                let batch_us = took.as_secs_f64() * 1e6 / n as f64;
+                let store_us = (after.commit_micros - before.commit_micros) as f64 / n as f64;
+                let rest = batch_us - raw_batch_us - store_us;
+                ratios[p].push(rate / raw_rate_now);
+                split[p].push([raw_batch_us, store_us, rest]);
+                line += &format!(
+                    " | {} {:.2} M/s ({:.2}; {:.0}+{:.0}+{:.0} µs)",
+                    phases[p],
+                    rate / 1e6,
+                    rate / raw_rate_now,
+                    raw_batch_us,
+                    store_us,
+                    rest
+                );
+                p += 1;
             }
-            let rate = n as f64 / took.as_secs_f64();
-            ratios[p].push(rate / raw_rate);
-            line += &format!(" | {} {:.2} M/s ({:.2})", phases[p], rate / 1e6, rate / raw_rate);
         }
-        println!("{line}");
+        let seq = raw_rate(&mut raw, &seq_batches);
+        seq_raw.push(seq / raw_rate_now);
+        println!("{line} | raw, insertion order (flattering) {:.2} M/s", seq / 1e6);
     }
-    for (p, mut r) in ratios.into_iter().enumerate() {
-        r.sort_by(f64::total_cmp);
-        println!("paired median ratio, {}: {:.2}", phases[p], r[r.len() / 2]);
+    for (p, r) in ratios.into_iter().enumerate() {
+        let col = |k: usize| median_range(split[p].iter().map(|x| x[k]).collect());
+        println!(
+            "paired median ratio, {}: {} | per batch µs: raw table {}, store commit {}, rest {}",
+            phases[p],
+            median_range(r),
+            col(0),
+            col(1),
+            col(2)
+        );
     }
+    println!("raw table, insertion order ÷ random order (flattering): {}", median_range(seq_raw));
     drop(sys);
     drop(shards);
 }

@@ -1,15 +1,37 @@
-//! Raw cost of the pure table and codec on 1M ghosts (compare with the seed's `seedbench`).
+//! Raw cost of the pure table and codec on 1M ghosts, beside the seed's `seedbench`
+//! run in the same rounds.
+//!
+//! `cargo bench --bench table [-- ROUNDS]`. Each round runs the seed's
+//! `seedbench 1000000 rand` (if built at `target/seed-baseline/release/seedbench`,
+//! or `$SEEDBENCH`) and then this crate's table on the same ids in the same
+//! shuffled order; ratios are taken within the round, and the medians and
+//! ranges over the rounds are printed last. Random order (the way edge events
+//! arrive) is the headline; insertion order, which lets the hardware
+//! prefetcher follow the table and flatters every hash table, is printed
+//! beside it and labelled `seq`.
 
-use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
-use std::time::Duration;
+use std::process::Command;
+use std::time::Instant;
 use vshard_ghosts::table::GhostTable;
-use vshard_ghosts::{Epoch, ShardId, TableConfig, codec};
+use vshard_ghosts::{EdgeEvents, EdgeKind, Epoch, ShardId, TableConfig, codec};
 
 const N: usize = 1_000_000;
+const BATCH: usize = 1024;
 
-fn ids() -> Vec<String> {
-    (0..N).map(|i| format!("node-{i:08}")).collect()
+/// The seed's shuffle (xorshift64*, Fisher–Yates, seed 7), so that both visit
+/// the ids in exactly the same order.
+fn shuffled(n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut x: u64 = 7;
+    for i in (1..n).rev() {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        order.swap(i, (r % (i as u64 + 1)) as usize);
+    }
+    order
 }
 
 fn filled(ids: &[String]) -> GhostTable {
@@ -22,54 +44,193 @@ fn filled(ids: &[String]) -> GhostTable {
     t
 }
 
-fn ops(c: &mut Criterion) {
-    let ids = ids();
-    let mut t = filled(&ids);
-    let mut g = c.benchmark_group("table_1m");
-    let mut i = 0usize;
-    g.bench_function("edge_added", |b| {
-        b.iter(|| {
-            i = (i + 1) % N;
-            black_box(t.edge_added(&ids[i]))
-        })
+/// ns per visit of `f` over `order`.
+fn per_op(order: &[usize], mut f: impl FnMut(usize)) -> f64 {
+    let s = Instant::now();
+    for &i in order {
+        f(i);
+    }
+    s.elapsed().as_nanos() as f64 / order.len() as f64
+}
+
+/// One round of this crate's figures, in ns per op (codec: ms).
+#[derive(Default, Clone, Copy)]
+struct Ours {
+    added: f64,
+    removed: f64,
+    resolve: f64,
+    batch_event: f64,
+    encode_ms: f64,
+    decode_ms: f64,
+}
+
+fn ours(
+    t: &mut GhostTable,
+    ids: &[String],
+    order: &[usize],
+    batches: &[EdgeEvents],
+    codec_too: bool,
+) -> Ours {
+    let added = per_op(order, |i| {
+        black_box(t.edge_added(&ids[i]));
     });
-    g.bench_function("edge_removed", |b| {
-        b.iter(|| {
-            i = (i + 1) % N;
-            black_box(t.edge_removed(&ids[i]))
-        })
+    t.take_changes();
+    let resolve = per_op(order, |i| {
+        black_box(t.resolve(&ids[i]));
     });
-    g.bench_function("resolve", |b| {
-        b.iter(|| {
-            i = (i + 1) % N;
-            black_box(t.resolve(&ids[i]))
-        })
+    let removed = per_op(order, |i| {
+        black_box(t.edge_removed(&ids[i]));
     });
-    // Drain what the loops above marked dirty, as a store flush would.
-    g.bench_function("take_changes_after_1k_events", |b| {
-        b.iter(|| {
-            for _ in 0..1024 {
-                i = (i + 1) % N;
-                t.edge_added(&ids[i]);
+    t.take_changes();
+    // Batches as a shard applies them: each followed by the drain a flush does.
+    let s = Instant::now();
+    for b in batches {
+        black_box(t.apply_batch(None, b));
+        black_box(t.take_changes());
+    }
+    let batch_event = s.elapsed().as_nanos() as f64 / (batches.len() * BATCH) as f64;
+    let (mut encode_ms, mut decode_ms) = (0.0, 0.0);
+    if codec_too {
+        let s = Instant::now();
+        let bytes = black_box(codec::encode_snapshot(t).unwrap());
+        encode_ms = s.elapsed().as_secs_f64() * 1e3;
+        let s = Instant::now();
+        black_box(codec::decode_snapshot(&bytes, 0, &TableConfig::default()).unwrap());
+        decode_ms = s.elapsed().as_secs_f64() * 1e3;
+    }
+    Ours { added, removed, resolve, batch_event, encode_ms, decode_ms }
+}
+
+/// The seed's `rand` figures: increment, resolve, decrement (ns), to_bytes, from_bytes (ms).
+fn seed() -> Option<[f64; 5]> {
+    let bin = std::env::var("SEEDBENCH").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/seed-baseline/release/seedbench").to_string()
+    });
+    let out = Command::new(bin).args([N.to_string(), "rand".into()]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let num = |key: &str| -> Option<f64> {
+        let at = text.find(key)? + key.len();
+        text[at..].split_whitespace().next()?.parse().ok()
+    };
+    Some([num("increment ")?, num("resolve ")?, num("decrement ")?, num("to_bytes ")?, num("from_bytes ")?])
+}
+
+/// ns per dependent load at random over 64 MiB (a pointer chase round one
+/// random cycle): what one cache-and-TLB miss costs on this machine now. A
+/// lookup on the table is a chain of such misses (index group, bucket, slot,
+/// id), which bounds what a single operation can cost.
+fn miss_ns() -> f64 {
+    let n = 1usize << 24;
+    let mut next: Vec<u32> = (0..n as u32).collect();
+    let mut rng = fastrand::Rng::with_seed(3);
+    for i in (1..n).rev() {
+        next.swap(i, rng.usize(0..i)); // Sattolo: one cycle through every entry
+    }
+    let hops = 1_000_000;
+    let (mut at, s) = (0u32, Instant::now());
+    for _ in 0..hops {
+        at = next[at as usize];
+    }
+    black_box(at);
+    s.elapsed().as_nanos() as f64 / hops as f64
+}
+
+/// ns per load at random over 64 MiB when 1024 loads are independent (their
+/// misses overlap): the throughput bound of a batch whose events each need a
+/// few such lines.
+fn parallel_miss_ns() -> f64 {
+    let n = 1usize << 24;
+    let table: Vec<u32> = (0..n as u32).collect();
+    let mut rng = fastrand::Rng::with_seed(5);
+    let at: Vec<usize> = (0..1 << 20).map(|_| rng.usize(0..n)).collect();
+    let (mut sum, s) = (0u32, Instant::now());
+    for chunk in at.chunks(1024) {
+        for &i in chunk {
+            sum = sum.wrapping_add(table[i]);
+        }
+    }
+    black_box(sum);
+    s.elapsed().as_nanos() as f64 / at.len() as f64
+}
+
+fn median_range(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    format!("{:.3} (range {:.3}–{:.3})", v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a number argument sets the rounds.
+    let rounds: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5);
+    let ids: Vec<String> = (0..N).map(|i| format!("node-{i:08}")).collect();
+    let rand = shuffled(N);
+    let seq: Vec<usize> = (0..N).collect();
+    // 1024-event batches, half adds and half removals, on ids drawn at random.
+    let mut rng = fastrand::Rng::with_seed(11);
+    let batches: Vec<EdgeEvents> = (0..512)
+        .map(|_| {
+            let mut e = EdgeEvents::with_capacity(BATCH, BATCH * 16);
+            for j in 0..BATCH {
+                let kind = if j % 2 == 0 { EdgeKind::Added } else { EdgeKind::Removed };
+                e.push(&ids[rng.usize(0..N)], kind);
             }
-            black_box(t.take_changes())
+            e
         })
-    });
-    g.finish();
+        .collect();
+    let mut t = filled(&ids);
+    // Warm the table's pages and the caches once before the first round.
+    ours(&mut t, &ids, &rand, &batches[..16], false);
+    let mut r: Vec<[f64; 9]> = Vec::new();
+    for round in 0..rounds {
+        let s = seed();
+        let o = ours(&mut t, &ids, &rand, &batches, true);
+        let q = ours(&mut t, &ids, &seq, &batches[..0], false);
+        let (miss, pmiss) = (miss_ns(), parallel_miss_ns());
+        print!(
+            "round {round}: one random miss {miss:.0} ns, overlapped {pmiss:.1} ns | rand added {:.0} ns, removed {:.0} ns, resolve {:.0} ns, apply_batch {:.1} ns/event, \
+             encode {:.1} ms, decode {:.1} ms | seq added {:.0}, removed {:.0}, resolve {:.0} ns",
+            o.added,
+            o.removed,
+            o.resolve,
+            o.batch_event,
+            o.encode_ms,
+            o.decode_ms,
+            q.added,
+            q.removed,
+            q.resolve
+        );
+        match s {
+            Some([inc, res, dec, enc, decd]) => {
+                println!(
+                    " | seed rand increment {inc:.0}, resolve {res:.0}, decrement {dec:.0} ns, \
+                     to_bytes {enc:.1} ms, from_bytes {decd:.1} ms"
+                );
+                r.push([
+                    o.added / inc,
+                    o.removed / dec,
+                    o.resolve / res,
+                    o.batch_event / inc,
+                    enc / o.encode_ms,
+                    decd / o.decode_ms,
+                    q.added / inc,
+                    o.added / miss,
+                    o.batch_event / pmiss,
+                ]);
+            }
+            None => println!(" | seed: not found (build ../shared/baseline, see README)"),
+        }
+    }
+    if r.is_empty() {
+        return;
+    }
+    let col = |k: usize| r.iter().map(|x| x[k]).collect::<Vec<_>>();
+    println!("medians over {} rounds, ratio to the seed's rand figure in the same round:", r.len());
+    println!("  edge_added (rand)         ÷ seed increment: {}", median_range(col(0)));
+    println!("  edge_removed (rand)       ÷ seed decrement: {}", median_range(col(1)));
+    println!("  resolve (rand)            ÷ seed resolve:   {}", median_range(col(2)));
+    println!("  apply_batch/event (rand)  ÷ seed increment: {}", median_range(col(3)));
+    println!("  edge_added (seq, flattering) ÷ seed rand increment: {}", median_range(col(6)));
+    println!("  edge_added (rand) in random misses (pointer chase): {}", median_range(col(7)));
+    println!("  apply_batch/event in overlapped misses:         {}", median_range(col(8)));
+    println!("  encode: seed to_bytes ÷ ours (× faster):    {}", median_range(col(4)));
+    println!("  decode: seed from_bytes ÷ ours (× faster):  {}", median_range(col(5)));
 }
-
-fn snapshot(c: &mut Criterion) {
-    let ids = ids();
-    let t = filled(&ids);
-    let bytes = codec::encode_snapshot(&t).unwrap();
-    let mut g = c.benchmark_group("snapshot_1m");
-    g.sample_size(10).measurement_time(Duration::from_secs(8));
-    g.bench_function("encode", |b| b.iter(|| black_box(codec::encode_snapshot(&t).unwrap())));
-    g.bench_function("decode", |b| {
-        b.iter(|| black_box(codec::decode_snapshot(&bytes, 0, &TableConfig::default()).unwrap()))
-    });
-    g.finish();
-}
-
-criterion_group!(benches, ops, snapshot);
-criterion_main!(benches);

@@ -20,6 +20,24 @@ pub(crate) enum Kind {
     CommitLog = 3,
 }
 
+/// Starts an envelope in `out` (empty): the header's room, filled by [`finish`]
+/// once the payload has been appended, so it is never copied.
+pub(crate) fn begin(out: &mut Vec<u8>) {
+    debug_assert!(out.is_empty());
+    out.resize(HEADER_LEN, 0);
+}
+
+/// Ends an envelope started by [`begin`]: everything after the header is the payload.
+pub(crate) fn finish(kind: Kind, out: &mut [u8]) {
+    let (header, payload) = out.split_at_mut(HEADER_LEN);
+    header[..4].copy_from_slice(&MAGIC);
+    header[4] = FORMAT_VERSION;
+    header[5] = kind as u8;
+    header[6..8].copy_from_slice(&[0, 0]);
+    header[8..16].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    header[16..24].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(payload).to_le_bytes());
+}
+
 pub(crate) fn seal(kind: Kind, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&MAGIC);

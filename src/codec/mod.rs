@@ -15,15 +15,34 @@ use crate::error::{DecodeError, Error, Result};
 use crate::stub::{StubRecord, StubRef};
 use crate::table::GhostTable;
 use envelope::Kind;
-use zerompk::{Read, SliceReader, ToMessagePack, Write};
+use zerompk::{Read, SliceReader, Write};
 
 /// Smallest encoding of one stub: fixarray, the empty fixstr, four fixints.
 const MIN_STUB_BYTES: usize = 6;
 
 /// Encodes the whole table (stubs and applied sequence number) as a snapshot.
+///
+/// Written straight into the envelope's buffer by [`put`]'s encoder, which
+/// writes exactly the bytes zerompk's writer would (tests compare the two):
+/// going through the generic writer and then copying the payload into the
+/// envelope cost about three times as much on a million stubs.
 pub fn encode_snapshot(table: &GhostTable) -> Result<Vec<u8>> {
-    let payload = zerompk::to_msgpack_vec(&SnapshotPayload(table)).map_err(encode_err)?;
-    Ok(envelope::seal(Kind::Snapshot, &payload))
+    let rows = table.row_count();
+    // Room for every row of short ids and small fields; a longer one reallocates.
+    let mut out = Vec::with_capacity(envelope::HEADER_LEN + 16 + rows * 48);
+    envelope::begin(&mut out);
+    put::array_len(&mut out, 2);
+    match table.applied_seq() {
+        Some(seq) => put::uint(&mut out, seq),
+        None => out.push(put::NIL),
+    }
+    // Tombstones too: a shard handed over must still refuse stale inserts.
+    put::array_len(&mut out, rows);
+    for row in table.rows() {
+        put::stub(&mut out, row);
+    }
+    envelope::finish(Kind::Snapshot, &mut out);
+    Ok(out)
 }
 
 /// Decodes a snapshot into a table for `shard`. Also accepts the seed's bare
@@ -62,8 +81,11 @@ pub fn encode_stub(record: &StubRecord) -> Result<Vec<u8>> {
 
 /// [`encode_stub`] of a borrowed stub.
 pub(crate) fn encode_stub_ref(stub: StubRef<'_>) -> Result<Vec<u8>> {
-    let payload = zerompk::to_msgpack_vec(&StubPayload(stub)).map_err(encode_err)?;
-    Ok(envelope::seal(Kind::Stub, &payload))
+    let mut out = Vec::with_capacity(envelope::HEADER_LEN + 40 + stub.node_id.len());
+    envelope::begin(&mut out);
+    put::stub(&mut out, stub);
+    envelope::finish(Kind::Stub, &mut out);
+    Ok(out)
 }
 
 /// Decodes one stub written by [`encode_stub`].
@@ -81,29 +103,122 @@ pub(crate) fn decode_stub_ref<'a>(bytes: &'a [u8], config: &TableConfig) -> Resu
     Ok(stub)
 }
 
-struct SnapshotPayload<'a>(&'a GhostTable);
+/// A MessagePack encoder for the few shapes a snapshot and a stub row hold,
+/// always in the smallest form, as zerompk's writer does.
+pub(crate) mod put {
+    /// The nil marker.
+    pub(crate) const NIL: u8 = 0xc0;
 
-impl ToMessagePack for SnapshotPayload<'_> {
-    fn write<W: Write>(&self, w: &mut W) -> zerompk::Result<()> {
-        w.write_array_len(2)?;
-        match self.0.applied_seq() {
-            Some(seq) => w.write_u64(seq)?,
-            None => w.write_nil()?,
+    /// An unsigned integer in its smallest form.
+    #[inline]
+    pub(crate) fn uint(out: &mut Vec<u8>, v: u64) {
+        if v <= 0x7f {
+            out.push(v as u8);
+        } else if v <= 0xff {
+            out.extend_from_slice(&[0xcc, v as u8]);
+        } else if v <= 0xffff {
+            out.push(0xcd);
+            out.extend_from_slice(&(v as u16).to_be_bytes());
+        } else if v <= 0xffff_ffff {
+            out.push(0xce);
+            out.extend_from_slice(&(v as u32).to_be_bytes());
+        } else {
+            out.push(0xcf);
+            out.extend_from_slice(&v.to_be_bytes());
         }
-        // Tombstones too: a shard handed over must still refuse stale inserts.
-        w.write_array_len(self.0.row_count())?;
-        for row in self.0.rows() {
-            write_stub(w, row)?;
-        }
-        Ok(())
     }
-}
 
-struct StubPayload<'a>(StubRef<'a>);
+    /// An array header.
+    #[inline]
+    pub(crate) fn array_len(out: &mut Vec<u8>, n: usize) {
+        if n <= 15 {
+            out.push(0x90 | n as u8);
+        } else if n <= 0xffff {
+            out.push(0xdc);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            out.push(0xdd);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
 
-impl ToMessagePack for StubPayload<'_> {
-    fn write<W: Write>(&self, w: &mut W) -> zerompk::Result<()> {
-        write_stub(w, self.0)
+    /// A string. Ids are bounded far below 4 GiB by the table's limits.
+    #[inline]
+    pub(crate) fn str(out: &mut Vec<u8>, s: &str) {
+        let n = s.len();
+        if n <= 31 {
+            out.push(0xa0 | n as u8);
+        } else if n <= 0xff {
+            out.extend_from_slice(&[0xd9, n as u8]);
+        } else if n <= 0xffff {
+            out.push(0xda);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            out.push(0xdb);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    /// A stub row, as [`write_stub`](super::write_stub) writes it. A row of
+    /// a short id is built on the stack and appended once: one capacity
+    /// check per row instead of one per field.
+    #[inline]
+    pub(crate) fn stub(out: &mut Vec<u8>, s: super::StubRef<'_>) {
+        let id = s.node_id.as_bytes();
+        if id.len() > 31 {
+            out.push(0x97);
+            str(out, s.node_id);
+            fields(out, s);
+            return;
+        }
+        // fixarray, fixstr and id, then at most 3 + 5 + 9 + 9 + 9 + 1 bytes.
+        let mut b = [0u8; 2 + 31 + 36];
+        b[0] = 0x97;
+        b[1] = 0xa0 | id.len() as u8;
+        b[2..2 + id.len()].copy_from_slice(id);
+        let mut n = 2 + id.len();
+        n = uint_at(&mut b, n, u64::from(s.target_shard));
+        n = uint_at(&mut b, n, u64::from(s.refcount));
+        n = uint_at(&mut b, n, s.created_at_ms);
+        n = uint_at(&mut b, n, s.epoch);
+        n = uint_at(&mut b, n, s.hold_until_ms);
+        b[n] = if s.tombstone { 0xc3 } else { 0xc2 };
+        out.extend_from_slice(&b[..n + 1]);
+    }
+
+    fn fields(out: &mut Vec<u8>, s: super::StubRef<'_>) {
+        uint(out, u64::from(s.target_shard));
+        uint(out, u64::from(s.refcount));
+        uint(out, s.created_at_ms);
+        uint(out, s.epoch);
+        uint(out, s.hold_until_ms);
+        out.push(if s.tombstone { 0xc3 } else { 0xc2 });
+    }
+
+    /// [`uint`] into `b` at `at`; returns the end.
+    #[inline(always)]
+    fn uint_at(b: &mut [u8], at: usize, v: u64) -> usize {
+        if v <= 0x7f {
+            b[at] = v as u8;
+            at + 1
+        } else if v <= 0xff {
+            b[at] = 0xcc;
+            b[at + 1] = v as u8;
+            at + 2
+        } else if v <= 0xffff {
+            b[at] = 0xcd;
+            b[at + 1..at + 3].copy_from_slice(&(v as u16).to_be_bytes());
+            at + 3
+        } else if v <= 0xffff_ffff {
+            b[at] = 0xce;
+            b[at + 1..at + 5].copy_from_slice(&(v as u32).to_be_bytes());
+            at + 5
+        } else {
+            b[at] = 0xcf;
+            b[at + 1..at + 9].copy_from_slice(&v.to_be_bytes());
+            at + 9
+        }
     }
 }
 

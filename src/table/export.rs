@@ -1,6 +1,6 @@
 //! Paged export: a shard's ghosts in node-id order, a bounded page at a time.
 
-use super::{GhostTable, stub_ref};
+use super::GhostTable;
 use crate::stub::StubRecord;
 use std::collections::BinaryHeap;
 
@@ -42,8 +42,7 @@ impl GhostTable {
         }
         let full = best.len() == limit;
         let page = best.into_sorted_vec();
-        let records: Vec<StubRecord> =
-            page.iter().map(|&(id, i)| stub_ref(id, self.slab.slot(i)).to_record()).collect();
+        let records: Vec<StubRecord> = page.iter().map(|&(_, i)| self.stub_ref(i).to_record()).collect();
         // A full page may not be the last; the next call answers an empty page then.
         let next = if full { records.last().map(|r| r.node_id.as_str().into()) } else { None };
         GhostPage { records, next }

@@ -2,7 +2,7 @@
 
 use super::slab::Slot;
 use super::tombstones::Tombstone;
-use super::{GhostTable, load_slot};
+use super::{GhostTable, new_slot};
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::stub::{StubRecord, StubRef};
@@ -82,14 +82,15 @@ impl GhostTable {
             return Ok(false);
         }
         let slot = self.stored_slot(row);
-        self.slab.push_unindexed(row.node_id, slot)?;
+        self.slab.push_unindexed(row.node_id, slot, row.hold_until_ms)?;
         Ok(true)
     }
 
-    /// The slot of a stored ghost row, with a fresh version.
+    /// The slot of a stored ghost row, with a fresh version; its hold
+    /// (`row.hold_until_ms`) becomes the slot's retry time.
     fn stored_slot(&mut self, row: StubRef<'_>) -> Slot {
         let version = self.bump();
-        load_slot(row.target_shard, row.refcount, row.created_at_ms, row.epoch, version, row.hold_until_ms)
+        new_slot(row.target_shard, row.refcount, row.created_at_ms, row.epoch, version)
     }
 
     /// Remembers a stored tombstone; nothing is pending for the store.
@@ -194,10 +195,15 @@ impl GhostTable {
         }
         self.tombstones.remove(id);
         let fresh = self.stored_slot(row);
-        if let Err(i) = self.slab.insert(id, fresh)? {
-            let s = self.slab.slot_mut_clean(i);
-            *s = Slot { id_off: s.id_off, id_len: s.id_len, flags: s.flags, ..fresh };
-        }
+        let i = match self.slab.insert(id, fresh)? {
+            Ok(i) => i,
+            Err(i) => {
+                let s = self.slab.slot_mut_clean(i);
+                *s = Slot { id_off: s.id_off, id_len: s.id_len, flags: s.flags, ..fresh };
+                i
+            }
+        };
+        self.slab.set_retry_at(i, row.hold_until_ms);
         Ok(())
     }
 

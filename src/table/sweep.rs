@@ -27,7 +27,7 @@ impl GhostTable {
             self.cursor += 1;
             page.scanned += 1;
             let s = *self.slab.slot(i);
-            if s.created_at_ms.saturating_add(grace) > now_ms || s.retry_at_ms > now_ms {
+            if s.created_at_ms.saturating_add(grace) > now_ms || self.slab.retry_at(i) > now_ms {
                 continue;
             }
             if s.refcount == 0 {
@@ -117,9 +117,8 @@ impl GhostTable {
             }
             _ => {}
         }
-        let s = self.slab.slot_mut_clean(i);
-        s.attempts = 0;
-        s.retry_at_ms = not_before;
+        self.slab.slot_mut_clean(i).attempts = 0;
+        self.slab.set_retry_at(i, not_before);
     }
 
     /// True when a count taken at `at_seq` describes this table's position.
@@ -146,8 +145,7 @@ impl GhostTable {
         let factor = 1u64.checked_shl(u32::from(attempts)).unwrap_or(u64::MAX);
         let d = base.saturating_mul(factor).min(cap);
         let delay = self.rng.u64(d / 2..=d);
-        let s = self.slab.slot_mut_clean(i);
-        s.attempts = attempts.saturating_add(1);
-        s.retry_at_ms = now_ms.saturating_add(delay).max(1);
+        self.slab.slot_mut_clean(i).attempts = attempts.saturating_add(1);
+        self.slab.set_retry_at(i, now_ms.saturating_add(delay).max(1));
     }
 }
