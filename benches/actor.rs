@@ -44,7 +44,7 @@ fn shard_on(store: Arc<dyn GhostStore>) -> (Addr<GhostActor>, GhostRuntime) {
         shards: vec![ShardId(0)],
         arbiters: 0,
         commit_retry_delay: Duration::from_millis(10),
-        metrics_interval: None,
+        metrics_interval: Duration::ZERO,
         ..RuntimeConfig::default()
     };
     let rt = GhostRuntime::builder().config(config).store(StoreChoice::Custom(store)).start().unwrap();

@@ -51,7 +51,7 @@ async fn start_shards(dir: &DirectoryVerifier) -> (GhostRuntime, Shards) {
         arbiters: ARBITERS,
         shard,
         commit_retry_delay: Duration::from_millis(5),
-        metrics_interval: None,
+        metrics_interval: Duration::ZERO,
         ..RuntimeConfig::default()
     };
     let rt = GhostRuntime::builder().config(config).store(StoreChoice::Custom(store)).start().unwrap();

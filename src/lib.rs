@@ -15,7 +15,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`table`] | `GhostTable`: one shard's stubs as a state machine, with its changes and counters |
-//! | [`sweep`] | plan → verify → apply as data; the [`Verifier`] seam and [`DirectoryVerifier`] |
+//! | [`sweep`] | plan → verify → apply as data, and the reports; its seam, [`Verifier`], and [`DirectoryVerifier`] are at the root |
 //! | `event` | [`EdgeEvent`]s, the packed [`EdgeEvents`] batch, and the outcomes of mutations |
 //! | `config` | [`TableConfig`], [`ShardConfig`], [`SweeperConfig`], [`RuntimeConfig`], and [`GhostConfig`] from TOML |
 //! | `ids` | [`ShardId`] and [`Epoch`], so that arguments cannot be swapped |

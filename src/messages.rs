@@ -135,20 +135,24 @@ pub struct ExportRecords;
 ///
 /// ```compile_fail
 /// // A host cannot make a plan (and so cannot move the sweep cursor):
-/// let plan = vshard_ghosts::messages::PlanSweep { max_scan: 1 };
+/// let plan = vshard_ghosts::messages::PlanSweep { max_scan: 1, by_hand: false };
 /// ```
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<PlanReply>")]
 pub struct PlanSweep {
     /// Most stubs to examine.
     pub(crate) max_scan: usize,
+    /// Made by hand (`new`), not by the sweeper: refused unless the shard's
+    /// `fault_injection` is on, since cargo features merge across a build.
+    pub(crate) by_hand: bool,
 }
 
 #[cfg(feature = "testing")]
 impl PlanSweep {
-    /// A plan of at most `max_scan` stubs (cargo feature `testing`).
+    /// A plan of at most `max_scan` stubs (cargo feature `testing`); a shard
+    /// refuses it unless [`ShardConfig::fault_injection`](crate::ShardConfig::fault_injection) is on.
     pub fn new(max_scan: usize) -> Self {
-        Self { max_scan }
+        Self { max_scan, by_hand: true }
     }
 }
 
@@ -174,7 +178,7 @@ pub struct PlanReply {
 ///
 /// ```compile_fail
 /// // A host cannot forge a verdict:
-/// let forged = vshard_ghosts::messages::ApplyVerdicts { incarnation: 0, verdicts: Vec::new() };
+/// let forged = vshard_ghosts::messages::ApplyVerdicts { incarnation: 0, verdicts: Vec::new(), by_hand: false };
 /// ```
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<ApplyReport>")]
@@ -183,13 +187,16 @@ pub struct ApplyVerdicts {
     pub(crate) incarnation: u64,
     /// The verdicts.
     pub(crate) verdicts: Vec<CheckedVerdict>,
+    /// Made by hand (`new`): refused unless the shard's `fault_injection` is on.
+    pub(crate) by_hand: bool,
 }
 
 #[cfg(feature = "testing")]
 impl ApplyVerdicts {
-    /// Verdicts for the plan of `incarnation` (cargo feature `testing`).
+    /// Verdicts for the plan of `incarnation` (cargo feature `testing`); a
+    /// shard refuses them unless [`ShardConfig::fault_injection`](crate::ShardConfig::fault_injection) is on.
     pub fn new(incarnation: u64, verdicts: Vec<CheckedVerdict>) -> Self {
-        Self { incarnation, verdicts }
+        Self { incarnation, verdicts, by_hand: true }
     }
 }
 

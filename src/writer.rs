@@ -21,6 +21,8 @@ const MAX_MERGE: usize = 256;
 enum Job {
     Commit(ShardChanges, oneshot::Sender<Result<()>>),
     Load(u16, TableConfig, oneshot::Sender<Result<Claimed>>),
+    /// Ends the thread once the jobs queued before it are done.
+    Close,
 }
 
 /// A loaded table and the watch of the claim it was loaded under.
@@ -107,15 +109,17 @@ impl StoreWriter {
         }
     }
 
-    /// Drops this handle and, if it was the last, waits for the queue to drain
-    /// and the thread to end. Blocking: call it outside any arbiter, after the
-    /// shard actors have stopped.
+    /// Ends the writer: the jobs queued so far are done, then the store is
+    /// released and closed, and the thread is joined. Jobs sent later, through
+    /// any handle, fail as unavailable. Blocking: call it outside any arbiter.
     pub(crate) fn shutdown(self) {
         let Self { tx, thread, .. } = self;
+        // Other handles (the shards') may outlive this call: the thread ends
+        // on the job, not when the last sender goes.
+        let _ = tx.send(Job::Close);
         drop(tx);
-        if let Ok(slot) = Arc::try_unwrap(thread)
-            && let Some(t) = slot.into_inner().unwrap_or_else(|p| p.into_inner())
-        {
+        let handle = thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = handle {
             let _ = t.join();
         }
     }
@@ -133,6 +137,7 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
             },
         };
         match job {
+            Job::Close => break,
             Job::Load(shard, config, reply) => {
                 served.insert(shard);
                 c.loads.fetch_add(1, Ordering::Relaxed);
@@ -162,8 +167,8 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
             }
         }
     }
-    // Every handle is gone, so nothing of this process writes these shards
-    // again: a store with ownership can hand them over at once.
+    // Closed, or every handle is gone: nothing of this process writes these
+    // shards again, so a store with ownership can hand them over at once.
     let served: Vec<u16> = served.into_iter().collect();
     if let Err(e) = guarded(|| store.release_shards(&served)) {
         tracing::warn!(error = %e.chain(), shards = served.len(), "releasing the shards failed; their ownership lapses");

@@ -45,8 +45,9 @@ use std::time::Duration;
 use vshard_ghosts::messages::{
     ApplyVerdicts, ExportRecords, InjectPanic, InsertGhost, Inspect, PlanSweep, Retarget,
 };
+use vshard_ghosts::testing::ManualClock;
 use vshard_ghosts::*;
-use vshard_ghosts::{clock::*, store::*, sweep::*};
+use vshard_ghosts::{store::*, sweep::*};
 
 const SHARDS: u16 = 3;
 const NODES: u32 = 6;

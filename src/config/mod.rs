@@ -214,9 +214,10 @@ impl ShardConfig {
             return Err(Error::InvalidConfig("durability interval must be at least 1 ms".into()));
         }
         let r = &self.restart;
-        if r.window.is_zero() || r.backoff_base > r.backoff_cap {
+        // The window is counted in whole ms on the shard's clock: less is none.
+        if r.window < Duration::from_millis(1) || r.backoff_base > r.backoff_cap {
             return Err(Error::InvalidConfig(
-                "restart window must be non-zero and backoff base at most its cap".into(),
+                "restart window must be at least 1 ms and backoff base at most its cap".into(),
             ));
         }
         Ok(())

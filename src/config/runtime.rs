@@ -23,10 +23,10 @@ pub struct RuntimeConfig {
     /// Delay before the first commit retry, doubling. Default 10 ms.
     #[serde(with = "humantime_serde")]
     pub commit_retry_delay: Duration,
-    /// How often shard statistics are published as metrics (`None`: never).
-    /// Default 5 s.
+    /// How often shard statistics are published as metrics; zero (`"0s"` in
+    /// a file) turns the poller off. Default 5 s.
     #[serde(with = "humantime_serde")]
-    pub metrics_interval: Option<Duration>,
+    pub metrics_interval: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -37,7 +37,7 @@ impl Default for RuntimeConfig {
             shard: ShardConfig::default(),
             commit_retries: 3,
             commit_retry_delay: Duration::from_millis(10),
-            metrics_interval: Some(Duration::from_secs(5)),
+            metrics_interval: Duration::from_secs(5),
         }
     }
 }

@@ -67,7 +67,7 @@ pub enum DecodeError {
 pub enum Error {
     /// Persisted bytes could not be decoded.
     #[error("decode: {0}")]
-    Decode(#[from] DecodeError),
+    Decode(DecodeError),
     /// Encoding failed; no bytes were produced.
     #[error("encode: {what}")]
     Encode {
@@ -185,21 +185,38 @@ pub enum Error {
         /// The highest batch that a restart lost unacknowledged.
         awaiting: u64,
     },
-    /// The runtime was built without a sweeper (no verifier was given).
-    #[error("no sweeper runs: the runtime was built without a verifier")]
+    /// No sweeper runs: none was started (the builder was given no verifier
+    /// and `start_sweeper` was not called), or it was stopped.
+    #[error("no sweeper runs")]
     NoSweeper,
+    /// A sweeper runs (or is stopping) already: one at a time.
+    #[error("a sweeper runs already")]
+    SweeperRunning,
+    /// The runtime was shut down: nothing is routed or started any more.
+    #[error("the runtime is shut down")]
+    Closed,
+    /// `wait_until_swept` ran its most passes without two clean ones in a row:
+    /// a shard stayed busy, kept failing (down, failed closed: revive it), or
+    /// its ghosts kept changing under the sweep.
+    #[error("not swept after {passes} passes")]
+    NotSwept {
+        /// Passes run.
+        passes: u32,
+    },
 }
 
 impl Error {
     /// True when the same call may succeed if made again as it is: the store
     /// failed transiently, the shard restarted (after a panic, the retry meets
     /// the reloaded table) or is loading, the actor was restarting, a verify's
-    /// target was unreachable, or
-    /// a batch came ahead of retries the shard awaits (`SeqGap`: after those).
-    /// False when something must change first: the input (`InvalidNodeId`,
-    /// `SelfTarget`, `InvalidConfig`, `UnknownShard`), the stored state or the
-    /// operator's view of the shard (`Decode`, `NotAStore`, `ShardFailed`,
-    /// `ShardDown`: see `GhostRuntime::revive_shard`), or ownership (`Fenced`).
+    /// target was unreachable, a batch came ahead of retries the shard awaits
+    /// (`SeqGap`: after those), or a wait for a sweep ran out of passes
+    /// (`NotSwept`). False when something must change first: the input
+    /// (`InvalidNodeId`, `SelfTarget`, `InvalidConfig`, `UnknownShard`), the
+    /// stored state or the operator's view of the shard (`Decode`,
+    /// `NotAStore`, `ShardFailed`, `ShardDown`: see
+    /// `GhostRuntime::revive_shard`), ownership (`Fenced`), or the runtime's
+    /// life (`MailboxClosed`, `NoSweeper`, `SweeperRunning`, `Closed`).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -209,7 +226,16 @@ impl Error {
                 | Self::ShardLoading { .. }
                 | Self::TargetUnreachable { .. }
                 | Self::SeqGap { .. }
+                | Self::NotSwept { .. }
         )
+    }
+}
+
+// By hand rather than `#[from]`, which would also make the decode error the
+// `source()` and so print it twice in a chain: the message already holds it.
+impl From<DecodeError> for Error {
+    fn from(e: DecodeError) -> Self {
+        Self::Decode(e)
     }
 }
 
@@ -262,6 +288,7 @@ mod tests {
             Error::ShardLoading { shard: 1 },
             Error::TargetUnreachable { shard: 1 },
             Error::SeqGap { shard: 1, applied: Some(1), awaiting: 2 },
+            Error::NotSwept { passes: 16 },
         ];
         assert!(retry.iter().all(Error::is_retryable));
         let change_first = [
@@ -275,6 +302,8 @@ mod tests {
             Error::MailboxClosed { shard: 1 },
             Error::Fenced { shard: 1, cause: "x".into() },
             Error::NoSweeper,
+            Error::SweeperRunning,
+            Error::Closed,
         ];
         assert!(!change_first.iter().any(Error::is_retryable));
     }

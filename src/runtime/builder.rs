@@ -92,8 +92,10 @@ impl GhostRuntimeBuilder {
         self
     }
 
-    /// Runs the sweeper over every shard on an arbiter of its own,
-    /// verifying through `verifier`. Without this call no sweeper runs.
+    /// Runs the sweeper over every shard from the start, verifying through
+    /// `verifier` (see [`GhostRuntime::start_sweeper`]; a host that replays
+    /// its edge logs first starts it after the replay instead). Without this
+    /// call or that one, no sweeper runs.
     pub fn sweeper(mut self, verifier: Arc<dyn Verifier>, config: SweeperConfig) -> Self {
         self.sweeper = Some((verifier, config));
         self
@@ -127,13 +129,16 @@ impl GhostRuntimeBuilder {
         tracing::info!(shards = shards.len(), arbiters = arbiters.len(), "ghost runtime started");
         let runtime = GhostRuntime {
             shards,
-            sweeper: Mutex::new(None),
+            sweeper: Mutex::default(),
+            closing: Default::default(),
+            closed: Default::default(),
             own_threads: config.arbiters > 0,
             arbiters: Mutex::new(arbiters),
             writer: Mutex::new(Some(writer)),
             extra: Mutex::new(Vec::new()),
         };
-        if let Some(every) = config.metrics_interval {
+        if !config.metrics_interval.is_zero() {
+            let every = config.metrics_interval;
             let shards = runtime.shards.clone();
             let poller = actix::spawn(async move {
                 loop {

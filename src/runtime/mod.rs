@@ -2,11 +2,11 @@
 
 mod builder;
 mod operator;
+mod sweeper;
 
 pub use builder::{GhostRuntimeBuilder, StoreChoice};
 
 use crate::actors::GhostActor;
-use crate::actors::SweeperActor;
 use crate::error::{Error, Result};
 use crate::event::EdgeEvents;
 use crate::event::{BatchOutcome, EdgeOutcome, InsertOutcome, MoveOutcome};
@@ -16,12 +16,18 @@ use crate::writer::{StoreWriter, WriterStats};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use sweeper::SweeperSlot;
 
 /// A running set of shards. Build it with [`GhostRuntime::builder`] inside an
 /// actix `System`; every call routes by shard id.
 pub struct GhostRuntime {
     shards: HashMap<u16, Addr<GhostActor>>,
-    sweeper: Mutex<Option<Addr<SweeperActor>>>,
+    sweeper: Mutex<SweeperSlot>,
+    /// Set when `shutdown` begins: no sweeper may start.
+    closing: AtomicBool,
+    /// Set once `shutdown` has flushed: nothing is routed any more.
+    closed: AtomicBool,
     /// Whether the shards run on arbiters of their own (so the sweeper gets one too).
     own_threads: bool,
     arbiters: Mutex<Vec<Arbiter>>,
@@ -44,6 +50,7 @@ impl GhostRuntime {
     /// The address of `shard`'s actor, for hosts that speak actix directly:
     /// it takes the host messages of [`messages`](crate::messages).
     pub fn addr(&self, shard: impl Into<ShardId>) -> Result<&Addr<GhostActor>> {
+        self.check_open(false)?;
         let shard = shard.into().get();
         self.shards.get(&shard).ok_or(Error::UnknownShard(shard))
     }
@@ -179,17 +186,29 @@ impl GhostRuntime {
         export_metrics(&self.shards).await;
     }
 
+    /// `Error::Closed` once `shutdown` has flushed (routing), or, with
+    /// `starting`, once it has begun (nothing new may start then).
+    pub(crate) fn check_open(&self, starting: bool) -> Result<()> {
+        let shut = if starting { &self.closing } else { &self.closed };
+        if shut.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
     /// Registers work to run first at shutdown (stopping a sweeper, a poller).
     pub(crate) fn on_shutdown(&self, stop: Box<dyn FnOnce() + Send>) {
         self.extra.lock().unwrap_or_else(|p| p.into_inner()).push(stop);
     }
 
-    /// Stops the sweeper, drains every mailbox, flushes, stops the arbiters and
-    /// closes the store. A second call does nothing.
+    /// Stops the sweeper, drains every mailbox, flushes, stops the arbiters,
+    /// ends the writer (which releases and closes the store). Every call made
+    /// after it answers [`Error::Closed`]. A second call does nothing.
     pub async fn shutdown(&self) -> Result<()> {
         let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return Ok(());
         };
+        self.closing.store(true, Ordering::SeqCst);
         // Waits for verifies in flight (bounded by the verify timeout).
         let _ = self.stop_sweeper().await;
         for stop in std::mem::take(&mut *self.extra.lock().unwrap_or_else(|p| p.into_inner())) {
@@ -197,6 +216,9 @@ impl GhostRuntime {
         }
         // A `Flush` queues behind everything sent before it: this drains the mailboxes.
         let flushed = self.flush().await;
+        // Shards on the calling arbiter (`arbiters = 0`) cannot be stopped with
+        // an arbiter: refusing to route is what ends them for the host.
+        self.closed.store(true, Ordering::SeqCst);
         let arbiters = std::mem::take(&mut *self.arbiters.lock().unwrap_or_else(|p| p.into_inner()));
         for a in &arbiters {
             a.stop();

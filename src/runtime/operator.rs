@@ -1,58 +1,17 @@
 //! The operator's side of `GhostRuntime`: the sweeper's controls, one shard's stats, paged export, reviving a shard.
 
 use super::GhostRuntime;
-use crate::actors::SweeperActor;
-use crate::config::SweeperConfig;
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
 use crate::messages::{ExportPage, GetStats, Revive, ShardState, ShardStats};
-use crate::messages::{GetSweepStats, Pause, Resume, RunPass, SetRate, StopSweeper};
-use crate::sweep::Verifier;
+use crate::messages::{GetSweepStats, Pause, Resume, RunPass, SetRate};
 use crate::sweep::{PassReport, SweepCounts, SweepTotals};
 use crate::table::GhostPage;
-use actix::Addr;
-use actix::Arbiter;
-use std::sync::{Arc, PoisonError};
+
+/// Most passes [`GhostRuntime::wait_until_swept`] runs before it gives up.
+const MAX_SWEEP_WAIT_PASSES: u32 = 16;
 
 impl GhostRuntime {
-    fn sweeper_addr(&self) -> Result<Addr<SweeperActor>> {
-        self.sweeper.lock().unwrap_or_else(PoisonError::into_inner).clone().ok_or(Error::NoSweeper)
-    }
-
-    /// Starts the sweeper over every shard, verifying through `verifier`: on an
-    /// arbiter of its own, so that sweeping never runs where a shard's requests
-    /// do (unless the runtime runs everything on the calling arbiter,
-    /// `arbiters = 0`). A host may start it only once its edge logs are
-    /// replayed, and again after [`stop_sweeper`](Self::stop_sweeper).
-    /// Refused while one runs.
-    pub fn start_sweeper(&self, verifier: Arc<dyn Verifier>, config: SweeperConfig) -> Result<()> {
-        let mut slot = self.sweeper.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.as_ref().is_some_and(Addr::connected) {
-            return Err(Error::InvalidConfig("a sweeper runs already: stop it first".into()));
-        }
-        let mut shards: Vec<_> = self.shards.iter().map(|(&s, a)| (s, a.clone())).collect();
-        shards.sort_unstable_by_key(|(s, _)| *s);
-        let actor = SweeperActor::new(shards, verifier, config)?;
-        *slot = Some(if self.own_threads {
-            let arbiter = Arbiter::new();
-            let addr = actor.start_in(&arbiter.handle());
-            self.arbiters.lock().unwrap_or_else(PoisonError::into_inner).push(arbiter);
-            addr
-        } else {
-            actor.start_in(&Arbiter::current())
-        });
-        Ok(())
-    }
-
-    /// Stops the sweeper gracefully and answers its final totals: no new
-    /// verify starts, those in flight finish or time out (within the verify
-    /// timeout), and the verdicts gathered are applied.
-    pub async fn stop_sweeper(&self) -> Result<SweepTotals> {
-        let addr =
-            self.sweeper.lock().unwrap_or_else(PoisonError::into_inner).take().ok_or(Error::NoSweeper)?;
-        addr.send(StopSweeper).await.map_err(|_| Error::NoSweeper)
-    }
-
     /// Pauses the sweeper: it takes no token and starts no pass; a running
     /// pass waits at its next step. Foreground traffic is untouched.
     pub async fn pause_sweeper(&self) -> Result<()> {
@@ -78,26 +37,35 @@ impl GhostRuntime {
     }
 
     /// Returns once every ghost that was due for a verify when it was called
-    /// has been verified (and the verdict applied) or put into back-off: it
-    /// runs passes until one, started after the call, left no shard as busy
-    /// and had no verdict go stale (a verdict for a ghost that changed after
-    /// planning is dropped and the ghost planned again). Shards that cannot be
-    /// swept at all (down, failed closed) are counted in the answer's
-    /// `counts.shard_errors`, and their ghosts are not swept. Answers the
-    /// counts of every pass it ran. While the sweeper is paused, it waits.
+    /// has been verified (and the verdict applied) or put into back-off, with
+    /// the counts of the passes it ran.
+    ///
+    /// A pass visits each shard from where that shard's sweep cursor stands,
+    /// which an earlier, cut-short visit may have left mid-table; so this runs
+    /// passes until two in a row are clean (every shard's visit completed, none
+    /// busy or failing, no verdict dropped as stale): the first brings every
+    /// cursor round to the start, the second covers every table whole. It
+    /// gives up with [`Error::NotSwept`] after 16 passes (a shard that stays busy, is down or failed closed, or whose
+    /// ghosts keep changing under the sweep). While the sweeper is paused, it
+    /// waits.
     pub async fn wait_until_swept(&self) -> Result<SweepCounts> {
         let mut counts = SweepCounts::default();
-        loop {
+        let mut clean_in_a_row = 0;
+        for _ in 0..MAX_SWEEP_WAIT_PASSES {
             let pass = self.run_sweep_pass().await?;
             counts.merge(&pass.counts);
             if !pass.complete {
                 // Only a stop cuts a pass short.
                 return Err(Error::NoSweeper);
             }
-            if pass.counts.skipped_busy == 0 && pass.counts.stale == 0 {
+            let c = &pass.counts;
+            let clean = c.skipped_busy == 0 && c.shard_errors == 0 && c.stale == 0;
+            clean_in_a_row = if clean { clean_in_a_row + 1 } else { 0 };
+            if clean_in_a_row == 2 {
                 return Ok(counts);
             }
         }
+        Err(Error::NotSwept { passes: MAX_SWEEP_WAIT_PASSES })
     }
 
     /// One page of `shard`'s ghosts in node-id order: those after `after`

@@ -25,7 +25,9 @@ impl GhostTable {
     /// time, O(limit) memory) and no copy of it, so a shard keeps serving
     /// between pages. `limit` 0 is taken as 1.
     pub fn export_page(&self, after: Option<&str>, limit: usize) -> GhostPage {
-        let limit = limit.max(1);
+        // Bounded by the table, so a huge `limit` neither overflows nor
+        // reserves memory the page could never fill.
+        let limit = limit.clamp(1, self.slab.len().max(1));
         // A max-heap of the `limit` smallest ids past the cursor.
         let mut best: BinaryHeap<(&str, usize)> = BinaryHeap::with_capacity(limit + 1);
         for i in 0..self.slab.len() {
@@ -40,7 +42,7 @@ impl GhostTable {
                 best.push((id, i));
             }
         }
-        let full = best.len() == limit;
+        let full = best.len() == limit && limit < self.slab.len();
         let page = best.into_sorted_vec();
         let records: Vec<StubRecord> = page.iter().map(|&(_, i)| self.stub_ref(i).to_record()).collect();
         // A full page may not be the last; the next call answers an empty page then.

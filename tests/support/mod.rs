@@ -96,7 +96,7 @@ pub(crate) fn local_runtime(
         shard,
         commit_retries,
         commit_retry_delay: Duration::from_millis(1),
-        metrics_interval: None,
+        metrics_interval: Duration::ZERO,
     };
     GhostRuntimeBuilder::default()
         .config(config)

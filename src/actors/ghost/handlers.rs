@@ -114,6 +114,7 @@ impl Handler<ExportRecords> for GhostActor {
 impl Handler<PlanSweep> for GhostActor {
     type Result = Result<PlanReply>;
     fn handle(&mut self, m: PlanSweep, ctx: &mut Context<Self>) -> Self::Result {
+        self.refuse_by_hand(m.by_hand)?;
         let page = self.lazy(ctx, |t, now| t.plan_sweep(now, m.max_scan))?;
         Ok(PlanReply {
             shard: self.shard,
@@ -127,6 +128,7 @@ impl Handler<PlanSweep> for GhostActor {
 impl Handler<ApplyVerdicts> for GhostActor {
     type Result = Result<ApplyReport>;
     fn handle(&mut self, m: ApplyVerdicts, ctx: &mut Context<Self>) -> Self::Result {
+        self.refuse_by_hand(m.by_hand)?;
         if m.incarnation != self.incarnation {
             // Planned before a restart: versions restarted too, so none can be trusted.
             let n = m.verdicts.len() as u32;
@@ -192,9 +194,19 @@ impl Handler<Flush> for GhostActor {
 impl Handler<InjectPanic> for GhostActor {
     type Result = Result<()>;
     fn handle(&mut self, _: InjectPanic, ctx: &mut Context<Self>) -> Self::Result {
-        if !self.config.fault_injection {
+        self.refuse_by_hand(true)?;
+        self.with_table(ctx, |_, _| panic!("injected panic"))
+    }
+}
+
+impl GhostActor {
+    /// Test tooling's messages need the run-time switch as well as the cargo
+    /// feature: features merge across a build, so a dependency that turns on
+    /// `testing` must not let production code forge a plan or a verdict.
+    fn refuse_by_hand(&self, by_hand: bool) -> Result<()> {
+        if by_hand && !self.config.fault_injection {
             return Err(Error::InvalidConfig("fault injection is off (ShardConfig::fault_injection)".into()));
         }
-        self.with_table(ctx, |_, _| panic!("injected panic"))
+        Ok(())
     }
 }

@@ -68,7 +68,7 @@ pub struct GhostActor {
 }
 
 impl GhostActor {
-    /// A shard actor; start it with [`GhostActor::start_supervised`].
+    /// A shard actor; the runtime starts it supervised on an arbiter.
     pub(crate) fn new(
         shard: u16,
         config: Arc<ShardConfig>,

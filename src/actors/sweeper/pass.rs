@@ -190,7 +190,7 @@ async fn visit(
             verdicts.push(v);
         }
         if !verdicts.is_empty() {
-            let apply = ApplyVerdicts { incarnation: plan.incarnation, verdicts };
+            let apply = ApplyVerdicts { incarnation: plan.incarnation, verdicts, by_hand: false };
             match addr.send(apply).await.map_err(|_| Error::MailboxClosed { shard }).and_then(|r| r) {
                 Ok(report) => counts.add_applied(&report),
                 Err(e) => return failed(shard, &e),
@@ -214,7 +214,10 @@ async fn request_plan(
     max_scan: usize,
 ) -> crate::Result<(PlanReply, Duration)> {
     let t0 = Instant::now();
-    let plan = addr.send(PlanSweep { max_scan }).await.map_err(|_| Error::MailboxClosed { shard })??;
+    let plan = addr
+        .send(PlanSweep { max_scan, by_hand: false })
+        .await
+        .map_err(|_| Error::MailboxClosed { shard })??;
     Ok((plan, t0.elapsed()))
 }
 

@@ -85,7 +85,8 @@ impl Inner {
             .await;
             // A lease that already lapsed has released everything too.
             match revoked {
-                Err(e) if !e.to_string().contains("requested lease not found") => return Err(e),
+                // The cause is etcd's own error, below the store error's context.
+                Err(e) if !e.chain().contains("requested lease not found") => return Err(e),
                 _ => {}
             }
             tracing::info!(lease = id, shards = st.shards.len(), "revoked lease: released every shard");
