@@ -22,7 +22,7 @@ const MIN_STUB_BYTES: usize = 6;
 
 /// Encodes the whole table (stubs and applied sequence number) as a snapshot.
 ///
-/// Written straight into the envelope's buffer by [`put`]'s encoder, which
+/// Written straight into the envelope's buffer by this module's own encoder, which
 /// writes exactly the bytes zerompk's writer would (tests compare the two):
 /// going through the generic writer and then copying the payload into the
 /// envelope cost about three times as much on a million stubs.
