@@ -79,6 +79,7 @@ impl StoreWriter {
         let shard = changes.shard;
         let (tx, rx) = oneshot::channel();
         self.tx.send(Job::Commit(changes, tx)).map_err(|_| Error::Unavailable { shard })?;
+        queued(1.0);
         rx.await.map_err(|_| Error::Unavailable { shard })?
     }
 
@@ -97,6 +98,7 @@ impl StoreWriter {
     ) -> Result<(GhostTable, Option<ClaimWatch>)> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Job::Load(shard, config, tx)).map_err(|_| Error::Unavailable { shard })?;
+        queued(1.0);
         rx.await.map_err(|_| Error::Unavailable { shard })?
     }
 
@@ -138,7 +140,10 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
         let job = match deferred.take() {
             Some(job) => job,
             None => match rx.recv() {
-                Ok(job) => job,
+                Ok(job) => {
+                    queued(-1.0);
+                    job
+                }
                 Err(_) => break,
             },
         };
@@ -156,7 +161,11 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
                 let mut replies = vec![reply];
                 // Group commit across shards: take what queued up meanwhile.
                 while batch.len() < MAX_MERGE {
-                    match rx.try_recv() {
+                    let next = rx.try_recv();
+                    if next.is_ok() {
+                        queued(-1.0);
+                    }
+                    match next {
                         Ok(Job::Commit(ch, r)) => {
                             batch.push(ch);
                             replies.push(r);
@@ -245,6 +254,11 @@ fn timed_commit(store: &dyn GhostStore, batch: &[ShardChanges], c: &Counters) ->
             Err(e)
         }
     }
+}
+
+/// Moves the writer's queue depth gauge ([`crate::metrics::WRITER_QUEUE`]).
+fn queued(by: f64) {
+    metrics::gauge!(crate::metrics::WRITER_QUEUE).increment(by);
 }
 
 /// A panicking store must not take the writer thread (and every shard) down.

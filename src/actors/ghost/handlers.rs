@@ -1,6 +1,6 @@
 //! Message handlers of `GhostActor`: each one a table call, lazy or durable.
 
-use super::{GhostActor, State};
+use super::{GhostActor, Msg, State};
 use crate::error::{Error, Result};
 use crate::messages::*;
 use crate::sweep::ApplyReport;
@@ -11,7 +11,9 @@ type Durable<T> = ResponseFuture<Result<T>>;
 impl Handler<InsertGhost> for GhostActor {
     type Result = Durable<crate::InsertOutcome>;
     fn handle(&mut self, m: InsertGhost, ctx: &mut Context<Self>) -> Self::Result {
-        let fut = self.durable(ctx, |t, now| t.insert(&m.node_id, m.target, m.refcount, m.epoch, now));
+        let fut = self.durable(ctx, Msg::kind("insert"), |t, now| {
+            t.insert(&m.node_id, m.target, m.refcount, m.epoch, now)
+        });
         Box::pin(async move { fut.await? })
     }
 }
@@ -19,14 +21,14 @@ impl Handler<InsertGhost> for GhostActor {
 impl Handler<EdgeAdded> for GhostActor {
     type Result = Durable<crate::EdgeOutcome>;
     fn handle(&mut self, m: EdgeAdded, ctx: &mut Context<Self>) -> Self::Result {
-        self.durable(ctx, |t, _| t.edge_added(&m.node_id))
+        self.durable(ctx, Msg::kind("edge_added"), |t, _| t.edge_added(&m.node_id))
     }
 }
 
 impl Handler<EdgeRemoved> for GhostActor {
     type Result = Result<crate::EdgeOutcome>;
     fn handle(&mut self, m: EdgeRemoved, ctx: &mut Context<Self>) -> Self::Result {
-        self.lazy(ctx, |t, _| t.edge_removed(&m.node_id))
+        self.lazy(ctx, Msg::kind("edge_removed"), |t, _| t.edge_removed(&m.node_id))
     }
 }
 
@@ -34,7 +36,7 @@ impl Handler<EdgeBatch> for GhostActor {
     type Result = Durable<crate::BatchOutcome>;
     fn handle(&mut self, m: EdgeBatch, ctx: &mut Context<Self>) -> Self::Result {
         if let (Some(seq), Some(upto)) = (m.seq, self.lost_upto) {
-            let applied = match self.with_table(ctx, |t, _| t.applied_seq()) {
+            let applied = match self.with_table(ctx, Msg::batch(m.seq), |t, _| t.applied_seq()) {
                 Ok(applied) => applied,
                 Err(e) => return Box::pin(async move { Err(e) }),
             };
@@ -53,9 +55,9 @@ impl Handler<EdgeBatch> for GhostActor {
             if m.seq.is_some() && matches!(self.config.durability, crate::config::Durability::GroupCommit) {
                 self.unacked_seq = self.unacked_seq.max(m.seq);
             }
-            return self.durable(ctx, |t, _| t.apply_batch(m.seq, &m.events));
+            return self.durable(ctx, Msg::batch(m.seq), |t, _| t.apply_batch(m.seq, &m.events));
         }
-        let out = self.lazy(ctx, |t, _| t.apply_batch(m.seq, &m.events));
+        let out = self.lazy(ctx, Msg::batch(m.seq), |t, _| t.apply_batch(m.seq, &m.events));
         Box::pin(async move { out })
     }
 }
@@ -63,7 +65,7 @@ impl Handler<EdgeBatch> for GhostActor {
 impl Handler<Retarget> for GhostActor {
     type Result = Durable<crate::MoveOutcome>;
     fn handle(&mut self, m: Retarget, ctx: &mut Context<Self>) -> Self::Result {
-        let fut = self.durable(ctx, |t, _| t.retarget(&m.node_id, m.target, m.epoch));
+        let fut = self.durable(ctx, Msg::kind("retarget"), |t, _| t.retarget(&m.node_id, m.target, m.epoch));
         Box::pin(async move { fut.await? })
     }
 }
@@ -71,42 +73,44 @@ impl Handler<Retarget> for GhostActor {
 impl Handler<Reclaim> for GhostActor {
     type Result = Durable<crate::MoveOutcome>;
     fn handle(&mut self, m: Reclaim, ctx: &mut Context<Self>) -> Self::Result {
-        self.durable(ctx, |t, now| t.reclaim(&m.node_id, m.epoch, now))
+        self.durable(ctx, Msg::kind("reclaim"), |t, now| t.reclaim(&m.node_id, m.epoch, now))
     }
 }
 
 impl Handler<Resolve> for GhostActor {
     type Result = Result<Option<u16>>;
     fn handle(&mut self, m: Resolve, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| t.resolve(&m.node_id))
+        self.with_table(ctx, Msg::kind("resolve"), |t, _| t.resolve(&m.node_id))
     }
 }
 
 impl Handler<ResolveMany> for GhostActor {
     type Result = Result<Vec<Option<u16>>>;
     fn handle(&mut self, m: ResolveMany, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| t.resolve_many(m.node_ids.iter().map(|id| &**id)))
+        self.with_table(ctx, Msg::kind("resolve_many"), |t, _| {
+            t.resolve_many(m.node_ids.iter().map(|id| &**id))
+        })
     }
 }
 
 impl Handler<Inspect> for GhostActor {
     type Result = Result<Option<crate::GhostInfo>>;
     fn handle(&mut self, m: Inspect, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| t.get(&m.node_id))
+        self.with_table(ctx, Msg::kind("inspect"), |t, _| t.get(&m.node_id))
     }
 }
 
 impl Handler<ExportRecords> for GhostActor {
     type Result = Result<Vec<crate::StubRecord>>;
     fn handle(&mut self, _: ExportRecords, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| t.records().collect())
+        self.with_table(ctx, Msg::kind("export"), |t, _| t.records().collect())
     }
 }
 
 impl Handler<PlanSweep> for GhostActor {
     type Result = Result<SweepPlan>;
     fn handle(&mut self, m: PlanSweep, ctx: &mut Context<Self>) -> Self::Result {
-        let page = self.lazy(ctx, |t, now| t.plan_sweep(now, m.max_scan))?;
+        let page = self.lazy(ctx, Msg::kind("plan_sweep"), |t, now| t.plan_sweep(now, m.max_scan))?;
         Ok(SweepPlan {
             shard: self.shard,
             incarnation: self.incarnation,
@@ -125,7 +129,7 @@ impl Handler<ApplyVerdicts> for GhostActor {
             self.stats.stale_incarnation_verdicts += u64::from(n);
             return Ok(ApplyReport { stale: n, ..ApplyReport::default() });
         }
-        self.lazy(ctx, |t, now| t.apply_verdicts(&m.verdicts, now))
+        self.lazy(ctx, Msg::kind("apply_verdicts"), |t, now| t.apply_verdicts(&m.verdicts, now))
     }
 }
 
@@ -169,7 +173,7 @@ impl Handler<Revive> for GhostActor {
 impl Handler<Flush> for GhostActor {
     type Result = Durable<()>;
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.with_table(ctx, |_, _| ()) {
+        if let Err(e) = self.with_table(ctx, Msg::kind("flush"), |_, _| ()) {
             return Box::pin(async move { Err(e) });
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -187,6 +191,6 @@ impl Handler<InjectPanic> for GhostActor {
         if !self.config.fault_injection {
             return Err(Error::InvalidConfig("fault injection is off (ShardConfig::fault_injection)".into()));
         }
-        self.with_table(ctx, |_, _| panic!("injected panic"))
+        self.with_table(ctx, Msg::kind("inject_panic"), |_, _| std::panic::panic_any(super::INJECTED_PANIC))
     }
 }
