@@ -354,7 +354,13 @@ pub const ALL: &[MetricDesc] = {
             "target",
             "consecutive Inconclusive verdicts against the target shard",
         ),
-        desc(SWEEP_RATE, Gauge, Count, "", "the sweeper's token bucket rate, in verifies per second"),
+        desc(
+            SWEEP_RATE,
+            Gauge,
+            metrics::Unit::CountPerSecond,
+            "",
+            "the sweeper's token bucket rate, in verifies per second",
+        ),
         desc(SWEEP_PAUSED, Gauge, Count, "", "1 while the sweeper is paused, else 0"),
     ]
 };

@@ -2,6 +2,8 @@
 
 #[path = "../examples/rebalance/model.rs"]
 mod model;
+#[path = "../examples/rebalance/plot.rs"]
+mod plot;
 #[path = "../examples/rebalance/sim.rs"]
 mod sim;
 
@@ -52,4 +54,43 @@ fn the_oracle_holds_in_memory_with_another_seed() {
     let cfg = sim::SimConfig { seed: 7, ..small() };
     let report = actix::System::new().block_on(sim::run(&cfg, StoreChoice::Memory, &|_, _, _| {})).unwrap();
     assert_clean(&report);
+}
+
+/// The main job's flags in small, non-default combinations (few shards, one or two
+/// waves, sparse or dense graphs): the oracle holds for each, and the story's
+/// numbers add up.
+#[test]
+fn the_oracle_holds_for_other_flag_combinations() {
+    // (seed, shards, nodes, edges, waves)
+    for (seed, shards, nodes, edges, waves) in
+        [(3, 2, 600, 2_000, 3), (99, 5, 1_500, 1_000, 1), (5, 16, 3_000, 30_000, 9), (1234, 3, 900, 9_000, 2)]
+    {
+        let cfg = sim::SimConfig { seed, shards, nodes, edges, waves, churn: 400, arbiters: 2, ..small() };
+        let report =
+            actix::System::new().block_on(sim::run(&cfg, StoreChoice::Memory, &|_, _, _| {})).unwrap();
+        let at = format!("seed {seed}, {shards} shards, {nodes} nodes, {edges} edges, {waves} waves");
+        assert!(report.divergences.is_empty(), "{at}: {:#?}", report.divergences);
+        assert!(report.replay_skipped, "{at}: a replayed batch was applied twice");
+        assert_eq!(report.waves.len(), waves as usize, "{at}: one sample a wave");
+        assert_eq!(report.panics, u64::from(waves), "{at}");
+        assert_eq!(report.reopened_shards, u64::from(shards), "{at}");
+        assert!(report.restarts >= u64::from(waves) - 1, "{at}: injected panics restarted shards");
+        assert!(report.waves.iter().all(|w| w.p50_us <= w.p99_us), "{at}");
+        assert!(report.dark_verified_after <= report.dark_kept, "{at}");
+    }
+}
+
+#[test]
+fn the_plot_draws_a_run_as_svg_and_png() {
+    let cfg = sim::SimConfig { shards: 4, nodes: 1_000, edges: 4_000, waves: 4, churn: 300, ..small() };
+    let report = actix::System::new().block_on(sim::run(&cfg, StoreChoice::Memory, &|_, _, _| {})).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["run.svg", "run.png"] {
+        let path = dir.path().join(name);
+        plot::draw(&path, &report.waves, sim::dark_waves(cfg.waves)).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() > 1_000, "{name} is drawn");
+    }
+    let svg = std::fs::read_to_string(dir.path().join("run.svg")).unwrap();
+    assert!(svg.contains("inconclusive verifies") && svg.contains("ghosts held"));
+    assert!(plot::draw(&dir.path().join("run.gif"), &report.waves, 0..0).is_err());
 }

@@ -11,7 +11,7 @@ mod sim;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use sim::{SimConfig, SimReport};
+use sim::{SimConfig, SimReport, group};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vshard_ghosts::StoreChoice;
@@ -243,19 +243,6 @@ fn install_prometheus(
     };
     vshard_ghosts::metrics::describe();
     Ok((handle, exporter))
-}
-
-/// `1234567` as `1 234 567`.
-fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Ghost state in etcd, under a prefix of its own so that runs never meet.

@@ -171,14 +171,5 @@ fn group_f(v: f64) -> String {
     if v.abs() < 10.0 && v.fract() != 0.0 {
         return format!("{v:.1}");
     }
-    let n = v.round() as u64;
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
+    crate::sim::group(v.round() as u64)
 }

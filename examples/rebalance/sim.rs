@@ -429,6 +429,19 @@ async fn check_no_miss(rt: &GhostRuntime, model: &Model, divergences: &mut Vec<S
     Ok(answers.len() as u64)
 }
 
+/// `1234567` as `1 234 567`.
+pub(crate) fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// `v[p × (len − 1)]` of sorted `v`; 0 when empty.
 pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted.get(((sorted.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0)
