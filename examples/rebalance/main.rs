@@ -174,7 +174,7 @@ fn main() -> ExitCode {
     print_report(&report, &cfg, started.elapsed().as_secs_f64(), store_bytes);
     if let Some(path) = &args.plot {
         match plot::draw(path, &report.waves, sim::dark_waves(cfg.waves)) {
-            Ok(()) => println!("plot                 {}", path.display()),
+            Ok(()) => println!("plot         {}", path.display()),
             Err(e) => eprintln!("plot {}: {e}", path.display()),
         }
     }
