@@ -78,8 +78,12 @@ impl StoreWriter {
     pub async fn commit(&self, changes: ShardChanges) -> Result<()> {
         let shard = changes.shard;
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Commit(changes, tx)).map_err(|_| Error::Unavailable { shard })?;
+        // Counted before it is sent: the writer may take it up at once.
         queued(1.0);
+        self.tx.send(Job::Commit(changes, tx)).map_err(|_| {
+            queued(-1.0);
+            Error::Unavailable { shard }
+        })?;
         rx.await.map_err(|_| Error::Unavailable { shard })?
     }
 
@@ -97,8 +101,12 @@ impl StoreWriter {
         config: TableConfig,
     ) -> Result<(GhostTable, Option<ClaimWatch>)> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Load(shard, config, tx)).map_err(|_| Error::Unavailable { shard })?;
+        // Counted before it is sent: the writer may take it up at once.
         queued(1.0);
+        self.tx.send(Job::Load(shard, config, tx)).map_err(|_| {
+            queued(-1.0);
+            Error::Unavailable { shard }
+        })?;
         rx.await.map_err(|_| Error::Unavailable { shard })?
     }
 
