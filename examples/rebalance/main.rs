@@ -270,7 +270,13 @@ fn print_report(r: &SimReport, cfg: &SimConfig, seconds: f64, store_bytes: u64) 
         ["none (too few waves)".to_owned(), String::new()]
     } else {
         [
-            format!("shards {:?} unreachable, waves {}-{}", sim::DARK_SHARDS, dark.start + 1, dark.end),
+            format!(
+                "shards {} and {} unreachable, waves {}-{}",
+                sim::DARK_SHARDS[0],
+                sim::DARK_SHARDS[1],
+                dark.start + 1,
+                dark.end
+            ),
             format!(
                 "{} ghosts pointing there kept through it ({} verifies inconclusive, backed off); {} of them verified after",
                 group(r.dark_kept),
@@ -332,10 +338,13 @@ fn print_report(r: &SimReport, cfg: &SimConfig, seconds: f64, store_bytes: u64) 
         group(s.reclaimed),
         group(s.stale)
     );
+    let size = match store_bytes {
+        0 => String::new(),
+        b => format!(", {:.1} MiB", b as f64 / (1 << 20) as f64),
+    };
     println!(
-        "store        {} commits, {:.1} MiB; {} ghosts inserted, {} at the end",
+        "store        {} commits{size}; {} ghosts inserted, {} at the end",
         group(r.commits),
-        store_bytes as f64 / (1 << 20) as f64,
         group(r.ghosts_inserted),
         group(r.final_ghosts as u64)
     );

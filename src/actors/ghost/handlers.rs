@@ -36,10 +36,11 @@ impl Handler<EdgeBatch> for GhostActor {
     type Result = Durable<crate::BatchOutcome>;
     fn handle(&mut self, m: EdgeBatch, ctx: &mut Context<Self>) -> Self::Result {
         if let (Some(seq), Some(upto)) = (m.seq, self.lost_upto) {
-            let applied = match self.with_table(ctx, Msg::batch(m.seq), |t, _| t.applied_seq()) {
-                Ok(applied) => applied,
-                Err(e) => return Box::pin(async move { Err(e) }),
-            };
+            let applied =
+                match self.with_table(ctx, Msg::kind("edge_batch_gap_check"), |t, _| t.applied_seq()) {
+                    Ok(applied) => applied,
+                    Err(e) => return Box::pin(async move { Err(e) }),
+                };
             if applied >= Some(upto) {
                 self.lost_upto = None;
             } else if seq > upto {
