@@ -87,10 +87,18 @@ fn the_plot_draws_a_run_as_svg_and_png() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["run.svg", "run.png"] {
         let path = dir.path().join(name);
-        plot::draw(&path, &report.waves, sim::dark_waves(cfg.waves)).unwrap();
+        let marks = plot::Marks { dark: sim::dark_waves(cfg.waves), reopen_after: Some(report.reopen_wave) };
+        plot::draw(&path, &report.waves, &marks).unwrap();
         assert!(std::fs::metadata(&path).unwrap().len() > 1_000, "{name} is drawn");
     }
     let svg = std::fs::read_to_string(dir.path().join("run.svg")).unwrap();
     assert!(svg.contains("inconclusive verifies") && svg.contains("ghosts held"));
-    assert!(plot::draw(&dir.path().join("run.gif"), &report.waves, 0..0).is_err());
+    assert!(
+        plot::draw(
+            &dir.path().join("run.gif"),
+            &report.waves,
+            &plot::Marks { dark: 0..0, reopen_after: None }
+        )
+        .is_err()
+    );
 }

@@ -173,7 +173,11 @@ fn main() -> ExitCode {
     };
     print_report(&report, &cfg, started.elapsed().as_secs_f64(), store_bytes);
     if let Some(path) = &args.plot {
-        match plot::draw(path, &report.waves, sim::dark_waves(cfg.waves)) {
+        match plot::draw(
+            path,
+            &report.waves,
+            &plot::Marks { dark: sim::dark_waves(cfg.waves), reopen_after: Some(report.reopen_wave) },
+        ) {
             Ok(()) => println!("plot         {}", path.display()),
             Err(e) => eprintln!("plot {}: {e}", path.display()),
         }

@@ -13,8 +13,16 @@ use std::path::Path;
 const FONT: &[u8] = include_bytes!("font/DejaVuSansMono.ttf");
 const SIZE: (u32, u32) = (1100, 900);
 
-/// Draws `waves` into `path` (by its extension), the dark waves shaded.
-pub(crate) fn draw(path: &Path, waves: &[WaveSample], dark: Range<u32>) -> Result<(), String> {
+/// What the picture marks besides the waves: the dark waves (shaded) and the
+/// wave after which the runtime was stopped and reopened (a dashed line).
+#[derive(Debug, Clone)]
+pub(crate) struct Marks {
+    pub(crate) dark: Range<u32>,
+    pub(crate) reopen_after: Option<u32>,
+}
+
+/// Draws `waves` into `path` (by its extension), with `marks`.
+pub(crate) fn draw(path: &Path, waves: &[WaveSample], marks: &Marks) -> Result<(), String> {
     if waves.is_empty() {
         return Err("no wave to draw".into());
     }
@@ -22,8 +30,8 @@ pub(crate) fn draw(path: &Path, waves: &[WaveSample], dark: Range<u32>) -> Resul
     plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
         .map_err(|_| "bundled font unreadable")?;
     match path.extension().and_then(|e| e.to_str()) {
-        Some("svg") => charts(SVGBackend::new(path, SIZE).into_drawing_area(), waves, &dark),
-        Some("png") => charts(BitMapBackend::new(path, SIZE).into_drawing_area(), waves, &dark),
+        Some("svg") => charts(SVGBackend::new(path, SIZE).into_drawing_area(), waves, marks),
+        Some("png") => charts(BitMapBackend::new(path, SIZE).into_drawing_area(), waves, marks),
         _ => Err("the plot's file name must end in .svg or .png".into()),
     }
 }
@@ -33,7 +41,7 @@ type Series<'a> = (&'a str, RGBColor, fn(&WaveSample) -> f64);
 fn charts<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     waves: &[WaveSample],
-    dark: &Range<u32>,
+    marks: &Marks,
 ) -> Result<(), String>
 where
     DB::ErrorType: 'static,
@@ -41,7 +49,7 @@ where
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(err)?;
     let root = root
-        .titled("rebalance, wave by wave (shaded: verifies cannot reach the dark shards)", ("sans-serif", 20))
+        .titled("rebalance, wave by wave (shaded: verifies cannot reach the dark shards; dashed: stop and reopen)", ("sans-serif", 20))
         .map_err(err)?;
     let panels = root.split_evenly((3, 1));
     let held: [Series; 1] = [("ghosts held", BLUE, |w| w.ghosts as f64)];
@@ -57,9 +65,9 @@ where
         ("edge batch p50", RGBColor(31, 119, 180), |w| w.p50_us as f64 / 1e3),
         ("edge batch p99", RED, |w| w.p99_us as f64 / 1e3),
     ];
-    panel(&panels[0], waves, dark, "ghosts held at the end of each wave", "ghosts", &held).map_err(err)?;
-    panel(&panels[1], waves, dark, "ghosts per wave", "ghosts", &per_wave).map_err(err)?;
-    latency_panel(&panels[2], waves, dark, &latency).map_err(err)?;
+    panel(&panels[0], waves, marks, "ghosts held at the end of each wave", "ghosts", &held).map_err(err)?;
+    panel(&panels[1], waves, marks, "ghosts per wave", "ghosts", &per_wave).map_err(err)?;
+    latency_panel(&panels[2], waves, marks, &latency).map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
 }
@@ -67,7 +75,7 @@ where
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     waves: &[WaveSample],
-    dark: &Range<u32>,
+    marks: &Marks,
     title: &str,
     unit: &str,
     series: &[Series],
@@ -91,13 +99,7 @@ fn panel<DB: DrawingBackend>(
         .y_label_formatter(&|y| group_f(*y))
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
-    if !dark.is_empty() {
-        let (from, to) = (f64::from(dark.start) + 0.5, f64::from(dark.end) + 0.5);
-        chart.draw_series(std::iter::once(Rectangle::new(
-            [(from, 0.0), (to, top)],
-            BLACK.mix(0.08).filled(),
-        )))?;
-    }
+    mark(&mut chart, marks, 0.0, top, false)?;
     for &(name, color, value) in series {
         let points = waves.iter().map(|w| (f64::from(w.wave) + 1.0, value(w)));
         chart
@@ -120,7 +122,7 @@ fn panel<DB: DrawingBackend>(
 fn latency_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     waves: &[WaveSample],
-    dark: &Range<u32>,
+    marks: &Marks,
     series: &[Series],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let last = waves.len() as f64;
@@ -142,13 +144,7 @@ fn latency_panel<DB: DrawingBackend>(
         .y_label_formatter(&|y| if *y < 1.0 { format!("{y:.2}") } else { group_f(*y) })
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
-    if !dark.is_empty() {
-        let (from, to) = (f64::from(dark.start) + 0.5, f64::from(dark.end) + 0.5);
-        chart.draw_series(std::iter::once(Rectangle::new(
-            [(from, low), (to, top)],
-            BLACK.mix(0.08).filled(),
-        )))?;
-    }
+    mark(&mut chart, marks, low, top, true)?;
     for &(name, color, value) in series {
         let points = waves.iter().map(|w| (f64::from(w.wave) + 1.0, value(w).max(low)));
         chart
@@ -172,4 +168,40 @@ fn group_f(v: f64) -> String {
         return format!("{v:.1}");
     }
     crate::sim::group(v.round() as u64)
+}
+
+/// Shades the dark waves and dashes the reopen, from `low` to `top` on the y
+/// axis (`log`: a log scale, whose dashes are spaced geometrically).
+fn mark<DB: DrawingBackend, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    marks: &Marks,
+    low: f64,
+    top: f64,
+    log: bool,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    Y: Ranged<ValueType = f64>,
+{
+    let dark = &marks.dark;
+    if !dark.is_empty() {
+        let (from, to) = (f64::from(dark.start) + 0.5, f64::from(dark.end) + 0.5);
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(from, low), (to, top)],
+            BLACK.mix(0.08).filled(),
+        )))?;
+    }
+    if let Some(after) = marks.reopen_after {
+        // Between the wave it followed and the next, in 1-based waves; dashed by hand.
+        let x = f64::from(after) + 1.5;
+        let steps = 24u32;
+        let y = |k: u32| {
+            let f = f64::from(k) / f64::from(steps);
+            if log { low * (top / low).powf(f) } else { low + (top - low) * f }
+        };
+        let dashes = (0..steps)
+            .step_by(2)
+            .map(|i| PathElement::new(vec![(x, y(i)), (x, y(i + 1))], BLACK.mix(0.6).stroke_width(1)));
+        chart.draw_series(dashes)?;
+    }
+    Ok(())
 }
