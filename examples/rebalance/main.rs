@@ -322,7 +322,7 @@ fn print_report(r: &SimReport, cfg: &SimConfig, seconds: f64, store_bytes: u64) 
     }
     println!();
     println!(
-        "throughput   {} edge events in {seconds:.1} s, {}/s while sending; {} moves",
+        "throughput   {} edge events, {}/s while sending; {} moves; {seconds:.1} s in all",
         group(r.events),
         group((r.events as f64 / r.event_seconds.max(1e-9)) as u64),
         group(r.moves)
