@@ -271,15 +271,17 @@ fn print_report(r: &SimReport, cfg: &SimConfig, seconds: f64, store_bytes: u64) 
     let s = &r.sweep;
     let dark = sim::dark_waves(cfg.waves);
     let dark_rows = if dark.is_empty() {
-        ["none (too few waves)".to_owned(), String::new()]
+        ["no dark shards (too few waves)".to_owned(), String::new()]
     } else {
         [
             format!(
-                "shards {} and {} unreachable, waves {}-{}",
+                "shards {} and {} unreachable, {}",
                 sim::DARK_SHARDS[0],
                 sim::DARK_SHARDS[1],
-                dark.start + 1,
-                dark.end
+                match dark.len() {
+                    1 => format!("wave {}", dark.end),
+                    _ => format!("waves {}-{}", dark.start + 1, dark.end),
+                }
             ),
             format!(
                 "{} ghosts pointing there kept through it ({} verifies inconclusive, backed off); {} of them verified after",
