@@ -136,11 +136,11 @@ fn main() -> ExitCode {
         ..SimConfig::default()
     };
     println!(
-        "simulating {} vShards, {} nodes, {} edges, {} waves of {} edge changes on {} (seed {})",
+        "simulating {} vShards, {} nodes, {} edges, {} of {} edge changes on {} (seed {})",
         cfg.shards,
         group(u64::from(cfg.nodes)),
         group(cfg.edges),
-        cfg.waves,
+        count(u64::from(cfg.waves), "wave"),
         group(u64::from(cfg.churn)),
         args.store,
         cfg.seed
@@ -249,6 +249,18 @@ fn install_prometheus(
     Ok((handle, exporter))
 }
 
+/// `n` things, grouped for reading: `1 shard`, `64 shards`, `2 replayed batches`.
+fn count(n: u64, thing: &str) -> String {
+    let s = if n == 1 {
+        ""
+    } else if thing.ends_with('h') {
+        "es"
+    } else {
+        "s"
+    };
+    format!("{} {thing}{s}", group(n))
+}
+
 /// Ghost state in etcd, under a prefix of its own so that runs never meet.
 #[cfg(feature = "etcd")]
 fn etcd_store(url: &str) -> Result<StoreChoice, String> {
@@ -293,34 +305,34 @@ fn print_report(r: &SimReport, cfg: &SimConfig, seconds: f64, store_bytes: u64) 
     };
     let rows: [[String; 2]; 5] = [
         [
-            format!("{} handler panics, one a wave", group(r.panics)),
-            format!("{} shard restarts, each reloaded from the store", group(r.restarts)),
+            format!("{}, one a wave", count(r.panics, "handler panic")),
+            format!("{}, each reloaded from the store", count(r.restarts, "shard restart")),
         ],
         [
             format!("a full stop and reopen after wave {}", r.reopen_wave + 1),
-            format!("{} shards reloaded from the store", group(r.reopened_shards)),
+            format!("{} reloaded from the store", count(r.reopened_shards, "shard")),
         ],
         [
-            format!("{} lost decrements", group(r.lost_decrements)),
+            count(r.lost_decrements, "lost decrement"),
             if s.corrected < r.lost_decrements {
                 format!(
-                    "{} refcounts repaired by the sweeper (the other ghosts went with their last edge)",
-                    group(s.corrected)
+                    "{} repaired by the sweeper (the other ghosts went with their last edge)",
+                    count(s.corrected, "refcount")
                 )
             } else {
-                format!("{} refcounts repaired by the sweeper", group(s.corrected))
+                format!("{} repaired by the sweeper", count(s.corrected, "refcount"))
             },
         ],
         dark_rows,
         [
-            format!("{} replayed batch after the reopen", group(r.replays)),
+            format!("{} after the reopen", count(r.replays, "replayed batch")),
             if r.replay_skipped { "skipped: applied once".to_owned() } else { "APPLIED TWICE".to_owned() },
         ],
     ];
     let width = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0).max(17);
     println!("{:width$}  what the crate did", "injected");
     for [left, right] in &rows {
-        println!("{left:width$}  {right}");
+        println!("{}", format!("{left:width$}  {right}").trim_end());
     }
     println!();
     println!(
