@@ -102,3 +102,44 @@ fn the_plot_draws_a_run_as_svg_and_png() {
         .is_err()
     );
 }
+
+/// Every event the crate and the simulation log, by level, once the capture is on.
+static LOGGED: std::sync::Mutex<Vec<(tracing::Level, String)>> = std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        LOGGED.lock().unwrap().push((*event.metadata().level(), message.0));
+    }
+}
+
+/// The injected faults (panics, lost decrements, dark shards, the stop and reopen,
+/// the replay) are expected: they log below `error`, so an error in the main job's
+/// log is a real one.
+#[test]
+fn injected_faults_log_no_error() {
+    use tracing_subscriber::layer::SubscriberExt;
+    // Global: the shards log from their arbiters' threads. Other tests of this file
+    // may log into it too; they inject the same faults and must be as quiet.
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Capture)).unwrap();
+    let cfg = sim::SimConfig { seed: 21, ..small() };
+    let report = actix::System::new().block_on(sim::run(&cfg, StoreChoice::Memory, &|_, _, _| {})).unwrap();
+    assert_clean(&report);
+    let logged = LOGGED.lock().unwrap();
+    let errors: Vec<_> = logged.iter().filter(|(level, _)| *level == tracing::Level::ERROR).collect();
+    assert!(errors.is_empty(), "injected faults logged as errors: {errors:#?}");
+    let injected_panics =
+        logged.iter().filter(|(l, m)| *l == tracing::Level::INFO && m.contains("injected panic"));
+    assert!(injected_panics.count() >= cfg.waves as usize, "each injected panic is logged, at info");
+}
