@@ -150,6 +150,7 @@ pub(crate) struct SimReport {
     pub(crate) sweep: vshard_ghosts::SweepCounts,
     pub(crate) restarts: u64,
     pub(crate) commits: u64,
+    /// The replayed batch was skipped (true when there was none to replay).
     pub(crate) replay_skipped: bool,
     pub(crate) miss_checks: u64,
     pub(crate) final_ghosts: usize,
@@ -215,7 +216,7 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
     let tally = Arc::new(DarkTally::default());
     let watched = Arc::new(Watched { inner: verifier.clone(), tally: tally.clone() });
     let mut rt = build(cfg, &store, &watched, &clock)?;
-    let mut report = SimReport::default();
+    let mut report = SimReport { replay_skipped: true, ..SimReport::default() };
     let mut seqs = vec![0u64; cfg.shards as usize];
     let mut last_batch: Option<(u16, u64, EdgeEvents)> = None;
     let mut counted = Counted::default();
