@@ -83,6 +83,10 @@ fn main() -> ExitCode {
         eprintln!("--shards must be at least 2: nodes move between shards");
         return ExitCode::FAILURE;
     }
+    if args.nodes == 0 {
+        eprintln!("--nodes must be at least 1");
+        return ExitCode::FAILURE;
+    }
     let (prometheus, _exporter) = if args.metrics || args.metrics_addr.is_some() {
         match install_prometheus(args.metrics_addr) {
             Ok((handle, exporter)) => (Some(handle), exporter),
