@@ -80,7 +80,12 @@ impl StoreWriter {
     pub(crate) async fn commit(&self, changes: ShardChanges) -> Result<()> {
         let shard = changes.shard;
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Commit(changes, tx)).map_err(|_| Error::Unavailable { shard })?;
+        // Counted before it is sent: the writer may take it up at once.
+        queued(1.0);
+        self.tx.send(Job::Commit(changes, tx)).map_err(|_| {
+            queued(-1.0);
+            Error::Unavailable { shard }
+        })?;
         rx.await.map_err(|_| Error::Unavailable { shard })?
     }
 
@@ -93,7 +98,12 @@ impl StoreWriter {
         config: TableConfig,
     ) -> Result<(GhostTable, Option<ClaimWatch>)> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Load(shard, config, tx)).map_err(|_| Error::Unavailable { shard })?;
+        // Counted before it is sent: the writer may take it up at once.
+        queued(1.0);
+        self.tx.send(Job::Load(shard, config, tx)).map_err(|_| {
+            queued(-1.0);
+            Error::Unavailable { shard }
+        })?;
         rx.await.map_err(|_| Error::Unavailable { shard })?
     }
 
@@ -132,7 +142,10 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
         let job = match deferred.take() {
             Some(job) => job,
             None => match rx.recv() {
-                Ok(job) => job,
+                Ok(job) => {
+                    queued(-1.0);
+                    job
+                }
                 Err(_) => break,
             },
         };
@@ -151,7 +164,11 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
                 let mut replies = vec![reply];
                 // Group commit across shards: take what queued up meanwhile.
                 while batch.len() < MAX_MERGE {
-                    match rx.try_recv() {
+                    let next = rx.try_recv();
+                    if next.is_ok() {
+                        queued(-1.0);
+                    }
+                    match next {
                         Ok(Job::Commit(ch, r)) => {
                             batch.push(ch);
                             replies.push(r);
@@ -240,6 +257,11 @@ fn timed_commit(store: &dyn GhostStore, batch: &[ShardChanges], c: &Counters) ->
             Err(e)
         }
     }
+}
+
+/// Moves the writer's queue depth gauge ([`crate::metrics::WRITER_QUEUE`]).
+fn queued(by: f64) {
+    metrics::gauge!(crate::metrics::WRITER_QUEUE).increment(by);
 }
 
 /// A panicking store must not take the writer thread (and every shard) down.

@@ -1,7 +1,10 @@
 //! The rebalancing simulation: waves of moves and edge churn through a `GhostRuntime`, then the oracle.
 
 use crate::model::{Model, Op, node_id};
-use std::sync::Arc;
+use futures::future::BoxFuture;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vshard_ghosts::messages::{InjectPanic, InsertGhost, Retarget};
 use vshard_ghosts::store::MemoryStore;
@@ -69,6 +72,73 @@ impl Default for SimConfig {
     }
 }
 
+/// The shards made unreachable for verifies during the dark stretch.
+pub(crate) const DARK_SHARDS: [u16; 2] = [1, 2];
+
+/// The waves during which [`DARK_SHARDS`] are unreachable.
+pub(crate) fn dark_waves(waves: u32) -> std::ops::Range<u32> {
+    waves / 4..waves / 2
+}
+
+/// One wave as the shards saw it (table counters summed over shards, this wave only).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WaveSample {
+    pub(crate) wave: u32,
+    /// Ghosts held at the end of the wave.
+    pub(crate) ghosts: u64,
+    pub(crate) inserted: u64,
+    pub(crate) purged_refcount_zero: u64,
+    pub(crate) purged_verified: u64,
+    pub(crate) purged_reclaimed: u64,
+    pub(crate) redirected: u64,
+    pub(crate) inconclusive: u64,
+    pub(crate) p50_us: u64,
+    pub(crate) p99_us: u64,
+}
+
+/// What the run did to the ghosts pointing at the dark shards.
+#[derive(Debug, Default)]
+pub(crate) struct DarkTally {
+    /// 0 before the dark stretch, 1 during it, 2 after.
+    phase: AtomicU8,
+    /// Verifies against a dark shard that could not reach it.
+    pub(crate) inconclusive: AtomicU64,
+    /// Ghosts (shard, node) pointing at a dark shard verified conclusively after it.
+    verified_after: Mutex<HashSet<(u16, Box<str>)>>,
+}
+
+impl DarkTally {
+    /// How many of `kept` were verified conclusively after the dark stretch.
+    fn verified_after(&self, kept: &HashSet<(u16, Box<str>)>) -> u64 {
+        self.verified_after.lock().unwrap().intersection(kept).count() as u64
+    }
+}
+
+/// The host's verifier, counting what happens to verifies against the dark shards.
+struct Watched {
+    inner: Arc<DirectoryVerifier>,
+    tally: Arc<DarkTally>,
+}
+
+impl Verifier for Watched {
+    fn verify(&self, request: VerifyRequest) -> BoxFuture<'static, Result<Verdict>> {
+        let dark = DARK_SHARDS.contains(&request.target_shard.get());
+        let key = (request.shard.get(), request.node_id.clone());
+        let tally = self.tally.clone();
+        let answer = self.inner.verify(request);
+        Box::pin(async move {
+            let verdict = answer.await;
+            let conclusive = !matches!(verdict, Err(_) | Ok(Verdict::Inconclusive));
+            match tally.phase.load(Ordering::Relaxed) {
+                1 if dark && !conclusive => drop(tally.inconclusive.fetch_add(1, Ordering::Relaxed)),
+                2 if dark && conclusive => drop(tally.verified_after.lock().unwrap().insert(key)),
+                _ => {}
+            }
+            verdict
+        })
+    }
+}
+
 /// What a run did and whether the oracle agreed.
 #[derive(Debug, Default)]
 pub(crate) struct SimReport {
@@ -81,10 +151,29 @@ pub(crate) struct SimReport {
     pub(crate) sweep: vshard_ghosts::sweep::SweepCounts,
     pub(crate) restarts: u64,
     pub(crate) commits: u64,
+    /// The replayed batch was skipped (true when there was none to replay).
     pub(crate) replay_skipped: bool,
     pub(crate) miss_checks: u64,
     pub(crate) final_ghosts: usize,
     pub(crate) divergences: Vec<String>,
+    /// Panics injected into shard handlers (one a wave).
+    pub(crate) panics: u64,
+    /// Shards reloaded by the full stop and reopen.
+    pub(crate) reopened_shards: u64,
+    /// The wave after which the runtime was stopped and reopened.
+    pub(crate) reopen_wave: u32,
+    /// Batches the host replayed after the reopen.
+    pub(crate) replays: u64,
+    /// Ghosts pointing at a dark shard at the end of the dark stretch.
+    pub(crate) dark_kept: u64,
+    /// Verifies against dark shards that came back inconclusive.
+    pub(crate) dark_inconclusive: u64,
+    /// Of the ghosts pointing at a dark shard, those verified conclusively after.
+    pub(crate) dark_verified_after: u64,
+    /// Edge batches the shards skipped as already applied.
+    pub(crate) skipped_batches: u64,
+    /// Wave by wave.
+    pub(crate) waves: Vec<WaveSample>,
 }
 
 /// Progress callback: (waves done, waves total, phase).
@@ -93,7 +182,7 @@ pub(crate) type Progress<'a> = &'a (dyn Fn(u32, u32, &str) + Sync);
 fn build(
     cfg: &SimConfig,
     store: &StoreChoice,
-    verifier: &Arc<DirectoryVerifier>,
+    verifier: &Arc<Watched>,
     clock: &ManualClock,
 ) -> Result<GhostRuntime> {
     // The simulation panics shards on purpose, whatever the file says.
@@ -125,17 +214,29 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
         verifier.set_latency(ShardId(s), Duration::from_micros(200));
     }
     let clock = ManualClock::new(1_000_000);
-    let mut rt = build(cfg, &store, &verifier, &clock)?;
-    let mut report = SimReport::default();
+    let tally = Arc::new(DarkTally::default());
+    let watched = Arc::new(Watched { inner: verifier.clone(), tally: tally.clone() });
+    let mut rt = build(cfg, &store, &watched, &clock)?;
+    let mut report = SimReport { replay_skipped: true, ..SimReport::default() };
     let mut seqs = vec![0u64; cfg.shards as usize];
     let mut last_batch: Option<(u16, u64, EdgeEvents)> = None;
-    let started = Instant::now();
+    let mut counted = Counted::default();
+    let mut dark_kept = HashSet::new();
+    let dark_waves = dark_waves(cfg.waves);
     for wave in 0..cfg.waves {
         progress(wave, cfg.waves, "moving");
         // A stretch of the run with two targets unreachable: verifies back off.
-        let dark = wave >= cfg.waves / 4 && wave < cfg.waves / 2;
-        verifier.set_unreachable(ShardId(1), dark);
-        verifier.set_unreachable(ShardId(2), dark);
+        let dark = dark_waves.contains(&wave);
+        if dark && tally.phase.load(Ordering::Relaxed) == 0 {
+            tracing::info!(wave, shards = ?DARK_SHARDS, "injecting: shards unreachable for verifies (expected)");
+            tally.phase.store(1, Ordering::Relaxed);
+        } else if !dark && tally.phase.load(Ordering::Relaxed) == 1 {
+            tracing::info!(wave, shards = ?DARK_SHARDS, "the dark shards are reachable again");
+            tally.phase.store(2, Ordering::Relaxed);
+        }
+        for s in DARK_SHARDS {
+            verifier.set_unreachable(ShardId(s), dark);
+        }
 
         let mut ops: Vec<Vec<Op>> = vec![Vec::new(); cfg.shards as usize];
         let moves = (f64::from(cfg.nodes) * cfg.move_fraction) as u32;
@@ -169,10 +270,10 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
             }
         }
         let t = Instant::now();
-        let (events, latencies, last) = send_wave(&rt, ops, &mut seqs).await?;
+        let (events, mut latencies, last) = send_wave(&rt, ops, &mut seqs).await?;
         report.event_seconds += t.elapsed().as_secs_f64();
         report.events += events;
-        report.batch_latency_us.extend(latencies);
+        report.batch_latency_us.extend(&latencies);
         if last.is_some() {
             last_batch = last;
         }
@@ -183,28 +284,47 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
         // One sweep pass per wave besides the periodic ones, so that every stretch
         // of the run (dark targets included) is swept while edges keep changing.
         rt.run_sweep_pass().await?;
+        let mut sample = counted.sample(&rt, wave).await?;
+        latencies.sort_unstable();
+        (sample.p50_us, sample.p99_us) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+        report.waves.push(sample);
+        if wave + 1 == dark_waves.end {
+            dark_kept = pointing_at(&rt, &DARK_SHARDS).await?;
+            report.dark_kept = dark_kept.len() as u64;
+        }
         // Chaos at a quiet point: everything is flushed, so the model stays exact.
         rt.flush().await?;
         let victim = rng.u16(0..cfg.shards);
+        tracing::info!(wave, shard = victim, "injecting: a panic in a shard handler (expected)");
         let _ = rt.request(victim, InjectPanic).await;
+        report.panics += 1;
 
         if wave == cfg.waves / 2 {
             progress(wave, cfg.waves, "restarting");
+            tracing::info!(wave, "injecting: a full stop and reopen of the runtime (expected)");
             collect(&rt, &mut report).await?;
             rt.shutdown().await?;
-            rt = build(cfg, &store, &verifier, &clock)?;
+            rt = build(cfg, &store, &watched, &clock)?;
+            counted = Counted::default();
+            report.reopened_shards = rt.shard_ids().len() as u64;
+            report.reopen_wave = wave;
             // A host replaying its log after the restart: the batch is skipped.
             if let Some((shard, seq, events)) = last_batch.take() {
+                tracing::info!(shard, seq, "injecting: the host replays its last batch (expected)");
+                report.replays += 1;
                 report.replay_skipped = rt.edge_batch(shard, Some(seq), events).await?.skipped;
             }
         }
     }
-    let _ = started;
 
     progress(cfg.waves, cfg.waves, "final sweep");
     // The host's truth for every ghost the tables may hold, then passes until one is clean.
-    verifier.set_unreachable(ShardId(1), false);
-    verifier.set_unreachable(ShardId(2), false);
+    for s in DARK_SHARDS {
+        verifier.set_unreachable(ShardId(s), false);
+    }
+    if tally.phase.load(Ordering::Relaxed) == 1 {
+        tally.phase.store(2, Ordering::Relaxed);
+    }
     // A shard that reloaded lowers no refcount until its next sequenced batch
     // (unsequenced events before a crash are in no log), so the host marks its
     // log's position on every shard with an empty batch. Each count is then at
@@ -231,6 +351,8 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
     oracle(&rt, &model, &mut report).await?;
     report.ghosts_inserted = model.inserted;
     report.lost_decrements = model.lost_decrements;
+    report.dark_inconclusive = tally.inconclusive.load(Ordering::Relaxed);
+    report.dark_verified_after = tally.verified_after(&dark_kept);
     // The poller publishes every few seconds; publish the final state too.
     rt.export_metrics().await;
     rt.shutdown().await?;
@@ -321,9 +443,79 @@ async fn check_no_miss(rt: &GhostRuntime, model: &Model, divergences: &mut Vec<S
     Ok(answers.len() as u64)
 }
 
+/// `1234567` as `1 234 567`.
+pub(crate) fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `v[p × (len − 1)]` of sorted `v`; 0 when empty.
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted.get(((sorted.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0)
+}
+
+/// Per-shard table counters at the last sample, to turn totals into a wave's share.
+#[derive(Default)]
+struct Counted {
+    last: HashMap<u16, (u64, [u64; 6])>,
+}
+
+impl Counted {
+    /// Reads every shard's statistics (and publishes them as metrics).
+    async fn sample(&mut self, rt: &GhostRuntime, wave: u32) -> Result<WaveSample> {
+        let mut w = WaveSample { wave, ..WaveSample::default() };
+        for (shard, s) in rt.shard_ids().into_iter().zip(rt.stats().await?) {
+            let shard = shard.get();
+            vshard_ghosts::metrics::export_shard(&s, shard);
+            let c = &s.table.counters;
+            let now = [
+                c.inserted,
+                c.purged_refcount_zero,
+                c.purged_verified,
+                c.purged_reclaimed,
+                c.redirected,
+                c.inconclusive,
+            ];
+            // A shard that restarted since counts from zero again.
+            let before = match self.last.insert(shard, (s.restarts, now)) {
+                Some((restarts, before)) if restarts == s.restarts => before,
+                _ => [0; 6],
+            };
+            let d: Vec<u64> = now.iter().zip(before).map(|(n, b)| n.saturating_sub(b)).collect();
+            w.ghosts += s.table.ghosts;
+            w.inserted += d[0];
+            w.purged_refcount_zero += d[1];
+            w.purged_verified += d[2];
+            w.purged_reclaimed += d[3];
+            w.redirected += d[4];
+            w.inconclusive += d[5];
+        }
+        Ok(w)
+    }
+}
+
+/// The ghosts (shard, node) on any shard whose target is one of `targets`.
+async fn pointing_at(rt: &GhostRuntime, targets: &[u16]) -> Result<HashSet<(u16, Box<str>)>> {
+    let mut out = HashSet::new();
+    for shard in rt.shard_ids() {
+        let records = rt.request(shard, vshard_ghosts::messages::ExportRecords).await?;
+        let there = records.into_iter().filter(|r| targets.contains(&r.target_shard));
+        out.extend(there.map(|r| (shard.get(), r.node_id.as_str().into())));
+    }
+    Ok(out)
+}
+
 async fn collect(rt: &GhostRuntime, report: &mut SimReport) -> Result<()> {
     for s in rt.stats().await? {
         report.restarts += s.restarts;
+        report.skipped_batches += s.table.counters.skipped_batches;
     }
     report.commits += rt.writer_stats().map_or(0, |w| w.commits);
     match rt.sweep_totals().await {

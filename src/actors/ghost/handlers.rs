@@ -1,6 +1,6 @@
 //! Message handlers of `GhostActor`: each one a table call, lazy or durable.
 
-use super::{GhostActor, State};
+use super::{GhostActor, Msg, State};
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
 use crate::messages::*;
@@ -12,7 +12,9 @@ type Durable<T> = ResponseFuture<Result<T>>;
 impl Handler<InsertGhost> for GhostActor {
     type Result = Durable<crate::InsertOutcome>;
     fn handle(&mut self, m: InsertGhost, ctx: &mut Context<Self>) -> Self::Result {
-        let fut = self.durable(ctx, |t, now| t.insert(&m.node_id, m.target, m.refcount, m.epoch, now));
+        let fut = self.durable(ctx, Msg::kind("insert"), |t, now| {
+            t.insert(&m.node_id, m.target, m.refcount, m.epoch, now)
+        });
         Box::pin(async move { fut.await? })
     }
 }
@@ -20,14 +22,14 @@ impl Handler<InsertGhost> for GhostActor {
 impl Handler<EdgeAdded> for GhostActor {
     type Result = Durable<crate::EdgeOutcome>;
     fn handle(&mut self, m: EdgeAdded, ctx: &mut Context<Self>) -> Self::Result {
-        self.durable(ctx, |t, _| t.edge_added(&m.node_id))
+        self.durable(ctx, Msg::kind("edge_added"), |t, _| t.edge_added(&m.node_id))
     }
 }
 
 impl Handler<EdgeRemoved> for GhostActor {
     type Result = Result<crate::EdgeOutcome>;
     fn handle(&mut self, m: EdgeRemoved, ctx: &mut Context<Self>) -> Self::Result {
-        self.lazy(ctx, |t, _| t.edge_removed(&m.node_id))
+        self.lazy(ctx, Msg::kind("edge_removed"), |t, _| t.edge_removed(&m.node_id))
     }
 }
 
@@ -35,10 +37,11 @@ impl Handler<EdgeBatch> for GhostActor {
     type Result = Durable<crate::BatchOutcome>;
     fn handle(&mut self, m: EdgeBatch, ctx: &mut Context<Self>) -> Self::Result {
         if let (Some(seq), Some(upto)) = (m.seq, self.lost_upto) {
-            let applied = match self.with_table(ctx, |t, _| t.applied_seq()) {
-                Ok(applied) => applied,
-                Err(e) => return Box::pin(async move { Err(e) }),
-            };
+            let applied =
+                match self.with_table(ctx, Msg::kind("edge_batch_gap_check"), |t, _| t.applied_seq()) {
+                    Ok(applied) => applied,
+                    Err(e) => return Box::pin(async move { Err(e) }),
+                };
             if applied >= Some(upto) {
                 self.lost_upto = None;
             } else if seq > upto {
@@ -54,9 +57,9 @@ impl Handler<EdgeBatch> for GhostActor {
             if m.seq.is_some() && matches!(self.config.durability, crate::config::Durability::GroupCommit) {
                 self.unacked_seq = self.unacked_seq.max(m.seq);
             }
-            return self.durable(ctx, |t, _| t.apply_batch(m.seq, &m.events));
+            return self.durable(ctx, Msg::batch(m.seq), |t, _| t.apply_batch(m.seq, &m.events));
         }
-        let out = self.lazy(ctx, |t, _| t.apply_batch(m.seq, &m.events));
+        let out = self.lazy(ctx, Msg::batch(m.seq), |t, _| t.apply_batch(m.seq, &m.events));
         Box::pin(async move { out })
     }
 }
@@ -64,7 +67,7 @@ impl Handler<EdgeBatch> for GhostActor {
 impl Handler<Retarget> for GhostActor {
     type Result = Durable<crate::MoveOutcome>;
     fn handle(&mut self, m: Retarget, ctx: &mut Context<Self>) -> Self::Result {
-        let fut = self.durable(ctx, |t, _| t.retarget(&m.node_id, m.target, m.epoch));
+        let fut = self.durable(ctx, Msg::kind("retarget"), |t, _| t.retarget(&m.node_id, m.target, m.epoch));
         Box::pin(async move { fut.await? })
     }
 }
@@ -72,42 +75,44 @@ impl Handler<Retarget> for GhostActor {
 impl Handler<Reclaim> for GhostActor {
     type Result = Durable<crate::MoveOutcome>;
     fn handle(&mut self, m: Reclaim, ctx: &mut Context<Self>) -> Self::Result {
-        self.durable(ctx, |t, now| t.reclaim(&m.node_id, m.epoch, now))
+        self.durable(ctx, Msg::kind("reclaim"), |t, now| t.reclaim(&m.node_id, m.epoch, now))
     }
 }
 
 impl Handler<Resolve> for GhostActor {
     type Result = Result<Option<ShardId>>;
     fn handle(&mut self, m: Resolve, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| t.resolve(&m.node_id).map(ShardId))
+        self.with_table(ctx, Msg::kind("resolve"), |t, _| t.resolve(&m.node_id).map(ShardId))
     }
 }
 
 impl Handler<ResolveMany> for GhostActor {
     type Result = Result<Vec<Option<ShardId>>>;
     fn handle(&mut self, m: ResolveMany, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| m.node_ids.iter().map(|id| t.resolve(id).map(ShardId)).collect())
+        self.with_table(ctx, Msg::kind("resolve_many"), |t, _| {
+            m.node_ids.iter().map(|id| t.resolve(id).map(ShardId)).collect()
+        })
     }
 }
 
 impl Handler<ExportPage> for GhostActor {
     type Result = Result<crate::table::GhostPage>;
     fn handle(&mut self, m: ExportPage, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| t.export_page(m.after.as_deref(), m.limit))
+        self.with_table(ctx, Msg::kind("export_page"), |t, _| t.export_page(m.after.as_deref(), m.limit))
     }
 }
 
 impl Handler<Inspect> for GhostActor {
     type Result = Result<Option<crate::GhostInfo>>;
     fn handle(&mut self, m: Inspect, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| t.get(&m.node_id))
+        self.with_table(ctx, Msg::kind("inspect"), |t, _| t.get(&m.node_id))
     }
 }
 
 impl Handler<ExportRecords> for GhostActor {
     type Result = Result<Vec<crate::store::StubRecord>>;
     fn handle(&mut self, _: ExportRecords, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| t.records().collect())
+        self.with_table(ctx, Msg::kind("export"), |t, _| t.records().collect())
     }
 }
 
@@ -115,7 +120,7 @@ impl Handler<PlanSweep> for GhostActor {
     type Result = Result<PlanReply>;
     fn handle(&mut self, m: PlanSweep, ctx: &mut Context<Self>) -> Self::Result {
         self.refuse_by_hand(m.by_hand)?;
-        let page = self.lazy(ctx, |t, now| t.plan_sweep(now, m.max_scan))?;
+        let page = self.lazy(ctx, Msg::kind("plan_sweep"), |t, now| t.plan_sweep(now, m.max_scan))?;
         Ok(PlanReply {
             shard: self.shard,
             incarnation: self.incarnation,
@@ -135,7 +140,7 @@ impl Handler<ApplyVerdicts> for GhostActor {
             self.stats.stale_incarnation_verdicts += u64::from(n);
             return Ok(ApplyReport { stale: n, ..ApplyReport::default() });
         }
-        self.lazy(ctx, |t, now| t.apply_verdicts(&m.verdicts, now))
+        self.lazy(ctx, Msg::kind("apply_verdicts"), |t, now| t.apply_verdicts(&m.verdicts, now))
     }
 }
 
@@ -179,7 +184,7 @@ impl Handler<Revive> for GhostActor {
 impl Handler<Flush> for GhostActor {
     type Result = Durable<()>;
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.with_table(ctx, |_, _| ()) {
+        if let Err(e) = self.with_table(ctx, Msg::kind("flush"), |_, _| ()) {
             return Box::pin(async move { Err(e) });
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -195,7 +200,7 @@ impl Handler<InjectPanic> for GhostActor {
     type Result = Result<()>;
     fn handle(&mut self, _: InjectPanic, ctx: &mut Context<Self>) -> Self::Result {
         self.refuse_by_hand(true)?;
-        self.with_table(ctx, |_, _| panic!("injected panic"))
+        self.with_table(ctx, Msg::kind("inject_panic"), |_, _| std::panic::panic_any(super::INJECTED_PANIC))
     }
 }
 

@@ -16,6 +16,27 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+/// The payload of the panic `InjectPanic` raises.
+pub(super) const INJECTED_PANIC: &str = "injected panic";
+
+/// The message a handler handles: its kind (a bounded label) and, for edge
+/// batches, the host's sequence number.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Msg {
+    kind: &'static str,
+    seq: Option<u64>,
+}
+
+impl Msg {
+    pub(super) const fn kind(kind: &'static str) -> Self {
+        Self { kind, seq: None }
+    }
+
+    pub(super) const fn batch(seq: Option<u64>) -> Self {
+        Self { kind: "edge_batch", seq }
+    }
+}
+
 enum State {
     Loading,
     // Boxed: the table is large and the other states are tiny.
@@ -100,10 +121,12 @@ impl GhostActor {
     }
 
     /// Runs `f` on the table, catching a panic: the request fails and the actor
-    /// stops so that its supervisor restarts it from the store.
+    /// stops so that its supervisor restarts it from the store. `msg` names the
+    /// message for its span and its latency metric.
     fn with_table<R>(
         &mut self,
         ctx: &mut Context<Self>,
+        msg: Msg,
         f: impl FnOnce(&mut GhostTable, u64) -> R,
     ) -> Result<R> {
         let shard = self.shard;
@@ -126,11 +149,20 @@ impl GhostActor {
             State::Loading => return Err(Error::ShardLoading { shard }),
         };
         let now = self.clock.now_ms();
-        let _span = tracing::trace_span!("ghost_shard", shard).entered();
-        match catch_unwind(AssertUnwindSafe(|| f(table, now))) {
+        let _span = tracing::debug_span!("ghost_message", kind = msg.kind, shard, seq = msg.seq).entered();
+        let started = std::time::Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| f(table, now)));
+        metrics::histogram!(crate::metrics::HANDLER_SECONDS, "kind" => msg.kind)
+            .record(started.elapsed().as_secs_f64());
+        match result {
             Ok(r) => Ok(r),
-            Err(_) => {
-                tracing::error!(shard, "handler panicked; restarting the shard");
+            Err(payload) => {
+                // A drill's panic (`InjectPanic`) is expected: not an error to page anyone for.
+                if payload.downcast_ref::<&str>().is_some_and(|m| *m == INJECTED_PANIC) {
+                    tracing::info!(shard, "injected panic (fault injection, expected); restarting the shard");
+                } else {
+                    tracing::error!(shard, "handler panicked; restarting the shard");
+                }
                 self.state = State::Loading;
                 ctx.stop();
                 Err(Error::Panicked { shard })
@@ -151,8 +183,13 @@ impl GhostActor {
     }
 
     /// Applies `f` and answers at once; its changes ride the next flush.
-    fn lazy<R>(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut GhostTable, u64) -> R) -> Result<R> {
-        let out = self.with_table(ctx, f)?;
+    fn lazy<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        msg: Msg,
+        f: impl FnOnce(&mut GhostTable, u64) -> R,
+    ) -> Result<R> {
+        let out = self.with_table(ctx, msg, f)?;
         if self.has_changes() {
             self.schedule_flush(ctx);
         }
@@ -164,9 +201,10 @@ impl GhostActor {
     fn durable<R: Send + 'static>(
         &mut self,
         ctx: &mut Context<Self>,
+        msg: Msg,
         f: impl FnOnce(&mut GhostTable, u64) -> R,
     ) -> BoxFuture<'static, Result<R>> {
-        let out = match self.with_table(ctx, f) {
+        let out = match self.with_table(ctx, msg, f) {
             Ok(out) => out,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
@@ -221,8 +259,10 @@ impl GhostActor {
         let changes = ShardChanges { shard: self.shard, changes: table.take_changes() };
         self.flushing = true;
         let writer = self.writer.clone();
+        let started = std::time::Instant::now();
         let fut = async move { writer.commit(changes).await };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            metrics::histogram!(crate::metrics::SHARD_FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
             act.flushing = false;
             let failed = result.is_err();
             for w in waiters {

@@ -21,6 +21,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Whether passes may proceed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub(super) struct PassEnv {
     config: SweeperConfig,
     clock: TokioTime,
     limiter: RwLock<Arc<Limiter>>,
+    /// Consecutive `Inconclusive` verdicts by target shard (for a gauge).
+    streaks: std::sync::Mutex<std::collections::HashMap<u16, u64>>,
 }
 
 impl PassEnv {
@@ -61,7 +64,7 @@ impl PassEnv {
     ) -> Self {
         let clock = TokioTime(Instant::now());
         let limiter = RwLock::new(limiter(config.verifies_per_second, config.burst, clock));
-        Self { shards, verifier, config, clock, limiter }
+        Self { shards, verifier, config, clock, limiter, streaks: Default::default() }
     }
 
     /// Replaces the bucket (it starts full); both values must be non-zero.
@@ -72,6 +75,18 @@ impl PassEnv {
 
     fn limiter(&self) -> Arc<Limiter> {
         self.limiter.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Counts a verdict against `target` in its inconclusive streak gauge.
+    fn streak(&self, target: u16, inconclusive: bool) {
+        let mut streaks = self.streaks.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = streaks.entry(target).or_default();
+        if !inconclusive && *n == 0 {
+            return;
+        }
+        *n = if inconclusive { *n + 1 } else { 0 };
+        metrics::gauge!(crate::metrics::SWEEP_INCONCLUSIVE_STREAK, "target" => target.to_string())
+            .set(*n as f64);
     }
 
     fn busy(&self, plan: &PlanReply, round_trip: Duration) -> bool {
@@ -102,7 +117,11 @@ pub(super) async fn run_pass(
             complete = false;
             break;
         }
-        match visit(&env, v.index, &mut control, &mut counts).await {
+        let mut due = 0;
+        let end = visit(&env, v.index, &mut control, &mut counts, &mut due).await;
+        let shard = env.shards[v.index].0.to_string();
+        metrics::gauge!(crate::metrics::SWEEP_DUE, "shard" => shard).set(due as f64);
+        match end {
             VisitEnd::Swept => {
                 counts.shards_swept += 1;
                 queue.progressed();
@@ -156,6 +175,7 @@ async fn visit(
     index: usize,
     control: &mut watch::Receiver<Control>,
     counts: &mut SweepCounts,
+    due: &mut u64,
 ) -> VisitEnd {
     let (shard, addr) = (env.shards[index].0, &env.shards[index].1);
     // A zero-size plan is an O(1) probe: backlog and mailbox delay, no work.
@@ -173,6 +193,7 @@ async fn visit(
             Err(e) => return failed(shard, &e),
         };
         counts.purged_refcount_zero += u64::from(plan.page.purged_zero);
+        *due += plan.page.checks.len() as u64;
         let results: Vec<_> = futures::stream::iter(std::mem::take(&mut plan.page.checks))
             .map(|check| verify_one(env.clone(), shard, check, control.clone()))
             .buffer_unordered(env.config.max_in_flight)
@@ -245,7 +266,11 @@ async fn verify_one(
     };
     // A panicking host verifier must not take the sweeper's thread down with it.
     let call = AssertUnwindSafe(async { env.verifier.verify(request).await }).catch_unwind();
-    let verdict = match tokio::time::timeout(env.config.verify_timeout, call).await {
+    let span = tracing::debug_span!("verify", shard, target = check.target_shard, epoch = check.epoch);
+    let started = Instant::now();
+    let answer = tokio::time::timeout(env.config.verify_timeout, call).instrument(span).await;
+    metrics::histogram!(crate::metrics::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
+    let verdict = match answer {
         Ok(Ok(Ok(verdict))) => Ok(verdict),
         Ok(Ok(Err(e))) => Err(e.to_string()),
         Ok(Err(_)) => Err("verifier panicked".to_owned()),
@@ -255,7 +280,9 @@ async fn verify_one(
     if let Err(why) = &verdict {
         tracing::debug!(shard, node = %check.node_id, target = check.target_shard, %why, "inconclusive");
     }
-    Some((CheckedVerdict::new(&check, verdict.unwrap_or(Verdict::Inconclusive)), failed))
+    let verdict = verdict.unwrap_or(Verdict::Inconclusive);
+    env.streak(check.target_shard, matches!(verdict, Verdict::Inconclusive));
+    Some((CheckedVerdict::new(&check, verdict), failed))
 }
 
 /// Waits for a token of the current bucket; false once stopping.
