@@ -1,11 +1,24 @@
-//! Time for the actors: the pure table never reads a clock, the actors ask one of these.
+//! Time for the actors: the pure table never reads a clock; the shards and the
+//! sweeper's token bucket ask the one [`Clock`] the runtime was given.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use futures::future::BoxFuture;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// A source of milliseconds for ghost ages, grace periods and back-off.
+/// A source of milliseconds for ghost ages, grace periods, back-off and the
+/// sweeper's token bucket.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// Milliseconds since the Unix epoch (or any fixed origin the host prefers).
     fn now_ms(&self) -> u64;
+
+    /// Resolves once this clock reads `deadline_ms` or later: how the sweeper
+    /// waits for its bucket to refill. The default sleeps on tokio's timer for
+    /// the difference (so paused test time applies) and is right for any
+    /// clock that moves with tokio's; a clock that moves only when told to
+    /// resolves when it is moved there.
+    fn sleep_until(&self, deadline_ms: u64) -> BoxFuture<'static, ()> {
+        let wait = Duration::from_millis(deadline_ms.saturating_sub(self.now_ms()));
+        Box::pin(tokio::time::sleep(wait))
+    }
 }
 
 /// Wall-clock time at creation, advanced by tokio's monotonic clock; so it

@@ -174,10 +174,11 @@ async fn the_sweeper_starts_after_the_replay_and_stops_with_its_totals() {
 #[actix::test]
 async fn wait_until_swept_answers_once_every_due_ghost_is_verified_or_backed_off() {
     let dir = DirectoryVerifier::new();
+    // The bucket runs on the manual clock too: big enough for every pass here.
     let sweep = SweeperConfig {
         pass_interval: None,
         verifies_per_second: 10_000,
-        burst: 100,
+        burst: 1_000,
         ..SweeperConfig::default()
     };
     let clock = vshard_ghosts::testing::ManualClock::new(1_000);
@@ -261,7 +262,8 @@ async fn a_shard_is_exported_page_by_page_in_id_order() {
 async fn wait_until_swept_covers_a_table_whose_cursor_an_earlier_visit_left_midway() {
     let clock = vshard_ghosts::testing::ManualClock::new(1_000);
     let dir = DirectoryVerifier::new();
-    let sweep = SweeperConfig { pass_interval: None, ..SweeperConfig::default() };
+    // The bucket runs on the manual clock too: big enough for both passes.
+    let sweep = SweeperConfig { pass_interval: None, burst: 100, ..SweeperConfig::default() };
     let rt = GhostRuntime::builder()
         .shards(0..2)
         .shard_config(shards(10_000, 5))

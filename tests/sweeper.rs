@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
-use vshard_ghosts::clock::Clock;
+use vshard_ghosts::clock::{Clock, TokioClock};
 use vshard_ghosts::messages::*;
 use vshard_ghosts::store::*;
 use vshard_ghosts::table::*;
@@ -35,7 +35,17 @@ fn shard_config() -> ShardConfig {
 /// A runtime whose shards run on the current arbiter, all on `clock` (the
 /// tables' time), with no sweeper yet; and its shards' addresses.
 fn start_shards(ids: &[u16], store: Arc<dyn GhostStore>, clock: &ManualClock) -> (Rc<GhostRuntime>, Shards) {
-    let rt = support::local_runtime(store, ids.iter().copied(), shard_config(), clock, 0).start().unwrap();
+    start_shards_on(ids, store, Arc::new(clock.clone()))
+}
+
+/// [`start_shards`] on any clock: the tables and the sweeper's bucket read it.
+fn start_shards_on(
+    ids: &[u16],
+    store: Arc<dyn GhostStore>,
+    clock: Arc<dyn Clock>,
+) -> (Rc<GhostRuntime>, Shards) {
+    let builder = support::local_runtime(store, ids.iter().copied(), shard_config(), &ManualClock::new(0), 0);
+    let rt = builder.clock(clock).start().unwrap();
     let shards = ids.iter().map(|&id| (id, rt.addr(id).unwrap().clone())).collect();
     (Rc::new(rt), shards)
 }
@@ -274,7 +284,8 @@ async fn the_achieved_rate_is_within_five_percent_of_the_quota() {
     let store = Arc::new(MemoryStore::new());
     let dir = DirectoryVerifier::new();
     seeded(&store, &dir, 4, 10_000);
-    let (rt, shards) = start_shards(&[0, 1, 2, 3], store, &ManualClock::new(1_000));
+    // Paused tokio time paces the bucket through the runtime's default clock.
+    let (rt, shards) = start_shards_on(&[0, 1, 2, 3], store, Arc::new(TokioClock::new()));
     let config = SweeperConfig { verifies_per_second: 1_000, burst: 10, page_size: 512, ..fast() };
     // On this arbiter, so that the test's paused clock is the sweeper's.
     rt.start_sweeper(Arc::new(dir), config).unwrap();
@@ -456,7 +467,7 @@ async fn pause_holds_verifies_and_stop_waits_for_those_in_flight() {
     let store = Arc::new(MemoryStore::new());
     let dir = DirectoryVerifier::new();
     seeded(&store, &dir, 2, 1_000);
-    let (rt, _) = start_shards(&[0, 1], store, &ManualClock::new(1_000));
+    let (rt, _) = start_shards_on(&[0, 1], store, Arc::new(TokioClock::new()));
     dir.set_latency(ShardId(2), Duration::from_millis(500));
     let config = SweeperConfig { verifies_per_second: 100, burst: 1, max_in_flight: 8, ..fast() };
     rt.start_sweeper(Arc::new(dir.clone()), config).unwrap();
@@ -490,4 +501,33 @@ async fn pause_holds_verifies_and_stop_waits_for_those_in_flight() {
     assert_eq!(dir.calls() - 1_000, report.counts.checked, "every verify in flight was answered and applied");
     assert_eq!((totals.passes, totals.incomplete_passes), (2, 1));
     assert!(rt.sweep_totals().await.is_err(), "stopped");
+}
+
+#[actix::test]
+async fn the_bucket_runs_on_the_runtimes_clock_not_on_tokio_time() {
+    tokio::time::pause();
+    let clock = ManualClock::new(1_000);
+    let (rt, shards) = start_shards(&[0], Arc::new(MemoryStore::new()), &clock);
+    let dir = DirectoryVerifier::new();
+    for i in 0..5 {
+        insert(&shards[0].1, &format!("n{i}"), 1, 1, 1).await;
+        dir.record_move(&format!("n{i}"), ShardId(1), Epoch(1));
+    }
+    let config = SweeperConfig { verifies_per_second: 10, burst: 2, ..fast() };
+    rt.start_sweeper(Arc::new(dir.clone()), config).unwrap();
+    let pass = actix::spawn({
+        let rt = rt.clone();
+        async move { rt.run_sweep_pass().await }
+    });
+    // Ten seconds of tokio time would refill a tokio-timed bucket many times;
+    // the manual clock has not moved, so only the burst is spent.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(dir.calls(), 2, "the burst, and no refill without the clock");
+    // Each 100 ms of the clock refills one token (the bucket holds two).
+    for _ in 0..3 {
+        clock.advance(100);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let report = pass.await.unwrap().unwrap();
+    assert_eq!((report.counts.kept, dir.calls()), (5, 5));
 }

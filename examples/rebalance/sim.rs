@@ -214,6 +214,19 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
         verifier.set_latency(ShardId(s), Duration::from_micros(200));
     }
     let clock = ManualClock::new(1_000_000);
+    // The clock also moves with real time, a millisecond at a time: the
+    // sweeper's token bucket runs on it, and would never refill between the
+    // jumps the run makes to age ghosts past their grace and back-off.
+    let ticker = actix::spawn({
+        let clock = clock.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            loop {
+                tick.tick().await;
+                clock.advance(1);
+            }
+        }
+    });
     let tally = Arc::new(DarkTally::default());
     let watched = Arc::new(Watched { inner: verifier.clone(), tally: tally.clone() });
     let mut rt = build(cfg, &store, &watched, &clock)?;
@@ -356,6 +369,7 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
     // The poller publishes every few seconds; publish the final state too.
     rt.export_metrics().await;
     rt.shutdown().await?;
+    ticker.abort();
     Ok(report)
 }
 

@@ -130,6 +130,7 @@ impl GhostRuntimeBuilder {
         let runtime = GhostRuntime {
             shards,
             sweeper: Mutex::default(),
+            clock,
             closing: Default::default(),
             closed: Default::default(),
             own_threads: config.arbiters > 0,

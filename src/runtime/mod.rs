@@ -7,6 +7,7 @@ mod sweeper;
 pub use builder::{GhostRuntimeBuilder, StoreChoice};
 
 use crate::actors::GhostActor;
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::event::EdgeEvents;
 use crate::event::{BatchOutcome, EdgeOutcome, InsertOutcome, MoveOutcome};
@@ -15,8 +16,8 @@ use crate::messages::*;
 use crate::writer::{StoreWriter, WriterStats};
 use actix::prelude::*;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use sweeper::SweeperSlot;
 
 /// A running set of shards. Build it with [`GhostRuntime::builder`] inside an
@@ -24,6 +25,8 @@ use sweeper::SweeperSlot;
 pub struct GhostRuntime {
     shards: HashMap<u16, Addr<GhostActor>>,
     sweeper: Mutex<SweeperSlot>,
+    /// The one clock the shards and the sweeper's bucket read.
+    clock: Arc<dyn Clock>,
     /// Set when `shutdown` begins: no sweeper may start.
     closing: AtomicBool,
     /// Set once `shutdown` has flushed: nothing is routed any more.

@@ -50,7 +50,7 @@ impl GhostRuntime {
         }
         let mut shards: Vec<_> = self.shards.iter().map(|(&s, a)| (s, a.clone())).collect();
         shards.sort_unstable_by_key(|(s, _)| *s);
-        let actor = SweeperActor::new(shards, verifier, config)?;
+        let actor = SweeperActor::new(shards, verifier, config, self.clock.clone())?;
         *slot = if self.own_threads {
             let arbiter = Arbiter::new();
             let addr = actor.start_in(&arbiter.handle());

@@ -3,6 +3,7 @@
 mod pass;
 
 use crate::actors::GhostActor;
+use crate::clock::Clock;
 use crate::config::SweeperConfig;
 use crate::error::{Error, Result};
 use crate::messages::{GetSweepStats, Pause, Resume, RunPass, SetRate, StopSweeper};
@@ -40,17 +41,18 @@ pub(crate) struct SweeperActor {
 }
 
 impl SweeperActor {
-    /// A sweeper over `shards` (shard id and actor of each).
+    /// A sweeper over `shards` (shard id and actor of each), its bucket on `clock`.
     pub(crate) fn new(
         shards: Vec<(u16, Addr<GhostActor>)>,
         verifier: Arc<dyn Verifier>,
         config: SweeperConfig,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         config.validate()?;
         let rate = (config.verifies_per_second, config.burst);
         let pass_interval = config.pass_interval;
         Ok(Self {
-            env: Arc::new(PassEnv::new(shards, verifier, config)),
+            env: Arc::new(PassEnv::new(shards, verifier, config, clock)),
             control: watch::Sender::new(Control::Run),
             rate,
             pass_interval,

@@ -1,6 +1,7 @@
 //! One sweep pass: visit every shard, plan pages, verify under the token bucket, apply by compare-and-set.
 
 use crate::actors::GhostActor;
+use crate::clock::Clock;
 use crate::config::SweeperConfig;
 use crate::error::Error;
 use crate::ids::{Epoch, ShardId};
@@ -11,7 +12,6 @@ use crate::sweep::{PassReport, SweepCounts};
 use crate::sweep::{Verifier, VerifyRequest};
 use actix::Addr;
 use futures::{FutureExt, StreamExt};
-use governor::clock::Clock as _;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
@@ -31,26 +31,28 @@ pub(super) enum Control {
     Stop,
 }
 
-/// governor's clock over tokio's, so that paused test time drives the bucket
-/// (governor's own `until_ready` sleeps on a real-time timer).
-#[derive(Debug, Clone, Copy)]
-struct TokioTime(Instant);
+/// governor's clock over the runtime's one [`Clock`], which the tables read
+/// too: a manual clock paces the bucket as it paces ghost ages, and the
+/// default one follows tokio's time, paused test time included (governor's
+/// own `until_ready` would sleep on a real-time timer instead).
+#[derive(Debug, Clone)]
+struct BucketClock(Arc<dyn Clock>);
 
-impl governor::clock::Clock for TokioTime {
+impl governor::clock::Clock for BucketClock {
     type Instant = Duration;
     fn now(&self) -> Duration {
-        self.0.elapsed()
+        Duration::from_millis(self.0.now_ms())
     }
 }
 
-type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioTime, NoOpMiddleware<Duration>>;
+type Limiter = RateLimiter<NotKeyed, InMemoryState, BucketClock, NoOpMiddleware<Duration>>;
 
 /// What every pass shares; the bucket is swapped whole on a rate change.
 pub(super) struct PassEnv {
     pub(super) shards: Vec<(u16, Addr<GhostActor>)>,
     verifier: Arc<dyn Verifier>,
     config: SweeperConfig,
-    clock: TokioTime,
+    clock: BucketClock,
     limiter: RwLock<Arc<Limiter>>,
     /// Consecutive `Inconclusive` verdicts by target shard (for a gauge).
     streaks: std::sync::Mutex<std::collections::HashMap<u16, u64>>,
@@ -61,15 +63,16 @@ impl PassEnv {
         shards: Vec<(u16, Addr<GhostActor>)>,
         verifier: Arc<dyn Verifier>,
         config: SweeperConfig,
+        clock: Arc<dyn Clock>,
     ) -> Self {
-        let clock = TokioTime(Instant::now());
-        let limiter = RwLock::new(limiter(config.verifies_per_second, config.burst, clock));
+        let clock = BucketClock(clock);
+        let limiter = RwLock::new(limiter(config.verifies_per_second, config.burst, clock.clone()));
         Self { shards, verifier, config, clock, limiter, streaks: Default::default() }
     }
 
     /// Replaces the bucket (it starts full); both values must be non-zero.
     pub(super) fn set_rate(&self, per_second: u32, burst: u32) {
-        let new = limiter(per_second, burst, self.clock);
+        let new = limiter(per_second, burst, self.clock.clone());
         *self.limiter.write().unwrap_or_else(PoisonError::into_inner) = new;
     }
 
@@ -94,7 +97,7 @@ impl PassEnv {
     }
 }
 
-fn limiter(per_second: u32, burst: u32, clock: TokioTime) -> Arc<Limiter> {
+fn limiter(per_second: u32, burst: u32, clock: BucketClock) -> Arc<Limiter> {
     let nz = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
     let quota = Quota::per_second(nz(per_second)).allow_burst(nz(burst));
     Arc::new(RateLimiter::direct_with_clock(quota, clock))
@@ -294,9 +297,12 @@ async fn token(env: &PassEnv, control: &mut watch::Receiver<Control>) -> bool {
         let Err(not_until) = env.limiter().check() else {
             return true;
         };
-        let wait = not_until.wait_time_from(env.clock.now());
+        // The clock counts whole ms: wait at least one, or a wait shorter
+        // than that would spin.
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(&env.clock));
+        let deadline = env.clock.0.now_ms().saturating_add(crate::config::millis(wait).max(1));
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = env.clock.0.sleep_until(deadline) => {}
             changed = control.changed() => if changed.is_err() { return false },
         }
     }
