@@ -187,6 +187,23 @@ fn raw_rate(raw: &mut GhostTable, batches: &[EdgeEvents]) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Median µs of a 4 KiB write plus `sync_data` in `dir`: the floor under every
+/// awaited redb commit (one fsync each) on this disk, now.
+fn fsync_us(dir: &std::path::Path) -> f64 {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(dir.join("fsync-probe")).unwrap();
+    let mut t: Vec<f64> = (0..20)
+        .map(|_| {
+            let s = Instant::now();
+            f.write_all(&[7u8; 4096]).unwrap();
+            f.sync_data().unwrap();
+            s.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
 fn median_range(mut v: Vec<f64>) -> String {
     v.sort_by(f64::total_cmp);
     format!("{:.2} (range {:.2}–{:.2})", v[v.len() / 2], v[0], v[v.len() - 1])
@@ -227,6 +244,7 @@ fn paired() {
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); phases.len()];
     let mut split: Vec<Vec<[f64; 3]>> = vec![Vec::new(); phases.len()];
     let mut seq_raw = Vec::new();
+    let mut fsyncs = Vec::new();
     for round in 0..ROUNDS {
         let raw_rate_now = raw_rate(&mut raw, &batches);
         let raw_batch_us = BATCH as f64 / raw_rate_now * 1e6;
@@ -261,7 +279,9 @@ fn paired() {
         }
         let seq = raw_rate(&mut raw, &seq_batches);
         seq_raw.push(seq / raw_rate_now);
-        println!("{line} | raw, insertion order (flattering) {:.2} M/s", seq / 1e6);
+        let sync = fsync_us(dir.path());
+        fsyncs.push(sync);
+        println!("{line} | raw, insertion order (flattering) {:.2} M/s | fsync {sync:.0} µs", seq / 1e6);
     }
     for (p, r) in ratios.into_iter().enumerate() {
         let col = |k: usize| median_range(split[p].iter().map(|x| x[k]).collect());
@@ -275,6 +295,7 @@ fn paired() {
         );
     }
     println!("raw table, insertion order ÷ random order (flattering): {}", median_range(seq_raw));
+    println!("4 KiB write + fsync in the store's directory, µs: {}", median_range(fsyncs));
     drop(sys);
     drop(shards);
 }

@@ -1,6 +1,14 @@
-//! Sweeper: achieved verify rate against its quota, and the foreground latency it costs shards.
+//! Sweeper: achieved verify rate against its quota, and what it costs the foreground.
+//!
+//! The foreground figure is taken within each of [`ROUNDS`] rounds: an idle
+//! phase and an active one back to back (order alternating), so that the
+//! machine's drift between minutes, which on a shared 2-core machine is larger
+//! than the effect, cancels out. Reported per quota: batches/s lost and the p99
+//! change (median and range over the rounds), and the sweeper thread's own CPU
+//! time per verify (from `/proc/thread-self/schedstat`).
 
 use actix::prelude::*;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vshard_ghosts::messages::*;
@@ -16,7 +24,8 @@ const RUN: Duration = Duration::from_secs(3);
 const DRIVERS: usize = 4;
 const WARMUP: Duration = Duration::from_secs(1);
 const PHASE: Duration = Duration::from_secs(2);
-const ROUNDS: usize = 6;
+/// Interleaved idle/active rounds; the ratio is taken within each round.
+const ROUNDS: usize = 10;
 const BATCH_PAIRS: usize = 32;
 
 type Shards = Vec<(u16, Addr<GhostActor>)>;
@@ -127,6 +136,37 @@ fn print_row(label: &str, sorted: &[Duration], sweeper_rate: f64) {
     );
 }
 
+/// CPU time the calling thread has run, in ns (Linux schedstat; 0 elsewhere).
+/// This process's threads now.
+fn threads() -> HashSet<String> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned())).collect())
+        .unwrap_or_default()
+}
+
+/// The one thread `start` makes: the sweeper's own arbiter (`None` where
+/// `/proc` is missing, and the CPU figure reads 0).
+fn new_thread(start: impl FnOnce()) -> Option<String> {
+    let before = threads();
+    start();
+    let mut new: Vec<String> = threads().difference(&before).cloned().collect();
+    (new.len() == 1).then(|| new.remove(0))
+}
+
+/// CPU time of thread `tid` of this process so far, in ns.
+fn thread_cpu_ns(tid: &Option<String>) -> u64 {
+    let Some(tid) = tid else { return 0 };
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn median_range(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    format!("{:+.1}% (range {:+.1}% to {:+.1}%)", v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i].as_secs_f64() * 1e6
@@ -165,45 +205,57 @@ fn main() {
             "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
             "phase", header[0], header[1], header[2], header[3], header[4], header[5]
         );
-        start_sweeper(&rt, &dir, 10_000);
+        let sweeper_thread = new_thread(|| start_sweeper(&rt, &dir, 10_000));
         rt.pause_sweeper().await.unwrap();
         foreground(&shards, WARMUP).await;
-        let phases = [
-            ("sweeper idle", None),
-            ("sweeper at 100/s (default quota)", Some(100)),
-            ("sweeper at 1k/s", Some(1_000)),
-            ("sweeper at 10k/s", Some(10_000)),
-            ("sweeper at 100k/s", Some(100_000)),
-        ];
-        let mut pooled: Vec<(Vec<Duration>, u64, Duration)> = vec![Default::default(); phases.len()];
+        let quotas = [100u32, 1_000, 10_000];
+        // Per quota: per round, (throughput loss %, p99 increase %, sweeper CPU ns per verify).
+        let mut per_quota: Vec<Vec<[f64; 3]>> = vec![Vec::new(); quotas.len()];
         for round in 1..=ROUNDS {
-            for (k, &(phase, rate)) in phases.iter().enumerate() {
-                if let Some(r) = rate {
-                    rt.set_sweep_rate(r, (r / 100).max(10)).await.unwrap();
-                    rt.resume_sweeper().await.unwrap();
+            for (q, &quota) in quotas.iter().enumerate() {
+                // Idle first in odd rounds and active first in even ones, so
+                // that a drift of the machine does not favour either.
+                let mut idle = None;
+                let mut active = None;
+                for active_now in if round % 2 == 1 { [false, true] } else { [true, false] } {
+                    if active_now {
+                        rt.set_sweep_rate(quota, (quota / 100).max(10)).await.unwrap();
+                        rt.resume_sweeper().await.unwrap();
+                    }
+                    let (calls, cpu0, t0) = (dir.calls(), thread_cpu_ns(&sweeper_thread), Instant::now());
+                    let lat = foreground(&shards, PHASE).await;
+                    rt.pause_sweeper().await.unwrap();
+                    let took = t0.elapsed();
+                    let (verifies, cpu) = (dir.calls() - calls, thread_cpu_ns(&sweeper_thread) - cpu0);
+                    let label = if active_now { format!("sweeper at {quota}/s") } else { "sweeper idle".into() };
+                    print_row(&format!("round {round}: {label}"), &lat, verifies as f64 / took.as_secs_f64());
+                    let rate = lat.len() as f64 / took.as_secs_f64();
+                    let cpu_per_verify = if verifies > 0 { cpu as f64 / verifies as f64 } else { 0.0 };
+                    if active_now {
+                        active = Some((rate, pct(&lat, 0.99), cpu_per_verify));
+                    } else {
+                        idle = Some((rate, pct(&lat, 0.99)));
+                    }
                 }
-                let (calls, t0) = (dir.calls(), Instant::now());
-                let lat = foreground(&shards, PHASE).await;
-                rt.pause_sweeper().await.unwrap();
-                let (verifies, took) = (dir.calls() - calls, t0.elapsed());
-                print_row(&format!("round {round}: {phase}"), &lat, verifies as f64 / took.as_secs_f64());
-                pooled[k].0.extend(lat);
-                pooled[k].1 += verifies;
-                pooled[k].2 += took;
+                let ((ir, ip), (ar, ap, cpu)) = (idle.unwrap(), active.unwrap());
+                per_quota[q].push([(1.0 - ar / ir) * 100.0, (ap / ip - 1.0) * 100.0, cpu]);
             }
         }
         rt.stop_sweeper().await.unwrap();
-        println!("-- pooled over the rounds");
-        let mut idle_p99 = 0.0;
-        for (k, (lat, verifies, took)) in pooled.iter_mut().enumerate() {
-            lat.sort_unstable();
-            print_row(&format!("all: {}", phases[k].0), lat, *verifies as f64 / took.as_secs_f64());
-            let p99 = pct(lat, 0.99);
-            if k == 0 {
-                idle_p99 = p99;
-            } else {
-                println!("    p99 with the {} vs idle: {:+.1}%", phases[k].0, (p99 / idle_p99 - 1.0) * 100.0);
-            }
+        println!("-- within-round comparison, median over {ROUNDS} rounds (range)");
+        for (q, rounds) in per_quota.iter().enumerate() {
+            let col = |k: usize| rounds.iter().map(|r| r[k]).collect::<Vec<_>>();
+            let mut cpu = col(2);
+            cpu.sort_by(f64::total_cmp);
+            println!(
+                "quota {:>6}/s: foreground batches/s lost {} | p99 {} | sweeper thread CPU per verify {:.1} µs (range {:.1}–{:.1})",
+                quotas[q],
+                median_range(col(0)),
+                median_range(col(1)),
+                cpu[cpu.len() / 2] / 1e3,
+                cpu[0] / 1e3,
+                cpu[cpu.len() - 1] / 1e3
+            );
         }
         rt.shutdown().await.unwrap();
         System::current().stop();

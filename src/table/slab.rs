@@ -423,7 +423,9 @@ pub(crate) fn by_index_position(hashes: &[u64], capacity: usize) -> Vec<(u64, u3
 }
 
 fn id_bytes<'a>(arena: &'a str, s: &Slot) -> &'a [u8] {
-    id_of(arena, s).as_bytes()
+    // Sliced as bytes: slicing the `str` checks both ends for char
+    // boundaries, which reads the byte after the id, often on the next line.
+    &arena.as_bytes()[s.id_off as usize..s.id_off as usize + s.id_len as usize]
 }
 
 fn id_of<'a>(arena: &'a str, s: &Slot) -> &'a str {
