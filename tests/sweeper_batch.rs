@@ -188,7 +188,10 @@ async fn a_page_goes_out_in_batches_bounded_by_max_in_flight() {
     assert_eq!(batches.len(), 16, "{batches:?}");
     assert!(batches.iter().all(|&b| b <= 64), "{batches:?}");
     let peak = v.peak.load(Ordering::SeqCst);
-    assert!(peak <= 128 && peak > 64, "max_in_flight bounds the ghosts in flight, and two batches ran: {peak}");
+    assert!(
+        peak <= 128 && peak > 64,
+        "max_in_flight bounds the ghosts in flight, and two batches ran: {peak}"
+    );
     assert_eq!(v.singles.load(Ordering::Relaxed), 0, "no single verify while batching");
 }
 

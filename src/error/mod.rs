@@ -160,6 +160,17 @@ pub enum Error {
         /// The target shard.
         shard: u16,
     },
+    /// A cluster call failed (cargo feature `cluster`): a peer could not be
+    /// reached, did not answer in time, or answered garbage; a verify that
+    /// fails so counts as `Inconclusive`. Retryable.
+    #[error("cluster: {what}")]
+    Cluster {
+        /// What was being done, with whom.
+        what: String,
+        /// The underlying failure (transport, status), if there was one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// No shard with this id runs here.
     #[error("unknown shard {0}")]
     UnknownShard(u16),
@@ -194,7 +205,7 @@ impl Error {
     /// True when the same call may succeed if made again as it is: the store
     /// failed transiently, the shard restarted (after a panic, the retry meets
     /// the reloaded table) or is loading, the actor was restarting, a verify's
-    /// target was unreachable, or
+    /// target was unreachable or a cluster peer failed (`Cluster`), or
     /// a batch came ahead of retries the shard awaits (`SeqGap`: after those).
     /// False when something must change first: the input (`InvalidNodeId`,
     /// `SelfTarget`, `InvalidConfig`, `UnknownShard`), the stored state or the
@@ -208,6 +219,7 @@ impl Error {
                 | Self::Unavailable { .. }
                 | Self::ShardLoading { .. }
                 | Self::TargetUnreachable { .. }
+                | Self::Cluster { .. }
                 | Self::SeqGap { .. }
         )
     }

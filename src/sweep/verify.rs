@@ -159,6 +159,12 @@ impl DirectoryVerifier {
         }
     }
 
+    /// The local edge count of `node_id` on `shard` that
+    /// [`set_local_edges`](Self::set_local_edges) set, if any.
+    pub fn local_edges(&self, shard: ShardId, node_id: &str) -> Option<LocalEdges> {
+        read(&self.dir.local_edges).get(&shard).and_then(|m| m.get(node_id)).copied()
+    }
+
     /// Fault hook: verifies against `shard` fail (as an unreachable RPC would).
     /// Cargo feature `testing`.
     #[cfg(feature = "testing")]

@@ -319,7 +319,12 @@ async fn verify_page_in_batches(
 /// One `verify_batch` call bounded by the verify timeout; every ghost of a
 /// batch that failed as a whole is `Inconclusive`. `started` false: stopped
 /// before the batch had its tokens, nothing is asked.
-async fn verify_batch(env: Arc<PassEnv>, shard: u16, batch: Vec<PlannedCheck>, started: bool) -> Vec<Checked> {
+async fn verify_batch(
+    env: Arc<PassEnv>,
+    shard: u16,
+    batch: Vec<PlannedCheck>,
+    started: bool,
+) -> Vec<Checked> {
     if !started {
         return vec![None; batch.len()];
     }
