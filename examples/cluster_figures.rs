@@ -24,7 +24,7 @@ use vshard_ghosts::{
     DirectoryVerifier, Epoch, GhostRuntime, ShardId, StoreChoice, SweeperConfig, TableConfig, Verifier,
 };
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(about = "Verifies per second over gRPC (batched) beside in-process")]
 struct Args {
     /// Ghosts verified per run, spread over the holding shards.
@@ -39,6 +39,9 @@ struct Args {
     /// Sweeper page size, and so most ghosts per batch.
     #[arg(long, default_value_t = 256)]
     page: usize,
+    /// Ghosts verified one per call, for comparison.
+    #[arg(long, default_value_t = 20_000)]
+    unbatched: usize,
     /// etcd endpoint for the takeover figure (none: skipped).
     #[arg(long)]
     etcd: Option<String>,
@@ -67,7 +70,8 @@ fn main() -> Result<()> {
     for (i, s) in servers.iter().enumerate() {
         routes.set(ShardId(args.shards + i as u16), &s.url());
     }
-    let grpc = GrpcVerifier::new(Arc::new(routes), Arc::new(NoLocalCounts), GrpcVerifierConfig::default())?;
+    let grpc =
+        GrpcVerifier::new(Arc::new(routes.clone()), Arc::new(NoLocalCounts), GrpcVerifierConfig::default())?;
 
     let (n, local) = sweep(store.clone(), Arc::new(dir.clone()), &args)?;
     println!(
@@ -82,6 +86,18 @@ fn main() -> Result<()> {
         s.rpcs,
         s.verifies_per_rpc(),
         s.failed_rpcs
+    );
+    // The same over gRPC one ghost per call, for what batching buys (on fewer ghosts).
+    let single = GrpcVerifierConfig { max_batch: 1, ..GrpcVerifierConfig::default() };
+    let one = GrpcVerifier::new(Arc::new(routes.clone()), Arc::new(NoLocalCounts), single)?;
+    let few = Args { ghosts: args.unbatched, ..args.clone() };
+    let small = Arc::new(MemoryStore::new());
+    seed(&small, &dir, &few)?;
+    let (n, unbatched) = sweep(small, Arc::new(one.clone()), &few)?;
+    println!(
+        "gRPC on loopback, unbatched:  {n} verifies in {unbatched:.2} s = {:.0} verifies/s ({} RPCs)",
+        n as f64 / unbatched,
+        one.stats().rpcs
     );
     let served: u64 = servers.iter().map(|s| s.stats().queries).sum();
     println!("servers answered {served} queries; gRPC / in-process = {:.2}", local / remote);
@@ -150,13 +166,16 @@ fn takeover(etcd: &str, shards: u16) -> Result<()> {
 }
 
 /// Ghosts on the holding shards, each pointing at one of the peers' shards
-/// and known there, due at once (inserted at time 0).
+/// (a shard's ghosts alternate between the peers, so a page goes to all of
+/// them) and known there, due at once (inserted at time 0).
 fn seed(store: &MemoryStore, dir: &DirectoryVerifier, args: &Args) -> Result<()> {
     for shard in 0..args.shards {
         let mut t = GhostTable::new(shard, TableConfig::default())?;
         for i in (usize::from(shard)..args.ghosts).step_by(usize::from(args.shards)) {
-            let (id, target) =
-                (format!("node-{i}"), ShardId(args.shards + (i % usize::from(args.peers)) as u16));
+            let (id, target) = (
+                format!("node-{i}"),
+                ShardId(args.shards + (i / usize::from(args.shards) % usize::from(args.peers)) as u16),
+            );
             t.insert(&id, target, 1, Epoch(1), 0)?;
             dir.record_move(&id, target, Epoch(1));
         }
