@@ -124,6 +124,11 @@ impl Drop for OwnedRuntime {
 /// The local edge count of a `Keep` comes from `local`, in this process: the
 /// remote side says only where the node lives.
 ///
+/// The sweeper hands it at most `max_in_flight` ghosts per batch (every ghost
+/// of a batch counts as in flight), so give the sweeper a
+/// [`max_in_flight`](crate::SweeperConfig::max_in_flight) of at least its
+/// page size for one call per page and owner.
+///
 /// Calls run on the verifier's own one-thread runtime, not on the caller's
 /// (the sweeper's arbiter). Clones share it, the connections and the counts.
 #[derive(Clone)]
