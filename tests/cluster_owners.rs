@@ -134,3 +134,32 @@ fn a_grpc_verifier_routes_by_the_owners_it_watches() {
     assert!(futures::executor::block_on(v.verify(r)).is_err(), "no owner: not asked");
     assert_eq!(v.stats().unroutable, 1);
 }
+
+#[test]
+fn a_second_claimant_and_a_restart_under_the_old_identity_are_refused() {
+    let prefix = fresh_prefix();
+    let a = store(&prefix, "proc-a", 5);
+    let watch = owners(&prefix);
+    watch.register("proc-a", "127.0.0.1:7001").unwrap();
+    watch.register("proc-b", "127.0.0.1:7002").unwrap();
+    a.acquire(&[6]).unwrap();
+    until_routed(&watch, 6, Some("http://127.0.0.1:7001"));
+    let impatient = |owner: &str| {
+        let config = EtcdConfig {
+            prefix: prefix.clone(),
+            owner_id: owner.to_owned(),
+            acquire_timeout: Duration::from_millis(300),
+            acquire_poll: Duration::from_millis(20),
+            ..EtcdConfig::default()
+        };
+        EtcdStore::connect([etcd_endpoint()], config).unwrap().acquire(&[6])
+    };
+    // Another process, and this process restarted with its old id (a new lease):
+    // both are fenced while the first claim's lease lives, not a split brain.
+    for owner in ["proc-b", "proc-a"] {
+        let refused = impatient(owner);
+        assert!(matches!(refused, Err(Error::Fenced { shard: 6, .. })), "{owner}: {refused:?}");
+    }
+    assert_eq!(watch.route(ShardId(6)).as_deref(), Some("http://127.0.0.1:7001"), "routes unmoved");
+    a.release_all().unwrap();
+}
