@@ -47,7 +47,10 @@ impl<D: NodeDirectory + ?Sized> NodeDirectory for Arc<D> {
 }
 
 /// A [`DirectoryVerifier`]'s directory, served: a node it does not know is
-/// [`Location::Gone`], as the directory itself takes it.
+/// [`Location::Gone`], as the directory itself takes it. So serve one only
+/// where it records every move of the nodes it may be asked about (tests, one
+/// directory shared by all); a host whose processes each know their own
+/// shards implements [`NodeDirectory`] and answers `Unknown` for the rest.
 impl NodeDirectory for DirectoryVerifier {
     fn locate(&self, shard: ShardId, node_id: &str, _epoch: Epoch) -> Location {
         match self.home(node_id) {
