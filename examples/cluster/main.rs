@@ -9,8 +9,9 @@
 //! Each shard's log is deterministic from the seed (batch `seq` of shard `s` is
 //! the same in every process), so any process can regenerate and resume it.
 //! The workload is edge batches on ghosts whose nodes live on the next shard,
-//! owned by another process, so that every sweep pass verifies across
-//! processes. Processes write only to etcd (under a fresh prefix) and their logs
+//! owned by another process (so that every sweep pass verifies across
+//! processes), chained moves (a quarter of the nodes move on once more), moves
+//! back (a quarter return to the ghost's shard) and moves on and back. Processes write only to etcd (under a fresh prefix) and their logs
 //! to a temporary folder, removed at the end.
 
 mod worker;
@@ -92,8 +93,8 @@ fn send(p: &mut Proc, line: &str) -> Result<()> {
 }
 
 fn parent(args: &Args) -> Result<bool> {
-    if args.procs == 0 || args.shards < args.procs || args.kill_after >= args.batches {
-        return Err("need procs ≥ 1, shards ≥ procs and kill_after < batches".into());
+    if args.procs == 0 || args.shards < args.procs.max(3) || args.kill_after >= args.batches {
+        return Err("need procs ≥ 1, shards ≥ procs and ≥ 3, and kill_after < batches".into());
     }
     if args.kill_after > 0 && args.procs < 2 {
         return Err("a kill needs a survivor: procs ≥ 2 (or --kill-after 0)".into());
@@ -203,7 +204,9 @@ fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
         let (who, line) = recv(&rx, "the survivors")?;
         if who == victim {
             // Lines the victim printed before it died: its acknowledgements count.
-            handle(&line, who, &mut acked, &mut events)?;
+            if line != "EXIT" {
+                handle(&line, who, &mut acked, &mut events)?;
+            }
             continue;
         }
         let mut p = line.split(' ');
@@ -276,9 +279,13 @@ fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
 }
 
 /// An `ACK shard seq` line: the batch is acknowledged.
-fn handle(line: &str, _who: u16, acked: &mut [u64], events: &mut u64) -> Result<()> {
+fn handle(line: &str, who: u16, acked: &mut [u64], events: &mut u64) -> Result<()> {
     let mut p = line.split(' ');
-    if p.next() == Some("ACK") {
+    let first = p.next();
+    if first == Some("EXIT") {
+        return Err(format!("process {who} ended early (see its log)").into());
+    }
+    if first == Some("ACK") {
         let (s, seq): (usize, u64) = (p.next().ok_or("ACK")?.parse()?, p.next().ok_or("ACK")?.parse()?);
         acked[s] = acked[s].max(seq);
         *events += 1;

@@ -11,7 +11,7 @@ use vshard_ghosts::cluster::{
     EtcdOwners, GrpcVerifier, GrpcVerifierConfig, Location, NoLocalCounts, NodeDirectory, OwnersConfig,
     VerifyServer,
 };
-use vshard_ghosts::messages::{InsertGhost, Inspect};
+use vshard_ghosts::messages::{InsertGhost, Inspect, Retarget};
 use vshard_ghosts::store::{EtcdConfig, EtcdStore};
 use vshard_ghosts::{
     EdgeEvents, Epoch, GhostRuntime, ShardConfig, ShardId, StoreChoice, SweeperConfig, TableConfig,
@@ -24,9 +24,57 @@ fn ghost(shard: u16, i: u32) -> String {
     format!("g{shard}-{i}")
 }
 
-/// Where ghost `g{s}-{i}`'s node lives: the next shard, since move 1.
+/// Where ghost `g{s}-{i}`'s node first lives: the next shard, since move 1.
 fn home(args: &Args, shard: u16) -> ShardId {
     ShardId((shard + 1) % args.shards)
+}
+
+/// The batch before which the chained moves happen, and the one before which
+/// the moves back do.
+fn move_points(args: &Args) -> (u64, u64) {
+    ((args.batches / 3).max(1), (2 * args.batches / 3).max(2))
+}
+
+/// Where node `g{s}-{i}` lives at the end of the logs, and since which move:
+/// a quarter stay, a quarter move on to the shard after (chained), a quarter
+/// come back to `s` (the ghost goes), a quarter move on and then back.
+fn final_home(args: &Args, shard: u16, i: u32) -> (u16, u64) {
+    let next = |k: u16| (shard + k) % args.shards;
+    match i % 4 {
+        0 => (next(1), 1),
+        1 => (next(2), 2),
+        2 => (shard, 3),
+        _ => (next(1), 3),
+    }
+}
+
+/// A move the host sends `shard` before batch `seq`: (ghost, new target
+/// (`None`: back on this shard), epoch).
+fn moves(args: &Args, shard: u16, seq: u64) -> Vec<(String, Option<ShardId>, Epoch)> {
+    let (chained, back) = move_points(args);
+    let mut out = Vec::new();
+    for i in 0..args.ghosts {
+        let (id, next2) = (ghost(shard, i), ShardId((shard + 2) % args.shards));
+        match i % 4 {
+            1 | 3 if seq == chained => out.push((id, Some(next2), Epoch(2))),
+            2 if seq == back => out.push((id, None, Epoch(3))),
+            3 if seq == back => out.push((id, Some(home(args, shard)), Epoch(3))),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Sends `shard` the moves and then the batch `seq` of its log, each acknowledged.
+async fn step(rt: &GhostRuntime, args: &Args, shard: u16, seq: u64) -> vshard_ghosts::Result<()> {
+    for (id, target, epoch) in moves(args, shard, seq) {
+        match target {
+            Some(target) => rt.retarget(shard, Retarget { node_id: id.into(), target, epoch }).await?,
+            None => rt.reclaim(shard, &id, epoch).await?,
+        };
+    }
+    rt.edge_batch(shard, Some(seq), events(args, shard, seq)).await?;
+    Ok(())
 }
 
 /// Batch `seq` of `shard`'s log, as (ghost, added?) pairs: the same in every process.
@@ -58,7 +106,7 @@ fn model(args: &Args, shard: u16) -> Vec<(String, u32)> {
 /// The nodes that live on the shards this process holds now; any other shard is
 /// `Unknown`, so that a stale route never gets a wrong answer.
 struct Homes {
-    shards: u16,
+    args: Args,
     held: RwLock<HashSet<u16>>,
 }
 
@@ -67,11 +115,21 @@ impl NodeDirectory for Homes {
         if !self.held.read().unwrap_or_else(|e| e.into_inner()).contains(&shard.get()) {
             return Location::Unknown;
         }
-        // g{s}-{i} lives on s + 1.
-        let origin: Option<u16> =
-            node_id.strip_prefix('g').and_then(|r| r.split('-').next()).and_then(|s| s.parse().ok());
-        match origin {
-            Some(s) if (s + 1) % self.shards == shard.get() => Location::Here { epoch: Epoch(1) },
+        // Answered from the end of the logs, which every process can compute:
+        // a ghost that learns of a move early follows it, and the move's own
+        // message is then stale; the final state is the same.
+        let mut parts = node_id.strip_prefix('g').unwrap_or_default().split('-');
+        let origin: Option<u16> = parts.next().and_then(|s| s.parse().ok());
+        let index: Option<u32> = parts.next().and_then(|s| s.parse().ok());
+        match (origin, index) {
+            (Some(s), Some(i)) if s < self.args.shards && i < self.args.ghosts => {
+                let (home, epoch) = final_home(&self.args, s, i);
+                if home == shard.get() {
+                    Location::Here { epoch: Epoch(epoch) }
+                } else {
+                    Location::Moved { shard: ShardId(home), epoch: Epoch(epoch) }
+                }
+            }
             _ => Location::Gone,
         }
     }
@@ -96,7 +154,7 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
     };
     let store = Arc::new(EtcdStore::connect([args.etcd.as_str()], config)?);
     store.acquire(&own)?;
-    let homes = Arc::new(Homes { shards: args.shards, held: RwLock::new(own.iter().copied().collect()) });
+    let homes = Arc::new(Homes { args: args.clone(), held: RwLock::new(own.iter().copied().collect()) });
     let server = VerifyServer::start("127.0.0.1:0".parse()?, homes.clone())?;
     let owners = Arc::new(EtcdOwners::start(
         [args.etcd.as_str()],
@@ -141,7 +199,7 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
         }
         for seq in 1..=args.batches {
             for &s in &own {
-                rt.edge_batch(s, Some(seq), events(&args, s, seq)).await?;
+                step(&rt, &args, s, seq).await?;
                 say(&format!("ACK {s} {seq}"));
             }
         }
@@ -161,7 +219,7 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
                     say(&format!("TOOK {s} {applied}"));
                     // The dead owner's log, from where its shard's state says it stopped.
                     for seq in applied + 1..=args.batches {
-                        trt.edge_batch(s, Some(seq), events(&args, s, seq)).await?;
+                        step(&trt, &args, s, seq).await?;
                     }
                     taken.push((s, trt));
                 }
@@ -175,11 +233,19 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
                         if applied != Some(args.batches) {
                             wrong.push(format!("shard {s} at {applied:?}"));
                         }
-                        for (id, want) in model(&args, s) {
+                        for (i, (id, want)) in model(&args, s).into_iter().enumerate() {
                             checked += 1;
-                            match r.request(s, Inspect { node_id: id.as_str().into() }).await? {
-                                Some(g) if g.refcount == want && g.target_shard == home(&args, s).get() => {}
-                                other => wrong.push(format!("{id}: {other:?}, want {want}")),
+                            let (home, epoch) = final_home(&args, s, i as u32);
+                            let got = r.request(s, Inspect { node_id: id.as_str().into() }).await?;
+                            match got {
+                                // The node came back: no ghost may forward it away.
+                                None if home == s => {}
+                                Some(g)
+                                    if home != s
+                                        && (g.refcount, g.target_shard, g.epoch) == (want, home, epoch) => {}
+                                other => wrong.push(format!(
+                                    "{id}: {other:?}, want refcount {want} at shard {home} epoch {epoch} (or none if {home} = {s})"
+                                )),
                             }
                         }
                     }
