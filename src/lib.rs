@@ -28,6 +28,12 @@
 //! | [`codec`] | snapshots and stubs as MessagePack in a checksummed, versioned envelope |
 //! | [`store`] | the [`GhostStore`](store::GhostStore) seam; `MemoryStore`, the embedded default `RedbStore`, and with the `etcd` feature `EtcdStore` |
 //!
+//! **Cluster** (cargo feature `cluster`, on top of `etcd`)
+//!
+//! | module | job |
+//! |---|---|
+//! | `cluster` | verify over gRPC (`VerifyServer`, `GrpcVerifier`, the host's `NodeDirectory`), shard routes and owners |
+//!
 //! **Actors and runtime**
 //!
 //! | module | job |
@@ -75,6 +81,8 @@
 
 mod actors;
 pub mod clock;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod codec;
 mod config;
 mod error;

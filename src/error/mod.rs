@@ -160,6 +160,17 @@ pub enum Error {
         /// The target shard.
         shard: u16,
     },
+    /// A cluster call failed (cargo feature `cluster`): a peer could not be
+    /// reached, did not answer in time, or answered garbage; a verify that
+    /// fails so counts as `Inconclusive`. Retryable.
+    #[error("cluster: {what}")]
+    Cluster {
+        /// What was being done, with whom.
+        what: String,
+        /// The underlying failure (transport, status), if there was one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// No shard with this id runs here.
     #[error("unknown shard {0}")]
     UnknownShard(u16),
@@ -209,14 +220,14 @@ impl Error {
     /// True when the same call may succeed if made again as it is: the store
     /// failed transiently, the shard restarted (after a panic, the retry meets
     /// the reloaded table) or is loading, the actor was restarting, a verify's
-    /// target was unreachable, a batch came ahead of retries the shard awaits
-    /// (`SeqGap`: after those), or a wait for a sweep ran out of passes
-    /// (`NotSwept`). False when something must change first: the input
-    /// (`InvalidNodeId`, `SelfTarget`, `InvalidConfig`, `UnknownShard`), the
-    /// stored state or the operator's view of the shard (`Decode`,
-    /// `NotAStore`, `ShardFailed`, `ShardDown`: see
-    /// `GhostRuntime::revive_shard`), ownership (`Fenced`), or the runtime's
-    /// life (`MailboxClosed`, `NoSweeper`, `SweeperRunning`, `Closed`).
+    /// target was unreachable or a cluster peer failed (`Cluster`), a batch
+    /// came ahead of retries the shard awaits (`SeqGap`: after those), or a
+    /// wait for a sweep ran out of passes (`NotSwept`). False when something
+    /// must change first: the input (`InvalidNodeId`, `SelfTarget`,
+    /// `InvalidConfig`, `UnknownShard`), the stored state or the operator's
+    /// view of the shard (`Decode`, `NotAStore`, `ShardFailed`, `ShardDown`:
+    /// see `GhostRuntime::revive_shard`), ownership (`Fenced`), or the
+    /// runtime's life (`MailboxClosed`, `NoSweeper`, `SweeperRunning`, `Closed`).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -225,6 +236,7 @@ impl Error {
                 | Self::Unavailable { .. }
                 | Self::ShardLoading { .. }
                 | Self::TargetUnreachable { .. }
+                | Self::Cluster { .. }
                 | Self::SeqGap { .. }
                 | Self::NotSwept { .. }
         )

@@ -31,14 +31,51 @@ pub struct VerifyRequest {
 /// [`Verdict::Purge`] only when the node is known to be gone, and
 /// [`Verdict::Redirect`] when it lives elsewhere under a newer epoch (the
 /// ghost's own shard included: the node came back).
+///
+/// # Batches
+///
+/// A verifier whose answers cost a round trip can take a page's checks in
+/// batches: it returns more than 1 from [`max_batch`](Self::max_batch) and
+/// implements [`verify_batch`](Self::verify_batch). The sweeper then still
+/// takes one token of its bucket per ghost, counts every ghost of a batch
+/// against [`max_in_flight`](crate::SweeperConfig::max_in_flight) (so a batch
+/// holds at most that many; raise it to the page size for one call per page),
+/// and bounds the whole call by
+/// [`verify_timeout`](crate::SweeperConfig::verify_timeout): a batch that
+/// times out, panics, or answers with the wrong number of results is
+/// `Inconclusive` for each of its ghosts.
 pub trait Verifier: Send + Sync + 'static {
     /// Verifies one ghost. The future must not borrow `self` (it may outlive the call).
     fn verify(&self, request: VerifyRequest) -> BoxFuture<'static, Result<Verdict>>;
+
+    /// Verifies several ghosts, answering in the order asked: one result per
+    /// request, an error for each one that could not be asked (it counts as
+    /// `Inconclusive`). The default runs [`verify`](Self::verify) on each, all
+    /// at once.
+    fn verify_batch(&self, requests: Vec<VerifyRequest>) -> BoxFuture<'static, Vec<Result<Verdict>>> {
+        let calls: Vec<_> = requests.into_iter().map(|r| self.verify(r)).collect();
+        futures::future::join_all(calls).boxed()
+    }
+
+    /// Most ghosts the sweeper should pass to one
+    /// [`verify_batch`](Self::verify_batch). The default, 1, has it call
+    /// [`verify`](Self::verify) for each ghost, with a timeout each.
+    fn max_batch(&self) -> usize {
+        1
+    }
 }
 
 impl<V: Verifier + ?Sized> Verifier for Arc<V> {
     fn verify(&self, request: VerifyRequest) -> BoxFuture<'static, Result<Verdict>> {
         (**self).verify(request)
+    }
+
+    fn verify_batch(&self, requests: Vec<VerifyRequest>) -> BoxFuture<'static, Vec<Result<Verdict>>> {
+        (**self).verify_batch(requests)
+    }
+
+    fn max_batch(&self) -> usize {
+        (**self).max_batch()
     }
 }
 
@@ -120,6 +157,12 @@ impl DirectoryVerifier {
                 per_shard.remove(node_id);
             }
         }
+    }
+
+    /// The local edge count of `node_id` on `shard` that
+    /// [`set_local_edges`](Self::set_local_edges) set, if any.
+    pub fn local_edges(&self, shard: ShardId, node_id: &str) -> Option<LocalEdges> {
+        read(&self.dir.local_edges).get(&shard).and_then(|m| m.get(node_id)).copied()
     }
 
     /// Fault hook: verifies against `shard` fail (as an unreachable RPC would).

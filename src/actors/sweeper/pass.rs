@@ -197,11 +197,17 @@ async fn visit(
         };
         counts.purged_refcount_zero += u64::from(plan.page.purged_zero);
         *due += plan.page.checks.len() as u64;
-        let results: Vec<_> = futures::stream::iter(std::mem::take(&mut plan.page.checks))
-            .map(|check| verify_one(env.clone(), shard, check, control.clone()))
-            .buffer_unordered(env.config.max_in_flight)
-            .collect()
-            .await;
+        let checks = std::mem::take(&mut plan.page.checks);
+        let results = match batch_size(env) {
+            1 => {
+                futures::stream::iter(checks)
+                    .map(|check| verify_one(env.clone(), shard, check, control.clone()))
+                    .buffer_unordered(env.config.max_in_flight)
+                    .collect()
+                    .await
+            }
+            size => verify_page_in_batches(env, shard, checks, size, control).await,
+        };
         let mut verdicts = Vec::with_capacity(results.len());
         let mut cut_short = false;
         for r in results {
@@ -250,6 +256,35 @@ fn failed(shard: u16, e: &Error) -> VisitEnd {
     VisitEnd::Failed
 }
 
+/// A checked ghost and whether its verify failed; `None` if stopped before its token.
+type Checked = Option<(CheckedVerdict, bool)>;
+
+fn request(shard: u16, check: &PlannedCheck) -> VerifyRequest {
+    VerifyRequest {
+        shard: ShardId(shard),
+        node_id: check.node_id.clone(),
+        target_shard: ShardId(check.target_shard),
+        epoch: Epoch(check.epoch),
+    }
+}
+
+/// The verdict for `check` from what its verify gave, and whether it failed:
+/// a failure of any kind is `Inconclusive`, never a purge.
+fn checked(
+    env: &PassEnv,
+    shard: u16,
+    check: &PlannedCheck,
+    verdict: std::result::Result<Verdict, String>,
+) -> Checked {
+    let failed = verdict.is_err();
+    if let Err(why) = &verdict {
+        tracing::debug!(shard, node = %check.node_id, target = check.target_shard, %why, "inconclusive");
+    }
+    let verdict = verdict.unwrap_or(Verdict::Inconclusive);
+    env.streak(check.target_shard, matches!(verdict, Verdict::Inconclusive));
+    Some((CheckedVerdict::new(check, verdict), failed))
+}
+
 /// Takes a token, then verifies with a timeout; `None` if stopped before the
 /// token. The flag says the verify failed (error, timeout, panic).
 async fn verify_one(
@@ -257,16 +292,11 @@ async fn verify_one(
     shard: u16,
     check: PlannedCheck,
     mut control: watch::Receiver<Control>,
-) -> Option<(CheckedVerdict, bool)> {
+) -> Checked {
     if !token(&env, &mut control).await {
         return None;
     }
-    let request = VerifyRequest {
-        shard: ShardId(shard),
-        node_id: check.node_id.clone(),
-        target_shard: ShardId(check.target_shard),
-        epoch: Epoch(check.epoch),
-    };
+    let request = request(shard, &check);
     // A panicking host verifier must not take the sweeper's thread down with it.
     let call = AssertUnwindSafe(async { env.verifier.verify(request).await }).catch_unwind();
     let span = tracing::debug_span!("verify", shard, target = check.target_shard, epoch = check.epoch);
@@ -279,13 +309,84 @@ async fn verify_one(
         Ok(Err(_)) => Err("verifier panicked".to_owned()),
         Err(_) => Err("verify timed out".to_owned()),
     };
-    let failed = verdict.is_err();
-    if let Err(why) = &verdict {
-        tracing::debug!(shard, node = %check.node_id, target = check.target_shard, %why, "inconclusive");
+    checked(&env, shard, &check, verdict)
+}
+
+/// Ghosts per `verify_batch` call: what the verifier takes, at most
+/// `max_in_flight` (every ghost of a batch in flight counts); 1 means one
+/// `verify` per ghost.
+fn batch_size(env: &PassEnv) -> usize {
+    env.verifier.max_batch().min(env.config.max_in_flight).max(1)
+}
+
+/// Verifies a page's checks in batches of `size`: tokens are taken one per
+/// ghost, in page order, before a batch is sent; at most `max_in_flight`
+/// ghosts are in flight, so `max_in_flight / size` batches at once.
+async fn verify_page_in_batches(
+    env: &Arc<PassEnv>,
+    shard: u16,
+    checks: Vec<PlannedCheck>,
+    size: usize,
+    control: &watch::Receiver<Control>,
+) -> Vec<Checked> {
+    let mut batches = Vec::with_capacity(checks.len().div_ceil(size));
+    let mut checks = checks.into_iter().peekable();
+    while checks.peek().is_some() {
+        batches.push(checks.by_ref().take(size).collect::<Vec<_>>());
     }
-    let verdict = verdict.unwrap_or(Verdict::Inconclusive);
-    env.streak(check.target_shard, matches!(verdict, Verdict::Inconclusive));
-    Some((CheckedVerdict::new(&check, verdict), failed))
+    let tokens = control.clone();
+    let results: Vec<Vec<Checked>> = futures::stream::iter(batches)
+        .then(|batch| {
+            let (env, mut control) = (env.clone(), tokens.clone());
+            async move {
+                for _ in 0..batch.len() {
+                    if !token(&env, &mut control).await {
+                        return (batch, false);
+                    }
+                }
+                (batch, true)
+            }
+        })
+        .map(|(batch, started)| verify_batch(env.clone(), shard, batch, started))
+        .buffer_unordered((env.config.max_in_flight / size).max(1))
+        .collect()
+        .await;
+    results.into_iter().flatten().collect()
+}
+
+/// One `verify_batch` call bounded by the verify timeout; every ghost of a
+/// batch that failed as a whole is `Inconclusive`. `started` false: stopped
+/// before the batch had its tokens, nothing is asked.
+async fn verify_batch(
+    env: Arc<PassEnv>,
+    shard: u16,
+    batch: Vec<PlannedCheck>,
+    started: bool,
+) -> Vec<Checked> {
+    if !started {
+        return vec![None; batch.len()];
+    }
+    let requests = batch.iter().map(|c| request(shard, c)).collect();
+    let call = AssertUnwindSafe(async { env.verifier.verify_batch(requests).await }).catch_unwind();
+    let span = tracing::debug_span!("verify_batch", shard, ghosts = batch.len());
+    let started = Instant::now();
+    let answer = tokio::time::timeout(env.config.verify_timeout, call).instrument(span).await;
+    metrics::histogram!(crate::metrics::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
+    let whole = match answer {
+        Ok(Ok(answers)) if answers.len() == batch.len() => Ok(answers),
+        // Answers cannot be matched to requests: none is trusted.
+        Ok(Ok(answers)) => Err(format!("verifier answered {} of {} requests", answers.len(), batch.len())),
+        Ok(Err(_)) => Err("verifier panicked".to_owned()),
+        Err(_) => Err("verify batch timed out".to_owned()),
+    };
+    match whole {
+        Ok(answers) => batch
+            .iter()
+            .zip(answers)
+            .map(|(check, answer)| checked(&env, shard, check, answer.map_err(|e| e.to_string())))
+            .collect(),
+        Err(why) => batch.iter().map(|check| checked(&env, shard, check, Err(why.clone()))).collect(),
+    }
 }
 
 /// Waits for a token of the current bucket; false once stopping.

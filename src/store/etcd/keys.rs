@@ -72,8 +72,22 @@ impl Keys {
     }
 }
 
+/// The prefix of every owner key under the store prefix `prefix`: the cluster's
+/// owner watch reads and watches it.
+#[cfg(feature = "cluster")]
+pub(crate) fn owner_prefix(prefix: &str) -> String {
+    format!("{prefix}owner/")
+}
+
+/// The shard an owner key under `prefix` names; `None` for any other key.
+#[cfg(feature = "cluster")]
+pub(crate) fn owner_shard(prefix: &str, key: &[u8]) -> Option<u16> {
+    let rest = key.strip_prefix(owner_prefix(prefix).as_bytes())?;
+    std::str::from_utf8(rest).ok()?.parse().ok()
+}
+
 /// The first key after every key that starts with `prefix` (etcd's range end).
-pub(super) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -195,6 +209,16 @@ pub(super) fn check_format(found: Option<&[u8]>, prefix: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "cluster")]
+    #[test]
+    fn owner_keys_name_their_shard() {
+        let keys = Keys::new("p/");
+        assert_eq!(owner_shard("p/", &keys.owner(42)), Some(42));
+        assert_eq!(owner_shard("p/", &keys.meta(42)), None);
+        assert_eq!(owner_shard("q/", &keys.owner(42)), None);
+        assert_eq!(owner_shard("p/", b"p/owner/x"), None);
+    }
 
     #[test]
     fn meta_round_trips_and_rejects_damage() {

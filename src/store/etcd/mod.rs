@@ -97,6 +97,8 @@ use crate::error::{Error, Result};
 use crate::table::GhostTable;
 pub use config::EtcdConfig;
 use fence::Inner;
+#[cfg(feature = "cluster")]
+pub(crate) use keys::{owner_prefix, owner_shard, prefix_end};
 use std::future::Future;
 use std::sync::Arc;
 

@@ -1,0 +1,294 @@
+//! A cluster on loopback: N processes against one etcd, each owning a share of
+//! the vShards, verifying each other's ghosts over gRPC; one is SIGKILLed
+//! midway, the survivors take its shards once its lease lapses, replay its
+//! logs from the persisted applied sequence numbers and finish them; at the end
+//! the oracle runs over every process.
+//!
+//! `cargo run --release --example cluster --features cluster -- --etcd http://127.0.0.1:23790`
+//!
+//! Each shard's log is deterministic from the seed (batch `seq` of shard `s` is
+//! the same in every process), so any process can regenerate and resume it.
+//! The workload is edge batches on ghosts whose nodes live on the next shard,
+//! owned by another process (so that every sweep pass verifies across
+//! processes), chained moves (a quarter of the nodes move on once more), moves
+//! back (a quarter return to the ghost's shard) and moves on and back. Processes write only to etcd (under a fresh prefix) and their logs
+//! to a temporary folder, removed at the end.
+
+mod worker;
+
+use clap::Parser;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Settings shared by the parent and its workers.
+#[derive(Parser, Debug, Clone)]
+#[command(about = "N processes on loopback against one etcd; one is killed midway")]
+pub(crate) struct Args {
+    /// etcd endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:23790")]
+    pub(crate) etcd: String,
+    /// Processes.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) procs: u16,
+    /// vShards, dealt round-robin over the processes.
+    #[arg(long, default_value_t = 12)]
+    pub(crate) shards: u16,
+    /// Ghosts per shard.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) ghosts: u32,
+    /// Batches in each shard's log.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) batches: u64,
+    /// Edge events per batch.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) batch_events: u32,
+    /// The victim is killed once each of its shards has acknowledged this many batches.
+    #[arg(long, default_value_t = 150)]
+    pub(crate) kill_after: u64,
+    /// Lease time-to-live in seconds (how long the victim's shards stay taken).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) lease_ttl: u32,
+    /// Seed of every shard's log.
+    #[arg(long, default_value_t = 7)]
+    pub(crate) seed: u64,
+    /// Internal: run as worker N under this key prefix.
+    #[arg(long, hide = true)]
+    pub(crate) worker: Option<u16>,
+    /// Internal: the run's key prefix.
+    #[arg(long, hide = true)]
+    pub(crate) prefix: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match (args.worker, args.prefix.clone()) {
+        (Some(me), Some(prefix)) => worker::run(&args, me, &prefix),
+        _ => parent(&args),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("cluster: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// A line from a worker, with the worker's index.
+type Line = (u16, String);
+
+struct Proc {
+    child: Child,
+    stdin: ChildStdin,
+}
+
+fn send(p: &mut Proc, line: &str) -> Result<()> {
+    writeln!(p.stdin, "{line}")?;
+    Ok(p.stdin.flush()?)
+}
+
+fn parent(args: &Args) -> Result<bool> {
+    if args.procs == 0 || args.shards < args.procs.max(3) || args.kill_after >= args.batches {
+        return Err("need procs ≥ 1, shards ≥ procs and ≥ 3, and kill_after < batches".into());
+    }
+    if args.kill_after > 0 && args.procs < 2 {
+        return Err("a kill needs a survivor: procs ≥ 2 (or --kill-after 0)".into());
+    }
+    // Fail clearly, and at once, if etcd is not there.
+    let probe = vshard_ghosts::cluster::OwnersConfig {
+        prefix: "vshard-ghosts-cluster-probe/".into(),
+        op_timeout: Duration::from_secs(3),
+        ..Default::default()
+    };
+    if let Err(e) = vshard_ghosts::cluster::EtcdOwners::start([args.etcd.as_str()], probe) {
+        return Err(format!(
+            "etcd not reachable at {} ({}); start one, e.g. as .ci/run does",
+            args.etcd,
+            e.chain()
+        )
+        .into());
+    }
+    let logs = tempfile::Builder::new().prefix("vshard-ghosts-cluster-").tempdir()?;
+    let outcome = run_parent(args, logs.path());
+    if !matches!(outcome, Ok(true)) {
+        // Kept for a post-mortem; a passing run leaves nothing behind.
+        eprintln!("worker logs kept in {}", logs.keep().display());
+    }
+    outcome
+}
+
+fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
+    let prefix = format!("vshard-ghosts-cluster/{:016x}/", fastrand::u64(..));
+    let (tx, rx) = mpsc::channel::<Line>();
+    let mut procs = Vec::new();
+    for me in 0..args.procs {
+        let log = std::fs::File::create(logs.join(format!("proc-{me}.log")))?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(std::env::args().skip(1))
+            .args(["--worker", &me.to_string(), "--prefix", &prefix])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()?;
+        let (stdin, stdout) = (child.stdin.take().ok_or("stdin")?, child.stdout.take().ok_or("stdout")?);
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if tx.send((me, line)).is_err() {
+                    break;
+                }
+            }
+            let _ = tx.send((me, "EXIT".into()));
+        });
+        procs.push(Proc { child, stdin });
+    }
+    drop(tx);
+    // `--kill-after 0`: nobody is killed (the same run, for comparison).
+    let victim = if args.kill_after > 0 { args.procs - 1 } else { u16::MAX };
+    let t_start = Instant::now();
+    let mut acked = vec![0u64; usize::from(args.shards)];
+    let mut events: u64 = 0;
+    let wait = |what: &str| format!("timed out waiting for {what}; worker logs in {}", logs.display());
+    let recv = |rx: &mpsc::Receiver<Line>, what: &str| {
+        rx.recv_timeout(Duration::from_secs(120)).map_err(|_| wait(what))
+    };
+    let victims: Vec<u16> = (0..args.shards).filter(|s| s % args.procs == victim).collect();
+
+    let survivors: Vec<u16> = (0..args.procs).filter(|&p| p != victim).collect();
+    let mut killed = Instant::now();
+    if victims.is_empty() {
+        // No kill: once every log is done, the final passes.
+        while acked.iter().any(|&a| a < args.batches) {
+            let (who, line) = recv(&rx, "the batches")?;
+            handle(&line, who, &mut acked, &mut events)?;
+        }
+        let secs = t_start.elapsed().as_secs_f64();
+        let streamed = events * u64::from(args.batch_events);
+        println!("streaming: {streamed} edge events in {secs:.2} s = {:.0} events/s", streamed as f64 / secs);
+        for &q in &survivors {
+            send(&mut procs[usize::from(q)], "FINISH")?;
+        }
+    } else {
+        // Until the victim's shards are past `kill_after`.
+        while victims.iter().any(|&s| acked[usize::from(s)] < args.kill_after) {
+            let (who, line) = recv(&rx, "the victim's batches")?;
+            handle(&line, who, &mut acked, &mut events)?;
+        }
+        procs[usize::from(victim)].child.kill()?; // SIGKILL
+        killed = Instant::now();
+        procs[usize::from(victim)].child.wait()?;
+        let secs = t_start.elapsed().as_secs_f64();
+        let streamed = events * u64::from(args.batch_events);
+        println!(
+            "streaming until the kill: {streamed} edge events in {secs:.2} s = {:.0} events/s",
+            streamed as f64 / secs
+        );
+        println!("killed process {victim} (SIGKILL) at {secs:.2} s; its shards {victims:?}");
+        // The survivors take its shards, dealt over them.
+        for (i, &s) in victims.iter().enumerate() {
+            let p = survivors[i % survivors.len()];
+            send(&mut procs[usize::from(p)], &format!("TAKE {s}"))?;
+        }
+    }
+    let mut took = 0;
+    let mut takeover = Duration::ZERO;
+    let mut done = 0;
+    let mut failed = false;
+    let mut rpcs = (0u64, 0u64, 0u64);
+    while done < survivors.len() {
+        let (who, line) = recv(&rx, "the survivors")?;
+        if who == victim {
+            // Lines the victim printed before it died: its acknowledgements count.
+            if line != "EXIT" {
+                handle(&line, who, &mut acked, &mut events)?;
+            }
+            continue;
+        }
+        let mut p = line.split(' ');
+        match p.next() {
+            Some("TOOK") => {
+                let (s, applied): (u16, u64) =
+                    (p.next().ok_or("TOOK")?.parse()?, p.next().ok_or("TOOK")?.parse()?);
+                let last = acked[usize::from(s)];
+                if applied < last {
+                    println!("LOST: shard {s} acknowledged batch {last} but resumed at {applied}");
+                    failed = true;
+                }
+                took += 1;
+                if took == victims.len() {
+                    takeover = killed.elapsed();
+                    println!(
+                        "takeover: the victim's {took} shards serve again {:.2} s after the kill",
+                        takeover.as_secs_f64()
+                    );
+                    // Every survivor has its whole log now: run the final passes.
+                    for &q in &survivors {
+                        send(&mut procs[usize::from(q)], "FINISH")?;
+                    }
+                }
+            }
+            Some("ORACLE") => {
+                let verdict = p.next().unwrap_or("?");
+                println!("process {who}: oracle {verdict} {}", p.collect::<Vec<_>>().join(" "));
+                failed |= verdict != "ok";
+            }
+            Some("RPCS") => {
+                let n: Vec<u64> = p.filter_map(|x| x.parse().ok()).collect();
+                if let [calls, verifies, failures] = n[..] {
+                    rpcs = (rpcs.0 + calls, rpcs.1 + verifies, rpcs.2 + failures);
+                }
+            }
+            Some("DONE") => done += 1,
+            Some("EXIT") => {
+                return Err(format!("process {who} died; logs in {}", logs.display()).into());
+            }
+            _ => handle(&line, who, &mut acked, &mut events)?,
+        }
+    }
+    let elapsed = t_start.elapsed().as_secs_f64();
+    for p in &mut procs {
+        let _ = send(p, "STOP");
+    }
+    for (i, p) in procs.iter_mut().enumerate() {
+        if i != usize::from(victim) {
+            p.child.wait()?;
+        }
+    }
+    let total = u64::from(args.shards) * args.batches * u64::from(args.batch_events);
+    println!(
+        "{} processes, {} shards, {total} edge events in {elapsed:.1} s ({:.0} events/s including the takeover wait)",
+        args.procs,
+        args.shards,
+        total as f64 / elapsed
+    );
+    let per = if rpcs.0 == 0 { 0.0 } else { rpcs.1 as f64 / rpcs.0 as f64 };
+    println!(
+        "verify RPCs: {} calls, {} verifies, {per:.1} verifies per RPC, {} failed calls",
+        rpcs.0, rpcs.1, rpcs.2
+    );
+    if !victims.is_empty() {
+        println!("takeover time: {:.2} s (lease TTL {} s)", takeover.as_secs_f64(), args.lease_ttl);
+    }
+    println!("{}", if failed { "FAILED" } else { "oracle: ok over every process" });
+    Ok(!failed)
+}
+
+/// An `ACK shard seq` line: the batch is acknowledged.
+fn handle(line: &str, who: u16, acked: &mut [u64], events: &mut u64) -> Result<()> {
+    let mut p = line.split(' ');
+    let first = p.next();
+    if first == Some("EXIT") {
+        return Err(format!("process {who} ended early (see its log)").into());
+    }
+    if first == Some("ACK") {
+        let (s, seq): (usize, u64) = (p.next().ok_or("ACK")?.parse()?, p.next().ok_or("ACK")?.parse()?);
+        acked[s] = acked[s].max(seq);
+        *events += 1;
+    }
+    Ok(())
+}

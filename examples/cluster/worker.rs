@@ -1,0 +1,279 @@
+//! One process of the cluster: owns its shards, serves verifies for them,
+//! streams their logs, takes a dead peer's shards when told, and checks the
+//! oracle on everything it holds at the end.
+
+use crate::{Args, Result};
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use vshard_ghosts::cluster::{
+    EtcdOwners, GrpcVerifier, GrpcVerifierConfig, Location, NoLocalCounts, NodeDirectory, OwnersConfig,
+    VerifyServer,
+};
+use vshard_ghosts::messages::{InsertGhost, Inspect, Retarget};
+use vshard_ghosts::store::{EtcdConfig, EtcdStore};
+use vshard_ghosts::{
+    EdgeEvents, Epoch, GhostRuntime, ShardConfig, ShardId, StoreChoice, SweeperConfig, TableConfig,
+};
+
+/// Every ghost starts with this many edges; no log takes one to zero.
+const START: u32 = 1_000_000;
+
+fn ghost(shard: u16, i: u32) -> String {
+    format!("g{shard}-{i}")
+}
+
+/// Where ghost `g{s}-{i}`'s node first lives: the next shard, since move 1.
+fn home(args: &Args, shard: u16) -> ShardId {
+    ShardId((shard + 1) % args.shards)
+}
+
+/// The batch before which the chained moves happen, and the one before which
+/// the moves back do.
+fn move_points(args: &Args) -> (u64, u64) {
+    ((args.batches / 3).max(1), (2 * args.batches / 3).max(2))
+}
+
+/// Where node `g{s}-{i}` lives at the end of the logs, and since which move:
+/// a quarter stay, a quarter move on to the shard after (chained), a quarter
+/// come back to `s` (the ghost goes), a quarter move on and then back.
+fn final_home(args: &Args, shard: u16, i: u32) -> (u16, u64) {
+    let next = |k: u16| (shard + k) % args.shards;
+    match i % 4 {
+        0 => (next(1), 1),
+        1 => (next(2), 2),
+        2 => (shard, 3),
+        _ => (next(1), 3),
+    }
+}
+
+/// A move the host sends `shard` before batch `seq`: (ghost, new target
+/// (`None`: back on this shard), epoch).
+fn moves(args: &Args, shard: u16, seq: u64) -> Vec<(String, Option<ShardId>, Epoch)> {
+    let (chained, back) = move_points(args);
+    let mut out = Vec::new();
+    for i in 0..args.ghosts {
+        let (id, next2) = (ghost(shard, i), ShardId((shard + 2) % args.shards));
+        match i % 4 {
+            1 | 3 if seq == chained => out.push((id, Some(next2), Epoch(2))),
+            2 if seq == back => out.push((id, None, Epoch(3))),
+            3 if seq == back => out.push((id, Some(home(args, shard)), Epoch(3))),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Sends `shard` the moves and then the batch `seq` of its log, each acknowledged.
+async fn step(rt: &GhostRuntime, args: &Args, shard: u16, seq: u64) -> vshard_ghosts::Result<()> {
+    for (id, target, epoch) in moves(args, shard, seq) {
+        match target {
+            Some(target) => rt.retarget(shard, Retarget { node_id: id.into(), target, epoch }).await?,
+            None => rt.reclaim(shard, &id, epoch).await?,
+        };
+    }
+    rt.edge_batch(shard, Some(seq), events(args, shard, seq)).await?;
+    Ok(())
+}
+
+/// Batch `seq` of `shard`'s log, as (ghost, added?) pairs: the same in every process.
+fn batch(args: &Args, shard: u16, seq: u64) -> Vec<(String, bool)> {
+    let mut rng = fastrand::Rng::with_seed(args.seed ^ (u64::from(shard) << 40 | seq));
+    (0..args.batch_events).map(|_| (ghost(shard, rng.u32(0..args.ghosts)), rng.u32(0..3) < 2)).collect()
+}
+
+fn events(args: &Args, shard: u16, seq: u64) -> EdgeEvents {
+    let mut e = EdgeEvents::new();
+    for (id, add) in batch(args, shard, seq) {
+        if add { e.added(&id) } else { e.removed(&id) }
+    }
+    e
+}
+
+/// The oracle's refcount of each ghost of `shard` after its whole log.
+fn model(args: &Args, shard: u16) -> Vec<(String, u32)> {
+    let mut counts = vec![START; args.ghosts as usize];
+    for seq in 1..=args.batches {
+        for (id, add) in batch(args, shard, seq) {
+            let i: usize = id.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            counts[i] = if add { counts[i] + 1 } else { counts[i] - 1 };
+        }
+    }
+    counts.into_iter().enumerate().map(|(i, c)| (ghost(shard, i as u32), c)).collect()
+}
+
+/// The nodes that live on the shards this process holds now; any other shard is
+/// `Unknown`, so that a stale route never gets a wrong answer.
+struct Homes {
+    args: Args,
+    held: RwLock<HashSet<u16>>,
+}
+
+impl NodeDirectory for Homes {
+    fn locate(&self, shard: ShardId, node_id: &str, _: Epoch) -> Location {
+        if !self.held.read().unwrap_or_else(|e| e.into_inner()).contains(&shard.get()) {
+            return Location::Unknown;
+        }
+        // Answered from the end of the logs, which every process can compute:
+        // a ghost that learns of a move early follows it, and the move's own
+        // message is then stale; the final state is the same.
+        let mut parts = node_id.strip_prefix('g').unwrap_or_default().split('-');
+        let origin: Option<u16> = parts.next().and_then(|s| s.parse().ok());
+        let index: Option<u32> = parts.next().and_then(|s| s.parse().ok());
+        match (origin, index) {
+            (Some(s), Some(i)) if s < self.args.shards && i < self.args.ghosts => {
+                let (home, epoch) = final_home(&self.args, s, i);
+                if home == shard.get() {
+                    Location::Here { epoch: Epoch(epoch) }
+                } else {
+                    Location::Moved { shard: ShardId(home), epoch: Epoch(epoch) }
+                }
+            }
+            _ => Location::Gone,
+        }
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
+    let own: Vec<u16> = (0..args.shards).filter(|s| s % args.procs == me).collect();
+    let owner = format!("proc-{me}");
+    let config = EtcdConfig {
+        prefix: prefix.to_owned(),
+        owner_id: owner.clone(),
+        lease_ttl_secs: args.lease_ttl,
+        acquire_timeout: Duration::from_secs(u64::from(args.lease_ttl) * 3 + 10),
+        acquire_poll: Duration::from_millis(50),
+        ..EtcdConfig::default()
+    };
+    let store = Arc::new(EtcdStore::connect([args.etcd.as_str()], config)?);
+    store.acquire(&own)?;
+    let homes = Arc::new(Homes { args: args.clone(), held: RwLock::new(own.iter().copied().collect()) });
+    let server = VerifyServer::start("127.0.0.1:0".parse()?, homes.clone())?;
+    let owners = Arc::new(EtcdOwners::start(
+        [args.etcd.as_str()],
+        OwnersConfig { prefix: prefix.to_owned(), ..OwnersConfig::default() },
+    )?);
+    owners.register(&owner, &server.url())?;
+    let verifier = GrpcVerifier::new(owners.clone(), Arc::new(NoLocalCounts), GrpcVerifierConfig::default())?;
+
+    // Commands from the parent, one a line, on a thread of their own.
+    let (tx, mut commands) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(|l| l.ok()) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let args = args.clone();
+    actix::System::new().block_on(async move {
+        let sweep = SweeperConfig {
+            verifies_per_second: 20_000,
+            burst: 1_000,
+            max_in_flight: 256,
+            pass_interval: Some(Duration::from_millis(300)),
+            busy_latency: Duration::from_secs(1),
+            ..SweeperConfig::default()
+        };
+        // Ghosts are due at once, so that every pass verifies across processes.
+        let shard = ShardConfig { table: TableConfig { grace: Duration::ZERO, ..TableConfig::default() }, ..ShardConfig::default() };
+        let rt = GhostRuntime::builder()
+            .shards(own.iter().copied())
+            .shard_config(shard.clone())
+            .store(StoreChoice::Custom(store.clone()))
+            .sweeper(Arc::new(verifier.clone()), sweep)
+            .start()?;
+        for &s in &own {
+            for i in 0..args.ghosts {
+                let g = InsertGhost { node_id: ghost(s, i).into(), target: home(&args, s), refcount: START, epoch: Epoch(1) };
+                rt.insert_ghost(s, g).await?;
+            }
+        }
+        for seq in 1..=args.batches {
+            for &s in &own {
+                step(&rt, &args, s, seq).await?;
+                say(&format!("ACK {s} {seq}"));
+            }
+        }
+        let mut taken: Vec<(u16, GhostRuntime)> = Vec::new();
+        let mut ok = true;
+        while let Some(cmd) = commands.recv().await {
+            let mut p = cmd.split(' ');
+            match p.next() {
+                Some("TAKE") => {
+                    let s: u16 = p.next().ok_or("TAKE")?.parse()?;
+                    // Waits for the dead owner's lease to lapse: off the arbiter's thread.
+                    let st = store.clone();
+                    tokio::task::spawn_blocking(move || st.acquire(&[s])).await??;
+                    homes.held.write().unwrap_or_else(|e| e.into_inner()).insert(s);
+                    let trt = GhostRuntime::builder().shards([s]).shard_config(shard.clone()).store(StoreChoice::Custom(store.clone())).start()?;
+                    let applied = trt.shard_stats(s).await?.table.applied_seq.unwrap_or(0);
+                    say(&format!("TOOK {s} {applied}"));
+                    // The dead owner's log, from where its shard's state says it stopped.
+                    for seq in applied + 1..=args.batches {
+                        step(&trt, &args, s, seq).await?;
+                    }
+                    taken.push((s, trt));
+                }
+                Some("FINISH") => {
+                    let pass = rt.run_sweep_pass().await?;
+                    let mut wrong = Vec::new();
+                    let mut checked = 0;
+                    let all = own.iter().map(|&s| (s, &rt)).chain(taken.iter().map(|(s, t)| (*s, t)));
+                    for (s, r) in all {
+                        let applied = r.shard_stats(s).await?.table.applied_seq;
+                        if applied != Some(args.batches) {
+                            wrong.push(format!("shard {s} at {applied:?}"));
+                        }
+                        for (i, (id, want)) in model(&args, s).into_iter().enumerate() {
+                            checked += 1;
+                            let (home, epoch) = final_home(&args, s, i as u32);
+                            let got = r.request(s, Inspect { node_id: id.as_str().into() }).await?;
+                            match got {
+                                // The node came back: no ghost may forward it away.
+                                None if home == s => {}
+                                Some(g)
+                                    if home != s
+                                        && (g.refcount, g.target_shard, g.epoch) == (want, home, epoch) => {}
+                                other => wrong.push(format!(
+                                    "{id}: {other:?}, want refcount {want} at shard {home} epoch {epoch} (or none if {home} = {s})"
+                                )),
+                            }
+                        }
+                    }
+                    ok = wrong.is_empty();
+                    let c = pass.counts;
+                    if ok {
+                        say(&format!(
+                            "ORACLE ok {checked} ghosts exact on {} shards; last pass kept {} inconclusive {} purged {}",
+                            own.len() + taken.len(),
+                            c.kept,
+                            c.inconclusive,
+                            c.purged()
+                        ));
+                    } else {
+                        say(&format!("ORACLE fail {} wrong, first: {}", wrong.len(), wrong[0]));
+                    }
+                    let v = verifier.stats();
+                    say(&format!("RPCS {} {} {}", v.rpcs, v.verifies, v.failed_rpcs));
+                    say("DONE");
+                }
+                Some("STOP") => break,
+                _ => {}
+            }
+        }
+        for (_, t) in taken {
+            t.shutdown().await?;
+        }
+        rt.shutdown().await?;
+        Ok::<_, Box<dyn std::error::Error>>(ok)
+    })
+}
