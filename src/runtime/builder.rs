@@ -120,13 +120,16 @@ impl GhostRuntimeBuilder {
             |i: usize| arbiters.get(i % arbiters.len().max(1)).map_or_else(Arbiter::current, Arbiter::handle);
         let shard_config = Arc::new(config.shard.clone());
         let mut shards = HashMap::with_capacity(config.shards.len());
+        let mut cells = Vec::with_capacity(config.shards.len());
         for (i, &shard) in config.shards.iter().enumerate() {
             let actor = GhostActor::new(shard.get(), shard_config.clone(), writer.clone(), clock.clone());
+            cells.push((shard.get(), actor.cell()));
             shards.insert(shard.get(), actor.start_supervised_in(&handle(i)));
         }
         tracing::info!(shards = shards.len(), arbiters = arbiters.len(), "ghost runtime started");
         let runtime = GhostRuntime {
             shards,
+            reader: super::GhostReader::new(cells),
             sweeper: Mutex::new(None),
             own_threads: config.arbiters > 0,
             arbiters: Mutex::new(arbiters),

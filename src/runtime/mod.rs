@@ -2,8 +2,10 @@
 
 mod builder;
 mod operator;
+mod reader;
 
 pub use builder::{GhostRuntimeBuilder, StoreChoice};
+pub use reader::GhostReader;
 
 use crate::actors::GhostActor;
 use crate::actors::SweeperActor;
@@ -21,6 +23,7 @@ use std::sync::Mutex;
 /// actix `System`; every call routes by shard id.
 pub struct GhostRuntime {
     shards: HashMap<u16, Addr<GhostActor>>,
+    reader: GhostReader,
     sweeper: Mutex<Option<Addr<SweeperActor>>>,
     /// Whether the shards run on arbiters of their own (so the sweeper gets one too).
     own_threads: bool,
@@ -46,6 +49,13 @@ impl GhostRuntime {
     pub fn addr(&self, shard: impl Into<ShardId>) -> Result<&Addr<GhostActor>> {
         let shard = shard.into().get();
         self.shards.get(&shard).ok_or(Error::UnknownShard(shard))
+    }
+
+    /// A reader of every shard's table, for any thread or task: it answers
+    /// [`resolve`](Self::resolve) and [`resolve_many`](Self::resolve_many)
+    /// without a message to the shard (see [`GhostReader`]).
+    pub fn reader(&self) -> GhostReader {
+        self.reader.clone()
     }
 
     /// Every shard id, ascending.

@@ -78,36 +78,36 @@ impl Handler<Reclaim> for GhostActor {
 
 impl Handler<Resolve> for GhostActor {
     type Result = Result<Option<ShardId>>;
-    fn handle(&mut self, m: Resolve, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| t.resolve(&m.node_id).map(ShardId))
+    fn handle(&mut self, m: Resolve, _: &mut Context<Self>) -> Self::Result {
+        self.read_table(|t, _| t.resolve(&m.node_id).map(ShardId))
     }
 }
 
 impl Handler<ResolveMany> for GhostActor {
     type Result = Result<Vec<Option<ShardId>>>;
-    fn handle(&mut self, m: ResolveMany, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| m.node_ids.iter().map(|id| t.resolve(id).map(ShardId)).collect())
+    fn handle(&mut self, m: ResolveMany, _: &mut Context<Self>) -> Self::Result {
+        self.read_table(|t, _| m.node_ids.iter().map(|id| t.resolve(id).map(ShardId)).collect())
     }
 }
 
 impl Handler<ExportPage> for GhostActor {
     type Result = Result<crate::table::GhostPage>;
-    fn handle(&mut self, m: ExportPage, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| t.export_page(m.after.as_deref(), m.limit))
+    fn handle(&mut self, m: ExportPage, _: &mut Context<Self>) -> Self::Result {
+        self.read_table(|t, _| t.export_page(m.after.as_deref(), m.limit))
     }
 }
 
 impl Handler<Inspect> for GhostActor {
     type Result = Result<Option<crate::GhostInfo>>;
-    fn handle(&mut self, m: Inspect, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| t.get(&m.node_id))
+    fn handle(&mut self, m: Inspect, _: &mut Context<Self>) -> Self::Result {
+        self.read_table(|t, _| t.get(&m.node_id))
     }
 }
 
 impl Handler<ExportRecords> for GhostActor {
     type Result = Result<Vec<crate::store::StubRecord>>;
-    fn handle(&mut self, _: ExportRecords, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, |t, _| t.records().collect())
+    fn handle(&mut self, _: ExportRecords, _: &mut Context<Self>) -> Self::Result {
+        self.read_table(|t, _| t.records().collect())
     }
 }
 
@@ -142,8 +142,9 @@ impl Handler<GetStats> for GhostActor {
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         let mut stats = self.stats.clone();
         stats.pending_acks = self.waiters.len();
-        stats.state = match &self.state {
-            State::Loading => ShardState::Loading,
+        let view = self.cell.view.read();
+        stats.state = match &view.state {
+            State::Loading | State::Closed => ShardState::Loading,
             State::Ready(t) => {
                 stats.table = t.stats(self.clock.now_ms());
                 ShardState::Ready
@@ -152,8 +153,9 @@ impl Handler<GetStats> for GhostActor {
             State::Fenced(cause) => ShardState::FailedClosed(
                 Error::Fenced { shard: self.shard, cause: cause.clone() }.to_string(),
             ),
-            State::Down => ShardState::Down,
+            State::Down { .. } => ShardState::Down,
         };
+        drop(view);
         MessageResult(stats)
     }
 }
@@ -161,14 +163,14 @@ impl Handler<GetStats> for GhostActor {
 impl Handler<Revive> for GhostActor {
     type Result = Result<()>;
     fn handle(&mut self, _: Revive, ctx: &mut Context<Self>) -> Self::Result {
-        if matches!(self.state, State::Ready(_) | State::Loading) {
+        if matches!(self.cell.view.read().state, State::Ready(_) | State::Loading) {
             return Ok(());
         }
         tracing::info!(shard = self.shard, "operator revives the shard; reloading");
         // A fresh restart budget: the operator has dealt with what exhausted it.
         self.restart_times.clear();
         self.reviving = true;
-        self.state = State::Loading;
+        self.cell.set_state(State::Loading);
         ctx.stop();
         Ok(())
     }
