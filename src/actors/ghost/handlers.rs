@@ -78,36 +78,36 @@ impl Handler<Reclaim> for GhostActor {
 
 impl Handler<Resolve> for GhostActor {
     type Result = Result<Option<ShardId>>;
-    fn handle(&mut self, m: Resolve, _: &mut Context<Self>) -> Self::Result {
-        self.read_table(|t, _| t.resolve(&m.node_id).map(ShardId))
+    fn handle(&mut self, m: Resolve, ctx: &mut Context<Self>) -> Self::Result {
+        self.read_table(ctx, |t, _| t.resolve(&m.node_id).map(ShardId))
     }
 }
 
 impl Handler<ResolveMany> for GhostActor {
     type Result = Result<Vec<Option<ShardId>>>;
-    fn handle(&mut self, m: ResolveMany, _: &mut Context<Self>) -> Self::Result {
-        self.read_table(|t, _| m.node_ids.iter().map(|id| t.resolve(id).map(ShardId)).collect())
+    fn handle(&mut self, m: ResolveMany, ctx: &mut Context<Self>) -> Self::Result {
+        self.read_table(ctx, |t, _| m.node_ids.iter().map(|id| t.resolve(id).map(ShardId)).collect())
     }
 }
 
 impl Handler<ExportPage> for GhostActor {
     type Result = Result<crate::table::GhostPage>;
-    fn handle(&mut self, m: ExportPage, _: &mut Context<Self>) -> Self::Result {
-        self.read_table(|t, _| t.export_page(m.after.as_deref(), m.limit))
+    fn handle(&mut self, m: ExportPage, ctx: &mut Context<Self>) -> Self::Result {
+        self.read_table(ctx, |t, _| t.export_page(m.after.as_deref(), m.limit))
     }
 }
 
 impl Handler<Inspect> for GhostActor {
     type Result = Result<Option<crate::GhostInfo>>;
-    fn handle(&mut self, m: Inspect, _: &mut Context<Self>) -> Self::Result {
-        self.read_table(|t, _| t.get(&m.node_id))
+    fn handle(&mut self, m: Inspect, ctx: &mut Context<Self>) -> Self::Result {
+        self.read_table(ctx, |t, _| t.get(&m.node_id))
     }
 }
 
 impl Handler<ExportRecords> for GhostActor {
     type Result = Result<Vec<crate::store::StubRecord>>;
-    fn handle(&mut self, _: ExportRecords, _: &mut Context<Self>) -> Self::Result {
-        self.read_table(|t, _| t.records().collect())
+    fn handle(&mut self, _: ExportRecords, ctx: &mut Context<Self>) -> Self::Result {
+        self.read_table(ctx, |t, _| t.records().collect())
     }
 }
 

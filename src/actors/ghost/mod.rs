@@ -14,8 +14,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
-pub(crate) use view::{READ_CHUNK, ShardCell};
 use view::State;
+pub(crate) use view::{READ_CHUNK, ShardCell};
 
 /// One vShard's ghost table as a supervised actor.
 ///
@@ -127,12 +127,22 @@ impl GhostActor {
     }
 
     /// [`with_table`](Self::with_table) for calls that only read: under the
-    /// read lock, so the shard's readers go on meanwhile (an export may be long).
-    fn read_table<R>(&mut self, f: impl FnOnce(&GhostTable, u64) -> R) -> Result<R> {
+    /// read lock, so the shard's readers go on meanwhile (an export may be
+    /// long). A panic still restarts the shard, as in any handler.
+    fn read_table<R>(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&GhostTable, u64) -> R) -> Result<R> {
+        let shard = self.shard;
         self.check_claim();
         let view = self.cell.view.read();
-        let table = view.table(self.shard)?;
-        Ok(f(table, self.clock.now_ms()))
+        let table = view.table(shard)?;
+        let now = self.clock.now_ms();
+        let out = catch_unwind(AssertUnwindSafe(|| f(table, now)));
+        drop(view);
+        out.map_err(|_| {
+            tracing::error!(shard, "handler panicked; restarting the shard");
+            self.cell.set_state(State::Loading);
+            ctx.stop();
+            Error::Panicked { shard }
+        })
     }
 
     /// Fences a ready shard whose claim no longer holds.
