@@ -123,6 +123,19 @@ impl Background {
     }
 }
 
+/// `READERS` threads burning CPU without touching the shard: the control that
+/// tells what the cores' sharing alone costs a writer, with no lock involved.
+fn spinners() -> Background {
+    Background::start(READERS, |_| {
+        let mut x = 1u64;
+        move || {
+            for _ in 0..256 {
+                x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+    })
+}
+
 /// The lock comparison that chose the mechanism (src/actors/ghost/view.rs):
 /// the same table behind each lock, a writer thread applying batches
 /// directly, readers taking the read lock for each lookup.
@@ -164,18 +177,29 @@ mod lock {
         }
     }
 
-    fn apply(cell: &impl Cell, batches: &[EdgeEvents], k: usize) {
+    /// With `WARM`, the writer first looks every id of the batch up under
+    /// the read lock (readers go on meanwhile), so that the write-locked
+    /// apply finds the table's lines in cache.
+    fn apply<const WARM: bool>(cell: &impl Cell, batches: &[EdgeEvents], k: usize) {
+        let events = &batches[k % batches.len()];
+        if WARM {
+            cell.read(|t| {
+                events.iter().for_each(|(id, _)| {
+                    black_box(t.resolve(id));
+                })
+            });
+        }
         cell.write(|t| {
-            black_box(t.apply_batch(None, &batches[k % batches.len()]));
+            black_box(t.apply_batch(None, events));
             black_box(t.take_changes());
         });
     }
 
     /// Batches per second of a writer applying `BATCHES` batches.
-    fn writer_rate(cell: &impl Cell, batches: &[EdgeEvents]) -> f64 {
+    fn writer_rate<const WARM: bool>(cell: &impl Cell, batches: &[EdgeEvents]) -> f64 {
         let start = Instant::now();
         for k in 0..BATCHES {
-            apply(cell, batches, k);
+            apply::<WARM>(cell, batches, k);
         }
         BATCHES as f64 / start.elapsed().as_secs_f64()
     }
@@ -191,10 +215,13 @@ mod lock {
         })
     }
 
-    pub(super) fn compare<C: Cell>(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
+    pub(super) fn compare<C: Cell, const WARM: bool>(
+        ids: &Arc<Vec<Box<str>>>,
+        batches: &Arc<Vec<EdgeEvents>>,
+    ) {
         let cell = Arc::new(C::new(filled(ids)));
         let picks = picks(1);
-        let name = C::NAME;
+        let name = if WARM { format!("{}, warmed", C::NAME) } else { C::NAME.to_owned() };
         report(
             &format!("{name}: read-locked resolve, idle"),
             "ns/op",
@@ -209,7 +236,7 @@ mod lock {
                 let mut k = 0;
                 move || {
                     k += 1;
-                    apply(&*cell, &batches, k);
+                    apply::<WARM>(&*cell, &batches, k);
                 }
             })
         };
@@ -224,16 +251,27 @@ mod lock {
         let alone = report(
             &format!("{name}: writer, no reader"),
             "batches/s",
-            (0..ROUNDS).map(|_| writer_rate(&*cell, batches)).collect(),
+            (0..ROUNDS).map(|_| writer_rate::<WARM>(&*cell, batches)).collect(),
         );
         let r = readers(&cell, ids);
         let with = report(
             &format!("{name}: writer, {READERS} readers flat out"),
             "batches/s",
-            (0..ROUNDS).map(|_| writer_rate(&*cell, batches)).collect(),
+            (0..ROUNDS).map(|_| writer_rate::<WARM>(&*cell, batches)).collect(),
         );
         let ops = r.stop();
-        println!("{name}: writer with readers / alone: {:.2} (readers made {ops} lookups)", with / alone);
+        let spin = spinners();
+        let spun = report(
+            &format!("{name}: writer, {READERS} CPU spinners (control)"),
+            "batches/s",
+            (0..ROUNDS).map(|_| writer_rate::<WARM>(&*cell, batches)).collect(),
+        );
+        spin.stop();
+        println!(
+            "{name}: writer with readers / alone: {:.2}; with spinners / alone: {:.2} (readers made {ops} lookups)",
+            with / alone,
+            spun / alone
+        );
     }
 }
 
@@ -340,6 +378,13 @@ fn reader_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
     );
     let lookups = readers.stop();
     println!("  (the readers made {lookups} lookups meanwhile)");
+    let spin = spinners();
+    let spun = report(
+        &format!("actor batches of 1024, window 8, {READERS} CPU spinners (control)"),
+        "batches/s",
+        (0..ROUNDS).map(|_| actor_rate(&addr, batches, &tokio)).collect(),
+    );
+    spin.stop();
 
     // Frontiers of 1024 ids on the shard, per id.
     let frontiers: Vec<Vec<(ShardId, &str)>> = picks
@@ -394,6 +439,7 @@ fn reader_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
     println!("reader / raw, idle:              {:.2} (target <= 2)", idle_ns / raw_ns);
     println!("reader / raw, actor writing:     {:.2} (target <= 3)", busy_ns / raw_ns);
     println!("actor with {READERS} readers / alone:   {:.2} (target >= 0.8)", with / alone);
+    println!("actor with {READERS} spinners / alone:  {:.2} (the cores' share alone)", spun / alone);
     println!(
         "frontier 1024 per id: raw {raw_many:.1} ns, reader {reader_many:.1} ns, actor {actor_many:.1} ns"
     );
@@ -409,8 +455,9 @@ fn main() {
     let batches: Arc<Vec<EdgeEvents>> = Arc::new((0..256).map(|_| batch(&ids, &mut rng)).collect());
     println!("{} ghosts, {} cores available", N, std::thread::available_parallelism().map_or(0, |n| n.get()));
     if run("lock") {
-        lock::compare::<lock::Std>(&ids, &batches);
-        lock::compare::<lock::Pl>(&ids, &batches);
+        lock::compare::<lock::Std, false>(&ids, &batches);
+        lock::compare::<lock::Pl, false>(&ids, &batches);
+        lock::compare::<lock::Pl, true>(&ids, &batches);
     }
     if run("reader") {
         reader_figures(&ids, &batches);
