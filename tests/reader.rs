@@ -3,7 +3,7 @@
 //! panics and fails closed; acknowledged writes are seen across threads; a
 //! shard without a table is an error, never `None`.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
@@ -276,10 +276,13 @@ async fn a_write_acknowledged_on_one_thread_is_seen_by_a_resolve_started_after_o
         Retargeted(u32),
     }
     let rt = runtime(Arc::new(TestStore::default()), shard_config());
+    // Each reader answers every step before the driver writes again: a later
+    // write would make the earlier one's check meaningless.
+    let (done_tx, done) = mpsc::channel::<()>();
     let (txs, threads): (Vec<_>, Vec<_>) = (0..2)
         .map(|_| {
             let (tx, rx) = mpsc::channel::<Step>();
-            let reader = rt.reader();
+            let (reader, done) = (rt.reader(), done_tx.clone());
             let t = std::thread::spawn(move || {
                 for step in rx {
                     match step {
@@ -292,12 +295,17 @@ async fn a_write_acknowledged_on_one_thread_is_seen_by_a_resolve_started_after_o
                             Ok(vec![Some(ShardId(t as u16)), None])
                         ),
                     }
+                    done.send(()).unwrap();
                 }
             });
             (tx, t)
         })
         .unzip();
-    let tell = |step: &dyn Fn() -> Step| txs.iter().for_each(|tx| tx.send(step()).unwrap());
+    // Blocks the test's thread briefly; the shard and the store writer run on others.
+    let tell = |step: &dyn Fn() -> Step| {
+        txs.iter().for_each(|tx| tx.send(step()).unwrap());
+        txs.iter().for_each(|_| done.recv().unwrap());
+    };
     rt.insert_ghost(0, ghost("m", 2, 1, 1)).await.unwrap();
     for i in 0..400u32 {
         let id = format!("w{i}");
