@@ -303,11 +303,6 @@ fn actor_rate(addr: &Addr<GhostActor>, batches: &[EdgeEvents], rt: &tokio::runti
 fn reader_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
     let picks = picks(2);
     let raw = filled(ids);
-    let raw_ns = report(
-        "raw GhostTable::resolve",
-        "ns/op",
-        (0..ROUNDS).map(|_| ns_per_lookup(ids, &picks, |id| raw.resolve(id).is_some())).collect(),
-    );
 
     // Shard 0 on an arbiter of its own, over a memory store holding 1M ghosts.
     let store = Arc::new(MemoryStore::new());
@@ -327,64 +322,52 @@ fn reader_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
     sys.block_on(async { addr.send(Flush).await.unwrap().unwrap() });
     let reader = rt.reader();
 
-    let idle_ns = report(
-        "GhostReader::resolve, actor idle",
-        "ns/op",
-        (0..ROUNDS)
-            .map(|_| ns_per_lookup(ids, &picks, |id| reader.resolve(0, id).unwrap().is_some()))
-            .collect(),
-    );
-
-    // The actor applying batches at full speed meanwhile, driven from a thread of its own.
-    let driver = {
-        let (addr, batches) = (addr.clone(), batches.clone());
-        Background::start(1, move |_| {
-            let (addr, batches, tokio) = (addr.clone(), batches.clone(), current_thread());
-            let mut k = 0;
-            // 64 batches per call: the pipeline drains only once every 64.
-            move || {
-                tokio.block_on(drive(&addr, &batches, k, 64));
-                k += 64;
-            }
-        })
-    };
-    let busy_ns = report(
-        "GhostReader::resolve, actor applying batches flat out",
-        "ns/op",
-        (0..ROUNDS)
-            .map(|_| ns_per_lookup(ids, &picks, |id| reader.resolve(0, id).unwrap().is_some()))
-            .collect(),
-    );
-    let calls = driver.stop();
-    println!("  (the actor applied {} batches meanwhile)", calls * 64);
-
+    // Paired rounds: each ratio is taken within one round, so that the load
+    // other work puts on the machine, which drifts over minutes, cancels out.
     let tokio = current_thread();
-    let alone = report(
-        "actor batches of 1024, window 8, no reader",
-        "batches/s",
-        (0..ROUNDS).map(|_| actor_rate(&addr, batches, &tokio)).collect(),
-    );
-    let readers = Background::start(READERS, |k| {
-        let (reader, ids) = (reader.clone(), ids.clone());
-        let mut rng = fastrand::Rng::with_seed(10 + k as u64);
-        move || {
-            black_box(reader.resolve(0, &ids[rng.usize(0..N)]).unwrap());
-        }
-    });
-    let with = report(
-        &format!("actor batches of 1024, window 8, {READERS} readers flat out"),
-        "batches/s",
-        (0..ROUNDS).map(|_| actor_rate(&addr, batches, &tokio)).collect(),
-    );
-    let lookups = readers.stop();
-    println!("  (the readers made {lookups} lookups meanwhile)");
-    let spin = spinners();
-    let spun = report(
-        &format!("actor batches of 1024, window 8, {READERS} CPU spinners (control)"),
-        "batches/s",
-        (0..ROUNDS).map(|_| actor_rate(&addr, batches, &tokio)).collect(),
-    );
-    spin.stop();
+    let mut f: [Vec<f64>; 6] = Default::default();
+    for _ in 0..ROUNDS {
+        f[0].push(ns_per_lookup(ids, &picks, |id| raw.resolve(id).is_some()));
+        f[1].push(ns_per_lookup(ids, &picks, |id| reader.resolve(0, id).unwrap().is_some()));
+        // The actor applying batches at full speed meanwhile, driven from a thread of its own.
+        let driver = {
+            let (addr, batches) = (addr.clone(), batches.clone());
+            Background::start(1, move |_| {
+                let (addr, batches, tokio) = (addr.clone(), batches.clone(), current_thread());
+                let mut k = 0;
+                // 64 batches per call: the pipeline drains only once every 64.
+                move || {
+                    tokio.block_on(drive(&addr, &batches, k, 64));
+                    k += 64;
+                }
+            })
+        };
+        f[2].push(ns_per_lookup(ids, &picks, |id| reader.resolve(0, id).unwrap().is_some()));
+        assert!(driver.stop() > 0, "the actor applied batches meanwhile");
+        f[3].push(actor_rate(&addr, batches, &tokio));
+        let readers = Background::start(READERS, |k| {
+            let (reader, ids) = (reader.clone(), ids.clone());
+            let mut rng = fastrand::Rng::with_seed(10 + k as u64);
+            move || {
+                black_box(reader.resolve(0, &ids[rng.usize(0..N)]).unwrap());
+            }
+        });
+        f[4].push(actor_rate(&addr, batches, &tokio));
+        readers.stop();
+        let spin = spinners();
+        f[5].push(actor_rate(&addr, batches, &tokio));
+        spin.stop();
+    }
+    let ratio = |a: usize, b: usize| f[a].iter().zip(&f[b]).map(|(x, y)| x / y).collect::<Vec<_>>();
+    let ratios = [ratio(1, 0), ratio(2, 0), ratio(4, 3), ratio(5, 3)];
+    let [f0, f1, f2, f3, f4, f5] = f;
+    let raw_ns = report("raw GhostTable::resolve", "ns/op", f0);
+    report("GhostReader::resolve, actor idle", "ns/op", f1);
+    report("GhostReader::resolve, actor applying batches flat out", "ns/op", f2);
+    report("actor batches of 1024, window 8, no reader", "batches/s", f3);
+    report(&format!("actor batches of 1024, window 8, {READERS} readers flat out"), "batches/s", f4);
+    report(&format!("actor batches of 1024, window 8, {READERS} CPU spinners (control)"), "batches/s", f5);
+    let [idle, busy, with, spun] = ratios;
 
     // Frontiers of 1024 ids on the shard, per id.
     let frontiers: Vec<Vec<(ShardId, &str)>> = picks
@@ -436,12 +419,13 @@ fn reader_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
     );
 
     println!();
-    println!("reader / raw, idle:              {:.2} (target <= 2)", idle_ns / raw_ns);
-    println!("reader / raw, actor writing:     {:.2} (target <= 3)", busy_ns / raw_ns);
-    println!("actor with {READERS} readers / alone:   {:.2} (target >= 0.8)", with / alone);
-    println!("actor with {READERS} spinners / alone:  {:.2} (the cores' share alone)", spun / alone);
+    println!("per-round ratios:");
+    report("  reader / raw, idle (target <= 2)", "", idle);
+    report("  reader / raw, actor writing (target <= 3)", "", busy);
+    report(&format!("  actor with {READERS} readers / alone (target >= 0.8)"), "", with);
+    report(&format!("  actor with {READERS} spinners / alone (the cores' share)"), "", spun);
     println!(
-        "frontier 1024 per id: raw {raw_many:.1} ns, reader {reader_many:.1} ns, actor {actor_many:.1} ns"
+        "frontier 1024 per id: raw {raw_many:.1} ns, reader {reader_many:.1} ns, actor {actor_many:.1} ns; raw resolve {raw_ns:.1} ns"
     );
     sys.block_on(rt.shutdown()).unwrap();
 }
