@@ -65,7 +65,9 @@ fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
 
 fn report(name: &str, unit: &str, v: Vec<f64>) -> f64 {
     let (med, lo, hi) = spread(v);
-    println!("{name:<58} {med:>10.1} {unit}  (min {lo:.1}, max {hi:.1}, {ROUNDS} rounds)");
+    // Ratios (no unit) with two decimals, times and rates with one.
+    let p = if unit.is_empty() { 2 } else { 1 };
+    println!("{name:<58} {med:>10.p$} {unit}  (min {lo:.p$}, max {hi:.p$}, {ROUNDS} rounds)");
     med
 }
 

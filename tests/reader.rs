@@ -263,7 +263,6 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
     acked.finished.store(true, Ordering::Release);
     for r in readers {
         let seen = r.join().unwrap();
-        eprintln!("SEEN {seen:?}");
         assert!(seen.answers > 0, "{seen:?}");
     }
     rt.shutdown().await.unwrap();
