@@ -3,9 +3,10 @@
 //! panics and fails closed; acknowledged writes are seen across threads; a
 //! shard without a table is an error, never `None`.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vshard_ghosts::messages::*;
 use vshard_ghosts::store::*;
@@ -165,14 +166,41 @@ fn check_once(reader: &GhostReader, acked: &Acked, rng: &mut fastrand::Rng, seen
     assert_eq!(reader.resolve(1, "other"), Ok(Some(ShardId(0))));
 }
 
-/// Waits for `barrier` off the actix thread.
-async fn meet(barrier: &Arc<Barrier>) {
-    let barrier = barrier.clone();
-    tokio::task::spawn_blocking(move || {
-        barrier.wait();
-    })
-    .await
-    .unwrap();
+/// A barrier that a failed party breaks instead of leaving the others
+/// waiting for ever: a reader that panics fails the test, never hangs it.
+#[derive(Default)]
+struct Rendezvous {
+    arrived: AtomicUsize,
+    broken: AtomicBool,
+}
+
+impl Rendezvous {
+    /// Waits until `parties` have arrived `round` times each (counting from 1).
+    fn wait(&self, parties: usize, round: usize) {
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        while self.arrived.load(Ordering::Acquire) < parties * round {
+            assert!(!self.broken.load(Ordering::Acquire), "another party failed");
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Breaks the rendezvous and ends the run if its thread panics.
+struct BreakOnPanic(Arc<Acked>, Arc<Rendezvous>);
+
+impl Drop for BreakOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.1.broken.store(true, Ordering::Release);
+            self.0.finished.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Waits at `verify` off the actix thread.
+async fn meet(verify: &Arc<Rendezvous>, round: usize) {
+    let verify = verify.clone();
+    tokio::task::spawn_blocking(move || verify.wait(READERS + 1, round)).await.unwrap();
 }
 
 #[actix::test]
@@ -184,17 +212,19 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
     let acked = Arc::new(Acked::default());
     acked.moved_to.store(FIRST_TARGET, Ordering::Release);
     // The readers check everything once more, all together, before the corruption.
-    let verify = Arc::new(Barrier::new(READERS + 1));
+    let verify = Arc::new(Rendezvous::default());
+    let _driver = BreakOnPanic(acked.clone(), verify.clone());
     let readers: Vec<_> = (0..READERS)
         .map(|k| {
             let (reader, acked, verify) = (rt.reader(), acked.clone(), verify.clone());
             std::thread::spawn(move || {
+                let _failed = BreakOnPanic(acked.clone(), verify.clone());
                 let mut rng = fastrand::Rng::with_seed(k as u64);
                 let mut seen = Seen::default();
                 let mut verified = false;
                 while !acked.finished.load(Ordering::Acquire) {
                     if !verified && acked.permanent.load(Ordering::Acquire) == ROUNDS {
-                        verify.wait(); // the shard is ready and stays so until the next wait
+                        verify.wait(READERS + 1, 1); // the shard is ready and stays so until the next wait
                         for i in 0..ROUNDS {
                             assert_eq!(reader.resolve(0, &format!("p{i}")), Ok(Some(ShardId(1))));
                             assert_eq!(reader.resolve(0, &format!("r{i}")), Ok(None));
@@ -202,7 +232,7 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
                         }
                         let last = Some(ShardId((FIRST_TARGET + ROUNDS) as u16));
                         assert_eq!(reader.resolve(0, "m"), Ok(last));
-                        verify.wait();
+                        verify.wait(READERS + 1, 2);
                         verified = true;
                     }
                     check_once(&reader, &acked, &mut rng, &mut seen);
@@ -252,8 +282,8 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
         }
     }
     rt.flush().await.unwrap(); // queued behind any reload: the shard is ready
-    meet(&verify).await;
-    meet(&verify).await;
+    meet(&verify, 1).await;
+    meet(&verify, 2).await;
 
     store.corrupt.store(true, Ordering::SeqCst);
     acked.failing.store(true, Ordering::Release);
