@@ -16,20 +16,21 @@
 //! `parking_lot::RwLock` rather than `std::sync::RwLock`, chosen by
 //! `cargo bench --bench reader -- lock` (the same 1M-ghost table behind each
 //! lock, a writer thread applying batches of 1024 events, four reader threads
-//! taking the read lock per lookup; 2 cores shared with other work, README,
-//! "Reads without a message"). An uncontended read costs the same under
-//! either (within noise: 453 against 491 ns, 919 against 776 ns per random
-//! lookup in two runs). What differs is the writer, the shard's actor: with
-//! four readers flat out, std's kept 0.17 and 0.47 of its rate alone,
-//! parking_lot's 0.63 and 0.54. parking_lot parks readers that find a batch
-//! holding the lock, instead of letting them spin, which gives the actor the
-//! core; the price is paid by readers while batches stream in (2.3 and 3.6 µs
-//! per lookup against std's 0.9 and 1.7 µs), and we would rather readers wait
-//! than the only writer. It also has no poisoning: a handler panic is caught
-//! under the guard and turns the state into `Loading` before the guard drops,
-//! so a poison flag would add nothing. Looking a batch's ids up under the read
-//! lock first, so that the write-locked apply finds them in cache, was tried
-//! and did not help (0.19 of the writer's rate with readers; same bench).
+//! taking the read lock per lookup; 2 cores, in two of the three runs shared
+//! with other engineers' builds; README, "Reads without a message"). An
+//! uncontended read costs about the same under either (std 453, 919, 360 ns
+//! per random lookup; parking_lot 491, 776, 487 ns). What differs is the
+//! writer, the shard's actor: with four readers flat out, std's kept 0.17,
+//! 0.47 and 0.32 of its rate alone, parking_lot's 0.63, 0.54 and 0.67. Readers
+//! pay for it while batches stream in (parking_lot 2.3, 3.6, 2.2 µs per lookup
+//! against std's 0.9, 1.7, 1.2 µs): they wait out a batch rather than compete
+//! with the actor for the cores, and the only writer is the one we protect.
+//! It also has no poisoning: a handler panic is caught under the guard and
+//! turns the state into `Loading` before the guard drops, so a poison flag
+//! would add nothing. Looking a batch's ids up under the read lock first, so
+//! that the write-locked apply finds them in cache, halved the readers' wait
+//! (1.2 µs) but cost the writer (0.19 and 0.27 of its rate with readers), so
+//! it is not done.
 
 use crate::error::{Error, Result};
 use crate::store::ClaimWatch;
