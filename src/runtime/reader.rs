@@ -17,8 +17,10 @@ use std::sync::Arc;
 ///   at that moment, or an error: a shard that is loading (or reloading after
 ///   a restart) is [`Error::ShardLoading`]; one that failed closed
 ///   [`Error::ShardFailed`]; down after too many restarts [`Error::ShardDown`];
-///   whose ownership lapsed or was lost [`Error::Fenced`]; whose runtime shut
-///   down [`Error::MailboxClosed`]; and one the runtime does not serve
+///   whose ownership lapsed or was lost [`Error::Fenced`] (at once, before the
+///   actor has noticed); whose actor is gone for good (the runtime shut down
+///   and its arbiters stopped), as its address would say,
+///   [`Error::MailboxClosed`]; and one the runtime does not serve
 ///   [`Error::UnknownShard`]. Never `None` for want of a table.
 /// * Every write acknowledged before a resolve starts, on any thread.
 /// * Each message (a whole batch, say) applied entirely or not at all: the
