@@ -38,8 +38,8 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | `runtime` | [`GhostRuntime`]: shards over arbiters, routing, operator calls, graceful shutdown |
-//! | `actors` | [`GhostActor`] (one per vShard, supervised) and the sweeper (own arbiter, rate-limited) |
+//! | `runtime` | [`GhostRuntime`]: shards over arbiters, routing, operator calls, graceful shutdown; [`GhostReader`]: resolves from any thread without a message |
+//! | `actors` | [`GhostActor`] (one per vShard, supervised, the only writer of the cell its table lives in) and the sweeper (own arbiter, rate-limited) |
 //! | [`messages`] | every actor message, grouped by actor; the host's ones are public |
 //! | `writer` | the thread that does all blocking store I/O, group-committing |
 //! | [`clock`] | the injected [`Clock`](clock::Clock) the shards read time from |
@@ -106,7 +106,7 @@ pub use config::{
 pub use error::{Cause, DecodeError, Error, Result};
 pub use event::{BatchOutcome, EdgeEvent, EdgeEvents, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 pub use ids::{Epoch, ShardId};
-pub use runtime::{GhostRuntime, GhostRuntimeBuilder, StoreChoice};
+pub use runtime::{GhostReader, GhostRuntime, GhostRuntimeBuilder, StoreChoice};
 pub use stub::GhostInfo;
 pub use sweep::verdict::{LocalEdges, Verdict};
 pub use sweep::verify::{DirectoryVerifier, Verifier, VerifyRequest};

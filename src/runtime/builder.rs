@@ -12,6 +12,7 @@ use crate::writer::StoreWriter;
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 /// Where shard state lives.
@@ -122,17 +123,21 @@ impl GhostRuntimeBuilder {
             |i: usize| arbiters.get(i % arbiters.len().max(1)).map_or_else(Arbiter::current, Arbiter::handle);
         let shard_config = Arc::new(config.shard.clone());
         let mut shards = HashMap::with_capacity(config.shards.len());
+        let mut cells = Vec::with_capacity(config.shards.len());
         for (i, &shard) in config.shards.iter().enumerate() {
             let actor = GhostActor::new(shard.get(), shard_config.clone(), writer.clone(), clock.clone());
+            cells.push((shard.get(), actor.cell()));
             shards.insert(shard.get(), actor.start_supervised_in(&handle(i)));
         }
         tracing::info!(shards = shards.len(), arbiters = arbiters.len(), "ghost runtime started");
+        let closed = Arc::new(AtomicBool::new(false));
         let runtime = GhostRuntime {
             shards,
+            reader: super::GhostReader::new(cells, closed.clone()),
             sweeper: Mutex::default(),
             clock,
             closing: Default::default(),
-            closed: Default::default(),
+            closed,
             own_threads: config.arbiters > 0,
             arbiters: Mutex::new(arbiters),
             writer: Mutex::new(Some(writer)),

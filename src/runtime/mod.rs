@@ -2,9 +2,11 @@
 
 mod builder;
 mod operator;
+mod reader;
 mod sweeper;
 
 pub use builder::{GhostRuntimeBuilder, StoreChoice};
+pub use reader::GhostReader;
 
 use crate::actors::GhostActor;
 use crate::clock::Clock;
@@ -24,13 +26,15 @@ use sweeper::SweeperSlot;
 /// actix `System`; every call routes by shard id.
 pub struct GhostRuntime {
     shards: HashMap<u16, Addr<GhostActor>>,
+    reader: GhostReader,
     sweeper: Mutex<SweeperSlot>,
     /// The one clock the shards and the sweeper's bucket read.
     clock: Arc<dyn Clock>,
     /// Set when `shutdown` begins: no sweeper may start.
     closing: AtomicBool,
-    /// Set once `shutdown` has flushed: nothing is routed any more.
-    closed: AtomicBool,
+    /// Set once `shutdown` has flushed: nothing is routed or read any more
+    /// (shared with the readers).
+    closed: Arc<AtomicBool>,
     /// Whether the shards run on arbiters of their own (so the sweeper gets one too).
     own_threads: bool,
     arbiters: Mutex<Vec<Arbiter>>,
@@ -56,6 +60,13 @@ impl GhostRuntime {
         self.check_open(false)?;
         let shard = shard.into().get();
         self.shards.get(&shard).ok_or(Error::UnknownShard(shard))
+    }
+
+    /// A reader of every shard's table, for any thread or task: it answers
+    /// [`resolve`](Self::resolve) and [`resolve_many`](Self::resolve_many)
+    /// without a message to the shard (see [`GhostReader`]).
+    pub fn reader(&self) -> GhostReader {
+        self.reader.clone()
     }
 
     /// Every shard id, ascending.
@@ -192,7 +203,7 @@ impl GhostRuntime {
     /// `Error::Closed` once `shutdown` has flushed (routing), or, with
     /// `starting`, once it has begun (nothing new may start then).
     pub(crate) fn check_open(&self, starting: bool) -> Result<()> {
-        let shut = if starting { &self.closing } else { &self.closed };
+        let shut = if starting { &self.closing } else { &*self.closed };
         if shut.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }

@@ -82,14 +82,14 @@ impl Handler<Reclaim> for GhostActor {
 impl Handler<Resolve> for GhostActor {
     type Result = Result<Option<ShardId>>;
     fn handle(&mut self, m: Resolve, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, Msg::kind("resolve"), |t, _| t.resolve(&m.node_id).map(ShardId))
+        self.read_table(ctx, Msg::kind("resolve"), |t, _| t.resolve(&m.node_id).map(ShardId))
     }
 }
 
 impl Handler<ResolveMany> for GhostActor {
     type Result = Result<Vec<Option<ShardId>>>;
     fn handle(&mut self, m: ResolveMany, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, Msg::kind("resolve_many"), |t, _| {
+        self.read_table(ctx, Msg::kind("resolve_many"), |t, _| {
             m.node_ids.iter().map(|id| t.resolve(id).map(ShardId)).collect()
         })
     }
@@ -98,21 +98,21 @@ impl Handler<ResolveMany> for GhostActor {
 impl Handler<ExportPage> for GhostActor {
     type Result = Result<crate::table::GhostPage>;
     fn handle(&mut self, m: ExportPage, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, Msg::kind("export_page"), |t, _| t.export_page(m.after.as_deref(), m.limit))
+        self.read_table(ctx, Msg::kind("export_page"), |t, _| t.export_page(m.after.as_deref(), m.limit))
     }
 }
 
 impl Handler<Inspect> for GhostActor {
     type Result = Result<Option<crate::GhostInfo>>;
     fn handle(&mut self, m: Inspect, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, Msg::kind("inspect"), |t, _| t.get(&m.node_id))
+        self.read_table(ctx, Msg::kind("inspect"), |t, _| t.get(&m.node_id))
     }
 }
 
 impl Handler<ExportRecords> for GhostActor {
     type Result = Result<Vec<crate::store::StubRecord>>;
     fn handle(&mut self, _: ExportRecords, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_table(ctx, Msg::kind("export"), |t, _| t.records().collect())
+        self.read_table(ctx, Msg::kind("export"), |t, _| t.records().collect())
     }
 }
 
@@ -149,8 +149,9 @@ impl Handler<GetStats> for GhostActor {
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         let mut stats = self.stats.clone();
         stats.pending_acks = self.waiters.len();
-        stats.state = match &self.state {
-            State::Loading => ShardState::Loading,
+        let view = self.cell.view.read();
+        stats.state = match &view.state {
+            State::Loading | State::Closed => ShardState::Loading,
             State::Ready(t) => {
                 stats.table = t.stats(self.clock.now_ms());
                 ShardState::Ready
@@ -159,8 +160,9 @@ impl Handler<GetStats> for GhostActor {
             State::Fenced(cause) => ShardState::FailedClosed(
                 Error::Fenced { shard: self.shard, cause: cause.clone() }.to_string(),
             ),
-            State::Down => ShardState::Down,
+            State::Down { .. } => ShardState::Down,
         };
+        drop(view);
         MessageResult(stats)
     }
 }
@@ -168,14 +170,14 @@ impl Handler<GetStats> for GhostActor {
 impl Handler<Revive> for GhostActor {
     type Result = Result<()>;
     fn handle(&mut self, _: Revive, ctx: &mut Context<Self>) -> Self::Result {
-        if matches!(self.state, State::Ready(_) | State::Loading) {
+        if matches!(self.cell.view.read().state, State::Ready(_) | State::Loading) {
             return Ok(());
         }
         tracing::info!(shard = self.shard, "operator revives the shard; reloading");
         // A fresh restart budget: the operator has dealt with what exhausted it.
         self.restart_times.clear();
         self.reviving = true;
-        self.state = State::Loading;
+        self.cell.set_state(State::Loading);
         ctx.stop();
         Ok(())
     }

@@ -4,7 +4,6 @@ use crate::clock::Clock;
 use crate::config::{Durability, ShardConfig};
 use crate::error::{Error, Result};
 use crate::messages::ShardStats;
-use crate::store::ClaimWatch;
 use crate::table::GhostTable;
 use crate::table::ShardChanges;
 use crate::writer::StoreWriter;
@@ -15,6 +14,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use view::State;
+pub(crate) use view::{READ_CHUNK, ShardCell};
 
 /// The payload of the panic `InjectPanic` raises.
 pub(super) const INJECTED_PANIC: &str = "injected panic";
@@ -37,17 +38,6 @@ impl Msg {
     }
 }
 
-enum State {
-    Loading,
-    // Boxed: the table is large and the other states are tiny.
-    Ready(Box<GhostTable>),
-    Failed(Box<Error>),
-    /// The store's claim on the shard lapsed or was lost: another process may
-    /// own it, so the table is gone and nothing more is written.
-    Fenced(String),
-    Down,
-}
-
 /// One vShard's ghost table as a supervised actor.
 ///
 /// On every (re)start it clears its table and reloads it through the
@@ -68,9 +58,8 @@ pub struct GhostActor {
     config: Arc<ShardConfig>,
     writer: StoreWriter,
     clock: Arc<dyn Clock>,
-    state: State,
-    /// The claim the table was loaded under; `None`: the store has none to lose.
-    claim: Option<ClaimWatch>,
+    /// The state and table, shared with the shard's readers: written only here.
+    cell: Arc<ShardCell>,
     incarnation: u64,
     /// Replies that wait for the next flush to commit.
     waiters: Vec<oneshot::Sender<Result<()>>>,
@@ -101,8 +90,7 @@ impl GhostActor {
             config,
             writer,
             clock,
-            state: State::Loading,
-            claim: None,
+            cell: ShardCell::new(shard),
             incarnation: fastrand::u64(..),
             waiters: Vec::new(),
             flushing: false,
@@ -115,6 +103,11 @@ impl GhostActor {
         }
     }
 
+    /// The cell the actor keeps its state in, for the shard's readers.
+    pub(crate) fn cell(&self) -> Arc<ShardCell> {
+        self.cell.clone()
+    }
+
     /// Starts the actor under a [`Supervisor`] on `arbiter`.
     pub(crate) fn start_supervised_in(self, arbiter: &ArbiterHandle) -> Addr<Self> {
         Supervisor::start_in_arbiter(arbiter, move |_| self)
@@ -123,6 +116,11 @@ impl GhostActor {
     /// Runs `f` on the table, catching a panic: the request fails and the actor
     /// stops so that its supervisor restarts it from the store. `msg` names the
     /// message for its span and its latency metric.
+    ///
+    /// The cell is write-locked once, for all of `f`: readers see the state
+    /// before the message or after it, never a half-applied batch; and a
+    /// panicking `f` leaves the state `Loading` before the lock is released,
+    /// so no reader ever sees what it left half done.
     fn with_table<R>(
         &mut self,
         ctx: &mut Context<Self>,
@@ -130,23 +128,11 @@ impl GhostActor {
         f: impl FnOnce(&mut GhostTable, u64) -> R,
     ) -> Result<R> {
         let shard = self.shard;
-        if let Some(claim) = &self.claim
-            && !claim.is_valid()
-            && matches!(self.state, State::Ready(_))
-        {
-            let cause = claim.lapse_cause().unwrap_or("the claim lapsed");
-            self.fence(format!("{cause}; another process may own the shard"));
-        }
-        let table = match &mut self.state {
+        self.check_claim();
+        let mut view = self.cell.view.write();
+        let table = match &mut view.state {
             State::Ready(t) => t,
-            State::Failed(cause) => {
-                return Err(Error::ShardFailed { shard, cause: cause.clone() });
-            }
-            State::Fenced(cause) => return Err(Error::Fenced { shard, cause: cause.clone() }),
-            State::Down => {
-                return Err(Error::ShardDown { shard, restarts: self.restart_times.len() as u32 });
-            }
-            State::Loading => return Err(Error::ShardLoading { shard }),
+            other => return Err(view::unavailable(other, shard)),
         };
         let now = self.clock.now_ms();
         let _span = tracing::debug_span!("ghost_message", kind = msg.kind, shard, seq = msg.seq).entered();
@@ -163,10 +149,56 @@ impl GhostActor {
                 } else {
                     tracing::error!(shard, "handler panicked; restarting the shard");
                 }
-                self.state = State::Loading;
+                let broken = std::mem::replace(&mut view.state, State::Loading);
+                drop(view);
+                drop(broken);
                 ctx.stop();
                 Err(Error::Panicked { shard })
             }
+        }
+    }
+
+    /// [`with_table`](Self::with_table) for calls that only read: under the
+    /// read lock, so the shard's readers go on meanwhile (an export may be
+    /// long). A panic still restarts the shard, as in any handler.
+    fn read_table<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        msg: Msg,
+        f: impl FnOnce(&GhostTable, u64) -> R,
+    ) -> Result<R> {
+        let shard = self.shard;
+        self.check_claim();
+        let view = self.cell.view.read();
+        let table = view.table(shard)?;
+        let now = self.clock.now_ms();
+        let _span = tracing::debug_span!("ghost_message", kind = msg.kind, shard).entered();
+        let started = std::time::Instant::now();
+        let out = catch_unwind(AssertUnwindSafe(|| f(table, now)));
+        metrics::histogram!(crate::metrics::HANDLER_SECONDS, "kind" => msg.kind)
+            .record(started.elapsed().as_secs_f64());
+        drop(view);
+        out.map_err(|_| {
+            tracing::error!(shard, "handler panicked; restarting the shard");
+            self.cell.set_state(State::Loading);
+            ctx.stop();
+            Error::Panicked { shard }
+        })
+    }
+
+    /// Fences a ready shard whose claim no longer holds.
+    fn check_claim(&mut self) {
+        let lapsed = {
+            let view = self.cell.view.read();
+            match &view.claim {
+                Some(claim) if !claim.is_valid() && matches!(view.state, State::Ready(_)) => {
+                    Some(view::lapse(claim))
+                }
+                _ => None,
+            }
+        };
+        if let Some(cause) = lapsed {
+            self.fence(cause);
         }
     }
 
@@ -179,7 +211,7 @@ impl GhostActor {
         for w in self.waiters.drain(..) {
             let _ = w.send(Err(Error::Fenced { shard, cause: cause.clone() }));
         }
-        self.state = State::Fenced(cause);
+        self.cell.set_state(State::Fenced(cause));
     }
 
     /// Applies `f` and answers at once; its changes ride the next flush.
@@ -247,16 +279,20 @@ impl GhostActor {
         if self.flushing {
             return;
         }
-        let State::Ready(table) = &mut self.state else {
+        // Write-locked only to drain the changes; the commit runs unlocked.
+        let mut view = self.cell.view.write();
+        let State::Ready(table) = &mut view.state else {
             return;
         };
         let waiters = std::mem::take(&mut self.waiters);
         if !table.has_changes() {
+            drop(view);
             // Nothing applied is still in flight: everything is durable already.
             waiters.into_iter().for_each(|w| drop(w.send(Ok(()))));
             return;
         }
         let changes = ShardChanges { shard: self.shard, changes: table.take_changes() };
+        drop(view);
         self.flushing = true;
         let writer = self.writer.clone();
         let started = std::time::Instant::now();
@@ -269,13 +305,13 @@ impl GhostActor {
                 let _ = w.send(result.clone());
             }
             if let Err(e) = result {
-                if matches!(act.state, State::Fenced(_)) {
+                if matches!(act.cell.view.read().state, State::Fenced(_)) {
                     return; // Stays fenced: a reload could take the shard again.
                 }
                 // The table is now ahead of the store; only a reload makes them agree.
                 act.stats.flush_failures += 1;
                 tracing::error!(shard = act.shard, error = %e.chain(), "flush failed; restarting the shard");
-                act.state = State::Loading;
+                act.cell.set_state(State::Loading);
                 ctx.stop();
             } else {
                 act.stats.flushes += 1;
@@ -291,7 +327,7 @@ impl GhostActor {
     }
 
     fn has_changes(&self) -> bool {
-        matches!(&self.state, State::Ready(t) if t.has_changes())
+        matches!(&self.cell.view.read().state, State::Ready(t) if t.has_changes())
     }
 
     /// Records a restart; false when the policy's intensity is exceeded.
@@ -322,10 +358,10 @@ impl Actor for GhostActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.config.mailbox_capacity);
-        if matches!(self.state, State::Down) {
+        if matches!(self.cell.view.read().state, State::Down { .. }) {
             return;
         }
-        self.state = State::Loading;
+        self.cell.set_state(State::Loading);
         let (writer, shard, table_config) = (self.writer.clone(), self.shard, self.config.table.clone());
         let delay = self.reload_delay();
         let load = async move {
@@ -339,15 +375,18 @@ impl Actor for GhostActor {
         ctx.wait(load.into_actor(self).map(|result, act, ctx| match result {
             Ok((table, claim)) => {
                 tracing::info!(shard = act.shard, ghosts = table.len(), "shard loaded");
-                act.state = State::Ready(Box::new(table));
-                act.claim = claim;
+                // State and claim in one acquisition: no reader sees the
+                // table without the claim it must be checked against.
+                let mut view = act.cell.view.write();
+                view.state = State::Ready(Box::new(table));
+                view.claim = claim;
             }
             Err(Error::Fenced { cause, .. }) => act.fence(cause),
             Err(e @ (Error::Decode(_) | Error::InvalidNodeId { .. } | Error::NotAStore(_))) => {
                 tracing::error!(shard = act.shard, error = %e.chain(), "stored state unreadable; failing closed");
                 metrics::counter!(crate::metrics::FAILED_CLOSED, "shard" => act.shard.to_string())
                     .increment(1);
-                act.state = State::Failed(Box::new(e));
+                act.cell.set_state(State::Failed(Box::new(e)));
             }
             Err(e) => {
                 tracing::warn!(shard = act.shard, error = %e.chain(), "load failed; restarting");
@@ -367,17 +406,28 @@ impl Supervised for GhostActor {
         self.interval_armed = false;
         self.incarnation = self.incarnation.wrapping_add(1);
         if std::mem::take(&mut self.reviving) {
-            self.state = State::Loading;
+            self.cell.set_state(State::Loading);
             return;
         }
         metrics::counter!(crate::metrics::RESTARTS, "shard" => self.shard.to_string()).increment(1);
-        self.state = if self.note_restart() {
+        let state = if self.note_restart() {
             State::Loading
         } else {
             tracing::error!(shard = self.shard, "restart intensity exceeded; shard stays down");
-            State::Down
+            State::Down { restarts: self.restart_times.len() as u32 }
         };
+        self.cell.set_state(state);
+    }
+}
+
+impl Drop for GhostActor {
+    /// The actor is gone for good (its supervisor is dropped with the
+    /// runtime's arbiter): readers answer [`Error::MailboxClosed`], as its
+    /// address does, and the table's memory is freed now.
+    fn drop(&mut self) {
+        self.cell.set_state(State::Closed);
     }
 }
 
 mod handlers;
+mod view;
