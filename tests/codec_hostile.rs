@@ -5,6 +5,10 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+#[allow(dead_code)] // each test file uses a different part of it
+mod support;
+
+use support::cases;
 use vshard_ghosts::store::StubRecord;
 use vshard_ghosts::table::GhostTable;
 use vshard_ghosts::{DecodeError, Error, TableConfig, codec};
@@ -19,15 +23,6 @@ const MAGIC: &[u8; 4] = b"VSGH";
 const HEADER_LEN: usize = 24;
 const KIND_SNAPSHOT: u8 = 1;
 const KIND_STUB: u8 = 2;
-
-/// `cases` unless `PROPTEST_CASES` is set: setting `cases` directly would override the env.
-fn cases(default: u32) -> ProptestConfig {
-    let mut config = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = default;
-    }
-    config
-}
 
 fn seal(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = MAGIC.to_vec();

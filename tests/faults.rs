@@ -135,7 +135,7 @@ async fn random_faults_lose_no_acknowledged_write() {
 
 /// A row of the redb file overwritten with garbage behind the process's back.
 fn corrupt_row(path: &std::path::Path, shard: u16, id: &str) -> Vec<u8> {
-    const GHOSTS: redb::TableDefinition<(u16, &str), &[u8]> = redb::TableDefinition::new("ghosts");
+    use support::redb_tables::GHOSTS;
     let garbage = b"\x00 not a stub \xff".to_vec();
     let db = redb::Database::open(path).unwrap();
     let txn = db.begin_write().unwrap();
@@ -192,7 +192,7 @@ async fn a_corrupt_redb_row_fails_the_shard_closed_and_stays_untouched() {
     );
     rt.shutdown().await.unwrap();
 
-    const GHOSTS: redb::TableDefinition<(u16, &str), &[u8]> = redb::TableDefinition::new("ghosts");
+    use support::redb_tables::GHOSTS;
     let db = redb::Database::open(&path).unwrap();
     let txn = db.begin_read().unwrap();
     let stored = txn.open_table(GHOSTS).unwrap().get((0, "n3")).unwrap().unwrap().value().to_vec();

@@ -7,6 +7,7 @@ mod support;
 
 use redb::{ReadableDatabase, TableDefinition};
 use std::path::Path;
+use support::redb_tables::{GHOSTS, META, SHARD_META};
 use support::*;
 use vshard_ghosts::store::{GhostStore, MemoryStore, RedbStore, ShardChanges};
 use vshard_ghosts::table::GhostTable;
@@ -14,8 +15,6 @@ use vshard_ghosts::testing::{Fault, FaultyStore, StoreOp};
 use vshard_ghosts::{EdgeEvents, Epoch, Error, ShardId};
 
 /// The documented schema: stub rows, and per shard (applied seq, row count).
-const GHOSTS: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("ghosts");
-const SHARD_META: TableDefinition<u16, (Option<u64>, u64)> = TableDefinition::new("shard_meta");
 
 fn new_redb(dir: &tempfile::TempDir) -> RedbStore {
     RedbStore::open(dir.path().join("ghosts.redb")).unwrap()
@@ -176,7 +175,7 @@ fn foreign_redb_database_is_not_a_store() {
 fn wrong_format_marker_is_not_a_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("future.redb");
-    let meta: TableDefinition<&str, &[u8]> = TableDefinition::new("vshard_ghosts_meta");
+    let meta = META;
     {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();

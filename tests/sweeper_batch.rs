@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vshard_ghosts::clock::TokioClock;
 use vshard_ghosts::messages::*;
 use vshard_ghosts::store::*;
 use vshard_ghosts::sweep::PassReport;
@@ -26,9 +27,11 @@ fn shard_config() -> ShardConfig {
     ShardConfig { table, mailbox_capacity: 4_096, ..ShardConfig::default() }
 }
 
+/// Shards on the calling arbiter whose tables and sweeper's bucket run on
+/// tokio's (paused) time, which the tests move by sleeping.
 fn start_shards(ids: &[u16], store: Arc<dyn GhostStore>) -> (Rc<GhostRuntime>, Shards) {
-    let clock = ManualClock::new(1_000);
-    let rt = support::local_runtime(store, ids.iter().copied(), shard_config(), &clock, 0).start().unwrap();
+    let builder = support::local_runtime(store, ids.iter().copied(), shard_config(), &ManualClock::new(0), 0);
+    let rt = builder.clock(Arc::new(TokioClock::new())).start().unwrap();
     let shards = ids.iter().map(|&id| (id, rt.addr(id).unwrap().clone())).collect();
     (Rc::new(rt), shards)
 }
