@@ -7,14 +7,13 @@ mod support;
 
 use redb::{ReadableDatabase, TableDefinition};
 use std::path::Path;
+// The documented schema: stub rows, and per shard (applied seq, row count).
 use support::redb_tables::{GHOSTS, META, SHARD_META};
 use support::*;
 use vshard_ghosts::store::{GhostStore, MemoryStore, RedbStore, ShardChanges};
 use vshard_ghosts::table::GhostTable;
 use vshard_ghosts::testing::{Fault, FaultyStore, StoreOp};
 use vshard_ghosts::{EdgeEvents, Epoch, Error, ShardId};
-
-/// The documented schema: stub rows, and per shard (applied seq, row count).
 
 fn new_redb(dir: &tempfile::TempDir) -> RedbStore {
     RedbStore::open(dir.path().join("ghosts.redb")).unwrap()
