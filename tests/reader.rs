@@ -383,8 +383,9 @@ async fn a_loading_shard_is_an_error_not_none() {
     assert_eq!(reader.resolve(0, "a"), Ok(Some(ShardId(1))));
     *store.gate.lock().unwrap() = None;
     rt.shutdown().await.unwrap();
-    // The actors are gone with their arbiter: nothing will answer again.
-    assert_eq!(reader.resolve(0, "a"), Err(Error::MailboxClosed { shard: 0 }));
+    // The runtime is shut down: no reader answers from it again.
+    assert_eq!(reader.resolve(0, "a"), Err(Error::Closed));
+    assert_eq!(reader.resolve_many(&[(ShardId(1), "a")]), Err(Error::Closed));
 }
 
 #[actix::test]
