@@ -17,7 +17,7 @@ use vshard_ghosts::*;
 #[allow(dead_code)] // each test file uses a different part of it
 mod support;
 
-type Shards = Vec<(u16, Addr<GhostActor>)>;
+use support::Shards;
 
 const BACKOFF_BASE_MS: u64 = 1_000;
 const BACKOFF_CAP_MS: u64 = 8_000;
@@ -32,33 +32,22 @@ fn shard_config() -> ShardConfig {
     ShardConfig { table, mailbox_capacity: 4_096, fault_injection: true, ..ShardConfig::default() }
 }
 
-/// A runtime whose shards run on the current arbiter, all on `clock` (the
-/// tables' time), with no sweeper yet; and its shards' addresses.
+/// Shards on the current arbiter, all on `clock` (the tables' time and the
+/// sweeper's bucket), with no sweeper yet.
 fn start_shards(ids: &[u16], store: Arc<dyn GhostStore>, clock: &ManualClock) -> (Rc<GhostRuntime>, Shards) {
     start_shards_on(ids, store, Arc::new(clock.clone()))
 }
 
-/// [`start_shards`] on any clock: the tables and the sweeper's bucket read it.
 fn start_shards_on(
     ids: &[u16],
     store: Arc<dyn GhostStore>,
     clock: Arc<dyn Clock>,
 ) -> (Rc<GhostRuntime>, Shards) {
-    let builder = support::local_runtime(store, ids.iter().copied(), shard_config(), &ManualClock::new(0), 0);
-    let rt = builder.clock(clock).start().unwrap();
-    let shards = ids.iter().map(|&id| (id, rt.addr(id).unwrap().clone())).collect();
-    (Rc::new(rt), shards)
+    support::local_shards(ids, store, shard_config(), clock)
 }
 
-/// Fast enough that the bucket never matters, and passes only on request.
 fn fast() -> SweeperConfig {
-    SweeperConfig {
-        verifies_per_second: 100_000,
-        burst: 1_000,
-        pass_interval: None,
-        busy_latency: Duration::from_secs(30),
-        ..SweeperConfig::default()
-    }
+    support::fast_sweeper()
 }
 
 async fn insert(addr: &Addr<GhostActor>, id: &str, target: u16, refcount: u32, epoch: u64) {

@@ -2,7 +2,6 @@
 //! `max_in_flight`, one token per ghost, and a batch that hangs, panics, fails
 //! or answers garbage is `Inconclusive` for each of its ghosts, never a purge.
 
-use actix::prelude::*;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use std::rc::Rc;
@@ -14,13 +13,12 @@ use vshard_ghosts::messages::*;
 use vshard_ghosts::store::*;
 use vshard_ghosts::sweep::PassReport;
 use vshard_ghosts::table::*;
-use vshard_ghosts::testing::ManualClock;
 use vshard_ghosts::*;
 
 #[allow(dead_code)] // each test file uses a different part of it
 mod support;
 
-type Shards = Vec<(u16, Addr<GhostActor>)>;
+use support::Shards;
 
 fn shard_config() -> ShardConfig {
     let table = TableConfig { grace: Duration::ZERO, ..TableConfig::default() };
@@ -30,20 +28,11 @@ fn shard_config() -> ShardConfig {
 /// Shards on the calling arbiter whose tables and sweeper's bucket run on
 /// tokio's (paused) time, which the tests move by sleeping.
 fn start_shards(ids: &[u16], store: Arc<dyn GhostStore>) -> (Rc<GhostRuntime>, Shards) {
-    let builder = support::local_runtime(store, ids.iter().copied(), shard_config(), &ManualClock::new(0), 0);
-    let rt = builder.clock(Arc::new(TokioClock::new())).start().unwrap();
-    let shards = ids.iter().map(|&id| (id, rt.addr(id).unwrap().clone())).collect();
-    (Rc::new(rt), shards)
+    support::local_shards(ids, store, shard_config(), Arc::new(TokioClock::new()))
 }
 
 fn fast() -> SweeperConfig {
-    SweeperConfig {
-        verifies_per_second: 100_000,
-        burst: 1_000,
-        pass_interval: None,
-        busy_latency: Duration::from_secs(30),
-        ..SweeperConfig::default()
-    }
+    support::fast_sweeper()
 }
 
 /// `n` ghosts spread over `shards` shards, each pointing at shard `shards`

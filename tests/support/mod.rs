@@ -8,13 +8,19 @@ pub(crate) mod contract;
 #[allow(unused_imports)] // not every test file runs the contract
 pub(crate) use contract::*;
 
+use actix::Addr;
 use proptest::test_runner::Config as ProptestConfig;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
+use vshard_ghosts::clock::Clock;
 use vshard_ghosts::store::{GhostStore, ShardChanges, StubRecord};
 use vshard_ghosts::table::{ChangeSet, GhostTable};
 use vshard_ghosts::testing::ManualClock;
-use vshard_ghosts::{GhostRuntimeBuilder, RuntimeConfig, ShardConfig, StoreChoice, TableConfig};
+use vshard_ghosts::{
+    GhostActor, GhostRuntime, GhostRuntimeBuilder, RuntimeConfig, ShardConfig, StoreChoice, SweeperConfig,
+    TableConfig,
+};
 
 pub(crate) fn cfg() -> TableConfig {
     TableConfig::default()
@@ -90,6 +96,17 @@ pub(crate) fn local_runtime(
     clock: &ManualClock,
     commit_retries: u32,
 ) -> GhostRuntimeBuilder {
+    local_runtime_on(store, shards, shard, Arc::new(clock.clone()), commit_retries)
+}
+
+/// [`local_runtime`] on any clock: the tables and the sweeper's bucket read it.
+pub(crate) fn local_runtime_on(
+    store: Arc<dyn GhostStore>,
+    shards: impl IntoIterator<Item = u16>,
+    shard: ShardConfig,
+    clock: Arc<dyn Clock>,
+    commit_retries: u32,
+) -> GhostRuntimeBuilder {
     let config = RuntimeConfig {
         shards: shards.into_iter().map(Into::into).collect(),
         arbiters: 0,
@@ -98,10 +115,34 @@ pub(crate) fn local_runtime(
         commit_retry_delay: Duration::from_millis(1),
         metrics_interval: Duration::ZERO,
     };
-    GhostRuntimeBuilder::default()
-        .config(config)
-        .store(StoreChoice::Custom(store))
-        .clock(Arc::new(clock.clone()))
+    GhostRuntimeBuilder::default().config(config).store(StoreChoice::Custom(store)).clock(clock)
+}
+
+/// Each shard's id and address, for tests that send to the actors themselves.
+pub(crate) type Shards = Vec<(u16, Addr<GhostActor>)>;
+
+/// Shards `ids` on the calling arbiter (no sweeper yet), on `clock`: the
+/// runtime and its shards' addresses.
+pub(crate) fn local_shards(
+    ids: &[u16],
+    store: Arc<dyn GhostStore>,
+    shard: ShardConfig,
+    clock: Arc<dyn Clock>,
+) -> (Rc<GhostRuntime>, Shards) {
+    let rt = local_runtime_on(store, ids.iter().copied(), shard, clock, 0).start().unwrap();
+    let shards = ids.iter().map(|&id| (id, rt.addr(id).unwrap().clone())).collect();
+    (Rc::new(rt), shards)
+}
+
+/// A sweeper fast enough that its bucket never matters, with passes only on request.
+pub(crate) fn fast_sweeper() -> SweeperConfig {
+    SweeperConfig {
+        verifies_per_second: 100_000,
+        burst: 1_000,
+        pass_interval: None,
+        busy_latency: Duration::from_secs(30),
+        ..SweeperConfig::default()
+    }
 }
 
 /// The etcd that the etcd tests use. They build only with `--features etcd`, which
