@@ -94,6 +94,14 @@ impl Background {
     where
         F: FnMut() + Send + 'static,
     {
+        Self::start_on(n, None, f)
+    }
+
+    /// [`start`](Self::start) with every thread confined to `core`, if given.
+    fn start_on<F>(n: usize, core: Option<core_affinity::CoreId>, f: impl Fn(usize) -> F) -> Self
+    where
+        F: FnMut() + Send + 'static,
+    {
         let stop = Arc::new(AtomicBool::new(false));
         let ops = Arc::new(AtomicU64::new(0));
         let ready = Arc::new(Barrier::new(n + 1));
@@ -101,6 +109,9 @@ impl Background {
             .map(|k| {
                 let (stop, ops, ready, mut op) = (stop.clone(), ops.clone(), ready.clone(), f(k));
                 std::thread::spawn(move || {
+                    if let Some(core) = core {
+                        assert!(core_affinity::set_for_current(core), "confining a thread to {core:?}");
+                    }
                     ready.wait();
                     let mut done = 0u64;
                     while !stop.load(Ordering::Relaxed) {
@@ -127,8 +138,8 @@ impl Background {
 
 /// `READERS` threads burning CPU without touching the shard: the control that
 /// tells what the cores' sharing alone costs a writer, with no lock involved.
-fn spinners() -> Background {
-    Background::start(READERS, |_| {
+fn spinners(core: Option<core_affinity::CoreId>) -> Background {
+    Background::start_on(READERS, core, |_| {
         let mut x = 1u64;
         move || {
             for _ in 0..256 {
@@ -262,7 +273,7 @@ mod lock {
             (0..ROUNDS).map(|_| writer_rate::<WARM>(&*cell, batches)).collect(),
         );
         let ops = r.stop();
-        let spin = spinners();
+        let spin = spinners(None);
         let spun = report(
             &format!("{name}: writer, {READERS} CPU spinners (control)"),
             "batches/s",
@@ -327,7 +338,11 @@ fn reader_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
     // Paired rounds: each ratio is taken within one round, so that the load
     // other work puts on the machine, which drifts over minutes, cancels out.
     let tokio = current_thread();
-    let mut f: [Vec<f64>; 6] = Default::default();
+    let mut f: [Vec<f64>; 8] = Default::default();
+    // The second arrangement of the cores: readers (and spinners) confined to
+    // the last core, the shard's arbiter, driver and store writer free to use
+    // both, as a host that keeps traversal workers off its shards' cores would.
+    let last_core = core_affinity::get_core_ids().and_then(|c| c.last().copied());
     for _ in 0..ROUNDS {
         f[0].push(ns_per_lookup(ids, &picks, |id| raw.resolve(id).is_some()));
         f[1].push(ns_per_lookup(ids, &picks, |id| reader.resolve(0, id).unwrap().is_some()));
@@ -356,20 +371,34 @@ fn reader_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
         });
         f[4].push(actor_rate(&addr, batches, &tokio));
         readers.stop();
-        let spin = spinners();
+        let spin = spinners(None);
         f[5].push(actor_rate(&addr, batches, &tokio));
+        spin.stop();
+        let readers = Background::start_on(READERS, last_core, |k| {
+            let (reader, ids) = (reader.clone(), ids.clone());
+            let mut rng = fastrand::Rng::with_seed(20 + k as u64);
+            move || {
+                black_box(reader.resolve(0, &ids[rng.usize(0..N)]).unwrap());
+            }
+        });
+        f[6].push(actor_rate(&addr, batches, &tokio));
+        readers.stop();
+        let spin = spinners(last_core);
+        f[7].push(actor_rate(&addr, batches, &tokio));
         spin.stop();
     }
     let ratio = |a: usize, b: usize| f[a].iter().zip(&f[b]).map(|(x, y)| x / y).collect::<Vec<_>>();
-    let ratios = [ratio(1, 0), ratio(2, 0), ratio(4, 3), ratio(5, 3)];
-    let [f0, f1, f2, f3, f4, f5] = f;
+    let ratios = [ratio(1, 0), ratio(2, 0), ratio(4, 3), ratio(5, 3), ratio(6, 3), ratio(7, 3)];
+    let [f0, f1, f2, f3, f4, f5, f6, f7] = f;
     let raw_ns = report("raw GhostTable::resolve", "ns/op", f0);
     report("GhostReader::resolve, actor idle", "ns/op", f1);
     report("GhostReader::resolve, actor applying batches flat out", "ns/op", f2);
     report("actor batches of 1024, window 8, no reader", "batches/s", f3);
     report(&format!("actor batches of 1024, window 8, {READERS} readers flat out"), "batches/s", f4);
     report(&format!("actor batches of 1024, window 8, {READERS} CPU spinners (control)"), "batches/s", f5);
-    let [idle, busy, with, spun] = ratios;
+    report(&format!("actor batches of 1024, window 8, {READERS} readers on one core"), "batches/s", f6);
+    report(&format!("actor batches of 1024, window 8, {READERS} spinners on one core"), "batches/s", f7);
+    let [idle, busy, with, spun, with_one, spun_one] = ratios;
 
     // Frontiers of 1024 ids on the shard, per id.
     let frontiers: Vec<Vec<(ShardId, &str)>> = picks
@@ -426,6 +455,8 @@ fn reader_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
     report("  reader / raw, actor writing (target <= 3)", "", busy);
     report(&format!("  actor with {READERS} readers / alone (target >= 0.8)"), "", with);
     report(&format!("  actor with {READERS} spinners / alone (the cores' share)"), "", spun);
+    report(&format!("  actor with {READERS} readers on one core / alone (target >= 0.8)"), "", with_one);
+    report(&format!("  actor with {READERS} spinners on one core / alone (the cores' share)"), "", spun_one);
     println!(
         "frontier 1024 per id: raw {raw_many:.1} ns, reader {reader_many:.1} ns, actor {actor_many:.1} ns; raw resolve {raw_ns:.1} ns"
     );

@@ -25,6 +25,14 @@ use tombstones::{Tombstone, Tombstones};
 /// Events of a batch warmed at a time (see `Slab::warm`).
 const WARM_CHUNK: usize = 1024;
 
+/// A batch's first chunk of events hashed, with the index buckets they hit,
+/// from [`GhostTable::warm_batch`]: what [`GhostTable::apply_warmed`] starts from.
+#[derive(Debug, Default)]
+pub(crate) struct WarmBatch {
+    hashes: Vec<u64>,
+    candidates: Vec<u32>,
+}
+
 /// The ghost stubs of one vShard.
 ///
 /// Every operation is a plain method call; time comes in as `now_ms`. The table
@@ -283,6 +291,45 @@ impl GhostTable {
     /// Applies a batch of edge events once: a batch whose `seq` is at or below
     /// the last applied one is skipped, so a host can replay its log.
     pub fn apply_batch(&mut self, seq: Option<u64>, events: &EdgeEvents) -> BatchOutcome {
+        // The scratch buffers are kept so that a batch allocates nothing.
+        let mut warmed = WarmBatch {
+            hashes: std::mem::take(&mut self.scratch.0),
+            candidates: std::mem::take(&mut self.scratch.1),
+        };
+        self.warm_batch_into(events, &mut warmed);
+        let out = self.apply_warmed(seq, events, &mut warmed);
+        self.scratch = (warmed.hashes, warmed.candidates);
+        out
+    }
+
+    /// Hashes the first [`WARM_CHUNK`] events of `events` and pulls into cache
+    /// what applying them will read (see `Slab::warm`), through a shared
+    /// borrow: the shard's actor does this under a read lock, so that its
+    /// readers go on while the batch's cache misses are paid, and holds the
+    /// write lock only for [`apply_warmed`](Self::apply_warmed) on warm lines.
+    pub(crate) fn warm_batch(&self, events: &EdgeEvents) -> WarmBatch {
+        let mut warmed = WarmBatch::default();
+        self.warm_batch_into(events, &mut warmed);
+        warmed
+    }
+
+    fn warm_batch_into(&self, events: &EdgeEvents, warmed: &mut WarmBatch) {
+        let ids = events.iter().take(WARM_CHUNK).map(|(id, _)| id);
+        self.slab.warm(ids, &mut warmed.hashes, &mut warmed.candidates);
+    }
+
+    /// [`apply_batch`](Self::apply_batch) after [`warm_batch`](Self::warm_batch)
+    /// of the same events on this table. Warming only reads, so a table
+    /// changed in between would still be applied correctly: the hashes depend
+    /// only on the ids and the table's hasher, which is fixed for its life,
+    /// and the apply looks every id up again. Hashes that do not match the
+    /// events (another batch's, another table's) are recomputed, not trusted.
+    pub(crate) fn apply_warmed(
+        &mut self,
+        seq: Option<u64>,
+        events: &EdgeEvents,
+        warmed: &mut WarmBatch,
+    ) -> BatchOutcome {
         if let (Some(seq), Some(done)) = (seq, self.applied_seq)
             && seq <= done
         {
@@ -290,16 +337,21 @@ impl GhostTable {
             return BatchOutcome { skipped: true, ..BatchOutcome::default() };
         }
         let mut out = BatchOutcome::default();
-        // Hash the whole batch and warm its lines first (see `Slab::warm`);
-        // the scratch buffers are kept so that a batch allocates nothing.
         // In chunks, for very large batches: a chunk's lines must still be in
         // cache when it is applied (a 1024-event chunk warms about 400 KiB).
         // Smaller chunks measured no faster on 1024-event batches.
-        let (mut hashes, mut candidates) = std::mem::take(&mut self.scratch);
         let mut rest = events.iter();
+        let mut first = true;
         while rest.len() > 0 {
-            self.slab.warm(rest.clone().take(WARM_CHUNK).map(|(id, _)| id), &mut hashes, &mut candidates);
-            for ((node_id, kind), &hash) in rest.by_ref().take(WARM_CHUNK).zip(&hashes) {
+            if !first || !self.warmed_for(rest.clone(), warmed) {
+                self.slab.warm(
+                    rest.clone().take(WARM_CHUNK).map(|(id, _)| id),
+                    &mut warmed.hashes,
+                    &mut warmed.candidates,
+                );
+            }
+            first = false;
+            for ((node_id, kind), &hash) in rest.by_ref().take(WARM_CHUNK).zip(&warmed.hashes) {
                 let outcome = match kind {
                     EdgeKind::Added => self.add_edge_hashed(node_id, hash),
                     EdgeKind::Removed => self.remove_edge_hashed(node_id, hash),
@@ -315,7 +367,6 @@ impl GhostTable {
                 }
             }
         }
-        self.scratch = (hashes, candidates);
         if seq.is_some() {
             self.applied_seq = seq;
             self.seq_dirty = true;
@@ -327,6 +378,24 @@ impl GhostTable {
             self.stage();
         }
         out
+    }
+
+    /// Whether `warmed` holds this table's hashes of the next chunk of `rest`:
+    /// one per event, and the first and last of them recomputed equal. A
+    /// wrong hash would make the apply miss a ghost that is there, so a
+    /// mismatch means warming again (a few microseconds), never trusting it.
+    fn warmed_for<'a>(
+        &self,
+        rest: impl Iterator<Item = (&'a str, EdgeKind)> + Clone,
+        warmed: &WarmBatch,
+    ) -> bool {
+        let want = rest.clone().take(WARM_CHUNK).count();
+        let (Some((first, _)), Some((last, _))) = (rest.clone().next(), rest.take(WARM_CHUNK).last()) else {
+            return want == warmed.hashes.len();
+        };
+        warmed.hashes.len() == want
+            && warmed.hashes.first() == Some(&self.slab.hash_id(first))
+            && warmed.hashes.last() == Some(&self.slab.hash_id(last))
     }
 
     /// The node moved on from its target to `target` at `epoch`: the ghost follows.

@@ -323,3 +323,76 @@ fn a_reclaim_after_a_purge_still_refuses_older_inserts() {
     assert_eq!(t.insert("n", ShardId(1), 1, Epoch(1), 6).unwrap(), InsertOutcome::Stale);
     assert_eq!(t.tombstone_epoch("n"), Some(2));
 }
+
+/// Two tables with the same ghosts, `n` of them, refcount 1..=3.
+fn twins(n: usize) -> (GhostTable, GhostTable) {
+    let mut a = table();
+    let mut b = table();
+    for i in 0..n {
+        for t in [&mut a, &mut b] {
+            t.insert(&format!("n{i}"), ShardId(7), (i % 3) as u32 + 1, Epoch(1), 0).unwrap();
+        }
+    }
+    (a, b)
+}
+
+fn events(ids: impl IntoIterator<Item = (usize, bool)>) -> crate::event::EdgeEvents {
+    let mut e = crate::event::EdgeEvents::default();
+    for (i, add) in ids {
+        e.push(&format!("n{i}"), if add { EdgeKind::Added } else { EdgeKind::Removed });
+    }
+    e
+}
+
+fn contents(t: &GhostTable) -> Vec<(String, u16, u32)> {
+    let mut v: Vec<_> = t.records().map(|r| (r.node_id.to_string(), r.target_shard, r.refcount)).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_warmed_batch_applies_as_the_plain_one_does_whatever_was_warmed() {
+    // 2500 events: more than one warm chunk, with purges (swap removals)
+    // and ids repeated within the batch.
+    let batch = events((0..2500).map(|k| ((k * 7919) % 900, k % 3 == 0)));
+    let other = events((0..1100).map(|k| ((k * 13) % 1000, true)));
+    let (mut plain, mut warmed) = twins(1000);
+    let want = plain.apply_batch(Some(1), &batch);
+    // The warmed path, with the right warm, with another batch's, and with
+    // the table changed between the warm and the apply.
+    let mut w = warmed.warm_batch(&batch);
+    assert_eq!(warmed.apply_warmed(Some(1), &batch, &mut w), want);
+    assert_eq!(contents(&warmed), contents(&plain));
+
+    let next = events((0..1500).map(|k| ((k * 31) % 1000, k % 2 == 0)));
+    let want = plain.apply_batch(Some(2), &next);
+    let mut w = warmed.warm_batch(&other);
+    assert_eq!(warmed.apply_warmed(Some(2), &next, &mut w), want, "another batch's warm is not trusted");
+    assert_eq!(contents(&warmed), contents(&plain));
+
+    let last = events((0..600).map(|k| (k, false)));
+    let mut w = warmed.warm_batch(&last);
+    for t in [&mut plain, &mut warmed] {
+        t.apply_batch(Some(3), &events((0..300).map(|k| (k * 2, false))));
+    }
+    let want = plain.apply_batch(Some(4), &last);
+    assert_eq!(
+        warmed.apply_warmed(Some(4), &last, &mut w),
+        want,
+        "a warm older than the table is still right"
+    );
+    assert_eq!(contents(&warmed), contents(&plain));
+    assert!(want.purged > 0 && want.unknown > 0, "the batch purged and missed: {want:?}");
+}
+
+#[test]
+fn a_warmed_replay_is_skipped_and_an_empty_batch_is_nothing() {
+    let (mut t, _) = twins(10);
+    let batch = events([(1, true)]);
+    assert_eq!(t.apply_batch(Some(5), &batch).applied, 1);
+    let mut w = t.warm_batch(&batch);
+    assert!(t.apply_warmed(Some(5), &batch, &mut w).skipped);
+    let empty = events([]);
+    let mut w = t.warm_batch(&empty);
+    assert_eq!(t.apply_warmed(None, &empty, &mut w), crate::event::BatchOutcome::default());
+}

@@ -57,9 +57,19 @@ impl Handler<EdgeBatch> for GhostActor {
             if m.seq.is_some() && matches!(self.config.durability, crate::config::Durability::GroupCommit) {
                 self.unacked_seq = self.unacked_seq.max(m.seq);
             }
-            return self.durable(ctx, Msg::batch(m.seq), |t, _| t.apply_batch(m.seq, &m.events));
+            return self.durable_warmed(
+                ctx,
+                Msg::batch(m.seq),
+                |t| t.warm_batch(&m.events),
+                |t, mut w, _| t.apply_warmed(m.seq, &m.events, &mut w),
+            );
         }
-        let out = self.lazy(ctx, Msg::batch(m.seq), |t, _| t.apply_batch(m.seq, &m.events));
+        let out = self.lazy_warmed(
+            ctx,
+            Msg::batch(m.seq),
+            |t| t.warm_batch(&m.events),
+            |t, mut w, _| t.apply_warmed(m.seq, &m.events, &mut w),
+        );
         Box::pin(async move { out })
     }
 }

@@ -116,28 +116,49 @@ impl GhostActor {
     /// Runs `f` on the table, catching a panic: the request fails and the actor
     /// stops so that its supervisor restarts it from the store. `msg` names the
     /// message for its span and its latency metric.
-    ///
-    /// The cell is write-locked once, for all of `f`: readers see the state
-    /// before the message or after it, never a half-applied batch; and a
-    /// panicking `f` leaves the state `Loading` before the lock is released,
-    /// so no reader ever sees what it left half done.
     fn with_table<R>(
         &mut self,
         ctx: &mut Context<Self>,
         msg: Msg,
         f: impl FnOnce(&mut GhostTable, u64) -> R,
     ) -> Result<R> {
+        self.with_table_warmed(ctx, msg, |_| (), |t, (), now| f(t, now))
+    }
+
+    /// [`with_table`](Self::with_table) after `warm`, a read-only first step
+    /// (a batch's hashing and cache misses, say) whose result `f` takes.
+    ///
+    /// `warm` runs under an upgradable read lock, so the shard's readers go
+    /// on meanwhile; the lock is then upgraded (no write can come in between)
+    /// and held for writing over all of `f`: readers see the state before the
+    /// message or after it, never a half-applied batch, and wait only for the
+    /// write part. A panic in either step leaves the state `Loading` before
+    /// the lock is released, so no reader ever sees what it left half done.
+    fn with_table_warmed<W, R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        msg: Msg,
+        warm: impl FnOnce(&GhostTable) -> W,
+        f: impl FnOnce(&mut GhostTable, W, u64) -> R,
+    ) -> Result<R> {
         let shard = self.shard;
         self.check_claim();
-        let mut view = self.cell.view.write();
-        let table = match &mut view.state {
-            State::Ready(t) => t,
-            other => return Err(view::unavailable(other, shard)),
+        let view = self.cell.view.upgradable_read();
+        let State::Ready(table) = &view.state else {
+            return Err(view::unavailable(&view.state, shard));
         };
         let now = self.clock.now_ms();
         let _span = tracing::debug_span!("ghost_message", kind = msg.kind, shard, seq = msg.seq).entered();
         let started = std::time::Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| f(table, now)));
+        let warmed = catch_unwind(AssertUnwindSafe(|| warm(table)));
+        let mut view = view::upgrade(view);
+        // Still ready: the actor is the cell's only writer, and the upgrade
+        // lets no other write in.
+        let result = match (warmed, &mut view.state) {
+            (Ok(w), State::Ready(table)) => catch_unwind(AssertUnwindSafe(|| f(table, w, now))),
+            (Ok(_), other) => return Err(view::unavailable(other, shard)),
+            (Err(payload), _) => Err(payload),
+        };
         metrics::histogram!(crate::metrics::HANDLER_SECONDS, "kind" => msg.kind)
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -221,7 +242,18 @@ impl GhostActor {
         msg: Msg,
         f: impl FnOnce(&mut GhostTable, u64) -> R,
     ) -> Result<R> {
-        let out = self.with_table(ctx, msg, f)?;
+        self.lazy_warmed(ctx, msg, |_| (), |t, (), now| f(t, now))
+    }
+
+    /// [`lazy`](Self::lazy) with a read-only first step (see [`with_table_warmed`](Self::with_table_warmed)).
+    pub(super) fn lazy_warmed<W, R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        msg: Msg,
+        warm: impl FnOnce(&GhostTable) -> W,
+        f: impl FnOnce(&mut GhostTable, W, u64) -> R,
+    ) -> Result<R> {
+        let out = self.with_table_warmed(ctx, msg, warm, f)?;
         if self.has_changes() {
             self.schedule_flush(ctx);
         }
@@ -236,7 +268,18 @@ impl GhostActor {
         msg: Msg,
         f: impl FnOnce(&mut GhostTable, u64) -> R,
     ) -> BoxFuture<'static, Result<R>> {
-        let out = match self.with_table(ctx, msg, f) {
+        self.durable_warmed(ctx, msg, |_| (), |t, (), now| f(t, now))
+    }
+
+    /// [`durable`](Self::durable) with a read-only first step (see [`with_table_warmed`](Self::with_table_warmed)).
+    pub(super) fn durable_warmed<W, R: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        msg: Msg,
+        warm: impl FnOnce(&GhostTable) -> W,
+        f: impl FnOnce(&mut GhostTable, W, u64) -> R,
+    ) -> BoxFuture<'static, Result<R>> {
+        let out = match self.with_table_warmed(ctx, msg, warm, f) {
             Ok(out) => out,
             Err(e) => return Box::pin(async move { Err(e) }),
         };

@@ -40,6 +40,14 @@ use std::sync::Arc;
 /// The lock every shard cell uses (see the module documentation for why).
 pub(crate) type Lock<T> = parking_lot::RwLock<T>;
 
+/// Turns the actor's upgradable read of a cell into its write, with no other
+/// writer in between.
+pub(crate) fn upgrade<T>(
+    guard: parking_lot::RwLockUpgradableReadGuard<'_, T>,
+) -> parking_lot::RwLockWriteGuard<'_, T> {
+    parking_lot::RwLockUpgradableReadGuard::upgrade(guard)
+}
+
 /// Lookups a reader makes under one read lock in `resolve_many`: long enough
 /// to amortise the lock, short enough (some microseconds on a 1M-ghost
 /// table) that a writer is not held up behind a long frontier.
