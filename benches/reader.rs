@@ -190,18 +190,11 @@ mod lock {
         }
     }
 
-    /// With `WARM`, the writer first looks every id of the batch up under
-    /// the read lock (readers go on meanwhile), so that the write-locked
-    /// apply finds the table's lines in cache.
-    fn apply<const WARM: bool>(cell: &impl Cell, batches: &[EdgeEvents], k: usize) {
+    /// The writer applies one batch under the write lock (the lock choice
+    /// alone; the shard's actor also warms the batch under an upgradable read
+    /// first, which the `reader` section measures).
+    fn apply(cell: &impl Cell, batches: &[EdgeEvents], k: usize) {
         let events = &batches[k % batches.len()];
-        if WARM {
-            cell.read(|t| {
-                events.iter().for_each(|(id, _)| {
-                    black_box(t.resolve(id));
-                })
-            });
-        }
         cell.write(|t| {
             black_box(t.apply_batch(None, events));
             black_box(t.take_changes());
@@ -209,10 +202,10 @@ mod lock {
     }
 
     /// Batches per second of a writer applying `BATCHES` batches.
-    fn writer_rate<const WARM: bool>(cell: &impl Cell, batches: &[EdgeEvents]) -> f64 {
+    fn writer_rate(cell: &impl Cell, batches: &[EdgeEvents]) -> f64 {
         let start = Instant::now();
         for k in 0..BATCHES {
-            apply::<WARM>(cell, batches, k);
+            apply(cell, batches, k);
         }
         BATCHES as f64 / start.elapsed().as_secs_f64()
     }
@@ -228,13 +221,13 @@ mod lock {
         })
     }
 
-    pub(super) fn compare<C: Cell, const WARM: bool>(
+    pub(super) fn compare<C: Cell>(
         ids: &Arc<Vec<Box<str>>>,
         batches: &Arc<Vec<EdgeEvents>>,
     ) {
         let cell = Arc::new(C::new(filled(ids)));
         let picks = picks(1);
-        let name = if WARM { format!("{}, warmed", C::NAME) } else { C::NAME.to_owned() };
+        let name = C::NAME;
         report(
             &format!("{name}: read-locked resolve, idle"),
             "ns/op",
@@ -249,7 +242,7 @@ mod lock {
                 let mut k = 0;
                 move || {
                     k += 1;
-                    apply::<WARM>(&*cell, &batches, k);
+                    apply(&*cell, &batches, k);
                 }
             })
         };
@@ -264,20 +257,20 @@ mod lock {
         let alone = report(
             &format!("{name}: writer, no reader"),
             "batches/s",
-            (0..ROUNDS).map(|_| writer_rate::<WARM>(&*cell, batches)).collect(),
+            (0..ROUNDS).map(|_| writer_rate(&*cell, batches)).collect(),
         );
         let r = readers(&cell, ids);
         let with = report(
             &format!("{name}: writer, {READERS} readers flat out"),
             "batches/s",
-            (0..ROUNDS).map(|_| writer_rate::<WARM>(&*cell, batches)).collect(),
+            (0..ROUNDS).map(|_| writer_rate(&*cell, batches)).collect(),
         );
         let ops = r.stop();
         let spin = spinners(None);
         let spun = report(
             &format!("{name}: writer, {READERS} CPU spinners (control)"),
             "batches/s",
-            (0..ROUNDS).map(|_| writer_rate::<WARM>(&*cell, batches)).collect(),
+            (0..ROUNDS).map(|_| writer_rate(&*cell, batches)).collect(),
         );
         spin.stop();
         println!(
@@ -472,9 +465,8 @@ fn main() {
     let batches: Arc<Vec<EdgeEvents>> = Arc::new((0..256).map(|_| batch(&ids, &mut rng)).collect());
     println!("{} ghosts, {} cores available", N, std::thread::available_parallelism().map_or(0, |n| n.get()));
     if run("lock") {
-        lock::compare::<lock::Std, false>(&ids, &batches);
-        lock::compare::<lock::Pl, false>(&ids, &batches);
-        lock::compare::<lock::Pl, true>(&ids, &batches);
+        lock::compare::<lock::Std>(&ids, &batches);
+        lock::compare::<lock::Pl>(&ids, &batches);
     }
     if run("reader") {
         reader_figures(&ids, &batches);

@@ -261,6 +261,31 @@ pub struct Flush;
 #[rtype(result = "Result<()>")]
 pub struct InjectPanic;
 
+/// Chaos hook: takes an edge batch's path with `events` and panics part way,
+/// so a test can watch readers while a batch dies half done (they must see
+/// the shard as it was, or an error, never the half). The shard reloads from
+/// the store as after any panic. Refused unless
+/// [`ShardConfig::fault_injection`](crate::ShardConfig::fault_injection) is on.
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<()>")]
+pub struct InjectBatchPanic {
+    /// The batch.
+    pub events: crate::EdgeEvents,
+    /// Where it panics.
+    pub at: BatchPanicAt,
+}
+
+/// Where [`InjectBatchPanic`] panics.
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchPanicAt {
+    /// In the read-only first step, while readers share the lock.
+    Warm,
+    /// Under the write lock, after applying the first `n` events of the batch.
+    After(usize),
+}
+
 // ---- SweeperActor: the runtime's operator calls (crate-only; see `GhostRuntime`) ----
 
 /// Runs one full pass over every shard now and answers its report when it

@@ -298,6 +298,83 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
     rt.shutdown().await.unwrap();
 }
 
+/// Ghosts of the batch that dies half done: more than one warm chunk (1024),
+/// so that its second part is warmed under the write lock.
+const WIDE: usize = 1500;
+
+/// What a reader may see of the wide batch: every ghost present, every ghost
+/// gone (only once the whole batch may have been acknowledged), or an error
+/// while the shard reloads; never some gone and some present.
+fn check_wide(reader: &GhostReader, sample: &[(ShardId, &str)], acked_gone: &AtomicBool) -> bool {
+    let gone_allowed = acked_gone.load(Ordering::Acquire);
+    match reader.resolve_many(sample) {
+        Ok(answers) if answers.iter().all(|a| *a == Some(ShardId(1))) => true,
+        Ok(answers) if answers.iter().all(Option::is_none) => {
+            assert!(gone_allowed, "the wide batch's removals were seen before it was ever applied whole");
+            true
+        }
+        Ok(answers) => panic!("a half-applied batch: {answers:?}"),
+        Err(Error::ShardLoading { shard: 0 }) => false,
+        Err(e) => panic!("unexpected {e:?}"),
+    }
+}
+
+#[actix::test]
+async fn a_batch_that_panics_half_applied_is_never_seen_half() {
+    let rt = runtime(Arc::new(TestStore::default()), shard_config());
+    let ids: Vec<String> = (0..WIDE).map(|i| format!("w{i}")).collect();
+    for chunk in ids.chunks(100) {
+        let inserts = chunk.iter().map(|id| rt.insert_ghost(0, ghost(id, 1, 1, 1)));
+        for r in futures::future::join_all(inserts).await {
+            assert_eq!(r.unwrap(), InsertOutcome::Inserted);
+        }
+    }
+    // One edge removal per ghost, each its last edge: the batch purges all.
+    let mut removals = EdgeEvents::new();
+    ids.iter().for_each(|id| removals.removed(id));
+    let (finished, gone) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let (reader, ids, finished, gone) = (rt.reader(), ids.clone(), finished.clone(), gone.clone());
+            std::thread::spawn(move || {
+                // The first and last of each part of the batch, in one chunk
+                // of a read lock: one state of the shard.
+                let sample: Vec<(ShardId, &str)> = [0, 1, 699, 700, 1023, 1024, 1200, WIDE - 1]
+                    .iter()
+                    .map(|&i| (ShardId(0), &*ids[i]))
+                    .collect();
+                let (mut answers, mut loading) = (0u64, 0u64);
+                while !finished.load(Ordering::Acquire) {
+                    if check_wide(&reader, &sample, &gone) { answers += 1 } else { loading += 1 }
+                }
+                (answers, loading)
+            })
+        })
+        .collect();
+    for round in 0..40 {
+        let at =
+            [BatchPanicAt::Warm, BatchPanicAt::After(1), BatchPanicAt::After(700), BatchPanicAt::After(1200)]
+                [round % 4];
+        let died = rt.request(0, InjectBatchPanic { events: removals.clone(), at }).await;
+        assert_eq!(died, Err(Error::Panicked { shard: 0 }), "round {round}, {at:?}");
+        // Queued behind the reload: every ghost is back, as the store has it.
+        assert_eq!(rt.resolve(0, &ids[WIDE - 1]).await, Ok(Some(ShardId(1))), "round {round}");
+        let back = rt.reader().resolve_many(&ids.iter().map(|id| (ShardId(0), &**id)).collect::<Vec<_>>());
+        assert!(back.unwrap().iter().all(|a| *a == Some(ShardId(1))), "round {round}");
+    }
+    // And applied for real: whole, in one step, on both sides of the chunk.
+    gone.store(true, Ordering::Release);
+    let out = rt.edge_batch(0, None, removals).await.unwrap();
+    assert_eq!((out.applied, out.purged, out.unknown), (WIDE as u32, WIDE as u32, 0));
+    assert!(ids.iter().all(|id| rt.reader().resolve(0, id) == Ok(None)));
+    finished.store(true, Ordering::Release);
+    for r in readers {
+        let (answers, loading) = r.join().unwrap();
+        assert!(answers > 0, "a reader saw the shard ready ({loading} loading)");
+    }
+    rt.shutdown().await.unwrap();
+}
+
 #[actix::test]
 async fn a_write_acknowledged_on_one_thread_is_seen_by_a_resolve_started_after_on_another() {
     enum Step {

@@ -25,10 +25,15 @@ use tombstones::{Tombstone, Tombstones};
 /// Events of a batch warmed at a time (see `Slab::warm`).
 const WARM_CHUNK: usize = 1024;
 
-/// A batch's first chunk of events hashed, with the index buckets they hit,
-/// from [`GhostTable::warm_batch`]: what [`GhostTable::apply_warmed`] starts from.
-#[derive(Debug, Default)]
-pub(crate) struct WarmBatch {
+/// An edge batch whose first chunk of events [`GhostTable::warm_batch`] hashed
+/// and pulled into cache: what [`GhostTable::apply_warmed`] applies. It holds
+/// the batch itself, so it can only be applied as the batch it warmed, and the
+/// fingerprint of the table's hasher, so its hashes are used only by a table
+/// that computes the same ones.
+#[derive(Debug)]
+pub(crate) struct WarmBatch<'e> {
+    events: &'e EdgeEvents,
+    hasher: u64,
     hashes: Vec<u64>,
     candidates: Vec<u32>,
 }
@@ -292,63 +297,56 @@ impl GhostTable {
     /// the last applied one is skipped, so a host can replay its log.
     pub fn apply_batch(&mut self, seq: Option<u64>, events: &EdgeEvents) -> BatchOutcome {
         // The scratch buffers are kept so that a batch allocates nothing.
-        let mut warmed = WarmBatch {
-            hashes: std::mem::take(&mut self.scratch.0),
-            candidates: std::mem::take(&mut self.scratch.1),
-        };
-        self.warm_batch_into(events, &mut warmed);
-        let out = self.apply_warmed(seq, events, &mut warmed);
+        let (hashes, candidates) = std::mem::take(&mut self.scratch);
+        let mut warmed = WarmBatch { events, hasher: self.slab.fingerprint(), hashes, candidates };
+        self.warm_chunk(&mut warmed, events.iter());
+        let out = self.apply_warmed(seq, &mut warmed);
         self.scratch = (warmed.hashes, warmed.candidates);
         out
     }
 
-    /// Hashes the first [`WARM_CHUNK`] events of `events` and pulls into cache
+    /// Hashes the first events of `events` (up to 1024) and pulls into cache
     /// what applying them will read (see `Slab::warm`), through a shared
-    /// borrow: the shard's actor does this under a read lock, so that its
-    /// readers go on while the batch's cache misses are paid, and holds the
-    /// write lock only for [`apply_warmed`](Self::apply_warmed) on warm lines.
-    pub(crate) fn warm_batch(&self, events: &EdgeEvents) -> WarmBatch {
-        let mut warmed = WarmBatch::default();
-        self.warm_batch_into(events, &mut warmed);
+    /// borrow: the shard's actor does this under a read lock that its readers
+    /// share, and takes the write lock only for [`apply_warmed`](Self::apply_warmed),
+    /// which then runs on warm lines.
+    pub(crate) fn warm_batch<'e>(&self, events: &'e EdgeEvents) -> WarmBatch<'e> {
+        let n = events.len().min(WARM_CHUNK);
+        let (hashes, candidates) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut warmed = WarmBatch { events, hasher: self.slab.fingerprint(), hashes, candidates };
+        self.warm_chunk(&mut warmed, events.iter());
         warmed
     }
 
-    fn warm_batch_into(&self, events: &EdgeEvents, warmed: &mut WarmBatch) {
-        let ids = events.iter().take(WARM_CHUNK).map(|(id, _)| id);
+    /// Warms the next chunk of `rest` into `warmed`.
+    fn warm_chunk<'a>(&self, warmed: &mut WarmBatch<'_>, rest: impl Iterator<Item = (&'a str, EdgeKind)>) {
+        let ids = rest.take(WARM_CHUNK).map(|(id, _)| id);
         self.slab.warm(ids, &mut warmed.hashes, &mut warmed.candidates);
     }
 
-    /// [`apply_batch`](Self::apply_batch) after [`warm_batch`](Self::warm_batch)
-    /// of the same events on this table. Warming only reads, so a table
-    /// changed in between would still be applied correctly: the hashes depend
-    /// only on the ids and the table's hasher, which is fixed for its life,
-    /// and the apply looks every id up again. Hashes that do not match the
-    /// events (another batch's, another table's) are recomputed, not trusted.
-    pub(crate) fn apply_warmed(
-        &mut self,
-        seq: Option<u64>,
-        events: &EdgeEvents,
-        warmed: &mut WarmBatch,
-    ) -> BatchOutcome {
+    /// [`apply_batch`](Self::apply_batch) of the batch `warmed` holds. Warming
+    /// only reads, and a hash depends only on the id and the hasher, which is
+    /// fixed for a table's life: so a table changed since the warm still
+    /// applies the batch correctly (the apply looks every id up again). Hashes
+    /// from a table with another hasher are not trusted: the batch is warmed
+    /// again (a wrong hash would make the apply miss a ghost that is there).
+    pub(crate) fn apply_warmed(&mut self, seq: Option<u64>, warmed: &mut WarmBatch<'_>) -> BatchOutcome {
         if let (Some(seq), Some(done)) = (seq, self.applied_seq)
             && seq <= done
         {
             self.counters.skipped_batches += 1;
             return BatchOutcome { skipped: true, ..BatchOutcome::default() };
         }
+        let events = warmed.events;
         let mut out = BatchOutcome::default();
         // In chunks, for very large batches: a chunk's lines must still be in
         // cache when it is applied (a 1024-event chunk warms about 400 KiB).
         // Smaller chunks measured no faster on 1024-event batches.
         let mut rest = events.iter();
-        let mut first = true;
+        let mut first = warmed.hasher == self.slab.fingerprint();
         while rest.len() > 0 {
-            if !first || !self.warmed_for(rest.clone(), warmed) {
-                self.slab.warm(
-                    rest.clone().take(WARM_CHUNK).map(|(id, _)| id),
-                    &mut warmed.hashes,
-                    &mut warmed.candidates,
-                );
+            if !first {
+                self.warm_chunk(warmed, rest.clone());
             }
             first = false;
             for ((node_id, kind), &hash) in rest.by_ref().take(WARM_CHUNK).zip(&warmed.hashes) {
@@ -378,24 +376,6 @@ impl GhostTable {
             self.stage();
         }
         out
-    }
-
-    /// Whether `warmed` holds this table's hashes of the next chunk of `rest`:
-    /// one per event, and the first and last of them recomputed equal. A
-    /// wrong hash would make the apply miss a ghost that is there, so a
-    /// mismatch means warming again (a few microseconds), never trusting it.
-    fn warmed_for<'a>(
-        &self,
-        rest: impl Iterator<Item = (&'a str, EdgeKind)> + Clone,
-        warmed: &WarmBatch,
-    ) -> bool {
-        let want = rest.clone().take(WARM_CHUNK).count();
-        let (Some((first, _)), Some((last, _))) = (rest.clone().next(), rest.take(WARM_CHUNK).last()) else {
-            return want == warmed.hashes.len();
-        };
-        warmed.hashes.len() == want
-            && warmed.hashes.first() == Some(&self.slab.hash_id(first))
-            && warmed.hashes.last() == Some(&self.slab.hash_id(last))
     }
 
     /// The node moved on from its target to `target` at `epoch`: the ghost follows.

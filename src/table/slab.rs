@@ -274,6 +274,12 @@ impl Slab {
         std::hint::black_box(touched);
     }
 
+    /// A fingerprint of the hasher: two slabs compute the same hashes when
+    /// theirs agree (their keys are random, so a false match is a 2^-64 chance).
+    pub(crate) fn fingerprint(&self) -> u64 {
+        self.hasher.hash_one(0x9e37_79b9_7f4a_7c15_u64)
+    }
+
     /// The index hash of `id`.
     pub(crate) fn hash_id(&self, id: &str) -> u64 {
         self.hasher.hash_one(id.as_bytes())

@@ -350,39 +350,65 @@ fn contents(t: &GhostTable) -> Vec<(String, u16, u32)> {
     v
 }
 
-#[test]
-fn a_warmed_batch_applies_as_the_plain_one_does_whatever_was_warmed() {
-    // 2500 events: more than one warm chunk, with purges (swap removals)
-    // and ids repeated within the batch.
-    let batch = events((0..2500).map(|k| ((k * 7919) % 900, k % 3 == 0)));
-    let other = events((0..1100).map(|k| ((k * 13) % 1000, true)));
-    let (mut plain, mut warmed) = twins(1000);
-    let want = plain.apply_batch(Some(1), &batch);
-    // The warmed path, with the right warm, with another batch's, and with
-    // the table changed between the warm and the apply.
-    let mut w = warmed.warm_batch(&batch);
-    assert_eq!(warmed.apply_warmed(Some(1), &batch, &mut w), want);
-    assert_eq!(contents(&warmed), contents(&plain));
-
-    let next = events((0..1500).map(|k| ((k * 31) % 1000, k % 2 == 0)));
-    let want = plain.apply_batch(Some(2), &next);
-    let mut w = warmed.warm_batch(&other);
-    assert_eq!(warmed.apply_warmed(Some(2), &next, &mut w), want, "another batch's warm is not trusted");
-    assert_eq!(contents(&warmed), contents(&plain));
-
-    let last = events((0..600).map(|k| (k, false)));
-    let mut w = warmed.warm_batch(&last);
-    for t in [&mut plain, &mut warmed] {
-        t.apply_batch(Some(3), &events((0..300).map(|k| (k * 2, false))));
+/// What applying `batch` one event at a time does (each call hashes its own
+/// id): the oracle for the batch paths, which hash ahead.
+fn one_at_a_time(t: &mut GhostTable, batch: &crate::event::EdgeEvents) -> crate::event::BatchOutcome {
+    let mut out = crate::event::BatchOutcome::default();
+    for (id, kind) in batch.iter() {
+        let outcome = match kind {
+            EdgeKind::Added => t.edge_added(id),
+            EdgeKind::Removed => t.edge_removed(id),
+        };
+        match outcome {
+            EdgeOutcome::Applied { .. } => out.applied += 1,
+            EdgeOutcome::Purged => {
+                out.applied += 1;
+                out.purged += 1;
+            }
+            EdgeOutcome::UnknownNode => out.unknown += 1,
+            _ => {}
+        }
     }
-    let want = plain.apply_batch(Some(4), &last);
-    assert_eq!(
-        warmed.apply_warmed(Some(4), &last, &mut w),
-        want,
-        "a warm older than the table is still right"
-    );
-    assert_eq!(contents(&warmed), contents(&plain));
-    assert!(want.purged > 0 && want.unknown > 0, "the batch purged and missed: {want:?}");
+    out
+}
+
+#[test]
+fn batches_apply_as_their_events_one_at_a_time_do_warmed_or_not() {
+    // 2500 events: three warm chunks, with purges (swap removals), ids
+    // repeated within the batch, and ids purged earlier in the batch.
+    let batches = [
+        events((0..2500).map(|k| ((k * 7919) % 900, k % 3 == 0))),
+        events((0..1500).map(|k| ((k * 31) % 1000, k % 2 == 0))),
+        events((0..1100).map(|k| (k, false))),
+    ];
+    let (mut oracle, mut plain) = twins(1000);
+    let (mut warmed, mut stranger) = twins(1000);
+    for (seq, batch) in (1..).zip(&batches) {
+        let want = one_at_a_time(&mut oracle, batch);
+        assert_eq!(plain.apply_batch(Some(seq), batch), want, "apply_batch, batch {seq}");
+        let mut w = warmed.warm_batch(batch);
+        assert_eq!(warmed.apply_warmed(Some(seq), &mut w), want, "apply_warmed, batch {seq}");
+        for t in [&plain, &warmed] {
+            assert_eq!(contents(t), contents(&oracle), "batch {seq}");
+        }
+        assert!(want.purged > 0 && want.unknown > 0, "batch {seq} purged and missed: {want:?}");
+    }
+    // Warmed on another table (another hasher): its hashes are not used.
+    let batch = events((0..1200).map(|k| ((k * 17) % 1000, k % 2 == 1)));
+    stranger.apply_batch(None, &batches[0]);
+    let mut w = stranger.warm_batch(&batch);
+    let want = one_at_a_time(&mut oracle, &batch);
+    assert_eq!(warmed.apply_warmed(None, &mut w), want, "another table's warm");
+    assert_eq!(contents(&warmed), contents(&oracle));
+    // Warmed, then the table changed before the apply: still right.
+    let batch = events((0..1300).map(|k| ((k * 13) % 1000, k % 4 != 0)));
+    let mut w = warmed.warm_batch(&batch);
+    let between = events((0..400).map(|k| (k * 2, false)));
+    one_at_a_time(&mut oracle, &between);
+    warmed.apply_batch(None, &between);
+    let want = one_at_a_time(&mut oracle, &batch);
+    assert_eq!(warmed.apply_warmed(None, &mut w), want, "a warm older than the table");
+    assert_eq!(contents(&warmed), contents(&oracle));
 }
 
 #[test]
@@ -391,8 +417,8 @@ fn a_warmed_replay_is_skipped_and_an_empty_batch_is_nothing() {
     let batch = events([(1, true)]);
     assert_eq!(t.apply_batch(Some(5), &batch).applied, 1);
     let mut w = t.warm_batch(&batch);
-    assert!(t.apply_warmed(Some(5), &batch, &mut w).skipped);
+    assert!(t.apply_warmed(Some(5), &mut w).skipped);
     let empty = events([]);
     let mut w = t.warm_batch(&empty);
-    assert_eq!(t.apply_warmed(None, &empty, &mut w), crate::event::BatchOutcome::default());
+    assert_eq!(t.apply_warmed(None, &mut w), crate::event::BatchOutcome::default());
 }

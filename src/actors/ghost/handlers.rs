@@ -61,14 +61,14 @@ impl Handler<EdgeBatch> for GhostActor {
                 ctx,
                 Msg::batch(m.seq),
                 |t| t.warm_batch(&m.events),
-                |t, mut w, _| t.apply_warmed(m.seq, &m.events, &mut w),
+                |t, mut w, _| t.apply_warmed(m.seq, &mut w),
             );
         }
         let out = self.lazy_warmed(
             ctx,
             Msg::batch(m.seq),
             |t| t.warm_batch(&m.events),
-            |t, mut w, _| t.apply_warmed(m.seq, &m.events, &mut w),
+            |t, mut w, _| t.apply_warmed(m.seq, &mut w),
         );
         Box::pin(async move { out })
     }
@@ -213,6 +213,31 @@ impl Handler<InjectPanic> for GhostActor {
     fn handle(&mut self, _: InjectPanic, ctx: &mut Context<Self>) -> Self::Result {
         self.refuse_by_hand(true)?;
         self.with_table(ctx, Msg::kind("inject_panic"), |_, _| std::panic::panic_any(super::INJECTED_PANIC))
+    }
+}
+
+#[cfg(feature = "testing")]
+impl Handler<InjectBatchPanic> for GhostActor {
+    type Result = Result<()>;
+    fn handle(&mut self, m: InjectBatchPanic, ctx: &mut Context<Self>) -> Self::Result {
+        self.refuse_by_hand(true)?;
+        let mut prefix = crate::EdgeEvents::default();
+        if let BatchPanicAt::After(n) = m.at {
+            m.events.iter().take(n).for_each(|(id, kind)| prefix.push(id, kind));
+        }
+        let inject = || -> ! { std::panic::panic_any(super::INJECTED_PANIC) };
+        self.with_table_warmed(
+            ctx,
+            Msg::kind("inject_batch_panic"),
+            |t| match m.at {
+                BatchPanicAt::Warm => inject(),
+                BatchPanicAt::After(_) => t.warm_batch(&m.events),
+            },
+            |t, _, _| -> () {
+                t.apply_batch(None, &prefix);
+                inject()
+            },
+        )
     }
 }
 

@@ -159,20 +159,22 @@ impl GhostActor {
             (Ok(_), other) => return Err(view::unavailable(other, shard)),
             (Err(payload), _) => Err(payload),
         };
+        // What a panic left half done is replaced before the lock is released
+        // (nothing else runs in between, not even the metric).
+        let result = result.map_err(|payload| (payload, std::mem::replace(&mut view.state, State::Loading)));
+        drop(view);
         metrics::histogram!(crate::metrics::HANDLER_SECONDS, "kind" => msg.kind)
             .record(started.elapsed().as_secs_f64());
         match result {
             Ok(r) => Ok(r),
-            Err(payload) => {
+            Err((payload, broken)) => {
+                drop(broken);
                 // A drill's panic (`InjectPanic`) is expected: not an error to page anyone for.
                 if payload.downcast_ref::<&str>().is_some_and(|m| *m == INJECTED_PANIC) {
                     tracing::info!(shard, "injected panic (fault injection, expected); restarting the shard");
                 } else {
                     tracing::error!(shard, "handler panicked; restarting the shard");
                 }
-                let broken = std::mem::replace(&mut view.state, State::Loading);
-                drop(view);
-                drop(broken);
                 ctx.stop();
                 Err(Error::Panicked { shard })
             }
