@@ -221,10 +221,7 @@ mod lock {
         })
     }
 
-    pub(super) fn compare<C: Cell>(
-        ids: &Arc<Vec<Box<str>>>,
-        batches: &Arc<Vec<EdgeEvents>>,
-    ) {
+    pub(super) fn compare<C: Cell>(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
         let cell = Arc::new(C::new(filled(ids)));
         let picks = picks(1);
         let name = C::NAME;

@@ -306,10 +306,11 @@ const WIDE: usize = 1500;
 /// gone (only once the whole batch may have been acknowledged), or an error
 /// while the shard reloads; never some gone and some present.
 fn check_wide(reader: &GhostReader, sample: &[(ShardId, &str)], acked_gone: &AtomicBool) -> bool {
-    let gone_allowed = acked_gone.load(Ordering::Acquire);
     match reader.resolve_many(sample) {
         Ok(answers) if answers.iter().all(|a| *a == Some(ShardId(1))) => true,
         Ok(answers) if answers.iter().all(Option::is_none) => {
+            // Loaded after the resolve: the flag is set before the batch is sent.
+            let gone_allowed = acked_gone.load(Ordering::Acquire);
             assert!(gone_allowed, "the wide batch's removals were seen before it was ever applied whole");
             true
         }

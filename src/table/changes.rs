@@ -91,6 +91,20 @@ impl ChangeSet {
         });
     }
 
+    /// Appends `other`'s upserts after this set's own (its removals, if any,
+    /// are not taken: staging makes none).
+    pub(crate) fn append_upserts(&mut self, other: ChangeSet) {
+        if self.upserts.is_empty() && self.removal_ends.is_empty() && self.late.is_empty() {
+            // The common case, right after a flush took the pending set: no copy.
+            self.upsert_ids = other.upsert_ids;
+            self.upserts = other.upserts;
+            return;
+        }
+        let base = self.upsert_ids.len();
+        self.upsert_ids.push_str(&other.upsert_ids);
+        self.upserts.extend(other.upserts.iter().map(|p| Packed { id_end: p.id_end + base, ..*p }));
+    }
+
     /// Adds the id of a stub that left the table.
     pub fn push_removal(&mut self, node_id: &str) {
         self.removal_ids.push_str(node_id);

@@ -38,6 +38,14 @@ pub(crate) struct WarmBatch<'e> {
     candidates: Vec<u32>,
 }
 
+/// Dirty stubs copied for the store by [`GhostTable::stage_ahead`], with the
+/// table's stamp at the copy: what [`GhostTable::commit_staged`] stages.
+#[derive(Debug)]
+pub(crate) struct StagedAhead {
+    changes: ChangeSet,
+    stamp: ((usize, usize, usize), u64),
+}
+
 /// The ghost stubs of one vShard.
 ///
 /// Every operation is a plain method call; time comes in as `now_ms`. The table
@@ -302,6 +310,12 @@ impl GhostTable {
         self.warm_chunk(&mut warmed, events.iter());
         let out = self.apply_warmed(seq, &mut warmed);
         self.scratch = (warmed.hashes, warmed.candidates);
+        if self.stage_due() {
+            // In the two steps the shard's actor takes, so that both are
+            // tested wherever a batch is.
+            let staged = self.stage_ahead();
+            self.commit_staged(staged);
+        }
         out
     }
 
@@ -372,10 +386,39 @@ impl GhostTable {
         } else if !events.is_empty() {
             self.unsequenced = true;
         }
-        if self.slab.dirty_estimate().0 >= self.config.stage_after_changes {
-            self.stage();
-        }
         out
+    }
+
+    /// Whether enough stubs are dirty that they should be staged now, while
+    /// the batch that dirtied them left them in cache (`stage_after_changes`).
+    pub(crate) fn stage_due(&self) -> bool {
+        self.slab.dirty_estimate().0 >= self.config.stage_after_changes
+    }
+
+    /// Copies the dirty stubs for the store through a shared borrow, the
+    /// costly part of staging: the shard's actor does it under a read lock
+    /// its readers share, then [`commit_staged`](Self::commit_staged) under
+    /// the write lock.
+    pub(crate) fn stage_ahead(&self) -> StagedAhead {
+        let (n, id_bytes) = self.slab.dirty_estimate();
+        let mut changes = ChangeSet::with_capacity(n, id_bytes);
+        self.slab.peek_dirty(|id, s, retry_at_ms| changes.push_upsert(stub_ref(id, s, retry_at_ms)));
+        StagedAhead { changes, stamp: (self.slab.dirty_stamp(), self.next_version) }
+    }
+
+    /// Makes `staged` the stubs' staged state: they join the pending change
+    /// set and are clean again. A table changed since [`stage_ahead`](Self::stage_ahead)
+    /// (its stamp moved) may hold newer states than the copies, so they are
+    /// dropped and the stubs staged again from the table, as
+    /// `take_changes` would.
+    pub(crate) fn commit_staged(&mut self, staged: StagedAhead) {
+        if staged.stamp != (self.slab.dirty_stamp(), self.next_version) {
+            self.stage();
+            return;
+        }
+        self.pending.append_upserts(staged.changes);
+        let window = self.window;
+        self.slab.drain_dirty(|_, s, _| s.staged = window);
     }
 
     /// The node moved on from its target to `target` at `epoch`: the ghost follows.

@@ -263,10 +263,14 @@ impl Slab {
                 offsets ^= u64::from(s.id_off);
             }
         }
+        // Both ends of the id too: one of ten ids crosses a line.
         let arena = self.arena.as_bytes();
         for &j in candidates.iter() {
             if let Some(s) = self.slots.get(j as usize) {
-                touched ^= u64::from(arena.get(s.id_off as usize).copied().unwrap_or(0));
+                let (first, last) =
+                    (s.id_off as usize, (s.id_off as usize + s.id_len as usize).saturating_sub(1));
+                touched ^= u64::from(arena.get(first).copied().unwrap_or(0));
+                touched ^= u64::from(arena.get(last).copied().unwrap_or(0));
             }
         }
         touched ^= offsets;
@@ -375,6 +379,29 @@ impl Slab {
         let mut dirty = dirty;
         dirty.clear();
         self.dirty = dirty;
+    }
+
+    /// Calls `f` with every slot [`drain_dirty`](Self::drain_dirty) would
+    /// pass, each once, without clearing anything. The listed slots go in
+    /// slot order (the list may name a slot twice, which the drain skips by
+    /// its cleared flag and this by sorting), then the fresh range.
+    pub(crate) fn peek_dirty(&self, mut f: impl FnMut(&str, &Slot, u64)) {
+        let mut listed: Vec<u32> =
+            self.dirty.iter().copied().filter(|&i| (i as usize) < self.fresh_from).collect();
+        listed.sort_unstable();
+        listed.dedup();
+        for i in listed.into_iter().map(|i| i as usize).chain(self.fresh_from..self.slots.len()) {
+            let slot = &self.slots[i];
+            if slot.flags & DIRTY != 0 {
+                f(id_of(&self.arena, slot), slot, self.retry_at(i));
+            }
+        }
+    }
+
+    /// What every change to the dirty set moves: equal before and after a
+    /// span of code, that span made no slot dirty and drained none.
+    pub(crate) fn dirty_stamp(&self) -> (usize, usize, usize) {
+        (self.dirty.len(), self.fresh_from, self.slots.len())
     }
 
     /// An upper bound on the dirty slots and the bytes of their ids, to reserve for a drain.

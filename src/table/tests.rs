@@ -422,3 +422,69 @@ fn a_warmed_replay_is_skipped_and_an_empty_batch_is_nothing() {
     let mut w = t.warm_batch(&empty);
     assert_eq!(t.apply_warmed(None, &mut w), crate::event::BatchOutcome::default());
 }
+
+/// What a store holds after `c` is committed over `rows`, as the stores do
+/// it: removals first, then upserts in order (the last one of an id wins).
+fn commit_to(rows: &mut std::collections::BTreeMap<String, String>, c: &ChangeSet) {
+    for id in c.removals() {
+        rows.remove(id);
+    }
+    for s in c.upserts() {
+        rows.insert(s.node_id.to_owned(), format!("{s:?}"));
+    }
+}
+
+/// The same changes to both tables: fresh inserts, edges on stubs already
+/// stored (the dirty list), removals whose holes are filled by moving dirty
+/// stubs (which lists a slot twice), and purges of stubs staged already.
+fn churn(tables: [&mut GhostTable; 2], round: usize) {
+    for t in tables {
+        for i in 0..40 {
+            t.insert(&format!("r{round}-{i}"), ShardId(3), 1, Epoch(1), 0).unwrap();
+        }
+        for i in (0..300).step_by(7) {
+            t.edge_added(&format!("n{i}"));
+        }
+        for i in (round..300).step_by(11) {
+            t.edge_removed(&format!("n{i}"));
+            t.edge_removed(&format!("n{i}"));
+        }
+        t.edge_removed(&format!("r{round}-3"));
+    }
+}
+
+#[test]
+fn staging_ahead_stages_what_staging_does() {
+    let (mut plain, mut ahead) = twins(300);
+    let (mut stored_plain, mut stored_ahead) = Default::default();
+    commit_to(&mut stored_plain, &plain.take_changes());
+    commit_to(&mut stored_ahead, &ahead.take_changes());
+    for round in 0..6 {
+        churn([&mut plain, &mut ahead], round);
+        plain.stage();
+        let staged = ahead.stage_ahead();
+        let ids: Vec<&str> = staged.changes.upserts().map(|s| s.node_id).collect();
+        let mut unique = ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(ids.len(), unique.len(), "round {round}: a stub copied twice");
+        assert!(ids.len() > 40, "round {round}: {} copied", ids.len());
+        if round % 3 == 2 {
+            // Changed between the copy and the commit: the copies are stale
+            // and must not be what is staged.
+            churn([&mut plain, &mut ahead], round + 100);
+            plain.stage();
+        }
+        ahead.commit_staged(staged);
+        assert!(!ahead.slab.has_dirty(), "round {round}: everything dirty was staged");
+        if round % 2 == 1 {
+            commit_to(&mut stored_plain, &plain.take_changes());
+            commit_to(&mut stored_ahead, &ahead.take_changes());
+            assert_eq!(stored_ahead, stored_plain, "round {round}");
+            let rows: std::collections::BTreeMap<_, _> =
+                ahead.records().map(|r| (r.node_id.to_string(), r.refcount)).collect();
+            assert!(rows.keys().eq(stored_ahead.keys()), "round {round}: the store holds the table's ghosts");
+        }
+    }
+    assert_eq!(contents(&ahead), contents(&plain));
+}

@@ -154,11 +154,32 @@ impl GhostActor {
         let mut view = view::upgrade(view);
         // Still ready: the actor is the cell's only writer, and the upgrade
         // lets no other write in.
-        let result = match (warmed, &mut view.state) {
+        let mut result = match (warmed, &mut view.state) {
             (Ok(w), State::Ready(table)) => catch_unwind(AssertUnwindSafe(|| f(table, w, now))),
             (Ok(_), other) => return Err(view::unavailable(other, shard)),
             (Err(payload), _) => Err(payload),
         };
+        if result.is_ok() && matches!(&view.state, State::Ready(t) if t.stage_due()) {
+            // Staging copies the dirty stubs for the store: under the read
+            // lock again (the state is whole, the batch applied), and only
+            // the short commit under the write lock.
+            let shared = view::downgrade(view);
+            let staged = match &shared.state {
+                State::Ready(t) => Some(catch_unwind(AssertUnwindSafe(|| t.stage_ahead()))),
+                _ => None,
+            };
+            view = view::upgrade(shared);
+            let committed = match (staged, &mut view.state) {
+                (Some(Ok(staged)), State::Ready(t)) => {
+                    catch_unwind(AssertUnwindSafe(|| t.commit_staged(staged)))
+                }
+                (Some(Err(payload)), _) => Err(payload),
+                _ => Ok(()),
+            };
+            if let Err(payload) = committed {
+                result = Err(payload);
+            }
+        }
         // What a panic left half done is replaced before the lock is released
         // (nothing else runs in between, not even the metric).
         let result = result.map_err(|payload| (payload, std::mem::replace(&mut view.state, State::Loading)));

@@ -40,6 +40,14 @@ use std::sync::Arc;
 /// The lock every shard cell uses (see the module documentation for why).
 pub(crate) type Lock<T> = parking_lot::RwLock<T>;
 
+/// Turns the actor's write of a cell back into an upgradable read, which
+/// readers share, with no other writer in between.
+pub(crate) fn downgrade<T>(
+    guard: parking_lot::RwLockWriteGuard<'_, T>,
+) -> parking_lot::RwLockUpgradableReadGuard<'_, T> {
+    parking_lot::RwLockWriteGuard::downgrade_to_upgradable(guard)
+}
+
 /// Turns the actor's upgradable read of a cell into its write, with no other
 /// writer in between.
 pub(crate) fn upgrade<T>(
