@@ -3,8 +3,8 @@
 //! batch throughput with and without four readers, frontiers of 1024 ids; and
 //! (section `lock`) the lock comparison that chose the mechanism.
 //!
-//! `cargo bench --bench reader` runs everything; `-- lock` or `-- reader` one
-//! section. Each figure is the median of its rounds, with the lowest and highest.
+//! `cargo bench --bench reader` runs everything; `-- lock`, `-- reader` or
+//! `-- split` one section. Each figure is the median of its rounds, with the lowest and highest.
 
 use actix::prelude::*;
 use std::hint::black_box;
@@ -303,13 +303,11 @@ fn actor_rate(addr: &Addr<GhostActor>, batches: &[EdgeEvents], rt: &tokio::runti
     BATCHES as f64 / start.elapsed().as_secs_f64()
 }
 
-fn reader_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
-    let picks = picks(2);
-    let raw = filled(ids);
-
-    // Shard 0 on an arbiter of its own, over a memory store holding 1M ghosts.
+/// Shard 0 on an arbiter of its own, over a memory store holding `raw`'s 1M
+/// ghosts, loaded: its runtime, the shard's address and a reader.
+fn start_shard(raw: &GhostTable) -> (SystemRunner, GhostRuntime, Addr<GhostActor>, GhostReader) {
     let store = Arc::new(MemoryStore::new());
-    store.replace(&raw).unwrap();
+    store.replace(raw).unwrap();
     let config = RuntimeConfig {
         shards: vec![ShardId(0)],
         arbiters: 1,
@@ -324,6 +322,71 @@ fn reader_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
     let addr = rt.addr(0).unwrap().clone();
     sys.block_on(async { addr.send(Flush).await.unwrap().unwrap() });
     let reader = rt.reader();
+    (sys, rt, addr, reader)
+}
+
+/// Four threads resolving flat out on `core` (any, if `None`).
+fn readers_on(
+    reader: &GhostReader,
+    ids: &Arc<Vec<Box<str>>>,
+    core: Option<core_affinity::CoreId>,
+) -> Background {
+    Background::start_on(READERS, core, |k| {
+        let (reader, ids) = (reader.clone(), ids.clone());
+        let mut rng = fastrand::Rng::with_seed(10 + k as u64);
+        move || {
+            black_box(reader.resolve(0, &ids[rng.usize(0..N)]).unwrap());
+        }
+    })
+}
+
+/// The third way to share two cores: the shard's side (its arbiter, the
+/// store writer, the host's driver) on the first core, the readers (or the
+/// spinners) on the other, so that what the readers cost the actor is their
+/// reads, not its share of the cores. Threads inherit the core of the thread
+/// that starts them, so this pins the calling thread: run it last.
+fn split_cores_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let [shard_core, reader_core, ..] = cores[..] else {
+        println!("split cores: fewer than two cores, skipped");
+        return;
+    };
+    assert!(core_affinity::set_for_current(shard_core), "confining the shard's side to {shard_core:?}");
+    let (sys, rt, addr, reader) = start_shard(&filled(ids));
+    let tokio = current_thread();
+    let mut f: [Vec<f64>; 3] = Default::default();
+    for _ in 0..ROUNDS {
+        f[0].push(actor_rate(&addr, batches, &tokio));
+        let readers = readers_on(&reader, ids, Some(reader_core));
+        f[1].push(actor_rate(&addr, batches, &tokio));
+        readers.stop();
+        let spin = spinners(Some(reader_core));
+        f[2].push(actor_rate(&addr, batches, &tokio));
+        spin.stop();
+    }
+    let ratio = |a: usize| f[a].iter().zip(&f[0]).map(|(x, y)| x / y).collect::<Vec<_>>();
+    let (with, spun) = (ratio(1), ratio(2));
+    let [f0, f1, f2] = f;
+    println!();
+    println!(
+        "split cores: the shard's arbiter, store writer and driver on {shard_core:?}, the others on {reader_core:?}"
+    );
+    report("actor batches of 1024, window 8, no reader", "batches/s", f0);
+    report(&format!("actor batches of 1024, window 8, {READERS} readers on the other core"), "batches/s", f1);
+    report(
+        &format!("actor batches of 1024, window 8, {READERS} spinners on the other core"),
+        "batches/s",
+        f2,
+    );
+    report(&format!("  actor with {READERS} readers / alone (target >= 0.8)"), "", with);
+    report(&format!("  actor with {READERS} spinners / alone (the cores' share)"), "", spun);
+    sys.block_on(rt.shutdown()).unwrap();
+}
+
+fn reader_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
+    let picks = picks(2);
+    let raw = filled(ids);
+    let (sys, rt, addr, reader) = start_shard(&raw);
 
     // Paired rounds: each ratio is taken within one round, so that the load
     // other work puts on the machine, which drifts over minutes, cancels out.
@@ -352,25 +415,13 @@ fn reader_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
         f[2].push(ns_per_lookup(ids, &picks, |id| reader.resolve(0, id).unwrap().is_some()));
         assert!(driver.stop() > 0, "the actor applied batches meanwhile");
         f[3].push(actor_rate(&addr, batches, &tokio));
-        let readers = Background::start(READERS, |k| {
-            let (reader, ids) = (reader.clone(), ids.clone());
-            let mut rng = fastrand::Rng::with_seed(10 + k as u64);
-            move || {
-                black_box(reader.resolve(0, &ids[rng.usize(0..N)]).unwrap());
-            }
-        });
+        let readers = readers_on(&reader, ids, None);
         f[4].push(actor_rate(&addr, batches, &tokio));
         readers.stop();
         let spin = spinners(None);
         f[5].push(actor_rate(&addr, batches, &tokio));
         spin.stop();
-        let readers = Background::start_on(READERS, last_core, |k| {
-            let (reader, ids) = (reader.clone(), ids.clone());
-            let mut rng = fastrand::Rng::with_seed(20 + k as u64);
-            move || {
-                black_box(reader.resolve(0, &ids[rng.usize(0..N)]).unwrap());
-            }
-        });
+        let readers = readers_on(&reader, ids, last_core);
         f[6].push(actor_rate(&addr, batches, &tokio));
         readers.stop();
         let spin = spinners(last_core);
@@ -467,5 +518,9 @@ fn main() {
     }
     if run("reader") {
         reader_figures(&ids, &batches);
+    }
+    // Last: it confines this thread to one core.
+    if run("split") {
+        split_cores_figures(&ids, &batches);
     }
 }

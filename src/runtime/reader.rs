@@ -67,7 +67,7 @@ impl GhostReader {
     /// the shard has no table to answer from.
     pub fn resolve(&self, shard: impl Into<ShardId>, node_id: &str) -> Result<Option<ShardId>> {
         let cell = self.cell(shard.into())?;
-        let view = cell.view.read();
+        let view = cell.read();
         Ok(view.table(cell.shard)?.resolve(node_id).map(ShardId))
     }
 
@@ -83,7 +83,7 @@ impl GhostReader {
             // The common case, a frontier on one shard: no grouping needed.
             let cell = self.cell(first)?;
             for (chunk, answers) in frontier.chunks(READ_CHUNK).zip(out.chunks_mut(READ_CHUNK)) {
-                let view = cell.view.read();
+                let view = cell.read();
                 let table = view.table(cell.shard)?;
                 for ((_, node), a) in chunk.iter().zip(answers) {
                     *a = table.resolve(node).map(ShardId);
@@ -97,7 +97,7 @@ impl GhostReader {
         for group in order.chunk_by(|&a, &b| frontier[a].0 == frontier[b].0) {
             let cell = self.cell(frontier[group[0]].0)?;
             for chunk in group.chunks(READ_CHUNK) {
-                let view = cell.view.read();
+                let view = cell.read();
                 let table = view.table(cell.shard)?;
                 for &i in chunk {
                     out[i] = table.resolve(frontier[i].1).map(ShardId);

@@ -124,7 +124,26 @@ pub(crate) struct ShardCell {
     pub(crate) view: Lock<ShardView>,
 }
 
+/// Tries for the read lock this many times, yielding in between, before
+/// parking on it: about as long as the actor holds the write lock for a batch.
+const READ_TRIES: u32 = 256;
+
 impl ShardCell {
+    /// The read lock, for a reader. While the actor holds the write lock the
+    /// reader yields and tries again rather than park at once: a parked
+    /// reader must be woken by the actor as it unlocks (a system call per
+    /// reader, on the shard's thread), and wakes up late. Only after about a
+    /// write's length does it park.
+    pub(crate) fn read(&self) -> parking_lot::RwLockReadGuard<'_, ShardView> {
+        for _ in 0..READ_TRIES {
+            if let Some(guard) = self.view.try_read() {
+                return guard;
+            }
+            std::thread::yield_now();
+        }
+        self.view.read()
+    }
+
     /// A cell for `shard`, loading.
     pub(crate) fn new(shard: u16) -> Arc<Self> {
         Arc::new(Self { shard, view: Lock::new(ShardView { state: State::Loading, claim: None }) })
