@@ -25,12 +25,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 ///   [`Error::UnknownShard`]. Never `None` for want of a table.
 /// * Every write acknowledged before a resolve starts, on any thread.
 /// * Each message (a whole batch, say) applied entirely or not at all: the
-///   actor holds the shard's lock for writing over the whole of it.
+///   actor holds the shard's lock for writing over all of its changes.
 ///
 /// A resolve holds the shard's read lock for one lookup; `resolve_many` for at
 /// most 64 lookups at a time, so the shard's writes are never held up for long,
 /// and answers within one such chunk come from one state of the shard. Store
-/// commits happen outside the lock: a reader never waits for a flush.
+/// commits happen outside the lock: a reader never waits for a flush. While a
+/// batch is being applied (about 0.1 ms for 1024 events on a large table) a
+/// resolve yields its thread and tries again, and parks only after about that
+/// long: from an async task it blocks its worker thread no longer than a
+/// write takes.
 #[derive(Clone)]
 pub struct GhostReader {
     /// Sorted by shard id.
