@@ -488,3 +488,64 @@ fn staging_ahead_stages_what_staging_does() {
     }
     assert_eq!(contents(&ahead), contents(&plain));
 }
+
+#[test]
+fn staging_ahead_survives_each_change_between_its_steps() {
+    use std::collections::BTreeMap;
+    // Between the copy and the commit: 0 nothing; 1 an edge on a stub dirty
+    // already (the slab's part of the stamp stays, the version moves); 2 a
+    // purge (no version bump); 3 a flush taking the changes; 4 the same with
+    // no fresh stub (only the dirty list's length moves). 5: before the copy,
+    // a clean stub moved into a listed slot by a purge (the list names a
+    // clean slot), purged after the commit.
+    for case in 0..6 {
+        let (mut t, _) = twins(20);
+        let mut stored = BTreeMap::new();
+        commit_to(&mut stored, &t.take_changes());
+        t.apply_batch(Some(1), &events([]));
+        commit_to(&mut stored, &t.take_changes());
+        // A zero count at the shard's log position: n5 is held, not purged,
+        // and its hold is a persisted field of the copy.
+        let zero =
+            |id: &str| Verdict::Keep { local_edges: (id == "n5").then(|| crate::LocalEdges::at(0, 1)) };
+        verdicts(&mut t, 10, zero);
+        assert_eq!(t.get("n5").unwrap().refcount, 0);
+        // Nothing removed since the flush: the copies join an empty pending set.
+        t.edge_added("n1");
+        t.edge_added("n3");
+        if case != 4 {
+            t.insert("p", ShardId(7), 1, Epoch(1), 0).unwrap();
+        }
+        if case == 5 {
+            commit_to(&mut stored, &t.take_changes());
+            t.edge_added("n0");
+            while t.get("n0").is_some() {
+                t.edge_removed("n0");
+            }
+        }
+        let staged = t.stage_ahead();
+        match case {
+            1 => drop(t.edge_added("n1")),
+            2 => assert_eq!(t.edge_removed("p"), EdgeOutcome::Purged),
+            3 | 4 => commit_to(&mut stored, &t.take_changes()),
+            _ => {}
+        }
+        t.commit_staged(staged);
+        // Staged ahead, then purged in the same window: the removals win.
+        // (In case 5, the purge of n0 moved the last stub, `p`, into its slot.)
+        for gone in ["n3", "n19", "p"].into_iter().filter(|id| case == 5 || *id != "p") {
+            while t.get(gone).is_some() {
+                t.edge_removed(gone);
+            }
+        }
+        commit_to(&mut stored, &t.take_changes());
+        let rows: BTreeMap<String, String> =
+            t.rows().map(|r| (r.node_id.to_owned(), format!("{r:?}"))).collect();
+        assert_eq!(stored, rows, "case {case}");
+        assert!(
+            rows["n5"].contains("refcount: 0") && !rows["n5"].contains("hold_until_ms: 0"),
+            "{}",
+            rows["n5"]
+        );
+    }
+}

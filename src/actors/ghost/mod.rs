@@ -162,7 +162,10 @@ impl GhostActor {
         if result.is_ok() && matches!(&view.state, State::Ready(t) if t.stage_due()) {
             // Staging copies the dirty stubs for the store: under the read
             // lock again (the state is whole, the batch applied), and only
-            // the short commit under the write lock.
+            // the short commit under the write lock. A panic in the copy
+            // restarts the shard as any other does: readers may have seen
+            // the batch, which was not acknowledged (the request fails) and
+            // is gone after the reload, as after a failed flush.
             let shared = view::downgrade(view);
             let staged = match &shared.state {
                 State::Ready(t) => Some(catch_unwind(AssertUnwindSafe(|| t.stage_ahead()))),
