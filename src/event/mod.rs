@@ -89,3 +89,18 @@ pub struct BatchOutcome {
     /// Events for nodes without a ghost.
     pub unknown: u32,
 }
+
+impl BatchOutcome {
+    /// Counts one event's outcome.
+    pub(crate) fn count(&mut self, outcome: EdgeOutcome) {
+        match outcome {
+            EdgeOutcome::Applied { .. } => self.applied += 1,
+            EdgeOutcome::Purged => {
+                self.applied += 1;
+                self.purged += 1;
+            }
+            EdgeOutcome::UnknownNode => self.unknown += 1,
+            _ => {}
+        }
+    }
+}

@@ -364,19 +364,10 @@ impl GhostTable {
             }
             first = false;
             for ((node_id, kind), &hash) in rest.by_ref().take(WARM_CHUNK).zip(&warmed.hashes) {
-                let outcome = match kind {
+                out.count(match kind {
                     EdgeKind::Added => self.add_edge_hashed(node_id, hash),
                     EdgeKind::Removed => self.remove_edge_hashed(node_id, hash),
-                };
-                match outcome {
-                    EdgeOutcome::Applied { .. } => out.applied += 1,
-                    EdgeOutcome::Purged => {
-                        out.applied += 1;
-                        out.purged += 1;
-                    }
-                    EdgeOutcome::UnknownNode => out.unknown += 1,
-                    _ => {}
-                }
+                });
             }
         }
         if seq.is_some() {

@@ -355,19 +355,10 @@ fn contents(t: &GhostTable) -> Vec<(String, u16, u32)> {
 fn one_at_a_time(t: &mut GhostTable, batch: &crate::event::EdgeEvents) -> crate::event::BatchOutcome {
     let mut out = crate::event::BatchOutcome::default();
     for (id, kind) in batch.iter() {
-        let outcome = match kind {
+        out.count(match kind {
             EdgeKind::Added => t.edge_added(id),
             EdgeKind::Removed => t.edge_removed(id),
-        };
-        match outcome {
-            EdgeOutcome::Applied { .. } => out.applied += 1,
-            EdgeOutcome::Purged => {
-                out.applied += 1;
-                out.purged += 1;
-            }
-            EdgeOutcome::UnknownNode => out.unknown += 1,
-            _ => {}
-        }
+        });
     }
     out
 }

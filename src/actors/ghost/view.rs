@@ -23,15 +23,16 @@
 //! the copies staged; the upgrade and downgrade let no other writer in, so
 //! what was read is still what is written. For 1024 random events on 1M
 //! ghosts that moved about half of the locked time out of it
-//! (`cargo bench --bench reader -- reader`, the same bench on this change and
-//! on the one before, in one sitting: a resolve while batches stream in went
-//! from 4.0–4.2× the raw table's to 2.2–2.5×).
+//! (`cargo bench --bench reader -- reader`, the same bench on this version
+//! and on the one before: a resolve while batches stream in went from
+//! 3.8–4.2× the raw table's, six runs, to 2.0–2.3×, four runs).
 //!
 //! A reader that finds the write lock held yields and tries again for about
 //! a write's length before it parks: a parked reader has to be woken by the
 //! actor as it unlocks, a system call per reader on the shard's thread. With
 //! four readers on the other core that cost the actor a fifth of its batch
-//! rate (0.81 of its rate alone); yielding first, 0.97–0.98 (`-- split`).
+//! rate (0.81 of its rate alone, one run); yielding first, 0.96–0.98 (four
+//! runs, `-- split`).
 //!
 //! `parking_lot::RwLock` rather than `std::sync::RwLock`, chosen by
 //! `cargo bench --bench reader -- lock` (the same 1M-ghost table behind each
