@@ -282,12 +282,15 @@ impl Default for SweeperConfig {
 }
 
 impl SweeperConfig {
+    /// The token bucket's rate and burst, refused if either is 0.
+    pub(crate) fn rate(&self) -> Result<crate::sweep::Rate> {
+        crate::sweep::Rate::new(self.verifies_per_second, self.burst)
+    }
+
     /// Checks that every field is in range.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: &str| Err(Error::InvalidConfig(format!("sweeper: {what}")));
-        if self.verifies_per_second == 0 || self.burst == 0 {
-            return bad("verifies_per_second and burst must be at least 1");
-        }
+        self.rate()?;
         if self.max_in_flight == 0 || self.page_size == 0 {
             return bad("max_in_flight and page_size must be at least 1");
         }

@@ -1,16 +1,22 @@
 //! `SweeperActor`: rate-limited, lowest-priority anti-entropy over every shard, from its own arbiter.
 
+mod bucket;
+mod control;
 mod pass;
+mod record;
+mod verify;
 
 use crate::actors::GhostActor;
 use crate::clock::Clock;
 use crate::config::SweeperConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::messages::{GetSweepStats, Pause, Resume, RunPass, SetRate, StopSweeper};
 use crate::sweep::Verifier;
-use crate::sweep::{PassReport, SweepTotals};
+use crate::sweep::{PassReport, Rate, SweepTotals};
 use actix::prelude::*;
-use pass::{Control, PassEnv};
+use bucket::Refill;
+use control::Control;
+use pass::PassEnv;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
@@ -28,7 +34,7 @@ use tracing::Instrument;
 pub(crate) struct SweeperActor {
     env: Arc<PassEnv>,
     control: watch::Sender<Control>,
-    rate: (u32, u32),
+    rate: Rate,
     pass_interval: Option<std::time::Duration>,
     running: bool,
     /// Requests the running pass answers.
@@ -49,10 +55,10 @@ impl SweeperActor {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         config.validate()?;
-        let rate = (config.verifies_per_second, config.burst);
+        let rate = config.rate()?;
         let pass_interval = config.pass_interval;
         Ok(Self {
-            env: Arc::new(PassEnv::new(shards, verifier, config, clock)),
+            env: Arc::new(PassEnv::new(shards, verifier, config, clock)?),
             control: watch::Sender::new(Control::Run),
             rate,
             pass_interval,
@@ -88,7 +94,7 @@ impl SweeperActor {
     fn pass_ended(&mut self, report: PassReport, ctx: &mut Context<Self>) {
         self.running = false;
         self.totals.absorb(&report);
-        pass::record_metrics(&report);
+        record::record_pass(&report);
         for tx in self.serving.drain(..) {
             let _ = tx.send(report);
         }
@@ -113,8 +119,8 @@ impl SweeperActor {
         SweepTotals {
             paused: self.control() == Control::Pause,
             pass_running: self.running,
-            verifies_per_second: self.rate.0,
-            burst: self.rate.1,
+            verifies_per_second: self.rate.per_second.get(),
+            burst: self.rate.burst.get(),
             ..self.totals
         }
     }
@@ -131,7 +137,7 @@ impl Actor for SweeperActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        metrics::gauge!(crate::metrics::SWEEP_RATE).set(f64::from(self.rate.0));
+        metrics::gauge!(crate::metrics::SWEEP_RATE).set(f64::from(self.rate.per_second.get()));
         if let Some(every) = self.pass_interval {
             ctx.run_interval(every, |act, ctx| {
                 if !act.running && act.control() == Control::Run {
@@ -178,11 +184,9 @@ impl Handler<Resume> for SweeperActor {
 impl Handler<SetRate> for SweeperActor {
     type Result = Result<()>;
     fn handle(&mut self, m: SetRate, _: &mut Context<Self>) -> Result<()> {
-        if m.per_second == 0 || m.burst == 0 {
-            return Err(Error::InvalidConfig("sweeper: per_second and burst must be at least 1".into()));
-        }
-        self.env.set_rate(m.per_second, m.burst);
-        self.rate = (m.per_second, m.burst);
+        let rate = Rate::new(m.per_second, m.burst)?;
+        self.env.bucket.set_rate(rate, Refill::Full);
+        self.rate = rate;
         metrics::gauge!(crate::metrics::SWEEP_RATE).set(f64::from(m.per_second));
         Ok(())
     }
