@@ -36,11 +36,16 @@ fn id(shard: u16, i: usize) -> String {
 
 /// Every ghost points at the next shard, and the directory agrees: each verify answers `Keep`.
 fn seed(store: &MemoryStore, dir: &DirectoryVerifier, config: &TableConfig) {
+    seed_at(store, dir, config, 0);
+}
+
+/// [`seed`] with every ghost created at `now_ms`.
+fn seed_at(store: &MemoryStore, dir: &DirectoryVerifier, config: &TableConfig, now_ms: u64) {
     for shard in 0..SHARDS {
         let target = (shard + 1) % SHARDS;
         let mut t = GhostTable::with_capacity(shard, config.clone(), GHOSTS_PER_SHARD).unwrap();
         for i in 0..GHOSTS_PER_SHARD {
-            t.insert(&id(shard, i), ShardId(target), 1, Epoch(1), 0).unwrap();
+            t.insert(&id(shard, i), ShardId(target), 1, Epoch(1), now_ms).unwrap();
             dir.record_move(&id(shard, i), ShardId(target), Epoch(1));
         }
         store.replace(&t).unwrap();
@@ -172,8 +177,72 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
+/// Seconds each idle case is measured.
+const IDLE: Duration = Duration::from_secs(5);
+
+/// The sweeper thread's CPU per second with nothing to do: ghosts inside
+/// their grace period (none due), the sweeper paused or running.
+async fn idle_cost() {
+    println!(
+        "== idle: sweeper thread CPU with no ghost due, {ghosts} ghosts on {SHARDS} shards, {IDLE:?} per case",
+        ghosts = SHARDS as usize * GHOSTS_PER_SHARD
+    );
+    let dir = DirectoryVerifier::new();
+    let table = TableConfig { grace: Duration::from_secs(3_600), ..TableConfig::default() };
+    let store = Arc::new(MemoryStore::new());
+    let now = vshard_ghosts::clock::TokioClock::new();
+    seed_at(&store, &dir, &table, vshard_ghosts::clock::Clock::now_ms(&now));
+    let config = RuntimeConfig {
+        shards: (0..SHARDS).map(ShardId).collect(),
+        arbiters: ARBITERS,
+        shard: ShardConfig { table, ..ShardConfig::default() },
+        metrics_interval: Duration::ZERO,
+        ..RuntimeConfig::default()
+    };
+    let rt = GhostRuntime::builder().config(config).store(StoreChoice::Custom(store)).start().unwrap();
+    for s in 0..SHARDS {
+        rt.shard_stats(s).await.unwrap();
+    }
+    let cases: [(&str, Option<Duration>, bool); 4] = [
+        ("paused, pass_interval 1 ms", Some(Duration::from_millis(1)), true),
+        ("running, pass_interval 1 s", Some(Duration::from_secs(1)), false),
+        ("running, pass_interval 60 s (default)", Some(Duration::from_secs(60)), false),
+        ("running, no periodic pass", None, false),
+    ];
+    for (label, pass_interval, paused) in cases {
+        let config = SweeperConfig { pass_interval, ..SweeperConfig::default() };
+        let thread = new_thread(|| rt.start_sweeper(Arc::new(dir.clone()), config).unwrap());
+        if paused {
+            rt.pause_sweeper().await.unwrap();
+        }
+        // The first pass (one scan of every table) is settled before the window.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let (cpu0, t0) = (thread_cpu_ns(&thread), Instant::now());
+        tokio::time::sleep(IDLE).await;
+        let ms_per_s = (thread_cpu_ns(&thread) - cpu0) as f64 / 1e6 / t0.elapsed().as_secs_f64();
+        let totals = rt.stop_sweeper().await.unwrap();
+        println!("{label:<40} {ms_per_s:>8.3} ms CPU/s   (verifies {})", totals.counts.checked);
+    }
+    rt.shutdown().await.unwrap();
+}
+
+/// Whether the section `name` runs: every one by default, or those named on
+/// the command line (`cargo bench --bench sweeper -- idle`).
+fn section(name: &str) -> bool {
+    let named: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    named.is_empty() || named.iter().any(|n| n == name)
+}
+
 fn main() {
     System::new().block_on(async {
+        if section("idle") {
+            idle_cost().await;
+            println!();
+        }
+        if !section("rate") && !section("foreground") {
+            System::current().stop();
+            return;
+        }
         let dir = DirectoryVerifier::new();
         let (rt, shards) = start_shards(&dir).await;
         let ghosts = SHARDS as usize * GHOSTS_PER_SHARD;

@@ -19,6 +19,7 @@ use control::Control;
 use pass::PassEnv;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 /// The anti-entropy sweeper: plans pages on each shard, verifies them through
@@ -28,15 +29,23 @@ use tracing::Instrument;
 /// Lowest priority: start it on its own arbiter ([`start_in`](Self::start_in)),
 /// never a shard's; a shard whose write backlog or mailbox delay is above the
 /// configured thresholds is deferred to later in the pass; the bucket bounds
-/// the load on target shards. Periodic passes run every
-/// [`pass_interval`](SweeperConfig::pass_interval) unless paused; [`RunPass`]
-/// runs one on demand.
+/// the load on target shards. Periodic passes start
+/// [`pass_interval`](SweeperConfig::pass_interval) apart unless paused;
+/// [`RunPass`] runs one on demand.
+///
+/// Nothing to do costs nothing: between passes and while paused the actor
+/// holds at most one timer, for the next pass's start, and no ticking one;
+/// verifies take their tokens one waiter at a time, so a refill wakes one task.
 pub(crate) struct SweeperActor {
     env: Arc<PassEnv>,
     control: watch::Sender<Control>,
     rate: Rate,
     pass_interval: Option<std::time::Duration>,
     running: bool,
+    /// The timer of the next periodic pass, if one is due.
+    next_pass: Option<SpawnHandle>,
+    /// When the last pass started: the next starts `pass_interval` after it.
+    last_start: Option<Instant>,
     /// Requests the running pass answers.
     serving: Vec<oneshot::Sender<PassReport>>,
     /// Requests the next pass answers.
@@ -63,6 +72,8 @@ impl SweeperActor {
             rate,
             pass_interval,
             running: false,
+            next_pass: None,
+            last_start: None,
             serving: Vec::new(),
             waiting: Vec::new(),
             stopping: Vec::new(),
@@ -82,6 +93,8 @@ impl SweeperActor {
     }
 
     fn start_pass(&mut self, ctx: &mut Context<Self>) {
+        self.cancel_next_pass(ctx);
+        self.last_start = Some(Instant::now());
         self.running = true;
         self.serving = std::mem::take(&mut self.waiting);
         self.passes += 1;
@@ -102,6 +115,32 @@ impl SweeperActor {
             self.finish_stop(ctx);
         } else if !self.waiting.is_empty() {
             self.start_pass(ctx);
+        } else {
+            self.schedule_next_pass(ctx);
+        }
+    }
+
+    /// Sets the one timer for the next periodic pass: `pass_interval` after
+    /// the last one started, or at once if that is past. None while a pass
+    /// runs (its end sets it) or while paused (a resume does).
+    fn schedule_next_pass(&mut self, ctx: &mut Context<Self>) {
+        self.cancel_next_pass(ctx);
+        let Some(every) = self.pass_interval else { return };
+        if self.running || self.control() != Control::Run {
+            return;
+        }
+        let wait = self.last_start.map_or(every, |t| every.saturating_sub(t.elapsed()));
+        self.next_pass = Some(ctx.run_later(wait, |act, ctx| {
+            act.next_pass = None;
+            if !act.running && act.control() == Control::Run {
+                act.start_pass(ctx);
+            }
+        }));
+    }
+
+    fn cancel_next_pass(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.next_pass.take() {
+            ctx.cancel_future(timer);
         }
     }
 
@@ -138,13 +177,7 @@ impl Actor for SweeperActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         metrics::gauge!(crate::metrics::SWEEP_RATE).set(f64::from(self.rate.per_second.get()));
-        if let Some(every) = self.pass_interval {
-            ctx.run_interval(every, |act, ctx| {
-                if !act.running && act.control() == Control::Run {
-                    act.start_pass(ctx);
-                }
-            });
-        }
+        self.schedule_next_pass(ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -169,15 +202,17 @@ impl Handler<RunPass> for SweeperActor {
 
 impl Handler<Pause> for SweeperActor {
     type Result = ();
-    fn handle(&mut self, _: Pause, _: &mut Context<Self>) {
+    fn handle(&mut self, _: Pause, ctx: &mut Context<Self>) {
         self.set_control(Control::Pause);
+        self.cancel_next_pass(ctx);
     }
 }
 
 impl Handler<Resume> for SweeperActor {
     type Result = ();
-    fn handle(&mut self, _: Resume, _: &mut Context<Self>) {
+    fn handle(&mut self, _: Resume, ctx: &mut Context<Self>) {
         self.set_control(Control::Run);
+        self.schedule_next_pass(ctx);
     }
 }
 
@@ -204,6 +239,7 @@ impl Handler<StopSweeper> for SweeperActor {
     fn handle(&mut self, _: StopSweeper, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.control.send_replace(Control::Stop);
+        self.cancel_next_pass(ctx);
         self.stopping.push(tx);
         if !self.running {
             self.finish_stop(ctx);
