@@ -111,6 +111,10 @@ pub struct SweepTotals {
     pub verifies_per_second: u32,
     /// The token bucket's burst.
     pub burst: u32,
+    /// Whether the sweeper's thread runs at the OS's lowest priority (Linux
+    /// `SCHED_IDLE`, else the lowest nice level); false where the OS refused
+    /// or the sweeper shares its caller's arbiter (`arbiters = 0`).
+    pub lowest_priority: bool,
 }
 
 impl SweepTotals {

@@ -3,6 +3,7 @@
 mod bucket;
 mod control;
 mod pass;
+mod priority;
 mod record;
 mod verify;
 
@@ -17,6 +18,7 @@ use actix::prelude::*;
 use bucket::Refill;
 use control::Control;
 use pass::PassEnv;
+use priority::Lowered;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -46,6 +48,10 @@ pub(crate) struct SweeperActor {
     next_pass: Option<SpawnHandle>,
     /// When the last pass started: the next starts `pass_interval` after it.
     last_start: Option<Instant>,
+    /// Whether the actor has a thread of its own, to lower the priority of.
+    own_thread: bool,
+    /// How far its thread's priority went down (`None`: not its own thread).
+    lowered: Option<Lowered>,
     /// Requests the running pass answers.
     serving: Vec<oneshot::Sender<PassReport>>,
     /// Requests the next pass answers.
@@ -74,12 +80,22 @@ impl SweeperActor {
             running: false,
             next_pass: None,
             last_start: None,
+            own_thread: false,
+            lowered: None,
             serving: Vec::new(),
             waiting: Vec::new(),
             stopping: Vec::new(),
             totals: SweepTotals::default(),
             passes: 0,
         })
+    }
+
+    /// Marks the arbiter it will start on as its own: once started, it lowers
+    /// that thread's OS priority to the lowest there is
+    /// ([`SweepTotals::lowest_priority`] says whether the OS allowed it).
+    pub(crate) fn own_thread(mut self) -> Self {
+        self.own_thread = true;
+        self
     }
 
     /// Starts the sweeper on `arbiter`: give it one of its own, so that its
@@ -160,6 +176,7 @@ impl SweeperActor {
             pass_running: self.running,
             verifies_per_second: self.rate.per_second.get(),
             burst: self.rate.burst.get(),
+            lowest_priority: matches!(self.lowered, Some(Lowered::Idle | Lowered::Lowest)),
             ..self.totals
         }
     }
@@ -177,6 +194,14 @@ impl Actor for SweeperActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         metrics::gauge!(crate::metrics::SWEEP_RATE).set(f64::from(self.rate.per_second.get()));
+        if self.own_thread {
+            // Running on its own arbiter's thread now: lower that one, never
+            // the thread of an arbiter it shares.
+            let lowered = priority::lower_this_thread();
+            self.lowered = Some(lowered);
+            let on = if lowered == Lowered::Refused { 0.0 } else { 1.0 };
+            metrics::gauge!(crate::metrics::SWEEP_THREAD_LOWERED).set(on);
+        }
         self.schedule_next_pass(ctx);
     }
 
