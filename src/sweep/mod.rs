@@ -10,6 +10,7 @@
 //! Everything here is pure: the sweeper actor and the tables move these values
 //! around; nothing in this module does I/O or reads a clock.
 
+pub(crate) mod adapt;
 mod queue;
 mod rate;
 mod report;

@@ -107,8 +107,12 @@ pub struct SweepTotals {
     pub paused: bool,
     /// Whether a pass is running now.
     pub pass_running: bool,
-    /// The token bucket's rate, verifies per second.
+    /// The token bucket's configured rate (the most), verifies per second.
     pub verifies_per_second: u32,
+    /// The rate the sweeper runs at now, having yielded to the foreground's
+    /// latency (`SweeperConfig::latency_target`); equal to
+    /// `verifies_per_second` with a fixed rate.
+    pub effective_verifies_per_second: u32,
     /// The token bucket's burst.
     pub burst: u32,
     /// Whether the sweeper's thread runs at the OS's lowest priority (Linux

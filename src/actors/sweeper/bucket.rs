@@ -6,6 +6,7 @@ use crate::sweep::Rate;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+use std::num::NonZeroU32;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -31,9 +32,10 @@ type Limiter = RateLimiter<NotKeyed, InMemoryState, BucketClock, NoOpMiddleware<
 pub(super) enum Refill {
     /// Full: an operator's new rate may be spent at once.
     Full,
-    /// Empty: the adaptive rate changes often, and a full bucket at each
-    /// change would add a burst every time.
-    Empty,
+    /// One token: the adaptive rate changes often; a full bucket at each
+    /// change would add a burst every time, an empty one would push the next
+    /// token a whole period out every time.
+    One,
 }
 
 /// The bucket every verify takes a token from.
@@ -85,9 +87,11 @@ impl Bucket {
 fn limiter(rate: Rate, clock: &BucketClock, refill: Refill) -> Arc<Limiter> {
     let quota = Quota::per_second(rate.per_second).allow_burst(rate.burst);
     let limiter = RateLimiter::direct_with_clock(quota, clock.clone());
-    if refill == Refill::Empty {
-        // A new bucket is full: spend its burst (it holds exactly that).
-        let _ = limiter.check_n(rate.burst);
+    if refill == Refill::One {
+        // A new bucket is full: spend all of its burst but one.
+        if let Some(spend) = NonZeroU32::new(rate.burst.get() - 1) {
+            let _ = limiter.check_n(spend);
+        }
     }
     Arc::new(limiter)
 }

@@ -15,7 +15,6 @@ use crate::messages::{GetSweepStats, Pause, Resume, RunPass, SetRate, StopSweepe
 use crate::sweep::Verifier;
 use crate::sweep::{PassReport, Rate, SweepTotals};
 use actix::prelude::*;
-use bucket::Refill;
 use control::Control;
 use pass::PassEnv;
 use priority::Lowered;
@@ -176,6 +175,7 @@ impl SweeperActor {
             pass_running: self.running,
             verifies_per_second: self.rate.per_second.get(),
             burst: self.rate.burst.get(),
+            effective_verifies_per_second: self.env.effective_rate(),
             lowest_priority: matches!(self.lowered, Some(Lowered::Idle | Lowered::Lowest)),
             ..self.totals
         }
@@ -245,7 +245,7 @@ impl Handler<SetRate> for SweeperActor {
     type Result = Result<()>;
     fn handle(&mut self, m: SetRate, _: &mut Context<Self>) -> Result<()> {
         let rate = Rate::new(m.per_second, m.burst)?;
-        self.env.bucket.set_rate(rate, Refill::Full);
+        self.env.set_rate(rate);
         self.rate = rate;
         metrics::gauge!(crate::metrics::SWEEP_RATE).set(f64::from(m.per_second));
         Ok(())

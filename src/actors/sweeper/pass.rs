@@ -1,6 +1,6 @@
 //! One sweep pass: visit every shard, plan pages, verify them, apply by compare-and-set.
 
-use super::bucket::Bucket;
+use super::bucket::{Bucket, Refill};
 use super::control::{Control, pause, running};
 use super::verify::{Streaks, verify_page};
 use crate::actors::GhostActor;
@@ -8,14 +8,21 @@ use crate::clock::Clock;
 use crate::config::SweeperConfig;
 use crate::error::Error;
 use crate::messages::{ApplyVerdicts, PlanReply, PlanSweep};
+use crate::sweep::Rate;
 use crate::sweep::Verifier;
+use crate::sweep::adapt::{AdaptiveRate, Signals};
 use crate::sweep::{Deferral, ShardQueue};
 use crate::sweep::{PassReport, SweepCounts};
 use actix::Addr;
-use std::sync::Arc;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+/// How often, while verifying, the sweeper probes one shard (round robin)
+/// for the foreground's latency.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
 
 /// What every pass shares.
 pub(super) struct PassEnv {
@@ -24,6 +31,16 @@ pub(super) struct PassEnv {
     pub(super) config: SweeperConfig,
     pub(super) bucket: Bucket,
     pub(super) streaks: Streaks,
+    clock: Arc<dyn Clock>,
+    rate: Mutex<EffectiveRate>,
+}
+
+/// The configured rate, the adaptive one (`None`: fixed), and the rate the
+/// bucket runs at.
+struct EffectiveRate {
+    configured: Rate,
+    adaptive: Option<AdaptiveRate>,
+    applied: NonZeroU32,
 }
 
 impl PassEnv {
@@ -33,8 +50,61 @@ impl PassEnv {
         config: SweeperConfig,
         clock: Arc<dyn Clock>,
     ) -> crate::Result<Self> {
-        let bucket = Bucket::new(config.rate()?, clock);
-        Ok(Self { shards, verifier, config, bucket, streaks: Streaks::default() })
+        let configured = config.rate()?;
+        let bucket = Bucket::new(configured, clock.clone());
+        let adaptive = config.latency_target.map(|target| {
+            let min = NonZeroU32::new(config.min_verifies_per_second).unwrap_or(NonZeroU32::MIN);
+            AdaptiveRate::new(min, configured.per_second, target, config.busy_pending_acks)
+        });
+        let rate = Mutex::new(EffectiveRate { configured, adaptive, applied: configured.per_second });
+        metrics::gauge!(crate::metrics::SWEEP_EFFECTIVE_RATE).set(f64::from(configured.per_second.get()));
+        Ok(Self { shards, verifier, config, bucket, streaks: Streaks::default(), clock, rate })
+    }
+
+    fn rate(&self) -> std::sync::MutexGuard<'_, EffectiveRate> {
+        self.rate.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An operator's rate: the new ceiling, and the bucket starts full at it.
+    pub(super) fn set_rate(&self, rate: Rate) {
+        let mut r = self.rate();
+        r.configured = rate;
+        r.applied = rate.per_second;
+        if let Some(a) = &mut r.adaptive {
+            a.set_max(rate.per_second);
+        }
+        self.bucket.set_rate(rate, Refill::Full);
+        metrics::gauge!(crate::metrics::SWEEP_EFFECTIVE_RATE).set(f64::from(rate.per_second.get()));
+    }
+
+    /// The rate the bucket runs at now.
+    pub(super) fn effective_rate(&self) -> u32 {
+        self.rate().applied.get()
+    }
+
+    /// Feeds one observation of a shard to the adaptive rate; the bucket
+    /// follows once the rate moved by a tenth or reached a bound, so that
+    /// slow growth does not replace the bucket at every probe.
+    fn observe(&self, signals: Signals) {
+        let now = self.clock.now_ms();
+        let mut r = self.rate();
+        let configured = r.configured;
+        let Some(adaptive) = &mut r.adaptive else { return };
+        let new = adaptive.observe(signals, now);
+        let old = r.applied;
+        let moved = new.get().abs_diff(old.get()) * 10 >= old.get();
+        let bound = new == configured.per_second || new.get() <= self.config.min_verifies_per_second;
+        if new != old && (moved || bound) {
+            r.applied = new;
+            self.bucket.set_rate(Rate { per_second: new, ..configured }, Refill::One);
+            metrics::gauge!(crate::metrics::SWEEP_EFFECTIVE_RATE).set(f64::from(new.get()));
+            tracing::debug!(
+                from = old.get(),
+                to = new.get(),
+                ?signals,
+                "sweeper rate follows the foreground"
+            );
+        }
     }
 
     fn busy(&self, plan: &PlanReply, round_trip: Duration) -> bool {
@@ -123,8 +193,12 @@ async fn visit(
     // A zero-size plan is an O(1) probe: backlog and mailbox delay, no work.
     match request_plan(shard, addr, 0).await {
         Err(e) => return failed(shard, &e),
-        Ok((probe, rtt)) if env.busy(&probe, rtt) => return VisitEnd::Busy,
-        Ok(_) => {}
+        Ok((probe, rtt)) => {
+            env.observe(Signals { round_trip: rtt, backlog: probe.pending_acks });
+            if env.busy(&probe, rtt) {
+                return VisitEnd::Busy;
+            }
+        }
     }
     loop {
         if !running(control).await {
@@ -137,7 +211,15 @@ async fn visit(
         counts.purged_refcount_zero += u64::from(plan.page.purged_zero);
         *due += plan.page.checks.len() as u64;
         let checks = std::mem::take(&mut plan.page.checks);
-        let results = verify_page(env, shard, checks, control).await;
+        let adapts = env.rate().adaptive.is_some();
+        let results = if adapts && !checks.is_empty() {
+            tokio::select! {
+                results = verify_page(env, shard, checks, control) => results,
+                () = watch_foreground(env) => Vec::new(),
+            }
+        } else {
+            verify_page(env, shard, checks, control).await
+        };
         let mut verdicts = Vec::with_capacity(results.len());
         let mut cut_short = false;
         for r in results {
@@ -164,6 +246,20 @@ async fn visit(
         }
         if env.busy(&plan, rtt) {
             return VisitEnd::Busy;
+        }
+    }
+}
+
+/// Probes the shards one at a time, [`PROBE_EVERY`] apart, and feeds what
+/// they show to the adaptive rate; runs until dropped (with the page's verifies).
+async fn watch_foreground(env: &PassEnv) {
+    let mut next = 0;
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let (shard, addr) = &env.shards[next % env.shards.len()];
+        next += 1;
+        if let Ok((probe, rtt)) = request_plan(*shard, addr, 0).await {
+            env.observe(Signals { round_trip: rtt, backlog: probe.pending_acks });
         }
     }
 }
