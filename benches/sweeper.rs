@@ -1,11 +1,16 @@
-//! Sweeper: achieved verify rate against its quota, and what it costs the foreground.
+//! Sweeper: what it costs with nothing to do, its achieved rate against its
+//! quota, and what it costs the foreground.
 //!
-//! The foreground figure is taken within each of [`ROUNDS`] rounds: an idle
-//! phase and an active one back to back (order alternating), so that the
-//! machine's drift between minutes, which on a shared 2-core machine is larger
-//! than the effect, cancels out. Reported per quota: batches/s lost and the p99
-//! change (median and range over the rounds), and the sweeper thread's own CPU
-//! time per verify (from `/proc/thread-self/schedstat`).
+//! `cargo bench --bench sweeper -- idle|rate|foreground` runs one section.
+//! *idle*: the sweeper thread's own CPU (`/proc/self/task/<tid>/schedstat`)
+//! with no ghost due. *foreground*: [`ROUNDS`] rounds, each running every phase
+//! (no sweeper; the default quota adaptive and fixed; 10k/s adaptive and fixed)
+//! for [`PHASE`], the order rotating, so that the machine's drift between
+//! minutes, larger than the effect on a shared 2-core machine, cancels out;
+//! each figure is a ratio against the round's own no-sweeper phase, reported
+//! as the median over the rounds with a distribution-free 95 % interval. The
+//! steadiest is the foreground's CPU per batch: every thread's CPU but the
+//! sweeper's own, over the batches done.
 
 use actix::prelude::*;
 use std::collections::HashSet;
@@ -23,9 +28,9 @@ const GHOSTS_PER_SHARD: usize = 8_000;
 const RUN: Duration = Duration::from_secs(3);
 const DRIVERS: usize = 4;
 const WARMUP: Duration = Duration::from_secs(1);
-const PHASE: Duration = Duration::from_secs(2);
-/// Interleaved idle/active rounds; the ratio is taken within each round.
-const ROUNDS: usize = 10;
+const PHASE: Duration = Duration::from_secs(1);
+/// Interleaved rounds of every phase; ratios are taken within each round.
+const ROUNDS: usize = 20;
 const BATCH_PAIRS: usize = 32;
 
 type Shards = Vec<(u16, Addr<GhostActor>)>;
@@ -36,11 +41,16 @@ fn id(shard: u16, i: usize) -> String {
 
 /// Every ghost points at the next shard, and the directory agrees: each verify answers `Keep`.
 fn seed(store: &MemoryStore, dir: &DirectoryVerifier, config: &TableConfig) {
+    seed_at(store, dir, config, 0);
+}
+
+/// [`seed`] with every ghost created at `now_ms`.
+fn seed_at(store: &MemoryStore, dir: &DirectoryVerifier, config: &TableConfig, now_ms: u64) {
     for shard in 0..SHARDS {
         let target = (shard + 1) % SHARDS;
         let mut t = GhostTable::with_capacity(shard, config.clone(), GHOSTS_PER_SHARD).unwrap();
         for i in 0..GHOSTS_PER_SHARD {
-            t.insert(&id(shard, i), ShardId(target), 1, Epoch(1), 0).unwrap();
+            t.insert(&id(shard, i), ShardId(target), 1, Epoch(1), now_ms).unwrap();
             dir.record_move(&id(shard, i), ShardId(target), Epoch(1));
         }
         store.replace(&t).unwrap();
@@ -125,18 +135,6 @@ async fn foreground(shards: &Shards, run: Duration) -> Vec<Duration> {
     all
 }
 
-fn print_row(label: &str, sorted: &[Duration], sweeper_rate: f64) {
-    println!(
-        "{label:<28} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {sweeper_rate:>10.0}",
-        sorted.len(),
-        pct(sorted, 0.50),
-        pct(sorted, 0.99),
-        pct(sorted, 0.999),
-        pct(sorted, 1.0),
-    );
-}
-
-/// CPU time the calling thread has run, in ns (Linux schedstat; 0 elsewhere).
 /// This process's threads now.
 fn threads() -> HashSet<String> {
     std::fs::read_dir("/proc/self/task")
@@ -162,9 +160,169 @@ fn thread_cpu_ns(tid: &Option<String>) -> u64 {
         .unwrap_or(0)
 }
 
-fn median_range(mut v: Vec<f64>) -> String {
+/// A foreground phase: what the sweeper does meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// No sweeper at all.
+    Idle,
+    /// At `quota` verifies/s, fixed (`latency_target: None`) or adaptive (the default target).
+    Sweeping { quota: u32, adaptive: bool },
+}
+
+impl Phase {
+    fn label(self) -> String {
+        match self {
+            Self::Idle => "no sweeper".into(),
+            Self::Sweeping { quota, adaptive } => {
+                format!("{quota}/s {}", if adaptive { "adaptive" } else { "fixed" })
+            }
+        }
+    }
+}
+
+/// What one phase measured.
+struct Measured {
+    batches: usize,
+    secs: f64,
+    p99_us: f64,
+    /// CPU of every thread but the sweeper's, per foreground batch, in µs.
+    fg_cpu_per_batch_us: f64,
+    sweeper_cpu_ms_per_s: f64,
+    verifies_per_s: f64,
+}
+
+/// CPU time of every thread of this process so far, by thread id, in ns.
+fn all_threads_cpu() -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for tid in threads() {
+        let cpu = thread_cpu_ns(&Some(tid.clone()));
+        out.push((tid, cpu));
+    }
+    out
+}
+
+/// CPU spent between two readings by threads present at both, other than `except`.
+fn cpu_between(before: &[(String, u64)], after: &[(String, u64)], except: &Option<String>) -> u64 {
+    after
+        .iter()
+        .filter(|(tid, _)| Some(tid) != except.as_ref())
+        .filter_map(|(tid, a)| before.iter().find(|(t, _)| t == tid).map(|(_, b)| a.saturating_sub(*b)))
+        .sum()
+}
+
+async fn run_phase(rt: &GhostRuntime, dir: &DirectoryVerifier, shards: &Shards, phase: Phase) -> Measured {
+    let sweeper = match phase {
+        Phase::Idle => None,
+        Phase::Sweeping { quota, adaptive } => {
+            let mut config = SweeperConfig { verifies_per_second: quota, ..sweeper_config(quota) };
+            config.latency_target = if adaptive { SweeperConfig::default().latency_target } else { None };
+            config.min_verifies_per_second = 1;
+            new_thread(|| rt.start_sweeper(Arc::new(dir.clone()), config).unwrap())
+        }
+    };
+    let (calls, s0, all0, t0) = (dir.calls(), thread_cpu_ns(&sweeper), all_threads_cpu(), Instant::now());
+    let lat = foreground(shards, PHASE).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let (all1, s1, verifies) = (all_threads_cpu(), thread_cpu_ns(&sweeper), dir.calls() - calls);
+    if phase != Phase::Idle {
+        rt.stop_sweeper().await.unwrap();
+    }
+    Measured {
+        batches: lat.len(),
+        secs,
+        p99_us: pct(&lat, 0.99),
+        fg_cpu_per_batch_us: cpu_between(&all0, &all1, &sweeper) as f64 / 1e3 / lat.len() as f64,
+        sweeper_cpu_ms_per_s: (s1 - s0) as f64 / 1e6 / secs,
+        verifies_per_s: verifies as f64 / secs,
+    }
+}
+
+/// The median of `v` and a distribution-free 95 % confidence interval for it
+/// (order statistics of the binomial(n, ½) sign test).
+fn median_ci(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
-    format!("{:+.1}% (range {:+.1}% to {:+.1}%)", v[v.len() / 2], v[0], v[v.len() - 1])
+    let n = v.len();
+    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    // Largest k with P(B < k) <= 2.5 %, B ~ binomial(n, 1/2): the interval is [x(k), x(n-k+1)].
+    let mut cdf = 0.0;
+    let mut k = 0;
+    let mut coef = 1.0_f64;
+    for i in 0..n {
+        let p = coef / 2f64.powi(n as i32);
+        if cdf + p > 0.025 {
+            break;
+        }
+        cdf += p;
+        k = i + 1;
+        coef = coef * (n - i) as f64 / (i + 1) as f64;
+    }
+    let k = k.max(1);
+    (median, v[k - 1], v[n - k])
+}
+
+fn show(label: &str, v: Vec<f64>) -> String {
+    let (m, lo, hi) = median_ci(v);
+    format!("{label} {m:+.2}% (95% CI {lo:+.2}% to {hi:+.2}%)")
+}
+
+/// What the sweeper costs the foreground: [`ROUNDS`] rounds, each running
+/// every phase once for [`PHASE`] (the order rotating between rounds); every
+/// figure is a ratio against the round's own no-sweeper phase.
+async fn foreground_cost(rt: &GhostRuntime, dir: &DirectoryVerifier, shards: &Shards) {
+    println!(
+        "== foreground: awaited EdgeBatch of {} events (MemoryStore, group commit), {DRIVERS} drivers; \
+         {ROUNDS} rounds of {PHASE:?} phases after a {WARMUP:?} warm-up",
+        2 * BATCH_PAIRS
+    );
+    foreground(shards, WARMUP).await;
+    let phases = [
+        Phase::Idle,
+        Phase::Sweeping { quota: 100, adaptive: true },
+        Phase::Sweeping { quota: 100, adaptive: false },
+        Phase::Sweeping { quota: 10_000, adaptive: true },
+        Phase::Sweeping { quota: 10_000, adaptive: false },
+    ];
+    // Per phase, per round: (CPU per batch +%, batches/s lost %, p99 +%, sweeper ms/s, verifies/s).
+    let mut rows: Vec<Vec<[f64; 5]>> = vec![Vec::new(); phases.len()];
+    for round in 0..ROUNDS {
+        let mut got: Vec<Option<Measured>> = (0..phases.len()).map(|_| None).collect();
+        for k in 0..phases.len() {
+            let p = (k + round) % phases.len();
+            got[p] = Some(run_phase(rt, dir, shards, phases[p]).await);
+        }
+        let got: Vec<Measured> = got.into_iter().map(Option::unwrap).collect();
+        let idle = &got[0];
+        for (p, m) in got.iter().enumerate() {
+            rows[p].push([
+                (m.fg_cpu_per_batch_us / idle.fg_cpu_per_batch_us - 1.0) * 100.0,
+                (1.0 - (m.batches as f64 / m.secs) / (idle.batches as f64 / idle.secs)) * 100.0,
+                (m.p99_us / idle.p99_us - 1.0) * 100.0,
+                m.sweeper_cpu_ms_per_s,
+                m.verifies_per_s,
+            ]);
+        }
+        let idle_rate = idle.batches as f64 / idle.secs;
+        println!(
+            "round {:>2}: no sweeper {idle_rate:.0} batches/s, p99 {:.0} µs, {:.1} µs CPU/batch",
+            round + 1,
+            idle.p99_us,
+            idle.fg_cpu_per_batch_us
+        );
+    }
+    println!("-- against the round's no-sweeper phase: median over {ROUNDS} rounds, 95% CI of the median");
+    for (p, phase) in phases.iter().enumerate().skip(1) {
+        let col = |i: usize| rows[p].iter().map(|r| r[i]).collect::<Vec<_>>();
+        let (sweeper_ms, _, _) = median_ci(col(3));
+        let (verifies, _, _) = median_ci(col(4));
+        println!(
+            "{:<18} {} | {} | {} | sweeper thread {sweeper_ms:.2} ms CPU/s at {verifies:.0} verifies/s ({:.1} µs/verify)",
+            phase.label(),
+            show("foreground CPU/batch", col(0)),
+            show("batches/s lost", col(1)),
+            show("p99", col(2)),
+            if verifies > 0.0 { sweeper_ms * 1e3 / verifies } else { 0.0 },
+        );
+    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -172,90 +330,98 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
+/// Seconds each idle case is measured.
+const IDLE: Duration = Duration::from_secs(5);
+
+/// The sweeper thread's CPU per second with nothing to do: ghosts inside
+/// their grace period (none due), the sweeper paused or running.
+async fn idle_cost() {
+    println!(
+        "== idle: sweeper thread CPU with no ghost due, {ghosts} ghosts on {SHARDS} shards, {IDLE:?} per case",
+        ghosts = SHARDS as usize * GHOSTS_PER_SHARD
+    );
+    let dir = DirectoryVerifier::new();
+    let table = TableConfig { grace: Duration::from_secs(3_600), ..TableConfig::default() };
+    let store = Arc::new(MemoryStore::new());
+    let now = vshard_ghosts::clock::TokioClock::new();
+    seed_at(&store, &dir, &table, vshard_ghosts::clock::Clock::now_ms(&now));
+    let config = RuntimeConfig {
+        shards: (0..SHARDS).map(ShardId).collect(),
+        arbiters: ARBITERS,
+        shard: ShardConfig { table, ..ShardConfig::default() },
+        metrics_interval: Duration::ZERO,
+        ..RuntimeConfig::default()
+    };
+    let rt = GhostRuntime::builder().config(config).store(StoreChoice::Custom(store)).start().unwrap();
+    for s in 0..SHARDS {
+        rt.shard_stats(s).await.unwrap();
+    }
+    let cases: [(&str, Option<Duration>, bool); 4] = [
+        ("paused, pass_interval 1 ms", Some(Duration::from_millis(1)), true),
+        ("running, pass_interval 1 s", Some(Duration::from_secs(1)), false),
+        ("running, pass_interval 60 s (default)", Some(Duration::from_secs(60)), false),
+        ("running, no periodic pass", None, false),
+    ];
+    for (label, pass_interval, paused) in cases {
+        let config = SweeperConfig { pass_interval, ..SweeperConfig::default() };
+        let thread = new_thread(|| rt.start_sweeper(Arc::new(dir.clone()), config).unwrap());
+        if paused {
+            rt.pause_sweeper().await.unwrap();
+        }
+        // The first pass (one scan of every table) is settled before the window.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let (cpu0, t0) = (thread_cpu_ns(&thread), Instant::now());
+        tokio::time::sleep(IDLE).await;
+        let ms_per_s = (thread_cpu_ns(&thread) - cpu0) as f64 / 1e6 / t0.elapsed().as_secs_f64();
+        let totals = rt.stop_sweeper().await.unwrap();
+        println!("{label:<40} {ms_per_s:>8.3} ms CPU/s   (verifies {})", totals.counts.checked);
+    }
+    rt.shutdown().await.unwrap();
+}
+
+/// Whether the section `name` runs: every one by default, or those named on
+/// the command line (`cargo bench --bench sweeper -- idle`).
+fn section(name: &str) -> bool {
+    let named: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    named.is_empty() || named.iter().any(|n| n == name)
+}
+
 fn main() {
     System::new().block_on(async {
+        if section("idle") {
+            idle_cost().await;
+            println!();
+        }
+        if !section("rate") && !section("foreground") {
+            System::current().stop();
+            return;
+        }
         let dir = DirectoryVerifier::new();
         let (rt, shards) = start_shards(&dir).await;
         let ghosts = SHARDS as usize * GHOSTS_PER_SHARD;
 
-        println!("== sweeper rate: instant verifier, {ghosts} ghosts on {SHARDS} shards, {RUN:?} per quota");
-        println!(
-            "{:>12} {:>14} {:>15} {:>8} {:>7} {:>14}",
-            "quota/s", "achieved/s", "achieved/quota", "passes", "stale", "deferred_busy"
-        );
-        for quota in [1_000, 10_000, 100_000] {
-            let (achieved, t) = achieved_rate(&rt, &dir, quota).await;
+        if section("rate") {
             println!(
-                "{quota:>12} {achieved:>14.0} {:>15.3} {:>8} {:>7} {:>14}",
-                achieved / f64::from(quota),
-                t.passes,
-                t.counts.stale,
-                t.counts.deferred_busy
+                "== sweeper rate: instant verifier, {ghosts} ghosts on {SHARDS} shards, {RUN:?} per quota"
             );
-        }
-
-        println!();
-        println!(
-            "== foreground: awaited EdgeBatch of {} events (MemoryStore, group commit), {DRIVERS} drivers; \
-             phases of {PHASE:?} interleaved over {ROUNDS} rounds after a {WARMUP:?} warm-up",
-            2 * BATCH_PAIRS
-        );
-        let header = ["batches", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "sweeper/s"];
-        println!(
-            "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
-            "phase", header[0], header[1], header[2], header[3], header[4], header[5]
-        );
-        let sweeper_thread = new_thread(|| start_sweeper(&rt, &dir, 10_000));
-        rt.pause_sweeper().await.unwrap();
-        foreground(&shards, WARMUP).await;
-        let quotas = [100u32, 1_000, 10_000];
-        // Per quota: per round, (throughput loss %, p99 increase %, sweeper CPU ns per verify).
-        let mut per_quota: Vec<Vec<[f64; 3]>> = vec![Vec::new(); quotas.len()];
-        for round in 1..=ROUNDS {
-            for (q, &quota) in quotas.iter().enumerate() {
-                // Idle first in odd rounds and active first in even ones, so
-                // that a drift of the machine does not favour either.
-                let mut idle = None;
-                let mut active = None;
-                for active_now in if round % 2 == 1 { [false, true] } else { [true, false] } {
-                    if active_now {
-                        rt.set_sweep_rate(quota, (quota / 100).max(10)).await.unwrap();
-                        rt.resume_sweeper().await.unwrap();
-                    }
-                    let (calls, cpu0, t0) = (dir.calls(), thread_cpu_ns(&sweeper_thread), Instant::now());
-                    let lat = foreground(&shards, PHASE).await;
-                    rt.pause_sweeper().await.unwrap();
-                    let took = t0.elapsed();
-                    let (verifies, cpu) = (dir.calls() - calls, thread_cpu_ns(&sweeper_thread) - cpu0);
-                    let label = if active_now { format!("sweeper at {quota}/s") } else { "sweeper idle".into() };
-                    print_row(&format!("round {round}: {label}"), &lat, verifies as f64 / took.as_secs_f64());
-                    let rate = lat.len() as f64 / took.as_secs_f64();
-                    let cpu_per_verify = if verifies > 0 { cpu as f64 / verifies as f64 } else { 0.0 };
-                    if active_now {
-                        active = Some((rate, pct(&lat, 0.99), cpu_per_verify));
-                    } else {
-                        idle = Some((rate, pct(&lat, 0.99)));
-                    }
-                }
-                let ((ir, ip), (ar, ap, cpu)) = (idle.unwrap(), active.unwrap());
-                per_quota[q].push([(1.0 - ar / ir) * 100.0, (ap / ip - 1.0) * 100.0, cpu]);
+            println!(
+                "{:>12} {:>14} {:>15} {:>8} {:>7} {:>14}",
+                "quota/s", "achieved/s", "achieved/quota", "passes", "stale", "deferred_busy"
+            );
+            for quota in [1_000, 10_000, 100_000] {
+                let (achieved, t) = achieved_rate(&rt, &dir, quota).await;
+                println!(
+                    "{quota:>12} {achieved:>14.0} {:>15.3} {:>8} {:>7} {:>14}",
+                    achieved / f64::from(quota),
+                    t.passes,
+                    t.counts.stale,
+                    t.counts.deferred_busy
+                );
             }
         }
-        rt.stop_sweeper().await.unwrap();
-        println!("-- within-round comparison, median over {ROUNDS} rounds (range)");
-        for (q, rounds) in per_quota.iter().enumerate() {
-            let col = |k: usize| rounds.iter().map(|r| r[k]).collect::<Vec<_>>();
-            let mut cpu = col(2);
-            cpu.sort_by(f64::total_cmp);
-            println!(
-                "quota {:>6}/s: foreground batches/s lost {} | p99 {} | sweeper thread CPU per verify {:.1} µs (range {:.1}–{:.1})",
-                quotas[q],
-                median_range(col(0)),
-                median_range(col(1)),
-                cpu[cpu.len() / 2] / 1e3,
-                cpu[0] / 1e3,
-                cpu[cpu.len() - 1] / 1e3
-            );
+
+        if section("foreground") {
+            foreground_cost(&rt, &dir, &shards).await;
         }
         rt.shutdown().await.unwrap();
         System::current().stop();

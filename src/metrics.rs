@@ -153,6 +153,12 @@ pub const SWEEP_PASS_SECONDS: &str = "vshard_ghosts_sweep_pass_seconds";
 pub const SWEEP_RATE: &str = "vshard_ghosts_sweep_rate_per_second";
 /// Gauge: 1 while the sweeper is paused, else 0.
 pub const SWEEP_PAUSED: &str = "vshard_ghosts_sweep_paused";
+/// Gauge: the rate the sweeper runs at now, having yielded to the foreground's
+/// latency, in verifies per second.
+pub const SWEEP_EFFECTIVE_RATE: &str = "vshard_ghosts_sweep_effective_rate_per_second";
+/// Gauge: 1 while the sweeper's own thread runs at the OS's lowest priority,
+/// 0 where the OS refused to lower it (set when the sweeper starts).
+pub const SWEEP_THREAD_LOWERED: &str = "vshard_ghosts_sweep_thread_lowered";
 /// Histogram (no label): one verify, from the call to its answer, error or
 /// timeout, in seconds.
 pub const VERIFY_SECONDS: &str = "vshard_ghosts_verify_seconds";
@@ -362,6 +368,20 @@ pub const ALL: &[MetricDesc] = {
             "the sweeper's token bucket rate, in verifies per second",
         ),
         desc(SWEEP_PAUSED, Gauge, Count, "", "1 while the sweeper is paused, else 0"),
+        desc(
+            SWEEP_EFFECTIVE_RATE,
+            Gauge,
+            metrics::Unit::CountPerSecond,
+            "",
+            "the rate the sweeper runs at now, having yielded to the foreground's latency",
+        ),
+        desc(
+            SWEEP_THREAD_LOWERED,
+            Gauge,
+            Count,
+            "",
+            "1 while the sweeper's thread runs at the OS's lowest priority, 0 where the OS refused",
+        ),
     ]
 };
 

@@ -520,3 +520,33 @@ async fn the_bucket_runs_on_the_runtimes_clock_not_on_tokio_time() {
     let report = pass.await.unwrap().unwrap();
     assert_eq!((report.counts.kept, dir.calls()), (5, 5));
 }
+
+#[actix::test]
+async fn periodic_passes_start_an_interval_apart_none_while_paused_and_one_on_an_overdue_resume() {
+    let (rt, _shards) = start_shards(&[0, 1], Arc::new(MemoryStore::new()), &ManualClock::new(1_000));
+    // Loaded first: a load waits on the writer's thread, and paused time would
+    // jump ahead meanwhile.
+    for shard in [0, 1] {
+        rt.shard_stats(shard).await.unwrap();
+    }
+    tokio::time::pause();
+    let config = SweeperConfig { pass_interval: Some(Duration::from_secs(10)), ..fast() };
+    rt.start_sweeper(Arc::new(DirectoryVerifier::new()), config).unwrap();
+    let passes = || async { rt.sweep_totals().await.unwrap().passes };
+    tokio::time::sleep(Duration::from_millis(9_900)).await;
+    assert_eq!(passes().await, 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(passes().await, 1);
+    rt.pause_sweeper().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    assert_eq!(passes().await, 1, "no pass while paused");
+    // The next pass was due 90 s ago: it starts at the resume, not at a later tick.
+    rt.resume_sweeper().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(passes().await, 2);
+    tokio::time::sleep(Duration::from_millis(9_800)).await;
+    assert_eq!(passes().await, 2, "the next one is an interval after the last start");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(passes().await, 3);
+    rt.stop_sweeper().await.unwrap();
+}

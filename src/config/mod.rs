@@ -262,6 +262,17 @@ pub struct SweeperConfig {
     pub busy_retry: Duration,
     /// Deferrals of one shard within a pass before it is left to the next pass. Default 10.
     pub max_deferrals: u32,
+    /// The foreground latency the sweeper yields to: while a probe of a shard
+    /// (a request's round trip through its mailbox) takes longer than this, or
+    /// its write backlog passes `busy_pending_acks`, the effective rate halves
+    /// (at most twice a second); below it, the rate grows back to
+    /// `verifies_per_second` within 10 s. `None`: a fixed rate. Default 10 ms.
+    #[serde(with = "humantime_serde")]
+    pub latency_target: Option<Duration>,
+    /// The least effective rate the foreground can push the sweeper down to,
+    /// in verifies per second; at least 1 and at most `verifies_per_second`.
+    /// Default 1.
+    pub min_verifies_per_second: u32,
 }
 
 impl Default for SweeperConfig {
@@ -277,17 +288,22 @@ impl Default for SweeperConfig {
             busy_latency: Duration::from_millis(20),
             busy_retry: Duration::from_millis(100),
             max_deferrals: 10,
+            latency_target: Some(Duration::from_millis(10)),
+            min_verifies_per_second: 1,
         }
     }
 }
 
 impl SweeperConfig {
+    /// The token bucket's rate and burst, refused if either is 0.
+    pub(crate) fn rate(&self) -> Result<crate::sweep::Rate> {
+        crate::sweep::Rate::new(self.verifies_per_second, self.burst)
+    }
+
     /// Checks that every field is in range.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: &str| Err(Error::InvalidConfig(format!("sweeper: {what}")));
-        if self.verifies_per_second == 0 || self.burst == 0 {
-            return bad("verifies_per_second and burst must be at least 1");
-        }
+        self.rate()?;
         if self.max_in_flight == 0 || self.page_size == 0 {
             return bad("max_in_flight and page_size must be at least 1");
         }
@@ -296,6 +312,12 @@ impl SweeperConfig {
         }
         if self.pass_interval.is_some_and(|d| d.is_zero()) {
             return bad("pass_interval must be non-zero (or None)");
+        }
+        if self.latency_target.is_some_and(|d| d.is_zero()) {
+            return bad("latency_target must be non-zero (or None)");
+        }
+        if self.min_verifies_per_second == 0 || self.min_verifies_per_second > self.verifies_per_second {
+            return bad("min_verifies_per_second must be at least 1 and at most verifies_per_second");
         }
         Ok(())
     }
@@ -332,6 +354,9 @@ mod tests {
             SweeperConfig { page_size: 0, ..Default::default() },
             SweeperConfig { verify_timeout: Duration::ZERO, ..Default::default() },
             SweeperConfig { pass_interval: Some(Duration::ZERO), ..Default::default() },
+            SweeperConfig { latency_target: Some(Duration::ZERO), ..Default::default() },
+            SweeperConfig { min_verifies_per_second: 0, ..Default::default() },
+            SweeperConfig { min_verifies_per_second: 101, ..Default::default() },
         ];
         for cfg in bad {
             assert!(matches!(cfg.validate(), Err(Error::InvalidConfig(_))), "{cfg:?}");

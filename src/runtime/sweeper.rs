@@ -51,7 +51,7 @@ impl GhostRuntime {
         let actor = SweeperActor::new(self.shards.clone(), verifier, config, self.clock.clone())?;
         *slot = if self.own_threads {
             let arbiter = Arbiter::new();
-            let addr = actor.start_in(&arbiter.handle());
+            let addr = actor.own_thread().start_in(&arbiter.handle());
             SweeperSlot::Running(addr, Some(arbiter))
         } else {
             SweeperSlot::Running(actor.start_in(&Arbiter::current()), None)

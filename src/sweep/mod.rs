@@ -10,12 +10,15 @@
 //! Everything here is pure: the sweeper actor and the tables move these values
 //! around; nothing in this module does I/O or reads a clock.
 
+pub(crate) mod adapt;
 mod queue;
+mod rate;
 mod report;
 pub(crate) mod verdict;
 pub(crate) mod verify;
 
 pub(crate) use queue::{Deferral, ShardQueue};
+pub(crate) use rate::Rate;
 pub use report::{PassReport, SweepCounts, SweepTotals};
 pub use verdict::{ApplyReport, CheckedVerdict, PlannedCheck, SweepPage};
 // The verifier seam is host-facing: its one public path is the crate root.

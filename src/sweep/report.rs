@@ -107,10 +107,18 @@ pub struct SweepTotals {
     pub paused: bool,
     /// Whether a pass is running now.
     pub pass_running: bool,
-    /// The token bucket's rate, verifies per second.
+    /// The token bucket's configured rate (the most), verifies per second.
     pub verifies_per_second: u32,
+    /// The rate the sweeper runs at now, having yielded to the foreground's
+    /// latency (`SweeperConfig::latency_target`); equal to
+    /// `verifies_per_second` with a fixed rate.
+    pub effective_verifies_per_second: u32,
     /// The token bucket's burst.
     pub burst: u32,
+    /// Whether the sweeper's thread runs at the OS's lowest priority (Linux
+    /// `SCHED_IDLE`, else the lowest nice level); false where the OS refused
+    /// or the sweeper shares its caller's arbiter (`arbiters = 0`).
+    pub lowest_priority: bool,
 }
 
 impl SweepTotals {

@@ -134,11 +134,14 @@ pub(crate) fn local_shards(
     (Rc::new(rt), shards)
 }
 
-/// A sweeper fast enough that its bucket never matters, with passes only on request.
+/// A sweeper fast enough that its bucket never matters, with passes only on
+/// request, at a fixed rate: an adaptive one would replace the bucket when a
+/// test makes a shard busy, and its tokens would wait on a manual clock.
 pub(crate) fn fast_sweeper() -> SweeperConfig {
     SweeperConfig {
         verifies_per_second: 100_000,
         burst: 1_000,
+        latency_target: None,
         pass_interval: None,
         busy_latency: Duration::from_secs(30),
         ..SweeperConfig::default()

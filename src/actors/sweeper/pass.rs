@@ -1,61 +1,46 @@
-//! One sweep pass: visit every shard, plan pages, verify under the token bucket, apply by compare-and-set.
+//! One sweep pass: visit every shard, plan pages, verify them, apply by compare-and-set.
 
+use super::bucket::{Bucket, Refill};
+use super::control::{Control, pause, running};
+use super::verify::{Streaks, verify_page};
 use crate::actors::{GhostActor, Shards};
 use crate::clock::Clock;
 use crate::config::SweeperConfig;
 use crate::error::Error;
-use crate::ids::{Epoch, ShardId};
 use crate::messages::{ApplyVerdicts, PlanReply, PlanSweep};
-use crate::sweep::{CheckedVerdict, PlannedCheck, Verdict};
+use crate::sweep::Rate;
+use crate::sweep::Verifier;
+use crate::sweep::adapt::{AdaptiveRate, Signals};
 use crate::sweep::{Deferral, ShardQueue};
 use crate::sweep::{PassReport, SweepCounts};
-use crate::sweep::{Verifier, VerifyRequest};
 use actix::Addr;
-use futures::{FutureExt, StreamExt};
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use std::num::NonZeroU32;
-use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::Instrument;
 
-/// Whether passes may proceed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Control {
-    Run,
-    Pause,
-    Stop,
-}
+/// How often, while verifying, the sweeper probes one shard (round robin)
+/// for the foreground's latency.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
 
-/// governor's clock over the runtime's one [`Clock`], which the tables read
-/// too: a manual clock paces the bucket as it paces ghost ages, and the
-/// default one follows tokio's time, paused test time included (governor's
-/// own `until_ready` would sleep on a real-time timer instead).
-#[derive(Debug, Clone)]
-struct BucketClock(Arc<dyn Clock>);
-
-impl governor::clock::Clock for BucketClock {
-    type Instant = Duration;
-    fn now(&self) -> Duration {
-        Duration::from_millis(self.0.now_ms())
-    }
-}
-
-type Limiter = RateLimiter<NotKeyed, InMemoryState, BucketClock, NoOpMiddleware<Duration>>;
-
-/// What every pass shares; the bucket is swapped whole on a rate change.
+/// What every pass shares.
 pub(super) struct PassEnv {
     pub(super) shards: Shards,
-    verifier: Arc<dyn Verifier>,
-    config: SweeperConfig,
-    clock: BucketClock,
-    limiter: RwLock<Arc<Limiter>>,
-    /// Consecutive `Inconclusive` verdicts by target shard (for a gauge).
-    streaks: std::sync::Mutex<std::collections::HashMap<u16, u64>>,
+    pub(super) verifier: Arc<dyn Verifier>,
+    pub(super) config: SweeperConfig,
+    pub(super) bucket: Bucket,
+    pub(super) streaks: Streaks,
+    clock: Arc<dyn Clock>,
+    rate: Mutex<EffectiveRate>,
+}
+
+/// The configured rate, the adaptive one (`None`: fixed), and the rate the
+/// bucket runs at.
+struct EffectiveRate {
+    configured: Rate,
+    adaptive: Option<AdaptiveRate>,
+    applied: NonZeroU32,
 }
 
 impl PassEnv {
@@ -64,43 +49,67 @@ impl PassEnv {
         verifier: Arc<dyn Verifier>,
         config: SweeperConfig,
         clock: Arc<dyn Clock>,
-    ) -> Self {
-        let clock = BucketClock(clock);
-        let limiter = RwLock::new(limiter(config.verifies_per_second, config.burst, clock.clone()));
-        Self { shards, verifier, config, clock, limiter, streaks: Default::default() }
+    ) -> crate::Result<Self> {
+        let configured = config.rate()?;
+        let bucket = Bucket::new(configured, clock.clone());
+        let adaptive = config.latency_target.map(|target| {
+            let min = NonZeroU32::new(config.min_verifies_per_second).unwrap_or(NonZeroU32::MIN);
+            AdaptiveRate::new(min, configured.per_second, target, config.busy_pending_acks)
+        });
+        let rate = Mutex::new(EffectiveRate { configured, adaptive, applied: configured.per_second });
+        metrics::gauge!(crate::metrics::SWEEP_EFFECTIVE_RATE).set(f64::from(configured.per_second.get()));
+        Ok(Self { shards, verifier, config, bucket, streaks: Streaks::default(), clock, rate })
     }
 
-    /// Replaces the bucket (it starts full); both values must be non-zero.
-    pub(super) fn set_rate(&self, per_second: u32, burst: u32) {
-        let new = limiter(per_second, burst, self.clock.clone());
-        *self.limiter.write().unwrap_or_else(PoisonError::into_inner) = new;
+    fn rate(&self) -> std::sync::MutexGuard<'_, EffectiveRate> {
+        self.rate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn limiter(&self) -> Arc<Limiter> {
-        self.limiter.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// Counts a verdict against `target` in its inconclusive streak gauge.
-    fn streak(&self, target: u16, inconclusive: bool) {
-        let mut streaks = self.streaks.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = streaks.entry(target).or_default();
-        if !inconclusive && *n == 0 {
-            return;
+    /// An operator's rate: the new ceiling, and the bucket starts full at it.
+    pub(super) fn set_rate(&self, rate: Rate) {
+        let mut r = self.rate();
+        r.configured = rate;
+        r.applied = rate.per_second;
+        if let Some(a) = &mut r.adaptive {
+            a.set_max(rate.per_second);
         }
-        *n = if inconclusive { *n + 1 } else { 0 };
-        metrics::gauge!(crate::metrics::SWEEP_INCONCLUSIVE_STREAK, "target" => target.to_string())
-            .set(*n as f64);
+        self.bucket.set_rate(rate, Refill::Full);
+        metrics::gauge!(crate::metrics::SWEEP_EFFECTIVE_RATE).set(f64::from(rate.per_second.get()));
+    }
+
+    /// The rate the bucket runs at now.
+    pub(super) fn effective_rate(&self) -> u32 {
+        self.rate().applied.get()
+    }
+
+    /// Feeds one observation of a shard to the adaptive rate; the bucket
+    /// follows once the rate moved by a tenth or reached a bound, so that
+    /// slow growth does not replace the bucket at every probe.
+    fn observe(&self, signals: Signals) {
+        let now = self.clock.now_ms();
+        let mut r = self.rate();
+        let configured = r.configured;
+        let Some(adaptive) = &mut r.adaptive else { return };
+        let new = adaptive.observe(signals, now);
+        let old = r.applied;
+        let moved = new.get().abs_diff(old.get()) * 10 >= old.get();
+        let bound = new == configured.per_second || new.get() <= self.config.min_verifies_per_second;
+        if new != old && (moved || bound) {
+            r.applied = new;
+            self.bucket.set_rate(Rate { per_second: new, ..configured }, Refill::One);
+            metrics::gauge!(crate::metrics::SWEEP_EFFECTIVE_RATE).set(f64::from(new.get()));
+            tracing::debug!(
+                from = old.get(),
+                to = new.get(),
+                ?signals,
+                "sweeper rate follows the foreground"
+            );
+        }
     }
 
     fn busy(&self, plan: &PlanReply, round_trip: Duration) -> bool {
         plan.pending_acks > self.config.busy_pending_acks || round_trip > self.config.busy_latency
     }
-}
-
-fn limiter(per_second: u32, burst: u32, clock: BucketClock) -> Arc<Limiter> {
-    let nz = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-    let quota = Quota::per_second(nz(per_second)).allow_burst(nz(burst));
-    Arc::new(RateLimiter::direct_with_clock(quota, clock))
 }
 
 /// Runs one pass over every shard: busy shards go to the back of the pass,
@@ -184,8 +193,12 @@ async fn visit(
     // A zero-size plan is an O(1) probe: backlog and mailbox delay, no work.
     match request_plan(shard, addr, 0).await {
         Err(e) => return failed(shard, &e),
-        Ok((probe, rtt)) if env.busy(&probe, rtt) => return VisitEnd::Busy,
-        Ok(_) => {}
+        Ok((probe, rtt)) => {
+            env.observe(Signals { round_trip: rtt, backlog: probe.pending_acks });
+            if env.busy(&probe, rtt) {
+                return VisitEnd::Busy;
+            }
+        }
     }
     loop {
         if !running(control).await {
@@ -198,15 +211,14 @@ async fn visit(
         counts.purged_refcount_zero += u64::from(plan.page.purged_zero);
         *due += plan.page.checks.len() as u64;
         let checks = std::mem::take(&mut plan.page.checks);
-        let results = match batch_size(env) {
-            1 => {
-                futures::stream::iter(checks)
-                    .map(|check| verify_one(env.clone(), shard, check, control.clone()))
-                    .buffer_unordered(env.config.max_in_flight)
-                    .collect()
-                    .await
+        let adapts = env.rate().adaptive.is_some();
+        let results = if adapts && !checks.is_empty() {
+            tokio::select! {
+                results = verify_page(env, shard, checks, control) => results,
+                () = watch_foreground(env) => Vec::new(),
             }
-            size => verify_page_in_batches(env, shard, checks, size, control).await,
+        } else {
+            verify_page(env, shard, checks, control).await
         };
         let mut verdicts = Vec::with_capacity(results.len());
         let mut cut_short = false;
@@ -238,6 +250,20 @@ async fn visit(
     }
 }
 
+/// Probes the shards one at a time, [`PROBE_EVERY`] apart, and feeds what
+/// they show to the adaptive rate; runs until dropped (with the page's verifies).
+async fn watch_foreground(env: &PassEnv) {
+    let mut next = 0;
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let entry = &env.shards[next % env.shards.len()];
+        next += 1;
+        if let Ok((probe, rtt)) = request_plan(entry.id.get(), &entry.addr, 0).await {
+            env.observe(Signals { round_trip: rtt, backlog: probe.pending_acks });
+        }
+    }
+}
+
 async fn request_plan(
     shard: u16,
     addr: &Addr<GhostActor>,
@@ -254,209 +280,4 @@ async fn request_plan(
 fn failed(shard: u16, e: &Error) -> VisitEnd {
     tracing::warn!(shard, error = %e.chain(), "sweep skips shard for this pass");
     VisitEnd::Failed
-}
-
-/// A checked ghost and whether its verify failed; `None` if stopped before its token.
-type Checked = Option<(CheckedVerdict, bool)>;
-
-fn request(shard: u16, check: &PlannedCheck) -> VerifyRequest {
-    VerifyRequest {
-        shard: ShardId(shard),
-        node_id: check.node_id.clone(),
-        target_shard: ShardId(check.target_shard),
-        epoch: Epoch(check.epoch),
-    }
-}
-
-/// The verdict for `check` from what its verify gave, and whether it failed:
-/// a failure of any kind is `Inconclusive`, never a purge.
-fn checked(
-    env: &PassEnv,
-    shard: u16,
-    check: &PlannedCheck,
-    verdict: std::result::Result<Verdict, String>,
-) -> Checked {
-    let failed = verdict.is_err();
-    if let Err(why) = &verdict {
-        tracing::debug!(shard, node = %check.node_id, target = check.target_shard, %why, "inconclusive");
-    }
-    let verdict = verdict.unwrap_or(Verdict::Inconclusive);
-    env.streak(check.target_shard, matches!(verdict, Verdict::Inconclusive));
-    Some((CheckedVerdict::new(check, verdict), failed))
-}
-
-/// Takes a token, then verifies with a timeout; `None` if stopped before the
-/// token. The flag says the verify failed (error, timeout, panic).
-async fn verify_one(
-    env: Arc<PassEnv>,
-    shard: u16,
-    check: PlannedCheck,
-    mut control: watch::Receiver<Control>,
-) -> Checked {
-    if !token(&env, &mut control).await {
-        return None;
-    }
-    let request = request(shard, &check);
-    // A panicking host verifier must not take the sweeper's thread down with it.
-    let call = AssertUnwindSafe(async { env.verifier.verify(request).await }).catch_unwind();
-    let span = tracing::debug_span!("verify", shard, target = check.target_shard, epoch = check.epoch);
-    let started = Instant::now();
-    let answer = tokio::time::timeout(env.config.verify_timeout, call).instrument(span).await;
-    metrics::histogram!(crate::metrics::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
-    let verdict = match answer {
-        Ok(Ok(Ok(verdict))) => Ok(verdict),
-        Ok(Ok(Err(e))) => Err(e.to_string()),
-        Ok(Err(_)) => Err("verifier panicked".to_owned()),
-        Err(_) => Err("verify timed out".to_owned()),
-    };
-    checked(&env, shard, &check, verdict)
-}
-
-/// Ghosts per `verify_batch` call: what the verifier takes, at most
-/// `max_in_flight` (every ghost of a batch in flight counts); 1 means one
-/// `verify` per ghost.
-fn batch_size(env: &PassEnv) -> usize {
-    env.verifier.max_batch().min(env.config.max_in_flight).max(1)
-}
-
-/// Verifies a page's checks in batches of `size`: tokens are taken one per
-/// ghost, in page order, before a batch is sent; at most `max_in_flight`
-/// ghosts are in flight, so `max_in_flight / size` batches at once.
-async fn verify_page_in_batches(
-    env: &Arc<PassEnv>,
-    shard: u16,
-    checks: Vec<PlannedCheck>,
-    size: usize,
-    control: &watch::Receiver<Control>,
-) -> Vec<Checked> {
-    let mut batches = Vec::with_capacity(checks.len().div_ceil(size));
-    let mut checks = checks.into_iter().peekable();
-    while checks.peek().is_some() {
-        batches.push(checks.by_ref().take(size).collect::<Vec<_>>());
-    }
-    let tokens = control.clone();
-    let results: Vec<Vec<Checked>> = futures::stream::iter(batches)
-        .then(|batch| {
-            let (env, mut control) = (env.clone(), tokens.clone());
-            async move {
-                for _ in 0..batch.len() {
-                    if !token(&env, &mut control).await {
-                        return (batch, false);
-                    }
-                }
-                (batch, true)
-            }
-        })
-        .map(|(batch, started)| verify_batch(env.clone(), shard, batch, started))
-        .buffer_unordered((env.config.max_in_flight / size).max(1))
-        .collect()
-        .await;
-    results.into_iter().flatten().collect()
-}
-
-/// One `verify_batch` call bounded by the verify timeout; every ghost of a
-/// batch that failed as a whole is `Inconclusive`. `started` false: stopped
-/// before the batch had its tokens, nothing is asked.
-async fn verify_batch(
-    env: Arc<PassEnv>,
-    shard: u16,
-    batch: Vec<PlannedCheck>,
-    started: bool,
-) -> Vec<Checked> {
-    if !started {
-        return vec![None; batch.len()];
-    }
-    let requests = batch.iter().map(|c| request(shard, c)).collect();
-    let call = AssertUnwindSafe(async { env.verifier.verify_batch(requests).await }).catch_unwind();
-    let span = tracing::debug_span!("verify_batch", shard, ghosts = batch.len());
-    let started = Instant::now();
-    let answer = tokio::time::timeout(env.config.verify_timeout, call).instrument(span).await;
-    metrics::histogram!(crate::metrics::VERIFY_SECONDS).record(started.elapsed().as_secs_f64());
-    let whole = match answer {
-        Ok(Ok(answers)) if answers.len() == batch.len() => Ok(answers),
-        // Answers cannot be matched to requests: none is trusted.
-        Ok(Ok(answers)) => Err(format!("verifier answered {} of {} requests", answers.len(), batch.len())),
-        Ok(Err(_)) => Err("verifier panicked".to_owned()),
-        Err(_) => Err("verify batch timed out".to_owned()),
-    };
-    match whole {
-        Ok(answers) => batch
-            .iter()
-            .zip(answers)
-            .map(|(check, answer)| checked(&env, shard, check, answer.map_err(|e| e.to_string())))
-            .collect(),
-        Err(why) => batch.iter().map(|check| checked(&env, shard, check, Err(why.clone()))).collect(),
-    }
-}
-
-/// Waits for a token of the current bucket; false once stopping.
-async fn token(env: &PassEnv, control: &mut watch::Receiver<Control>) -> bool {
-    loop {
-        if !running(control).await {
-            return false;
-        }
-        let Err(not_until) = env.limiter().check() else {
-            return true;
-        };
-        // The clock counts whole ms: wait at least one, or a wait shorter
-        // than that would spin.
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(&env.clock));
-        let deadline = env.clock.0.now_ms().saturating_add(crate::config::millis(wait).max(1));
-        tokio::select! {
-            () = env.clock.0.sleep_until(deadline) => {}
-            changed = control.changed() => if changed.is_err() { return false },
-        }
-    }
-}
-
-/// Waits while paused; false once stopping.
-async fn running(control: &mut watch::Receiver<Control>) -> bool {
-    loop {
-        match *control.borrow_and_update() {
-            Control::Run => return true,
-            Control::Stop => return false,
-            Control::Pause => {}
-        }
-        if control.changed().await.is_err() {
-            return false;
-        }
-    }
-}
-
-/// Sleeps `d`, cut short by a stop; false once stopping.
-async fn pause(d: Duration, control: &mut watch::Receiver<Control>) -> bool {
-    let deadline = tokio::time::sleep(d);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            () = &mut deadline => return running(control).await,
-            changed = control.changed() => {
-                if changed.is_err() || *control.borrow() == Control::Stop {
-                    return false;
-                }
-            }
-        }
-    }
-}
-
-/// Exports an ended pass through the `metrics` facade.
-pub(super) fn record_metrics(report: &PassReport) {
-    use crate::metrics as m;
-    let c = &report.counts;
-    metrics::counter!(m::SWEEP_PASSES).increment(1);
-    metrics::counter!(m::SWEEP_CHECKED).increment(c.checked);
-    for (reason, n) in [("refcount_zero", c.purged_refcount_zero), ("verified", c.purged_verified)] {
-        metrics::counter!(m::SWEEP_PURGED, "reason" => reason).increment(n);
-    }
-    metrics::counter!(m::SWEEP_KEPT).increment(c.kept);
-    metrics::counter!(m::SWEEP_CORRECTED).increment(c.corrected);
-    metrics::counter!(m::SWEEP_REDIRECTED).increment(c.redirected);
-    metrics::counter!(m::SWEEP_RECLAIMED).increment(c.reclaimed);
-    metrics::counter!(m::SWEEP_INCONCLUSIVE).increment(c.inconclusive);
-    metrics::counter!(m::SWEEP_VERIFY_FAILURES).increment(c.verify_failures);
-    metrics::counter!(m::SWEEP_STALE).increment(c.stale);
-    metrics::counter!(m::SWEEP_DEFERRED_BUSY).increment(c.deferred_busy);
-    metrics::counter!(m::SWEEP_SKIPPED_BUSY).increment(c.skipped_busy);
-    metrics::counter!(m::SWEEP_SHARD_ERRORS).increment(c.shard_errors);
-    metrics::histogram!(m::SWEEP_PASS_SECONDS).record(report.duration.as_secs_f64());
 }
