@@ -52,8 +52,9 @@ pub struct EdgeRemoved {
     pub node_id: Box<str>,
 }
 
-/// A batch of edge events, applied once per sequence number. Acknowledged once
-/// durable if it adds any edge.
+/// A batch of edge events, applied once per sequence number. Under group commit,
+/// acknowledged once durable if it adds any edge or has a sequence number
+/// (see [`ShardConfig::ack_removal_batches_at_once`](crate::ShardConfig::ack_removal_batches_at_once)).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<BatchOutcome>")]
 pub struct EdgeBatch {

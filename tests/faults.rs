@@ -42,6 +42,48 @@ async fn a_retried_commit_failure_is_invisible() {
     assert_eq!(store.inner().load(0, &TableConfig::default()).unwrap().len(), 1);
 }
 
+/// Batch `seq` of shard 0's edge log: one edge added to "n".
+fn add_n(seq: u64) -> EdgeBatch {
+    let mut events = EdgeEvents::new();
+    events.added("n");
+    EdgeBatch { seq: Some(seq), events }
+}
+
+/// Batches 2 and 3, pipelined, die with a failed flush (3 joins the flush after 2's).
+async fn two_batches_lost(store: &FaultyStore<MemoryStore>, addr: &Addr<GhostActor>) {
+    addr.send(insert("n")).await.unwrap().unwrap();
+    store.inject(StoreOp::Commit, Fault::Fail);
+    let (r2, r3) = futures::join!(addr.send(add_n(2)), addr.send(add_n(3)));
+    assert!(r2.unwrap().is_err() && r3.unwrap().is_err());
+}
+
+#[actix::test]
+async fn a_retry_lost_again_is_not_overtaken_and_never_answered_skipped() {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let addr = start(store.clone(), 0);
+    two_batches_lost(&store, &addr).await;
+    // The retry of 2 is applied, but its flush fails too.
+    store.inject(StoreOp::Commit, Fault::Fail);
+    assert!(addr.send(add_n(2)).await.unwrap().is_err());
+    // The retry of 3 may not overtake the next retry of 2.
+    assert!(matches!(addr.send(add_n(3)).await.unwrap(), Err(Error::SeqGap { awaiting: 2, .. })));
+    assert!(!addr.send(add_n(2)).await.unwrap().unwrap().skipped, "2 was lost: not skipped");
+    assert!(!addr.send(add_n(3)).await.unwrap().unwrap().skipped);
+    assert_eq!(refcount(&addr, "n").await, Some(3));
+}
+
+#[actix::test]
+async fn a_retry_of_a_later_lost_batch_waits_for_the_earlier_one() {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let addr = start(store.clone(), 0);
+    two_batches_lost(&store, &addr).await;
+    assert!(matches!(addr.send(add_n(3)).await.unwrap(), Err(Error::SeqGap { awaiting: 2, .. })));
+    assert!(!addr.send(add_n(2)).await.unwrap().unwrap().skipped);
+    assert!(matches!(addr.send(add_n(4)).await.unwrap(), Err(Error::SeqGap { awaiting: 3, .. })));
+    assert!(!addr.send(add_n(3)).await.unwrap().unwrap().skipped);
+    assert_eq!(refcount(&addr, "n").await, Some(3));
+}
+
 #[actix::test]
 async fn an_unretried_commit_failure_fails_the_ack_and_reloads() {
     tokio::time::pause();

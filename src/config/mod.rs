@@ -128,9 +128,12 @@ pub(crate) fn millis(d: Duration) -> u64 {
 pub enum Durability {
     /// Inserts, edges added, retargets and reclaims are acknowledged only after
     /// the store committed them; writes that arrive while a commit is in flight
-    /// share the next one. Loses nothing acknowledged. Edge removals and sweep
-    /// purges are acknowledged at once (losing one only leaves a ghost that the
-    /// sweeper removes later). The default.
+    /// share the next one. Loses nothing acknowledged. Sequenced edge batches
+    /// are acknowledged once durable whatever they hold (unless
+    /// [`ShardConfig::ack_removal_batches_at_once`]); single edge removals,
+    /// unsequenced removal-only batches and sweep purges are acknowledged at
+    /// once (losing one only leaves a ghost that the sweeper removes later).
+    /// The default.
     GroupCommit,
     /// Everything is acknowledged at once and flushed every `interval`.
     /// A crash loses up to `interval` of acknowledged changes, including
@@ -187,6 +190,14 @@ pub struct ShardConfig {
     /// chaos tests and simulations. Default `false`: in production the message
     /// is refused, so no client can crash a shard on purpose.
     pub fault_injection: bool,
+    /// Under [`Durability::GroupCommit`], acknowledge a sequenced edge batch
+    /// that only removes edges at once, before it is durable (as unsequenced
+    /// removals are). Faster, but a flush failure after the acknowledgement
+    /// undoes a batch the host will not send again: the shard keeps ghosts
+    /// (never too few edges) until the sweeper repairs them, and readers may
+    /// see a purged ghost come back. Default `false`: every sequenced batch is
+    /// durable before its acknowledgement.
+    pub ack_removal_batches_at_once: bool,
 }
 
 impl Default for ShardConfig {
@@ -197,6 +208,7 @@ impl Default for ShardConfig {
             durability: Durability::GroupCommit,
             restart: RestartPolicy::default(),
             fault_injection: false,
+            ack_removal_batches_at_once: false,
         }
     }
 }

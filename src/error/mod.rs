@@ -186,14 +186,14 @@ pub enum Error {
     },
     /// A batch arrived ahead of batches that a restart lost before they were
     /// acknowledged: applying it would make their retries look applied. Send the
-    /// unacknowledged batches up to `awaiting` again, then this one.
-    #[error("shard {shard} awaits the retry of batches up to {awaiting} (applied {applied:?})")]
+    /// unacknowledged batches from `awaiting` on again, in order, then this one.
+    #[error("shard {shard} awaits the retry of batch {awaiting} (applied {applied:?})")]
     SeqGap {
         /// The shard.
         shard: u16,
         /// The last batch the shard has applied.
         applied: Option<u64>,
-        /// The highest batch that a restart lost unacknowledged.
+        /// The lowest batch that a restart lost unacknowledged and the shard awaits.
         awaiting: u64,
     },
     /// No sweeper runs: none was started (the builder was given no verifier

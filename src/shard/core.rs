@@ -34,6 +34,8 @@ use crate::table::{GhostTable, StagedAhead, WarmBatch};
 pub(crate) struct ShardCore {
     pub(super) shard: u16,
     pub(super) durability: Durability,
+    /// Sequenced removal-only batches are acknowledged before they are durable.
+    pub(super) removals_at_once: bool,
     pub(super) state: State,
     pub(super) seq: SeqPositions,
     pub(super) flush: FlushState,
@@ -62,6 +64,7 @@ impl ShardCore {
         Self {
             shard,
             durability: config.durability,
+            removals_at_once: config.ack_removal_batches_at_once,
             state: State::Loading,
             seq: SeqPositions::default(),
             flush: FlushState::default(),
@@ -135,10 +138,10 @@ impl ShardCore {
         self.flush.waiting()
     }
 
-    /// The highest batch awaiting its acknowledgement, and the highest known lost.
+    /// The highest batch awaiting its acknowledgement, and the lowest known lost.
     #[cfg(test)]
     pub(crate) fn seq_positions(&self) -> (Option<u64>, Option<u64>) {
-        (self.seq.unacked(), self.seq.lost_upto())
+        (self.seq.unacked(), self.seq.lowest_lost())
     }
 
     pub(super) fn has_changes(&self) -> bool {
@@ -201,16 +204,19 @@ impl ShardCore {
         if let Err(awaiting) = self.seq.admit(seq, applied) {
             return Err(Error::SeqGap { shard: self.shard, applied, awaiting });
         }
-        let answer = if warm.events().any_added() {
-            // Under interval durability the batch is acknowledged at once: a
-            // restart may lose it, but the host will not send it again.
-            if seq.is_some() && matches!(self.durability, Durability::GroupCommit) {
-                self.seq.awaiting_ack(seq);
-            }
+        // A sequenced batch is durable before it is acknowledged, whatever
+        // it holds: the host will not send an acknowledged batch again, so a
+        // removal lost after its acknowledgement would leave the shard and
+        // the host's log apart. Early removals are the host's opt-in.
+        let answer = if warm.events().any_added() || (seq.is_some() && !self.removals_at_once) {
             Answer::Durable
         } else {
             Answer::Now
         };
+        // Under interval durability the batch is acknowledged at once: a
+        // restart may lose it, but the host will not send it again.
+        let awaits_ack = answer == Answer::Durable && matches!(self.durability, Durability::GroupCommit);
+        self.seq.applying(seq, awaits_ack);
         Ok((self.table_mut()?.apply_warmed(seq, warm), answer))
     }
 

@@ -120,6 +120,7 @@ impl ShardCore {
         let changes = ShardChanges { shard: self.shard, changes: table.take_changes() };
         self.flush.flushing = true;
         self.flush.in_flight = waiters;
+        self.seq.flush_started();
         self.effects.push(Effect::Commit(changes));
     }
 
@@ -144,10 +145,7 @@ impl ShardCore {
             }
             Ok(()) => {
                 self.stats.flushes += 1;
-                if self.flush.waiters.is_empty() {
-                    // Every batch applied so far is acknowledged.
-                    self.seq.all_acked();
-                }
+                self.seq.flush_committed();
                 if !self.flush.waiters.is_empty() || self.has_changes() {
                     self.schedule_flush();
                 }

@@ -158,21 +158,99 @@ fn a_failed_commit_answers_its_waiters_restarts_and_remembers_the_lost_batch() {
     assert!(h.restart(10));
     // The waiter of the next flush learns it will not happen.
     assert_eq!(h.acks(), vec![(second.unwrap(), false)]);
-    assert_eq!(h.core.seq_positions(), (None, Some(3)));
+    assert_eq!(h.core.seq_positions(), (None, Some(2)));
     assert_eq!(h.core.incarnation(), incarnation.wrapping_add(1));
     assert_eq!(h.core.stats(10).flush_failures, 1);
     assert_eq!(h.core.stats(10).restarts, 1);
 }
 
 #[test]
-fn removals_are_answered_at_once_and_ride_the_next_flush() {
+fn a_sequenced_removal_batch_waits_for_its_commit_under_group_commit() {
     let config = ShardConfig::default();
+    let mut h = Host::ready(&config);
+    h.insert("n", 2);
+    let (out, token) = h.batch(Some(1), &removed("n")).unwrap();
+    assert_eq!(out.applied, 1);
+    let token = token.expect("a sequenced batch waits, whatever it holds");
+    assert_eq!(h.core.seq_positions(), (Some(1), None));
+    h.commit(Ok(()));
+    assert_eq!(h.acks(), vec![(token, true)]);
+    // Unsequenced, it is answered at once and rides the flush.
+    let (_, token) = h.batch(None, &removed("n")).unwrap();
+    assert_eq!((token, h.commits()), (None, 1));
+}
+
+#[test]
+fn removal_batches_are_answered_at_once_when_the_host_opts_in() {
+    let config = ShardConfig { ack_removal_batches_at_once: true, ..ShardConfig::default() };
     let mut h = Host::ready(&config);
     h.insert("n", 2);
     let (out, token) = h.batch(Some(1), &removed("n")).unwrap();
     assert_eq!((out.applied, token), (1, None));
     assert_eq!(h.commits(), 1, "the removal is flushed at once under group commit");
     assert_eq!(h.core.seq_positions(), (None, None), "not awaited: answered already");
+}
+
+/// The table as the store holds it after `h.insert("n", 1)`.
+fn stored(config: &ShardConfig) -> GhostTable {
+    let mut t = GhostTable::new(0, config.table.clone()).unwrap();
+    t.insert("n", ShardId(3), 1, Epoch(1), 0).unwrap();
+    let _ = t.take_changes();
+    t
+}
+
+/// Batches 2 and 3 each add an edge to n, pipelined; both die with a failed
+/// flush, and the shard reloads the stored table.
+fn two_batches_lost(config: &ShardConfig) -> Host {
+    let mut h = Host::ready(config);
+    h.insert("n", 1);
+    h.batch(Some(2), &added("n")).unwrap();
+    h.batch(Some(3), &added("n")).unwrap();
+    h.commit(Err(Error::Unavailable { shard: 0 }));
+    assert!(h.restart(10));
+    h.reload(10, stored(config));
+    h.acks();
+    h
+}
+
+fn gap(r: Result<(BatchOutcome, Option<Token>)>) -> Option<u64> {
+    match r {
+        Err(Error::SeqGap { awaiting, .. }) => Some(awaiting),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_retry_lost_again_keeps_every_lost_batch_awaited_in_order() {
+    let config = ShardConfig::default();
+    let mut h = two_batches_lost(&config);
+    // The retry of 2 is applied, but its flush fails too.
+    let (out, _) = h.batch(Some(2), &added("n")).unwrap();
+    assert!(!out.skipped);
+    h.commit(Err(Error::Unavailable { shard: 0 }));
+    assert!(h.restart(20));
+    h.reload(20, stored(&config));
+    // The pipelined retry of 3 must not overtake the second retry of 2.
+    assert_eq!(gap(h.batch(Some(3), &added("n"))), Some(2));
+    let (out, _) = h.batch(Some(2), &added("n")).unwrap();
+    assert!(!out.skipped, "batch 2 was lost: never answered skipped");
+    let (out, _) = h.batch(Some(3), &added("n")).unwrap();
+    assert!(!out.skipped);
+    assert_eq!(h.core.table().unwrap().get("n").unwrap().refcount, 3);
+}
+
+#[test]
+fn a_retry_of_a_later_lost_batch_waits_for_the_earlier_one() {
+    let config = ShardConfig::default();
+    let mut h = two_batches_lost(&config);
+    assert_eq!(gap(h.batch(Some(3), &added("n"))), Some(2));
+    assert_eq!(gap(h.batch(Some(4), &added("n"))), Some(2));
+    assert!(!h.batch(Some(2), &added("n")).unwrap().0.skipped);
+    // 3 is still lost: a new batch may not overtake it either.
+    assert_eq!(gap(h.batch(Some(4), &added("n"))), Some(3));
+    assert!(!h.batch(Some(3), &added("n")).unwrap().0.skipped);
+    assert!(!h.batch(Some(4), &added("n")).unwrap().0.skipped);
+    assert_eq!(h.core.table().unwrap().get("n").unwrap().refcount, 4);
 }
 
 #[test]
