@@ -85,7 +85,8 @@ impl Handler<Retarget> for GhostActor {
 impl Handler<Reclaim> for GhostActor {
     type Result = Durable<crate::MoveOutcome>;
     fn handle(&mut self, m: Reclaim, ctx: &mut Context<Self>) -> Self::Result {
-        self.durable(ctx, Msg::kind("reclaim"), |t, now| t.reclaim(&m.node_id, m.epoch, now))
+        let fut = self.durable(ctx, Msg::kind("reclaim"), |t, now| t.reclaim(&m.node_id, m.epoch, now));
+        Box::pin(async move { fut.await? })
     }
 }
 
