@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use view::State;
-pub(crate) use view::{READ_CHUNK, ShardCell};
+pub(crate) use view::{CHUNKED_TRIES, READ_CHUNK, ShardCell};
 
 /// The payload of the panic `InjectPanic` raises.
 pub(super) const INJECTED_PANIC: &str = "injected panic";
@@ -349,7 +349,7 @@ impl GhostActor {
             return;
         }
         // Write-locked only to drain the changes; the commit runs unlocked.
-        let mut view = self.cell.view.write();
+        let mut view = self.cell.write();
         let State::Ready(table) = &mut view.state else {
             return;
         };
@@ -446,7 +446,7 @@ impl Actor for GhostActor {
                 tracing::info!(shard = act.shard, ghosts = table.len(), "shard loaded");
                 // State and claim in one acquisition: no reader sees the
                 // table without the claim it must be checked against.
-                let mut view = act.cell.view.write();
+                let mut view = act.cell.write();
                 view.state = State::Ready(Box::new(table));
                 view.claim = claim;
             }
