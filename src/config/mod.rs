@@ -58,8 +58,8 @@ pub struct TableConfig {
     /// (retryable once the oldest lapses, nothing changed), and a `Redirect`
     /// verdict home is backed off. So a shard takes at most `max_tombstones`
     /// reclaims per [`tombstone_ttl`](Self::tombstone_ttl): the defaults allow
-    /// a sustained 27 a second per shard. Each costs about 130 bytes of memory
-    /// and 60 of snapshot (`cargo bench --bench memory`): 100 000 are 13 MB.
+    /// a sustained 27 a second per shard. Each costs about 230 bytes of memory
+    /// and 25 of snapshot (`cargo bench --bench memory`): 100 000 are 23 MB.
     /// Lowering it below what a shard stores drops the oldest at its next load.
     pub max_tombstones: usize,
 }
