@@ -1,10 +1,12 @@
-//! Resident bytes per ghost for 1M ghosts (compare with the seed's `seedmem`).
+//! Resident bytes per ghost for 1M ghosts (compare with the seed's `seedmem`),
+//! and per tombstone for as many reclaims (what `TableConfig::max_tombstones` costs).
 //!
 //! Not a criterion bench: it measures memory, once, the way `seedmem` does
 //! (VmRSS before and after filling a table with ids `node-00000000`...).
 
+use std::time::Instant;
 use vshard_ghosts::table::GhostTable;
-use vshard_ghosts::{Epoch, ShardId, TableConfig};
+use vshard_ghosts::{Epoch, ShardId, TableConfig, codec};
 
 fn rss_kb() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -30,5 +32,31 @@ fn main() {
         "memory: n={n} len={} bytes_per_ghost={:.1}",
         t.len(),
         (after - before) as f64 * 1024.0 / n as f64
+    );
+    drop(t);
+    tombstones(&ids);
+}
+
+/// Bytes and time per tombstone: reclaims of nodes with no ghost left, each of
+/// which leaves one, under a bound that holds them all.
+fn tombstones(ids: &[String]) {
+    let n = ids.len();
+    let config = TableConfig { max_tombstones: n, ..TableConfig::default() };
+    let mut t = GhostTable::new(0, config).unwrap();
+    let before = rss_kb().unwrap_or(0);
+    let start = Instant::now();
+    for id in ids {
+        t.reclaim(id, Epoch(2), 0).unwrap();
+    }
+    let ns = start.elapsed().as_nanos() as f64 / n as f64;
+    // The rows for the store, drained as a flush would.
+    drop(t.take_changes());
+    let after = rss_kb().unwrap_or(before);
+    let snapshot = codec::encode_snapshot(&t).map_or(0, |b| b.len());
+    println!(
+        "memory: n={n} tombstones={} bytes_per_tombstone={:.1} snapshot_bytes_per_tombstone={:.1} ns_per_reclaim={ns:.0}",
+        t.stats(0).tombstones,
+        after.saturating_sub(before) as f64 * 1024.0 / n as f64,
+        snapshot as f64 / n as f64,
     );
 }

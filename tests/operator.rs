@@ -7,15 +7,17 @@ use vshard_ghosts::messages::{InjectPanic, InsertGhost, ShardState};
 use vshard_ghosts::*;
 use vshard_ghosts::{store::*, table::*};
 
+#[allow(dead_code)] // each test file uses a different part of it
+mod support;
+
 fn shards(grace_ms: u64, max_restarts: u32) -> ShardConfig {
     let table = TableConfig { grace: Duration::from_millis(grace_ms), ..TableConfig::default() };
-    let restart = RestartPolicy {
-        max_restarts,
-        backoff_base: Duration::from_millis(1),
-        backoff_cap: Duration::from_millis(1),
-        ..RestartPolicy::default()
-    };
-    ShardConfig { table, restart, fault_injection: true, ..ShardConfig::default() }
+    ShardConfig {
+        table,
+        restart: support::fast_restarts(max_restarts),
+        fault_injection: true,
+        ..ShardConfig::default()
+    }
 }
 
 #[actix::test]
@@ -348,4 +350,59 @@ async fn an_export_page_of_any_size_is_bounded_by_the_table() {
     }
     assert_eq!(rt.shard_stats(0).await.unwrap().restarts, 0, "no panic");
     rt.shutdown().await.unwrap();
+}
+
+/// Every operator call dropped part-way (its caller timed out or went away),
+/// after 1 to 13 polls: the runtime still answers every call, a second stop
+/// waits for the abandoned one (whose sweeper's thread is joined: it let go of
+/// its verifier), a new sweeper starts and sweeps, and a shutdown dropped
+/// part-way still shuts everything down.
+#[actix::test]
+async fn operator_calls_dropped_part_way_leave_the_runtime_working() {
+    use support::abandon_after;
+    for polls in [1, 2, 3, 5, 8, 13] {
+        let verifier = Arc::new(DirectoryVerifier::new());
+        verifier.record_move("n", ShardId(1), Epoch(1));
+        let sweep = SweeperConfig { pass_interval: None, ..SweeperConfig::default() };
+        let rt = GhostRuntime::builder()
+            .shards(0..2)
+            .shard_config(shards(0, 5))
+            .store(StoreChoice::Memory)
+            .sweeper(verifier.clone(), sweep.clone())
+            .start()
+            .unwrap();
+        let ghost = InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) };
+        rt.insert_ghost(0, ghost).await.unwrap();
+        abandon_after(rt.pause_sweeper(), polls).await;
+        abandon_after(rt.resume_sweeper(), polls).await;
+        abandon_after(rt.set_sweep_rate(50, 5), polls).await;
+        abandon_after(rt.run_sweep_pass(), polls).await;
+        abandon_after(rt.wait_until_swept(), polls).await;
+        abandon_after(rt.sweep_totals(), polls).await;
+        abandon_after(rt.export_page(0, None, 10), polls).await;
+        abandon_after(rt.shard_stats(0), polls).await;
+        abandon_after(rt.stats(), polls).await;
+        abandon_after(rt.revive_shard(0), polls).await;
+        abandon_after(rt.flush(), polls).await;
+        abandon_after(rt.export_metrics(), polls).await;
+        abandon_after(rt.stop_sweeper(), polls).await;
+
+        let _ = rt.stop_sweeper().await;
+        assert_eq!(Arc::strong_count(&verifier), 1, "{polls} polls: the old sweeper is gone");
+        assert_eq!(rt.sweep_totals().await.map(|_| ()), Err(Error::NoSweeper));
+        rt.start_sweeper(verifier.clone(), sweep.clone()).unwrap();
+        rt.pause_sweeper().await.unwrap();
+        rt.resume_sweeper().await.unwrap();
+        let pass = rt.run_sweep_pass().await.unwrap();
+        assert_eq!((pass.complete, pass.counts.kept), (true, 1), "{polls} polls");
+        assert_eq!(rt.revive_shard(0).await.unwrap(), ShardState::Ready);
+        assert_eq!(rt.export_page(0, None, 10).await.unwrap().records.len(), 1);
+        rt.flush().await.unwrap();
+
+        abandon_after(rt.shutdown(), polls).await;
+        assert_eq!(rt.shutdown().await, Ok(()), "{polls} polls: waits for the abandoned shutdown");
+        assert_eq!(rt.reader().resolve(0, "n"), Err(Error::Closed));
+        assert_eq!(rt.resolve(0, "n").await, Err(Error::Closed));
+        assert_eq!(Arc::strong_count(&verifier), 1, "{polls} polls: the sweeper is gone");
+    }
 }

@@ -3,22 +3,20 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use vshard_ghosts::messages::{
-    ApplyVerdicts, InjectPanic, InsertGhost, Inspect, PlanReply, PlanSweep, Retarget,
-};
-use vshard_ghosts::testing::ManualClock;
+use support::{apply, fast_restarts, plan, refcount};
+use vshard_ghosts::messages::{InjectPanic, InsertGhost, PlanReply, Retarget};
+use vshard_ghosts::testing::{Fault, FaultyStore, ManualClock, StoreOp};
 use vshard_ghosts::*;
-use vshard_ghosts::{store::*, sweep::*, table::*};
+use vshard_ghosts::{store::*, table::*};
+
+#[allow(dead_code)] // each test file uses a different part of it
+mod support;
 
 const GRACE: u64 = 60_000;
 
 fn runtime(store: StoreChoice, clock: &ManualClock) -> GhostRuntime {
     let table = TableConfig { grace: Duration::from_millis(GRACE), ..TableConfig::default() };
-    let restart = RestartPolicy {
-        backoff_base: Duration::from_millis(1),
-        backoff_cap: Duration::from_millis(1),
-        ..RestartPolicy::default()
-    };
+    let restart = fast_restarts(RestartPolicy::default().max_restarts);
     GhostRuntime::builder()
         .shards(0..3)
         .arbiters(1)
@@ -27,22 +25,6 @@ fn runtime(store: StoreChoice, clock: &ManualClock) -> GhostRuntime {
         .clock(Arc::new(clock.clone()))
         .start()
         .unwrap()
-}
-
-async fn plan(rt: &GhostRuntime, shard: u16) -> PlanReply {
-    rt.request(shard, PlanSweep::new(64)).await.unwrap()
-}
-
-/// Answers every check of `plan` with `verdict` and applies them.
-async fn apply(rt: &GhostRuntime, plan: &PlanReply, verdict: Verdict) -> ApplyReport {
-    let verdicts = plan.page.checks.iter().map(|c| CheckedVerdict::new(c, verdict)).collect();
-    let msg = ApplyVerdicts::new(plan.incarnation, verdicts);
-    rt.request(plan.shard, msg).await.unwrap()
-}
-
-async fn refcount(rt: &GhostRuntime, shard: u16, node: &str) -> Option<u32> {
-    let g = rt.request(shard, Inspect { node_id: node.into() }).await.unwrap();
-    g.map(|g| g.refcount)
 }
 
 /// Shard 0 holds a ghost of "n" (moved to 1) whose count drifted to 1 while
@@ -280,36 +262,10 @@ fn seed_bytes_with_an_empty_node_id_load() {
     assert!(matches!(t.insert("", ShardId(1), 1, Epoch(1), 0), Err(Error::InvalidNodeId { len: 0, .. })));
 }
 
-/// A store whose next `n` commits fail.
-#[derive(Debug, Default)]
-struct Flaky {
-    inner: MemoryStore,
-    failing: std::sync::atomic::AtomicU32,
-}
-
-impl GhostStore for Flaky {
-    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
-        self.inner.load(shard, config)
-    }
-    fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
-        use std::sync::atomic::Ordering::SeqCst;
-        if self.failing.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
-            return Err(Error::store("injected"));
-        }
-        self.inner.commit(batch)
-    }
-    fn replace(&self, table: &GhostTable) -> Result<()> {
-        self.inner.replace(table)
-    }
-    fn kind(&self) -> &'static str {
-        "flaky"
-    }
-}
-
 #[actix::test]
 async fn a_pipelined_batch_cannot_overtake_the_retry_of_one_a_restart_lost() {
     let clock = ManualClock::new(1_000);
-    let store = Arc::new(Flaky::default());
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
     let rt = GhostRuntime::builder()
         .config(RuntimeConfig {
             shards: vec![ShardId(0)],
@@ -328,7 +284,7 @@ async fn a_pipelined_batch_cannot_overtake_the_retry_of_one_a_restart_lost() {
     // Batch 1 was acknowledged at once (it adds nothing): make it durable before
     // the store starts failing, so that only batch 2 is lost.
     rt.flush().await.unwrap();
-    store.failing.store(1, std::sync::atomic::Ordering::SeqCst);
+    store.inject(StoreOp::Commit, Fault::Fail);
     // Batch 2 adds e2; its flush fails and the shard restarts. Batch 3 was already
     // on its way behind it.
     let b2 = rt.edge_batch(0, Some(2), vec![EdgeEvent::added("n")]).await;
@@ -396,10 +352,13 @@ async fn a_seeded_empty_id_lives_on_redb_through_changes_and_reloads() {
 fn a_snapshot_at_max_stubs_with_tombstones_imports() {
     let config = TableConfig { max_stubs: 2, ..TableConfig::default() };
     let mut t = GhostTable::new(0, config.clone()).unwrap();
-    for (id, epoch) in [("a", 1), ("b", 1), ("c", 1)] {
-        t.insert(id, ShardId(1), 1, Epoch(epoch), 0).unwrap();
+    for id in ["a", "c"] {
+        t.insert(id, ShardId(1), 1, Epoch(1), 0).unwrap();
     }
-    assert_eq!(t.reclaim("c", Epoch(2), 0), MoveOutcome::Applied);
+    assert_eq!(t.insert("b", ShardId(1), 1, Epoch(1), 0), Err(Error::TableFull { shard: 0, limit: 2 }));
+    assert_eq!(t.reclaim("c", Epoch(2), 0), Ok(MoveOutcome::Applied));
+    // A tombstone is not a ghost: the room "c" left is "b"'s.
+    t.insert("b", ShardId(1), 1, Epoch(1), 0).unwrap();
     let back = codec::decode_snapshot(&codec::encode_snapshot(&t).unwrap(), 0, &config).unwrap();
     assert_eq!((back.len(), back.tombstone_epoch("c")), (2, Some(2)));
 }
@@ -453,4 +412,68 @@ async fn a_reloaded_shard_lowers_no_refcount_before_its_next_sequenced_batch() {
     let p = plan(&rt, 0).await;
     let r = apply(&rt, &p, Verdict::Keep { local_edges: Some(LocalEdges::at(3, 2)) }).await;
     assert_eq!(r.stale_counts, 0);
+}
+
+/// Past `max_tombstones` reclaims within the tombstones' lifetime, the next
+/// reclaim is refused (retryable, nothing changed) rather than a live
+/// tombstone forgotten: every reclaimed node's stale insert stays refused,
+/// across a restart too. Once the oldest tombstone lapses, the retried
+/// reclaim goes through.
+#[actix::test]
+async fn past_max_tombstones_a_reclaim_waits_and_no_stale_insert_gets_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreChoice::Redb(dir.path().join("tombs.redb"));
+    let clock = ManualClock::new(1_000);
+    let table =
+        TableConfig { max_tombstones: 3, tombstone_ttl: Duration::from_secs(60), ..TableConfig::default() };
+    let start = || {
+        GhostRuntime::builder()
+            .shards(0..2)
+            .arbiters(1)
+            .shard_config(ShardConfig { table: table.clone(), ..ShardConfig::default() })
+            .store(store.clone())
+            .clock(Arc::new(clock.clone()))
+            .start()
+            .unwrap()
+    };
+    let ghost = |i: u32, epoch| InsertGhost {
+        node_id: format!("n{i}").into(),
+        target: ShardId(1),
+        refcount: 1,
+        epoch,
+    };
+    let rt = start();
+    for i in 0..5 {
+        assert_eq!(rt.insert_ghost(0, ghost(i, Epoch(1))).await.unwrap(), InsertOutcome::Inserted);
+    }
+    for i in 0..3 {
+        assert_eq!(rt.reclaim(0, &format!("n{i}"), Epoch(2)).await.unwrap(), MoveOutcome::Applied);
+        clock.advance(1_000);
+    }
+    // At the bound: refused, and the ghost is still there; the same for a
+    // reclaim of a node with no ghost, which would leave a tombstone too.
+    for node in ["n3", "gone"] {
+        let refused = rt.reclaim(0, node, Epoch(2)).await;
+        assert_eq!(
+            refused,
+            Err(Error::TombstonesFull { shard: 0, limit: 3, lapses_in_ms: 57_000 }),
+            "{node}"
+        );
+        assert!(refused.unwrap_err().is_retryable());
+    }
+    assert_eq!(rt.resolve(0, "n3").await.unwrap(), Some(ShardId(1)));
+    rt.shutdown().await.unwrap();
+    let rt = start();
+    for i in 0..3 {
+        assert_eq!(rt.insert_ghost(0, ghost(i, Epoch(1))).await.unwrap(), InsertOutcome::Stale, "n{i}");
+        assert_eq!(rt.resolve(0, &format!("n{i}")).await.unwrap(), None, "n{i} is not forwarded away");
+    }
+    // n0's tombstone lapses (taken at 1 s, for 60 s): the retry goes through.
+    clock.advance(57_000 - 1);
+    assert!(rt.reclaim(0, "n3", Epoch(2)).await.is_err(), "one ms before the lapse");
+    clock.advance(1);
+    assert_eq!(rt.reclaim(0, "n3", Epoch(2)).await.unwrap(), MoveOutcome::Applied);
+    assert_eq!(rt.insert_ghost(0, ghost(3, Epoch(1))).await.unwrap(), InsertOutcome::Stale);
+    assert_eq!(rt.shard_stats(0).await.unwrap().table.tombstones, 3);
+    rt.shutdown().await.unwrap();
 }

@@ -605,7 +605,7 @@ fn step(t: &mut GhostTable, m: &mut Model, h: &mut Harness, now: u64, op: &Op) -
         }
         Op::Reclaim { id, epoch } => {
             let id = name(*id);
-            prop_assert_eq!(t.reclaim(&id, Epoch(*epoch), now), m.reclaim(&id, *epoch, now));
+            prop_assert_eq!(t.reclaim(&id, Epoch(*epoch), now), Ok(m.reclaim(&id, *epoch, now)));
         }
         Op::Plan { max_scan } => plan(t, m, h, now, *max_scan)?,
         Op::Verdicts(picks) => {

@@ -206,7 +206,7 @@ fn direct_encoder_matches_zerompk() {
         }
     }
     let mut t = sample();
-    t.reclaim("node-00000003", Epoch(99), 5);
+    t.reclaim("node-00000003", Epoch(99), 5).unwrap();
     for t in [&t, &GhostTable::new(1, cfg()).unwrap()] {
         let theirs = zerompk::to_msgpack_vec(&Snapshot(t)).unwrap();
         assert_eq!(encode_snapshot(t).unwrap(), envelope::seal(envelope::Kind::Snapshot, &theirs));

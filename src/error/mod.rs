@@ -196,6 +196,30 @@ pub enum Error {
         /// The lowest batch that a restart lost unacknowledged and the shard awaits.
         awaiting: u64,
     },
+    /// An insert of a new ghost into a table that holds
+    /// `TableConfig::max_stubs` of them already: refused, nothing changed (past
+    /// the bound, the shard's own snapshot would not load again). Not
+    /// retryable as it is: ghosts must go first, or the bound be raised.
+    #[error("shard {shard} holds its most ghosts ({limit})")]
+    TableFull {
+        /// The shard.
+        shard: u16,
+        /// Its `max_stubs`.
+        limit: u64,
+    },
+    /// A reclaim that needs a tombstone while `TableConfig::max_tombstones`
+    /// live ones fill the shard: refused, nothing changed (forgetting a live
+    /// tombstone would let the stale insert it refuses in). Retryable once the
+    /// oldest lapses, in `lapses_in_ms` on the shard's clock.
+    #[error("shard {shard} holds its most live tombstones ({limit}); the oldest lapses in {lapses_in_ms} ms")]
+    TombstonesFull {
+        /// The shard.
+        shard: u16,
+        /// Its `max_tombstones`.
+        limit: u64,
+        /// Until the oldest tombstone lapses, in ms.
+        lapses_in_ms: u64,
+    },
     /// No sweeper runs: none was started (the builder was given no verifier
     /// and `start_sweeper` was not called), or it was stopped.
     #[error("no sweeper runs")]
@@ -221,10 +245,12 @@ impl Error {
     /// failed transiently, the shard restarted (after a panic, the retry meets
     /// the reloaded table) or is loading, the actor was restarting, a verify's
     /// target was unreachable or a cluster peer failed (`Cluster`), a batch
-    /// came ahead of retries the shard awaits (`SeqGap`: after those), or a
-    /// wait for a sweep ran out of passes (`NotSwept`). False when something
-    /// must change first: the input (`InvalidNodeId`, `SelfTarget`,
-    /// `InvalidConfig`, `UnknownShard`), the stored state or the operator's
+    /// came ahead of retries the shard awaits (`SeqGap`: after those), a
+    /// reclaim met a shard full of live tombstones (`TombstonesFull`: once the
+    /// oldest lapses), or a wait for a sweep ran out of passes (`NotSwept`).
+    /// False when something must change first: the input (`InvalidNodeId`,
+    /// `SelfTarget`, `InvalidConfig`, `UnknownShard`), the table's contents or
+    /// bound (`TableFull`), the stored state or the operator's
     /// view of the shard (`Decode`, `NotAStore`, `ShardFailed`, `ShardDown`:
     /// see `GhostRuntime::revive_shard`), ownership (`Fenced`), or the
     /// runtime's life (`MailboxClosed`, `NoSweeper`, `SweeperRunning`, `Closed`).
@@ -238,6 +264,7 @@ impl Error {
                 | Self::TargetUnreachable { .. }
                 | Self::Cluster { .. }
                 | Self::SeqGap { .. }
+                | Self::TombstonesFull { .. }
                 | Self::NotSwept { .. }
         )
     }
@@ -301,12 +328,14 @@ mod tests {
             Error::TargetUnreachable { shard: 1 },
             Error::SeqGap { shard: 1, applied: Some(1), awaiting: 2 },
             Error::NotSwept { passes: 16 },
+            Error::TombstonesFull { shard: 1, limit: 2, lapses_in_ms: 3 },
         ];
         assert!(retry.iter().all(Error::is_retryable));
         let change_first = [
             Error::Decode(DecodeError::Malformed("x".into())),
             Error::InvalidNodeId { len: 0, max: 8 },
             Error::SelfTarget { shard: 1 },
+            Error::TableFull { shard: 1, limit: 2 },
             Error::InvalidConfig("x".into()),
             Error::ShardFailed { shard: 1, cause: Box::new(Error::InvalidConfig("x".into())) },
             Error::ShardDown { shard: 1, restarts: 6 },

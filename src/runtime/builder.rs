@@ -134,7 +134,7 @@ impl GhostRuntimeBuilder {
         let runtime = GhostRuntime {
             reader: super::GhostReader::new(shards.clone(), closed.clone()),
             shards,
-            sweeper: Mutex::default(),
+            sweeper: Default::default(),
             clock,
             closing: Default::default(),
             closed,
@@ -142,6 +142,7 @@ impl GhostRuntimeBuilder {
             arbiters: Mutex::new(arbiters),
             writer: Mutex::new(Some(writer)),
             extra: Mutex::new(Vec::new()),
+            shutdown: Mutex::new(None),
         };
         if !config.metrics_interval.is_zero() {
             let every = config.metrics_interval;

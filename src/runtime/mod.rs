@@ -17,10 +17,16 @@ use crate::ids::{Epoch, ShardId};
 use crate::messages::*;
 use crate::writer::{StoreWriter, WriterStats};
 use actix::prelude::*;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use sweeper::SweeperSlot;
+use tokio::sync::oneshot;
+
+/// The end of a shutdown, which every call of it waits for.
+type ShutdownDone = Shared<BoxFuture<'static, Result<()>>>;
 
 /// A running set of shards. Build it with [`GhostRuntime::builder`] inside an
 /// actix `System`; every call routes by shard id.
@@ -28,7 +34,8 @@ pub struct GhostRuntime {
     /// Every shard, with its cell and its actor (shared with the reader and the sweeper).
     shards: Shards,
     reader: GhostReader,
-    sweeper: Mutex<SweeperSlot>,
+    /// Shared with the task that stops a sweeper, which frees it when done.
+    sweeper: Arc<Mutex<SweeperSlot>>,
     /// The one clock the shards and the sweeper's bucket read.
     clock: Arc<dyn Clock>,
     /// Set when `shutdown` begins: no sweeper may start.
@@ -41,6 +48,8 @@ pub struct GhostRuntime {
     arbiters: Mutex<Vec<Arbiter>>,
     writer: Mutex<Option<StoreWriter>>,
     extra: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    /// The shutdown under way or done, once one was asked for.
+    shutdown: Mutex<Option<ShutdownDone>>,
 }
 
 impl std::fmt::Debug for GhostRuntime {
@@ -180,16 +189,8 @@ impl GhostRuntime {
 
     /// Makes everything applied so far on every shard durable.
     pub async fn flush(&self) -> Result<()> {
-        let calls = self.shard_ids().into_iter().map(|s| self.call(s, Flush));
-        for r in futures::future::join_all(calls).await {
-            // A shard that failed closed, or that another process may own
-            // now (fenced), has nothing of its own to flush.
-            match r? {
-                Ok(()) | Err(Error::ShardFailed { .. } | Error::ShardDown { .. } | Error::Fenced { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.check_open(false)?;
+        flush_shards(self.shards.clone()).await
     }
 
     /// Publishes every shard's statistics through the `metrics` facade now
@@ -215,37 +216,83 @@ impl GhostRuntime {
 
     /// Stops the sweeper, drains every mailbox, flushes, stops the arbiters,
     /// ends the writer (which releases and closes the store). Every call made
-    /// after it answers [`Error::Closed`]. A second call does nothing.
+    /// after it answers [`Error::Closed`].
+    ///
+    /// Cancel-safe: the shutdown runs in a task of its own, so a caller that
+    /// times out or is dropped leaves it to finish; every later call (and one
+    /// made while it is under way) waits for that one and answers as it did.
     pub async fn shutdown(&self) -> Result<()> {
-        let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-            return Ok(());
-        };
-        self.closing.store(true, Ordering::SeqCst);
-        // Waits for verifies in flight (bounded by the verify timeout).
-        let _ = self.stop_sweeper().await;
-        for stop in std::mem::take(&mut *self.extra.lock().unwrap_or_else(|p| p.into_inner())) {
-            stop();
-        }
-        // A `Flush` queues behind everything sent before it: this drains the mailboxes.
-        let flushed = self.flush().await;
-        // Shards on the calling arbiter (`arbiters = 0`) cannot be stopped with
-        // an arbiter: refusing to route is what ends them for the host.
-        self.closed.store(true, Ordering::SeqCst);
-        let arbiters = std::mem::take(&mut *self.arbiters.lock().unwrap_or_else(|p| p.into_inner()));
-        for a in &arbiters {
-            a.stop();
-        }
-        // Joining threads blocks: do it off this arbiter.
-        tokio::task::spawn_blocking(move || {
-            for a in arbiters {
-                let _ = a.join();
+        let done = {
+            let mut job = self.shutdown.lock().unwrap_or_else(|p| p.into_inner());
+            match &*job {
+                Some(done) => done.clone(),
+                None => {
+                    let done = self.begin_shutdown();
+                    *job = Some(done.clone());
+                    done
+                }
             }
-            writer.shutdown();
-        })
-        .await
-        .map_err(|e| Error::store_from("shutdown", e))?;
-        flushed
+        };
+        done.await
     }
+
+    /// Takes everything the shutdown ends and spawns it on the calling arbiter.
+    fn begin_shutdown(&self) -> ShutdownDone {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.closing.store(true, Ordering::SeqCst);
+        let sweeper = sweeper::begin_stop(&self.sweeper).ok();
+        let extra = std::mem::take(&mut *self.extra.lock().unwrap_or_else(|p| p.into_inner()));
+        let arbiters = std::mem::take(&mut *self.arbiters.lock().unwrap_or_else(|p| p.into_inner()));
+        let (shards, closed) = (self.shards.clone(), self.closed.clone());
+        let (tx, rx) = oneshot::channel();
+        actix::spawn(async move {
+            // Waits for verifies in flight (bounded by the verify timeout).
+            if let Some(stopped) = sweeper {
+                let _ = stopped.await;
+            }
+            for stop in extra {
+                stop();
+            }
+            // A `Flush` queues behind everything sent before it: this drains the mailboxes.
+            let flushed = flush_shards(shards).await;
+            // Shards on the calling arbiter (`arbiters = 0`) cannot be stopped with
+            // an arbiter: refusing to route is what ends them for the host.
+            closed.store(true, Ordering::SeqCst);
+            for a in &arbiters {
+                a.stop();
+            }
+            // Joining threads blocks: do it off this arbiter.
+            let joined = tokio::task::spawn_blocking(move || {
+                for a in arbiters {
+                    let _ = a.join();
+                }
+                if let Some(writer) = writer {
+                    writer.shutdown();
+                }
+            })
+            .await
+            .map_err(|e| Error::store_from("shutdown", e));
+            let _ = tx.send(joined.and(flushed));
+        });
+        rx.map(|r| r.map_err(|e| Error::store_from("shutdown", e))?).boxed().shared()
+    }
+}
+
+/// Flushes every shard of `shards` at once; shards with nothing of their own
+/// to flush are skipped.
+async fn flush_shards(shards: Shards) -> Result<()> {
+    let calls = shards.iter().map(|e| async move {
+        e.addr.send(Flush).await.map_err(|_| Error::MailboxClosed { shard: e.id.get() })
+    });
+    for r in futures::future::join_all(calls).await {
+        // A shard that failed closed, or that another process may own
+        // now (fenced), has nothing of its own to flush.
+        match r? {
+            Ok(()) | Err(Error::ShardFailed { .. } | Error::ShardDown { .. } | Error::Fenced { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 async fn export_metrics(shards: &Shards) {

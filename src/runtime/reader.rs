@@ -3,7 +3,7 @@
 use crate::actors::Shards;
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
-use crate::shard::{READ_CHUNK, ShardCell};
+use crate::shard::{CHUNKED_TRIES, READ_CHUNK, ShardCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -29,8 +29,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 ///   actor holds the shard's lock for writing over all of its changes.
 ///
 /// A resolve holds the shard's read lock for one lookup; `resolve_many` for at
-/// most 64 lookups at a time, so the shard's writes are never held up for long,
-/// and answers within one such chunk come from one state of the shard. Store
+/// most 64 lookups at a time, so the shard's writes are never held up for long.
+/// Its answers for one shard come from one state of it all the same: the
+/// shard counts its writes, and a read that sees the count move between its
+/// chunks starts over; after three such tries it takes the read lock once for
+/// all of that shard's part of the frontier, holding the shard's writes up
+/// for that long, that once. Store
 /// commits happen outside the lock: a reader never waits for a flush. While a
 /// batch is being applied (about 0.1 ms for 1024 events on a large table) a
 /// resolve yields its thread and tries again, and parks only after about that
@@ -72,8 +76,9 @@ impl GhostReader {
     }
 
     /// Resolves a traversal frontier of `(shard, node)` pairs, answers in
-    /// input order. Any shard without a table fails the whole call with its
-    /// error (the lowest such shard's).
+    /// input order, each shard's from one state of it (never half a batch),
+    /// whatever the frontier's size. Any shard without a table fails the whole
+    /// call with its error (the lowest such shard's).
     pub fn resolve_many(&self, frontier: &[(ShardId, &str)]) -> Result<Vec<Option<ShardId>>> {
         let mut out = vec![None; frontier.len()];
         let Some(&(first, _)) = frontier.first() else {
@@ -82,13 +87,7 @@ impl GhostReader {
         if frontier.iter().all(|(s, _)| *s == first) {
             // The common case, a frontier on one shard: no grouping needed.
             let cell = self.cell(first)?;
-            for (chunk, answers) in frontier.chunks(READ_CHUNK).zip(out.chunks_mut(READ_CHUNK)) {
-                let view = cell.read();
-                let table = view.table()?;
-                for ((_, node), a) in chunk.iter().zip(answers) {
-                    *a = table.resolve(node).map(ShardId);
-                }
-            }
+            resolve_whole(cell, frontier.len(), |j| frontier[j].1, |j, a| out[j] = a)?;
             return Ok(out);
         }
         // Grouped by shard, so that each chunk takes one shard's lock once.
@@ -96,13 +95,7 @@ impl GhostReader {
         order.sort_unstable_by_key(|&i| (frontier[i].0, i));
         for group in order.chunk_by(|&a, &b| frontier[a].0 == frontier[b].0) {
             let cell = self.cell(frontier[group[0]].0)?;
-            for chunk in group.chunks(READ_CHUNK) {
-                let view = cell.read();
-                let table = view.table()?;
-                for &i in chunk {
-                    out[i] = table.resolve(frontier[i].1).map(ShardId);
-                }
-            }
+            resolve_whole(cell, group.len(), |j| frontier[group[j]].1, |j, a| out[group[j]] = a)?;
         }
         Ok(out)
     }
@@ -110,6 +103,39 @@ impl GhostReader {
     /// Every shard id it reads, ascending.
     pub fn shard_ids(&self) -> Vec<ShardId> {
         self.shards.ids()
+    }
+}
+
+/// Resolves `len` ids of one shard (the `j`th is `id(j)`, its answer goes to
+/// `answer(j, ..)`) from one state of it. Up to [`READ_CHUNK`] ids under one
+/// read lock; more chunk by chunk, so that the shard's writes are not held up
+/// behind them, and over again if the shard's write count moved in between;
+/// after [`CHUNKED_TRIES`] such tries, all of them under one read lock.
+fn resolve_whole<'f>(
+    cell: &ShardCell,
+    len: usize,
+    id: impl Fn(usize) -> &'f str,
+    mut answer: impl FnMut(usize, Option<ShardId>),
+) -> Result<()> {
+    let mut chunk = if len <= READ_CHUNK { len } else { READ_CHUNK };
+    let mut tries = 0;
+    'whole: loop {
+        if tries == CHUNKED_TRIES {
+            chunk = len;
+        }
+        tries += 1;
+        let mut seen = None;
+        for start in (0..len).step_by(chunk.max(1)) {
+            let view = cell.read();
+            let table = view.table()?;
+            if *seen.get_or_insert(view.writes) != view.writes {
+                continue 'whole;
+            }
+            for j in start..len.min(start + chunk) {
+                answer(j, table.resolve(id(j)).map(ShardId));
+            }
+        }
+        return Ok(());
     }
 }
 

@@ -11,8 +11,12 @@
 //! actor holds it for writing while it applies a message (or drains a
 //! flush), so that a batch is applied whole before any reader can look;
 //! readers take it for reading for one lookup or one chunk of [`READ_CHUNK`]
-//! lookups, so a writer never waits long behind them. The store commit runs
-//! outside the lock, so readers never wait for a flush.
+//! lookups, so a writer never waits long behind them. A frontier of several
+//! chunks is one state all the same: the cell counts its writes, and a read
+//! that sees the count move between its chunks starts over (after
+//! [`CHUNKED_TRIES`] such tries, it holds one read lock for the whole
+//! frontier). The store commit runs outside the lock, so readers never wait
+//! for a flush.
 //!
 //! # What the write lock covers, and what it does not
 //!
@@ -67,11 +71,13 @@ pub(crate) fn downgrade<T>(
 }
 
 /// Turns the actor's upgradable read of a cell into its write, with no other
-/// writer in between.
-pub(crate) fn upgrade<T>(
-    guard: parking_lot::RwLockUpgradableReadGuard<'_, T>,
-) -> parking_lot::RwLockWriteGuard<'_, T> {
-    parking_lot::RwLockUpgradableReadGuard::upgrade(guard)
+/// writer in between; counted as a write (see [`ShardView::writes`]).
+pub(crate) fn upgrade(
+    guard: parking_lot::RwLockUpgradableReadGuard<'_, ShardView>,
+) -> parking_lot::RwLockWriteGuard<'_, ShardView> {
+    let mut guard = parking_lot::RwLockUpgradableReadGuard::upgrade(guard);
+    guard.writes += 1;
+    guard
 }
 
 /// Lookups a reader makes under one read lock in `resolve_many`: long enough
@@ -79,11 +85,20 @@ pub(crate) fn upgrade<T>(
 /// table) that a writer is not held up behind a long frontier.
 pub(crate) const READ_CHUNK: usize = 64;
 
+/// Reads of a long frontier chunk by chunk that a write may cut short (and
+/// start over) before the reader takes one read lock for all of it.
+pub(crate) const CHUNKED_TRIES: u32 = 3;
+
 /// What the cell holds: the core, and the claim its table was loaded under.
 pub(crate) struct ShardView {
     pub(crate) core: ShardCore,
     /// The claim the table was loaded under; `None`: the store has none to lose.
     pub(crate) claim: Option<ClaimWatch>,
+    /// How many times the cell was taken for writing. A reader that reads
+    /// under several read locks compares it across them: the same count is
+    /// the same state of the shard. Only [`ShardCell::write`] and [`upgrade`]
+    /// hand out the write lock, and both count it.
+    pub(crate) writes: u64,
 }
 
 impl ShardView {
@@ -119,7 +134,8 @@ pub(crate) fn lapse(claim: &ClaimWatch) -> String {
 
 /// One shard's core, shared by its actor (the only writer) and the readers.
 pub(crate) struct ShardCell {
-    pub(crate) view: Lock<ShardView>,
+    // Private: every write goes through `write` or `upgrade`, which count it.
+    view: Lock<ShardView>,
 }
 
 /// Tries for the read lock this many times, yielding in between, before
@@ -144,14 +160,27 @@ impl ShardCell {
 
     /// A cell for `core`, with no claim yet.
     pub(crate) fn new(core: ShardCore) -> Arc<Self> {
-        Arc::new(Self { view: Lock::new(ShardView { core, claim: None }) })
+        Arc::new(Self { view: Lock::new(ShardView { core, claim: None, writes: 0 }) })
+    }
+
+    /// The write lock, for the actor, counted (see [`ShardView::writes`]).
+    pub(crate) fn write(&self) -> parking_lot::RwLockWriteGuard<'_, ShardView> {
+        let mut guard = self.view.write();
+        guard.writes += 1;
+        guard
+    }
+
+    /// The upgradable read lock, for the actor alone: readers share it, and
+    /// [`upgrade`] turns it into the (counted) write.
+    pub(crate) fn upgradable(&self) -> parking_lot::RwLockUpgradableReadGuard<'_, ShardView> {
+        self.view.upgradable_read()
     }
 
     /// Replaces the state, dropping the old one (possibly a whole table)
     /// after the lock is released, so that readers do not wait for the free.
     pub(crate) fn set_state(&self, state: State) {
         let retired = {
-            let mut view = self.view.write();
+            let mut view = self.write();
             view.core.set_state(state);
             view.core.take_retired()
         };

@@ -232,7 +232,7 @@ impl ShardCore {
 
     /// A node moved back to this shard.
     pub(crate) fn reclaim(&mut self, node_id: &str, epoch: Epoch, now: u64) -> Result<(MoveOutcome, Answer)> {
-        Ok((self.table_mut()?.reclaim(node_id, epoch, now), Answer::Durable))
+        Ok((self.table_mut()?.reclaim(node_id, epoch, now)?, Answer::Durable))
     }
 
     /// Everything applied so far, made durable.

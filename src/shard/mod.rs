@@ -22,7 +22,7 @@ mod restart;
 mod seq;
 mod state;
 
-pub(crate) use cell::{READ_CHUNK, ShardCell, downgrade, upgrade};
+pub(crate) use cell::{CHUNKED_TRIES, READ_CHUNK, ShardCell, downgrade, upgrade};
 pub(crate) use core::{Ready, ShardCore};
 pub(crate) use effects::{Effect, Restart, Token};
 pub(crate) use flush::Answer;

@@ -201,6 +201,10 @@ impl GhostTable {
             self.counters.tombstoned_inserts += 1;
             return Ok(InsertOutcome::Stale);
         }
+        if self.slab.len() >= self.config.max_stubs && self.slab.find(node_id).is_none() {
+            // Past it, the table's own snapshot would not load again.
+            return Err(Error::TableFull { shard: self.shard, limit: self.config.max_stubs as u64 });
+        }
         let version = self.bump();
         let fresh = new_slot(target, refcount, now_ms, epoch, version);
         let Err(i) = self.slab.insert(node_id, fresh)? else {
@@ -437,22 +441,28 @@ impl GhostTable {
 
     /// The node moved back to this shard at `epoch`: the ghost is dropped at
     /// once, and a tombstone refuses stale inserts at or below `epoch`.
-    pub fn reclaim(&mut self, node_id: &str, epoch: Epoch, now_ms: u64) -> MoveOutcome {
+    ///
+    /// A live tombstone is never forgotten to make room: with
+    /// `TableConfig::max_tombstones` tombstones live, the reclaim is refused
+    /// with [`Error::TombstonesFull`] (retryable once the oldest lapses) and
+    /// changes nothing.
+    pub fn reclaim(&mut self, node_id: &str, epoch: Epoch, now_ms: u64) -> Result<MoveOutcome> {
         let epoch = epoch.get();
         let Some(i) = self.slab.find(node_id) else {
             // Purged already (at zero, say): the node lives here all the same,
             // so a resent insert of an older move must not make its ghost again.
-            if self.check_id(node_id).is_ok() {
+            if self.check_id(node_id).is_ok() && self.room_for_tombstone(node_id, epoch, now_ms)? {
                 self.entomb(node_id, epoch, self.shard, now_ms);
             }
-            return MoveOutcome::UnknownNode;
+            return Ok(MoveOutcome::UnknownNode);
         };
         if epoch <= self.slab.slot(i).epoch {
             self.counters.stale_moves += 1;
-            return MoveOutcome::Stale;
+            return Ok(MoveOutcome::Stale);
         }
+        self.room_for_tombstone(node_id, epoch, now_ms)?;
         self.reclaim_slot(i, epoch, now_ms);
-        MoveOutcome::Applied
+        Ok(MoveOutcome::Applied)
     }
 
     /// Drains the changes the store has not seen yet.
@@ -552,8 +562,27 @@ impl GhostTable {
         self.entomb(&id, epoch, target, now_ms);
     }
 
+    /// Whether a return of `id` at `epoch` needs a tombstone, once there is
+    /// room for it: lapsed tombstones are forgotten to make it, live ones never
+    /// (`TombstonesFull` then, and nothing changed but the lapsed forgotten).
+    pub(crate) fn room_for_tombstone(&mut self, id: &str, epoch: u64, now_ms: u64) -> Result<bool> {
+        match self.tombstones.get(id) {
+            _ if self.config.max_tombstones == 0 => return Ok(false),
+            Some(t) => return Ok(t.epoch < epoch),
+            None => {}
+        }
+        let mut lapsed = Vec::new();
+        let room = self.tombstones.make_room(now_ms, self.config.max_tombstones, &mut lapsed);
+        self.forget_tombstones(&lapsed);
+        room.map(|()| true).map_err(|lapses_in_ms| Error::TombstonesFull {
+            shard: self.shard,
+            limit: self.config.max_tombstones as u64,
+            lapses_in_ms,
+        })
+    }
+
     /// Remembers that `id` came back here at `epoch`, unless a later return is
-    /// remembered already. The row goes to the store after any removal of the
+    /// remembered already (room for it was made: see `room_for_tombstone`). The row goes to the store after any removal of the
     /// ghost's, so the store keeps it.
     fn entomb(&mut self, id: &str, epoch: u64, target: u16, now_ms: u64) {
         if self.config.max_tombstones == 0 || self.tombstones.get(id).is_some_and(|t| t.epoch >= epoch) {

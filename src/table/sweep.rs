@@ -74,8 +74,16 @@ impl GhostTable {
                         report.stale += 1;
                         self.counters.stale_verdicts += 1;
                     } else if shard == self.shard {
-                        self.reclaim_slot(i, epoch, now_ms);
-                        report.reclaimed += 1;
+                        let id = self.slab.id(i).to_owned();
+                        if self.room_for_tombstone(&id, epoch, now_ms).is_ok() {
+                            self.reclaim_slot(i, epoch, now_ms);
+                            report.reclaimed += 1;
+                        } else {
+                            // No live tombstone is forgotten to make room:
+                            // asked again once the oldest has lapsed.
+                            self.back_off(i, now_ms);
+                            report.inconclusive += 1;
+                        }
                     } else {
                         self.follow(i, shard, epoch);
                         report.redirected += 1;

@@ -99,8 +99,8 @@ fn epochs_order_moves() {
     assert_eq!(t.retarget("n", ShardId(3), Epoch(5)).unwrap(), MoveOutcome::Stale);
     assert_eq!(t.retarget("n", ShardId(3), Epoch(6)).unwrap(), MoveOutcome::Applied);
     assert_eq!(t.resolve("n"), Some(3));
-    assert_eq!(t.reclaim("n", Epoch(6), 0), MoveOutcome::Stale);
-    assert_eq!(t.reclaim("n", Epoch(7), 0), MoveOutcome::Applied);
+    assert_eq!(t.reclaim("n", Epoch(6), 0), Ok(MoveOutcome::Stale));
+    assert_eq!(t.reclaim("n", Epoch(7), 0), Ok(MoveOutcome::Applied));
     assert!(t.is_empty());
     assert_eq!(t.counters().purged_reclaimed, 1);
     assert_eq!(t.insert("m", ShardId(1), 1, Epoch(1), 0).unwrap(), InsertOutcome::Inserted);
@@ -294,7 +294,7 @@ fn stats_report_age_and_counters() {
 fn a_reclaim_refuses_the_stale_insert_that_follows_it() {
     let mut t = table();
     t.insert("n", ShardId(1), 2, Epoch(1), 0).unwrap();
-    assert_eq!(t.reclaim("n", Epoch(2), 5), MoveOutcome::Applied);
+    assert_eq!(t.reclaim("n", Epoch(2), 5), Ok(MoveOutcome::Applied));
     assert_eq!(
         t.insert("n", ShardId(1), 2, Epoch(1), 6).unwrap(),
         InsertOutcome::Stale,
@@ -319,7 +319,7 @@ fn a_reclaim_after_a_purge_still_refuses_older_inserts() {
     let mut t = table();
     t.insert("n", ShardId(1), 1, Epoch(1), 0).unwrap();
     assert_eq!(t.edge_removed("n"), EdgeOutcome::Purged);
-    assert_eq!(t.reclaim("n", Epoch(2), 5), MoveOutcome::UnknownNode);
+    assert_eq!(t.reclaim("n", Epoch(2), 5), Ok(MoveOutcome::UnknownNode));
     assert_eq!(t.insert("n", ShardId(1), 1, Epoch(1), 6).unwrap(), InsertOutcome::Stale);
     assert_eq!(t.tombstone_epoch("n"), Some(2));
 }

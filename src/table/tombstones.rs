@@ -7,8 +7,11 @@
 //! remembers the epoch of the removal; an insert at or below it is stale.
 //!
 //! Bounded twice: each tombstone lapses after `TableConfig::tombstone_ttl`,
-//! and past `TableConfig::max_tombstones` the oldest goes first. An evicted
-//! tombstone only reopens the (narrow) window it closed; it never removes a ghost.
+//! and at most `TableConfig::max_tombstones` are kept. A live tombstone is
+//! never forgotten to make room for another: forgetting it would let the
+//! insert it refuses in (A→B→A again), so the table refuses the reclaim that
+//! needs the room instead, until the oldest lapses. Only a load under a
+//! lowered bound drops live tombstones (the oldest first).
 
 use foldhash::fast::RandomState;
 use hashbrown::HashMap;
@@ -27,6 +30,9 @@ pub(crate) struct Tombstone {
     pub(crate) expires_at_ms: u64,
 }
 
+/// Most lapsed tombstones one `make_room` forgets.
+const LAPSED_PER_ROOM: usize = 16;
+
 #[derive(Debug, Default)]
 pub(crate) struct Tombstones {
     by_id: HashMap<Box<str>, Tombstone, RandomState>,
@@ -44,7 +50,8 @@ impl Tombstones {
     }
 
     /// Remembers `id`'s removal, replacing an older tombstone of it. Returns the
-    /// ids evicted to stay within `max` (their rows must go).
+    /// ids evicted to stay within `max` (their rows must go): none when room
+    /// was made first with [`make_room`](Self::make_room).
     pub(crate) fn insert(&mut self, id: &str, t: Tombstone, max: usize, evicted: &mut Vec<Box<str>>) {
         if max == 0 {
             return;
@@ -57,6 +64,26 @@ impl Tombstones {
             let Some((_, oldest)) = self.by_expiry.pop_first() else { break };
             self.by_id.remove(&oldest);
             evicted.push(oldest);
+        }
+    }
+
+    /// Makes room for one more tombstone within `max` by forgetting those that
+    /// lapsed by `now_ms` (their ids go to `lapsed`: their rows must go). With
+    /// every one still live: how long until the oldest lapses, in ms.
+    pub(crate) fn make_room(
+        &mut self,
+        now_ms: u64,
+        max: usize,
+        lapsed: &mut Vec<Box<str>>,
+    ) -> Result<(), u64> {
+        if self.by_id.len() < max {
+            return Ok(());
+        }
+        // A few at a time, so that one reclaim's cost stays bounded.
+        self.expire(now_ms, lapsed.len() + LAPSED_PER_ROOM, lapsed);
+        match self.by_expiry.first() {
+            Some((at, _)) if self.by_id.len() >= max => Err(at.saturating_sub(now_ms).max(1)),
+            _ => Ok(()),
         }
     }
 
@@ -109,5 +136,21 @@ mod tests {
         assert!(ts.remove("b").is_some() && ts.len() == 0);
         ts.insert("z", t(1, 1), 0, &mut evicted);
         assert_eq!(ts.len(), 0, "max 0 keeps none");
+    }
+
+    #[test]
+    fn room_is_made_only_of_lapsed_tombstones() {
+        let mut ts = Tombstones::default();
+        let (mut evicted, mut lapsed) = (Vec::new(), Vec::new());
+        assert_eq!(ts.make_room(0, 2, &mut lapsed), Ok(()));
+        ts.insert("a", t(1, 10), 2, &mut evicted);
+        ts.insert("b", t(1, 20), 2, &mut evicted);
+        assert_eq!(ts.make_room(4, 2, &mut lapsed), Err(6), "full and live: the oldest lapses in 6 ms");
+        assert_eq!(ts.make_room(9, 2, &mut lapsed), Err(1));
+        assert_eq!((ts.len(), lapsed.len()), (2, 0), "nothing live forgotten");
+        assert_eq!(ts.make_room(10, 2, &mut lapsed), Ok(()), "a lapses at 10");
+        assert_eq!((ts.len(), lapsed), (1, vec![Box::from("a")]));
+        assert_eq!(ts.make_room(0, 0, &mut Vec::new()), Err(20), "max 0 has no room");
+        assert!(evicted.is_empty());
     }
 }

@@ -1,7 +1,8 @@
 //! What the test files share: record and change builders, the store contract
 //! (`contract`), the redb layout the hostile-file tests write, a runtime on
-//! the calling arbiter, property-test case counts, and etcd and child-process
-//! helpers. Each test file uses the parts it needs (`mod support;`).
+//! the calling arbiter, a fast restart policy, hand-made sweep steps, a caller
+//! that gives up part-way, property-test case counts, and etcd and
+//! child-process helpers. Each test file uses the parts it needs (`mod support;`).
 
 pub(crate) mod contract;
 
@@ -14,12 +15,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use vshard_ghosts::clock::Clock;
+use vshard_ghosts::messages::{ApplyVerdicts, Inspect, PlanReply, PlanSweep};
 use vshard_ghosts::store::{GhostStore, ShardChanges, StubRecord};
+use vshard_ghosts::sweep::{ApplyReport, CheckedVerdict};
 use vshard_ghosts::table::{ChangeSet, GhostTable};
 use vshard_ghosts::testing::ManualClock;
 use vshard_ghosts::{
-    GhostActor, GhostRuntime, GhostRuntimeBuilder, RuntimeConfig, ShardConfig, StoreChoice, SweeperConfig,
-    TableConfig,
+    GhostActor, GhostRuntime, GhostRuntimeBuilder, RestartPolicy, RuntimeConfig, ShardConfig, StoreChoice,
+    SweeperConfig, TableConfig, Verdict,
 };
 
 pub(crate) fn cfg() -> TableConfig {
@@ -146,6 +149,49 @@ pub(crate) fn fast_sweeper() -> SweeperConfig {
         busy_latency: Duration::from_secs(30),
         ..SweeperConfig::default()
     }
+}
+
+/// A restart policy that reloads at once (1 ms back-off), `max_restarts` times
+/// within the default window.
+pub(crate) fn fast_restarts(max_restarts: u32) -> RestartPolicy {
+    RestartPolicy {
+        max_restarts,
+        backoff_base: Duration::from_millis(1),
+        backoff_cap: Duration::from_millis(1),
+        ..RestartPolicy::default()
+    }
+}
+
+/// Plans one sweep page of up to 64 ghosts on `shard`, by hand.
+pub(crate) async fn plan(rt: &GhostRuntime, shard: u16) -> PlanReply {
+    rt.request(shard, PlanSweep::new(64)).await.unwrap()
+}
+
+/// Answers every check of `plan` with `verdict` and applies them.
+pub(crate) async fn apply(rt: &GhostRuntime, plan: &PlanReply, verdict: Verdict) -> ApplyReport {
+    let verdicts = plan.page.checks.iter().map(|c| CheckedVerdict::new(c, verdict)).collect();
+    let msg = ApplyVerdicts::new(plan.incarnation, verdicts);
+    rt.request(plan.shard, msg).await.unwrap()
+}
+
+/// `node`'s refcount on `shard`, if it is a ghost there.
+pub(crate) async fn refcount(rt: &GhostRuntime, shard: u16, node: &str) -> Option<u32> {
+    let g = rt.request(shard, Inspect { node_id: node.into() }).await.unwrap();
+    g.map(|g| g.refcount)
+}
+
+/// Polls `fut` up to `polls` times, letting the runtime's other tasks run in
+/// between, then drops it unfinished: a caller that timed out or went away
+/// part-way through a call. Its answer, if it finished first.
+pub(crate) async fn abandon_after<F: std::future::Future>(fut: F, polls: usize) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    for _ in 0..polls {
+        if let std::task::Poll::Ready(out) = futures::poll!(fut.as_mut()) {
+            return Some(out);
+        }
+        tokio::task::yield_now().await;
+    }
+    None
 }
 
 /// The etcd that the etcd tests use. They build only with `--features etcd`, which

@@ -139,7 +139,7 @@ impl Handler<GetStats> for GhostActor {
     type Result = MessageResult<GetStats>;
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         let now = self.clock.now_ms();
-        MessageResult(self.cell.view.read().core.stats(now))
+        MessageResult(self.cell.read().core.stats(now))
     }
 }
 

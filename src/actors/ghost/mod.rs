@@ -106,7 +106,7 @@ impl GhostActor {
     ) -> Result<(R, Option<AckRx>)> {
         let shard = self.shard;
         self.check_claim(ctx);
-        let view = self.cell.view.upgradable_read();
+        let view = self.cell.upgradable();
         let now = self.clock.now_ms();
         let _span = tracing::debug_span!("ghost_message", kind = msg.kind, shard, seq = msg.seq).entered();
         let started = std::time::Instant::now();
@@ -171,7 +171,7 @@ impl GhostActor {
     ) -> Result<R> {
         let shard = self.shard;
         self.check_claim(ctx);
-        let view = self.cell.view.read();
+        let view = self.cell.read();
         let table = view.table()?;
         let now = self.clock.now_ms();
         let _span = tracing::debug_span!("ghost_message", kind = msg.kind, shard).entered();
@@ -189,7 +189,7 @@ impl GhostActor {
     /// Runs `f` on the core under the write lock, then carries out its effects.
     fn with_core<R>(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut ShardCore) -> R) -> R {
         let (out, ready) = {
-            let mut view = self.cell.view.write();
+            let mut view = self.cell.write();
             let out = f(&mut view.core);
             (out, view.core.ready())
         };
@@ -206,7 +206,7 @@ impl GhostActor {
 
     /// Fences a ready shard whose claim no longer holds.
     fn check_claim(&mut self, ctx: &mut Context<Self>) {
-        let lapsed = self.cell.view.read().lapsed();
+        let lapsed = self.cell.read().lapsed();
         if let Some(cause) = lapsed {
             self.with_core(ctx, |core| core.fence(cause));
         }
@@ -292,7 +292,7 @@ impl GhostActor {
             let ready = {
                 // State and claim in one acquisition: no reader sees the
                 // table without the claim it must be checked against.
-                let mut view = act.cell.view.write();
+                let mut view = act.cell.write();
                 match result {
                     Ok((table, claim)) => {
                         tracing::info!(shard = act.shard, ghosts = table.len(), "shard loaded");
