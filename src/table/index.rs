@@ -34,6 +34,23 @@ struct Bucket {
     overflow: u16,
 }
 
+impl Bucket {
+    /// A bit for every entry in use whose tag is `tag`.
+    ///
+    /// Without a branch per entry: a lookup that branched on each tag would
+    /// mispredict where its match sits, once its line arrived, and so throw
+    /// away the work the processor had begun on the next lookups, whose
+    /// misses would otherwise overlap this one's.
+    #[inline]
+    fn matches(&self, tag: u8) -> u32 {
+        let mut m = 0u32;
+        for (k, &t) in self.tags.iter().enumerate() {
+            m |= u32::from(t == tag) << k;
+        }
+        m & ((1u32 << self.len) - 1)
+    }
+}
+
 const EMPTY: Bucket = Bucket { slots: [0; WAYS], tags: [0; WAYS], len: 0, _pad: 0, overflow: 0 };
 
 /// Slot numbers by the hash of their ids. The caller supplies hashes and
@@ -85,10 +102,13 @@ impl Index {
         let (mut b, tag) = home_and_tag(hash, self.buckets.len());
         loop {
             let bucket = &self.buckets[b];
-            for k in 0..bucket.len as usize {
-                if bucket.tags[k] == tag && eq(bucket.slots[k]) {
-                    return Some(bucket.slots[k]);
+            let mut matches = bucket.matches(tag);
+            while matches != 0 {
+                let slot = bucket.slots[matches.trailing_zeros() as usize];
+                if eq(slot) {
+                    return Some(slot);
                 }
+                matches &= matches - 1;
             }
             if bucket.overflow == 0 {
                 return None;
@@ -104,8 +124,8 @@ impl Index {
             return None;
         }
         let (b, tag) = home_and_tag(hash, self.buckets.len());
-        let bucket = &self.buckets[b];
-        (0..bucket.len as usize).find(|&k| bucket.tags[k] == tag).map(|k| bucket.slots[k])
+        let (bucket, matches) = (&self.buckets[b], self.buckets[b].matches(tag));
+        (matches != 0).then(|| bucket.slots[matches.trailing_zeros() as usize])
     }
 
     /// True when one more entry needs [`rebuild`](Self::rebuild) first.
