@@ -328,7 +328,7 @@ mod tests {
                         let found = index.find(hash(k), |s| keys[&s] == k);
                         prop_assert_eq!(found, model.get(&k).copied());
                         if found.is_none() {
-                            if index.needs_growth() && model.len() % 2 == 0 {
+                            if index.needs_growth() && model.len().is_multiple_of(2) {
                                 index.grow(model.len() + 1, |s| hash(keys[&s]));
                             } else if index.needs_growth() {
                                 let mut slots: Vec<u32> = keys.keys().copied().collect();

@@ -20,17 +20,19 @@ fn verdicts(t: &mut GhostTable, now: u64, f: impl Fn(&str) -> Verdict) -> crate:
 /// that move slots and compact the arena, and a rebuild from a snapshot.
 #[test]
 fn short_and_long_ids_survive_growth_removal_and_compaction() {
-    let id =
-        |i: usize| if i % 3 == 0 { format!("long-node-{i:05}-{}", "é".repeat(20)) } else { format!("n{i}") };
+    let id = |i: usize| {
+        if i.is_multiple_of(3) { format!("long-node-{i:05}-{}", "é".repeat(20)) } else { format!("n{i}") }
+    };
     let mut t = table();
     for i in 0..3000 {
         t.insert(&id(i), ShardId(1 + (i % 7) as u16), 1, Epoch(1), 0).unwrap();
     }
     // Purges most long ids: well past the arena's compaction threshold.
-    for i in (0..3000).filter(|i| i % 3 == 0 || i % 5 == 0).filter(|i| i % 4 != 0) {
+    let purged = |i: usize| (i.is_multiple_of(3) || i.is_multiple_of(5)) && !i.is_multiple_of(4);
+    for i in (0..3000).filter(|&i| purged(i)) {
         assert_eq!(t.edge_removed(&id(i)), EdgeOutcome::Purged, "{}", id(i));
     }
-    let live = |i: &usize| !((i % 3 == 0 || i % 5 == 0) && i % 4 != 0);
+    let live = |i: &usize| !purged(*i);
     let check = |t: &GhostTable| {
         for i in 0..3000 {
             let want = live(&i).then_some(1 + (i % 7) as u16);
