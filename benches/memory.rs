@@ -3,6 +3,8 @@
 //!
 //! Not a criterion bench: it measures memory, once, the way `seedmem` does
 //! (VmRSS before and after filling a table with ids `node-00000000`...).
+//! `-- uuid` uses 36-byte ids shaped like UUID strings instead (longer than a
+//! slot holds in place, so they live in the table's id arena).
 
 use std::time::Instant;
 use vshard_ghosts::table::GhostTable;
@@ -17,7 +19,12 @@ fn rss_kb() -> Option<u64> {
 fn main() {
     // `cargo bench` passes `--bench`; a number argument overrides the size.
     let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
-    let ids: Vec<String> = (0..n).map(|i| format!("node-{i:08}")).collect();
+    let uuid = std::env::args().any(|a| a == "uuid");
+    let ids: Vec<String> = if uuid {
+        (0..n).map(|i| format!("{i:08x}-7e57-4000-8000-{:012x}", i * 7919)).collect()
+    } else {
+        (0..n).map(|i| format!("node-{i:08}")).collect()
+    };
     let Some(before) = rss_kb() else {
         println!("memory: /proc/self/status unavailable; skipped");
         return;
@@ -29,7 +36,8 @@ fn main() {
     }
     let after = rss_kb().unwrap_or(before);
     println!(
-        "memory: n={n} len={} bytes_per_ghost={:.1}",
+        "memory: n={n} id_len={} len={} bytes_per_ghost={:.1}",
+        ids[0].len(),
         t.len(),
         (after - before) as f64 * 1024.0 / n as f64
     );

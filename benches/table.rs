@@ -69,7 +69,7 @@ fn ours(
     ids: &[String],
     order: &[usize],
     batches: &[EdgeEvents],
-    codec_too: bool,
+    codec_buf: Option<&mut Vec<u8>>,
 ) -> Ours {
     let added = per_op(order, |i| {
         black_box(t.edge_added(&ids[i]));
@@ -90,12 +90,15 @@ fn ours(
     }
     let batch_event = s.elapsed().as_nanos() as f64 / (batches.len() * BATCH) as f64;
     let (mut encode_ms, mut decode_ms) = (0.0, 0.0);
-    if codec_too {
+    if let Some(bytes) = codec_buf {
+        // Into the buffer of the round before, as a host snapshotting a
+        // shard again would (`encode_snapshot_into`).
         let s = Instant::now();
-        let bytes = black_box(codec::encode_snapshot(t).unwrap());
+        codec::encode_snapshot_into(t, bytes).unwrap();
+        black_box(&bytes);
         encode_ms = s.elapsed().as_secs_f64() * 1e3;
         let s = Instant::now();
-        black_box(codec::decode_snapshot(&bytes, 0, &TableConfig::default()).unwrap());
+        black_box(codec::decode_snapshot(bytes, 0, &TableConfig::default()).unwrap());
         decode_ms = s.elapsed().as_secs_f64() * 1e3;
     }
     Ours { added, removed, resolve, batch_event, encode_ms, decode_ms }
@@ -113,6 +116,39 @@ fn seed() -> Option<[f64; 5]> {
         text[at..].split_whitespace().next()?.parse().ok()
     };
     Some([num("increment ")?, num("resolve ")?, num("decrement ")?, num("to_bytes ")?, num("from_bytes ")?])
+}
+
+/// The seed's `GhostTable`, compiled in when `VSHARD_SEED_GHOST_RS` names its
+/// source at build time (see build.rs): its codec is then timed in this
+/// process, after it has built, encoded, decoded and dropped a million-stub
+/// table, as a shard restarted inside a long-running process finds its heap.
+#[cfg(seed_in_process)]
+#[allow(dead_code, unused_imports, unreachable_pub, missing_docs, clippy::all)]
+mod seed {
+    include!(env!("VSHARD_SEED_GHOST_RS"));
+}
+
+/// The seed's `to_bytes` and `from_bytes` in this process, in ms, on a table
+/// of `ids` built the way `seedbench` builds it; everything is dropped after.
+#[cfg(seed_in_process)]
+fn seed_codec_here(ids: &[String]) -> Option<(f64, f64)> {
+    let mut t = seed::GhostTable::new();
+    for (i, id) in ids.iter().enumerate() {
+        t.insert(seed::GhostStub::new(id.clone(), (i % 1024) as u16, 2));
+    }
+    let s = Instant::now();
+    let bytes = black_box(t.to_bytes());
+    let enc = s.elapsed().as_secs_f64() * 1e3;
+    let s = Instant::now();
+    let back = black_box(seed::GhostTable::from_bytes(&bytes))?;
+    let dec = s.elapsed().as_secs_f64() * 1e3;
+    drop((t, back, bytes));
+    Some((enc, dec))
+}
+
+#[cfg(not(seed_in_process))]
+fn seed_codec_here(_: &[String]) -> Option<(f64, f64)> {
+    None
 }
 
 /// ns per dependent load at random over 64 MiB (a pointer chase round one
@@ -178,12 +214,15 @@ fn main() {
         .collect();
     let mut t = filled(&ids);
     // Warm the table's pages and the caches once before the first round.
-    ours(&mut t, &ids, &rand, &batches[..16], false);
+    ours(&mut t, &ids, &rand, &batches[..16], None);
+    let mut codec_buf = Vec::new();
     let mut r: Vec<[f64; 9]> = Vec::new();
+    let mut busy: Vec<[f64; 2]> = Vec::new();
     for round in 0..rounds {
         let s = seed();
-        let o = ours(&mut t, &ids, &rand, &batches, true);
-        let q = ours(&mut t, &ids, &seq, &batches[..0], false);
+        let here = seed_codec_here(&ids);
+        let o = ours(&mut t, &ids, &rand, &batches, Some(&mut codec_buf));
+        let q = ours(&mut t, &ids, &seq, &batches[..0], None);
         let (miss, pmiss) = (miss_ns(), parallel_miss_ns());
         print!(
             "round {round}: one random miss {miss:.0} ns, overlapped {pmiss:.1} ns | rand added {:.0} ns, removed {:.0} ns, resolve {:.0} ns, apply_batch {:.1} ns/event, \
@@ -198,6 +237,14 @@ fn main() {
             q.removed,
             q.resolve
         );
+        if let Some((enc, dec)) = here {
+            println!(
+                "  in this process, after the seed's table was built, encoded, decoded and dropped: \
+                 seed to_bytes {enc:.1} ms, from_bytes {dec:.1} ms; ours encode {:.1} ms, decode {:.1} ms",
+                o.encode_ms, o.decode_ms
+            );
+            busy.push([enc / o.encode_ms, dec / o.decode_ms]);
+        }
         match s {
             Some([inc, res, dec, enc, decd]) => {
                 println!(
@@ -219,6 +266,16 @@ fn main() {
             None => println!(" | seed: not found (build ../shared/baseline, see README)"),
         }
     }
+    if busy.is_empty() {
+        println!(
+            "seed not compiled in (build with VSHARD_SEED_GHOST_RS=<seed ghost.rs>): no same-process codec figures"
+        );
+    } else {
+        let col = |k: usize| busy.iter().map(|x| x[k]).collect::<Vec<_>>();
+        println!("same process, after the seed's table ran (busy heap), {} rounds:", busy.len());
+        println!("  encode: seed to_bytes ÷ ours (× faster):    {}", median_range(col(0)));
+        println!("  decode: seed from_bytes ÷ ours (× faster):  {}", median_range(col(1)));
+    }
     if r.is_empty() {
         return;
     }
@@ -231,6 +288,6 @@ fn main() {
     println!("  edge_added (seq, flattering) ÷ seed rand increment: {}", median_range(col(6)));
     println!("  edge_added (rand) in random misses (pointer chase): {}", median_range(col(7)));
     println!("  apply_batch/event in overlapped misses:         {}", median_range(col(8)));
-    println!("  encode: seed to_bytes ÷ ours (× faster):    {}", median_range(col(4)));
-    println!("  decode: seed from_bytes ÷ ours (× faster):  {}", median_range(col(5)));
+    println!("  encode: seedbench to_bytes (own process) ÷ ours: {}", median_range(col(4)));
+    println!("  decode: seedbench from_bytes (own process) ÷ ours: {}", median_range(col(5)));
 }

@@ -30,8 +30,10 @@ const IDS: u8 = 16;
 /// In a generated count, "at the log position the table has applied now".
 const AT_APPLIED: u64 = u64::MAX;
 
+/// Odd ids are longer than a slot holds in place, so both ways of storing an
+/// id (in the slot, in the arena) meet in every case.
 fn name(i: u8) -> String {
-    format!("n{i}")
+    if i % 2 == 1 { format!("n{i}-a-name-longer-than-a-slot-holds") } else { format!("n{i}") }
 }
 
 // ---------------------------------------------------------------------------

@@ -27,22 +27,34 @@ const MIN_STUB_BYTES: usize = 6;
 /// going through the generic writer and then copying the payload into the
 /// envelope cost about three times as much on a million stubs.
 pub fn encode_snapshot(table: &GhostTable) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    encode_snapshot_into(table, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_snapshot`] into `out`, replacing what it held and keeping its
+/// allocation: a host that snapshots a shard again and again writes into
+/// memory it has already paid for. In a process that has run a while, a
+/// fresh buffer of tens of megabytes is mapped, faulted in page by page and
+/// copied as it grows; that cost several times the encoding itself.
+pub fn encode_snapshot_into(table: &GhostTable, out: &mut Vec<u8>) -> Result<()> {
     let rows = table.row_count();
+    out.clear();
     // Room for every row of short ids and small fields; a longer one reallocates.
-    let mut out = Vec::with_capacity(envelope::HEADER_LEN + 16 + rows * 48);
-    envelope::begin(&mut out);
-    put::array_len(&mut out, 2);
+    out.reserve(envelope::HEADER_LEN + 16 + rows * 48);
+    envelope::begin(out);
+    put::array_len(out, 2);
     match table.applied_seq() {
-        Some(seq) => put::uint(&mut out, seq),
+        Some(seq) => put::uint(out, seq),
         None => out.push(put::NIL),
     }
     // Tombstones too: a shard handed over must still refuse stale inserts.
-    put::array_len(&mut out, rows);
+    put::array_len(out, rows);
     for row in table.rows() {
-        put::stub(&mut out, row);
+        put::stub(out, row);
     }
-    envelope::finish(Kind::Snapshot, &mut out);
-    Ok(out)
+    envelope::finish(Kind::Snapshot, out);
+    Ok(())
 }
 
 /// Decodes a snapshot into a table for `shard`. Also accepts the seed's bare

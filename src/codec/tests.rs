@@ -212,3 +212,23 @@ fn direct_encoder_matches_zerompk() {
         assert_eq!(encode_snapshot(t).unwrap(), envelope::seal(envelope::Kind::Snapshot, &theirs));
     }
 }
+
+/// A reused buffer holds exactly what a fresh one would, whatever it held
+/// before, and keeps its allocation when it is large enough.
+#[test]
+fn encode_into_a_used_buffer_writes_the_same_bytes_in_place() {
+    let mut t = GhostTable::new(0, cfg()).unwrap();
+    for i in 0..100 {
+        t.insert(&format!("n{i}"), ShardId(1), 1 + i, Epoch(1), 5).unwrap();
+    }
+    let mut buf = vec![0xAB; 64 * 1024];
+    let at = buf.as_ptr();
+    encode_snapshot_into(&t, &mut buf).unwrap();
+    assert_eq!(buf, encode_snapshot(&t).unwrap());
+    assert_eq!(buf.as_ptr(), at);
+    t.edge_added("n3");
+    encode_snapshot_into(&t, &mut buf).unwrap();
+    assert_eq!(buf, encode_snapshot(&t).unwrap());
+    let back = decode_snapshot(&buf, 0, &cfg()).unwrap();
+    assert_eq!(back.get("n3").map(|g| g.refcount), Some(5));
+}

@@ -1,12 +1,12 @@
 //! Loading a table from a store or snapshot: stream stubs in, index once, replay logged changes.
 
+use super::index::Index;
 use super::slab::Slot;
 use super::tombstones::Tombstone;
 use super::{GhostTable, new_slot};
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::stub::{StubRecord, StubRef};
-use hashbrown::HashTable;
 use std::sync::mpsc;
 
 /// Stubs at which [`GhostTable::load_distinct`] indexes on a helper thread.
@@ -38,18 +38,17 @@ impl IndexedLoad<'_> {
     }
 }
 
-/// Indexes slot numbers 0, 1, ... by the hashes received, in order. Keeps
-/// every hash so that growing past `capacity` can rehash without the ids.
-fn index_hashes(rx: mpsc::Receiver<Vec<u64>>, capacity: usize) -> HashTable<u32> {
+/// Indexes slot numbers 0, 1, ... by the hashes received, in order, once
+/// the last arrives (grouped by bucket, `Index::rebuild` is a fraction of a
+/// load; the hashing overlaps the scan). The ids are distinct, so no two
+/// slots are compared.
+fn index_hashes(rx: mpsc::Receiver<Vec<u64>>, capacity: usize) -> Index {
     let mut hashes: Vec<u64> = Vec::with_capacity(capacity);
-    let mut index = HashTable::with_capacity(capacity);
     for chunk in rx {
-        for h in chunk {
-            let i = hashes.len() as u32;
-            hashes.push(h);
-            index.insert_unique(h, i, |&j| hashes[j as usize]);
-        }
+        hashes.extend(chunk);
     }
+    let mut index = Index::default();
+    let _ = index.rebuild(&hashes, hashes.len(), |_, _| false);
     index
 }
 
@@ -162,7 +161,7 @@ impl GhostTable {
             return Ok(table);
         }
         // The helper builds the index; the one sized for `capacity` would sit unused.
-        table.slab.install_index(HashTable::new());
+        table.slab.install_index(Index::default());
         let index = std::thread::scope(|s| {
             let (tx, rx) = mpsc::sync_channel::<Vec<u64>>(16);
             let builder = std::thread::Builder::new()
@@ -199,7 +198,7 @@ impl GhostTable {
             Ok(i) => i,
             Err(i) => {
                 let s = self.slab.slot_mut_clean(i);
-                *s = Slot { id_off: s.id_off, id_len: s.id_len, flags: s.flags, ..fresh };
+                *s = Slot { key: s.key, flags: s.flags, ..fresh };
                 i
             }
         };

@@ -2,6 +2,7 @@
 
 pub(crate) mod changes;
 mod export;
+mod index;
 mod load;
 mod slab;
 mod stats;
@@ -646,8 +647,7 @@ impl GhostTable {
 /// A slot with no retry time (that is the slab's, see `Slab::set_retry_at`).
 fn new_slot(target: u16, refcount: u32, created_at_ms: u64, epoch: u64, version: u64) -> Slot {
     Slot {
-        id_off: 0,
-        id_len: 0,
+        key: slab::Key::default(),
         target,
         refcount,
         attempts: 0,

@@ -1,8 +1,10 @@
-//! Dense stub storage: one id arena, one slot vector, one hash index of slot numbers.
+//! Dense stub storage: one slot vector (short ids in place), one arena for
+//! long ids, one hash index of slot numbers.
 
+use super::index::Index;
 use crate::error::{Error, Result};
 use foldhash::fast::RandomState;
-use hashbrown::{HashMap, HashTable};
+use hashbrown::HashMap;
 use std::hash::BuildHasher;
 
 /// Slot flag: changed since the last `take_changes`.
@@ -10,29 +12,65 @@ pub(crate) const DIRTY: u8 = 1;
 /// Slot flag: the slot has a nonzero retry time in `Slab::retry`.
 const RETRY: u8 = 2;
 
-/// The fixed-size part of a stub. The id lives in the arena, so it is stored once
-/// and costs no allocation of its own (a `String` key would cost 24 bytes plus a
-/// heap block per ghost).
+/// Ids up to this many bytes live in their slot; longer ones in the arena.
+pub(crate) const INLINE: usize = 17;
+/// `Key`'s first byte for an id in the arena.
+const LONG: u8 = u8::MAX;
+
+/// A slot's id: up to [`INLINE`] bytes in place (the first byte is the
+/// length), or where a longer one sits in the arena (`LONG`, then its offset
+/// and length, little-endian). In place, a lookup that reads the slot has
+/// the id on the same line, rather than one more dependent cache miss away.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Key([u8; INLINE + 1]);
+
+impl Key {
+    /// `id` in place if it fits, else `None`.
+    fn inline(id: &str) -> Option<Self> {
+        let mut k = [0u8; INLINE + 1];
+        k[0] = u8::try_from(id.len()).ok().filter(|&n| (n as usize) <= INLINE)?;
+        k[1..=id.len()].copy_from_slice(id.as_bytes());
+        Some(Self(k))
+    }
+
+    fn long(off: u32, len: u16) -> Self {
+        let mut k = [0u8; INLINE + 1];
+        k[0] = LONG;
+        k[1..5].copy_from_slice(&off.to_le_bytes());
+        k[5..7].copy_from_slice(&len.to_le_bytes());
+        Self(k)
+    }
+
+    /// The arena's offset and length of a long id.
+    fn in_arena(&self) -> Option<(usize, usize)> {
+        (self.0[0] == LONG).then(|| {
+            let off = u32::from_le_bytes([self.0[1], self.0[2], self.0[3], self.0[4]]);
+            (off as usize, u16::from_le_bytes([self.0[5], self.0[6]]) as usize)
+        })
+    }
+}
+
+/// The fixed-size part of a stub, with its id when short (see [`Key`]).
 ///
-/// 40 bytes, in this order (`repr(C)`): what a lookup and an edge event read
-/// and write (id, refcount, flags, version) is the first 24, so that it spans
-/// one cache line for six slots in eight. The retry time, zero for almost
-/// every ghost, lives beside the slots in `Slab::retry` rather than costing
-/// every ghost 8 bytes.
+/// 52 bytes, aligned to 4 (`packed(4)`: the three `u64`s would otherwise
+/// pad it to 56), in this order: what a lookup and an edge event read and
+/// write (id, refcount, version) is the first 32, so that it spans one cache
+/// line for half the slots and two adjacent ones (fetched together) for the
+/// rest. The retry time, zero for almost every ghost, lives beside the slots
+/// in `Slab::retry` rather than costing every ghost 8 bytes.
 #[derive(Debug, Clone, Copy)]
-#[repr(C)]
+#[repr(C, packed(4))]
 pub(crate) struct Slot {
-    pub(crate) id_off: u32,
-    pub(crate) id_len: u16,
+    pub(crate) key: Key,
     pub(crate) target: u16,
     pub(crate) refcount: u32,
+    pub(crate) version: u64,
     /// Consecutive `Inconclusive` verdicts: the back-off exponent.
     pub(crate) attempts: u8,
     pub(crate) flags: u8,
     /// The flush window in which the table last staged this stub (see
-    /// `GhostTable::stage`); fills what would otherwise be padding.
+    /// `GhostTable::stage`).
     pub(crate) staged: u16,
-    pub(crate) version: u64,
     pub(crate) epoch: u64,
     pub(crate) created_at_ms: u64,
 }
@@ -40,12 +78,14 @@ pub(crate) struct Slot {
 /// Where a slot moved during a removal, so the caller's cursor stays consistent.
 #[derive(Debug)]
 pub(crate) struct Slab {
-    /// A `String`, not bytes: ids are whole `&str`s, so slicing it back needs no
-    /// UTF-8 validation (which cost a tenth of the event path as `Vec<u8>`).
+    /// Ids longer than [`INLINE`] bytes. A `String`, not bytes: ids are
+    /// whole `&str`s, so slicing it back needs no UTF-8 validation.
     arena: String,
     garbage: usize,
+    /// Bytes of every slot's id, in place or not (for sizing a drain).
+    id_bytes: usize,
     slots: Vec<Slot>,
-    index: HashTable<u32>,
+    index: Index,
     hasher: RandomState,
     /// Slot numbers that turned dirty since the last drain (may hold stale numbers;
     /// the slot's DIRTY flag is the truth). Slots at or after `fresh_from` are
@@ -64,10 +104,11 @@ pub(crate) struct Slab {
 impl Slab {
     pub(crate) fn with_capacity(n: usize) -> Self {
         Self {
-            arena: String::with_capacity(n * 16),
+            arena: String::new(),
             garbage: 0,
+            id_bytes: 0,
             slots: Vec::with_capacity(n),
-            index: HashTable::with_capacity(n),
+            index: Index::with_capacity(n),
             hasher: RandomState::default(),
             dirty: Vec::new(),
             fresh_from: 0,
@@ -117,7 +158,7 @@ impl Slab {
     /// [`find`](Self::find) with `hash` = [`hash_id`](Self::hash_id)`(id)` already computed.
     pub(crate) fn find_hashed(&self, id: &str, hash: u64) -> Option<usize> {
         let (arena, slots) = (&self.arena, &self.slots);
-        self.index.find(hash, |&i| id_bytes(arena, &slots[i as usize]) == id.as_bytes()).map(|&i| i as usize)
+        self.index.find(hash, |i| id_bytes(arena, &slots[i as usize]) == id.as_bytes()).map(|i| i as usize)
     }
 
     /// Mutable access that marks the slot dirty.
@@ -144,29 +185,39 @@ impl Slab {
             return Err(Error::CapacityExceeded("more than 2^32-1 stubs"));
         }
         let hash = self.hasher.hash_one(id.as_bytes());
-        let (arena, slots, hasher) = (&self.arena, &self.slots, &self.hasher);
-        let entry = self.index.entry(
-            hash,
-            |&j| id_bytes(arena, &slots[j as usize]) == id.as_bytes(),
-            |&j| hasher.hash_one(id_bytes(arena, &slots[j as usize])),
-        );
-        let vacant = match entry {
-            hashbrown::hash_table::Entry::Occupied(o) => return Ok(Err(*o.get() as usize)),
-            hashbrown::hash_table::Entry::Vacant(v) => v,
-        };
-        if self.arena.len() + id.len() > u32::MAX as usize {
-            // Compaction would move ids under the index's feet mid-insert; the
-            // arena is compacted on removals, so a full one is truly full.
-            return Err(Error::CapacityExceeded("node id arena above 4 GiB"));
+        if let Some(j) = self.find_hashed(id, hash) {
+            return Ok(Err(j));
         }
-        vacant.insert(i as u32);
-        slot.id_off = self.arena.len() as u32;
-        slot.id_len = id.len() as u16;
+        slot.key = self.store_key(id)?;
         slot.flags = DIRTY;
-        self.arena.push_str(id);
+        if self.index.needs_growth() {
+            self.grow_index(i + 1);
+        }
+        self.index.insert_unique(hash, i as u32);
+        self.id_bytes += id.len();
         self.slots.push(slot);
         // Listed by `fresh_from` (which is at most `i`), not in `dirty`.
         Ok(Ok(i))
+    }
+
+    /// The key for `id`: in place, or appended to the arena.
+    fn store_key(&mut self, id: &str) -> Result<Key> {
+        if let Some(k) = Key::inline(id) {
+            return Ok(k);
+        }
+        if self.arena.len() + id.len() > u32::MAX as usize {
+            return Err(Error::CapacityExceeded("node id arena above 4 GiB"));
+        }
+        let len = u16::try_from(id.len()).map_err(|_| Error::CapacityExceeded("node id above 64 KiB"))?;
+        let k = Key::long(self.arena.len() as u32, len);
+        self.arena.push_str(id);
+        Ok(k)
+    }
+
+    /// Grows the index to room for `room` slots.
+    fn grow_index(&mut self, room: usize) {
+        let (arena, slots, hasher) = (&self.arena, &self.slots, &self.hasher);
+        self.index.grow(room, |j| hasher.hash_one(id_bytes(arena, &slots[j as usize])));
     }
 
     /// Appends a stub without indexing it, not dirty, with retry time
@@ -175,18 +226,14 @@ impl Slab {
         if self.slots.len() >= u32::MAX as usize {
             return Err(Error::CapacityExceeded("more than 2^32-1 stubs"));
         }
-        if self.arena.len() + id.len() > u32::MAX as usize {
-            return Err(Error::CapacityExceeded("node id arena above 4 GiB"));
-        }
-        slot.id_off = self.arena.len() as u32;
-        slot.id_len = id.len() as u16;
+        slot.key = self.store_key(id)?;
         slot.flags = 0;
         // A slot that is not dirty cannot be in the fresh range: list the
         // range's slots (loads start empty, so this is normally nothing).
         for j in self.fresh_from..self.slots.len() {
             self.dirty.push(j as u32);
         }
-        self.arena.push_str(id);
+        self.id_bytes += id.len();
         self.slots.push(slot);
         self.fresh_from = self.slots.len();
         self.set_retry_at(self.slots.len() - 1, retry_at_ms);
@@ -194,34 +241,14 @@ impl Slab {
     }
 
     /// Indexes every slot from scratch; `Err(i)` names a slot whose id repeats.
-    ///
-    /// Inserting a million slots in slot order writes the index at random:
-    /// a cache miss or two per slot, most of a reload's time. So the slots are
-    /// first grouped by where their hash lands in the index (one counting-sort
-    /// pass on the top bits of the position), and the index is then filled
-    /// group by group: each group's part of the index stays in cache.
+    /// The index is filled grouped by home bucket (see `Index::rebuild`); an
+    /// id is read only where a hash shares a tag and a probe with another.
     pub(crate) fn rebuild_index(&mut self) -> std::result::Result<(), usize> {
-        self.index.clear();
-        let (arena, slots, hasher) = (&self.arena, &self.slots, &self.hasher);
-        self.index.reserve(slots.len(), |&j| hasher.hash_one(id_bytes(arena, &slots[j as usize])));
-        let hashes: Vec<u64> = slots.iter().map(|s| hasher.hash_one(id_bytes(arena, s))).collect();
-        let order = by_index_position(&hashes, self.index.capacity());
-        for &(h, i) in &order {
-            // The id is read only on a tag match: reading it for every slot
-            // would be the random access the grouping avoids.
-            let entry = self.index.entry(
-                h,
-                |&j| id_bytes(arena, &slots[j as usize]) == id_bytes(arena, &slots[i as usize]),
-                |&j| hashes[j as usize],
-            );
-            match entry {
-                hashbrown::hash_table::Entry::Occupied(_) => return Err(i as usize),
-                hashbrown::hash_table::Entry::Vacant(v) => {
-                    v.insert(i);
-                }
-            }
-        }
-        Ok(())
+        let hashes: Vec<u64> = (0..self.slots.len()).map(|j| self.hash_of(j)).collect();
+        let (arena, slots) = (&self.arena, &self.slots);
+        let same =
+            |a: u32, b: u32| id_bytes(arena, &slots[a as usize]) == id_bytes(arena, &slots[b as usize]);
+        self.index.rebuild(&hashes, slots.len(), same).map_err(|i| i as usize)
     }
 
     /// Hashes every id of a batch into `hashes` and pulls into cache what
@@ -244,36 +271,24 @@ impl Slab {
         hashes.clear();
         candidates.clear();
         hashes.extend(ids.map(|id| self.hasher.hash_one(id.as_bytes())));
-        // Group words only: a tag test that never matches reads no bucket.
+        // The home bucket's line: the candidate is the first entry with the tag.
         let mut touched = 0u64;
         for &h in hashes.iter() {
-            touched ^= u64::from(self.index.find(h, |_| false).is_some());
-        }
-        for &h in hashes.iter() {
-            let j = self.index.find(h, |_| true).copied().unwrap_or(u32::MAX);
+            let j = self.index.candidate(h).unwrap_or(u32::MAX);
             touched ^= u64::from(j);
             candidates.push(j);
         }
-        // Both ends of what the apply reads (`id_off` .. `version`), which may
-        // be on two lines.
-        let mut offsets = 0u64;
-        for &j in candidates.iter() {
-            if let Some(s) = self.slots.get(j as usize) {
-                touched ^= s.version;
-                offsets ^= u64::from(s.id_off);
-            }
-        }
-        // Both ends of the id too: one of ten ids crosses a line.
+        // Both ends of what the apply reads (key .. version), which may be on
+        // two lines; a long id's start in the arena too.
         let arena = self.arena.as_bytes();
         for &j in candidates.iter() {
             if let Some(s) = self.slots.get(j as usize) {
-                let (first, last) =
-                    (s.id_off as usize, (s.id_off as usize + s.id_len as usize).saturating_sub(1));
-                touched ^= u64::from(arena.get(first).copied().unwrap_or(0));
-                touched ^= u64::from(arena.get(last).copied().unwrap_or(0));
+                touched ^= s.version;
+                if let Some((off, _)) = s.key.in_arena() {
+                    touched ^= u64::from(arena.get(off).copied().unwrap_or(0));
+                }
             }
         }
-        touched ^= offsets;
         // Keeps the reads: without a use, the passes would be optimised away.
         std::hint::black_box(touched);
     }
@@ -291,7 +306,7 @@ impl Slab {
 
     /// Takes an index built elsewhere from [`hash_id`](Self::hash_id) of every
     /// slot in order, each id distinct.
-    pub(crate) fn install_index(&mut self, index: HashTable<u32>) {
+    pub(crate) fn install_index(&mut self, index: Index) {
         debug_assert_eq!(index.len(), self.slots.len());
         self.index = index;
     }
@@ -301,13 +316,13 @@ impl Slab {
     /// cursor, so a pass never skips a stub that was moved to fill the hole.
     pub(crate) fn remove(&mut self, i: usize, cursor: &mut usize) {
         let hash = self.hash_of(i);
-        match self.index.find_entry(hash, |&j| j as usize == i) {
-            Ok(entry) => {
-                entry.remove();
-            }
-            Err(_) => unreachable!("slot {i} missing from the index"),
+        let indexed = self.index.remove(hash, i as u32);
+        debug_assert!(indexed, "slot {i} missing from the index");
+        let key = self.slots[i].key;
+        self.id_bytes -= id_bytes(&self.arena, &self.slots[i]).len();
+        if let Some((_, len)) = key.in_arena() {
+            self.garbage += len;
         }
-        self.garbage += self.slots[i].id_len as usize;
         self.set_retry_at(i, 0);
         let last = self.slots.len() - 1;
         if i < *cursor {
@@ -336,9 +351,8 @@ impl Slab {
     /// Moves slot `from` into position `to`, repointing its index entry.
     fn relocate(&mut self, from: usize, to: usize) {
         let hash = self.hash_of(from);
-        if let Some(entry) = self.index.find_mut(hash, |&j| j as usize == from) {
-            *entry = to as u32;
-        }
+        let indexed = self.index.replace(hash, from as u32, to as u32);
+        debug_assert!(indexed, "slot {from} missing from the index");
         self.slots[to] = self.slots[from];
         if self.slots[to].flags & RETRY != 0 {
             // `to`'s own entry went with its removal or its own move.
@@ -354,9 +368,11 @@ impl Slab {
     fn compact(&mut self) {
         let mut arena = String::with_capacity(self.arena.len() - self.garbage);
         for s in &mut self.slots {
-            let start = s.id_off as usize;
-            s.id_off = arena.len() as u32;
-            arena.push_str(&self.arena[start..start + s.id_len as usize]);
+            if let Some((start, len)) = s.key.in_arena() {
+                // Fits: the new arena is no longer than the old.
+                s.key = Key::long(arena.len() as u32, len as u16);
+                arena.push_str(&self.arena[start..start + len]);
+            }
         }
         self.arena = arena;
         self.garbage = 0;
@@ -371,7 +387,9 @@ impl Slab {
                 let retry = self.retry_at(i);
                 let slot = &mut self.slots[i];
                 slot.flags &= !DIRTY;
-                f(id_of(&self.arena, slot), slot, retry);
+                // A copy lends the id: an id in place is inside the slot `f` may change.
+                let held = *slot;
+                f(id_of(&self.arena, &held), slot, retry);
             }
         }
         self.fresh_from = self.slots.len();
@@ -408,7 +426,7 @@ impl Slab {
     pub(crate) fn dirty_estimate(&self) -> (usize, usize) {
         let n = (self.dirty.len() + self.slots.len() - self.fresh_from).min(self.slots.len());
         // Mean id length, rounded up; a drain that outgrows it just reallocates.
-        let mean = self.arena.len().div_ceil(self.slots.len().max(1));
+        let mean = self.id_bytes.div_ceil(self.slots.len().max(1));
         (n, n * mean)
     }
 
@@ -431,37 +449,20 @@ impl Slab {
     }
 }
 
-/// `(hash, slot)` for every slot, grouped by the top bits of the position the
-/// hash takes in an index of `capacity` (hashbrown starts a probe at `hash &
-/// (buckets - 1)`, with `buckets` the power of two above `capacity`). Only
-/// locality depends on that guess; the index is correct in any order.
-pub(crate) fn by_index_position(hashes: &[u64], capacity: usize) -> Vec<(u64, u32)> {
-    const GROUP_BITS: u32 = 11;
-    let bits = capacity.max(1).next_power_of_two().trailing_zeros().max(GROUP_BITS);
-    let group = |h: u64| ((h & ((1u64 << bits) - 1)) >> (bits - GROUP_BITS)) as usize;
-    let mut starts = vec![0usize; (1 << GROUP_BITS) + 1];
-    for &h in hashes {
-        starts[group(h) + 1] += 1;
+fn id_bytes<'a>(arena: &'a str, s: &'a Slot) -> &'a [u8] {
+    match s.key.in_arena() {
+        // Sliced as bytes: slicing the `str` checks both ends for char
+        // boundaries, which reads the byte after the id, often on the next line.
+        Some((off, len)) => &arena.as_bytes()[off..off + len],
+        None => &s.key.0[1..=s.key.0[0] as usize],
     }
-    for g in 1..starts.len() {
-        starts[g] += starts[g - 1];
-    }
-    let mut out = vec![(0u64, 0u32); hashes.len()];
-    for (i, &h) in hashes.iter().enumerate() {
-        let at = &mut starts[group(h)];
-        out[*at] = (h, i as u32);
-        *at += 1;
-    }
-    out
 }
 
-fn id_bytes<'a>(arena: &'a str, s: &Slot) -> &'a [u8] {
-    // Sliced as bytes: slicing the `str` checks both ends for char
-    // boundaries, which reads the byte after the id, often on the next line.
-    &arena.as_bytes()[s.id_off as usize..s.id_off as usize + s.id_len as usize]
-}
-
-fn id_of<'a>(arena: &'a str, s: &Slot) -> &'a str {
-    // Offsets always start and end whole ids, so they fall on char boundaries.
-    &arena[s.id_off as usize..s.id_off as usize + s.id_len as usize]
+fn id_of<'a>(arena: &'a str, s: &'a Slot) -> &'a str {
+    match s.key.in_arena() {
+        // Offsets always start and end whole ids, so they fall on char boundaries.
+        Some((off, len)) => &arena[off..off + len],
+        // Only ever copied from a `&str`.
+        None => std::str::from_utf8(&s.key.0[1..=s.key.0[0] as usize]).expect("an id in place is UTF-8"),
+    }
 }

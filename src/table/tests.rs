@@ -16,6 +16,40 @@ fn verdicts(t: &mut GhostTable, now: u64, f: impl Fn(&str) -> Verdict) -> crate:
     t.apply_verdicts(&v, now)
 }
 
+/// Ids in the slot and in the arena, through growth of the index, removals
+/// that move slots and compact the arena, and a rebuild from a snapshot.
+#[test]
+fn short_and_long_ids_survive_growth_removal_and_compaction() {
+    let id = |i: usize| {
+        if i.is_multiple_of(3) { format!("long-node-{i:05}-{}", "é".repeat(20)) } else { format!("n{i}") }
+    };
+    let mut t = table();
+    for i in 0..3000 {
+        t.insert(&id(i), ShardId(1 + (i % 7) as u16), 1, Epoch(1), 0).unwrap();
+    }
+    // Purges most long ids: well past the arena's compaction threshold.
+    let purged = |i: usize| (i.is_multiple_of(3) || i.is_multiple_of(5)) && !i.is_multiple_of(4);
+    for i in (0..3000).filter(|&i| purged(i)) {
+        assert_eq!(t.edge_removed(&id(i)), EdgeOutcome::Purged, "{}", id(i));
+    }
+    let live = |i: &usize| !purged(*i);
+    let check = |t: &GhostTable| {
+        for i in 0..3000 {
+            let want = live(&i).then_some(1 + (i % 7) as u16);
+            assert_eq!(t.resolve(&id(i)), want, "{}", id(i));
+        }
+        let mut ids: Vec<String> = t.iter().map(|(s, _)| s.to_owned()).collect();
+        ids.sort();
+        let mut want: Vec<String> = (0..3000).filter(live).map(id).collect();
+        want.sort();
+        assert_eq!(ids, want);
+    };
+    check(&t);
+    let bytes = crate::codec::encode_snapshot(&t).unwrap();
+    let back = crate::codec::decode_snapshot(&bytes, 0, &TableConfig::default()).unwrap();
+    check(&back);
+}
+
 #[test]
 fn lifecycle_purges_when_the_last_edge_goes() {
     let mut t = table();
