@@ -103,7 +103,7 @@ pub use actors::GhostActor;
 pub use config::{
     Durability, GhostConfig, RestartPolicy, RuntimeConfig, ShardConfig, SweeperConfig, TableConfig,
 };
-pub use error::{Cause, DecodeError, Error, Result};
+pub use error::{Cause, DecodeError, Error, Result, RetryHint};
 pub use event::{BatchOutcome, EdgeEvent, EdgeEvents, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 pub use ids::{Epoch, ShardId};
 pub use runtime::{GhostReader, GhostRuntime, GhostRuntimeBuilder, StoreChoice};

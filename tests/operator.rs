@@ -67,10 +67,10 @@ async fn one_shards_stats() {
     // Any host message, with one `Result` to handle.
     let g = rt.request(1, vshard_ghosts::messages::Inspect { node_id: "n".into() }).await.unwrap();
     assert_eq!(g.map(|g| g.refcount), Some(2));
-    assert_eq!(rt.request(7, vshard_ghosts::messages::Flush).await, Err(Error::UnknownShard(7)));
+    assert_eq!(rt.request(7, vshard_ghosts::messages::Flush).await, Err(Error::UnknownShard(ShardId(7))));
     let s = rt.shard_stats(1).await.unwrap();
-    assert_eq!((s.state, s.table.shard, s.table.ghosts), (ShardState::Ready, 1, 1));
-    assert_eq!(rt.shard_stats(9).await.map(|_| ()), Err(Error::UnknownShard(9)));
+    assert_eq!((s.state, s.table.shard, s.table.ghosts), (ShardState::Ready, ShardId(1), 1));
+    assert_eq!(rt.shard_stats(9).await.map(|_| ()), Err(Error::UnknownShard(ShardId(9))));
 }
 
 #[actix::test]
@@ -254,7 +254,7 @@ async fn a_shard_is_exported_page_by_page_in_id_order() {
     }
     let want: Vec<String> = (0..24).map(|i| format!("n{i:02}")).collect();
     assert_eq!((seen, pages), (want, 3));
-    assert_eq!(rt.export_page(7, None, 10).await.map(|_| ()), Err(Error::UnknownShard(7)));
+    assert_eq!(rt.export_page(7, None, 10).await.map(|_| ()), Err(Error::UnknownShard(ShardId(7))));
     rt.shutdown().await.unwrap();
 }
 

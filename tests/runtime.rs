@@ -34,7 +34,7 @@ async fn routes_by_shard_and_resolves_a_frontier() {
         rt.resolve_many(&frontier).await.unwrap(),
         vec![Some(ShardId(4)), Some(ShardId(1)), None, Some(ShardId(0))]
     );
-    assert_eq!(rt.edge_added(9, "x").await, Err(Error::UnknownShard(9)));
+    assert_eq!(rt.edge_added(9, "x").await, Err(Error::UnknownShard(ShardId(9))));
     assert!(rt.addr(9).is_err());
     // Chaos hooks are off unless configured: no client can crash a shard.
     let refused = rt.request(0, vshard_ghosts::messages::InjectPanic).await;

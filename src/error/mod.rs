@@ -2,8 +2,11 @@
 //! store, encoding or load failure.
 
 mod cause;
+mod retry;
 
+use crate::ids::ShardId;
 pub use cause::Cause;
+pub use retry::RetryHint;
 use thiserror::Error;
 
 /// Why a persisted byte string could not be decoded.
@@ -173,7 +176,7 @@ pub enum Error {
     },
     /// No shard with this id runs here.
     #[error("unknown shard {0}")]
-    UnknownShard(u16),
+    UnknownShard(ShardId),
     /// This process does not own the shard in a shared catalog: its ownership
     /// lapsed or another process holds it. Nothing was written; retrying does
     /// not help until ownership is taken again, so the shard fails closed.
@@ -190,7 +193,7 @@ pub enum Error {
     #[error("shard {shard} awaits the retry of batches up to {awaiting} (applied {applied:?})")]
     SeqGap {
         /// The shard.
-        shard: u16,
+        shard: ShardId,
         /// The last batch the shard has applied.
         applied: Option<u64>,
         /// The highest batch that a restart lost unacknowledged.
@@ -299,7 +302,7 @@ mod tests {
             Error::Unavailable { shard: 1 },
             Error::ShardLoading { shard: 1 },
             Error::TargetUnreachable { shard: 1 },
-            Error::SeqGap { shard: 1, applied: Some(1), awaiting: 2 },
+            Error::SeqGap { shard: ShardId(1), applied: Some(1), awaiting: 2 },
             Error::NotSwept { passes: 16 },
         ];
         assert!(retry.iter().all(Error::is_retryable));
@@ -310,7 +313,7 @@ mod tests {
             Error::InvalidConfig("x".into()),
             Error::ShardFailed { shard: 1, cause: Box::new(Error::InvalidConfig("x".into())) },
             Error::ShardDown { shard: 1, restarts: 6 },
-            Error::UnknownShard(1),
+            Error::UnknownShard(ShardId(1)),
             Error::MailboxClosed { shard: 1 },
             Error::Fenced { shard: 1, cause: "x".into() },
             Error::NoSweeper,

@@ -59,7 +59,7 @@ impl GhostRuntime {
     pub fn addr(&self, shard: impl Into<ShardId>) -> Result<&Addr<GhostActor>> {
         self.check_open(false)?;
         let shard = shard.into().get();
-        self.shards.get(&shard).ok_or(Error::UnknownShard(shard))
+        self.shards.get(&shard).ok_or(Error::UnknownShard(shard.into()))
     }
 
     /// A reader of every shard's table, for any thread or task: it answers

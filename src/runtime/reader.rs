@@ -63,7 +63,7 @@ impl GhostReader {
         let shard = shard.get();
         match self.shards.binary_search_by_key(&shard, |(s, _)| *s) {
             Ok(i) => Ok(&self.shards[i].1),
-            Err(_) => Err(Error::UnknownShard(shard)),
+            Err(_) => Err(Error::UnknownShard(shard.into())),
         }
     }
 

@@ -48,7 +48,9 @@ impl Handler<EdgeBatch> for GhostActor {
                 // Applying it would move the sequence number past batches
                 // whose retries are still to come, and those would be skipped.
                 let shard = self.shard;
-                return Box::pin(async move { Err(Error::SeqGap { shard, applied, awaiting: upto }) });
+                return Box::pin(async move {
+                    Err(Error::SeqGap { shard: shard.into(), applied, awaiting: upto })
+                });
             }
         }
         if m.events.any_added() {
