@@ -112,6 +112,10 @@ pub use sweep::verdict::{LocalEdges, Verdict};
 pub use sweep::verify::{DirectoryVerifier, Verifier, VerifyRequest};
 pub use writer::WriterStats;
 
+/// The boxed future [`Verifier`] and [`Clock`](clock::Clock) return, so that a
+/// host implements them without a `futures` dependency of its own.
+pub use futures::future::BoxFuture;
+
 /// Compiles the README's code as a doctest, so the wiring example stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
