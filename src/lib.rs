@@ -106,7 +106,7 @@ pub use config::{
 pub use error::{Cause, DecodeError, Error, Result, RetryHint};
 pub use event::{BatchOutcome, EdgeEvent, EdgeEvents, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 pub use ids::{Epoch, ShardId};
-pub use runtime::{GhostReader, GhostRuntime, GhostRuntimeBuilder, StoreChoice};
+pub use runtime::{FrontierEntry, GhostReader, GhostRuntime, GhostRuntimeBuilder, Health, StoreChoice};
 pub use stub::GhostInfo;
 pub use sweep::verdict::{LocalEdges, Verdict};
 pub use sweep::verify::{DirectoryVerifier, Verifier, VerifyRequest};

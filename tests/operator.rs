@@ -349,3 +349,25 @@ async fn an_export_page_of_any_size_is_bounded_by_the_table() {
     assert_eq!(rt.shard_stats(0).await.unwrap().restarts, 0, "no panic");
     rt.shutdown().await.unwrap();
 }
+
+#[actix::test]
+async fn ready_says_which_shards_serve_and_which_failed_closed() {
+    let store = Arc::new(Corrupt::default());
+    let rt = GhostRuntime::builder().shards(0..3).store(StoreChoice::Custom(store.clone())).start().unwrap();
+    let health = rt.ready().await.unwrap();
+    assert_eq!(health.ready, vec![ShardId(1), ShardId(2)]);
+    assert!(health.loading.is_empty() && health.is_settled() && !health.is_ready());
+    assert_eq!(health.failed.len(), 1);
+    assert_eq!(health.failed[0].0, ShardId(0));
+    assert!(matches!(health.failed[0].1, Error::ShardFailed { shard: 0, .. }), "{health}");
+    assert!(
+        health.to_string().starts_with("ready 2/3, loading [], failed [0: shard 0 failed closed"),
+        "{health}"
+    );
+    assert_eq!(rt.health().unwrap(), health);
+    store.repaired.store(true, Ordering::SeqCst);
+    rt.revive_shard(0).await.unwrap();
+    assert!(rt.ready().await.unwrap().is_ready());
+    rt.shutdown().await.unwrap();
+    assert_eq!(rt.health(), Err(Error::Closed));
+}

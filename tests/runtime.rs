@@ -127,3 +127,60 @@ fn a_crash_loses_nothing_acknowledged() {
         assert_eq!(g.refcount, 2, "{id}: acknowledged edge lost");
     }
 }
+
+#[actix::test]
+async fn clones_drive_the_same_shards_and_readers_show_the_ghost() {
+    let rt = memory_runtime();
+    assert!(rt.ready().await.unwrap().is_ready());
+    let tasks: Vec<_> = (0..8u16)
+        .map(|s| {
+            let rt = rt.clone();
+            let ghost = InsertGhost {
+                node_id: format!("n{s}").into(),
+                target: ShardId((s + 1) % 8),
+                refcount: 2,
+                epoch: Epoch(3),
+            };
+            actix::spawn(async move { rt.insert_ghost(ShardId(s), ghost).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // An owned frontier needs no borrowed copy.
+    let owned: Vec<(ShardId, String)> = (0..8u16).map(|s| (ShardId(s), format!("n{s}"))).collect();
+    let want: Vec<_> = (0..8u16).map(|s| Some(ShardId((s + 1) % 8))).collect();
+    assert_eq!(rt.resolve_many(owned).await.unwrap(), want);
+    let reader = rt.reader();
+    let g = reader.ghost(ShardId(3), "n3").unwrap().unwrap();
+    assert_eq!((g.target_shard, g.refcount, g.epoch), (ShardId(4), 2, Epoch(3)));
+    assert_eq!(reader.ghost(ShardId(3), "n4"), Ok(None));
+    assert_eq!(reader.ghost(ShardId(9), "n4"), Err(Error::UnknownShard(ShardId(9))));
+    rt.shutdown().await.unwrap();
+    assert_eq!(reader.ghost(ShardId(3), "n3"), Err(Error::Closed));
+}
+
+#[actix::test]
+async fn a_dropped_runtime_frees_its_redb_file_for_the_next_in_the_same_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ghosts.redb");
+    let start =
+        || GhostRuntime::builder().shards(0..4).arbiters(2).store(StoreChoice::Redb(path.clone())).start();
+    let rt = start().unwrap();
+    rt.insert_ghost(
+        ShardId(1),
+        InsertGhost { node_id: "n".into(), target: ShardId(2), refcount: 1, epoch: Epoch(1) },
+    )
+    .await
+    .unwrap();
+    let clone = rt.clone();
+    drop(rt);
+    assert_eq!(clone.resolve(ShardId(1), "n").await, Ok(Some(ShardId(2))), "a clone keeps the runtime");
+    let reader = clone.reader();
+    drop(clone);
+    assert_eq!(reader.resolve(ShardId(1), "n"), Err(Error::Closed), "readers of a dropped runtime say so");
+    let rt = start().expect("the last drop released the file");
+    assert!(rt.ready().await.unwrap().is_ready());
+    assert_eq!(rt.resolve(ShardId(1), "n").await, Ok(Some(ShardId(2))), "acknowledged before the drop");
+    rt.shutdown().await.unwrap();
+}

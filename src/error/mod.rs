@@ -199,6 +199,10 @@ pub enum Error {
         /// The highest batch that a restart lost unacknowledged.
         awaiting: u64,
     },
+    /// The runtime was built without a store: name one with
+    /// `GhostRuntimeBuilder::store` (a redb file, memory, or your own).
+    #[error("no store chosen: call GhostRuntimeBuilder::store (StoreChoice::Redb(path), Memory or Custom)")]
+    NoStore,
     /// No sweeper runs: none was started (the builder was given no verifier
     /// and `start_sweeper` was not called), or it was stopped.
     #[error("no sweeper runs")]
@@ -227,7 +231,7 @@ impl Error {
     /// came ahead of retries the shard awaits (`SeqGap`: after those), or a
     /// wait for a sweep ran out of passes (`NotSwept`). False when something
     /// must change first: the input (`InvalidNodeId`, `SelfTarget`,
-    /// `InvalidConfig`, `UnknownShard`), the stored state or the operator's
+    /// `InvalidConfig`, `NoStore`, `UnknownShard`), the stored state or the operator's
     /// view of the shard (`Decode`, `NotAStore`, `ShardFailed`, `ShardDown`:
     /// see `GhostRuntime::revive_shard`), ownership (`Fenced`), or the
     /// runtime's life (`MailboxClosed`, `NoSweeper`, `SweeperRunning`, `Closed`).

@@ -1,11 +1,14 @@
 //! `GhostRuntime`: what a server wires in — N supervised shards over K arbiters, one writer, routing, shutdown.
 
 mod builder;
+mod health;
 mod operator;
 mod reader;
+mod release;
 mod sweeper;
 
 pub use builder::{GhostRuntimeBuilder, StoreChoice};
+pub use health::Health;
 pub use reader::GhostReader;
 
 use crate::actors::GhostActor;
@@ -24,22 +27,44 @@ use sweeper::SweeperSlot;
 
 /// A running set of shards. Build it with [`GhostRuntime::builder`] inside an
 /// actix `System`; every call routes by shard id.
+///
+/// Cheap to clone (a few reference counts): hand a clone to each task that
+/// sends work; every clone drives the same shards.
+///
+/// # Shutting down, or dropping it
+///
+/// [`shutdown`](Self::shutdown) is the way out: it drains every mailbox and
+/// makes everything applied durable. Dropping the last clone without it
+/// releases what a drop can without waiting on the shards: readers answer
+/// [`Error::Closed`], the sweeper's and the shards' arbiters are told to stop,
+/// and the store writer finishes the commits already queued and closes the
+/// store (so a redb file can be opened again at once, by a new runtime in
+/// the same process). What was acknowledged is durable; what was applied but
+/// not yet acknowledged as durable (edge removals, sweep purges, everything
+/// under `Durability::Interval`) may be lost, as in a crash, and the sweeper
+/// repairs it. Shards on the calling arbiter (`arbiters = 0`) are not
+/// stopped by a drop: their requests fail once the writer is closed.
+/// The drop waits for the writer's thread, so drop the last clone outside a
+/// latency-sensitive task.
+#[derive(Clone)]
 pub struct GhostRuntime {
-    shards: HashMap<u16, Addr<GhostActor>>,
+    shards: Arc<HashMap<u16, Addr<GhostActor>>>,
     reader: GhostReader,
-    sweeper: Mutex<SweeperSlot>,
+    sweeper: Arc<Mutex<SweeperSlot>>,
     /// The one clock the shards and the sweeper's bucket read.
     clock: Arc<dyn Clock>,
     /// Set when `shutdown` begins: no sweeper may start.
-    closing: AtomicBool,
+    closing: Arc<AtomicBool>,
     /// Set once `shutdown` has flushed: nothing is routed or read any more
     /// (shared with the readers).
     closed: Arc<AtomicBool>,
     /// Whether the shards run on arbiters of their own (so the sweeper gets one too).
     own_threads: bool,
-    arbiters: Mutex<Vec<Arbiter>>,
-    writer: Mutex<Option<StoreWriter>>,
-    extra: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    arbiters: Arc<Mutex<Vec<Arbiter>>>,
+    writer: Arc<Mutex<Option<StoreWriter>>>,
+    extra: Arc<Mutex<Vec<Box<dyn FnOnce() + Send>>>>,
+    /// Dropped with the last clone: releases what `shutdown` was not called for.
+    _release: Arc<release::OnLastDrop>,
 }
 
 impl std::fmt::Debug for GhostRuntime {
@@ -49,7 +74,8 @@ impl std::fmt::Debug for GhostRuntime {
 }
 
 impl GhostRuntime {
-    /// A builder with [`RuntimeConfig::default`](crate::RuntimeConfig::default) and the redb store at `./ghosts.redb`.
+    /// A builder with [`RuntimeConfig::default`](crate::RuntimeConfig::default)
+    /// and no store: [`store`](GhostRuntimeBuilder::store) must name one.
     pub fn builder() -> GhostRuntimeBuilder {
         GhostRuntimeBuilder::default()
     }
@@ -147,19 +173,27 @@ impl GhostRuntime {
     }
 
     /// Resolves a traversal frontier of `(shard, node)` pairs: one request per
-    /// shard, all shards concurrently, answers in input order.
-    pub async fn resolve_many(&self, frontier: &[(ShardId, &str)]) -> Result<Vec<Option<ShardId>>> {
+    /// shard, all shards concurrently, answers in input order. Takes any
+    /// iterator of pairs, owned or borrowed: `&[(ShardId, &str)]`,
+    /// `Vec<(ShardId, String)>`, a map's iterator.
+    pub async fn resolve_many<I>(&self, frontier: I) -> Result<Vec<Option<ShardId>>>
+    where
+        I: IntoIterator,
+        I::Item: FrontierEntry,
+    {
         let mut by_shard: HashMap<ShardId, (Vec<usize>, Vec<Box<str>>)> = HashMap::new();
-        for (i, (shard, node)) in frontier.iter().enumerate() {
-            let e = by_shard.entry(*shard).or_default();
+        let mut len = 0;
+        for (i, entry) in frontier.into_iter().enumerate() {
+            let e = by_shard.entry(entry.shard()).or_default();
             e.0.push(i);
-            e.1.push((*node).into());
+            e.1.push(entry.node_id().into());
+            len = i + 1;
         }
         let calls = by_shard.into_iter().map(|(shard, (slots, node_ids))| async move {
             let answers = self.request(shard, ResolveMany { node_ids }).await?;
             Ok::<_, Error>((slots, answers))
         });
-        let mut out = vec![None; frontier.len()];
+        let mut out = vec![None; len];
         for r in futures::future::join_all(calls).await {
             let (slots, answers) = r?;
             for (i, a) in slots.into_iter().zip(answers) {
@@ -256,5 +290,34 @@ async fn export_metrics(shards: &HashMap<u16, Addr<GhostActor>>) {
         if let Ok(stats) = stats {
             crate::metrics::export_shard(&stats, shard);
         }
+    }
+}
+
+/// One `(shard, node)` pair of a traversal frontier, owned or borrowed: what
+/// [`GhostRuntime::resolve_many`] takes.
+pub trait FrontierEntry {
+    /// The shard that may hold a ghost of the node.
+    fn shard(&self) -> ShardId;
+    /// The node.
+    fn node_id(&self) -> &str;
+}
+
+impl<S: AsRef<str>> FrontierEntry for (ShardId, S) {
+    fn shard(&self) -> ShardId {
+        self.0
+    }
+
+    fn node_id(&self) -> &str {
+        self.1.as_ref()
+    }
+}
+
+impl<S: AsRef<str>> FrontierEntry for &(ShardId, S) {
+    fn shard(&self) -> ShardId {
+        self.0
+    }
+
+    fn node_id(&self) -> &str {
+        self.1.as_ref()
     }
 }

@@ -3,6 +3,7 @@
 use crate::actors::ghost::{READ_CHUNK, ShardCell};
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
+use crate::stub::GhostInfo;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -109,6 +110,22 @@ impl GhostReader {
             }
         }
         Ok(out)
+    }
+
+    /// The ghost of `node_id` on `shard` (target, refcount, epoch, version),
+    /// or `None` when the node is no ghost there; the same rules as
+    /// [`resolve`](Self::resolve): an error while the shard has no table.
+    pub fn ghost(&self, shard: impl Into<ShardId>, node_id: &str) -> Result<Option<GhostInfo>> {
+        let cell = self.cell(shard.into())?;
+        let view = cell.read();
+        Ok(view.table(cell.shard)?.get(node_id))
+    }
+
+    /// `Ok` when `shard` has a table to answer from, else the error a read would get.
+    pub(crate) fn serving(&self, shard: ShardId) -> Result<()> {
+        let cell = self.cell(shard)?;
+        let view = cell.read();
+        view.table(cell.shard).map(|_| ())
     }
 
     /// Every shard id it reads, ascending.
