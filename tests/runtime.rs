@@ -184,3 +184,47 @@ async fn a_dropped_runtime_frees_its_redb_file_for_the_next_in_the_same_process(
     assert_eq!(rt.resolve(ShardId(1), "n").await, Ok(Some(ShardId(2))), "acknowledged before the drop");
     rt.shutdown().await.unwrap();
 }
+
+#[actix::test]
+async fn bulk_moves_answer_per_item_in_order_with_one_commit_per_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreChoice::Redb(dir.path().join("ghosts.redb"));
+    let rt = GhostRuntime::builder().shards(0..4).arbiters(2).store(store).start().unwrap();
+    rt.ready().await.unwrap();
+    let ghost = |i: u16, target: u16| InsertGhost {
+        node_id: format!("n{i}").into(),
+        target: ShardId(target),
+        refcount: 1,
+        epoch: Epoch(1),
+    };
+    let mut batch: Vec<(ShardId, InsertGhost)> =
+        (0..1_000u16).map(|i| (ShardId(i % 4), ghost(i, (i + 1) % 4))).collect();
+    batch.insert(5, (ShardId(2), ghost(9_000, 2))); // its own shard: fails alone
+    batch.insert(7, (ShardId(9), ghost(9_001, 1))); // no such shard
+    let before = rt.writer_stats().unwrap();
+    let out = rt.insert_ghosts(batch).await;
+    let after = rt.writer_stats().unwrap();
+    assert_eq!(out.len(), 1_002);
+    assert_eq!(out[5], Err(Error::SelfTarget { shard: 2 }));
+    assert_eq!(out[7], Err(Error::UnknownShard(ShardId(9))));
+    assert_eq!(out.iter().filter(|o| **o == Ok(InsertOutcome::Inserted)).count(), 1_000);
+    assert!(after.shard_flushes - before.shard_flushes <= 4, "{before:?} -> {after:?}");
+    assert_eq!(rt.reader().resolve(ShardId(3), "n7"), Ok(Some(ShardId(0))));
+
+    let moves = [
+        (ShardId(3), Retarget { node_id: "n7".into(), target: ShardId(1), epoch: Epoch(2) }),
+        (ShardId(0), Retarget { node_id: "n4".into(), target: ShardId(2), epoch: Epoch(1) }),
+        (ShardId(0), Retarget { node_id: "absent".into(), target: ShardId(2), epoch: Epoch(2) }),
+    ];
+    assert_eq!(
+        rt.retargets(moves).await,
+        vec![Ok(MoveOutcome::Applied), Ok(MoveOutcome::Stale), Ok(MoveOutcome::UnknownNode)]
+    );
+    let back = [
+        (ShardId(3), Reclaim { node_id: "n7".into(), epoch: Epoch(3) }),
+        (ShardId(1), Reclaim { node_id: "n1".into(), epoch: Epoch(2) }),
+    ];
+    assert_eq!(rt.reclaims(back).await, vec![Ok(MoveOutcome::Applied), Ok(MoveOutcome::Applied)]);
+    assert_eq!(rt.reader().resolve(ShardId(3), "n7"), Ok(None));
+    rt.shutdown().await.unwrap();
+}

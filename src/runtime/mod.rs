@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use sweeper::SweeperSlot;
 
+/// Work registered to run first at shutdown (stopping a sweeper, a poller).
+pub(crate) type OnShutdown = Box<dyn FnOnce() + Send>;
+
 /// A running set of shards. Build it with [`GhostRuntime::builder`] inside an
 /// actix `System`; every call routes by shard id.
 ///
@@ -62,7 +65,7 @@ pub struct GhostRuntime {
     own_threads: bool,
     arbiters: Arc<Mutex<Vec<Arbiter>>>,
     writer: Arc<Mutex<Option<StoreWriter>>>,
-    extra: Arc<Mutex<Vec<Box<dyn FnOnce() + Send>>>>,
+    extra: Arc<Mutex<Vec<OnShutdown>>>,
     /// Dropped with the last clone: releases what `shutdown` was not called for.
     _release: Arc<release::OnLastDrop>,
 }
@@ -165,6 +168,78 @@ impl GhostRuntime {
         epoch: Epoch,
     ) -> Result<MoveOutcome> {
         self.request(shard, Reclaim { node_id: node_id.into(), epoch }).await
+    }
+
+    /// Records many moves at once, each `(holding shard, ghost)`: one message
+    /// and one commit per shard, all shards concurrently. Answers one outcome
+    /// per ghost, in input order: an invalid ghost fails alone, and a shard
+    /// that fails (unknown, loading, its commit) fails each of its ghosts
+    /// with that error (retry those).
+    pub async fn insert_ghosts(
+        &self,
+        ghosts: impl IntoIterator<Item = (ShardId, InsertGhost)>,
+    ) -> Vec<Result<InsertOutcome>> {
+        self.per_shard(ghosts, |ghosts| InsertGhosts { ghosts }).await
+    }
+
+    /// Many retargets at once, each `(holding shard, move)`, as
+    /// [`insert_ghosts`](Self::insert_ghosts) does inserts.
+    pub async fn retargets(
+        &self,
+        moves: impl IntoIterator<Item = (ShardId, Retarget)>,
+    ) -> Vec<Result<MoveOutcome>> {
+        self.per_shard(moves, |moves| Retargets { moves }).await
+    }
+
+    /// Many reclaims at once, each `(shard the node came back to, reclaim)`,
+    /// as [`insert_ghosts`](Self::insert_ghosts) does inserts.
+    pub async fn reclaims(
+        &self,
+        nodes: impl IntoIterator<Item = (ShardId, Reclaim)>,
+    ) -> Vec<Result<MoveOutcome>> {
+        self.per_shard(nodes, |nodes| Reclaims { nodes }).await
+    }
+
+    /// Groups `items` by shard, sends each group as one message, and puts the
+    /// per-item answers back in input order.
+    async fn per_shard<I, M, T>(
+        &self,
+        items: impl IntoIterator<Item = (ShardId, I)>,
+        msg: impl Fn(Vec<I>) -> M,
+    ) -> Vec<Result<T>>
+    where
+        M: Message<Result = Result<Vec<Result<T>>>> + Send + 'static,
+        T: Send + 'static,
+        GhostActor: Handler<M>,
+    {
+        let mut by_shard: HashMap<ShardId, (Vec<usize>, Vec<I>)> = HashMap::new();
+        let mut len = 0;
+        for (i, (shard, item)) in items.into_iter().enumerate() {
+            let e = by_shard.entry(shard).or_insert_with(Default::default);
+            e.0.push(i);
+            e.1.push(item);
+            len = i + 1;
+        }
+        let calls = by_shard.into_iter().map(|(shard, (slots, items))| {
+            let call = self.request(shard, msg(items));
+            async move { (slots, call.await) }
+        });
+        let mut out: Vec<Option<Result<T>>> = (0..len).map(|_| None).collect();
+        for (slots, answers) in futures::future::join_all(calls).await {
+            match answers {
+                Ok(answers) => {
+                    for (i, a) in slots.into_iter().zip(answers) {
+                        out[i] = Some(a);
+                    }
+                }
+                Err(e) => {
+                    for i in slots {
+                        out[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        out.into_iter().map(|a| a.unwrap_or(Err(Error::Closed))).collect()
     }
 
     /// Where `node_id`, if it is a ghost on `shard`, lives now.

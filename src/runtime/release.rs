@@ -12,7 +12,7 @@ pub(crate) struct OnLastDrop {
     pub(crate) closed: Arc<AtomicBool>,
     pub(crate) arbiters: Arc<Mutex<Vec<Arbiter>>>,
     pub(crate) writer: Arc<Mutex<Option<StoreWriter>>>,
-    pub(crate) extra: Arc<Mutex<Vec<Box<dyn FnOnce() + Send>>>>,
+    pub(crate) extra: Arc<Mutex<Vec<super::OnShutdown>>>,
 }
 
 impl Drop for OnLastDrop {

@@ -19,6 +19,34 @@ impl Handler<InsertGhost> for GhostActor {
     }
 }
 
+// Bulk moves: each item applies alone (its own outcome), all share one commit.
+impl Handler<InsertGhosts> for GhostActor {
+    type Result = Durable<Vec<Result<crate::InsertOutcome>>>;
+    fn handle(&mut self, m: InsertGhosts, ctx: &mut Context<Self>) -> Self::Result {
+        self.durable(ctx, Msg::kind("insert_many"), |t, now| {
+            m.ghosts.iter().map(|g| t.insert(&g.node_id, g.target, g.refcount, g.epoch, now)).collect()
+        })
+    }
+}
+
+impl Handler<Retargets> for GhostActor {
+    type Result = Durable<Vec<Result<crate::MoveOutcome>>>;
+    fn handle(&mut self, m: Retargets, ctx: &mut Context<Self>) -> Self::Result {
+        self.durable(ctx, Msg::kind("retarget_many"), |t, _| {
+            m.moves.iter().map(|r| t.retarget(&r.node_id, r.target, r.epoch)).collect()
+        })
+    }
+}
+
+impl Handler<Reclaims> for GhostActor {
+    type Result = Durable<Vec<Result<crate::MoveOutcome>>>;
+    fn handle(&mut self, m: Reclaims, ctx: &mut Context<Self>) -> Self::Result {
+        self.durable(ctx, Msg::kind("reclaim_many"), |t, now| {
+            m.nodes.iter().map(|r| Ok(t.reclaim(&r.node_id, r.epoch, now))).collect()
+        })
+    }
+}
+
 impl Handler<EdgeAdded> for GhostActor {
     type Result = Durable<crate::EdgeOutcome>;
     fn handle(&mut self, m: EdgeAdded, ctx: &mut Context<Self>) -> Self::Result {
