@@ -215,7 +215,7 @@ impl GhostRuntime {
         let mut by_shard: HashMap<ShardId, (Vec<usize>, Vec<I>)> = HashMap::new();
         let mut len = 0;
         for (i, (shard, item)) in items.into_iter().enumerate() {
-            let e = by_shard.entry(shard).or_insert_with(Default::default);
+            let e = by_shard.entry(shard).or_default();
             e.0.push(i);
             e.1.push(item);
             len = i + 1;
