@@ -11,7 +11,7 @@ pub use builder::{GhostRuntimeBuilder, StoreChoice};
 pub use health::Health;
 pub use reader::GhostReader;
 
-use crate::actors::GhostActor;
+use crate::actors::{GhostActor, Shards};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::event::EdgeEvents;
@@ -51,7 +51,8 @@ pub(crate) type OnShutdown = Box<dyn FnOnce() + Send>;
 /// latency-sensitive task.
 #[derive(Clone)]
 pub struct GhostRuntime {
-    shards: Arc<HashMap<u16, Addr<GhostActor>>>,
+    /// Every shard, with its cell and its actor (shared with the reader and the sweeper).
+    shards: Shards,
     reader: GhostReader,
     sweeper: Arc<Mutex<SweeperSlot>>,
     /// The one clock the shards and the sweeper's bucket read.
@@ -87,8 +88,7 @@ impl GhostRuntime {
     /// it takes the host messages of [`messages`](crate::messages).
     pub fn addr(&self, shard: impl Into<ShardId>) -> Result<&Addr<GhostActor>> {
         self.check_open(false)?;
-        let shard = shard.into().get();
-        self.shards.get(&shard).ok_or(Error::UnknownShard(shard.into()))
+        Ok(&self.shards.get(shard.into())?.addr)
     }
 
     /// A reader of every shard's table, for any thread or task: it answers
@@ -100,9 +100,7 @@ impl GhostRuntime {
 
     /// Every shard id, ascending.
     pub fn shard_ids(&self) -> Vec<ShardId> {
-        let mut ids: Vec<ShardId> = self.shards.keys().copied().map(ShardId).collect();
-        ids.sort_unstable();
-        ids
+        self.shards.ids()
     }
 
     /// Sends `msg` to `shard`, waiting while its mailbox is full; a closed
@@ -359,8 +357,8 @@ impl GhostRuntime {
     }
 }
 
-async fn export_metrics(shards: &HashMap<u16, Addr<GhostActor>>) {
-    let calls = shards.iter().map(|(&shard, addr)| async move { (shard, addr.send(GetStats).await) });
+async fn export_metrics(shards: &Shards) {
+    let calls = shards.iter().map(|e| async move { (e.id.get(), e.addr.send(GetStats).await) });
     for (shard, stats) in futures::future::join_all(calls).await {
         if let Ok(stats) = stats {
             crate::metrics::export_shard(&stats, shard);
