@@ -32,18 +32,21 @@ fn main() -> Result<()> {
 
     actix::System::new().block_on(async {
         let rt = runtime(&path, &verifier)?;
+        println!("{}", rt.ready().await?);
         let started = Instant::now();
         // Rebalancing moved node i from shard i % 8 to the next shard at epoch 1;
-        // one local edge points at each. Every insert returns once durable.
-        let inserts = (0..n).map(|i| {
+        // one local edge points at each. In bulk: one message and one commit per
+        // shard, one outcome per ghost, answered once durable.
+        let moves = (0..n).map(|i| {
             let (from, to) = ((i % u32::from(SHARDS)) as u16, ((i + 1) % u32::from(SHARDS)) as u16);
             let id = format!("node-{i:08}");
             verifier.record_move(&id, ShardId(to), Epoch(1));
-            let rt = &rt;
-            let ghost = InsertGhost { node_id: id.into(), target: ShardId(to), refcount: 1, epoch: Epoch(1) };
-            async move { rt.insert_ghost(from, ghost).await }
+            (
+                ShardId(from),
+                InsertGhost { node_id: id.into(), target: ShardId(to), refcount: 1, epoch: Epoch(1) },
+            )
         });
-        for r in futures::future::join_all(inserts).await {
+        for r in rt.insert_ghosts(moves).await {
             r?;
         }
         println!("{n} ghosts inserted, durable, in {:.2?}", started.elapsed());
@@ -75,6 +78,7 @@ fn main() -> Result<()> {
     actix::System::new().block_on(async {
         let started = Instant::now();
         let rt = runtime(&path, &verifier)?;
+        assert!(rt.ready().await?.is_ready());
         let stats = rt.stats().await?;
         let ghosts: u64 = stats.iter().map(|s| s.table.ghosts).sum();
         println!("reloaded {ghosts} ghosts over {SHARDS} shards in {:.2?}", started.elapsed());

@@ -105,14 +105,18 @@ pub use actors::GhostActor;
 pub use config::{
     Durability, GhostConfig, RestartPolicy, RuntimeConfig, ShardConfig, SweeperConfig, TableConfig,
 };
-pub use error::{Cause, DecodeError, Error, Result};
+pub use error::{Cause, DecodeError, Error, Result, RetryHint};
 pub use event::{BatchOutcome, EdgeEvent, EdgeEvents, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 pub use ids::{Epoch, ShardId};
-pub use runtime::{GhostReader, GhostRuntime, GhostRuntimeBuilder, StoreChoice};
+pub use runtime::{FrontierEntry, GhostReader, GhostRuntime, GhostRuntimeBuilder, Health, StoreChoice};
 pub use stub::GhostInfo;
 pub use sweep::verdict::{LocalEdges, Verdict};
 pub use sweep::verify::{DirectoryVerifier, Verifier, VerifyRequest};
 pub use writer::WriterStats;
+
+/// The boxed future [`Verifier`] and [`Clock`](clock::Clock) return, so that a
+/// host implements them without a `futures` dependency of its own.
+pub use futures::future::BoxFuture;
 
 /// Compiles the README's code as a doctest, so the wiring example stays true.
 #[cfg(doctest)]

@@ -87,6 +87,32 @@ pub struct Reclaim {
     pub epoch: Epoch,
 }
 
+/// Many [`InsertGhost`]s on one shard: applied in order, made durable by one
+/// commit, acknowledged once it lands, with one outcome per ghost (an invalid
+/// one fails alone; the others apply).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Vec<Result<InsertOutcome>>>")]
+pub struct InsertGhosts {
+    /// The ghosts, in the order they apply.
+    pub ghosts: Vec<InsertGhost>,
+}
+
+/// Many [`Retarget`]s on one shard: one commit, one outcome per move.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Vec<Result<MoveOutcome>>>")]
+pub struct Retargets {
+    /// The moves, in the order they apply.
+    pub moves: Vec<Retarget>,
+}
+
+/// Many [`Reclaim`]s on one shard: one commit, one outcome per node.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Vec<Result<MoveOutcome>>>")]
+pub struct Reclaims {
+    /// The nodes that came back, in the order they apply.
+    pub nodes: Vec<Reclaim>,
+}
+
 /// Where to forward a traversal that reached `node_id` (`None`: not a ghost here).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Option<ShardId>>")]

@@ -1,5 +1,7 @@
 //! The public shapes of a ghost stub: its persisted record and its live view.
 
+use crate::ids::{Epoch, ShardId};
+
 /// A ghost stub as persisted: everything needed to rebuild it after a restart.
 ///
 /// Versions and back-off state are not persisted: they only order in-flight
@@ -86,13 +88,13 @@ impl<'a> From<&'a StubRecord> for StubRef<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GhostInfo {
     /// The shard that now holds the node.
-    pub target_shard: u16,
+    pub target_shard: ShardId,
     /// Local edges that still point at the node.
     pub refcount: u32,
     /// When the ghost was created, in ms.
     pub created_at_ms: u64,
     /// The move epoch the ghost reflects.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// Changes on every mutation of this stub; verdicts carry it for compare-and-set.
     pub version: u64,
     /// The sweeper leaves the ghost alone until then, in ms: a zero-count hold

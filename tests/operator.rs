@@ -69,10 +69,10 @@ async fn one_shards_stats() {
     // Any host message, with one `Result` to handle.
     let g = rt.request(1, vshard_ghosts::messages::Inspect { node_id: "n".into() }).await.unwrap();
     assert_eq!(g.map(|g| g.refcount), Some(2));
-    assert_eq!(rt.request(7, vshard_ghosts::messages::Flush).await, Err(Error::UnknownShard(7)));
+    assert_eq!(rt.request(7, vshard_ghosts::messages::Flush).await, Err(Error::UnknownShard(ShardId(7))));
     let s = rt.shard_stats(1).await.unwrap();
-    assert_eq!((s.state, s.table.shard, s.table.ghosts), (ShardState::Ready, 1, 1));
-    assert_eq!(rt.shard_stats(9).await.map(|_| ()), Err(Error::UnknownShard(9)));
+    assert_eq!((s.state, s.table.shard, s.table.ghosts), (ShardState::Ready, ShardId(1), 1));
+    assert_eq!(rt.shard_stats(9).await.map(|_| ()), Err(Error::UnknownShard(ShardId(9))));
 }
 
 #[actix::test]
@@ -256,7 +256,7 @@ async fn a_shard_is_exported_page_by_page_in_id_order() {
     }
     let want: Vec<String> = (0..24).map(|i| format!("n{i:02}")).collect();
     assert_eq!((seen, pages), (want, 3));
-    assert_eq!(rt.export_page(7, None, 10).await.map(|_| ()), Err(Error::UnknownShard(7)));
+    assert_eq!(rt.export_page(7, None, 10).await.map(|_| ()), Err(Error::UnknownShard(ShardId(7))));
     rt.shutdown().await.unwrap();
 }
 
@@ -405,4 +405,26 @@ async fn operator_calls_dropped_part_way_leave_the_runtime_working() {
         assert_eq!(rt.resolve(0, "n").await, Err(Error::Closed));
         assert_eq!(Arc::strong_count(&verifier), 1, "{polls} polls: the sweeper is gone");
     }
+}
+
+#[actix::test]
+async fn ready_says_which_shards_serve_and_which_failed_closed() {
+    let store = Arc::new(Corrupt::default());
+    let rt = GhostRuntime::builder().shards(0..3).store(StoreChoice::Custom(store.clone())).start().unwrap();
+    let health = rt.ready().await.unwrap();
+    assert_eq!(health.ready, vec![ShardId(1), ShardId(2)]);
+    assert!(health.loading.is_empty() && health.is_settled() && !health.is_ready());
+    assert_eq!(health.failed.len(), 1);
+    assert_eq!(health.failed[0].0, ShardId(0));
+    assert!(matches!(health.failed[0].1, Error::ShardFailed { shard: 0, .. }), "{health}");
+    assert!(
+        health.to_string().starts_with("ready 2/3, loading [], failed [0: shard 0 failed closed"),
+        "{health}"
+    );
+    assert_eq!(rt.health().unwrap(), health);
+    store.repaired.store(true, Ordering::SeqCst);
+    rt.revive_shard(0).await.unwrap();
+    assert!(rt.ready().await.unwrap().is_ready());
+    rt.shutdown().await.unwrap();
+    assert_eq!(rt.health(), Err(Error::Closed));
 }

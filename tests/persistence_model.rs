@@ -66,7 +66,7 @@ fn state(t: &GhostTable) -> State {
         .iter()
         .map(|(id, g)| {
             let hold = if g.refcount == 0 { g.not_before_ms } else { 0 };
-            (id.to_owned(), g.target_shard, g.refcount, g.created_at_ms, g.epoch, hold)
+            (id.to_owned(), g.target_shard.get(), g.refcount, g.created_at_ms, g.epoch.get(), hold)
         })
         .collect();
     ghosts.sort();

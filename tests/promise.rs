@@ -290,8 +290,8 @@ async fn a_pipelined_batch_cannot_overtake_the_retry_of_one_a_restart_lost() {
     let b2 = rt.edge_batch(0, Some(2), vec![EdgeEvent::added("n")]).await;
     assert!(b2.as_ref().is_err_and(Error::is_retryable), "{b2:?}");
     let b3 = rt.edge_batch(0, Some(3), vec![EdgeEvent::removed("other")]).await;
-    assert_eq!(b3.map(|_| ()), Err(Error::SeqGap { shard: 0, applied: Some(1), awaiting: 2 }));
-    assert!(Error::SeqGap { shard: 0, applied: Some(1), awaiting: 2 }.is_retryable());
+    assert_eq!(b3.map(|_| ()), Err(Error::SeqGap { shard: ShardId(0), applied: Some(1), awaiting: 2 }));
+    assert!(Error::SeqGap { shard: ShardId(0), applied: Some(1), awaiting: 2 }.is_retryable());
     // The host sends again what was not acknowledged, in order.
     let retry = rt.edge_batch(0, Some(2), vec![EdgeEvent::added("n")]).await.unwrap();
     assert!(!retry.skipped, "the retry of the lost batch was taken for applied");

@@ -481,7 +481,7 @@ async fn failed_closed_down_fenced_and_unknown_shards_are_errors() {
     );
     let e = reader.resolve_many(&[(ShardId(1), "a"), (ShardId(0), "a")]).unwrap_err();
     assert!(matches!(e, Error::ShardFailed { shard: 0, .. }), "{e}");
-    assert_eq!(reader.resolve(7, "a"), Err(Error::UnknownShard(7)));
+    assert_eq!(reader.resolve(7, "a"), Err(Error::UnknownShard(ShardId(7))));
     assert_eq!(reader.resolve_many(&[(ShardId(0), "a"), (ShardId(7), "a")]).unwrap_err(), e);
     rt.shutdown().await.unwrap();
 

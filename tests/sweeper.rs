@@ -117,7 +117,11 @@ async fn a_node_that_moves_on_is_followed_and_kept_while_edges_point_at_it() {
     let first = rt.run_sweep_pass().await.unwrap();
     assert_eq!((first.counts.redirected, first.counts.kept, first.counts.purged()), (1, 1, 0));
     let ghost = inspect(a, "n").await.unwrap();
-    assert_eq!((ghost.target_shard, ghost.epoch, ghost.refcount), (2, 2, 2), "A's ghost points at C");
+    assert_eq!(
+        (ghost.target_shard, ghost.epoch, ghost.refcount),
+        (ShardId(2), Epoch(2), 2),
+        "A's ghost points at C"
+    );
     assert_eq!(a.send(Resolve { node_id: "n".into() }).await.unwrap(), Ok(Some(ShardId(2))));
 
     let second = rt.run_sweep_pass().await.unwrap();
@@ -157,7 +161,7 @@ async fn a_node_that_comes_back_is_reclaimed_and_nothing_purges_it() {
         assert_eq!((again.counts.checked, again.counts.purged(), again.counts.reclaimed), (1, 0, 0));
     }
     assert_eq!(dir.home("n"), Some((ShardId(0), Epoch(2))), "n still lives at A");
-    assert_eq!(inspect(b, "n").await.map(|g| g.target_shard), Some(0), "B still forwards to A");
+    assert_eq!(inspect(b, "n").await.map(|g| g.target_shard), Some(ShardId(0)), "B still forwards to A");
 }
 
 /// Records which nodes were verified.

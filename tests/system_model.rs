@@ -656,13 +656,13 @@ async fn apply(rt: &GhostRuntime, h: &mut Host, c: Check) {
         && h.queued(c.shard, node).1 == 0
         // Not a life the host has ended (a reclaim is on its way) or moved past.
         && !h.reclaim_queued(c.shard, node)
-        && h.lives.get(&(c.shard, node)).is_none_or(|l| l.epoch <= g.epoch)
+        && h.lives.get(&(c.shard, node)).is_none_or(|l| l.epoch <= g.epoch.get())
     {
         // A hold began now: an edge the host adds while its arrival is covered
         // must find the ghost. (Not with a removal on its way: the host took its
         // count to zero itself, and at zero the ghost goes.)
         let until = h.now + GRACE - DELAY;
-        h.lives.insert((c.shard, node), Life { epoch: g.epoch, delivered: true, zero_ok_until: until });
+        h.lives.insert((c.shard, node), Life { epoch: g.epoch.get(), delivered: true, zero_ok_until: until });
     }
 }
 

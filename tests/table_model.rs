@@ -763,12 +763,12 @@ fn compare(t: &GhostTable, m: &Model, h: &mut Harness, now: u64) -> Result<(), T
             return Err(TestCaseError::fail(format!("table holds {id}, model does not")));
         };
         prop_assert_eq!(
-            (g.target_shard, g.refcount, g.created_at_ms, g.epoch),
+            (g.target_shard.get(), g.refcount, g.created_at_ms, g.epoch.get()),
             (s.target, s.refcount, s.created_at_ms, s.epoch),
             "stub {}",
             id
         );
-        prop_assert_ne!(g.target_shard, SHARD);
+        prop_assert_ne!(g.target_shard.get(), SHARD);
         if let Some(&(mv, tv)) = h.versions.get(id) {
             prop_assert_eq!(
                 mv == s.version,
@@ -784,13 +784,13 @@ fn compare(t: &GhostTable, m: &Model, h: &mut Harness, now: u64) -> Result<(), T
     prop_assert_eq!(t.resolve_many(all.iter().map(String::as_str)), want.clone());
     for (id, w) in all.iter().zip(&want) {
         prop_assert_eq!(t.resolve(id), *w);
-        prop_assert_eq!(t.get(id).map(|g| g.target_shard), *w);
+        prop_assert_eq!(t.get(id).map(|g| g.target_shard.get()), *w);
     }
     let records: HashMap<String, StubRecord> = t.records().map(|r| (r.node_id.clone(), r)).collect();
     prop_assert_eq!(records, m.records());
     prop_assert_eq!(t.counters(), &m.counters);
     let stats = t.stats(now);
-    prop_assert_eq!(stats.shard, SHARD);
+    prop_assert_eq!(stats.shard.get(), SHARD);
     prop_assert_eq!(stats.ghosts, m.stubs.len() as u64);
     prop_assert_eq!(stats.applied_seq, m.applied_seq);
     prop_assert_eq!(

@@ -242,7 +242,7 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
                                 None if home == s => {}
                                 Some(g)
                                     if home != s
-                                        && (g.refcount, g.target_shard, g.epoch) == (want, home, epoch) => {}
+                                        && (g.refcount, g.target_shard.get(), g.epoch.get()) == (want, home, epoch) => {}
                                 other => wrong.push(format!(
                                     "{id}: {other:?}, want refcount {want} at shard {home} epoch {epoch} (or none if {home} = {s})"
                                 )),

@@ -70,7 +70,10 @@ fn seed_bytes_load() {
     assert_eq!(t.len(), 1000);
     for i in [0usize, 1, 999, 512] {
         let g = t.get(&format!("node-{i}")).unwrap();
-        assert_eq!((g.target_shard, g.refcount, g.epoch), ((i % 1024) as u16, (i % 7 + 1) as u32, 0));
+        assert_eq!(
+            (g.target_shard.get(), g.refcount, g.epoch.get()),
+            ((i % 1024) as u16, (i % 7 + 1) as u32, 0)
+        );
     }
     assert_eq!(t.applied_seq(), None);
     let empty = include_bytes!("../../tests/fixtures/seed-v0-empty.msgpack");

@@ -1,6 +1,7 @@
 //! Tunables of the table, codec, shard actors and sweeper, with documented defaults and `validate()`.
 
 mod file;
+pub(crate) mod forms;
 mod runtime;
 
 pub use file::GhostConfig;
@@ -201,7 +202,9 @@ pub struct ShardConfig {
     pub restart: RestartPolicy,
     /// Whether the shard obeys `messages::InjectPanic` (cargo feature `testing`), for
     /// chaos tests and simulations. Default `false`: in production the message
-    /// is refused, so no client can crash a shard on purpose.
+    /// is refused, so no client can crash a shard on purpose. Written to a
+    /// file only when set, and only by a build with `testing`.
+    #[serde(skip_serializing_if = "omit_fault_injection")]
     pub fault_injection: bool,
     /// Under [`Durability::GroupCommit`], acknowledge a sequenced edge batch
     /// that only removes edges at once, before it is durable (as unsequenced
@@ -224,6 +227,12 @@ impl Default for ShardConfig {
             ack_removal_batches_at_once: false,
         }
     }
+}
+
+/// `fault_injection` means nothing without the cargo feature `testing`, and
+/// its default needs no line: a written file leaves it out then.
+fn omit_fault_injection(on: &bool) -> bool {
+    !*on || !cfg!(feature = "testing")
 }
 
 impl ShardConfig {
@@ -273,8 +282,10 @@ pub struct SweeperConfig {
     pub verify_timeout: Duration,
     /// Most stubs examined per plan request, and so most verdicts per apply. Default 256.
     pub page_size: usize,
-    /// Time between periodic passes (`None`: passes run only on `RunPass`). Default 60 s.
-    #[serde(with = "humantime_serde")]
+    /// Time between periodic passes; `None` (`"off"` in a file) runs passes
+    /// only when asked (`RunPass`, `GhostRuntime::run_pass`). Default 60 s
+    /// (a file that leaves the key out gets it).
+    #[serde(with = "forms::duration_or_off")]
     pub pass_interval: Option<Duration>,
     /// A shard with more acknowledgements awaiting a commit than this is busy. Default 64.
     pub busy_pending_acks: usize,
@@ -327,7 +338,7 @@ impl SweeperConfig {
 
     /// Checks that every field is in range.
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str| Err(Error::InvalidConfig(format!("sweeper: {what}")));
+        let bad = |what: &str| Err(Error::InvalidConfig(what.into()));
         self.rate()?;
         if self.max_in_flight == 0 || self.page_size == 0 {
             return bad("max_in_flight and page_size must be at least 1");
@@ -336,7 +347,9 @@ impl SweeperConfig {
             return bad("verify_timeout and busy_retry must be non-zero");
         }
         if self.pass_interval.is_some_and(|d| d.is_zero()) {
-            return bad("pass_interval must be non-zero (or None)");
+            return bad(
+                "pass_interval must be non-zero; to run passes only on request, write \"off\" in a file (None in code)",
+            );
         }
         if self.latency_target.is_some_and(|d| d.is_zero()) {
             return bad("latency_target must be non-zero (or None)");

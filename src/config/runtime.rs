@@ -9,7 +9,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// The vShard ids this process serves. Default `0..64`.
+    /// The vShard ids this process serves. Default `0..64`. In a file, a
+    /// list (`[0, 1, 5]`) or a range (`"0..16"`, end excluded; `"0..=15"`).
+    #[serde(with = "super::forms::shard_list")]
     pub shards: Vec<ShardId>,
     /// Arbiter threads the shards are spread over (round-robin); 0 runs every
     /// shard and the sweeper on the arbiter that starts the runtime (one

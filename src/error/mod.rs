@@ -2,8 +2,11 @@
 //! store, encoding or load failure.
 
 mod cause;
+mod retry;
 
+use crate::ids::ShardId;
 pub use cause::Cause;
+pub use retry::RetryHint;
 use thiserror::Error;
 
 /// Why a persisted byte string could not be decoded.
@@ -173,7 +176,7 @@ pub enum Error {
     },
     /// No shard with this id runs here.
     #[error("unknown shard {0}")]
-    UnknownShard(u16),
+    UnknownShard(ShardId),
     /// This process does not own the shard in a shared catalog: its ownership
     /// lapsed or another process holds it. Nothing was written; retrying does
     /// not help until ownership is taken again, so the shard fails closed.
@@ -190,7 +193,7 @@ pub enum Error {
     #[error("shard {shard} awaits the retry of batch {awaiting} (applied {applied:?})")]
     SeqGap {
         /// The shard.
-        shard: u16,
+        shard: ShardId,
         /// The last batch the shard has applied.
         applied: Option<u64>,
         /// The lowest batch that a restart lost unacknowledged and the shard awaits.
@@ -220,6 +223,10 @@ pub enum Error {
         /// Until the oldest tombstone lapses, in ms.
         lapses_in_ms: u64,
     },
+    /// The runtime was built without a store: name one with
+    /// `GhostRuntimeBuilder::store` (a redb file, memory, or your own).
+    #[error("no store chosen: call GhostRuntimeBuilder::store (StoreChoice::Redb(path), Memory or Custom)")]
+    NoStore,
     /// No sweeper runs: none was started (the builder was given no verifier
     /// and `start_sweeper` was not called), or it was stopped.
     #[error("no sweeper runs")]
@@ -249,8 +256,8 @@ impl Error {
     /// reclaim met a shard full of live tombstones (`TombstonesFull`: once the
     /// oldest lapses), or a wait for a sweep ran out of passes (`NotSwept`).
     /// False when something must change first: the input (`InvalidNodeId`,
-    /// `SelfTarget`, `InvalidConfig`, `UnknownShard`), the table's contents or
-    /// bound (`TableFull`), the stored state or the operator's
+    /// `SelfTarget`, `InvalidConfig`, `NoStore`, `UnknownShard`), the table's
+    /// contents or bound (`TableFull`), the stored state or the operator's
     /// view of the shard (`Decode`, `NotAStore`, `ShardFailed`, `ShardDown`:
     /// see `GhostRuntime::revive_shard`), ownership (`Fenced`), or the
     /// runtime's life (`MailboxClosed`, `NoSweeper`, `SweeperRunning`, `Closed`).
@@ -326,7 +333,7 @@ mod tests {
             Error::Unavailable { shard: 1 },
             Error::ShardLoading { shard: 1 },
             Error::TargetUnreachable { shard: 1 },
-            Error::SeqGap { shard: 1, applied: Some(1), awaiting: 2 },
+            Error::SeqGap { shard: ShardId(1), applied: Some(1), awaiting: 2 },
             Error::NotSwept { passes: 16 },
             Error::TombstonesFull { shard: 1, limit: 2, lapses_in_ms: 3 },
         ];
@@ -339,7 +346,7 @@ mod tests {
             Error::InvalidConfig("x".into()),
             Error::ShardFailed { shard: 1, cause: Box::new(Error::InvalidConfig("x".into())) },
             Error::ShardDown { shard: 1, restarts: 6 },
-            Error::UnknownShard(1),
+            Error::UnknownShard(ShardId(1)),
             Error::MailboxClosed { shard: 1 },
             Error::Fenced { shard: 1, cause: "x".into() },
             Error::NoSweeper,

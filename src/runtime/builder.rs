@@ -4,7 +4,7 @@ use super::GhostRuntime;
 use crate::actors::GhostActor;
 use crate::clock::{Clock, TokioClock};
 use crate::config::{RuntimeConfig, ShardConfig, SweeperConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::ShardId;
 use crate::shard::{ShardEntry, ShardRegistry};
 use crate::store::{GhostStore, MemoryStore, RedbStore};
@@ -38,53 +38,72 @@ impl std::fmt::Debug for StoreChoice {
 }
 
 /// Builds a [`GhostRuntime`]; [`start`](Self::start) must run inside an actix `System`.
+///
+/// The calls compose in any order: [`config`](Self::config) sets the base
+/// settings, and [`shards`](Self::shards), [`arbiters`](Self::arbiters) and
+/// [`shard_config`](Self::shard_config) override just the field they name,
+/// whether they come before or after it. A store must be chosen
+/// ([`store`](Self::store)): the builder creates no file nobody asked for.
+#[derive(Default)]
 pub struct GhostRuntimeBuilder {
     config: RuntimeConfig,
-    store: StoreChoice,
+    shards: Option<Vec<ShardId>>,
+    arbiters: Option<usize>,
+    shard: Option<ShardConfig>,
+    store: Option<StoreChoice>,
     clock: Option<Arc<dyn Clock>>,
     sweeper: Option<(Arc<dyn Verifier>, SweeperConfig)>,
 }
 
-impl Default for GhostRuntimeBuilder {
-    fn default() -> Self {
-        Self {
-            config: RuntimeConfig::default(),
-            store: StoreChoice::Redb("ghosts.redb".into()),
-            clock: None,
-            sweeper: None,
-        }
-    }
-}
-
 impl GhostRuntimeBuilder {
-    /// Replaces the whole configuration.
+    /// The base settings (say, [`GhostConfig::runtime`](crate::GhostConfig::runtime)
+    /// from a file); a field set by another call of the builder, before or
+    /// after this one, wins over it. A later `config` replaces an earlier one.
     pub fn config(mut self, config: RuntimeConfig) -> Self {
         self.config = config;
         self
     }
 
-    /// The shards to serve.
+    /// The shards to serve, whatever [`config`](Self::config) says.
     pub fn shards<S: Into<ShardId>>(mut self, shards: impl IntoIterator<Item = S>) -> Self {
-        self.config.shards = shards.into_iter().map(Into::into).collect();
+        self.shards = Some(shards.into_iter().map(Into::into).collect());
         self
     }
 
-    /// The number of arbiter threads (0: the calling arbiter runs everything).
+    /// The number of arbiter threads (0: the calling arbiter runs
+    /// everything), whatever [`config`](Self::config) says.
     pub fn arbiters(mut self, n: usize) -> Self {
-        self.config.arbiters = n;
+        self.arbiters = Some(n);
         self
     }
 
-    /// Settings of every shard.
+    /// Settings of every shard, whatever [`config`](Self::config) says.
     pub fn shard_config(mut self, shard: ShardConfig) -> Self {
-        self.config.shard = shard;
+        self.shard = Some(shard);
         self
     }
 
-    /// Where state lives.
+    /// Where state lives; required ([`start`](Self::start) without it is
+    /// [`Error::NoStore`]).
     pub fn store(mut self, store: StoreChoice) -> Self {
-        self.store = store;
+        self.store = Some(store);
         self
+    }
+
+    /// The settings `start` runs with: the base, with every field another
+    /// call named put over it.
+    fn settings(&self) -> RuntimeConfig {
+        let mut config = self.config.clone();
+        if let Some(shards) = &self.shards {
+            config.shards = shards.clone();
+        }
+        if let Some(n) = self.arbiters {
+            config.arbiters = n;
+        }
+        if let Some(shard) = &self.shard {
+            config.shard = shard.clone();
+        }
+        config
     }
 
     /// The clock for ghost ages and sweeps. Default [`TokioClock`].
@@ -105,13 +124,16 @@ impl GhostRuntimeBuilder {
     /// Opens the store, starts the writer, one supervised actor per shard and
     /// the sweeper if one was asked for.
     pub fn start(self) -> Result<GhostRuntime> {
-        let config = self.config;
+        let config = self.settings();
         config.validate()?;
+        let Some(store) = self.store else {
+            return Err(Error::NoStore);
+        };
         // Checked before anything starts, so a bad sweeper config leaks no thread or open file.
         if let Some((_, sweeper)) = &self.sweeper {
             sweeper.validate()?;
         }
-        let store: Arc<dyn GhostStore> = match self.store {
+        let store: Arc<dyn GhostStore> = match store {
             StoreChoice::Redb(path) => Arc::new(RedbStore::open(path)?),
             StoreChoice::Memory => Arc::new(MemoryStore::new()),
             StoreChoice::Custom(store) => store,
@@ -131,18 +153,30 @@ impl GhostRuntimeBuilder {
         let shards = ShardRegistry::new(entries);
         tracing::info!(shards = shards.len(), arbiters = arbiters.len(), "ghost runtime started");
         let closed = Arc::new(AtomicBool::new(false));
+        let sweeper = Arc::new(Mutex::default());
+        let arbiters = Arc::new(Mutex::new(arbiters));
+        let writer = Arc::new(Mutex::new(Some(writer)));
+        let extra = Arc::new(Mutex::new(Vec::new()));
+        let release = super::release::OnLastDrop {
+            sweeper: sweeper.clone(),
+            closed: closed.clone(),
+            arbiters: arbiters.clone(),
+            writer: writer.clone(),
+            extra: extra.clone(),
+        };
         let runtime = GhostRuntime {
             reader: super::GhostReader::new(shards.clone(), closed.clone()),
             shards,
-            sweeper: Default::default(),
+            sweeper,
             clock,
             closing: Default::default(),
             closed,
             own_threads: config.arbiters > 0,
-            arbiters: Mutex::new(arbiters),
-            writer: Mutex::new(Some(writer)),
-            extra: Mutex::new(Vec::new()),
-            shutdown: Mutex::new(None),
+            arbiters,
+            writer,
+            extra,
+            shutdown: Default::default(),
+            _release: Arc::new(release),
         };
         if !config.metrics_interval.is_zero() {
             let every = config.metrics_interval;
@@ -159,5 +193,42 @@ impl GhostRuntimeBuilder {
             runtime.start_sweeper(verifier, sweeper)?;
         }
         Ok(runtime)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(r: std::ops::Range<u16>) -> Vec<ShardId> {
+        r.map(ShardId).collect()
+    }
+
+    #[test]
+    fn named_fields_win_over_the_base_whatever_the_order() {
+        let base =
+            RuntimeConfig { shards: ids(0..64), arbiters: 3, commit_retries: 9, ..RuntimeConfig::default() };
+        let before = GhostRuntimeBuilder::default().shards(0..16).arbiters(0).config(base.clone()).settings();
+        let after = GhostRuntimeBuilder::default().config(base.clone()).shards(0..16).arbiters(0).settings();
+        for s in [before, after] {
+            assert_eq!(s.shards, ids(0..16));
+            assert_eq!(s.arbiters, 0);
+            assert_eq!(s.commit_retries, 9, "what no call named comes from the base");
+        }
+        let shard = ShardConfig { mailbox_capacity: 7, ..ShardConfig::default() };
+        let s = GhostRuntimeBuilder::default().shard_config(shard.clone()).config(base.clone()).settings();
+        assert_eq!(s.shard, shard);
+        assert_eq!(GhostRuntimeBuilder::default().config(base.clone()).settings(), base);
+    }
+
+    #[test]
+    fn no_store_is_refused_before_anything_starts() {
+        let dir = std::env::current_dir().unwrap();
+        let before: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let err = GhostRuntimeBuilder::default().shards(0..2).start().map(|_| ());
+        assert_eq!(err, Err(Error::NoStore));
+        assert_eq!(err.unwrap_err().retry_hint(), crate::error::RetryHint::GiveUp);
+        let after: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(before, after, "no file was created");
     }
 }

@@ -1,11 +1,14 @@
 //! `GhostRuntime`: what a server wires in — N supervised shards over K arbiters, one writer, routing, shutdown.
 
 mod builder;
+mod health;
 mod operator;
 mod reader;
+mod release;
 mod sweeper;
 
 pub use builder::{GhostRuntimeBuilder, StoreChoice};
+pub use health::Health;
 pub use reader::GhostReader;
 
 use crate::actors::{GhostActor, Shards};
@@ -28,8 +31,31 @@ use tokio::sync::oneshot;
 /// The end of a shutdown, which every call of it waits for.
 type ShutdownDone = Shared<BoxFuture<'static, Result<()>>>;
 
+/// Work registered to run first at shutdown (stopping a sweeper, a poller).
+pub(crate) type OnShutdown = Box<dyn FnOnce() + Send>;
+
 /// A running set of shards. Build it with [`GhostRuntime::builder`] inside an
 /// actix `System`; every call routes by shard id.
+///
+/// Cheap to clone (a few reference counts): hand a clone to each task that
+/// sends work; every clone drives the same shards.
+///
+/// # Shutting down, or dropping it
+///
+/// [`shutdown`](Self::shutdown) is the way out: it drains every mailbox and
+/// makes everything applied durable. Dropping the last clone without it
+/// releases what a drop can without waiting on the shards: readers answer
+/// [`Error::Closed`], the sweeper's and the shards' arbiters are told to stop,
+/// and the store writer finishes the commits already queued and closes the
+/// store (so a redb file can be opened again at once, by a new runtime in
+/// the same process). What was acknowledged is durable; what was applied but
+/// not yet acknowledged as durable (edge removals, sweep purges, everything
+/// under `Durability::Interval`) may be lost, as in a crash, and the sweeper
+/// repairs it. Shards on the calling arbiter (`arbiters = 0`) are not
+/// stopped by a drop: their requests fail once the writer is closed.
+/// The drop waits for the writer's thread, so drop the last clone outside a
+/// latency-sensitive task.
+#[derive(Clone)]
 pub struct GhostRuntime {
     /// Every shard, with its cell and its actor (shared with the reader and the sweeper).
     shards: Shards,
@@ -39,17 +65,19 @@ pub struct GhostRuntime {
     /// The one clock the shards and the sweeper's bucket read.
     clock: Arc<dyn Clock>,
     /// Set when `shutdown` begins: no sweeper may start.
-    closing: AtomicBool,
+    closing: Arc<AtomicBool>,
     /// Set once `shutdown` has flushed: nothing is routed or read any more
     /// (shared with the readers).
     closed: Arc<AtomicBool>,
     /// Whether the shards run on arbiters of their own (so the sweeper gets one too).
     own_threads: bool,
-    arbiters: Mutex<Vec<Arbiter>>,
-    writer: Mutex<Option<StoreWriter>>,
-    extra: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
-    /// The shutdown under way or done, once one was asked for.
-    shutdown: Mutex<Option<ShutdownDone>>,
+    arbiters: Arc<Mutex<Vec<Arbiter>>>,
+    writer: Arc<Mutex<Option<StoreWriter>>>,
+    extra: Arc<Mutex<Vec<OnShutdown>>>,
+    /// The shutdown under way or done, once one was asked for (by any clone).
+    shutdown: Arc<Mutex<Option<ShutdownDone>>>,
+    /// Dropped with the last clone: releases what `shutdown` was not called for.
+    _release: Arc<release::OnLastDrop>,
 }
 
 impl std::fmt::Debug for GhostRuntime {
@@ -59,7 +87,8 @@ impl std::fmt::Debug for GhostRuntime {
 }
 
 impl GhostRuntime {
-    /// A builder with [`RuntimeConfig::default`](crate::RuntimeConfig::default) and the redb store at `./ghosts.redb`.
+    /// A builder with [`RuntimeConfig::default`](crate::RuntimeConfig::default)
+    /// and no store: [`store`](GhostRuntimeBuilder::store) must name one.
     pub fn builder() -> GhostRuntimeBuilder {
         GhostRuntimeBuilder::default()
     }
@@ -148,25 +177,105 @@ impl GhostRuntime {
         self.request(shard, Reclaim { node_id: node_id.into(), epoch }).await
     }
 
+    /// Records many moves at once, each `(holding shard, ghost)`: one message
+    /// and one commit per shard, all shards concurrently. Answers one outcome
+    /// per ghost, in input order: an invalid ghost fails alone, and a shard
+    /// that fails (unknown, loading, its commit) fails each of its ghosts
+    /// with that error (retry those).
+    pub async fn insert_ghosts(
+        &self,
+        ghosts: impl IntoIterator<Item = (ShardId, InsertGhost)>,
+    ) -> Vec<Result<InsertOutcome>> {
+        self.per_shard(ghosts, |ghosts| InsertGhosts { ghosts }).await
+    }
+
+    /// Many retargets at once, each `(holding shard, move)`, as
+    /// [`insert_ghosts`](Self::insert_ghosts) does inserts.
+    pub async fn retargets(
+        &self,
+        moves: impl IntoIterator<Item = (ShardId, Retarget)>,
+    ) -> Vec<Result<MoveOutcome>> {
+        self.per_shard(moves, |moves| Retargets { moves }).await
+    }
+
+    /// Many reclaims at once, each `(shard the node came back to, reclaim)`,
+    /// as [`insert_ghosts`](Self::insert_ghosts) does inserts.
+    pub async fn reclaims(
+        &self,
+        nodes: impl IntoIterator<Item = (ShardId, Reclaim)>,
+    ) -> Vec<Result<MoveOutcome>> {
+        self.per_shard(nodes, |nodes| Reclaims { nodes }).await
+    }
+
+    /// Groups `items` by shard, sends each group as one message, and puts the
+    /// per-item answers back in input order.
+    async fn per_shard<I, M, T>(
+        &self,
+        items: impl IntoIterator<Item = (ShardId, I)>,
+        msg: impl Fn(Vec<I>) -> M,
+    ) -> Vec<Result<T>>
+    where
+        M: Message<Result = Result<Vec<Result<T>>>> + Send + 'static,
+        T: Send + 'static,
+        GhostActor: Handler<M>,
+    {
+        let mut by_shard: HashMap<ShardId, (Vec<usize>, Vec<I>)> = HashMap::new();
+        let mut len = 0;
+        for (i, (shard, item)) in items.into_iter().enumerate() {
+            let e = by_shard.entry(shard).or_default();
+            e.0.push(i);
+            e.1.push(item);
+            len = i + 1;
+        }
+        let calls = by_shard.into_iter().map(|(shard, (slots, items))| {
+            let call = self.request(shard, msg(items));
+            async move { (slots, call.await) }
+        });
+        let mut out: Vec<Option<Result<T>>> = (0..len).map(|_| None).collect();
+        for (slots, answers) in futures::future::join_all(calls).await {
+            match answers {
+                Ok(answers) => {
+                    for (i, a) in slots.into_iter().zip(answers) {
+                        out[i] = Some(a);
+                    }
+                }
+                Err(e) => {
+                    for i in slots {
+                        out[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        out.into_iter().map(|a| a.unwrap_or(Err(Error::Closed))).collect()
+    }
+
     /// Where `node_id`, if it is a ghost on `shard`, lives now.
     pub async fn resolve(&self, shard: impl Into<ShardId>, node_id: &str) -> Result<Option<ShardId>> {
         self.request(shard, Resolve { node_id: node_id.into() }).await
     }
 
     /// Resolves a traversal frontier of `(shard, node)` pairs: one request per
-    /// shard, all shards concurrently, answers in input order.
-    pub async fn resolve_many(&self, frontier: &[(ShardId, &str)]) -> Result<Vec<Option<ShardId>>> {
+    /// shard, all shards concurrently, answers in input order. Takes any
+    /// iterator of pairs, owned or borrowed: `&[(ShardId, &str)]`,
+    /// `Vec<(ShardId, String)>`, a map's iterator.
+    pub async fn resolve_many<I>(&self, frontier: I) -> Result<Vec<Option<ShardId>>>
+    where
+        I: IntoIterator,
+        I::Item: FrontierEntry,
+    {
         let mut by_shard: HashMap<ShardId, (Vec<usize>, Vec<Box<str>>)> = HashMap::new();
-        for (i, (shard, node)) in frontier.iter().enumerate() {
-            let e = by_shard.entry(*shard).or_default();
+        let mut len = 0;
+        for (i, entry) in frontier.into_iter().enumerate() {
+            let e = by_shard.entry(entry.shard()).or_default();
             e.0.push(i);
-            e.1.push((*node).into());
+            e.1.push(entry.node_id().into());
+            len = i + 1;
         }
         let calls = by_shard.into_iter().map(|(shard, (slots, node_ids))| async move {
             let answers = self.request(shard, ResolveMany { node_ids }).await?;
             Ok::<_, Error>((slots, answers))
         });
-        let mut out = vec![None; frontier.len()];
+        let mut out = vec![None; len];
         for r in futures::future::join_all(calls).await {
             let (slots, answers) = r?;
             for (i, a) in slots.into_iter().zip(answers) {
@@ -301,5 +410,34 @@ async fn export_metrics(shards: &Shards) {
         if let Ok(stats) = stats {
             crate::metrics::export_shard(&stats, shard);
         }
+    }
+}
+
+/// One `(shard, node)` pair of a traversal frontier, owned or borrowed: what
+/// [`GhostRuntime::resolve_many`] takes.
+pub trait FrontierEntry {
+    /// The shard that may hold a ghost of the node.
+    fn shard(&self) -> ShardId;
+    /// The node.
+    fn node_id(&self) -> &str;
+}
+
+impl<S: AsRef<str>> FrontierEntry for (ShardId, S) {
+    fn shard(&self) -> ShardId {
+        self.0
+    }
+
+    fn node_id(&self) -> &str {
+        self.1.as_ref()
+    }
+}
+
+impl<S: AsRef<str>> FrontierEntry for &(ShardId, S) {
+    fn shard(&self) -> ShardId {
+        self.0
+    }
+
+    fn node_id(&self) -> &str {
+        self.1.as_ref()
     }
 }

@@ -4,6 +4,7 @@ use crate::actors::Shards;
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
 use crate::shard::{CHUNKED_TRIES, READ_CHUNK, ShardCell};
+use crate::stub::GhostInfo;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -98,6 +99,22 @@ impl GhostReader {
             resolve_whole(cell, group.len(), |j| frontier[group[j]].1, |j, a| out[group[j]] = a)?;
         }
         Ok(out)
+    }
+
+    /// The ghost of `node_id` on `shard` (target, refcount, epoch, version),
+    /// or `None` when the node is no ghost there; the same rules as
+    /// [`resolve`](Self::resolve): an error while the shard has no table.
+    pub fn ghost(&self, shard: impl Into<ShardId>, node_id: &str) -> Result<Option<GhostInfo>> {
+        let cell = self.cell(shard.into())?;
+        let view = cell.read();
+        Ok(view.table()?.get(node_id))
+    }
+
+    /// `Ok` when `shard` has a table to answer from, else the error a read would get.
+    pub(crate) fn serving(&self, shard: ShardId) -> Result<()> {
+        let cell = self.cell(shard)?;
+        let view = cell.read();
+        view.table().map(|_| ())
     }
 
     /// Every shard id it reads, ascending.

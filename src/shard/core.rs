@@ -202,7 +202,7 @@ impl ShardCore {
     ) -> Result<(BatchOutcome, Answer)> {
         let applied = self.table()?.applied_seq();
         if let Err(awaiting) = self.seq.admit(seq, applied) {
-            return Err(Error::SeqGap { shard: self.shard, applied, awaiting });
+            return Err(Error::SeqGap { shard: self.shard.into(), applied, awaiting });
         }
         // A sequenced batch is durable before it is acknowledged, whatever
         // it holds: the host will not send an acknowledged batch again, so a

@@ -35,7 +35,7 @@ impl<A> ShardRegistry<A> {
     pub(crate) fn get(&self, id: ShardId) -> Result<&ShardEntry<A>> {
         match self.entries.binary_search_by_key(&id, |e| e.id) {
             Ok(i) => Ok(&self.entries[i]),
-            Err(_) => Err(Error::UnknownShard(id.get())),
+            Err(_) => Err(Error::UnknownShard(id)),
         }
     }
 

@@ -505,7 +505,7 @@ impl GhostTable {
     pub fn stats(&self, now_ms: u64) -> TableStats {
         let oldest = self.slab.slots().iter().map(|s| s.created_at_ms).min();
         TableStats {
-            shard: self.shard,
+            shard: ShardId(self.shard),
             ghosts: self.slab.len() as u64,
             oldest_age_ms: oldest.map(|t| now_ms.saturating_sub(t)),
             tombstones: self.tombstones.len() as u64,
@@ -662,10 +662,10 @@ fn new_slot(target: u16, refcount: u32, created_at_ms: u64, epoch: u64, version:
 fn info(slab: &Slab, i: usize) -> GhostInfo {
     let s = slab.slot(i);
     GhostInfo {
-        target_shard: s.target,
+        target_shard: ShardId(s.target),
         refcount: s.refcount,
         created_at_ms: s.created_at_ms,
-        epoch: s.epoch,
+        epoch: Epoch(s.epoch),
         version: s.version,
         not_before_ms: slab.retry_at(i),
     }

@@ -1,5 +1,6 @@
 //! Cumulative counters and the point-in-time statistics of one table.
 
+use crate::ids::ShardId;
 use crate::stub::PurgeReason;
 
 /// Counters that only grow over a table's life (reset when a shard reloads).
@@ -58,7 +59,7 @@ impl TableCounters {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TableStats {
     /// The shard the table belongs to.
-    pub shard: u16,
+    pub shard: ShardId,
     /// Ghosts held now.
     pub ghosts: u64,
     /// Age of the oldest ghost, in ms (`None` when empty).

@@ -140,7 +140,7 @@ fn epochs_order_moves() {
     assert_eq!(t.insert("m", ShardId(1), 1, Epoch(1), 0).unwrap(), InsertOutcome::Inserted);
     assert_eq!(t.insert("m", ShardId(2), 3, Epoch(2), 50).unwrap(), InsertOutcome::Replaced);
     let g = t.get("m").unwrap();
-    assert_eq!((g.target_shard, g.refcount, g.created_at_ms), (2, 3, 50));
+    assert_eq!((g.target_shard, g.refcount, g.created_at_ms), (ShardId(2), 3, 50));
 }
 
 #[test]

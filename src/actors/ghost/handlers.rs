@@ -25,6 +25,49 @@ impl Handler<InsertGhost> for GhostActor {
     }
 }
 
+// Bulk moves: each item applies alone (its own outcome), all share one commit.
+impl Handler<InsertGhosts> for GhostActor {
+    type Result = Durable<Vec<Result<crate::InsertOutcome>>>;
+    fn handle(&mut self, m: InsertGhosts, ctx: &mut Context<Self>) -> Self::Result {
+        let out = self.step(ctx, Msg::kind("insert_many"), ready, |c, (), now| {
+            let mut outs = Vec::with_capacity(m.ghosts.len());
+            for g in &m.ghosts {
+                outs.push(c.insert(&g.node_id, g.target, g.refcount, g.epoch, now)?.0);
+            }
+            Ok((outs, crate::shard::Answer::Durable))
+        });
+        reply(self.shard, out)
+    }
+}
+
+impl Handler<Retargets> for GhostActor {
+    type Result = Durable<Vec<Result<crate::MoveOutcome>>>;
+    fn handle(&mut self, m: Retargets, ctx: &mut Context<Self>) -> Self::Result {
+        let out = self.step(ctx, Msg::kind("retarget_many"), ready, |c, (), _| {
+            let mut outs = Vec::with_capacity(m.moves.len());
+            for r in &m.moves {
+                outs.push(c.retarget(&r.node_id, r.target, r.epoch)?.0);
+            }
+            Ok((outs, crate::shard::Answer::Durable))
+        });
+        reply(self.shard, out)
+    }
+}
+
+impl Handler<Reclaims> for GhostActor {
+    type Result = Durable<Vec<Result<crate::MoveOutcome>>>;
+    fn handle(&mut self, m: Reclaims, ctx: &mut Context<Self>) -> Self::Result {
+        let out = self.step(ctx, Msg::kind("reclaim_many"), ready, |c, (), now| {
+            let mut outs = Vec::with_capacity(m.nodes.len());
+            for r in &m.nodes {
+                outs.push(Ok(c.reclaim(&r.node_id, r.epoch, now)?.0));
+            }
+            Ok((outs, crate::shard::Answer::Durable))
+        });
+        reply(self.shard, out)
+    }
+}
+
 impl Handler<EdgeAdded> for GhostActor {
     type Result = Durable<crate::EdgeOutcome>;
     fn handle(&mut self, m: EdgeAdded, ctx: &mut Context<Self>) -> Self::Result {
