@@ -25,12 +25,12 @@
 //! `replace` does): a generation copies every row of the shard, an intent
 //! writes only the changed ones, twice.
 
-use super::fence::{Inner, State};
 use super::intent::{self, Row};
 use super::io::Merged;
 use super::keys::{Intent, Meta, prefix_end};
 use super::plan::{self, Group, Limits, Op, ShardWrites};
 use super::retry::retry;
+use super::state::{Inner, State};
 use crate::error::{DecodeError, Error, Result};
 use std::collections::BTreeMap;
 

@@ -1,16 +1,16 @@
 //! `EtcdStore`'s loads and replacements (paged reads at one revision, a new row generation),
 //! and the guarded transaction that every write runs through. Commits are in `commit.rs`.
 
-use super::fence::{Inner, State};
 use super::keys::{Meta, prefix_end};
 use super::plan::{self, Group, Op, Part, ShardWrites};
 use super::retry::retry;
+use super::state::{Inner, Shard, State};
 use crate::codec;
 use crate::config::TableConfig;
 use crate::error::{DecodeError, Error, Result};
 use crate::table::GhostTable;
 use crate::table::ShardChanges;
-use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, TxnOp, TxnOpResponse, TxnResponse};
+use etcd_client::{Compare, CompareOp, GetOptions, TxnOp, TxnOpResponse};
 use std::collections::{BTreeMap, HashMap};
 
 /// One shard's share of a commit: each id's last change (`None`: removed),
@@ -44,14 +44,6 @@ pub(super) fn merge(batch: &[ShardChanges]) -> Result<BTreeMap<u16, Merged>> {
         m.seq = m.seq.max(sc.changes.applied_seq());
     }
     Ok(out.into_iter().map(|(s, (m, _))| (s, m)).collect())
-}
-
-/// The first key-value read by a transaction's first get (either branch).
-pub(super) fn first_kv(resp: &TxnResponse) -> Option<KeyValue> {
-    match resp.op_responses().into_iter().next() {
-        Some(TxnOpResponse::Get(mut get)) => get.take_kvs().into_iter().next(),
-        _ => None,
-    }
 }
 
 impl Inner {
@@ -186,9 +178,7 @@ impl Inner {
             let TxnOpResponse::Get(get) = r else { continue };
             let holder = get.kvs().first();
             let ours = match st.shards.get(&shard) {
-                Some(super::fence::Shard::Owned(o)) => {
-                    holder.is_some_and(|kv| kv.create_revision() == o.revision)
-                }
+                Some(Shard::Owned(o)) => holder.is_some_and(|kv| kv.create_revision() == o.revision),
                 _ => false,
             };
             if !ours {

@@ -83,6 +83,7 @@
 
 mod commit;
 mod config;
+mod connect;
 mod fence;
 mod intent;
 mod io;
@@ -90,15 +91,18 @@ mod keys;
 mod lease;
 mod plan;
 mod retry;
+mod state;
 
 use super::{ClaimWatch, GhostStore, ShardChanges};
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::table::GhostTable;
 pub use config::EtcdConfig;
-use fence::Inner;
+#[cfg(feature = "cluster")]
+pub(crate) use connect::{endpoints, runtime};
 #[cfg(feature = "cluster")]
 pub(crate) use keys::{owner_prefix, owner_shard, prefix_end};
+use state::Inner;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -152,22 +156,11 @@ impl EtcdStore {
         config: EtcdConfig,
     ) -> Result<Self> {
         config.validate()?;
-        let endpoints: Vec<String> = endpoints
-            .into_iter()
-            .map(|e| {
-                let e = e.as_ref();
-                e.strip_prefix("etcd://").map_or_else(|| e.to_owned(), |rest| format!("http://{rest}"))
-            })
-            .collect();
+        let endpoints = connect::endpoints(endpoints);
         if endpoints.is_empty() {
             return Err(Error::InvalidConfig("etcd: no endpoint".into()));
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("ghost-etcd")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::store_from("etcd runtime", e))?;
+        let runtime = connect::runtime("ghost-etcd").map_err(|e| Error::store_from("etcd runtime", e))?;
         let inner = futures::executor::block_on(runtime.spawn(Inner::connect(endpoints, config)))
             .map_err(|e| Error::store_from("etcd connect", e))??;
         Ok(Self { inner: Arc::new(inner), runtime: Some(runtime) })
