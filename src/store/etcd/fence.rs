@@ -1,8 +1,7 @@
 //! Shard ownership for `EtcdStore`: taking and releasing shards, fencing. The lease is in `lease.rs`.
 
 use super::Ownership;
-use super::keys::Meta;
-use super::state::{Inner, Owned, Shard, State, first_kv};
+use super::state::{Cursor, Inner, Owned, Shard, State, first_kv};
 use crate::error::{Error, Result};
 use crate::store::ClaimWatch;
 use etcd_client::{Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp};
@@ -34,17 +33,15 @@ impl Inner {
         self.claim(st, shard).await
     }
 
-    /// The claim on `shard` and its metadata, read under the claim's guard
-    /// unless known from this store's own writes.
-    pub(super) async fn owned(&self, st: &mut State, shard: u16) -> Result<(Owned, Meta)> {
+    /// The claim on `shard` and where its stored state stands, read under the
+    /// claim's guard unless known from this store's own writes.
+    pub(super) async fn owned(&self, st: &mut State, shard: u16) -> Result<(Owned, Cursor)> {
         let owned = self.claim(st, shard).await?;
-        let meta = match owned.meta {
-            Some(meta) => meta,
-            None => self.read_meta(st, shard, &owned).await?.0,
+        let cursor = match owned.cursor {
+            Some(cursor) => cursor,
+            None => self.read_shard(st, shard, &owned, false).await?.cursor(),
         };
-        // A commit cut short after its commit point is finished before anything else.
-        let meta = self.roll_forward(st, shard, meta).await?;
-        Ok((owned, meta))
+        Ok((owned, cursor))
     }
 
     /// Creates the owner key, waiting while another live owner holds it.
@@ -69,7 +66,7 @@ impl Inner {
             };
             if let Some(revision) = revision {
                 tracing::info!(shard, revision, lease, "took shard ownership");
-                let owned = Owned { revision, lease, meta: None, watch: watch.derive() };
+                let owned = Owned { revision, lease, cursor: None, watch: watch.derive() };
                 st.put(shard, Shard::Owned(owned.clone()));
                 return Ok(owned);
             }
@@ -85,25 +82,6 @@ impl Inner {
             }
             tokio::time::sleep(self.config.acquire_poll.min(deadline - now)).await;
         }
-    }
-
-    /// Reads the shard's metadata under the claim's guard; returns it and the
-    /// revision it was read at.
-    pub(super) async fn read_meta(&self, st: &mut State, shard: u16, owned: &Owned) -> Result<(Meta, i64)> {
-        let owner = self.keys.owner(shard);
-        let txn = Txn::new()
-            .when([Compare::create_revision(owner.clone(), CompareOp::Equal, owned.revision)])
-            .and_then([TxnOp::get(self.keys.meta(shard), None)])
-            .or_else([TxnOp::get(owner, None)]);
-        let resp = self.txn(txn, "read shard meta").await?;
-        let holder = first_kv(&resp);
-        if !resp.succeeded() {
-            return Err(self.fence(st, shard, holder.as_ref()));
-        }
-        let meta = holder.map(|kv| Meta::decode(kv.value())).transpose()?.unwrap_or_default();
-        let revision = resp.header().map_or(0, |h| h.revision());
-        st.put(shard, Shard::Owned(Owned { meta: Some(meta), ..owned.clone() }));
-        Ok((meta, revision))
     }
 
     /// Marks `shard` lost to `holder` and returns the error that says so.

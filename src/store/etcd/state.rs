@@ -1,7 +1,7 @@
 //! The state of an `EtcdStore` on its runtime, in one home: the client, the key layout, the
-//! lease and what the store knows of each shard. The operations over it live beside it:
-//! the lease in `lease.rs`, ownership in `fence.rs`, reads and guarded writes in `io.rs`,
-//! commits in `commit.rs`.
+//! lease, what the store knows of each shard, and its counters. The operations over it live
+//! beside it: the lease in `lease.rs`, ownership in `fence.rs`, reads and guarded writes in
+//! `io.rs`, commits in `commit.rs`, checkpoints in `checkpoint.rs`.
 
 use super::EtcdConfig;
 use super::keys::{self, Keys, Meta};
@@ -13,7 +13,7 @@ use etcd_client::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 /// Largest response a load page may be: ids up to the table's limit.
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
@@ -27,6 +27,8 @@ pub(super) struct Inner {
     /// One operation at a time: taking a shard, then writing under that
     /// claim, must not interleave with a release or another acquisition.
     pub(super) state: tokio::sync::Mutex<State>,
+    /// What the store did, for [`EtcdStats`](super::EtcdStats).
+    pub(super) counters: Counters,
     /// Transactions each commit may run before it fails (`usize::MAX`: no
     /// limit); see `EtcdStore::fail_commits_after_parts`.
     #[cfg(feature = "testing")]
@@ -37,6 +39,8 @@ pub(super) struct Inner {
 pub(super) struct State {
     pub(super) lease: Option<Lease>,
     pub(super) shards: HashMap<u16, Shard>,
+    /// The revision this store last compacted etcd's history at.
+    pub(super) compacted: i64,
     /// Transactions the commit under way may still run (fault injection).
     #[cfg(feature = "testing")]
     pub(super) budget: Option<usize>,
@@ -57,9 +61,30 @@ pub(super) struct Owned {
     pub(super) revision: i64,
     pub(super) lease: i64,
     /// `None` after a write whose outcome is unknown: read again before the next.
-    pub(super) meta: Option<Meta>,
+    pub(super) cursor: Option<Cursor>,
     /// This claim's watch: revoked when the claim ends here, expired with the lease.
     pub(super) watch: ClaimWatch,
+}
+
+/// Where a shard's stored state stands, as this store's own reads and writes left it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Cursor {
+    pub(super) meta: Meta,
+    /// The index the next log entry takes.
+    pub(super) next: u64,
+    /// Bytes of the log entries at or past `meta.log_from`.
+    pub(super) log_bytes: u64,
+}
+
+/// What the store did since it connected.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) commits: AtomicU64,
+    pub(super) commit_txns: AtomicU64,
+    pub(super) log_entries: AtomicU64,
+    pub(super) checkpoints: AtomicU64,
+    pub(super) checkpoint_failures: AtomicU64,
+    pub(super) compactions: AtomicU64,
 }
 
 impl State {
@@ -99,6 +124,7 @@ impl Inner {
             keys: Keys::new(&config.prefix),
             config,
             state: Default::default(),
+            counters: Counters::default(),
             #[cfg(feature = "testing")]
             commit_fault: std::sync::atomic::AtomicUsize::new(usize::MAX),
         };
@@ -126,19 +152,19 @@ impl Inner {
         .await
     }
 
-    /// Marks the metadata of `shards` unknown after a write whose outcome is.
-    pub(super) fn forget_meta(st: &mut State, shards: impl IntoIterator<Item = u16>) {
+    /// Marks where `shards` stand unknown, after a write whose outcome is.
+    pub(super) fn forget(st: &mut State, shards: impl IntoIterator<Item = u16>) {
         for shard in shards {
             if let Some(Shard::Owned(o)) = st.shards.get_mut(&shard) {
-                o.meta = None;
+                o.cursor = None;
             }
         }
     }
 
-    /// Records the metadata a committed write gave `shard`.
-    pub(super) fn set_meta(st: &mut State, shard: u16, meta: Meta) {
+    /// Records where a committed write left `shard`.
+    pub(super) fn set_cursor(st: &mut State, shard: u16, cursor: Cursor) {
         if let Some(Shard::Owned(o)) = st.shards.get_mut(&shard) {
-            o.meta = Some(meta);
+            o.cursor = Some(cursor);
         }
     }
 }
