@@ -136,12 +136,12 @@ impl Service {
         let Some(claims) = &self.claims else { return owned };
         for q in queries {
             let Ok(shard) = u16::try_from(q.target_shard) else { continue };
-            if !owned.contains_key(&shard) {
+            if let std::collections::hash_map::Entry::Vacant(entry) = owned.entry(shard) {
                 let holds = claims.holds(shard).await;
                 if !holds {
                     self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 }
-                owned.insert(shard, holds);
+                entry.insert(holds);
             }
         }
         owned
