@@ -227,12 +227,22 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
             .store(StoreChoice::Custom(store.clone()))
             .sweeper(Arc::new(verifier.clone()), sweep)
             .start()?;
-        for &s in &own {
-            for i in 0..args.ghosts {
-                let g = InsertGhost { node_id: ghost(s, i).into(), target: home(&args, s), refcount: START, epoch: Epoch(1) };
-                rt.insert_ghost(s, g).await?;
+        // Every shard at once, 256 inserts in flight each: group commits carry many.
+        futures::future::try_join_all(own.iter().map(|&s| {
+            let (rt, args) = (&rt, &args);
+            async move {
+                let ids: Vec<u32> = (0..args.ghosts).collect();
+                for chunk in ids.chunks(256) {
+                    futures::future::try_join_all(chunk.iter().map(|&i| {
+                        let g = InsertGhost { node_id: ghost(s, i).into(), target: home(args, s), refcount: START, epoch: Epoch(1) };
+                        rt.insert_ghost(s, g)
+                    }))
+                    .await?;
+                }
+                Ok::<_, vshard_ghosts::Error>(())
             }
-        }
+        }))
+        .await?;
         say("STREAMING");
         futures::future::try_join_all(own.iter().map(|&s| stream(&rt, &args, s, 1))).await?;
         let mut taken: Vec<(u16, Rc<GhostRuntime>)> = Vec::new();
