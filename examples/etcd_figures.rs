@@ -1,4 +1,6 @@
-//! The README's etcd figures: edge events per second through one shard on redb and on etcd, and reloads of a large shard.
+//! The README's etcd figures: edge events per second through one shard on redb and on etcd
+//! (and etcd transactions per group commit), reloads of a large shard, and what that shard
+//! takes in etcd per ghost against its snapshot's bytes per ghost.
 //!
 //! `cargo run --release --example etcd_figures --features etcd -- --etcd http://127.0.0.1:23790`
 //! (an etcd must listen there; `.ci/run` shows how to start one).
@@ -47,13 +49,21 @@ fn main() -> Result<()> {
     );
     println!("| store | events/s | events per commit | mean commit |");
     println!("|---|---|---|---|");
+    let etcd_before = etcd.stats();
     for (name, store) in &stores {
         let (rate, per_commit, commit_us) =
             actix::System::new().block_on(throughput(store.clone(), &args))?;
         println!("| {name} | {rate:.0} | {per_commit:.1} | {commit_us:.0} µs |");
     }
+    let etcd_after = etcd.stats();
+    let (commits, txns) =
+        (etcd_after.commits - etcd_before.commits, etcd_after.write_txns - etcd_before.write_txns);
+    println!(
+        "\netcd: {commits} group commits in {txns} write transactions ({} checkpoints among them)",
+        etcd_after.checkpoints - etcd_before.checkpoints
+    );
     println!("\nreload of one shard of {} ghosts", args.reload);
-    println!("| store | write (batches of 10 000) | load |");
+    println!("| store | write (commits of 10 000) | load |");
     println!("|---|---|---|");
     for (name, store) in &stores {
         let t = Instant::now();
@@ -81,8 +91,30 @@ fn main() -> Result<()> {
         assert_eq!(table.len(), args.reload as usize);
         println!("| {name} | {:.2} s | {:.0} ms |", write.as_secs_f64(), load.as_secs_f64() * 1e3);
     }
+    let snapshot = vshard_ghosts::codec::encode_snapshot(&etcd.load(1, &TableConfig::default())?)?.len();
+    let (keys, bytes) = live_bytes(&args.etcd, &etcd.config().prefix)?;
+    let ghosts = f64::from(args.reload);
+    println!(
+        "\netcd holds the shard in {keys} keys, {bytes} bytes of keys and values = {:.1} B per ghost; \
+         its snapshot: {:.1} B per ghost ({:.2}x)",
+        bytes as f64 / ghosts,
+        snapshot as f64 / ghosts,
+        bytes as f64 / snapshot as f64
+    );
     etcd.release_all()?;
     Ok(())
+}
+
+/// The keys under `prefix` and their bytes, keys and values (the history a
+/// compaction removes not counted).
+fn live_bytes(endpoint: &str, prefix: &str) -> Result<(i64, u64)> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut c = etcd_client::Client::connect([endpoint], None).await?;
+        let resp = c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await?;
+        let bytes = resp.kvs().iter().map(|kv| (kv.key().len() + kv.value().len()) as u64).sum();
+        Ok((resp.count(), bytes))
+    })
 }
 
 /// Runs the events through a one-shard runtime; returns events/s, events per

@@ -256,3 +256,54 @@ async fn a_killed_owners_shards_are_taken_over_and_its_log_finished() {
     rt.shutdown().await.unwrap();
     survivor.release_all().unwrap();
 }
+
+/// A verify request from shard 0 about `node` on `target`.
+fn request(node: &str, target: u16) -> VerifyRequest {
+    VerifyRequest { shard: ShardId(0), node_id: node.into(), target_shard: ShardId(target), epoch: Epoch(1) }
+}
+
+#[actix::test]
+async fn a_process_that_lost_a_shard_never_makes_another_purge() {
+    let prefix = fresh_prefix();
+    let old = store(&prefix, "old");
+    old.acquire(&[1]).unwrap();
+    // Its directory says `deleted` is gone: while it holds shard 1, that purges.
+    let gated = VerifyServer::start_owned(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(DirectoryVerifier::new()),
+        old.clone() as Arc<dyn vshard_ghosts::store::GhostStore>,
+    )
+    .unwrap();
+    // The same directory, served without the gate: what the gate prevents.
+    let ungated =
+        VerifyServer::start("127.0.0.1:0".parse().unwrap(), Arc::new(DirectoryVerifier::new())).unwrap();
+    let client = |server: &VerifyServer| {
+        let routes = StaticRoutes::new();
+        routes.set(ShardId(1), &server.url());
+        routes.set(ShardId(2), &server.url());
+        GrpcVerifier::new(Arc::new(routes), Arc::new(NoLocalCounts), GrpcVerifierConfig::default()).unwrap()
+    };
+    let (gated_client, ungated_client) = (client(&gated), client(&ungated));
+    assert_eq!(gated_client.verify(request("deleted", 1)).await, Ok(Verdict::Purge), "owned: answered");
+    assert_eq!(gated.stats().not_owned, 0);
+
+    // Frozen: its lease lapses and another process takes shard 1, while the
+    // old one keeps serving its (now stale) directory.
+    old.stop_keep_alive().unwrap();
+    let new = store(&prefix, "new");
+    let n2 = new.clone();
+    tokio::task::spawn_blocking(move || n2.acquire(&[1])).await.unwrap().unwrap();
+    assert!(matches!(old.ownership(1).unwrap(), vshard_ghosts::store::etcd::Ownership::Fenced { .. }));
+    for _ in 0..3 {
+        assert_eq!(
+            gated_client.verify(request("deleted", 1)).await,
+            Ok(Verdict::Inconclusive),
+            "a lost shard's queries are Unknown"
+        );
+    }
+    assert_eq!(ungated_client.verify(request("deleted", 1)).await, Ok(Verdict::Purge), "ungated: stale");
+    // Nor is a shard it never held.
+    assert_eq!(gated_client.verify(request("deleted", 2)).await, Ok(Verdict::Inconclusive));
+    assert!(gated.stats().not_owned >= 4, "{:?}", gated.stats());
+    new.release_all().unwrap();
+}

@@ -1,5 +1,6 @@
 //! `EtcdStore` against a live etcd: the `GhostStore` contract (as in `store_redb.rs`),
-//! split transactions, the format marker, corrupt rows, and ownership fencing between two stores.
+//! one transaction per group commit, checkpoints and compaction, the format marker and
+//! the first layout's refusal, corrupt state, and ownership fencing between two stores.
 //!
 //! Needs `--features etcd` and `VSHARD_GHOSTS_ETCD=http://host:port`; without
 //! the variable they fail. `.ci/run` starts an etcd for them.
@@ -49,7 +50,8 @@ fn etcd_store_meets_the_contract_in_tiny_transactions() {
         let c = EtcdConfig {
             max_txn_ops: 3,
             max_txn_bytes: 4_096,
-            page_rows: 7,
+            checkpoint_min_bytes: 2_048,
+            compact_every_revisions: 50,
             ..config(&fresh_prefix(), "tiny")
         };
         let s = store(&ep, c);
@@ -62,11 +64,11 @@ fn etcd_store_meets_the_contract_in_tiny_transactions() {
 fn large_commits_and_replacements_split_and_reload_whole() {
     let ep = etcd_endpoint();
     let s = store(&ep, config(&fresh_prefix(), "large"));
-    // 3 000 rows: 24 transactions of at most 128 operations, seq in the last.
+    // 3 000 rows: one log entry of ~90 KB, one transaction.
     let ups: Vec<_> = (0..3_000).map(|i| rec(&format!("node-{i:05}"), 2, i % 7 + 1)).collect();
     s.commit(&[changes(1, ups.clone(), &[], Some(42))]).unwrap();
     assert_eq!(loaded(&s, 1), (ups.clone(), Some(42)));
-    // Ids of 1 000 bytes: the byte limit splits before the operation limit does.
+    // Ids of 1 000 bytes: 2 MB, past the request limit: a group of entries.
     let long: Vec<_> = (0..2_000).map(|i| rec(&format!("{i:05}{}", "x".repeat(995)), 3, 1)).collect();
     s.commit(&[changes(2, long.clone(), &[], Some(1))]).unwrap();
     assert_eq!(loaded(&s, 2), (long, Some(1)));
@@ -90,23 +92,32 @@ fn raw_put(ep: &str, key: String, value: Vec<u8>) {
     });
 }
 
+/// The keys under `prefix` and their total bytes (keys and values).
+fn live(ep: &str, prefix: &str) -> (i64, u64) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = etcd_client::Client::connect([ep], None).await.unwrap();
+        let resp = c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+        let bytes = resp.kvs().iter().map(|kv| (kv.key().len() + kv.value().len()) as u64).sum();
+        (resp.count(), bytes)
+    })
+}
+
 #[test]
-fn corrupt_rows_and_foreign_prefixes_are_refused() {
+fn corrupt_state_and_foreign_prefixes_are_refused() {
     let ep = etcd_endpoint();
     let prefix = fresh_prefix();
     let s = store(&ep, config(&prefix, "corrupt"));
     s.commit(&[changes(1, vec![rec("a", 2, 1)], &[], Some(1)), changes(2, vec![rec("ok", 1, 1)], &[], None)])
         .unwrap();
-    // Rows live under `rows/{shard:05}/{generation}/`; generation 0 until a replace.
-    raw_put(&ep, format!("{prefix}rows/00001/0/a"), b"garbage".to_vec());
+    // Log entries live under `log/{shard:05}/{index:016x}`, from index 0.
+    raw_put(&ep, format!("{prefix}log/00001/0000000000000000"), b"garbage".to_vec());
     assert!(matches!(s.load(1, &cfg()), Err(Error::Decode(_))));
-    raw_put(
-        &ep,
-        format!("{prefix}rows/00001/0/a"),
-        vshard_ghosts::codec::encode_stub(&rec("b", 2, 1)).unwrap(),
-    );
-    assert!(matches!(s.load(1, &cfg()), Err(Error::Decode(_))), "a row under another id's key");
     assert_eq!(loaded(&s, 2).0, vec![rec("ok", 1, 1)]);
+    // A checkpoint's chunk: generation 1 after the first checkpoint.
+    s.checkpoint(2).unwrap();
+    assert_eq!(loaded(&s, 2).0, vec![rec("ok", 1, 1)], "checkpointed");
+    raw_put(&ep, format!("{prefix}ckpt/00002/0000000000000001/00000000"), b"VSG".to_vec());
+    assert!(matches!(s.load(2, &cfg()), Err(Error::Decode(_))));
     raw_put(&ep, format!("{prefix}meta/00002"), b"VSGM?".to_vec());
     assert!(matches!(s.load(2, &cfg()), Err(Error::Decode(_))));
     s.release_all().unwrap();
@@ -114,6 +125,110 @@ fn corrupt_rows_and_foreign_prefixes_are_refused() {
     let foreign = fresh_prefix();
     raw_put(&ep, format!("{foreign}format"), b"someone-else/3".to_vec());
     assert!(matches!(EtcdStore::connect([ep.as_str()], config(&foreign, "x")), Err(Error::NotAStore(_))));
+    // The first layout, a key per stub: refused, and the error names the upgrade.
+    let old = fresh_prefix();
+    raw_put(&ep, format!("{old}format"), b"vshard-ghosts-etcd/1".to_vec());
+    raw_put(&ep, format!("{old}rows/00001/0/a"), vshard_ghosts::codec::encode_stub(&rec("a", 2, 1)).unwrap());
+    match EtcdStore::connect([ep.as_str()], config(&old, "x")) {
+        Err(Error::NotAStore(why)) => {
+            assert!(why.contains("export_snapshot") && why.contains("import_snapshot"), "{why}")
+        }
+        other => panic!("the first layout was adopted: {other:?}"),
+    }
+}
+
+#[test]
+fn a_group_commit_is_one_transaction_until_etcds_limits_split_it() {
+    let ep = etcd_endpoint();
+    let s = store(&ep, config(&fresh_prefix(), "group"));
+    let batch = |shards: u16, seq: u64| -> Vec<_> {
+        (0..shards)
+            .map(|shard| {
+                let ups = (0..20).map(|i| rec(&format!("s{shard}-{seq}-{i}"), shard + 1, 1)).collect();
+                changes(shard, ups, &[], Some(seq))
+            })
+            .collect()
+    };
+    // Taken, and each shard's log position known, by a first commit.
+    s.commit(&batch(100, 1)).unwrap();
+    for (shards, want) in [(1, 1), (48, 1), (64, 1), (65, 2), (100, 2)] {
+        let before = s.stats();
+        s.commit(&batch(shards, 2)).unwrap();
+        let after = s.stats();
+        assert_eq!(after.write_txns - before.write_txns, want, "{shards} shards");
+        assert_eq!(after.log_entries - before.log_entries, u64::from(shards), "one entry per shard");
+    }
+    assert_eq!(loaded(&s, 47).1, Some(2));
+    s.release_all().unwrap();
+}
+
+#[test]
+fn checkpoints_bound_the_log_and_compaction_ends_the_old_history() {
+    let ep = etcd_endpoint();
+    let prefix = fresh_prefix();
+    let config =
+        EtcdConfig { checkpoint_min_bytes: 4_096, compact_every_revisions: 1, ..config(&prefix, "fold") };
+    let s = store(&ep, config);
+    let first = s.commit(&[changes(1, vec![rec("first", 2, 1)], &[], Some(0))]);
+    first.unwrap();
+    let start = revision(&ep);
+    let mut model = std::collections::BTreeMap::new();
+    for seq in 1..=200u64 {
+        let ups: Vec<_> =
+            (0..20).map(|i| rec(&format!("n{:03}", (seq * 7 + i) % 300), 2, (seq % 5) as u32 + 1)).collect();
+        let gone = format!("n{:03}", (seq * 13) % 300);
+        for u in &ups {
+            model.insert(u.node_id.clone(), u.clone());
+        }
+        model.remove(&gone);
+        // Removals come before upserts in a change set.
+        let ups: Vec<_> = ups.into_iter().filter(|u| u.node_id != gone).collect();
+        s.commit(&[changes(1, ups, &[gone.as_str()], Some(seq))]).unwrap();
+    }
+    model.insert("first".into(), rec("first", 2, 1));
+    let stats = s.stats();
+    assert!(stats.checkpoints >= 3 && stats.compactions >= 1, "{stats:?}");
+    assert_eq!(stats.checkpoint_failures, 0);
+    assert_eq!(loaded(&s, 1), (model.into_values().collect(), Some(200)));
+    // What is left: the owner, the format, the metadata, a checkpoint and a
+    // log of at most a few kilobytes; not 200 entries.
+    let (keys, bytes) = live(&ep, &prefix);
+    assert!(keys < 40, "{keys} keys");
+    assert!(bytes < 4 * 4_096 + 16_000, "{bytes} bytes");
+    // The revisions the checkpoints made obsolete are compacted away.
+    let old = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = etcd_client::Client::connect([ep.as_str()], None).await.unwrap();
+        c.get(format!("{prefix}meta/00001"), Some(etcd_client::GetOptions::new().with_revision(start))).await
+    });
+    assert!(old.is_err_and(|e| e.to_string().contains("compacted")), "history before {start} kept");
+    s.release_all().unwrap();
+}
+
+/// etcd's current revision.
+fn revision(ep: &str) -> i64 {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = etcd_client::Client::connect([ep], None).await.unwrap();
+        c.get("x", None).await.unwrap().header().unwrap().revision()
+    })
+}
+
+#[test]
+fn a_log_entry_written_late_below_the_checkpoint_is_ignored() {
+    let ep = etcd_endpoint();
+    let prefix = fresh_prefix();
+    let s = store(&ep, config(&prefix, "late"));
+    s.commit(&[changes(1, vec![rec("x", 2, 5)], &[], Some(1))]).unwrap();
+    let entry = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = etcd_client::Client::connect([ep.as_str()], None).await.unwrap();
+        c.get(format!("{prefix}log/00001/0000000000000000"), None).await.unwrap().kvs()[0].value().to_vec()
+    });
+    s.commit(&[changes(1, vec![], &["x"], Some(2))]).unwrap();
+    s.checkpoint(1).unwrap();
+    // A request retried after its answer was lost lands after the fold that
+    // deleted its entry: below the checkpoint's first index, it is not replayed.
+    raw_put(&ep, format!("{prefix}log/00001/0000000000000000"), entry);
+    assert_eq!(loaded(&s, 1), (vec![], Some(2)));
+    s.release_all().unwrap();
 }
 
 #[test]

@@ -6,6 +6,15 @@
 //!
 //! `cargo run --release --example cluster --features cluster -- --etcd http://127.0.0.1:23790`
 //!
+//! `--preset scale`: 3 processes, 48 shards, 500 016 ghosts (10 417 a shard),
+//! 1024-event batches, 4 in flight per shard, the victim killed a third of the
+//! way in; a long run, for a figure, not CI.
+//!
+//! However the run ends (success, failure, timeout after `--timeout`, Ctrl-C
+//! or SIGTERM), the parent stops every worker it started: a worker whose
+//! parent is gone (its stdin closed) exits on its own, and the parent kills
+//! and reaps its workers on every way out.
+//!
 //! Each shard's log is deterministic from the seed (batch `seq` of shard `s` is
 //! the same in every process), so any process can regenerate and resume it.
 //! The workload is edge batches on ghosts whose nodes live on the next shard,
@@ -53,6 +62,16 @@ pub(crate) struct Args {
     /// Seed of every shard's log.
     #[arg(long, default_value_t = 7)]
     pub(crate) seed: u64,
+    /// Edge batches per shard sent and not yet acknowledged.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) in_flight: usize,
+    /// The whole run fails (and stops every worker) after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub(crate) timeout: u64,
+    /// `scale`: the documented large run (sets shards, ghosts, batches, batch
+    /// events, kill point and in-flight batches; other flags still apply).
+    #[arg(long)]
+    pub(crate) preset: Option<String>,
     /// Internal: run as worker N under this key prefix.
     #[arg(long, hide = true)]
     pub(crate) worker: Option<u16>,
@@ -61,8 +80,34 @@ pub(crate) struct Args {
     pub(crate) prefix: Option<String>,
 }
 
+impl Args {
+    /// The settings with `--preset` applied.
+    fn resolved(mut self) -> std::result::Result<Self, String> {
+        match self.preset.as_deref() {
+            None => {}
+            Some("scale") => {
+                self.procs = 3;
+                self.shards = 48;
+                self.ghosts = 10_417;
+                self.batch_events = 1_024;
+                self.batches = 30;
+                self.kill_after = 10;
+                self.in_flight = 4;
+            }
+            Some(other) => return Err(format!("unknown preset {other:?} (known: scale)")),
+        }
+        Ok(self)
+    }
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::parse().resolved() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("cluster: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match (args.worker, args.prefix.clone()) {
         (Some(me), Some(prefix)) => worker::run(&args, me, &prefix),
         _ => parent(&args),
@@ -85,6 +130,44 @@ type Line = (u16, String);
 struct Proc {
     child: Child,
     stdin: ChildStdin,
+}
+
+/// The workers, killed and reaped however the parent leaves (an error, a
+/// timeout, a panic): none outlives the run.
+struct Procs(Vec<Proc>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for p in &mut self.0 {
+            if matches!(p.child.try_wait(), Ok(None)) {
+                let _ = p.child.kill();
+            }
+            let _ = p.child.wait();
+        }
+    }
+}
+
+/// Turns Ctrl-C and SIGTERM into a line on `tx`, so that the parent leaves
+/// through its usual way out (which stops the workers); should it not within
+/// five seconds, the process exits, and the workers, their stdin closed, follow.
+fn on_signal(tx: mpsc::Sender<Line>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        runtime.block_on(async {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let _ = tx.send((u16::MAX, "SIGNAL".into()));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            std::process::exit(130);
+        });
+    })?;
+    Ok(())
 }
 
 fn send(p: &mut Proc, line: &str) -> Result<()> {
@@ -125,7 +208,8 @@ fn parent(args: &Args) -> Result<bool> {
 fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
     let prefix = format!("vshard-ghosts-cluster/{:016x}/", fastrand::u64(..));
     let (tx, rx) = mpsc::channel::<Line>();
-    let mut procs = Vec::new();
+    on_signal(tx.clone())?;
+    let mut procs = Procs(Vec::new());
     for me in 0..args.procs {
         let log = std::fs::File::create(logs.join(format!("proc-{me}.log")))?;
         let mut child = Command::new(std::env::current_exe()?)
@@ -145,22 +229,30 @@ fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
             }
             let _ = tx.send((me, "EXIT".into()));
         });
-        procs.push(Proc { child, stdin });
+        procs.0.push(Proc { child, stdin });
     }
     drop(tx);
+    let procs = &mut procs.0;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
     // `--kill-after 0`: nobody is killed (the same run, for comparison).
     let victim = if args.kill_after > 0 { args.procs - 1 } else { u16::MAX };
     let t_start = Instant::now();
     let mut acked = vec![0u64; usize::from(args.shards)];
     let mut events: u64 = 0;
     let wait = |what: &str| format!("timed out waiting for {what}; worker logs in {}", logs.display());
-    let recv = |rx: &mpsc::Receiver<Line>, what: &str| {
-        rx.recv_timeout(Duration::from_secs(120)).map_err(|_| wait(what))
+    let recv = |rx: &mpsc::Receiver<Line>, what: &str| -> Result<Line> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left.min(Duration::from_secs(120))).map_err(|_| wait(what))?;
+        if line.0 == u16::MAX {
+            return Err("interrupted: stopping every worker".into());
+        }
+        Ok(line)
     };
     let victims: Vec<u16> = (0..args.shards).filter(|s| s % args.procs == victim).collect();
 
     let survivors: Vec<u16> = (0..args.procs).filter(|&p| p != victim).collect();
     let mut killed = Instant::now();
+    let mut events_at_kill = 0;
     if victims.is_empty() {
         // No kill: once every log is done, the final passes.
         while acked.iter().any(|&a| a < args.batches) {
@@ -181,6 +273,7 @@ fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
         }
         procs[usize::from(victim)].child.kill()?; // SIGKILL
         killed = Instant::now();
+        events_at_kill = events;
         procs[usize::from(victim)].child.wait()?;
         let secs = t_start.elapsed().as_secs_f64();
         let streamed = events * u64::from(args.batch_events);
@@ -200,6 +293,7 @@ fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
     let mut done = 0;
     let mut failed = false;
     let mut rpcs = (0u64, 0u64, 0u64);
+    let mut finishing = victims.is_empty();
     while done < survivors.len() {
         let (who, line) = recv(&rx, "the survivors")?;
         if who == victim {
@@ -226,11 +320,10 @@ fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
                         "takeover: the victim's {took} shards serve again {:.2} s after the kill",
                         takeover.as_secs_f64()
                     );
-                    // Every survivor has its whole log now: run the final passes.
-                    for &q in &survivors {
-                        send(&mut procs[usize::from(q)], "FINISH")?;
-                    }
                 }
+            }
+            Some("FAILED") => {
+                return Err(format!("process {who}: {}", p.collect::<Vec<_>>().join(" ")).into());
             }
             Some("ORACLE") => {
                 let verdict = p.next().unwrap_or("?");
@@ -249,15 +342,38 @@ fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
             }
             _ => handle(&line, who, &mut acked, &mut events)?,
         }
+        if !finishing && took == victims.len() && acked.iter().all(|&a| a >= args.batches) {
+            // Every log is done, the victim's too: the final passes.
+            finishing = true;
+            let secs = killed.elapsed().as_secs_f64();
+            let streamed = (events - events_at_kill) * u64::from(args.batch_events);
+            println!(
+                "streaming after the kill: {streamed} edge events in {secs:.2} s = {:.0} events/s (takeover wait included)",
+                streamed as f64 / secs
+            );
+            for &q in &survivors {
+                send(&mut procs[usize::from(q)], "FINISH")?;
+            }
+        }
     }
     let elapsed = t_start.elapsed().as_secs_f64();
-    for p in &mut procs {
+    for p in procs.iter_mut() {
         let _ = send(p, "STOP");
     }
     for (i, p) in procs.iter_mut().enumerate() {
         if i != usize::from(victim) {
             p.child.wait()?;
         }
+    }
+    match etcd_size(&args.etcd, &prefix) {
+        Ok((keys, bytes, db)) => {
+            let ghosts = u64::from(args.shards) * u64::from(args.ghosts);
+            println!(
+                "etcd: {keys} keys, {bytes} bytes of keys and values under the run's prefix = {:.1} B per ghost; backend {db} bytes",
+                bytes as f64 / ghosts as f64
+            );
+        }
+        Err(e) => println!("etcd size unknown: {e}"),
     }
     let total = u64::from(args.shards) * args.batches * u64::from(args.batch_events);
     println!(
@@ -291,4 +407,16 @@ fn handle(line: &str, who: u16, acked: &mut [u64], events: &mut u64) -> Result<(
         *events += 1;
     }
     Ok(())
+}
+
+/// Keys and their bytes under `prefix`, and etcd's backend size.
+fn etcd_size(etcd: &str, prefix: &str) -> Result<(i64, u64, i64)> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut c = etcd_client::Client::connect([etcd], None).await?;
+        let resp = c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await?;
+        let bytes = resp.kvs().iter().map(|kv| (kv.key().len() + kv.value().len()) as u64).sum();
+        let db = c.status().await?.db_size();
+        Ok((resp.count(), bytes, db))
+    })
 }

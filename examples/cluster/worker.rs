@@ -5,16 +5,18 @@
 use crate::{Args, Result};
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
+use std::rc::Rc;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use vshard_ghosts::cluster::{
     EtcdOwners, GrpcVerifier, GrpcVerifierConfig, Location, NoLocalCounts, NodeDirectory, OwnersConfig,
     VerifyServer,
 };
-use vshard_ghosts::messages::{InsertGhost, Inspect, Retarget};
+use vshard_ghosts::messages::{EdgeBatch, InsertGhost, Inspect, Retarget};
 use vshard_ghosts::store::{EtcdConfig, EtcdStore};
 use vshard_ghosts::{
-    EdgeEvents, Epoch, GhostRuntime, ShardConfig, ShardId, StoreChoice, SweeperConfig, TableConfig,
+    EdgeEvents, Epoch, GhostActor, GhostRuntime, ShardConfig, ShardId, StoreChoice, SweeperConfig,
+    TableConfig,
 };
 
 /// Every ghost starts with this many edges; no log takes one to zero.
@@ -65,15 +67,42 @@ fn moves(args: &Args, shard: u16, seq: u64) -> Vec<(String, Option<ShardId>, Epo
     out
 }
 
-/// Sends `shard` the moves and then the batch `seq` of its log, each acknowledged.
-async fn step(rt: &GhostRuntime, args: &Args, shard: u16, seq: u64) -> vshard_ghosts::Result<()> {
-    for (id, target, epoch) in moves(args, shard, seq) {
-        match target {
-            Some(target) => rt.retarget(shard, Retarget { node_id: id.into(), target, epoch }).await?,
-            None => rt.reclaim(shard, &id, epoch).await?,
-        };
+/// Streams `shard`'s log from batch `from`, with up to `--in-flight` batches
+/// sent and not yet acknowledged; a batch with moves waits until every batch
+/// before it is acknowledged, so that its moves apply between the same
+/// batches as in the oracle. Says `ACK shard seq` for each.
+async fn stream(rt: &GhostRuntime, args: &Args, shard: u16, from: u64) -> vshard_ghosts::Result<()> {
+    let mut pending = std::collections::VecDeque::new();
+    for seq in from..=args.batches {
+        let moves = moves(args, shard, seq);
+        while !pending.is_empty() && (pending.len() >= args.in_flight.max(1) || !moves.is_empty()) {
+            let Some((done, fut)) = pending.pop_front() else { break };
+            acked(shard, done, fut).await?;
+        }
+        for (id, target, epoch) in moves {
+            match target {
+                Some(target) => rt.retarget(shard, Retarget { node_id: id.into(), target, epoch }).await?,
+                None => rt.reclaim(shard, &id, epoch).await?,
+            };
+        }
+        // Queued in the shard's mailbox now, in order; answered once durable.
+        let fut = rt.addr(shard)?.send(EdgeBatch { seq: Some(seq), events: events(args, shard, seq) });
+        pending.push_back((seq, fut));
     }
-    rt.edge_batch(shard, Some(seq), events(args, shard, seq)).await?;
+    while let Some((done, fut)) = pending.pop_front() {
+        acked(shard, done, fut).await?;
+    }
+    Ok(())
+}
+
+/// Waits for batch `seq`'s answer and says it is acknowledged.
+async fn acked(
+    shard: u16,
+    seq: u64,
+    answer: actix::dev::Request<GhostActor, EdgeBatch>,
+) -> vshard_ghosts::Result<()> {
+    answer.await.map_err(|_| vshard_ghosts::Error::Unavailable { shard })??;
+    say(&format!("ACK {shard} {seq}"));
     Ok(())
 }
 
@@ -155,7 +184,9 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
     let store = Arc::new(EtcdStore::connect([args.etcd.as_str()], config)?);
     store.acquire(&own)?;
     let homes = Arc::new(Homes { args: args.clone(), held: RwLock::new(own.iter().copied().collect()) });
-    let server = VerifyServer::start("127.0.0.1:0".parse()?, homes.clone())?;
+    // Answers only while this process's claims hold: once it loses a shard, a
+    // stale directory never makes a peer purge.
+    let server = VerifyServer::start_owned("127.0.0.1:0".parse()?, homes.clone(), store.clone())?;
     let owners = Arc::new(EtcdOwners::start(
         [args.etcd.as_str()],
         OwnersConfig { prefix: prefix.to_owned(), ..OwnersConfig::default() },
@@ -163,14 +194,19 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
     owners.register(&owner, &server.url())?;
     let verifier = GrpcVerifier::new(owners.clone(), Arc::new(NoLocalCounts), GrpcVerifierConfig::default())?;
 
-    // Commands from the parent, one a line, on a thread of their own.
+    // Commands from the parent, one a line, on a thread of their own. The
+    // parent gone (its end of the pipe closed, however it ended) without a
+    // STOP, this process ends too: nothing it started outlives the run.
     let (tx, mut commands) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines().map_while(|l| l.ok()) {
-            if tx.send(line).is_err() {
-                break;
+            let stop = line == "STOP";
+            if tx.send(line).is_err() || stop {
+                return;
             }
         }
+        eprintln!("the parent is gone; exiting");
+        std::process::exit(3);
     });
 
     let args = args.clone();
@@ -191,19 +227,25 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
             .store(StoreChoice::Custom(store.clone()))
             .sweeper(Arc::new(verifier.clone()), sweep)
             .start()?;
-        for &s in &own {
-            for i in 0..args.ghosts {
-                let g = InsertGhost { node_id: ghost(s, i).into(), target: home(&args, s), refcount: START, epoch: Epoch(1) };
-                rt.insert_ghost(s, g).await?;
+        // Every shard at once, 256 inserts in flight each: group commits carry many.
+        futures::future::try_join_all(own.iter().map(|&s| {
+            let (rt, args) = (&rt, &args);
+            async move {
+                let ids: Vec<u32> = (0..args.ghosts).collect();
+                for chunk in ids.chunks(256) {
+                    futures::future::try_join_all(chunk.iter().map(|&i| {
+                        let g = InsertGhost { node_id: ghost(s, i).into(), target: home(args, s), refcount: START, epoch: Epoch(1) };
+                        rt.insert_ghost(s, g)
+                    }))
+                    .await?;
+                }
+                Ok::<_, vshard_ghosts::Error>(())
             }
-        }
-        for seq in 1..=args.batches {
-            for &s in &own {
-                step(&rt, &args, s, seq).await?;
-                say(&format!("ACK {s} {seq}"));
-            }
-        }
-        let mut taken: Vec<(u16, GhostRuntime)> = Vec::new();
+        }))
+        .await?;
+        say("STREAMING");
+        futures::future::try_join_all(own.iter().map(|&s| stream(&rt, &args, s, 1))).await?;
+        let mut taken: Vec<(u16, Rc<GhostRuntime>)> = Vec::new();
         let mut ok = true;
         while let Some(cmd) = commands.recv().await {
             let mut p = cmd.split(' ');
@@ -217,17 +259,23 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
                     let trt = GhostRuntime::builder().shards([s]).shard_config(shard.clone()).store(StoreChoice::Custom(store.clone())).start()?;
                     let applied = trt.shard_stats(s).await?.table.applied_seq.unwrap_or(0);
                     say(&format!("TOOK {s} {applied}"));
-                    // The dead owner's log, from where its shard's state says it stopped.
-                    for seq in applied + 1..=args.batches {
-                        step(&trt, &args, s, seq).await?;
-                    }
-                    taken.push((s, trt));
+                    let trt = Rc::new(trt);
+                    taken.push((s, trt.clone()));
+                    // The dead owner's log, from where its shard's state says
+                    // it stopped, beside the other shards taken over.
+                    let args = args.clone();
+                    actix::spawn(async move {
+                        match stream(&trt, &args, s, applied + 1).await {
+                            Ok(()) => say(&format!("RESUMED {s}")),
+                            Err(e) => say(&format!("FAILED {s} {e}")),
+                        }
+                    });
                 }
                 Some("FINISH") => {
                     let pass = rt.run_sweep_pass().await?;
                     let mut wrong = Vec::new();
                     let mut checked = 0;
-                    let all = own.iter().map(|&s| (s, &rt)).chain(taken.iter().map(|(s, t)| (*s, t)));
+                    let all = own.iter().map(|&s| (s, &rt)).chain(taken.iter().map(|(s, t)| (*s, &**t)));
                     for (s, r) in all {
                         let applied = r.shard_stats(s).await?.table.applied_seq;
                         if applied != Some(args.batches) {
@@ -271,7 +319,10 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
             }
         }
         for (_, t) in taken {
-            t.shutdown().await?;
+            match Rc::try_unwrap(t) {
+                Ok(t) => t.shutdown().await?,
+                Err(_) => return Err("a taken shard still streams at STOP".into()),
+            }
         }
         rt.shutdown().await?;
         Ok::<_, Box<dyn std::error::Error>>(ok)

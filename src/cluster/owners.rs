@@ -5,7 +5,7 @@
 use super::routes::{ShardRoutes, normalize};
 use crate::error::{Cause, Error, Result};
 use crate::ids::ShardId;
-use crate::store::etcd::{owner_prefix, owner_shard, prefix_end};
+use crate::store::etcd::{self, owner_prefix, owner_shard, prefix_end, runtime};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,27 +97,16 @@ impl EtcdOwners {
         endpoints: impl IntoIterator<Item = E>,
         config: OwnersConfig,
     ) -> Result<Self> {
-        let endpoints: Vec<String> = endpoints
-            .into_iter()
-            .map(|e| {
-                let e = e.as_ref();
-                e.strip_prefix("etcd://").map_or_else(|| e.to_owned(), |rest| format!("http://{rest}"))
-            })
-            .collect();
+        let endpoints = etcd::endpoints(endpoints);
         if endpoints.is_empty() || config.op_timeout.is_zero() {
             return Err(Error::InvalidConfig(
                 "cluster: an etcd endpoint and a non-zero op_timeout are needed".into(),
             ));
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("ghost-owners")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Cluster {
-                what: "owner watch runtime".into(),
-                source: Some(Cause::new(e)),
-            })?;
+        let runtime = runtime("ghost-owners").map_err(|e| Error::Cluster {
+            what: "owner watch runtime".into(),
+            source: Some(Cause::new(e)),
+        })?;
         let shared = Arc::new(Shared {
             known: RwLock::default(),
             changes: AtomicU64::new(0),

@@ -1,10 +1,13 @@
 //! [`VerifyServer`]: the verify service a process serves, answering batches of
-//! queries about its shards from the host's [`NodeDirectory`].
+//! queries about its shards from the host's [`NodeDirectory`], and only while
+//! its claim on each shard holds.
 
 use super::directory::{Location, NodeDirectory};
 use super::proto::{self, Answer, GhostVerify, GhostVerifyServer};
 use crate::error::{Error, Result};
 use crate::ids::{Epoch, ShardId};
+use crate::store::{ClaimWatch, GhostStore};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +38,7 @@ pub enum ServerFault {
 struct Counters {
     calls: AtomicU64,
     queries: AtomicU64,
+    refused: AtomicU64,
     #[cfg(feature = "testing")]
     fault: std::sync::Mutex<ServerFault>,
 }
@@ -46,11 +50,48 @@ pub struct ServerStats {
     pub calls: u64,
     /// Queries answered, over all calls.
     pub queries: u64,
+    /// Shards asked about in a call while this process held no claim on
+    /// them (their queries were answered `Unknown`), counted once per call.
+    pub not_owned: u64,
 }
 
 struct Service {
     directory: Arc<dyn NodeDirectory>,
     counters: Arc<Counters>,
+    /// Whose claims gate the answers; `None`: every shard is answered.
+    claims: Option<Claims>,
+}
+
+/// The store whose claims say which shards this process owns, and the
+/// watches it gave, so that a call asks the store only about a shard whose
+/// last watch lapsed (or that it never asked about).
+struct Claims {
+    store: Arc<dyn GhostStore>,
+    watches: std::sync::Mutex<HashMap<u16, ClaimWatch>>,
+}
+
+impl Claims {
+    /// True while this process's claim on `shard` holds (always, for a store
+    /// that grants no ownership). Asks the store, off this runtime's thread,
+    /// only when no watch at hand is valid.
+    async fn holds(&self, shard: u16) -> bool {
+        let lock = || self.watches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if lock().get(&shard).is_some_and(ClaimWatch::is_valid) {
+            return true;
+        }
+        let store = self.store.clone();
+        let Ok(watch) = tokio::task::spawn_blocking(move || store.claim(shard)).await else {
+            return false;
+        };
+        match watch {
+            None => true,
+            Some(w) if w.is_valid() => {
+                lock().insert(shard, w);
+                true
+            }
+            Some(_) => false,
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -72,12 +113,40 @@ impl GhostVerify for Service {
             return faulty;
         }
         self.counters.queries.fetch_add(queries.len() as u64, Ordering::Relaxed);
-        let answers = queries.iter().map(|q| answer(self.locate(q))).collect();
+        let owned = self.owned(&queries).await;
+        let answers = queries
+            .iter()
+            .map(|q| {
+                let ours =
+                    u16::try_from(q.target_shard).is_ok_and(|s| owned.get(&s).copied().unwrap_or(true));
+                answer(if ours { self.locate(q) } else { Location::Unknown })
+            })
+            .collect();
         Ok(Response::new(proto::VerifyBatchResponse { answers }))
     }
 }
 
 impl Service {
+    /// For each shard the queries ask about, whether this process's claim on
+    /// it holds now; empty when the server is not gated by claims. Asked once
+    /// per call, before answering: a claim's watch lapses before the lease
+    /// does, so no other process can have taken a shard answered for.
+    async fn owned(&self, queries: &[proto::NodeQuery]) -> HashMap<u16, bool> {
+        let mut owned = HashMap::new();
+        let Some(claims) = &self.claims else { return owned };
+        for q in queries {
+            let Ok(shard) = u16::try_from(q.target_shard) else { continue };
+            if let std::collections::hash_map::Entry::Vacant(entry) = owned.entry(shard) {
+                let holds = claims.holds(shard).await;
+                if !holds {
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                }
+                entry.insert(holds);
+            }
+        }
+        owned
+    }
+
     fn locate(&self, q: &proto::NodeQuery) -> Location {
         // A shard id out of range is no shard of ours.
         match u16::try_from(q.target_shard) {
@@ -133,8 +202,30 @@ impl std::fmt::Debug for VerifyServer {
 
 impl VerifyServer {
     /// Binds `addr` (port 0: any free port, see [`local_addr`](Self::local_addr))
-    /// and serves `directory` on it. Fails at once if the address cannot be bound.
+    /// and serves `directory` on it for every shard asked about: for a
+    /// directory that knows which shards this process holds, or tests. A
+    /// process that holds shards through a store's claims (an
+    /// [`EtcdStore`](crate::store::EtcdStore)) serves with
+    /// [`start_owned`](Self::start_owned). Fails at once if the address cannot be bound.
     pub fn start(addr: SocketAddr, directory: Arc<dyn NodeDirectory>) -> Result<Self> {
+        Self::serve(addr, directory, None)
+    }
+
+    /// As [`start`](Self::start), but answers about a shard only while
+    /// `store`'s claim on it holds ([`GhostStore::claim`]); about any other
+    /// shard, every query is `Unknown` (the asking sweeper's verdict is
+    /// `Inconclusive`). So a process that lost a shard to a takeover, and
+    /// whose directory still says what it knew, never makes another process
+    /// purge.
+    pub fn start_owned(
+        addr: SocketAddr,
+        directory: Arc<dyn NodeDirectory>,
+        store: Arc<dyn GhostStore>,
+    ) -> Result<Self> {
+        Self::serve(addr, directory, Some(Claims { store, watches: Default::default() }))
+    }
+
+    fn serve(addr: SocketAddr, directory: Arc<dyn NodeDirectory>, claims: Option<Claims>) -> Result<Self> {
         let cluster = |what: String| {
             move |e: std::io::Error| Error::Cluster { what, source: Some(crate::Cause::new(e)) }
         };
@@ -153,7 +244,7 @@ impl VerifyServer {
             tokio::net::TcpListener::from_std(listener).map_err(cluster("verify service socket".into()))?
         };
         let counters = Arc::new(Counters::default());
-        let service = GhostVerifyServer::new(Service { directory, counters: counters.clone() })
+        let service = GhostVerifyServer::new(Service { directory, counters: counters.clone(), claims })
             .max_decoding_message_size(64 << 20);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -187,6 +278,7 @@ impl VerifyServer {
         ServerStats {
             calls: self.counters.calls.load(Ordering::Relaxed),
             queries: self.counters.queries.load(Ordering::Relaxed),
+            not_owned: self.counters.refused.load(Ordering::Relaxed),
         }
     }
 

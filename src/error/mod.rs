@@ -109,6 +109,18 @@ pub enum Error {
         #[source]
         source: Option<Cause>,
     },
+    /// The store refuses writes for lack of space: etcd raised its `NOSPACE`
+    /// alarm (its backend reached `--quota-backend-bytes`). Nothing of the
+    /// write was made durable; reads still work. Retrying does not help until
+    /// the operator frees space (compact, defragment, disarm the alarm).
+    #[error("store full: {what}")]
+    StoreFull {
+        /// What the store was doing.
+        what: String,
+        /// The store's refusal.
+        #[source]
+        source: Option<Cause>,
+    },
     /// A file or catalog exists but is not a ghost store of this crate.
     #[error("not a ghost store: {0}")]
     NotAStore(String),
@@ -259,7 +271,8 @@ impl Error {
     /// `SelfTarget`, `InvalidConfig`, `NoStore`, `UnknownShard`), the table's
     /// contents or bound (`TableFull`), the stored state or the operator's
     /// view of the shard (`Decode`, `NotAStore`, `ShardFailed`, `ShardDown`:
-    /// see `GhostRuntime::revive_shard`), ownership (`Fenced`), or the
+    /// see `GhostRuntime::revive_shard`), the store's space (`StoreFull`),
+    /// ownership (`Fenced`), or the
     /// runtime's life (`MailboxClosed`, `NoSweeper`, `SweeperRunning`, `Closed`).
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -349,6 +362,7 @@ mod tests {
             Error::UnknownShard(ShardId(1)),
             Error::MailboxClosed { shard: 1 },
             Error::Fenced { shard: 1, cause: "x".into() },
+            Error::StoreFull { what: "etcd commit".into(), source: None },
             Error::NoSweeper,
             Error::SweeperRunning,
             Error::Closed,

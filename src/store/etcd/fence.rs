@@ -1,119 +1,16 @@
 //! Shard ownership for `EtcdStore`: taking and releasing shards, fencing. The lease is in `lease.rs`.
 
-use super::keys::{self, Keys, Meta};
-use super::lease::Lease;
-use super::retry::retry;
-use super::{EtcdConfig, Ownership};
+use super::Ownership;
+use super::state::{Cursor, Inner, Owned, Shard, State, first_kv};
 use crate::error::{Error, Result};
 use crate::store::ClaimWatch;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, KeyValue, KvClient, PutOptions, Txn, TxnOp};
-use std::collections::HashMap;
+use etcd_client::{Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp};
 use std::time::Instant;
-
-/// Largest response a load page may be: ids up to the table's limit.
-const MAX_RESPONSE_BYTES: usize = 64 << 20;
-
-/// The store's state, on its runtime.
-pub(super) struct Inner {
-    pub(super) client: Client,
-    pub(super) kv: KvClient,
-    pub(super) keys: Keys,
-    pub(super) config: EtcdConfig,
-    /// One operation at a time: taking a shard, then writing under that
-    /// claim, must not interleave with a release or another acquisition.
-    pub(super) state: tokio::sync::Mutex<State>,
-    /// Transactions each commit may run before it fails (`usize::MAX`: no
-    /// limit); see `EtcdStore::fail_commits_after_parts`.
-    #[cfg(feature = "testing")]
-    pub(super) commit_fault: std::sync::atomic::AtomicUsize,
-}
-
-#[derive(Default)]
-pub(super) struct State {
-    pub(super) lease: Option<Lease>,
-    pub(super) shards: HashMap<u16, Shard>,
-    /// Transactions the commit under way may still run (fault injection).
-    #[cfg(feature = "testing")]
-    pub(super) budget: Option<usize>,
-}
-
-pub(super) enum Shard {
-    Owned(Owned),
-    Lost(String),
-    /// Handed over by this store. Kept, not forgotten: a write through the old
-    /// claim (a late flush of the actor that served it) must be fenced, not
-    /// take the shard again over the next owner's state.
-    Released,
-}
 
 /// Why a released shard's write is refused.
 const RELEASED: &str = "released by this store; load or acquire the shard to take it again";
 
-#[derive(Debug, Clone)]
-pub(super) struct Owned {
-    /// The owner key's `create_revision`: every write compares it.
-    pub(super) revision: i64,
-    pub(super) lease: i64,
-    /// `None` after a write whose outcome is unknown: read again before the next.
-    pub(super) meta: Option<Meta>,
-    /// This claim's watch: revoked when the claim ends here, expired with the lease.
-    pub(super) watch: ClaimWatch,
-}
-
-impl State {
-    /// Sets what this store knows of `shard`, revoking the watch of a claim that ends.
-    fn put(&mut self, shard: u16, new: Shard) {
-        let same_claim = |old: &Owned| matches!(&new, Shard::Owned(o) if o.revision == old.revision);
-        if let Some(Shard::Owned(old)) = self.shards.get(&shard)
-            && !same_claim(old)
-        {
-            old.watch.revoke();
-        }
-        self.shards.insert(shard, new);
-    }
-}
-
 impl Inner {
-    pub(super) async fn connect(endpoints: Vec<String>, config: EtcdConfig) -> Result<Self> {
-        let options =
-            ConnectOptions::new().with_connect_timeout(config.op_timeout).with_timeout(config.op_timeout);
-        let client = Client::connect(&endpoints, Some(options))
-            .await
-            .map_err(|e| Error::store_from(format!("etcd connect {endpoints:?}"), e))?;
-        let kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let inner = Self {
-            client,
-            kv,
-            keys: Keys::new(&config.prefix),
-            config,
-            state: Default::default(),
-            #[cfg(feature = "testing")]
-            commit_fault: std::sync::atomic::AtomicUsize::new(usize::MAX),
-        };
-        inner.adopt().await?;
-        Ok(inner)
-    }
-
-    /// Writes the prefix's format marker unless present; refuses another one.
-    async fn adopt(&self) -> Result<()> {
-        let key = self.keys.format();
-        let txn = Txn::new()
-            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.clone(), keys::FORMAT, None)])
-            .or_else([TxnOp::get(key, None)]);
-        let resp = self.txn(txn, "write format marker").await?;
-        let found = super::io::first_kv(&resp).map(|kv| kv.value().to_vec());
-        keys::check_format(found.as_deref(), &self.config.prefix)
-    }
-
-    pub(super) async fn txn(&self, txn: Txn, what: &str) -> Result<etcd_client::TxnResponse> {
-        retry(&self.config, what, || {
-            let (mut kv, txn) = (self.kv.clone(), txn.clone());
-            async move { kv.txn(txn).await }
-        })
-        .await
-    }
-
     /// The claim on `shard` for a write, taking the shard if this store never
     /// touched it; fails if the claim was lost or released.
     pub(super) async fn claim(&self, st: &mut State, shard: u16) -> Result<Owned> {
@@ -136,33 +33,15 @@ impl Inner {
         self.claim(st, shard).await
     }
 
-    /// The claim on `shard` and its metadata, read under the claim's guard
-    /// unless known from this store's own writes.
-    pub(super) async fn owned(&self, st: &mut State, shard: u16) -> Result<(Owned, Meta)> {
+    /// The claim on `shard` and where its stored state stands, read under the
+    /// claim's guard unless known from this store's own writes.
+    pub(super) async fn owned(&self, st: &mut State, shard: u16) -> Result<(Owned, Cursor)> {
         let owned = self.claim(st, shard).await?;
-        let meta = match owned.meta {
-            Some(meta) => meta,
-            None => self.read_meta(st, shard, &owned).await?.0,
+        let cursor = match owned.cursor {
+            Some(cursor) => cursor,
+            None => self.read_shard(st, shard, &owned, false).await?.cursor(),
         };
-        // A commit cut short after its commit point is finished before anything else.
-        let meta = self.roll_forward(st, shard, meta).await?;
-        Ok((owned, meta))
-    }
-
-    /// Marks the metadata of `shards` unknown after a write whose outcome is.
-    pub(super) fn forget_meta(st: &mut State, shards: impl IntoIterator<Item = u16>) {
-        for shard in shards {
-            if let Some(Shard::Owned(o)) = st.shards.get_mut(&shard) {
-                o.meta = None;
-            }
-        }
-    }
-
-    /// Records the metadata a committed write gave `shard`.
-    pub(super) fn set_meta(st: &mut State, shard: u16, meta: Meta) {
-        if let Some(Shard::Owned(o)) = st.shards.get_mut(&shard) {
-            o.meta = Some(meta);
-        }
+        Ok((owned, cursor))
     }
 
     /// Creates the owner key, waiting while another live owner holds it.
@@ -178,7 +57,7 @@ impl Inner {
                 .and_then([TxnOp::put(key.clone(), self.config.owner_id.clone(), Some(put))])
                 .or_else([TxnOp::get(key.clone(), None)]);
             let resp = self.txn(txn, "take shard").await?;
-            let holder = super::io::first_kv(&resp);
+            let holder = first_kv(&resp);
             let revision = match (resp.succeeded(), &holder) {
                 (true, _) => resp.header().map(|h| h.revision()),
                 // Ours already: an earlier attempt committed but its answer was lost.
@@ -187,7 +66,7 @@ impl Inner {
             };
             if let Some(revision) = revision {
                 tracing::info!(shard, revision, lease, "took shard ownership");
-                let owned = Owned { revision, lease, meta: None, watch: watch.derive() };
+                let owned = Owned { revision, lease, cursor: None, watch: watch.derive() };
                 st.put(shard, Shard::Owned(owned.clone()));
                 return Ok(owned);
             }
@@ -203,25 +82,6 @@ impl Inner {
             }
             tokio::time::sleep(self.config.acquire_poll.min(deadline - now)).await;
         }
-    }
-
-    /// Reads the shard's metadata under the claim's guard; returns it and the
-    /// revision it was read at.
-    pub(super) async fn read_meta(&self, st: &mut State, shard: u16, owned: &Owned) -> Result<(Meta, i64)> {
-        let owner = self.keys.owner(shard);
-        let txn = Txn::new()
-            .when([Compare::create_revision(owner.clone(), CompareOp::Equal, owned.revision)])
-            .and_then([TxnOp::get(self.keys.meta(shard), None)])
-            .or_else([TxnOp::get(owner, None)]);
-        let resp = self.txn(txn, "read shard meta").await?;
-        let holder = super::io::first_kv(&resp);
-        if !resp.succeeded() {
-            return Err(self.fence(st, shard, holder.as_ref()));
-        }
-        let meta = holder.map(|kv| Meta::decode(kv.value())).transpose()?.unwrap_or_default();
-        let revision = resp.header().map_or(0, |h| h.revision());
-        st.put(shard, Shard::Owned(Owned { meta: Some(meta), ..owned.clone() }));
-        Ok((meta, revision))
     }
 
     /// Marks `shard` lost to `holder` and returns the error that says so.

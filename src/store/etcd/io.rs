@@ -1,162 +1,106 @@
-//! `EtcdStore`'s loads and replacements (paged reads at one revision, a new row generation),
-//! and the guarded transaction that every write runs through. Commits are in `commit.rs`.
+//! `EtcdStore`'s reads (a shard's metadata, checkpoint and log, in one guarded transaction
+//! at one revision) and the guarded transaction that every write runs through.
 
-use super::fence::{Inner, State};
 use super::keys::{Meta, prefix_end};
-use super::plan::{self, Group, Op, Part, ShardWrites};
-use super::retry::retry;
-use crate::codec;
-use crate::config::TableConfig;
-use crate::error::{DecodeError, Error, Result};
-use crate::table::GhostTable;
-use crate::table::ShardChanges;
-use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, TxnOp, TxnOpResponse, TxnResponse};
-use std::collections::{BTreeMap, HashMap};
+use super::plan::{Op, Part};
+use super::state::{Cursor, Inner, Shard, State};
+use crate::error::{Error, Result};
+use etcd_client::{Compare, CompareOp, GetOptions, TxnOp, TxnOpResponse};
 
-/// One shard's share of a commit: each id's last change (`None`: removed),
-/// and the highest sequence number.
+/// A shard's stored state as read at one revision.
 #[derive(Debug, Default)]
-pub(super) struct Merged {
-    pub(super) rows: Vec<(String, Option<Vec<u8>>)>,
-    pub(super) seq: Option<u64>,
+pub(crate) struct ShardData {
+    pub(super) meta: Meta,
+    /// The live checkpoint's chunks `(chunk number, bytes)`, in order; empty
+    /// unless asked for.
+    pub(super) chunks: Vec<(u32, Vec<u8>)>,
+    /// Log entries at or past `meta.log_from`: `(index, value)`, rising.
+    pub(super) log: Vec<(u64, Vec<u8>)>,
+    /// The highest log index present, below `log_from` or not.
+    pub(super) last: Option<u64>,
 }
 
-/// Merges a batch into one change per (shard, id), encoded. etcd refuses a
-/// transaction that writes a key twice, and the last change is the state
-/// (per shard change set: removals, then upserts).
-pub(super) fn merge(batch: &[ShardChanges]) -> Result<BTreeMap<u16, Merged>> {
-    let mut out: BTreeMap<u16, (Merged, HashMap<String, usize>)> = BTreeMap::new();
-    for sc in batch {
-        let (m, index) = out.entry(sc.shard).or_default();
-        let mut set = |id: &str, value: Option<Vec<u8>>| match index.get(id) {
-            Some(&i) => m.rows[i].1 = value,
-            None => {
-                index.insert(id.to_owned(), m.rows.len());
-                m.rows.push((id.to_owned(), value));
-            }
-        };
-        for id in sc.changes.removals() {
-            set(id, None);
-        }
-        for r in sc.changes.upserts() {
-            set(r.node_id, Some(codec::encode_stub_ref(r)?));
-        }
-        m.seq = m.seq.max(sc.changes.applied_seq());
-    }
-    Ok(out.into_iter().map(|(s, (m, _))| (s, m)).collect())
-}
-
-/// The first key-value read by a transaction's first get (either branch).
-pub(super) fn first_kv(resp: &TxnResponse) -> Option<KeyValue> {
-    match resp.op_responses().into_iter().next() {
-        Some(TxnOpResponse::Get(mut get)) => get.take_kvs().into_iter().next(),
-        _ => None,
+impl ShardData {
+    /// Where the shard stands: the next entry goes past every one present
+    /// and past the checkpoint, so that no index is ever written twice.
+    pub(super) fn cursor(&self) -> Cursor {
+        let next = self.last.map_or(0, |l| l.saturating_add(1)).max(self.meta.log_from);
+        let log_bytes = self.log.iter().map(|(_, v)| v.len() as u64).sum();
+        Cursor { meta: self.meta, next, log_bytes }
     }
 }
 
 impl Inner {
-    pub(super) async fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+    /// Reads `shard`'s metadata, log and (with `checkpoint`) live checkpoint in
+    /// one transaction guarded by the claim, and records where it stands.
+    pub(super) async fn read_shard(
+        &self,
+        st: &mut State,
+        shard: u16,
+        owned: &super::state::Owned,
+        checkpoint: bool,
+    ) -> Result<ShardData> {
+        let owner = self.keys.owner(shard);
+        let range = |prefix: Vec<u8>| {
+            let options = GetOptions::new().with_range(prefix_end(&prefix));
+            TxnOp::get(prefix, Some(options))
+        };
+        let mut gets = vec![TxnOp::get(self.keys.meta(shard), None), range(self.keys.log(shard))];
+        if checkpoint {
+            gets.push(range(self.keys.checkpoints(shard)));
+        }
+        let txn = etcd_client::Txn::new()
+            .when([Compare::create_revision(owner.clone(), CompareOp::Equal, owned.revision)])
+            .and_then(gets)
+            .or_else([TxnOp::get(owner, None)]);
+        let resp = self.txn(txn, "read shard").await?;
+        if !resp.succeeded() {
+            let holder = super::state::first_kv(&resp);
+            return Err(self.fence(st, shard, holder.as_ref()));
+        }
+        let mut data = ShardData::default();
+        let mut answers = resp.op_responses().into_iter();
+        let mut next_get = || match answers.next() {
+            Some(TxnOpResponse::Get(mut get)) => Ok(get.take_kvs()),
+            _ => Err(Error::store("etcd read shard: an answer is missing")),
+        };
+        if let Some(kv) = next_get()?.first() {
+            data.meta = Meta::decode(kv.value())?;
+        }
+        for kv in next_get()? {
+            let index = self.keys.log_index(shard, kv.key()).ok_or_else(|| {
+                crate::DecodeError::Malformed(format!("foreign key {:?}", String::from_utf8_lossy(kv.key())))
+            })?;
+            data.last = data.last.max(Some(index));
+            if index >= data.meta.log_from {
+                let (_, value) = kv.into_key_value();
+                data.log.push((index, value));
+            }
+        }
+        if checkpoint {
+            let generation = data.meta.generation;
+            for kv in next_get()? {
+                if let Some(chunk) = self.keys.chunk_index(shard, generation, kv.key()) {
+                    let (_, value) = kv.into_key_value();
+                    data.chunks.push((chunk, value));
+                }
+            }
+        }
+        st.put(shard, Shard::Owned(super::state::Owned { cursor: Some(data.cursor()), ..owned.clone() }));
+        Ok(data)
+    }
+
+    /// What a load of `shard` reads: taking the shard if need be.
+    pub(super) async fn read_for_load(&self, shard: u16) -> Result<ShardData> {
         let mut st = self.state.lock().await;
         let owned = self.claim_to_load(&mut st, shard).await?;
-        let (mut meta, mut revision) = self.read_meta(&mut st, shard, &owned).await?;
-        if meta.intent.is_some() {
-            // A commit cut short after its commit point: it is part of the state.
-            self.roll_forward(&mut st, shard, meta).await?;
-            (meta, revision) = self.read_meta(&mut st, shard, &owned).await?;
-            if meta.intent.is_some() {
-                return Err(Error::store(format!("etcd shard {shard}: an intent is still pending")));
-            }
-        }
-        drop(st);
-        let start = self.keys.rows(shard, meta.generation);
-        let end = prefix_end(&start);
-        let mut from = start.clone();
-        let mut table: Option<GhostTable> = None;
-        loop {
-            let options = GetOptions::new()
-                .with_range(end.clone())
-                .with_revision(revision)
-                .with_limit(self.config.page_rows as i64);
-            let mut resp = retry(&self.config, "read rows", || {
-                let (mut kv, from, options) = (self.kv.clone(), from.clone(), options.clone());
-                async move { kv.get(from, Some(options)).await }
-            })
-            .await?;
-            if table.is_none() {
-                // Sized once from the range's count, bounded so that a bad
-                // count cannot over-allocate.
-                let capacity = (resp.count().max(0) as usize).min(config.max_stubs);
-                table = Some(GhostTable::with_capacity(shard, config.clone(), capacity)?);
-            }
-            let Some(t) = table.as_mut() else { unreachable!("created above") };
-            let more = resp.more();
-            let kvs = resp.take_kvs();
-            for kv in &kvs {
-                let id = kv.key().strip_prefix(start.as_slice()).unwrap_or(kv.key());
-                load_row(t, id, kv.value(), config).inspect_err(|e| {
-                    let key = String::from_utf8_lossy(kv.key());
-                    tracing::error!(shard, %key, error = %e.chain(), "undecodable ghost row");
-                })?;
-            }
-            match kvs.last() {
-                Some(last) if more => {
-                    from = last.key().to_vec();
-                    from.push(0);
-                }
-                _ => break,
-            }
-        }
-        let mut table = match table {
-            Some(t) => t,
-            None => GhostTable::new(shard, config.clone())?,
-        };
-        table.finish_load(meta.applied_seq)?;
-        Ok(table)
+        self.read_shard(&mut st, shard, &owned, true).await
     }
 
-    pub(super) async fn replace(
-        &self,
-        shard: u16,
-        rows: Vec<(String, Vec<u8>)>,
-        seq: Option<u64>,
-    ) -> Result<()> {
-        let mut st = self.state.lock().await;
-        let (_, meta) = self.owned(&mut st, shard).await?;
-        let generation = meta.generation.checked_add(1).ok_or(Error::CapacityExceeded("row generations"))?;
-        let new = self.keys.rows(shard, generation);
-        let old = self.keys.rows(shard, meta.generation);
-        // Leftovers of a replacement cut short: cleared alone, since etcd
-        // refuses a put into a range that the same transaction deletes. So are
-        // the chunks of a large commit cut short before its commit point
-        // (`owned` finished any commit past it).
-        let intents = self.keys.intent(shard);
-        let clear = vec![
-            Op::DeleteRange { end: prefix_end(&new), key: new },
-            Op::DeleteRange { end: prefix_end(&intents), key: intents },
-        ];
-        let mut groups: Vec<Group> = rows
-            .into_iter()
-            .map(|(id, value)| Group::one(Op::Put { key: self.keys.row(shard, generation, &id), value }))
-            .collect();
-        // The switch: new metadata and the old rows' removal, in one transaction.
-        let meta = Meta { applied_seq: seq, generation, intent: None };
-        let switch = vec![
-            Op::DeleteRange { end: prefix_end(&old), key: old },
-            Op::Put { key: self.keys.meta(shard), value: meta.encode() },
-        ];
-        groups.push(Group { ops: switch, meta: Some(meta) });
-        let limits = self.limits();
-        let parts = std::iter::once(Part { shards: vec![shard], ops: clear, metas: Vec::new() })
-            .chain(plan::split(vec![ShardWrites { shard, groups }], limits));
-        for part in parts {
-            self.run_part(&mut st, part).await.inspect_err(|_| Inner::forget_meta(&mut st, [shard]))?;
-        }
-        Ok(())
-    }
-
-    /// Commits one part under the guard of its shards' claims. A failed guard
-    /// fences every shard whose claim is gone.
-    pub(super) async fn run_part(&self, st: &mut State, part: Part) -> Result<()> {
+    /// Commits one part under the guard of its shards' claims, and returns the
+    /// revision it committed at. A failed guard fences every shard whose claim
+    /// is gone.
+    pub(super) async fn run_part(&self, st: &mut State, part: Part) -> Result<i64> {
         #[cfg(feature = "testing")]
         if let Some(left) = st.budget.as_mut() {
             if *left == 0 {
@@ -172,23 +116,23 @@ impl Inner {
             compares.push(Compare::create_revision(key.clone(), CompareOp::Equal, owned.revision));
             checks.push(TxnOp::get(key, None));
         }
+        compares.extend(part.ops.iter().filter_map(Op::guard));
         let ops: Vec<TxnOp> = part.ops.into_iter().map(Op::into_txn_op).collect();
         let txn = etcd_client::Txn::new().when(compares).and_then(ops).or_else(checks);
         let resp = self.txn(txn, "commit").await?;
+        self.counters.commit_txns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if resp.succeeded() {
-            for (shard, meta) in part.metas {
-                Inner::set_meta(st, shard, meta);
+            for (shard, cursor) in part.after {
+                Inner::set_cursor(st, shard, cursor);
             }
-            return Ok(());
+            return Ok(resp.header().map_or(0, |h| h.revision()));
         }
         let mut first = None;
         for (&shard, r) in part.shards.iter().zip(resp.op_responses()) {
             let TxnOpResponse::Get(get) = r else { continue };
             let holder = get.kvs().first();
             let ours = match st.shards.get(&shard) {
-                Some(super::fence::Shard::Owned(o)) => {
-                    holder.is_some_and(|kv| kv.create_revision() == o.revision)
-                }
+                Some(Shard::Owned(o)) => holder.is_some_and(|kv| kv.create_revision() == o.revision),
                 _ => false,
             };
             if !ours {
@@ -196,56 +140,9 @@ impl Inner {
                 first.get_or_insert(e);
             }
         }
-        Err(first.unwrap_or_else(|| Error::store("etcd commit guard failed, yet every claim holds")))
-    }
-}
-
-/// Adds one stored row to a table being loaded; the key must name the stub.
-fn load_row(table: &mut GhostTable, id: &[u8], value: &[u8], config: &TableConfig) -> Result<()> {
-    let r = codec::decode_stub_ref(value, config)?;
-    if r.node_id.as_bytes() != id {
-        let why = format!("row for {:?} holds a stub for {:?}", String::from_utf8_lossy(id), r.node_id);
-        return Err(DecodeError::Malformed(why).into());
-    }
-    table.load_stub(r).map(drop)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::table::ChangeSet;
-
-    fn rec(id: &str, refcount: u32) -> crate::store::StubRecord {
-        crate::store::StubRecord {
-            node_id: id.into(),
-            target_shard: 2,
-            refcount,
-            created_at_ms: 1,
-            epoch: 1,
-            hold_until_ms: 0,
-            tombstone: false,
-        }
-    }
-
-    #[test]
-    fn merge_keeps_each_ids_last_change_and_the_highest_seq() {
-        let sc = |shard, upserts: Vec<crate::store::StubRecord>, removals: &[&str], seq| ShardChanges {
-            shard,
-            changes: ChangeSet::from_parts(upserts.iter().map(Into::into), removals.iter().copied(), seq),
-        };
-        let batch = [
-            sc(1, vec![rec("a", 1), rec("b", 1)], &["a", "c"], Some(4)),
-            sc(2, vec![rec("a", 9)], &[], None),
-            sc(1, vec![rec("c", 3)], &["b"], Some(2)),
-        ];
-        let merged = merge(&batch).unwrap();
-        let one = &merged[&1];
-        let rows: Vec<_> = one.rows.iter().map(|(id, v)| (id.as_str(), v.is_some())).collect();
-        assert_eq!(rows, vec![("a", true), ("c", true), ("b", false)]);
-        assert_eq!(one.seq, Some(4));
-        let c = codec::decode_stub(one.rows[1].1.as_ref().unwrap(), &TableConfig::default()).unwrap();
-        assert_eq!(c.refcount, 3);
-        assert_eq!(merged[&2].rows.len(), 1);
-        assert_eq!(merged[&2].seq, None);
+        // Every claim holds: a log entry this write creates exists already (a
+        // request retried after its answer was lost landed first). Nothing of
+        // this part is written; the caller reads where the shard stands again.
+        Err(first.unwrap_or_else(|| Error::store("etcd commit: a log entry it creates exists already")))
     }
 }

@@ -1,28 +1,24 @@
-//! `EtcdStore`'s key layout under its prefix, and the per-shard metadata value.
+//! `EtcdStore`'s key layout under its prefix, the per-shard metadata value, and the format marker.
 
 use crate::error::{DecodeError, Error, Result};
 
 /// Written once under `{prefix}format`: a prefix holding anything else is not
 /// adopted, so that a foreign or future layout is never written over.
-pub(super) const FORMAT: &[u8] = b"vshard-ghosts-etcd/1";
-/// Version of the metadata value below with no intent pending; written
-/// whenever there is none, so that a shard at rest reads as before intents.
-pub(super) const META_VERSION: u8 = 1;
-/// Version of the metadata value with an intent pending. A build that knows
-/// only version 1 refuses it (the shard fails closed) rather than load the
-/// shard without the intent's rows.
-pub(super) const META_VERSION_INTENT: u8 = 2;
+pub(super) const FORMAT: &[u8] = b"vshard-ghosts-etcd/2";
+/// The first layout: one key per stub. Refused, with the upgrade named.
+const FORMAT_V1: &[u8] = b"vshard-ghosts-etcd/1";
+/// Version of the metadata value below.
+const META_VERSION: u8 = 3;
 const META_MAGIC: [u8; 4] = *b"VSGM";
-/// magic(4) version(1) has_seq(1) seq(8, LE) generation(8, LE) xxh3-64(8, LE).
-const META_LEN: usize = 30;
-/// Version 2 inserts, before the checksum: intent id(8, LE) chunks(4, LE)
-/// has_seq(1) seq(8, LE).
-const META_INTENT_LEN: usize = META_LEN + 21;
+/// magic(4) version(1) generation(8) chunks(4) checkpoint bytes(8) log from(8)
+/// xxh3-64(8), integers little-endian.
+const META_LEN: usize = 41;
 
 /// Every key of the store, derived from its prefix.
 ///
-/// Shards are zero-padded decimals so that a shard's keys form one range and
-/// read well in `etcdctl get --prefix`.
+/// Shards are zero-padded decimals and indexes fixed-width hexadecimals, so that
+/// a shard's keys of one kind form one range, sorted as their numbers, and read
+/// well in `etcdctl get --prefix`.
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
     prefix: String,
@@ -47,28 +43,45 @@ impl Keys {
         format!("{}meta/{shard:05}", self.prefix).into_bytes()
     }
 
-    /// The prefix of the shard's stub rows in one generation.
-    pub(super) fn rows(&self, shard: u16, generation: u64) -> Vec<u8> {
-        format!("{}rows/{shard:05}/{generation}/", self.prefix).into_bytes()
+    /// The prefix of every checkpoint chunk of the shard, of any generation.
+    pub(super) fn checkpoints(&self, shard: u16) -> Vec<u8> {
+        format!("{}ckpt/{shard:05}/", self.prefix).into_bytes()
     }
 
-    /// The prefix of the shard's pending intent's chunks.
-    pub(super) fn intent(&self, shard: u16) -> Vec<u8> {
-        format!("{}intent/{shard:05}/", self.prefix).into_bytes()
+    /// The prefix of the chunks of the shard's checkpoint `generation`.
+    pub(super) fn checkpoint(&self, shard: u16, generation: u64) -> Vec<u8> {
+        format!("{}ckpt/{shard:05}/{generation:016x}/", self.prefix).into_bytes()
     }
 
-    /// The key of one chunk of the shard's pending intent.
-    pub(super) fn intent_chunk(&self, shard: u16, chunk: u32) -> Vec<u8> {
-        let mut key = self.intent(shard);
-        key.extend_from_slice(format!("{chunk:05}").as_bytes());
+    /// One chunk of a checkpoint.
+    pub(super) fn checkpoint_chunk(&self, shard: u16, generation: u64, chunk: u32) -> Vec<u8> {
+        let mut key = self.checkpoint(shard, generation);
+        key.extend_from_slice(format!("{chunk:08x}").as_bytes());
         key
     }
 
-    /// The key of one stub row.
-    pub(super) fn row(&self, shard: u16, generation: u64, node_id: &str) -> Vec<u8> {
-        let mut key = self.rows(shard, generation);
-        key.extend_from_slice(node_id.as_bytes());
+    /// The prefix of the shard's log entries.
+    pub(super) fn log(&self, shard: u16) -> Vec<u8> {
+        format!("{}log/{shard:05}/", self.prefix).into_bytes()
+    }
+
+    /// The shard's log entry `index`.
+    pub(super) fn log_entry(&self, shard: u16, index: u64) -> Vec<u8> {
+        let mut key = self.log(shard);
+        key.extend_from_slice(format!("{index:016x}").as_bytes());
         key
+    }
+
+    /// The index a key under [`log`](Self::log) names.
+    pub(super) fn log_index(&self, shard: u16, key: &[u8]) -> Option<u64> {
+        let hex = key.strip_prefix(self.log(shard).as_slice())?;
+        u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok().filter(|_| hex.len() == 16)
+    }
+
+    /// The chunk number a key under [`checkpoint`](Self::checkpoint) names.
+    pub(super) fn chunk_index(&self, shard: u16, generation: u64, key: &[u8]) -> Option<u32> {
+        let hex = key.strip_prefix(self.checkpoint(shard, generation).as_slice())?;
+        u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok().filter(|_| hex.len() == 8)
     }
 }
 
@@ -99,63 +112,50 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// A shard's metadata: the applied sequence number and which generation of
-/// rows is live. [`replace`](crate::store::GhostStore::replace) writes a new
-/// generation in as many transactions as it takes, then flips this value in
-/// one, so a replacement is atomic at any size. A commit too large for one
-/// transaction is made atomic the same way, by [`Intent`].
+/// A shard's metadata: which checkpoint is live and where its log starts.
+/// Written only when a checkpoint is (a fold or a replacement), in the same
+/// transaction that deletes what the new checkpoint makes obsolete; a commit
+/// appends log entries and leaves it alone. Absent: the shard was never
+/// checkpointed (an empty checkpoint, the log from index 0).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Meta {
-    pub(super) applied_seq: Option<u64>,
+    /// The live checkpoint's generation; its chunks are under `Keys::checkpoint`.
     pub(super) generation: u64,
-    /// A commit whose rows are durable as intent chunks and that is committed
-    /// (this value is its commit point), but not yet applied to the rows.
-    pub(super) intent: Option<Intent>,
-}
-
-/// A committed commit still to be applied to the rows: its changes are in
-/// `chunks` chunks under `Keys::intent`, each tagged with `id`; applying them
-/// ends with the metadata at `seq` and no intent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Intent {
-    /// Random: chunks left over from an attempt cut short before its commit
-    /// point never pass for this one's.
-    pub(super) id: u64,
+    /// How many chunks it has; 0: no checkpoint (an empty table).
     pub(super) chunks: u32,
-    /// The applied sequence number once applied.
-    pub(super) seq: Option<u64>,
+    /// Its encoded size: what the log is measured against for the next fold.
+    pub(super) bytes: u64,
+    /// The first log index not folded into it. Entries below are obsolete:
+    /// even one that a late, retried request wrote after the fold is ignored.
+    pub(super) log_from: u64,
 }
 
 impl Meta {
     pub(super) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(META_INTENT_LEN);
+        let mut out = Vec::with_capacity(META_LEN);
         out.extend_from_slice(&META_MAGIC);
-        out.push(if self.intent.is_some() { META_VERSION_INTENT } else { META_VERSION });
-        push_seq(&mut out, self.applied_seq);
+        out.push(META_VERSION);
         out.extend_from_slice(&self.generation.to_le_bytes());
-        if let Some(i) = self.intent {
-            out.extend_from_slice(&i.id.to_le_bytes());
-            out.extend_from_slice(&i.chunks.to_le_bytes());
-            push_seq(&mut out, i.seq);
-        }
+        out.extend_from_slice(&self.chunks.to_le_bytes());
+        out.extend_from_slice(&self.bytes.to_le_bytes());
+        out.extend_from_slice(&self.log_from.to_le_bytes());
         let sum = xxhash_rust::xxh3::xxh3_64(&out);
         out.extend_from_slice(&sum.to_le_bytes());
         out
     }
 
     /// Decodes a stored value; every failure is an [`Error::Decode`], so that
-    /// the shard fails closed rather than loads without its sequence number.
+    /// the shard fails closed rather than loads without its checkpoint.
     pub(super) fn decode(bytes: &[u8]) -> Result<Self> {
         let head = &bytes[..bytes.len().min(4)];
         if !META_MAGIC.starts_with(head) {
             return Err(DecodeError::BadMagic { found: head.to_vec() }.into());
         }
-        let needed = match bytes.get(4) {
-            None | Some(&META_VERSION) => META_LEN,
-            Some(&META_VERSION_INTENT) => META_INTENT_LEN,
+        match bytes.get(4) {
+            None | Some(&META_VERSION) => {}
             Some(&v) => return Err(DecodeError::UnsupportedVersion(v).into()),
-        };
-        let (needed, available) = (needed as u64, bytes.len() as u64);
+        }
+        let (needed, available) = (META_LEN as u64, bytes.len() as u64);
         if available < needed {
             return Err(DecodeError::Truncated { needed, available }.into());
         }
@@ -168,28 +168,8 @@ impl Meta {
         if stored != computed {
             return Err(DecodeError::ChecksumMismatch { stored, computed }.into());
         }
-        let intent = (end > 22)
-            .then(|| -> Result<Intent> {
-                let chunks = u32::from_le_bytes(bytes[30..34].try_into().expect("4 bytes"));
-                Ok(Intent { id: word(22), chunks, seq: read_seq(bytes, 34)? })
-            })
-            .transpose()?;
-        Ok(Self { applied_seq: read_seq(bytes, 5)?, generation: word(14), intent })
-    }
-}
-
-/// A flag byte, then the value (0 when absent), little-endian.
-fn push_seq(out: &mut Vec<u8>, seq: Option<u64>) {
-    out.push(u8::from(seq.is_some()));
-    out.extend_from_slice(&seq.unwrap_or(0).to_le_bytes());
-}
-
-fn read_seq(bytes: &[u8], at: usize) -> Result<Option<u64>> {
-    let value = u64::from_le_bytes(bytes[at + 1..at + 9].try_into().expect("8 bytes"));
-    match bytes[at] {
-        0 => Ok(None),
-        1 => Ok(Some(value)),
-        b => Err(DecodeError::Malformed(format!("shard meta seq flag {b}")).into()),
+        let chunks = u32::from_le_bytes(bytes[13..17].try_into().expect("4 bytes"));
+        Ok(Self { generation: word(5), chunks, bytes: word(17), log_from: word(25) })
     }
 }
 
@@ -198,6 +178,13 @@ pub(super) fn check_format(found: Option<&[u8]>, prefix: &str) -> Result<()> {
     match found {
         None => Ok(()),
         Some(f) if f == FORMAT => Ok(()),
+        Some(f) if f == FORMAT_V1 => Err(Error::NotAStore(format!(
+            "etcd prefix {prefix:?} holds the one-key-per-stub layout {:?}, which this build does not \
+             read or write; upgrade: export each shard with the build that wrote it \
+             (GhostStore::export_snapshot) and import it under a new prefix with this one \
+             (GhostStore::import_snapshot)",
+            String::from_utf8_lossy(f),
+        ))),
         Some(f) => Err(Error::NotAStore(format!(
             "etcd prefix {prefix:?} holds format {:?}, expected {:?}",
             String::from_utf8_lossy(f),
@@ -222,13 +209,7 @@ mod tests {
 
     #[test]
     fn meta_round_trips_and_rejects_damage() {
-        let intent = Intent { id: 0xfeed, chunks: 3, seq: Some(9) };
-        for m in [
-            Meta::default(),
-            Meta { applied_seq: Some(u64::MAX), generation: 7, intent: None },
-            Meta { applied_seq: None, generation: 2, intent: Some(intent) },
-            Meta { applied_seq: Some(4), generation: 0, intent: Some(Intent { seq: None, ..intent }) },
-        ] {
+        for m in [Meta::default(), Meta { generation: 7, chunks: 3, bytes: 1 << 40, log_from: u64::MAX }] {
             let bytes = m.encode();
             assert_eq!(Meta::decode(&bytes).unwrap(), m);
             for i in 0..bytes.len() {
@@ -243,14 +224,34 @@ mod tests {
     }
 
     #[test]
+    fn the_first_layout_is_refused_with_its_upgrade() {
+        let e = check_format(Some(FORMAT_V1), "p/").unwrap_err();
+        assert!(matches!(&e, Error::NotAStore(m) if m.contains("export_snapshot")), "{e}");
+        assert!(check_format(Some(FORMAT), "p/").is_ok() && check_format(None, "p/").is_ok());
+        assert!(matches!(check_format(Some(b"x"), "p/"), Err(Error::NotAStore(_))));
+    }
+
+    #[test]
+    fn indexes_read_back_from_their_keys() {
+        let k = Keys::new("p/");
+        for i in [0, 1, 0xabc, u64::MAX] {
+            assert_eq!(k.log_index(3, &k.log_entry(3, i)), Some(i));
+        }
+        assert_eq!(k.log_index(4, &k.log_entry(3, 1)), None);
+        assert_eq!(k.chunk_index(3, 9, &k.checkpoint_chunk(3, 9, 77)), Some(77));
+        assert_eq!(k.chunk_index(3, 8, &k.checkpoint_chunk(3, 9, 77)), None);
+    }
+
+    #[test]
     fn shard_ranges_do_not_overlap() {
         let k = Keys::new("p/");
-        let (a, b) = (k.rows(1, 0), k.rows(10, 0));
+        let (a, b) = (k.log(1), k.log(10));
         assert!(!b.starts_with(&a) && !a.starts_with(&b));
-        assert!(!k.rows(1, 1).starts_with(&k.rows(1, 12)) && !k.rows(1, 12).starts_with(&k.rows(1, 1)));
+        let (c, d) = (k.checkpoint(1, 1), k.checkpoint(1, 0x12));
+        assert!(!c.starts_with(&d) && !d.starts_with(&c) && c.starts_with(&k.checkpoints(1)));
         assert_eq!(prefix_end(b"a/"), b"a0");
         assert_eq!(prefix_end(&[b'a', 0xff]), b"b");
         assert_eq!(prefix_end(&[0xff]), vec![0]);
-        assert!(k.row(1, 0, "x/y").starts_with(&a));
+        assert!(k.log_entry(1, 5).starts_with(&a));
     }
 }

@@ -2,23 +2,13 @@
 //! watched by, and giving it up.
 
 use super::EtcdConfig;
-use super::fence::{Inner, Shard, State};
 use super::retry::retry;
+use super::state::{Inner, Lease, Shard, State};
 use crate::store::ClaimWatch;
 use etcd_client::Client;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// The store's one lease; every owner key it creates is attached to it.
-pub(super) struct Lease {
-    pub(super) id: i64,
-    /// Set by the keep-alive task once the lease is gone, or may be.
-    lost: Arc<AtomicBool>,
-    keeper: tokio::task::JoinHandle<()>,
-    /// Until when the lease surely holds; each claim watches a derived copy.
-    pub(super) watch: ClaimWatch,
-}
 
 /// Until when a lease renewed (or granted) by a request sent at `sent`, for
 /// `ttl`, surely holds. etcd starts the TTL over when the request arrives,

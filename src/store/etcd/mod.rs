@@ -2,15 +2,44 @@
 //!
 //! # Layout
 //!
-//! Under a configurable prefix `P` (default `"vshard-ghosts/"`):
+//! Under a configurable prefix `P` (default `"vshard-ghosts/"`), per shard a
+//! checkpoint and a log, as [`RedbStore`](crate::store::RedbStore)'s log and
+//! checkpoints but per shard, so that a shard's owner writes and reads only its own:
 //!
 //! | key | value |
 //! |---|---|
-//! | `P format` | `b"vshard-ghosts-etcd/1"`, written once; a prefix holding another value is refused ([`Error::NotAStore`]) |
+//! | `P format` | `b"vshard-ghosts-etcd/2"`, written once; a prefix holding another value is refused ([`Error::NotAStore`]) |
 //! | `P owner/{shard:05}` | the owner's id, attached to the owner's lease |
-//! | `P meta/{shard:05}` | applied sequence number, live row generation, format version (30 bytes, checksummed); while a large commit is pending, also its intent (version 2, 51 bytes) |
-//! | `P rows/{shard:05}/{generation}/{node id}` | [`codec::encode_stub`](crate::codec::encode_stub) of the stub |
-//! | `P intent/{shard:05}/{chunk:05}` | a pending large commit's row changes, in chunks (checksummed); gone once it is applied |
+//! | `P meta/{shard:05}` | the live checkpoint's generation, chunk count and size, and the first log index it does not hold (41 bytes, checksummed); absent until the first checkpoint |
+//! | `P ckpt/{shard:05}/{generation:016x}/{chunk:08x}` | the shard's table as a [snapshot](crate::codec::encode_snapshot), cut into values that fit a transaction |
+//! | `P log/{shard:05}/{index:016x}` | one group commit's changes to the shard: the codec's commit-log record in one entry, or in a group of entries when larger than a transaction (checksummed, `log.rs`) |
+//!
+//! A shard's state is its checkpoint with every complete log record from the
+//! metadata's first index applied in order. A load reads the metadata, the
+//! log and the checkpoint in one transaction, at one revision, and decodes
+//! them on the calling thread.
+//!
+//! A group commit appends one log entry per shard it carries, all in **one
+//! guarded transaction**, split only past etcd's limits (a record larger than a
+//! transaction goes into a group of entries, which counts only once complete,
+//! so each shard's changes stay all-or-nothing). Once a shard's log passes
+//! [`EtcdConfig::checkpoint_log_percent`] of its checkpoint's size (and
+//! [`EtcdConfig::checkpoint_min_bytes`]), the commit that crossed the bound,
+//! after its own entries are durable, folds it: the shard is read back, a new
+//! checkpoint generation is written in chunks, and one guarded transaction
+//! switches the metadata to it and deletes the old generation and the folded
+//! entries. A failed fold is logged and tried at a later commit; the commit
+//! has succeeded. [`replace`](GhostStore::replace) writes a checkpoint the same
+//! way, folding the whole log away. Every
+//! [`EtcdConfig::compact_every_revisions`] revisions, a checkpoint also
+//! compacts etcd's history at its revision, so that what it deleted stops
+//! taking space (`0` leaves that to etcd's `--auto-compaction-retention`).
+//!
+//! The first layout (`vshard-ghosts-etcd/1`, a key per stub) is refused at
+//! [`connect`](EtcdStore::connect) with [`Error::NotAStore`] naming the
+//! upgrade: export each shard with the build that wrote it
+//! ([`GhostStore::export_snapshot`]) and import it under a new prefix
+//! ([`GhostStore::import_snapshot`]).
 //!
 //! # Ownership and fencing
 //!
@@ -48,31 +77,28 @@
 //!
 //! # Transactions and etcd's limits
 //!
-//! etcd's defaults allow 128 operations per transaction (`--max-txn-ops`) and
-//! 1.5 MiB per request (`--max-request-bytes`), which
-//! [`EtcdConfig::max_txn_ops`] and [`EtcdConfig::max_txn_bytes`] (1 MiB,
-//! leaving a margin) mirror: raise them only together with the server's.
+//! etcd's defaults allow 128 operations per transaction (`--max-txn-ops`,
+//! counted for compares and for writes separately) and 1.5 MiB per request
+//! (`--max-request-bytes`), which [`EtcdConfig::max_txn_ops`] and
+//! [`EtcdConfig::max_txn_bytes`] (1 MiB, leaving a margin) mirror: raise them
+//! only together with the server's. A log entry takes a write and two
+//! compares (its shard's claim, and that its key is new, so that a request
+//! retried after its answer was lost cannot land twice), so one transaction
+//! carries up to 64 shards at etcd's defaults. Network errors, timeouts and a
+//! lost leader are retried with back-off ([`EtcdConfig::retries`]); past
+//! that, the call fails with [`Error::Store`].
 //!
-//! A commit is all-or-nothing for each of its shards, as a later load and a
-//! replay see it, at any size: a load shows either none of a shard's changes
-//! in it or all of them with the shard's sequence number. A shard's changes
-//! that fit one transaction are written in one (several such shards share
-//! transactions as they fit). Larger ones go through an *intent*: the merged
-//! row changes are written first, in chunks under `P intent/`, then one
-//! guarded write of the shard's metadata names the intent (the commit
-//! point), then the rows are written in as many transactions as they take,
-//! and a last transaction sets the sequence number and deletes the intent.
-//! Any load, commit or replace that finds an intent named in the metadata
-//! finishes it first, so once the commit point is durable the whole commit
-//! is, whoever owns the shard next; before it, nothing of the commit is
-//! visible. Such a commit writes its changes twice, the price of a commit
-//! point for a write that etcd cannot take in one transaction.
+//! # Space
 //!
-//! A [`replace`](crate::store::GhostStore::replace) writes a new row generation in
-//! as many transactions as it takes, then switches the metadata to it and
-//! deletes the old rows in one, so it is atomic at any size. Network errors,
-//! timeouts and a lost leader are retried with back-off
-//! ([`EtcdConfig::retries`]); past that, the call fails with [`Error::Store`].
+//! etcd turns read-only for writes once its backend reaches
+//! `--quota-backend-bytes` (2 GiB by default), raising its `NOSPACE` alarm.
+//! Then a commit, a checkpoint and taking a shard (its lease and owner key)
+//! fail at once with [`Error::StoreFull`], not retried: nothing of the commit
+//! is acknowledged, and the shard's actor restarts and reloads, as after any
+//! failed flush. Loads of shards this store holds keep working (reads are
+//! not refused), and so does the lease's keep-alive. Writing resumes once
+//! the operator has compacted, defragmented and disarmed the alarm
+//! (`etcdctl compact`, `etcdctl defrag`, `etcdctl alarm disarm`).
 //!
 //! # Threads
 //!
@@ -81,26 +107,33 @@
 //! calling thread until their work on that runtime is done; they may be made
 //! from any thread, but from async code run them in `spawn_blocking`.
 
+mod checkpoint;
 mod commit;
 mod config;
+mod connect;
 mod fence;
-mod intent;
 mod io;
 mod keys;
 mod lease;
+mod log;
 mod plan;
+mod replay;
 mod retry;
+mod state;
 
 use super::{ClaimWatch, GhostStore, ShardChanges};
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::table::GhostTable;
 pub use config::EtcdConfig;
-use fence::Inner;
+#[cfg(feature = "cluster")]
+pub(crate) use connect::{endpoints, runtime};
 #[cfg(feature = "cluster")]
 pub(crate) use keys::{owner_prefix, owner_shard, prefix_end};
+use state::Inner;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// Whether this store may write a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +155,24 @@ pub enum Ownership {
     /// writes fail with [`Error::Fenced`] until the next load or
     /// [`EtcdStore::acquire`] takes the shard again, under a new claim.
     Released,
+}
+
+/// What an [`EtcdStore`] did since it connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EtcdStats {
+    /// Commits ([`GhostStore::commit`] calls that reached etcd), failed ones included.
+    pub commits: u64,
+    /// Guarded write transactions: those of commits, checkpoints and replacements.
+    pub write_txns: u64,
+    /// Log entries appended.
+    pub log_entries: u64,
+    /// Checkpoints written (folds and replacements).
+    pub checkpoints: u64,
+    /// Folds that failed (each retried at a later commit).
+    pub checkpoint_failures: u64,
+    /// Compactions of etcd's history.
+    pub compactions: u64,
 }
 
 /// A [`GhostStore`] in etcd v3, with per-shard ownership; see the
@@ -152,22 +203,11 @@ impl EtcdStore {
         config: EtcdConfig,
     ) -> Result<Self> {
         config.validate()?;
-        let endpoints: Vec<String> = endpoints
-            .into_iter()
-            .map(|e| {
-                let e = e.as_ref();
-                e.strip_prefix("etcd://").map_or_else(|| e.to_owned(), |rest| format!("http://{rest}"))
-            })
-            .collect();
+        let endpoints = connect::endpoints(endpoints);
         if endpoints.is_empty() {
             return Err(Error::InvalidConfig("etcd: no endpoint".into()));
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("ghost-etcd")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::store_from("etcd runtime", e))?;
+        let runtime = connect::runtime("ghost-etcd").map_err(|e| Error::store_from("etcd runtime", e))?;
         let inner = futures::executor::block_on(runtime.spawn(Inner::connect(endpoints, config)))
             .map_err(|e| Error::store_from("etcd connect", e))??;
         Ok(Self { inner: Arc::new(inner), runtime: Some(runtime) })
@@ -224,6 +264,38 @@ impl EtcdStore {
         self.inner.commit_fault.store(limit, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Folds `shard`'s log into a new checkpoint now (as a commit does once
+    /// the log passes its bound), taking the shard if need be.
+    pub fn checkpoint(&self, shard: u16) -> Result<()> {
+        self.fold(shard, None).map(drop)
+    }
+
+    /// Reads `shard`, builds its table on this thread and writes it as the
+    /// checkpoint, unless the shard moved on from `expected` meanwhile.
+    fn fold(&self, shard: u16, expected: Option<state::Cursor>) -> Result<bool> {
+        let data = self.run(move |inner| async move { inner.read_for_load(shard).await })?;
+        let cursor = data.cursor();
+        if expected.is_some_and(|e| e != cursor) {
+            return Ok(false);
+        }
+        let table = replay::build(shard, &data, &replay::checkpoint_config())?;
+        let snapshot = crate::codec::encode_snapshot(&table)?;
+        self.run(move |inner| async move { inner.write_checkpoint(shard, Some(cursor), snapshot).await })
+    }
+
+    /// What this store did since it connected.
+    pub fn stats(&self) -> EtcdStats {
+        let c = &self.inner.counters;
+        EtcdStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            write_txns: c.commit_txns.load(Ordering::Relaxed),
+            log_entries: c.log_entries.load(Ordering::Relaxed),
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
+            checkpoint_failures: c.checkpoint_failures.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+        }
+    }
+
     /// Where this store stands with `shard`.
     pub fn ownership(&self, shard: u16) -> Result<Ownership> {
         self.run(move |inner| async move { Ok(inner.ownership(shard).await) })
@@ -237,26 +309,35 @@ impl EtcdStore {
 
 impl GhostStore for EtcdStore {
     fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
-        let config = config.clone();
-        self.run(move |inner| async move { inner.load(shard, &config).await })
+        let data = self.run(move |inner| async move { inner.read_for_load(shard).await })?;
+        // Decoded on the calling thread: the store's one worker only waits on etcd.
+        replay::build(shard, &data, config).inspect_err(|e| {
+            tracing::error!(shard, error = %e.chain(), "undecodable etcd shard state");
+        })
     }
 
     fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        // Encoded on the calling thread: the store's one worker only waits on etcd.
-        let merged = io::merge(batch)?;
-        self.run(move |inner| async move { inner.commit(merged).await })
+        // Encoded on the calling thread, as the folds are.
+        let records = commit::records(batch)?;
+        let due = self.run(move |inner| async move { inner.commit(records).await })?;
+        for (shard, cursor) in due {
+            // The batch is durable whatever happens here: a failed fold is
+            // reported and tried again at a later commit.
+            if let Err(e) = self.fold(shard, Some(cursor)) {
+                self.inner.counters.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(shard, error = %e.chain(), "etcd checkpoint failed");
+            }
+        }
+        Ok(())
     }
 
     fn replace(&self, table: &GhostTable) -> Result<()> {
-        let (shard, seq) = (table.shard(), table.applied_seq());
-        let rows = table
-            .rows()
-            .map(|r| Ok((r.node_id.to_owned(), crate::codec::encode_stub_ref(r)?)))
-            .collect::<Result<Vec<_>>>()?;
-        self.run(move |inner| async move { inner.replace(shard, rows, seq).await })
+        let shard = table.shard();
+        let snapshot = crate::codec::encode_snapshot(table)?;
+        self.run(move |inner| async move { inner.write_checkpoint(shard, None, snapshot).await }).map(drop)
     }
 
     fn kind(&self) -> &'static str {

@@ -12,6 +12,9 @@ use std::time::Duration;
 /// too many operations, bad argument) fails the same way every time.
 pub(super) fn transient(e: &etcd_client::Error) -> bool {
     use tonic::Code;
+    if out_of_space(e) {
+        return false;
+    }
     match e {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         etcd_client::Error::GRpcStatus(s) => matches!(
@@ -27,7 +30,19 @@ pub(super) fn transient(e: &etcd_client::Error) -> bool {
     }
 }
 
-pub(super) fn store_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+/// True for etcd's refusal to write while its `NOSPACE` alarm is raised
+/// (`ResourceExhausted`, "mvcc: database space exceeded"): it stays until an
+/// operator frees space, so it is not retried but reported as
+/// [`Error::StoreFull`].
+pub(super) fn out_of_space(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.code() == tonic::Code::ResourceExhausted && s.message().contains("database space exceeded"))
+}
+
+pub(super) fn store_err(what: &str, e: etcd_client::Error) -> Error {
+    if out_of_space(&e) {
+        return Error::StoreFull { what: format!("etcd {what}"), source: Some(Cause::new(e)) };
+    }
     Error::store_from(format!("etcd {what}"), e)
 }
 
