@@ -91,6 +91,7 @@ mod ids;
 pub mod messages;
 pub mod metrics;
 mod runtime;
+mod shard;
 pub mod store;
 mod stub;
 pub mod sweep;

@@ -38,6 +38,13 @@ pub(crate) struct WarmBatch<'e> {
     candidates: Vec<u32>,
 }
 
+impl<'e> WarmBatch<'e> {
+    /// The batch it warmed.
+    pub(crate) fn events(&self) -> &'e EdgeEvents {
+        self.events
+    }
+}
+
 /// Dirty stubs copied for the store by [`GhostTable::stage_ahead`], with the
 /// table's stamp at the copy: what [`GhostTable::commit_staged`] stages.
 #[derive(Debug)]
