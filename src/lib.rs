@@ -38,8 +38,9 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | `shard` | one shard apart from any runtime: `ShardCore` (the table and every promise about it, as a state machine: requests, store answers and time in, effects out), the cell its actor and readers share, the registry of a runtime's shards |
 //! | `runtime` | [`GhostRuntime`]: shards over arbiters, routing, operator calls, graceful shutdown; [`GhostReader`]: resolves from any thread without a message |
-//! | `actors` | [`GhostActor`] (one per vShard, supervised, the only writer of the cell its table lives in) and the sweeper (own arbiter, rate-limited) |
+//! | `actors` | [`GhostActor`] (one per vShard, supervised, the driver of its shard's core and the only writer of its cell) and the sweeper (own arbiter, rate-limited) |
 //! | [`messages`] | every actor message, grouped by actor; the host's ones are public |
 //! | `writer` | the thread that does all blocking store I/O, group-committing |
 //! | [`clock`] | the injected [`Clock`](clock::Clock) the shards read time from |

@@ -6,11 +6,11 @@ use crate::clock::{Clock, TokioClock};
 use crate::config::{RuntimeConfig, ShardConfig, SweeperConfig};
 use crate::error::Result;
 use crate::ids::ShardId;
+use crate::shard::{ShardEntry, ShardRegistry};
 use crate::store::{GhostStore, MemoryStore, RedbStore};
 use crate::sweep::Verifier;
 use crate::writer::StoreWriter;
 use actix::prelude::*;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -122,18 +122,18 @@ impl GhostRuntimeBuilder {
         let handle =
             |i: usize| arbiters.get(i % arbiters.len().max(1)).map_or_else(Arbiter::current, Arbiter::handle);
         let shard_config = Arc::new(config.shard.clone());
-        let mut shards = HashMap::with_capacity(config.shards.len());
-        let mut cells = Vec::with_capacity(config.shards.len());
-        for (i, &shard) in config.shards.iter().enumerate() {
-            let actor = GhostActor::new(shard.get(), shard_config.clone(), writer.clone(), clock.clone());
-            cells.push((shard.get(), actor.cell()));
-            shards.insert(shard.get(), actor.start_supervised_in(&handle(i)));
+        let mut entries = Vec::with_capacity(config.shards.len());
+        for (i, &id) in config.shards.iter().enumerate() {
+            let actor = GhostActor::new(id.get(), shard_config.clone(), writer.clone(), clock.clone());
+            let cell = actor.cell();
+            entries.push(ShardEntry { id, cell, addr: actor.start_supervised_in(&handle(i)) });
         }
+        let shards = ShardRegistry::new(entries);
         tracing::info!(shards = shards.len(), arbiters = arbiters.len(), "ghost runtime started");
         let closed = Arc::new(AtomicBool::new(false));
         let runtime = GhostRuntime {
+            reader: super::GhostReader::new(shards.clone(), closed.clone()),
             shards,
-            reader: super::GhostReader::new(cells, closed.clone()),
             sweeper: Mutex::default(),
             clock,
             closing: Default::default(),

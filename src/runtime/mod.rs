@@ -8,7 +8,7 @@ mod sweeper;
 pub use builder::{GhostRuntimeBuilder, StoreChoice};
 pub use reader::GhostReader;
 
-use crate::actors::GhostActor;
+use crate::actors::{GhostActor, Shards};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::event::EdgeEvents;
@@ -25,7 +25,8 @@ use sweeper::SweeperSlot;
 /// A running set of shards. Build it with [`GhostRuntime::builder`] inside an
 /// actix `System`; every call routes by shard id.
 pub struct GhostRuntime {
-    shards: HashMap<u16, Addr<GhostActor>>,
+    /// Every shard, with its cell and its actor (shared with the reader and the sweeper).
+    shards: Shards,
     reader: GhostReader,
     sweeper: Mutex<SweeperSlot>,
     /// The one clock the shards and the sweeper's bucket read.
@@ -58,8 +59,7 @@ impl GhostRuntime {
     /// it takes the host messages of [`messages`](crate::messages).
     pub fn addr(&self, shard: impl Into<ShardId>) -> Result<&Addr<GhostActor>> {
         self.check_open(false)?;
-        let shard = shard.into().get();
-        self.shards.get(&shard).ok_or(Error::UnknownShard(shard))
+        Ok(&self.shards.get(shard.into())?.addr)
     }
 
     /// A reader of every shard's table, for any thread or task: it answers
@@ -71,9 +71,7 @@ impl GhostRuntime {
 
     /// Every shard id, ascending.
     pub fn shard_ids(&self) -> Vec<ShardId> {
-        let mut ids: Vec<ShardId> = self.shards.keys().copied().map(ShardId).collect();
-        ids.sort_unstable();
-        ids
+        self.shards.ids()
     }
 
     /// Sends `msg` to `shard`, waiting while its mailbox is full; a closed
@@ -250,8 +248,8 @@ impl GhostRuntime {
     }
 }
 
-async fn export_metrics(shards: &HashMap<u16, Addr<GhostActor>>) {
-    let calls = shards.iter().map(|(&shard, addr)| async move { (shard, addr.send(GetStats).await) });
+async fn export_metrics(shards: &Shards) {
+    let calls = shards.iter().map(|e| async move { (e.id.get(), e.addr.send(GetStats).await) });
     for (shard, stats) in futures::future::join_all(calls).await {
         if let Ok(stats) = stats {
             crate::metrics::export_shard(&stats, shard);

@@ -1,8 +1,9 @@
 //! `GhostReader`: resolves ghosts from any thread or task without a message to the shard.
 
-use crate::actors::ghost::{READ_CHUNK, ShardCell};
+use crate::actors::Shards;
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
+use crate::shard::{READ_CHUNK, ShardCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,8 +38,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// write takes.
 #[derive(Clone)]
 pub struct GhostReader {
-    /// Sorted by shard id.
-    shards: Arc<[(u16, Arc<ShardCell>)]>,
+    /// The runtime's shards.
+    shards: Shards,
     /// The runtime's: set once it is shut down (its actors may outlive that
     /// on the calling arbiter, `arbiters = 0`).
     closed: Arc<AtomicBool>,
@@ -51,20 +52,15 @@ impl std::fmt::Debug for GhostReader {
 }
 
 impl GhostReader {
-    pub(crate) fn new(mut shards: Vec<(u16, Arc<ShardCell>)>, closed: Arc<AtomicBool>) -> Self {
-        shards.sort_unstable_by_key(|(s, _)| *s);
-        Self { shards: shards.into(), closed }
+    pub(crate) fn new(shards: Shards, closed: Arc<AtomicBool>) -> Self {
+        Self { shards, closed }
     }
 
     fn cell(&self, shard: ShardId) -> Result<&ShardCell> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
-        let shard = shard.get();
-        match self.shards.binary_search_by_key(&shard, |(s, _)| *s) {
-            Ok(i) => Ok(&self.shards[i].1),
-            Err(_) => Err(Error::UnknownShard(shard)),
-        }
+        Ok(&self.shards.get(shard)?.cell)
     }
 
     /// Where `node_id`, if it is a ghost on `shard`, lives now; an error while
@@ -72,7 +68,7 @@ impl GhostReader {
     pub fn resolve(&self, shard: impl Into<ShardId>, node_id: &str) -> Result<Option<ShardId>> {
         let cell = self.cell(shard.into())?;
         let view = cell.read();
-        Ok(view.table(cell.shard)?.resolve(node_id).map(ShardId))
+        Ok(view.table()?.resolve(node_id).map(ShardId))
     }
 
     /// Resolves a traversal frontier of `(shard, node)` pairs, answers in
@@ -88,7 +84,7 @@ impl GhostReader {
             let cell = self.cell(first)?;
             for (chunk, answers) in frontier.chunks(READ_CHUNK).zip(out.chunks_mut(READ_CHUNK)) {
                 let view = cell.read();
-                let table = view.table(cell.shard)?;
+                let table = view.table()?;
                 for ((_, node), a) in chunk.iter().zip(answers) {
                     *a = table.resolve(node).map(ShardId);
                 }
@@ -102,7 +98,7 @@ impl GhostReader {
             let cell = self.cell(frontier[group[0]].0)?;
             for chunk in group.chunks(READ_CHUNK) {
                 let view = cell.read();
-                let table = view.table(cell.shard)?;
+                let table = view.table()?;
                 for &i in chunk {
                     out[i] = table.resolve(frontier[i].1).map(ShardId);
                 }
@@ -113,7 +109,7 @@ impl GhostReader {
 
     /// Every shard id it reads, ascending.
     pub fn shard_ids(&self) -> Vec<ShardId> {
-        self.shards.iter().map(|(s, _)| ShardId(*s)).collect()
+        self.shards.ids()
     }
 }
 

@@ -48,9 +48,7 @@ impl GhostRuntime {
             SweeperSlot::Stopping => return Err(Error::SweeperRunning),
             _ => {}
         }
-        let mut shards: Vec<_> = self.shards.iter().map(|(&s, a)| (s, a.clone())).collect();
-        shards.sort_unstable_by_key(|(s, _)| *s);
-        let actor = SweeperActor::new(shards, verifier, config, self.clock.clone())?;
+        let actor = SweeperActor::new(self.shards.clone(), verifier, config, self.clock.clone())?;
         *slot = if self.own_threads {
             let arbiter = Arbiter::new();
             let addr = actor.start_in(&arbiter.handle());

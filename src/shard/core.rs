@@ -90,6 +90,7 @@ impl ShardCore {
     }
 
     /// Where the shard is in its life.
+    #[cfg(test)]
     pub(crate) fn state(&self) -> &State {
         &self.state
     }
@@ -124,6 +125,7 @@ impl ShardCore {
     }
 
     /// The incarnation verdicts must be planned in.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn incarnation(&self) -> u64 {
         self.incarnation
     }
@@ -134,6 +136,7 @@ impl ShardCore {
     }
 
     /// The highest batch awaiting its acknowledgement, and the highest known lost.
+    #[cfg(test)]
     pub(crate) fn seq_positions(&self) -> (Option<u64>, Option<u64>) {
         (self.seq.unacked(), self.seq.lost_upto())
     }

@@ -44,11 +44,13 @@ impl SeqPositions {
     }
 
     /// The highest batch awaiting its acknowledgement.
+    #[cfg(test)]
     pub(crate) fn unacked(&self) -> Option<u64> {
         self.unacked
     }
 
     /// The highest batch known lost (see the field).
+    #[cfg(test)]
     pub(crate) fn lost_upto(&self) -> Option<u64> {
         self.lost_upto
     }

@@ -1,6 +1,6 @@
-//! Message handlers of `GhostActor`: each one a table call, lazy or durable.
+//! Message handlers of `GhostActor`: each one a step of the shard's core.
 
-use super::{GhostActor, Msg, State};
+use super::{GhostActor, Msg, reply};
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
 use crate::messages::*;
@@ -9,12 +9,18 @@ use actix::prelude::*;
 
 type Durable<T> = ResponseFuture<Result<T>>;
 
+/// A read-only first step for requests that have none: only that the table is there.
+fn ready(core: &crate::shard::ShardCore) -> Result<()> {
+    core.table().map(drop)
+}
+
 impl Handler<InsertGhost> for GhostActor {
     type Result = Durable<crate::InsertOutcome>;
     fn handle(&mut self, m: InsertGhost, ctx: &mut Context<Self>) -> Self::Result {
-        let fut = self.durable(ctx, Msg::kind("insert"), |t, now| {
-            t.insert(&m.node_id, m.target, m.refcount, m.epoch, now)
+        let out = self.step(ctx, Msg::kind("insert"), ready, |c, (), now| {
+            c.insert(&m.node_id, m.target, m.refcount, m.epoch, now)
         });
+        let fut = reply(self.shard, out);
         Box::pin(async move { fut.await? })
     }
 }
@@ -22,62 +28,39 @@ impl Handler<InsertGhost> for GhostActor {
 impl Handler<EdgeAdded> for GhostActor {
     type Result = Durable<crate::EdgeOutcome>;
     fn handle(&mut self, m: EdgeAdded, ctx: &mut Context<Self>) -> Self::Result {
-        self.durable(ctx, Msg::kind("edge_added"), |t, _| t.edge_added(&m.node_id))
+        let out = self.step(ctx, Msg::kind("edge_added"), ready, |c, (), _| c.edge_added(&m.node_id));
+        reply(self.shard, out)
     }
 }
 
 impl Handler<EdgeRemoved> for GhostActor {
     type Result = Result<crate::EdgeOutcome>;
     fn handle(&mut self, m: EdgeRemoved, ctx: &mut Context<Self>) -> Self::Result {
-        self.lazy(ctx, Msg::kind("edge_removed"), |t, _| t.edge_removed(&m.node_id))
+        let (out, _) =
+            self.step(ctx, Msg::kind("edge_removed"), ready, |c, (), _| c.edge_removed(&m.node_id))?;
+        Ok(out)
     }
 }
 
 impl Handler<EdgeBatch> for GhostActor {
     type Result = Durable<crate::BatchOutcome>;
     fn handle(&mut self, m: EdgeBatch, ctx: &mut Context<Self>) -> Self::Result {
-        if let (Some(seq), Some(upto)) = (m.seq, self.lost_upto) {
-            let applied =
-                match self.with_table(ctx, Msg::kind("edge_batch_gap_check"), |t, _| t.applied_seq()) {
-                    Ok(applied) => applied,
-                    Err(e) => return Box::pin(async move { Err(e) }),
-                };
-            if applied >= Some(upto) {
-                self.lost_upto = None;
-            } else if seq > upto {
-                // Applying it would move the sequence number past batches
-                // whose retries are still to come, and those would be skipped.
-                let shard = self.shard;
-                return Box::pin(async move { Err(Error::SeqGap { shard, applied, awaiting: upto }) });
-            }
-        }
-        if m.events.any_added() {
-            // Under interval durability the batch is acknowledged at once: a
-            // restart may lose it, but the host will not send it again.
-            if m.seq.is_some() && matches!(self.config.durability, crate::config::Durability::GroupCommit) {
-                self.unacked_seq = self.unacked_seq.max(m.seq);
-            }
-            return self.durable_warmed(
-                ctx,
-                Msg::batch(m.seq),
-                |t| t.warm_batch(&m.events),
-                |t, mut w, _| t.apply_warmed(m.seq, &mut w),
-            );
-        }
-        let out = self.lazy_warmed(
+        let out = self.step(
             ctx,
             Msg::batch(m.seq),
-            |t| t.warm_batch(&m.events),
-            |t, mut w, _| t.apply_warmed(m.seq, &mut w),
+            |c| c.warm_batch(&m.events),
+            |c, mut w, _| c.edge_batch(m.seq, &mut w),
         );
-        Box::pin(async move { out })
+        reply(self.shard, out)
     }
 }
 
 impl Handler<Retarget> for GhostActor {
     type Result = Durable<crate::MoveOutcome>;
     fn handle(&mut self, m: Retarget, ctx: &mut Context<Self>) -> Self::Result {
-        let fut = self.durable(ctx, Msg::kind("retarget"), |t, _| t.retarget(&m.node_id, m.target, m.epoch));
+        let out = self
+            .step(ctx, Msg::kind("retarget"), ready, |c, (), _| c.retarget(&m.node_id, m.target, m.epoch));
+        let fut = reply(self.shard, out);
         Box::pin(async move { fut.await? })
     }
 }
@@ -85,21 +68,23 @@ impl Handler<Retarget> for GhostActor {
 impl Handler<Reclaim> for GhostActor {
     type Result = Durable<crate::MoveOutcome>;
     fn handle(&mut self, m: Reclaim, ctx: &mut Context<Self>) -> Self::Result {
-        self.durable(ctx, Msg::kind("reclaim"), |t, now| t.reclaim(&m.node_id, m.epoch, now))
+        let out =
+            self.step(ctx, Msg::kind("reclaim"), ready, |c, (), now| c.reclaim(&m.node_id, m.epoch, now));
+        reply(self.shard, out)
     }
 }
 
 impl Handler<Resolve> for GhostActor {
     type Result = Result<Option<ShardId>>;
     fn handle(&mut self, m: Resolve, ctx: &mut Context<Self>) -> Self::Result {
-        self.read_table(ctx, Msg::kind("resolve"), |t, _| t.resolve(&m.node_id).map(ShardId))
+        self.read_step(ctx, Msg::kind("resolve"), |t, _| t.resolve(&m.node_id).map(ShardId))
     }
 }
 
 impl Handler<ResolveMany> for GhostActor {
     type Result = Result<Vec<Option<ShardId>>>;
     fn handle(&mut self, m: ResolveMany, ctx: &mut Context<Self>) -> Self::Result {
-        self.read_table(ctx, Msg::kind("resolve_many"), |t, _| {
+        self.read_step(ctx, Msg::kind("resolve_many"), |t, _| {
             m.node_ids.iter().map(|id| t.resolve(id).map(ShardId)).collect()
         })
     }
@@ -108,21 +93,21 @@ impl Handler<ResolveMany> for GhostActor {
 impl Handler<ExportPage> for GhostActor {
     type Result = Result<crate::table::GhostPage>;
     fn handle(&mut self, m: ExportPage, ctx: &mut Context<Self>) -> Self::Result {
-        self.read_table(ctx, Msg::kind("export_page"), |t, _| t.export_page(m.after.as_deref(), m.limit))
+        self.read_step(ctx, Msg::kind("export_page"), |t, _| t.export_page(m.after.as_deref(), m.limit))
     }
 }
 
 impl Handler<Inspect> for GhostActor {
     type Result = Result<Option<crate::GhostInfo>>;
     fn handle(&mut self, m: Inspect, ctx: &mut Context<Self>) -> Self::Result {
-        self.read_table(ctx, Msg::kind("inspect"), |t, _| t.get(&m.node_id))
+        self.read_step(ctx, Msg::kind("inspect"), |t, _| t.get(&m.node_id))
     }
 }
 
 impl Handler<ExportRecords> for GhostActor {
     type Result = Result<Vec<crate::store::StubRecord>>;
     fn handle(&mut self, _: ExportRecords, ctx: &mut Context<Self>) -> Self::Result {
-        self.read_table(ctx, Msg::kind("export"), |t, _| t.records().collect())
+        self.read_step(ctx, Msg::kind("export"), |t, _| t.records().collect())
     }
 }
 
@@ -130,13 +115,9 @@ impl Handler<PlanSweep> for GhostActor {
     type Result = Result<PlanReply>;
     fn handle(&mut self, m: PlanSweep, ctx: &mut Context<Self>) -> Self::Result {
         self.refuse_by_hand(m.by_hand)?;
-        let page = self.lazy(ctx, Msg::kind("plan_sweep"), |t, now| t.plan_sweep(now, m.max_scan))?;
-        Ok(PlanReply {
-            shard: self.shard,
-            incarnation: self.incarnation,
-            page,
-            pending_acks: self.waiters.len(),
-        })
+        let (reply, _) =
+            self.step(ctx, Msg::kind("plan_sweep"), ready, |c, (), now| c.plan_sweep(m.max_scan, now))?;
+        Ok(reply)
     }
 }
 
@@ -144,51 +125,28 @@ impl Handler<ApplyVerdicts> for GhostActor {
     type Result = Result<ApplyReport>;
     fn handle(&mut self, m: ApplyVerdicts, ctx: &mut Context<Self>) -> Self::Result {
         self.refuse_by_hand(m.by_hand)?;
-        if m.incarnation != self.incarnation {
-            // Planned before a restart: versions restarted too, so none can be trusted.
-            let n = m.verdicts.len() as u32;
-            self.stats.stale_incarnation_verdicts += u64::from(n);
-            return Ok(ApplyReport { stale: n, ..ApplyReport::default() });
-        }
-        self.lazy(ctx, Msg::kind("apply_verdicts"), |t, now| t.apply_verdicts(&m.verdicts, now))
+        let (report, _) = self.step(
+            ctx,
+            Msg::kind("apply_verdicts"),
+            |_| Ok(()),
+            |c, (), now| c.apply_verdicts(m.incarnation, &m.verdicts, now),
+        )?;
+        Ok(report)
     }
 }
 
 impl Handler<GetStats> for GhostActor {
     type Result = MessageResult<GetStats>;
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
-        let mut stats = self.stats.clone();
-        stats.pending_acks = self.waiters.len();
-        let view = self.cell.view.read();
-        stats.state = match &view.state {
-            State::Loading | State::Closed => ShardState::Loading,
-            State::Ready(t) => {
-                stats.table = t.stats(self.clock.now_ms());
-                ShardState::Ready
-            }
-            State::Failed(cause) => ShardState::FailedClosed(cause.chain()),
-            State::Fenced(cause) => ShardState::FailedClosed(
-                Error::Fenced { shard: self.shard, cause: cause.clone() }.to_string(),
-            ),
-            State::Down { .. } => ShardState::Down,
-        };
-        drop(view);
-        MessageResult(stats)
+        let now = self.clock.now_ms();
+        MessageResult(self.cell.view.read().core.stats(now))
     }
 }
 
 impl Handler<Revive> for GhostActor {
     type Result = Result<()>;
     fn handle(&mut self, _: Revive, ctx: &mut Context<Self>) -> Self::Result {
-        if matches!(self.cell.view.read().state, State::Ready(_) | State::Loading) {
-            return Ok(());
-        }
-        tracing::info!(shard = self.shard, "operator revives the shard; reloading");
-        // A fresh restart budget: the operator has dealt with what exhausted it.
-        self.restart_times.clear();
-        self.reviving = true;
-        self.cell.set_state(State::Loading);
-        ctx.stop();
+        self.with_core(ctx, crate::shard::ShardCore::revive);
         Ok(())
     }
 }
@@ -196,14 +154,8 @@ impl Handler<Revive> for GhostActor {
 impl Handler<Flush> for GhostActor {
     type Result = Durable<()>;
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.with_table(ctx, Msg::kind("flush"), |_, _| ()) {
-            return Box::pin(async move { Err(e) });
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.waiters.push(tx);
-        self.schedule_flush(ctx);
-        let shard = self.shard;
-        Box::pin(async move { rx.await.map_err(|_| Error::Unavailable { shard })? })
+        let out = self.step(ctx, Msg::kind("flush"), ready, |c, (), _| c.flush());
+        reply(self.shard, out)
     }
 }
 
@@ -212,7 +164,10 @@ impl Handler<InjectPanic> for GhostActor {
     type Result = Result<()>;
     fn handle(&mut self, _: InjectPanic, ctx: &mut Context<Self>) -> Self::Result {
         self.refuse_by_hand(true)?;
-        self.with_table(ctx, Msg::kind("inject_panic"), |_, _| std::panic::panic_any(super::INJECTED_PANIC))
+        let inject = |_: &mut crate::shard::ShardCore, (), _| -> Result<((), crate::shard::Answer)> {
+            std::panic::panic_any(super::INJECTED_PANIC)
+        };
+        self.step(ctx, Msg::kind("inject_panic"), ready, inject).map(drop)
     }
 }
 
@@ -226,18 +181,19 @@ impl Handler<InjectBatchPanic> for GhostActor {
             m.events.iter().take(n).for_each(|(id, kind)| prefix.push(id, kind));
         }
         let inject = || -> ! { std::panic::panic_any(super::INJECTED_PANIC) };
-        self.with_table_warmed(
+        self.step(
             ctx,
             Msg::kind("inject_batch_panic"),
-            |t| match m.at {
+            |c| match m.at {
                 BatchPanicAt::Warm => inject(),
-                BatchPanicAt::After(_) => t.warm_batch(&m.events),
+                BatchPanicAt::After(_) => c.warm_batch(&m.events).map(drop),
             },
-            |t, _, _| -> () {
-                t.apply_batch(None, &prefix);
+            |c, (), _| -> Result<((), crate::shard::Answer)> {
+                c.table_mut()?.apply_batch(None, &prefix);
                 inject()
             },
         )
+        .map(drop)
     }
 }
 

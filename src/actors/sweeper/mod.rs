@@ -2,7 +2,7 @@
 
 mod pass;
 
-use crate::actors::GhostActor;
+use crate::actors::Shards;
 use crate::clock::Clock;
 use crate::config::SweeperConfig;
 use crate::error::{Error, Result};
@@ -41,9 +41,9 @@ pub(crate) struct SweeperActor {
 }
 
 impl SweeperActor {
-    /// A sweeper over `shards` (shard id and actor of each), its bucket on `clock`.
+    /// A sweeper over `shards`, its bucket on `clock`.
     pub(crate) fn new(
-        shards: Vec<(u16, Addr<GhostActor>)>,
+        shards: Shards,
         verifier: Arc<dyn Verifier>,
         config: SweeperConfig,
         clock: Arc<dyn Clock>,

@@ -1,6 +1,6 @@
 //! One sweep pass: visit every shard, plan pages, verify under the token bucket, apply by compare-and-set.
 
-use crate::actors::GhostActor;
+use crate::actors::{GhostActor, Shards};
 use crate::clock::Clock;
 use crate::config::SweeperConfig;
 use crate::error::Error;
@@ -49,7 +49,7 @@ type Limiter = RateLimiter<NotKeyed, InMemoryState, BucketClock, NoOpMiddleware<
 
 /// What every pass shares; the bucket is swapped whole on a rate change.
 pub(super) struct PassEnv {
-    pub(super) shards: Vec<(u16, Addr<GhostActor>)>,
+    pub(super) shards: Shards,
     verifier: Arc<dyn Verifier>,
     config: SweeperConfig,
     clock: BucketClock,
@@ -60,7 +60,7 @@ pub(super) struct PassEnv {
 
 impl PassEnv {
     pub(super) fn new(
-        shards: Vec<(u16, Addr<GhostActor>)>,
+        shards: Shards,
         verifier: Arc<dyn Verifier>,
         config: SweeperConfig,
         clock: Arc<dyn Clock>,
@@ -122,7 +122,7 @@ pub(super) async fn run_pass(
         }
         let mut due = 0;
         let end = visit(&env, v.index, &mut control, &mut counts, &mut due).await;
-        let shard = env.shards[v.index].0.to_string();
+        let shard = env.shards[v.index].id.get().to_string();
         metrics::gauge!(crate::metrics::SWEEP_DUE, "shard" => shard).set(due as f64);
         match end {
             VisitEnd::Swept => {
@@ -180,7 +180,7 @@ async fn visit(
     counts: &mut SweepCounts,
     due: &mut u64,
 ) -> VisitEnd {
-    let (shard, addr) = (env.shards[index].0, &env.shards[index].1);
+    let (shard, addr) = (env.shards[index].id.get(), &env.shards[index].addr);
     // A zero-size plan is an O(1) probe: backlog and mailbox delay, no work.
     match request_plan(shard, addr, 0).await {
         Err(e) => return failed(shard, &e),

@@ -1,5 +1,6 @@
-//! `ShardCell`: one shard's state (its table, or why it has none) in a cell
-//! that its `GhostActor` alone writes and every `GhostReader` reads.
+//! `ShardCell`: one shard's core (its table, or why it has none, and its
+//! promise state) in a cell that its `GhostActor` alone writes and every
+//! `GhostReader` reads.
 //!
 //! # Why a per-shard reader-writer lock
 //!
@@ -47,6 +48,8 @@
 //! the guard and turns the state into `Loading` before the guard drops, so a
 //! poison flag would add nothing.
 
+use super::core::ShardCore;
+use super::state::State;
 use crate::error::{Error, Result};
 use crate::store::ClaimWatch;
 use crate::table::GhostTable;
@@ -76,26 +79,9 @@ pub(crate) fn upgrade<T>(
 /// table) that a writer is not held up behind a long frontier.
 pub(crate) const READ_CHUNK: usize = 64;
 
-/// Where a shard is in its life.
-pub(crate) enum State {
-    Loading,
-    // Boxed: the table is large and the other states are tiny.
-    Ready(Box<GhostTable>),
-    Failed(Box<Error>),
-    /// The store's claim on the shard lapsed or was lost: another process may
-    /// own it, so the table is gone and nothing more is written.
-    Fenced(String),
-    /// Restarted more often than the policy allows, `restarts` times in its window.
-    Down {
-        restarts: u32,
-    },
-    /// The actor is gone for good (its runtime shut down).
-    Closed,
-}
-
-/// What the cell holds: the state, and the claim the table was loaded under.
+/// What the cell holds: the core, and the claim its table was loaded under.
 pub(crate) struct ShardView {
-    pub(crate) state: State,
+    pub(crate) core: ShardCore,
     /// The claim the table was loaded under; `None`: the store has none to lose.
     pub(crate) claim: Option<ClaimWatch>,
 }
@@ -105,13 +91,22 @@ impl ShardView {
     /// ready table whose claim no longer holds is [`Error::Fenced`] already:
     /// the actor fences it on its next message, and a reader must not
     /// answer from it meanwhile.
-    pub(crate) fn table(&self, shard: u16) -> Result<&GhostTable> {
-        match &self.state {
-            State::Ready(t) => match &self.claim {
-                Some(claim) if !claim.is_valid() => Err(Error::Fenced { shard, cause: lapse(claim) }),
-                _ => Ok(t),
-            },
-            other => Err(unavailable(other, shard)),
+    pub(crate) fn table(&self) -> Result<&GhostTable> {
+        let table = self.core.table()?;
+        match &self.claim {
+            Some(claim) if !claim.is_valid() => {
+                Err(Error::Fenced { shard: self.core.shard(), cause: lapse(claim) })
+            }
+            _ => Ok(table),
+        }
+    }
+
+    /// Why the claim of a ready shard no longer holds; `None` while it does
+    /// (or the shard has no table to lose).
+    pub(crate) fn lapsed(&self) -> Option<String> {
+        match &self.claim {
+            Some(claim) if !claim.is_valid() && self.core.is_ready() => Some(lapse(claim)),
+            _ => None,
         }
     }
 }
@@ -122,20 +117,8 @@ pub(crate) fn lapse(claim: &ClaimWatch) -> String {
     format!("{cause}; another process may own the shard")
 }
 
-/// The error for a shard without a table.
-pub(crate) fn unavailable(state: &State, shard: u16) -> Error {
-    match state {
-        State::Failed(cause) => Error::ShardFailed { shard, cause: cause.clone() },
-        State::Fenced(cause) => Error::Fenced { shard, cause: cause.clone() },
-        State::Down { restarts } => Error::ShardDown { shard, restarts: *restarts },
-        State::Loading | State::Ready(_) => Error::ShardLoading { shard },
-        State::Closed => Error::MailboxClosed { shard },
-    }
-}
-
-/// One shard's state, shared by its actor (the only writer) and the readers.
+/// One shard's core, shared by its actor (the only writer) and the readers.
 pub(crate) struct ShardCell {
-    pub(crate) shard: u16,
     pub(crate) view: Lock<ShardView>,
 }
 
@@ -159,15 +142,19 @@ impl ShardCell {
         self.view.read()
     }
 
-    /// A cell for `shard`, loading.
-    pub(crate) fn new(shard: u16) -> Arc<Self> {
-        Arc::new(Self { shard, view: Lock::new(ShardView { state: State::Loading, claim: None }) })
+    /// A cell for `core`, with no claim yet.
+    pub(crate) fn new(core: ShardCore) -> Arc<Self> {
+        Arc::new(Self { view: Lock::new(ShardView { core, claim: None }) })
     }
 
     /// Replaces the state, dropping the old one (possibly a whole table)
     /// after the lock is released, so that readers do not wait for the free.
     pub(crate) fn set_state(&self, state: State) {
-        let old = std::mem::replace(&mut self.view.write().state, state);
-        drop(old);
+        let retired = {
+            let mut view = self.view.write();
+            view.core.set_state(state);
+            view.core.take_retired()
+        };
+        drop(retired);
     }
 }
