@@ -7,7 +7,10 @@
 //! [`ApplyVerdicts::new`](crate::messages::ApplyVerdicts::new), and a shard's
 //! panic path with [`InjectPanic`](crate::messages::InjectPanic).
 
+mod core;
+
 pub use crate::store::faulty::{Fault, FaultyStore, StoreOp};
+pub use core::{Applied, CoreDriver, CoreEffect};
 
 use crate::clock::Clock;
 use futures::future::BoxFuture;

@@ -128,7 +128,7 @@ impl ShardCore {
     }
 
     /// The incarnation verdicts must be planned in.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn incarnation(&self) -> u64 {
         self.incarnation
     }
