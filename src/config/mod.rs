@@ -302,8 +302,9 @@ pub struct SweeperConfig {
     /// (a request's round trip through its mailbox) takes longer than this, or
     /// its write backlog passes `busy_pending_acks`, the effective rate halves
     /// (at most twice a second); below it, the rate grows back to
-    /// `verifies_per_second` within 10 s. `None`: a fixed rate. Default 10 ms.
-    #[serde(with = "humantime_serde")]
+    /// `verifies_per_second` within 10 s. `None` (`"off"` in a file): a fixed
+    /// rate. Default 10 ms.
+    #[serde(with = "forms::duration_or_off")]
     pub latency_target: Option<Duration>,
     /// The least effective rate the foreground can push the sweeper down to,
     /// in verifies per second; at least 1 and at most `verifies_per_second`.
