@@ -22,6 +22,14 @@ use actix::Message;
 
 /// The node moved from this shard to `target` at move `epoch`; `refcount` local
 /// edges point at it. Acknowledged once durable (group commit).
+///
+/// `refcount` is the count after every edge event already sent to this shard
+/// for the node, so send the insert once every earlier batch that carries an
+/// event for the node is acknowledged: a batch sent again after the insert
+/// would count its events twice, and a removal counted twice purges early.
+/// An insert sent again after a failure carries the node's newest target and
+/// epoch (a [`Retarget`] answered [`MoveOutcome::UnknownNode`] meanwhile found
+/// no ghost to move).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<InsertOutcome>")]
 pub struct InsertGhost {
@@ -36,6 +44,10 @@ pub struct InsertGhost {
 }
 
 /// A local edge to `node_id` was added. Acknowledged once durable.
+///
+/// Unsequenced events keep no order on the shard: an add that failed is sent
+/// again, and acknowledged, before any later removal of an edge to the same
+/// node, or the removal may reach zero first and purge the ghost.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<EdgeOutcome>")]
 pub struct EdgeAdded {
@@ -55,6 +67,14 @@ pub struct EdgeRemoved {
 /// A batch of edge events, applied once per sequence number. Under group commit,
 /// acknowledged once durable if it adds any edge or has a sequence number
 /// (see [`ShardConfig::ack_removal_batches_at_once`](crate::ShardConfig::ack_removal_batches_at_once)).
+///
+/// A sequenced batch that failed for any reason (an error, a panic, a closed
+/// mailbox, the shard's process restarting) is sent again before the batches
+/// after it. The shard remembers every sequenced batch it refused or lost and
+/// answers a later one that arrives first with the retryable
+/// [`Error::SeqGap`](crate::error::Error::SeqGap) until it is applied; across
+/// a restart of the shard's process it cannot remember, so the host resends
+/// its unacknowledged batches in order.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<BatchOutcome>")]
 pub struct EdgeBatch {

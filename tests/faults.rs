@@ -12,13 +12,27 @@ use vshard_ghosts::*;
 mod support;
 
 /// Shard 0 on the current arbiter over `store`, its address.
-fn shard(store: Arc<dyn GhostStore>, restart: RestartPolicy, retries: u32) -> Addr<GhostActor> {
-    let config = ShardConfig { restart, fault_injection: true, ..ShardConfig::default() };
-    let rt = support::local_runtime(store, [0], config, &ManualClock::new(0), retries).start().unwrap();
-    rt.addr(0).unwrap().clone()
+/// Shard 0's address, with the runtime that owns it: dropping the runtime
+/// releases the store, so the test keeps it for as long as it sends.
+struct Shard {
+    addr: Addr<GhostActor>,
+    _rt: GhostRuntime,
 }
 
-fn start(store: Arc<FaultyStore<MemoryStore>>, retries: u32) -> Addr<GhostActor> {
+impl std::ops::Deref for Shard {
+    type Target = Addr<GhostActor>;
+    fn deref(&self) -> &Addr<GhostActor> {
+        &self.addr
+    }
+}
+
+fn shard(store: Arc<dyn GhostStore>, restart: RestartPolicy, retries: u32) -> Shard {
+    let config = ShardConfig { restart, fault_injection: true, ..ShardConfig::default() };
+    let rt = support::local_runtime(store, [0], config, &ManualClock::new(0), retries).start().unwrap();
+    Shard { addr: rt.addr(0).unwrap().clone(), _rt: rt }
+}
+
+fn start(store: Arc<FaultyStore<MemoryStore>>, retries: u32) -> Shard {
     shard(store, RestartPolicy { max_restarts: 1_000, ..RestartPolicy::default() }, retries)
 }
 
@@ -82,6 +96,29 @@ async fn a_retry_of_a_later_lost_batch_waits_for_the_earlier_one() {
     assert!(matches!(addr.send(add_n(4)).await.unwrap(), Err(Error::SeqGap { awaiting: 3, .. })));
     assert!(!addr.send(add_n(3)).await.unwrap().unwrap().skipped);
     assert_eq!(refcount(&addr, "n").await, Some(3));
+}
+
+/// Batch 2 reaches a shard that is down and is refused; the operator revives
+/// the shard; batch 3, pipelined behind 2, arrives before the host resends 2.
+/// Applying 3 would make 2's retry look applied (`skipped`): 3 waits for 2.
+#[actix::test]
+async fn a_refused_batch_is_not_overtaken_by_one_pipelined_behind_it() {
+    tokio::time::pause();
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let addr = shard(store.clone(), RestartPolicy { max_restarts: 1, ..RestartPolicy::default() }, 0);
+    addr.send(insert("n")).await.unwrap().unwrap();
+    assert!(!addr.send(add_n(1)).await.unwrap().unwrap().skipped);
+    store.set_random(1.0, 1);
+    let _ = addr.send(InjectPanic).await.unwrap();
+    let refused = addr.send(add_n(2)).await.unwrap().unwrap_err();
+    assert!(matches!(refused, Error::ShardDown { .. }), "{refused}");
+    store.set_random(0.0, 1);
+    addr.send(Revive).await.unwrap().unwrap();
+    let gap = addr.send(add_n(3)).await.unwrap().unwrap_err();
+    assert!(matches!(gap, Error::SeqGap { awaiting: 2, .. }), "{gap}");
+    assert!(!addr.send(add_n(2)).await.unwrap().unwrap().skipped);
+    assert!(!addr.send(add_n(3)).await.unwrap().unwrap().skipped);
+    assert_eq!(refcount(&addr, "n").await, Some(4), "the insert's 1 and batches 1, 2, 3");
 }
 
 #[actix::test]

@@ -220,6 +220,18 @@ impl ShardCore {
         Ok((self.table_mut()?.apply_warmed(seq, warm), answer))
     }
 
+    /// Sequenced batch `seq` failed (refused, or its step panicked): the host
+    /// sends it again, so no later batch may be applied before it, or the
+    /// later one would move the sequence number past it and its retry would
+    /// be answered `skipped`. Every driver calls this on every failed step of
+    /// a sequenced batch.
+    pub(crate) fn batch_refused(&mut self, seq: Option<u64>) {
+        if let Some(seq) = seq {
+            let applied = self.table().ok().and_then(GhostTable::applied_seq);
+            self.seq.refused(seq, applied);
+        }
+    }
+
     /// A ghost follows its node to a newer shard.
     pub(crate) fn retarget(
         &mut self,

@@ -14,9 +14,11 @@ pub(crate) struct SeqPositions {
     unacked: BTreeSet<u64>,
     /// Batches in the commit in flight, awaiting their acknowledgement.
     in_flight: BTreeSet<u64>,
-    /// Batches a restart lost unacknowledged and not applied again since:
-    /// batches above the lowest are refused until it is applied, so that a
-    /// pipelined batch cannot overtake a retry and make it look applied.
+    /// Batches the host must send again, not applied since: those a restart
+    /// lost unacknowledged, and those the shard refused (fenced, down,
+    /// loading, panicking, or refused for a gap). Batches above the lowest
+    /// are refused until it is applied, so that a pipelined batch cannot
+    /// overtake a retry and make it look applied.
     lost: BTreeSet<u64>,
 }
 
@@ -57,6 +59,16 @@ impl SeqPositions {
     /// The flush in flight committed: its batches are acknowledged.
     pub(crate) fn flush_committed(&mut self) {
         self.in_flight.clear();
+    }
+
+    /// Batch `seq` was refused (with an error the host answers by sending it
+    /// again): until it is applied, no later batch may be. `applied`: the
+    /// table's last applied batch, when it has a table; a batch at or below
+    /// it is a resend of one applied, which the host need not send again.
+    pub(crate) fn refused(&mut self, seq: u64, applied: Option<u64>) {
+        if applied.is_none_or(|a| seq > a) {
+            self.lost.insert(seq);
+        }
     }
 
     /// The table died: the batches not yet acknowledged are lost with it.
@@ -102,6 +114,24 @@ mod tests {
         s.applying(Some(3), true);
         assert_eq!(s.admit(Some(4), Some(3)), Ok(()));
         assert_eq!(s.unacked(), Some(3));
+    }
+
+    #[test]
+    fn a_refused_batch_holds_back_every_later_one_until_it_is_applied() {
+        let mut s = SeqPositions::default();
+        // Refused while the shard had no table: kept whatever it was.
+        s.refused(4, None);
+        assert_eq!(s.admit(Some(5), Some(3)), Err(4));
+        assert_eq!(s.admit(Some(4), Some(3)), Ok(()));
+        s.applying(Some(4), true);
+        assert_eq!(s.admit(Some(5), Some(4)), Ok(()));
+        // A resend of a batch applied already is not awaited.
+        s.refused(2, Some(4));
+        assert_eq!(s.lowest_lost(), None);
+        // A refused batch below a lost one keeps its own place.
+        s.refused(9, Some(4));
+        s.refused(7, Some(4));
+        assert_eq!(s.admit(Some(8), Some(4)), Err(7));
     }
 
     #[test]

@@ -103,9 +103,11 @@ impl CoreDriver {
         self.core.flush_due();
     }
 
-    /// A step panicked.
-    pub fn panicked(&mut self) {
+    /// A step panicked; `batch`: the sequence number of the edge batch it
+    /// handled, if it handled one (the actor refuses it, as any failed batch).
+    pub fn panicked(&mut self, batch: Option<u64>) {
         self.core.panicked(false);
+        self.core.batch_refused(batch);
     }
 
     /// The shard restarts at `now`; true when counted against the budget.
@@ -154,7 +156,11 @@ impl CoreDriver {
             Ok(mut warm) => self.core.edge_batch(seq, &mut warm),
             Err(e) => Err(e),
         };
-        self.settle(out)
+        let out = self.settle(out);
+        if out.is_err() {
+            self.core.batch_refused(seq);
+        }
+        out
     }
 
     /// `Retarget`.

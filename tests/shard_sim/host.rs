@@ -154,6 +154,12 @@ impl Host {
             return Some(Ev { node: n, add, edge, life });
         }
         let node = &mut self.nodes[n as usize];
+        // Unsequenced events keep no order on the shard, so the host keeps it
+        // per node: no removal while an add to the node is unacknowledged
+        // (the removal could reach zero before the add and purge the ghost).
+        if only_acked && node.edges.values().any(|a| *a != Some(life)) {
+            return None;
+        }
         let ids: Vec<u64> =
             node.edges.iter().filter(|(_, a)| !only_acked || **a == Some(life)).map(|(&e, _)| e).collect();
         let &edge = ids.get(pick % ids.len().max(1))?;

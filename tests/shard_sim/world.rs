@@ -57,6 +57,13 @@ pub(crate) enum Action {
 
 type Id = u64;
 
+/// What a request answered besides success.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Batch(BatchOutcome),
+    Move(MoveOutcome),
+}
+
 pub(crate) struct World {
     pub mode: Mode,
     pub now: u64,
@@ -67,7 +74,7 @@ pub(crate) struct World {
     load_at: Option<u64>,
     commit: Option<(ShardChanges, Vec<u64>)>,
     timer: Option<u64>,
-    tokens: HashMap<u64, (Id, Req, Option<BatchOutcome>)>,
+    tokens: HashMap<u64, (Id, Req, Option<Outcome>)>,
     /// Requests whose answer the host still waits for (a host restart forgets them).
     live: BTreeSet<Id>,
     next_id: Id,
@@ -127,7 +134,15 @@ impl World {
         w
     }
 
-    fn send(&mut self, req: Req) {
+    fn send(&mut self, mut req: Req) {
+        // An insert sent again places the ghost where its node is now, as a
+        // host that moved the node since would.
+        if let Req::Insert { node, target, epoch, life, .. } = &mut req {
+            let n = &self.host.nodes[*node as usize];
+            if n.life == *life && !n.home {
+                (*target, *epoch) = (n.target, n.epoch);
+            }
+        }
         self.next_id += 1;
         self.live.insert(self.next_id);
         self.mailbox.push_back((self.next_id, req));
@@ -216,6 +231,18 @@ impl World {
     fn move_node(&mut self, n: u32, hop: u16, back: bool) {
         let node = &self.host.nodes[n as usize];
         if node.home {
+            // The new life's count is the host's truth after every event it
+            // sent for the node: a batch of an earlier life still to be
+            // resent would count its events a second time, so the host moves
+            // the node once they are acknowledged (the insert's documented rule).
+            if self
+                .host
+                .log
+                .values()
+                .any(|b| b.status != Status::Acked && b.events.iter().any(|e| e.node == n))
+            {
+                return;
+            }
             let target = 1 + hop % 3;
             self.host.next_life += 1;
             let life = self.host.next_life;
@@ -253,13 +280,17 @@ impl World {
             return Ok(()); // The mailbox waits for the load.
         }
         let Some((rid, req)) = self.mailbox.pop_front() else { return Ok(()) };
+        self.trace.push(format!("  delivered {req:?}"));
         if panics {
-            self.core.panicked();
+            self.core.panicked(match &req {
+                Req::Batch { seq } => Some(*seq),
+                _ => None,
+            });
             self.reply(rid, &req, Err(Error::Panicked { shard: SHARD }), None)?;
             return self.drain();
         }
         let now = self.now;
-        let (out, outcome): (Result<Option<u64>>, Option<BatchOutcome>) = match &req {
+        let (out, outcome): (Result<Option<u64>>, Option<Outcome>) = match &req {
             Req::Batch { seq } => {
                 let events = self.host.log[seq].packed();
                 match self.core.edge_batch(Some(*seq), &events) {
@@ -267,7 +298,7 @@ impl World {
                         if !o.skipped {
                             self.applied.push(*seq);
                         }
-                        (Ok(t), Some(o))
+                        (Ok(t), Some(Outcome::Batch(o)))
                     }
                     Err(e) => (Err(e), None),
                 }
@@ -279,8 +310,10 @@ impl World {
                 (r.map(|(o, t)| o.map(|_| t).expect("valid insert")), None)
             }
             Req::Retarget { node, target, epoch, .. } => {
-                let r = self.core.retarget(&id(*node), ShardId(*target), Epoch(*epoch));
-                (r.map(|(o, t)| o.map(|_| t).expect("valid retarget")), None)
+                match self.core.retarget(&id(*node), ShardId(*target), Epoch(*epoch)) {
+                    Ok((o, t)) => (Ok(t), Some(Outcome::Move(o.expect("valid retarget")))),
+                    Err(e) => (Err(e), None),
+                }
             }
             Req::Reclaim { node, epoch } => {
                 (self.core.reclaim(&id(*node), Epoch(*epoch), now).map(|(_, t)| t), None)
@@ -311,7 +344,7 @@ impl World {
     }
 
     /// The host gets the answer to request `rid`.
-    fn reply(&mut self, rid: Id, req: &Req, result: Result<()>, outcome: Option<BatchOutcome>) -> Check {
+    fn reply(&mut self, rid: Id, req: &Req, result: Result<()>, outcome: Option<Outcome>) -> Check {
         if !self.live.remove(&rid) {
             return Ok(()); // The host restarted since: nobody listens.
         }
@@ -320,8 +353,11 @@ impl World {
             (Req::Batch { seq }, Ok(())) => {
                 let batch = self.host.log.get_mut(seq).expect("logged");
                 if (batch.adds() || self.mode.strict_acks) && !self.durable.contains(seq) {
-                    let how =
-                        if outcome.is_some_and(|o| o.skipped) { "answered skipped" } else { "acknowledged" };
+                    let how = if matches!(outcome, Some(Outcome::Batch(o)) if o.skipped) {
+                        "answered skipped"
+                    } else {
+                        "acknowledged"
+                    };
                     return Err(format!("batch {seq} {how} but its effects are not durable"));
                 }
                 batch.status = Status::Acked;
@@ -356,10 +392,20 @@ impl World {
                     }
                 }
             }
-            (Req::Retarget { node, epoch, life, .. }, Ok(())) => {
+            (r @ Req::Retarget { node, epoch, life, .. }, Ok(())) => {
                 let n = &mut self.host.nodes[*node as usize];
-                if n.life == *life {
-                    n.acked_epoch = n.acked_epoch.max(*epoch);
+                match outcome {
+                    // The life's insert failed and is not sent again yet: its
+                    // resend carries the newest placement, and the retarget
+                    // follows it.
+                    Some(Outcome::Move(MoveOutcome::UnknownNode))
+                        if n.life == *life && !n.life_acked && !n.home =>
+                    {
+                        self.host.failed.push(r.clone());
+                    }
+                    Some(Outcome::Move(MoveOutcome::UnknownNode)) => {}
+                    _ if n.life == *life => n.acked_epoch = n.acked_epoch.max(*epoch),
+                    _ => {}
                 }
             }
             (Req::Reclaim { node, epoch }, Ok(())) => {
@@ -368,7 +414,9 @@ impl World {
                     n.reclaimed = true;
                 }
             }
-            (Req::Flush | Req::Plan { .. } | Req::Apply { .. } | Req::Removed(_) | Req::Added(_), _) => {}
+            // A failed add is sent again: the edge is there all the same.
+            (r @ Req::Added(_), Err(_)) => self.host.failed.push(r.clone()),
+            (Req::Flush | Req::Plan { .. } | Req::Apply { .. } | Req::Removed(_), _) => {}
             (r @ (Req::Insert { .. } | Req::Retarget { .. } | Req::Reclaim { .. }), Err(_)) => {
                 self.host.failed.push(r.clone());
             }

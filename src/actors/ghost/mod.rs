@@ -147,6 +147,9 @@ impl GhostActor {
                 Err(Error::Panicked { shard })
             }
         };
+        if !matches!(out, Ok(Ok(_))) {
+            view.core.batch_refused(msg.seq);
+        }
         let ready = view.core.ready();
         drop(view);
         metrics::histogram!(crate::metrics::HANDLER_SECONDS, "kind" => msg.kind)
