@@ -77,6 +77,7 @@ fn main() -> Result<()> {
                 epoch: 1,
                 hold_until_ms: 0,
                 tombstone: false,
+                seq: 0,
             });
             if batch.len() == 10_000 || i + 1 == args.reload {
                 let changes = ChangeSet::from_parts(batch.iter().map(Into::into), [], None);

@@ -32,6 +32,13 @@ pub struct StubRecord {
     pub hold_until_ms: u64,
     /// This row remembers a removed ghost; see the type's docs.
     pub tombstone: bool,
+    /// The shard's applied batch sequence number when the row was written:
+    /// the row holds the effect of every sequenced batch up to it (0: not
+    /// known). A store whose commit can land in part keeps it with the row;
+    /// a load then skips, for this row, the events of the batches a retry
+    /// sends again up to it. A store whose commits are all-or-nothing may
+    /// leave it 0.
+    pub seq: u64,
 }
 
 /// A ghost stub as persisted, borrowing its id: what a [`ChangeSet`](crate::table::ChangeSet) yields.
@@ -53,6 +60,8 @@ pub struct StubRef<'a> {
     pub hold_until_ms: u64,
     /// This row remembers a removed ghost; see [`StubRecord`].
     pub tombstone: bool,
+    /// The applied batch sequence number the row holds; see [`StubRecord::seq`].
+    pub seq: u64,
 }
 
 impl StubRef<'_> {
@@ -66,6 +75,7 @@ impl StubRef<'_> {
             epoch: self.epoch,
             hold_until_ms: self.hold_until_ms,
             tombstone: self.tombstone,
+            seq: self.seq,
         }
     }
 }
@@ -80,6 +90,7 @@ impl<'a> From<&'a StubRecord> for StubRef<'a> {
             epoch: r.epoch,
             hold_until_ms: r.hold_until_ms,
             tombstone: r.tombstone,
+            seq: r.seq,
         }
     }
 }

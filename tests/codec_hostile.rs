@@ -169,6 +169,7 @@ fn records(max: usize) -> impl Strategy<Value = Vec<StubRecord>> {
                 epoch,
                 hold_until_ms: if refcount == 0 { created_at_ms } else { 0 },
                 tombstone: false,
+                seq: 0,
             })
             .collect()
     })
@@ -201,6 +202,7 @@ fn stub_seed() -> impl Strategy<Value = Vec<u8>> {
                 epoch,
                 hold_until_ms: 0,
                 tombstone: false,
+                seq: 0,
             })
             .unwrap()
         },

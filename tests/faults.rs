@@ -136,6 +136,35 @@ async fn an_unretried_commit_failure_fails_the_ack_and_reloads() {
     assert_eq!(addr.send(insert("lost")).await.unwrap(), Ok(InsertOutcome::Inserted));
 }
 
+/// A store that breaks the all-or-nothing contract lands one row of batch 1
+/// (n's removal or m's add) without the batch's sequence number, then fails.
+/// The host resends batch 1: the landed row's event is not applied twice (n
+/// purged with an edge left, or m counted twice), and the other one is.
+#[actix::test]
+async fn a_commit_that_landed_in_part_does_not_make_its_retry_apply_twice() {
+    tokio::time::pause();
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let addr = start(store.clone(), 0);
+    let n = InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 2, epoch: Epoch(1) };
+    addr.send(n).await.unwrap().unwrap();
+    addr.send(insert("m")).await.unwrap().unwrap();
+    let mut events = EdgeEvents::new();
+    events.removed("n");
+    events.added("m");
+    store.inject(StoreOp::Commit, Fault::LandPart(1));
+    let batch = EdgeBatch { seq: Some(1), events };
+    assert!(addr.send(batch.clone()).await.unwrap().is_err());
+    let torn = (refcount(&addr, "n").await, refcount(&addr, "m").await);
+    assert!(torn == (Some(1), Some(1)) || torn == (Some(2), Some(2)), "one row landed: {torn:?}");
+    assert!(!addr.send(batch.clone()).await.unwrap().unwrap().skipped);
+    let both = (refcount(&addr, "n").await, refcount(&addr, "m").await);
+    assert_eq!(both, (Some(1), Some(2)), "each event counted once");
+    // Applied: a resend is skipped, and a reload keeps the counts.
+    assert!(addr.send(batch).await.unwrap().unwrap().skipped);
+    let _ = addr.send(InjectPanic).await.unwrap();
+    assert_eq!((refcount(&addr, "n").await, refcount(&addr, "m").await), (Some(1), Some(2)));
+}
+
 #[actix::test]
 async fn a_lost_reply_leaves_the_write_durable() {
     tokio::time::pause();

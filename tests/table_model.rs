@@ -285,6 +285,7 @@ impl Model {
                     // Holds are exact (never jittered), and only a zero count's is kept.
                     hold_until_ms: if s.refcount == 0 { s.retry_lo } else { 0 },
                     tombstone: false,
+                    seq: 0,
                 };
                 (id.clone(), r)
             })
@@ -928,6 +929,7 @@ fn record() -> impl Strategy<Value = StubRecord> {
             epoch,
             hold_until_ms: if refcount == 0 { created_at_ms / 2 } else { 0 },
             tombstone: false,
+            seq: 0,
         },
     )
 }

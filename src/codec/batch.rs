@@ -182,6 +182,7 @@ mod tests {
             epoch: 9,
             hold_until_ms: 0,
             tombstone: false,
+            seq: 0,
         }
     }
 

@@ -35,6 +35,7 @@ pub(super) fn decode(bytes: &[u8], shard: u16, config: &TableConfig) -> Result<G
             epoch: 0,
             hold_until_ms: 0,
             tombstone: false,
+            seq: 0,
         };
         table.load_stub(stub)?;
     }

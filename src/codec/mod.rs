@@ -263,6 +263,7 @@ fn read_stub<'a>(r: &mut SliceReader<'a>, config: &TableConfig) -> Result<StubRe
         epoch: r.read_u64().map_err(malformed)?,
         hold_until_ms: 0,
         tombstone: false,
+        seq: 0,
     };
     if n == 7 {
         stub.hold_until_ms = r.read_u64().map_err(malformed)?;

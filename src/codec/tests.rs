@@ -57,6 +57,7 @@ fn stub_round_trips() {
         epoch: 9,
         hold_until_ms: u64::MAX,
         tombstone: true,
+        seq: 0,
     };
     let bytes = encode_stub(&r).unwrap();
     assert_eq!(decode_stub(&bytes, &cfg()).unwrap(), r);
@@ -118,6 +119,7 @@ fn ids_are_bounded() {
         epoch: 0,
         hold_until_ms: 0,
         tombstone: false,
+        seq: 0,
     };
     let e = decode_stub(&encode_stub(&r).unwrap(), &small).unwrap_err();
     assert!(matches!(e, Error::Decode(DecodeError::LimitExceeded { what: "node id length", .. })));
@@ -172,6 +174,7 @@ fn direct_encoder_matches_zerompk() {
                 epoch: nums[(j + 3) % nums.len()],
                 hold_until_ms: nums[(j + k) % nums.len()],
                 tombstone: j % 2 == 0,
+                seq: 0,
             };
             let mut ours = Vec::new();
             put::stub(&mut ours, stub);

@@ -32,6 +32,12 @@ pub enum Fault {
     /// A commit or replace is applied, then reported as failed: the write is
     /// durable but its acknowledgement is an error (a lost reply).
     ApplyThenFail,
+    /// A commit lands only its first `n` rows of each shard (removals, then
+    /// upserts) and not the sequence number, then fails: a store that breaks
+    /// the all-or-nothing contract, as a host's own storage might. The rows
+    /// keep the sequence number they hold ([`StubRecord::seq`](crate::store::StubRecord::seq)).
+    /// Other calls fail.
+    LandPart(usize),
 }
 
 #[derive(Debug)]
@@ -118,6 +124,7 @@ impl<S: GhostStore> FaultyStore<S> {
                 call()?;
                 Err(Error::store(format!("injected lost reply of {op:?}")))
             }
+            Some(Fault::LandPart(_)) => Err(Error::store(format!("injected failure of {op:?}"))),
         }
     }
 }
@@ -128,6 +135,22 @@ impl<S: GhostStore> GhostStore for FaultyStore<S> {
     }
 
     fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
+        let part = {
+            // Only when it is the next commit fault queued.
+            let mut plan = self.lock();
+            match plan.next.iter().position(|(o, _)| *o == StoreOp::Commit) {
+                Some(i) if matches!(plan.next[i].1, Fault::LandPart(_)) => {
+                    plan.next.remove(i).map(|(_, f)| f)
+                }
+                _ => None,
+            }
+        };
+        if let Some(Fault::LandPart(n)) = part {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            let torn: Vec<ShardChanges> = batch.iter().map(|sc| land_part(sc, n)).collect();
+            self.inner.commit(&torn)?;
+            return Err(Error::store("injected commit that landed in part"));
+        }
         self.faulted(StoreOp::Commit, || self.inner.commit(batch))
     }
 
@@ -146,4 +169,12 @@ impl<S: GhostStore> GhostStore for FaultyStore<S> {
     fn claim(&self, shard: u16) -> Option<super::ClaimWatch> {
         self.inner.claim(shard)
     }
+}
+
+/// The first `n` rows of `sc` (removals first), without its sequence number.
+fn land_part(sc: &ShardChanges, n: usize) -> ShardChanges {
+    let c = &sc.changes;
+    let removals: Vec<&str> = c.removals().take(n).collect();
+    let upserts = c.upserts().take(n.saturating_sub(removals.len()));
+    ShardChanges { shard: sc.shard, changes: crate::table::ChangeSet::from_parts(upserts, removals, None) }
 }

@@ -32,6 +32,9 @@ struct Row {
     epoch: u64,
     hold_until_ms: u64,
     tombstone: bool,
+    /// Kept so that a commit landed in part (as `FaultyStore`-style tests
+    /// make one) loads as a store that tears commits would.
+    seq: u64,
 }
 
 impl From<StubRef<'_>> for Row {
@@ -43,6 +46,7 @@ impl From<StubRef<'_>> for Row {
             epoch: r.epoch,
             hold_until_ms: r.hold_until_ms,
             tombstone: r.tombstone,
+            seq: r.seq,
         }
     }
 }
@@ -57,6 +61,7 @@ impl Row {
             epoch: self.epoch,
             hold_until_ms: self.hold_until_ms,
             tombstone: self.tombstone,
+            seq: self.seq,
         }
     }
 }

@@ -40,6 +40,13 @@ use crate::table::GhostTable;
 ///   of them and its sequence number, never part of them. Replaying the
 ///   batch's edge events onto a load (with the same sequence number) then
 ///   counts each event once, as does retrying the batch.
+/// - A store that cannot promise that (a host's own storage that writes row
+///   by row) keeps each row's [`StubRef::seq`] and gives it back on load
+///   (through [`GhostTable::from_records`]): a row that landed without its
+///   commit's sequence number then holds the batches up to its `seq`, and a
+///   retry of those batches skips that row's events instead of counting them
+///   twice. Rows without it (`seq` 0) are fine; a sequence number that lands
+///   before all of its rows is not: nothing can tell the missing rows apart.
 /// - `commit` returns only when the batch is durable.
 /// - `load` of a shard never written returns an empty table; unreadable or
 ///   corrupt state is an error, never an empty table.

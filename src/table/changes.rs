@@ -48,6 +48,7 @@ struct Packed {
     epoch: u64,
     hold_until_ms: u64,
     tombstone: bool,
+    seq: u64,
 }
 
 impl ChangeSet {
@@ -88,6 +89,7 @@ impl ChangeSet {
             epoch: stub.epoch,
             hold_until_ms: stub.hold_until_ms,
             tombstone: stub.tombstone,
+            seq: stub.seq,
         });
     }
 
@@ -166,6 +168,7 @@ impl ChangeSet {
                 epoch: p.epoch,
                 hold_until_ms: p.hold_until_ms,
                 tombstone: p.tombstone,
+                seq: p.seq,
             }
         })
     }
@@ -239,6 +242,7 @@ mod tests {
             epoch: 7,
             hold_until_ms: 0,
             tombstone: false,
+            seq: 0,
         }
     }
 

@@ -76,6 +76,7 @@ impl GhostTable {
     /// reload fast.
     pub(crate) fn load_stub(&mut self, row: StubRef<'_>) -> Result<bool> {
         self.check_stored_id(row.node_id)?;
+        self.note_row_seq(row);
         if row.tombstone {
             self.load_tombstone(row);
             return Ok(false);
@@ -83,6 +84,14 @@ impl GhostTable {
         let slot = self.stored_slot(row);
         self.slab.push_unindexed(row.node_id, slot, row.hold_until_ms)?;
         Ok(true)
+    }
+
+    /// Remembers the sequence number a stored row holds; [`loaded`](Self::loaded)
+    /// keeps those past the shard's applied one (a commit that landed in part).
+    fn note_row_seq(&mut self, row: StubRef<'_>) {
+        if row.seq > 0 {
+            self.ahead.insert(row.node_id.into(), row.seq);
+        }
     }
 
     /// The slot of a stored ghost row, with a fresh version; its hold
@@ -127,6 +136,11 @@ impl GhostTable {
         self.slab.clear_dirty();
         self.applied_seq = applied_seq;
         self.seq_dirty = false;
+        // A row that holds batches past the applied sequence number landed
+        // from a commit whose sequence number did not: the host sends those
+        // batches again, and this row must not count their events twice.
+        self.ahead.retain(|_, held| Some(*held) > applied_seq);
+
         // A tombstone beside a live ghost of the same id (only malformed
         // snapshots hold both): the ghost is the state, the tombstone goes.
         let shadowed: Vec<Box<str>> = self
@@ -186,6 +200,7 @@ impl GhostTable {
     /// store already holds it. [`finish_restore`](Self::finish_restore) must follow.
     pub(crate) fn restore_upsert(&mut self, row: StubRef<'_>) -> Result<()> {
         self.check_stored_id(row.node_id)?;
+        self.note_row_seq(row);
         let id = row.node_id;
         if row.tombstone {
             self.restore_removal(id);

@@ -80,6 +80,11 @@ pub struct GhostTable {
     /// (or the table was loaded, and the store cannot say): the shard's log
     /// position is then unknown, so no count may lower a refcount.
     unsequenced: bool,
+    /// Stored rows that hold batches past `applied_seq`: a commit landed in
+    /// part (rows without the sequence number). Each id maps to the sequence
+    /// number its row holds; a sequenced batch at or below it skips the id's
+    /// events, which the row already counts. Empty unless a store tore a commit.
+    ahead: foldhash::HashMap<Box<str>, u64>,
     rng: fastrand::Rng,
     counters: TableCounters,
     /// `apply_batch`'s hashes and index candidates, kept between batches.
@@ -108,6 +113,7 @@ impl GhostTable {
             window: 1,
             tombstones: Tombstones::default(),
             unsequenced: false,
+            ahead: foldhash::HashMap::default(),
             counters: TableCounters::default(),
             scratch: (Vec::new(), Vec::new()),
         })
@@ -376,16 +382,23 @@ impl GhostTable {
             }
             first = false;
             for ((node_id, kind), &hash) in rest.by_ref().take(WARM_CHUNK).zip(&warmed.hashes) {
+                if !self.ahead.is_empty() && seq.is_some_and(|s| self.row_holds(node_id, s)) {
+                    self.counters.replayed_events_skipped += 1;
+                    continue;
+                }
                 out.count(match kind {
                     EdgeKind::Added => self.add_edge_hashed(node_id, hash),
                     EdgeKind::Removed => self.remove_edge_hashed(node_id, hash),
                 });
             }
         }
-        if seq.is_some() {
+        if let Some(s) = seq {
             self.applied_seq = seq;
             self.seq_dirty = true;
             self.unsequenced = false;
+            if !self.ahead.is_empty() {
+                self.ahead.retain(|_, held| *held > s);
+            }
         } else if !events.is_empty() {
             self.unsequenced = true;
         }
@@ -405,7 +418,8 @@ impl GhostTable {
     pub(crate) fn stage_ahead(&self) -> StagedAhead {
         let (n, id_bytes) = self.slab.dirty_estimate();
         let mut changes = ChangeSet::with_capacity(n, id_bytes);
-        self.slab.peek_dirty(|id, s, retry_at_ms| changes.push_upsert(stub_ref(id, s, retry_at_ms)));
+        let seq = self.applied_seq.unwrap_or(0);
+        self.slab.peek_dirty(|id, s, retry_at_ms| changes.push_upsert(stub_ref(id, s, retry_at_ms, seq)));
         StagedAhead { changes, stamp: (self.slab.dirty_stamp(), self.next_version) }
     }
 
@@ -488,10 +502,10 @@ impl GhostTable {
     fn stage(&mut self) {
         let (n, id_bytes) = self.slab.dirty_estimate();
         self.pending.reserve(n, id_bytes);
-        let (pending, window) = (&mut self.pending, self.window);
+        let (pending, window, seq) = (&mut self.pending, self.window, self.applied_seq.unwrap_or(0));
         self.slab.drain_dirty(|id, s, retry_at_ms| {
             s.staged = window;
-            pending.push_upsert(stub_ref(id, s, retry_at_ms));
+            pending.push_upsert(stub_ref(id, s, retry_at_ms, seq));
         });
     }
 
@@ -610,8 +624,13 @@ impl GhostTable {
     }
 
     /// Ghost `i` as a persisted row.
+    /// Whether `node_id`'s stored row already holds batch `seq` (see `ahead`).
+    fn row_holds(&self, node_id: &str, seq: u64) -> bool {
+        self.ahead.get(node_id).is_some_and(|&held| seq <= held)
+    }
+
     fn stub_ref(&self, i: usize) -> StubRef<'_> {
-        stub_ref(self.slab.id(i), self.slab.slot(i), self.slab.retry_at(i))
+        stub_ref(self.slab.id(i), self.slab.slot(i), self.slab.retry_at(i), 0)
     }
 
     fn bump(&mut self) -> u64 {
@@ -671,7 +690,8 @@ fn info(slab: &Slab, i: usize) -> GhostInfo {
     }
 }
 
-fn stub_ref<'a>(id: &'a str, s: &Slot, retry_at_ms: u64) -> StubRef<'a> {
+/// The row of slot `s`, holding the batches up to `seq` (0: not said).
+fn stub_ref<'a>(id: &'a str, s: &Slot, retry_at_ms: u64, seq: u64) -> StubRef<'a> {
     StubRef {
         node_id: id,
         target_shard: s.target,
@@ -681,6 +701,7 @@ fn stub_ref<'a>(id: &'a str, s: &Slot, retry_at_ms: u64) -> StubRef<'a> {
         // Only a zero count's hold is persisted; a back-off is not worth a write.
         hold_until_ms: if s.refcount == 0 { retry_at_ms } else { 0 },
         tombstone: false,
+        seq,
     }
 }
 
@@ -693,6 +714,7 @@ fn tombstone_ref<'a>(id: &'a str, t: &Tombstone) -> StubRef<'a> {
         epoch: t.epoch,
         hold_until_ms: t.expires_at_ms,
         tombstone: true,
+        seq: 0,
     }
 }
 

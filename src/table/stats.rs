@@ -34,6 +34,9 @@ pub struct TableCounters {
     pub saturated: u64,
     /// Edge-event batches skipped as already applied.
     pub skipped_batches: u64,
+    /// Events of a replayed batch skipped because their ghost's stored row
+    /// already held that batch (a store landed part of a commit).
+    pub replayed_events_skipped: u64,
     /// Lower `Keep` counts not applied because the shard was not at their log position.
     pub stale_counts: u64,
     /// Inserts refused because a tombstone remembers a removal at that epoch or later.

@@ -574,3 +574,36 @@ fn staging_ahead_survives_each_change_between_its_steps() {
         );
     }
 }
+
+/// Rows a store landed from a commit whose sequence number did not land:
+/// each holds batches up to its `seq`, so replaying those batches skips its
+/// events, and a later batch applies them again; rows at or below the applied
+/// number change nothing.
+#[test]
+fn rows_stored_past_the_applied_seq_skip_the_replayed_batches_they_hold() {
+    let row = |id: &str, refcount, seq| StubRecord {
+        node_id: id.into(),
+        target_shard: 1,
+        refcount,
+        created_at_ms: 0,
+        epoch: 1,
+        hold_until_ms: 0,
+        tombstone: false,
+        seq,
+    };
+    let rows = [row("torn", 1, 3), row("old", 2, 2), row("plain", 2, 0)];
+    let mut t = GhostTable::from_records(0, TableConfig::default(), rows, Some(2)).unwrap();
+    let removes = |ids: &[&str]| ids.iter().map(|&id| EdgeEvent::removed(id)).collect::<EdgeEvents>();
+    let out = t.apply_batch(Some(3), &removes(&["torn", "old", "plain"]));
+    assert_eq!(out.applied, 2, "batch 3 is in torn's row already");
+    assert_eq!(t.counters().replayed_events_skipped, 1);
+    assert_eq!(t.get("torn").map(|g| g.refcount), Some(1));
+    assert_eq!((t.get("old").map(|g| g.refcount), t.get("plain").map(|g| g.refcount)), (Some(1), Some(1)));
+    // Past the row's number, its events count again.
+    t.apply_batch(Some(4), &removes(&["torn"]));
+    assert_eq!(t.get("torn"), None, "purged at zero");
+    // What the table writes says which batches each row holds.
+    t.apply_batch(Some(5), &removes(&["old"]));
+    assert_eq!(t.get("plain").map(|g| g.refcount), Some(1));
+    assert!(t.take_changes().upserts().all(|r| r.seq == 5));
+}

@@ -181,7 +181,6 @@ fn the_core_keeps_its_promise_with_unsequenced_events_too() {
 }
 
 #[test]
-#[ignore = "finds torn commits applied twice (see `found`) until rows carry their sequence number"]
 fn the_core_keeps_its_promise_over_a_store_that_tears_commits() {
     simulate(Mode { torn_commits: true, ..ATOMIC }, seed(), steps(3), run_len());
 }
@@ -282,7 +281,6 @@ mod found {
     /// A torn commit lands n1's row (one edge removed) without batch 2's
     /// sequence number; the host's retry must not remove that edge again.
     #[test]
-    #[ignore = "fails until the core's fix is merged"]
     fn a_torn_commit_does_not_make_a_retry_apply_twice() {
         for k in 1..3 {
             let mut case = settled();

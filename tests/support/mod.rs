@@ -38,6 +38,7 @@ pub(crate) fn rec(id: &str, target: u16, refcount: u32) -> StubRecord {
         epoch: 3,
         hold_until_ms: 0,
         tombstone: false,
+        seq: 0,
     }
 }
 

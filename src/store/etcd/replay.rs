@@ -80,6 +80,7 @@ mod tests {
             epoch: 1,
             hold_until_ms: 0,
             tombstone: false,
+            seq: 0,
         }
     }
 
