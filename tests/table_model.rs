@@ -657,7 +657,9 @@ fn step(t: &mut GhostTable, m: &mut Model, h: &mut Harness, now: u64, op: &Op) -
                 h.store.remove(id);
             }
             for r in c.upserts() {
-                h.store.insert(r.node_id.to_owned(), r.to_record());
+                // A row holds no batch past its set's (and is compared by state here).
+                prop_assert!(r.seq <= c.applied_seq().unwrap_or(0));
+                h.store.insert(r.node_id.to_owned(), StubRecord { seq: 0, ..r.to_record() });
             }
             h.store_seq = c.applied_seq();
             let table: HashMap<String, StubRecord> = t.records().map(|r| (r.node_id.clone(), r)).collect();

@@ -455,7 +455,9 @@ fn commit_to(rows: &mut std::collections::BTreeMap<String, String>, c: &ChangeSe
         rows.remove(id);
     }
     for s in c.upserts() {
-        rows.insert(s.node_id.to_owned(), format!("{s:?}"));
+        // Which batches a row holds is checked apart: here, the state.
+        assert!(s.seq <= c.applied_seq().unwrap_or(0), "a row cannot hold a batch its set does not");
+        rows.insert(s.node_id.to_owned(), format!("{:?}", StubRef { seq: 0, ..s }));
     }
 }
 

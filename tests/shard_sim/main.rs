@@ -20,7 +20,7 @@
 //! a sequenced batch that adds an edge (every one, in strict mode) is
 //! acknowledged or answered `skipped` only once its effects are durable.
 //!
-//! `SIM_STEPS=N` (default 1 200 000) steps in runs of `SIM_RUN` (default
+//! `SIM_STEPS=N` (default 3 000 000, a million per mode) steps in runs of `SIM_RUN` (default
 //! 2 000), seeds from `SIM_SEED` (default: random, printed on failure);
 //! a failure prints its seed and its shrunk case. For hours:
 //! `SIM_STEPS=5000000000 cargo test --release --test shard_sim -- --nocapture`.
@@ -161,7 +161,7 @@ fn seed() -> u64 {
 }
 
 fn steps(share: u64) -> u64 {
-    env("SIM_STEPS").unwrap_or(1_200_000) / share
+    env("SIM_STEPS").unwrap_or(3_000_000) / share
 }
 
 fn run_len() -> usize {
