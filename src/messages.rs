@@ -24,9 +24,11 @@ use actix::Message;
 /// edges point at it. Acknowledged once durable (group commit).
 ///
 /// `refcount` is the count after every edge event already sent to this shard
-/// for the node, so send the insert once every earlier batch that carries an
-/// event for the node is acknowledged: a batch sent again after the insert
-/// would count its events twice, and a removal counted twice purges early.
+/// for the node, so send the insert once every earlier edge event for the node
+/// (in a batch or single) is acknowledged, or given up for good: one sent
+/// again after the insert would count twice, and a removal counted twice
+/// purges early. (Earlier versions did not say so; a host that moved a node
+/// while such an event was still to be resent must now wait for it.)
 /// An insert sent again after a failure carries the node's newest target and
 /// epoch (a [`Retarget`] answered [`MoveOutcome::UnknownNode`] meanwhile found
 /// no ghost to move).
@@ -45,9 +47,11 @@ pub struct InsertGhost {
 
 /// A local edge to `node_id` was added. Acknowledged once durable.
 ///
-/// Unsequenced events keep no order on the shard: an add that failed is sent
-/// again, and acknowledged, before any later removal of an edge to the same
-/// node, or the removal may reach zero first and purge the ghost.
+/// Unsequenced events keep no order on the shard: while an add to a node is
+/// not acknowledged (in flight, or failed and to be sent again), send no
+/// removal of an edge to the same node, or the removal may reach zero first
+/// and purge the ghost (an add applied and then lost with a failed flush is
+/// undone by the reload, so the removal sent behind it may find it gone).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<EdgeOutcome>")]
 pub struct EdgeAdded {
@@ -74,7 +78,11 @@ pub struct EdgeRemoved {
 /// answers a later one that arrives first with the retryable
 /// [`Error::SeqGap`](crate::error::Error::SeqGap) until it is applied; across
 /// a restart of the shard's process it cannot remember, so the host resends
-/// its unacknowledged batches in order.
+/// its unacknowledged batches in order. A host that gives up on a batch (its
+/// graph write rolled back) sends an empty batch with the same sequence
+/// number instead, or every later batch waits for it. An unsequenced batch
+/// with removals is not sent again after an unclear failure: its removals
+/// could count twice (a lost removal only leaves a ghost for the sweeper).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<BatchOutcome>")]
 pub struct EdgeBatch {

@@ -165,6 +165,30 @@ async fn a_commit_that_landed_in_part_does_not_make_its_retry_apply_twice() {
     assert_eq!((refcount(&addr, "n").await, refcount(&addr, "m").await), (Some(1), Some(2)));
 }
 
+/// A torn commit lands n's row (one edge removed) without batch 1's sequence
+/// number; before the host resends batch 1, n is retargeted (its row written
+/// again, whole) and the shard restarts. The rewritten row still holds batch
+/// 1: the resend does not remove n's last edge.
+#[actix::test]
+async fn a_row_landed_ahead_and_written_again_keeps_what_it_holds() {
+    tokio::time::pause();
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let addr = start(store.clone(), 0);
+    let n = InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 2, epoch: Epoch(1) };
+    addr.send(n).await.unwrap().unwrap();
+    let mut events = EdgeEvents::new();
+    events.removed("n");
+    let batch = EdgeBatch { seq: Some(1), events };
+    store.inject(StoreOp::Commit, Fault::LandPart(1));
+    assert!(addr.send(batch.clone()).await.unwrap().is_err());
+    assert_eq!(refcount(&addr, "n").await, Some(1), "n's row landed");
+    let moved = Retarget { node_id: "n".into(), target: ShardId(2), epoch: Epoch(2) };
+    assert_eq!(addr.send(moved).await.unwrap(), Ok(MoveOutcome::Applied));
+    let _ = addr.send(InjectPanic).await.unwrap();
+    assert!(!addr.send(batch).await.unwrap().unwrap().skipped);
+    assert_eq!(refcount(&addr, "n").await, Some(1), "n has one local edge left");
+}
+
 #[actix::test]
 async fn a_lost_reply_leaves_the_write_durable() {
     tokio::time::pause();

@@ -274,6 +274,11 @@ impl Error {
     /// see `GhostRuntime::revive_shard`), the store's space (`StoreFull`),
     /// ownership (`Fenced`), or the
     /// runtime's life (`MailboxClosed`, `NoSweeper`, `SweeperRunning`, `Closed`).
+    ///
+    /// Not retryable as it is still means resent later for a sequenced edge
+    /// batch: once what must change has (the shard revived, the claim taken
+    /// again), the shard awaits the refused batch and answers later ones
+    /// `SeqGap` until it comes (see [`EdgeBatch`](crate::messages::EdgeBatch)).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,

@@ -45,8 +45,13 @@ use crate::table::GhostTable;
 ///   (through [`GhostTable::from_records`]): a row that landed without its
 ///   commit's sequence number then holds the batches up to its `seq`, and a
 ///   retry of those batches skips that row's events instead of counting them
-///   twice. Rows without it (`seq` 0) are fine; a sequence number that lands
-///   before all of its rows is not: nothing can tell the missing rows apart.
+///   twice. The table stamps every row it writes, a row written again after
+///   it landed ahead included (it keeps the higher number), so such a store
+///   must keep `seq` on every row; a sequence number that lands before all of
+///   its rows is never safe: nothing can tell the missing rows apart. A
+///   snapshot ([`export_snapshot`](GhostStore::export_snapshot)) does not
+///   carry `seq`: export a shard of such a store only once its host has
+///   resent its unacknowledged batches.
 /// - `commit` returns only when the batch is durable.
 /// - `load` of a shard never written returns an empty table; unreadable or
 ///   corrupt state is an error, never an empty table.

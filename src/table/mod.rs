@@ -418,8 +418,10 @@ impl GhostTable {
     pub(crate) fn stage_ahead(&self) -> StagedAhead {
         let (n, id_bytes) = self.slab.dirty_estimate();
         let mut changes = ChangeSet::with_capacity(n, id_bytes);
-        let seq = self.applied_seq.unwrap_or(0);
-        self.slab.peek_dirty(|id, s, retry_at_ms| changes.push_upsert(stub_ref(id, s, retry_at_ms, seq)));
+        let (seq, ahead) = (self.applied_seq.unwrap_or(0), &self.ahead);
+        self.slab.peek_dirty(|id, s, retry_at_ms| {
+            changes.push_upsert(stub_ref(id, s, retry_at_ms, held_seq(ahead, id, seq)));
+        });
         StagedAhead { changes, stamp: (self.slab.dirty_stamp(), self.next_version) }
     }
 
@@ -503,9 +505,10 @@ impl GhostTable {
         let (n, id_bytes) = self.slab.dirty_estimate();
         self.pending.reserve(n, id_bytes);
         let (pending, window, seq) = (&mut self.pending, self.window, self.applied_seq.unwrap_or(0));
+        let ahead = &self.ahead;
         self.slab.drain_dirty(|id, s, retry_at_ms| {
             s.staged = window;
-            pending.push_upsert(stub_ref(id, s, retry_at_ms, seq));
+            pending.push_upsert(stub_ref(id, s, retry_at_ms, held_seq(ahead, id, seq)));
         });
     }
 
@@ -688,6 +691,14 @@ fn info(slab: &Slab, i: usize) -> GhostInfo {
         version: s.version,
         not_before_ms: slab.retry_at(i),
     }
+}
+
+/// The sequence number a row written now holds: the applied one, or more for
+/// a row stored ahead of it (a commit landed in part), which still holds the
+/// batches up to its own. Stamped lower, a later load would let a resend of
+/// those batches count the row's events again.
+fn held_seq(ahead: &foldhash::HashMap<Box<str>, u64>, id: &str, applied: u64) -> u64 {
+    if ahead.is_empty() { applied } else { ahead.get(id).map_or(applied, |&held| held.max(applied)) }
 }
 
 /// The row of slot `s`, holding the batches up to `seq` (0: not said).

@@ -609,3 +609,32 @@ fn rows_stored_past_the_applied_seq_skip_the_replayed_batches_they_hold() {
     assert_eq!(t.get("plain").map(|g| g.refcount), Some(1));
     assert!(t.take_changes().upserts().all(|r| r.seq == 5));
 }
+
+/// A row stored ahead (seq 5, the shard at 3) is written again before the
+/// resend of batch 5 (a retarget): it still holds batch 5, so the row says
+/// so, and the shard reloaded from it does not count batch 5's removal twice.
+#[test]
+fn a_row_stored_ahead_and_written_again_still_holds_its_batches() {
+    let row = |id: &str, refcount, seq| StubRecord {
+        node_id: id.into(),
+        target_shard: 1,
+        refcount,
+        created_at_ms: 0,
+        epoch: 1,
+        hold_until_ms: 0,
+        tombstone: false,
+        seq,
+    };
+    let mut t =
+        GhostTable::from_records(0, TableConfig::default(), [row("x", 1, 5), row("y", 3, 0)], Some(3))
+            .unwrap();
+    t.apply_batch(Some(4), &[EdgeEvent::added("y")].into_iter().collect::<EdgeEvents>());
+    t.retarget("x", ShardId(2), Epoch(2)).unwrap();
+    let changes = t.take_changes();
+    let stored: Vec<StubRecord> = changes.upserts().map(|r| r.to_record()).collect();
+    assert_eq!(stored.iter().find(|r| r.node_id == "x").map(|r| r.seq), Some(5));
+    let mut again =
+        GhostTable::from_records(0, TableConfig::default(), stored, changes.applied_seq()).unwrap();
+    again.apply_batch(Some(5), &[EdgeEvent::removed("x")].into_iter().collect::<EdgeEvents>());
+    assert_eq!(again.get("x").map(|g| g.refcount), Some(1), "batch 5 is in x's row already");
+}

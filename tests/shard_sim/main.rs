@@ -278,6 +278,35 @@ mod found {
         holds(ATOMIC, &case);
     }
 
+    /// A torn commit lands n5's row without batch 1's sequence number; n5 is
+    /// retargeted (its row written again) and the process restarts before the
+    /// resend of batch 1: the rewritten row must still hold batch 1.
+    #[test]
+    fn a_row_landed_ahead_keeps_its_batches_when_written_again() {
+        let case = vec![
+            Move(5, 5, false),
+            Move(5, 1, true),
+            HostRestart(8451),
+            ProcessRestart,
+            ProcessRestart,
+            Load(0),
+            Move(5, 2, false),
+            Deliver,
+            Commit(0),
+            Batch(vec![(1, true, 1), (5, false, 0)]),
+            Move(5, 1, false),
+            Deliver,
+            Commit(4),
+            Tick(400),
+            Load(0),
+            Deliver,
+            ProcessRestart,
+            Load(0),
+            Deliver,
+        ];
+        holds(Mode { torn_commits: true, ..ATOMIC }, &case);
+    }
+
     /// A torn commit lands n1's row (one edge removed) without batch 2's
     /// sequence number; the host's retry must not remove that edge again.
     #[test]
