@@ -171,6 +171,10 @@ fn say(line: &str) {
 }
 
 pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
+    // To the worker's log file (its stderr); `RUST_LOG` raises it for a post-mortem.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).init();
     let own: Vec<u16> = (0..args.shards).filter(|s| s % args.procs == me).collect();
     let owner = format!("proc-{me}");
     let config = EtcdConfig {
