@@ -417,13 +417,15 @@ fn etcd_size(etcd: &str, prefix: &str) -> Result<(i64, u64, i64)> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut c = etcd_client::Client::connect([etcd], None).await?;
-        // In pages: at scale the prefix holds more than one answer may carry
-        // (the client refuses answers past 4 MiB).
+        // In pages of a few keys, each answer up to 64 MiB: at scale the
+        // prefix holds far more than the client's default 4 MiB answer, and
+        // a checkpoint chunk is up to 1 MiB.
+        let mut kv = c.kv_client().max_decoding_message_size(64 << 20);
         let end = prefix_end(prefix.as_bytes());
         let (mut from, mut keys, mut bytes) = (prefix.as_bytes().to_vec(), 0i64, 0u64);
         loop {
-            let options = etcd_client::GetOptions::new().with_range(end.clone()).with_limit(256);
-            let resp = c.get(from.clone(), Some(options)).await?;
+            let options = etcd_client::GetOptions::new().with_range(end.clone()).with_limit(32);
+            let resp = kv.get(from.clone(), Some(options)).await?;
             for kv in resp.kvs() {
                 keys += 1;
                 bytes += (kv.key().len() + kv.value().len()) as u64;

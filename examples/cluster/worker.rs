@@ -12,7 +12,7 @@ use vshard_ghosts::cluster::{
     EtcdOwners, GrpcVerifier, GrpcVerifierConfig, Location, NoLocalCounts, NodeDirectory, OwnersConfig,
     VerifyServer,
 };
-use vshard_ghosts::messages::{EdgeBatch, InsertGhost, Inspect, Retarget};
+use vshard_ghosts::messages::{EdgeBatch, InsertGhost, Inspect, Reclaim, Retarget};
 use vshard_ghosts::store::{EtcdConfig, EtcdStore};
 use vshard_ghosts::{
     EdgeEvents, Epoch, GhostActor, GhostRuntime, ShardConfig, ShardId, StoreChoice, SweeperConfig,
@@ -79,11 +79,23 @@ async fn stream(rt: &GhostRuntime, args: &Args, shard: u16, from: u64) -> vshard
             let Some((done, fut)) = pending.pop_front() else { break };
             acked(shard, done, fut).await?;
         }
+        // One message and one commit per kind, not a round trip per ghost: at
+        // scale a shard moves thousands of ghosts at once, and one at a time
+        // its log stalled for seconds behind them.
+        let (mut retargets, mut reclaims) = (Vec::new(), Vec::new());
         for (id, target, epoch) in moves {
             match target {
-                Some(target) => rt.retarget(shard, Retarget { node_id: id.into(), target, epoch }).await?,
-                None => rt.reclaim(shard, &id, epoch).await?,
-            };
+                Some(target) => {
+                    retargets.push((ShardId(shard), Retarget { node_id: id.into(), target, epoch }))
+                }
+                None => reclaims.push((ShardId(shard), Reclaim { node_id: id.into(), epoch })),
+            }
+        }
+        if !retargets.is_empty() {
+            rt.retargets(retargets).await.into_iter().collect::<vshard_ghosts::Result<Vec<_>>>()?;
+        }
+        if !reclaims.is_empty() {
+            rt.reclaims(reclaims).await.into_iter().collect::<vshard_ghosts::Result<Vec<_>>>()?;
         }
         // Queued in the shard's mailbox now, in order; answered once durable.
         let fut = rt.addr(shard)?.send(EdgeBatch { seq: Some(seq), events: events(args, shard, seq) });
