@@ -398,12 +398,15 @@ fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
     Ok(!failed)
 }
 
-/// An `ACK shard seq` line: the batch is acknowledged.
+/// An `ACK shard seq` line: the batch is acknowledged. `EXIT` and `FAILED` end the run.
 fn handle(line: &str, who: u16, ledger: &mut Ledger) -> Result<()> {
     let mut p = line.split(' ');
     let first = p.next();
     if first == Some("EXIT") {
         return Err(format!("process {who} ended early (see its log)").into());
+    }
+    if first == Some("FAILED") {
+        return Err(format!("process {who}: {}", p.collect::<Vec<_>>().join(" ")).into());
     }
     if first == Some("ACK") {
         let (s, seq): (u16, u64) = (p.next().ok_or("ACK")?.parse()?, p.next().ok_or("ACK")?.parse()?);

@@ -260,7 +260,20 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
         }))
         .await?;
         say("STREAMING");
-        futures::future::try_join_all(own.iter().map(|&s| stream(&rt, &args, s, 1))).await?;
+        // Its own logs on a task of their own, so that a TAKE is served as soon
+        // as it comes: the takeover then waits for the dead owner's lease, not
+        // for this process to finish its own logs. The parent sends FINISH
+        // only once every log is acknowledged, so they are done by then.
+        let rt = Rc::new(rt);
+        {
+            let (rt, args, own) = (rt.clone(), args.clone(), own.clone());
+            actix::spawn(async move {
+                let streams = own.iter().map(|&s| stream(&rt, &args, s, 1));
+                if let Err(e) = futures::future::try_join_all(streams).await {
+                    say(&format!("FAILED own shards {e}"));
+                }
+            });
+        }
         let mut taken: Vec<(u16, Rc<GhostRuntime>)> = Vec::new();
         let mut ok = true;
         while let Some(cmd) = commands.recv().await {
@@ -291,7 +304,7 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
                     let pass = rt.run_sweep_pass().await?;
                     let mut wrong = Vec::new();
                     let mut checked = 0;
-                    let all = own.iter().map(|&s| (s, &rt)).chain(taken.iter().map(|(s, t)| (*s, &**t)));
+                    let all = own.iter().map(|&s| (s, &*rt)).chain(taken.iter().map(|(s, t)| (*s, &**t)));
                     for (s, r) in all {
                         let applied = r.shard_stats(s).await?.table.applied_seq;
                         if applied != Some(args.batches) {
@@ -340,7 +353,10 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
                 Err(_) => return Err("a taken shard still streams at STOP".into()),
             }
         }
-        rt.shutdown().await?;
+        match Rc::try_unwrap(rt) {
+            Ok(rt) => rt.shutdown().await?,
+            Err(_) => return Err("its own shards still stream at STOP".into()),
+        }
         Ok::<_, Box<dyn std::error::Error>>(ok)
     })
 }
