@@ -237,3 +237,38 @@ fn a_crashed_owners_shards_move_once_its_lease_lapses() {
     }
     store.release_all().unwrap();
 }
+
+/// Taking a shard that another owner holds waits for that owner's lease to
+/// lapse; meanwhile the shards this store already holds keep committing. (Found
+/// with issue 22: a survivor taking a dead peer's shards stalled the commits of
+/// its own for up to the lease's TTL, since the wait held the store's state.)
+#[test]
+fn held_shards_keep_committing_while_acquire_waits_for_another_owner() {
+    let (ep, prefix) = (etcd_endpoint(), fresh_prefix());
+    let other = connect(&ep, &prefix, "other");
+    other.acquire(&[0]).unwrap();
+    let me = connect(&ep, &prefix, "me");
+    me.acquire(&[1]).unwrap();
+    // A frozen owner: shard 0 is free once its lease lapses, up to 2 s from now.
+    other.stop_keep_alive().unwrap();
+    let m2 = me.clone();
+    let waiting = std::thread::spawn(move || m2.acquire(&[0]));
+    let mut during = 0;
+    let mut seq = 0;
+    while !waiting.is_finished() {
+        seq += 1;
+        me.commit(&[support::changes(1, vec![support::rec(&format!("n{seq}"), 2, 1)], &[], Some(seq))])
+            .unwrap();
+        if !waiting.is_finished() {
+            during += 1;
+        }
+    }
+    waiting.join().unwrap().unwrap();
+    // Each commit is a few ms; the wait lasts up to the TTL. Blocked behind
+    // the wait, the first commit would only have returned after it.
+    assert!(during >= 20, "only {during} commits of shard 1 while acquire waited for shard 0");
+    assert!(matches!(me.ownership(0).unwrap(), vshard_ghosts::store::etcd::Ownership::Owned { .. }));
+    let table = me.load(1, &TableConfig::default()).unwrap();
+    assert_eq!(table.applied_seq(), Some(seq));
+    me.release_all().unwrap();
+}

@@ -23,9 +23,11 @@
 //! back (a quarter return to the ghost's shard) and moves on and back. Processes write only to etcd (under a fresh prefix) and their logs
 //! to a temporary folder, removed at the end.
 
+mod ledger;
 mod worker;
 
 use clap::Parser;
+use ledger::Ledger;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::mpsc;
@@ -237,8 +239,7 @@ fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
     // `--kill-after 0`: nobody is killed (the same run, for comparison).
     let victim = if args.kill_after > 0 { args.procs - 1 } else { u16::MAX };
     let t_start = Instant::now();
-    let mut acked = vec![0u64; usize::from(args.shards)];
-    let mut events: u64 = 0;
+    let mut ledger = Ledger::new(args.shards);
     let wait = |what: &str| format!("timed out waiting for {what}; worker logs in {}", logs.display());
     let recv = |rx: &mpsc::Receiver<Line>, what: &str| -> Result<Line> {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -252,31 +253,31 @@ fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
 
     let survivors: Vec<u16> = (0..args.procs).filter(|&p| p != victim).collect();
     let mut killed = Instant::now();
-    let mut events_at_kill = 0;
+    let mut acks_at_kill = 0;
     if victims.is_empty() {
         // No kill: once every log is done, the final passes.
-        while acked.iter().any(|&a| a < args.batches) {
+        while !ledger.all_durable(args.batches) {
             let (who, line) = recv(&rx, "the batches")?;
-            handle(&line, who, &mut acked, &mut events)?;
+            handle(&line, who, &mut ledger)?;
         }
         let secs = t_start.elapsed().as_secs_f64();
-        let streamed = events * u64::from(args.batch_events);
+        let streamed = ledger.acks() * u64::from(args.batch_events);
         println!("streaming: {streamed} edge events in {secs:.2} s = {:.0} events/s", streamed as f64 / secs);
         for &q in &survivors {
             send(&mut procs[usize::from(q)], "FINISH")?;
         }
     } else {
         // Until the victim's shards are past `kill_after`.
-        while victims.iter().any(|&s| acked[usize::from(s)] < args.kill_after) {
+        while victims.iter().any(|&s| ledger.durable(s) < args.kill_after) {
             let (who, line) = recv(&rx, "the victim's batches")?;
-            handle(&line, who, &mut acked, &mut events)?;
+            handle(&line, who, &mut ledger)?;
         }
         procs[usize::from(victim)].child.kill()?; // SIGKILL
         killed = Instant::now();
-        events_at_kill = events;
+        acks_at_kill = ledger.acks();
         procs[usize::from(victim)].child.wait()?;
         let secs = t_start.elapsed().as_secs_f64();
-        let streamed = events * u64::from(args.batch_events);
+        let streamed = ledger.acks() * u64::from(args.batch_events);
         println!(
             "streaming until the kill: {streamed} edge events in {secs:.2} s = {:.0} events/s",
             streamed as f64 / secs
@@ -299,7 +300,7 @@ fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
         if who == victim {
             // Lines the victim printed before it died: its acknowledgements count.
             if line != "EXIT" {
-                handle(&line, who, &mut acked, &mut events)?;
+                handle(&line, who, &mut ledger)?;
             }
             continue;
         }
@@ -308,9 +309,12 @@ fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
             Some("TOOK") => {
                 let (s, applied): (u16, u64) =
                     (p.next().ok_or("TOOK")?.parse()?, p.next().ok_or("TOOK")?.parse()?);
-                let last = acked[usize::from(s)];
-                if applied < last {
-                    println!("LOST: shard {s} acknowledged batch {last} but resumed at {applied}");
+                // The batches the survivor found durable count as done, acknowledged or not.
+                if let Err(lost) = ledger.took(s, applied) {
+                    println!(
+                        "LOST: shard {s} acknowledged batch {} but resumed at {}",
+                        lost.acknowledged, lost.applied
+                    );
                     failed = true;
                 }
                 took += 1;
@@ -340,13 +344,13 @@ fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
             Some("EXIT") => {
                 return Err(format!("process {who} died; logs in {}", logs.display()).into());
             }
-            _ => handle(&line, who, &mut acked, &mut events)?,
+            _ => handle(&line, who, &mut ledger)?,
         }
-        if !finishing && took == victims.len() && acked.iter().all(|&a| a >= args.batches) {
+        if !finishing && took == victims.len() && ledger.all_durable(args.batches) {
             // Every log is done, the victim's too: the final passes.
             finishing = true;
             let secs = killed.elapsed().as_secs_f64();
-            let streamed = (events - events_at_kill) * u64::from(args.batch_events);
+            let streamed = (ledger.acks() - acks_at_kill) * u64::from(args.batch_events);
             println!(
                 "streaming after the kill: {streamed} edge events in {secs:.2} s = {:.0} events/s (takeover wait included)",
                 streamed as f64 / secs
@@ -394,17 +398,19 @@ fn run_parent(args: &Args, logs: &std::path::Path) -> Result<bool> {
     Ok(!failed)
 }
 
-/// An `ACK shard seq` line: the batch is acknowledged.
-fn handle(line: &str, who: u16, acked: &mut [u64], events: &mut u64) -> Result<()> {
+/// An `ACK shard seq` line: the batch is acknowledged. `EXIT` and `FAILED` end the run.
+fn handle(line: &str, who: u16, ledger: &mut Ledger) -> Result<()> {
     let mut p = line.split(' ');
     let first = p.next();
     if first == Some("EXIT") {
         return Err(format!("process {who} ended early (see its log)").into());
     }
+    if first == Some("FAILED") {
+        return Err(format!("process {who}: {}", p.collect::<Vec<_>>().join(" ")).into());
+    }
     if first == Some("ACK") {
-        let (s, seq): (usize, u64) = (p.next().ok_or("ACK")?.parse()?, p.next().ok_or("ACK")?.parse()?);
-        acked[s] = acked[s].max(seq);
-        *events += 1;
+        let (s, seq): (u16, u64) = (p.next().ok_or("ACK")?.parse()?, p.next().ok_or("ACK")?.parse()?);
+        ledger.ack(s, seq);
     }
     Ok(())
 }
@@ -414,9 +420,40 @@ fn etcd_size(etcd: &str, prefix: &str) -> Result<(i64, u64, i64)> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut c = etcd_client::Client::connect([etcd], None).await?;
-        let resp = c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await?;
-        let bytes = resp.kvs().iter().map(|kv| (kv.key().len() + kv.value().len()) as u64).sum();
+        // In pages of a few keys, each answer up to 64 MiB: at scale the
+        // prefix holds far more than the client's default 4 MiB answer, and
+        // a checkpoint chunk is up to 1 MiB.
+        let mut kv = c.kv_client().max_decoding_message_size(64 << 20);
+        let end = prefix_end(prefix.as_bytes());
+        let (mut from, mut keys, mut bytes) = (prefix.as_bytes().to_vec(), 0i64, 0u64);
+        loop {
+            let options = etcd_client::GetOptions::new().with_range(end.clone()).with_limit(32);
+            let resp = kv.get(from.clone(), Some(options)).await?;
+            for kv in resp.kvs() {
+                keys += 1;
+                bytes += (kv.key().len() + kv.value().len()) as u64;
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
         let db = c.status().await?.db_size();
-        Ok((resp.count(), bytes, db))
+        Ok((keys, bytes, db))
     })
+}
+
+/// The first key past every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }

@@ -12,7 +12,7 @@ use vshard_ghosts::cluster::{
     EtcdOwners, GrpcVerifier, GrpcVerifierConfig, Location, NoLocalCounts, NodeDirectory, OwnersConfig,
     VerifyServer,
 };
-use vshard_ghosts::messages::{EdgeBatch, InsertGhost, Inspect, Retarget};
+use vshard_ghosts::messages::{EdgeBatch, InsertGhost, Inspect, Reclaim, Retarget};
 use vshard_ghosts::store::{EtcdConfig, EtcdStore};
 use vshard_ghosts::{
     EdgeEvents, Epoch, GhostActor, GhostRuntime, ShardConfig, ShardId, StoreChoice, SweeperConfig,
@@ -79,11 +79,23 @@ async fn stream(rt: &GhostRuntime, args: &Args, shard: u16, from: u64) -> vshard
             let Some((done, fut)) = pending.pop_front() else { break };
             acked(shard, done, fut).await?;
         }
+        // One message and one commit per kind, not a round trip per ghost: at
+        // scale a shard moves thousands of ghosts at once, and one at a time
+        // its log stalled for seconds behind them.
+        let (mut retargets, mut reclaims) = (Vec::new(), Vec::new());
         for (id, target, epoch) in moves {
             match target {
-                Some(target) => rt.retarget(shard, Retarget { node_id: id.into(), target, epoch }).await?,
-                None => rt.reclaim(shard, &id, epoch).await?,
-            };
+                Some(target) => {
+                    retargets.push((ShardId(shard), Retarget { node_id: id.into(), target, epoch }))
+                }
+                None => reclaims.push((ShardId(shard), Reclaim { node_id: id.into(), epoch })),
+            }
+        }
+        if !retargets.is_empty() {
+            rt.retargets(retargets).await.into_iter().collect::<vshard_ghosts::Result<Vec<_>>>()?;
+        }
+        if !reclaims.is_empty() {
+            rt.reclaims(reclaims).await.into_iter().collect::<vshard_ghosts::Result<Vec<_>>>()?;
         }
         // Queued in the shard's mailbox now, in order; answered once durable.
         let fut = rt.addr(shard)?.send(EdgeBatch { seq: Some(seq), events: events(args, shard, seq) });
@@ -171,6 +183,10 @@ fn say(line: &str) {
 }
 
 pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
+    // To the worker's log file (its stderr); `RUST_LOG` raises it for a post-mortem.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).init();
     let own: Vec<u16> = (0..args.shards).filter(|s| s % args.procs == me).collect();
     let owner = format!("proc-{me}");
     let config = EtcdConfig {
@@ -244,7 +260,20 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
         }))
         .await?;
         say("STREAMING");
-        futures::future::try_join_all(own.iter().map(|&s| stream(&rt, &args, s, 1))).await?;
+        // Its own logs on a task of their own, so that a TAKE is served as soon
+        // as it comes: the takeover then waits for the dead owner's lease, not
+        // for this process to finish its own logs. The parent sends FINISH
+        // only once every log is acknowledged, so they are done by then.
+        let rt = Rc::new(rt);
+        {
+            let (rt, args, own) = (rt.clone(), args.clone(), own.clone());
+            actix::spawn(async move {
+                let streams = own.iter().map(|&s| stream(&rt, &args, s, 1));
+                if let Err(e) = futures::future::try_join_all(streams).await {
+                    say(&format!("FAILED own shards {e}"));
+                }
+            });
+        }
         let mut taken: Vec<(u16, Rc<GhostRuntime>)> = Vec::new();
         let mut ok = true;
         while let Some(cmd) = commands.recv().await {
@@ -275,7 +304,7 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
                     let pass = rt.run_sweep_pass().await?;
                     let mut wrong = Vec::new();
                     let mut checked = 0;
-                    let all = own.iter().map(|&s| (s, &rt)).chain(taken.iter().map(|(s, t)| (*s, &**t)));
+                    let all = own.iter().map(|&s| (s, &*rt)).chain(taken.iter().map(|(s, t)| (*s, &**t)));
                     for (s, r) in all {
                         let applied = r.shard_stats(s).await?.table.applied_seq;
                         if applied != Some(args.batches) {
@@ -324,7 +353,10 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
                 Err(_) => return Err("a taken shard still streams at STOP".into()),
             }
         }
-        rt.shutdown().await?;
+        match Rc::try_unwrap(rt) {
+            Ok(rt) => rt.shutdown().await?,
+            Err(_) => return Err("its own shards still stream at STOP".into()),
+        }
         Ok::<_, Box<dyn std::error::Error>>(ok)
     })
 }

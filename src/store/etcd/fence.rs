@@ -93,6 +93,13 @@ impl Inner {
     }
 
     pub(super) async fn acquire_all(&self, shards: &[u16]) -> Result<()> {
+        // Another owner's lease may take its whole TTL to lapse. That wait is
+        // done here, without the store's state: under it, every commit of the
+        // shards this store already holds would wait too (a survivor taking a
+        // dead peer's shards stopped serving its own for up to the TTL).
+        for &shard in shards {
+            self.wait_until_free(shard).await?;
+        }
         let mut st = self.state.lock().await;
         for &shard in shards {
             if matches!(st.shards.get(&shard), Some(Shard::Lost(_) | Shard::Released)) {
@@ -101,6 +108,44 @@ impl Inner {
             self.owned(&mut st, shard).await?;
         }
         Ok(())
+    }
+
+    /// Waits, up to [`EtcdConfig::acquire_timeout`](super::EtcdConfig::acquire_timeout),
+    /// until no other owner holds `shard` (no owner key, or one under this
+    /// store's lease), without holding the store's state. Only a hint: the
+    /// take that follows, under the state, decides (and waits itself should
+    /// another owner have come first). Fails with [`Error::Fenced`] past the timeout.
+    async fn wait_until_free(&self, shard: u16) -> Result<()> {
+        let deadline = Instant::now() + self.config.acquire_timeout;
+        let key = self.keys.owner(shard);
+        let mut waiting = false;
+        loop {
+            let ours = self.state.lock().await.lease.as_ref().map(|l| l.id);
+            let resp = super::retry::retry(&self.config, "read shard owner", || {
+                let (mut kv, key) = (self.kv.clone(), key.clone());
+                async move { kv.get(key, None).await }
+            })
+            .await?;
+            let holder = resp.kvs().first();
+            if holder.is_none_or(|kv| Some(kv.lease()) == ours) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let cause = holder_cause(holder);
+                let cause = format!("{cause}; not released within {:?}", self.config.acquire_timeout);
+                return Err(Error::Fenced { shard, cause });
+            }
+            if !waiting {
+                tracing::info!(
+                    shard,
+                    cause = holder_cause(holder),
+                    "shard held by another owner; waiting for it"
+                );
+                waiting = true;
+            }
+            tokio::time::sleep(self.config.acquire_poll.min(deadline - now)).await;
+        }
     }
 
     pub(super) async fn release(&self, shard: u16) -> Result<()> {

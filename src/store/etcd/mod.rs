@@ -228,7 +228,10 @@ impl EtcdStore {
     /// Takes `shards` now, waiting for other owners to release them or for
     /// their leases to lapse (up to [`EtcdConfig::acquire_timeout`] each). Also
     /// takes back a shard fenced earlier. Call it before starting a runtime
-    /// to wait here rather than on the runtime's writer thread.
+    /// to wait here rather than on the runtime's writer thread. While it
+    /// waits for another owner, the shards this store already holds keep
+    /// loading and committing (a first load or write of a held shard, by
+    /// contrast, waits with every other call of the store).
     pub fn acquire(&self, shards: &[u16]) -> Result<()> {
         let shards = shards.to_vec();
         self.run(move |inner| async move { inner.acquire_all(&shards).await })
