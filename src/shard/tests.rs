@@ -389,3 +389,49 @@ fn verdicts_of_another_incarnation_are_stale() {
     let (plan, _) = h.core.plan_sweep(10, 0).unwrap();
     assert_eq!(plan.incarnation, h.core.incarnation());
 }
+
+#[test]
+fn a_restart_exactly_one_window_later_still_counts() {
+    let mut config = ShardConfig::default();
+    config.restart.max_restarts = 1;
+    config.restart.window = Duration::from_millis(1000);
+    let mut h = Host::ready(&config);
+    h.core.panicked(false);
+    h.drain();
+    assert!(h.restart(0));
+    h.reload(0, GhostTable::new(0, config.table.clone()).unwrap());
+    h.core.panicked(false);
+    h.drain();
+    assert!(h.restart(1000));
+    assert!(matches!(h.core.state(), State::Down { restarts: 2 }));
+}
+
+/// Verdicts apply in the incarnation that planned them, and only there: after
+/// a restart the versions they carry name other states.
+#[test]
+fn verdicts_apply_in_their_own_incarnation_only() {
+    use crate::sweep::{CheckedVerdict, LocalEdges, Verdict};
+    let mut config = ShardConfig::default();
+    config.table.grace = Duration::ZERO;
+    let mut h = Host::ready(&config);
+    h.insert("n", 1);
+    let raise = |plan: &crate::sweep::SweepPage| -> Vec<CheckedVerdict> {
+        let keep = Verdict::Keep { local_edges: Some(LocalEdges::unsequenced(3)) };
+        plan.checks.iter().map(|c| CheckedVerdict::new(c, keep)).collect()
+    };
+    let (plan, _) = h.core.plan_sweep(16, 10).unwrap();
+    assert_eq!(plan.page.checks.len(), 1);
+    let (report, _) = h.core.apply_verdicts(plan.incarnation, &raise(&plan.page), 10).unwrap();
+    assert_eq!((report.corrected, report.stale), (1, 0));
+    let (old, _) = h.core.plan_sweep(16, 10_000).unwrap();
+    assert_eq!(old.page.checks.len(), 1);
+    h.core.panicked(false);
+    h.drain();
+    assert!(h.restart(20));
+    let mut t = GhostTable::new(0, config.table.clone()).unwrap();
+    t.insert("n", ShardId(3), 1, Epoch(1), 0).unwrap();
+    h.reload(20, t);
+    let (report, _) = h.core.apply_verdicts(old.incarnation, &raise(&old.page), 10_000).unwrap();
+    assert_eq!((report.corrected, report.stale), (0, 1), "planned before the restart");
+    assert_eq!(h.core.stats(10_000).stale_incarnation_verdicts, 1);
+}
