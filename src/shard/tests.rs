@@ -435,3 +435,28 @@ fn verdicts_apply_in_their_own_incarnation_only() {
     assert_eq!((report.corrected, report.stale), (0, 1), "planned before the restart");
     assert_eq!(h.core.stats(10_000).stale_incarnation_verdicts, 1);
 }
+
+/// What the host and the sweeper read of the core: its id, whether it
+/// serves, its write backlog, and whether anything is left to write.
+#[test]
+fn the_core_reports_its_id_readiness_backlog_and_unwritten_changes() {
+    let config = ShardConfig::default();
+    assert_eq!(ShardCore::new(5, &config, 7).shard(), 5);
+    let mut loading = Host::new(&config);
+    loading.core.start(0);
+    assert!(!loading.core.is_ready(), "loading, not serving");
+    let mut h = Host::ready(&config);
+    h.insert("n", 1);
+    assert!(!h.core.has_changes(), "all written");
+    let (_, first) = h.batch(Some(1), &added("n")).unwrap();
+    assert!(first.is_some() && h.commits() == 1, "the first batch's commit is in flight");
+    assert_eq!(h.core.pending_acks(), 0, "in flight is not waiting");
+    h.batch(Some(2), &added("n")).unwrap();
+    h.batch(Some(3), &added("n")).unwrap();
+    assert_eq!(h.core.pending_acks(), 2, "two wait for the next commit");
+    assert!(h.core.has_changes());
+    h.commit(Ok(()));
+    h.commit(Ok(()));
+    assert_eq!(h.core.pending_acks(), 0);
+    assert!(!h.core.has_changes());
+}
