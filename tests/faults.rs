@@ -330,3 +330,52 @@ async fn a_corrupt_redb_row_fails_the_shard_closed_and_stays_untouched() {
     let stored = txn.open_table(GHOSTS).unwrap().get((0, "n3")).unwrap().unwrap().value().to_vec();
     assert_eq!(stored, garbage, "the stored bytes are left as they were");
 }
+
+/// A store that grants shard 0 under a claim the test can end, and counts commits.
+#[derive(Debug)]
+struct Claimed {
+    inner: MemoryStore,
+    watch: ClaimWatch,
+    commits: std::sync::atomic::AtomicU64,
+}
+
+impl GhostStore for Claimed {
+    fn load(&self, shard: u16, config: &TableConfig) -> Result<vshard_ghosts::table::GhostTable> {
+        self.inner.load(shard, config)
+    }
+    fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
+        self.commits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.commit(batch)
+    }
+    fn replace(&self, table: &vshard_ghosts::table::GhostTable) -> Result<()> {
+        self.inner.replace(table)
+    }
+    fn kind(&self) -> &'static str {
+        "claimed"
+    }
+    fn claim(&self, _shard: u16) -> Option<ClaimWatch> {
+        Some(self.watch.clone())
+    }
+}
+
+/// Once the claim the shard was loaded under lapses, the next write is
+/// refused `Fenced` by the shard itself, with the lapse's cause, and never
+/// reaches the store (the store's own guard is the last line, not the first).
+#[actix::test]
+async fn a_write_after_the_claim_lapsed_is_fenced_before_the_store() {
+    let far = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    let store = Arc::new(Claimed {
+        inner: MemoryStore::new(),
+        watch: ClaimWatch::until(far),
+        commits: Default::default(),
+    });
+    let addr = shard(store.clone(), RestartPolicy::default(), 0);
+    addr.send(insert("a")).await.unwrap().unwrap();
+    let commits = store.commits.load(std::sync::atomic::Ordering::SeqCst);
+    store.watch.revoke();
+    match addr.send(insert("b")).await.unwrap() {
+        Err(Error::Fenced { cause, .. }) => assert!(cause.contains("released or lost"), "{cause}"),
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    assert_eq!(store.commits.load(std::sync::atomic::Ordering::SeqCst), commits, "nothing reached the store");
+}
