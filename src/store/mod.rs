@@ -50,8 +50,9 @@ use crate::table::GhostTable;
 ///   must keep `seq` on every row; a sequence number that lands before all of
 ///   its rows is never safe: nothing can tell the missing rows apart. A
 ///   snapshot ([`export_snapshot`](GhostStore::export_snapshot)) does not
-///   carry `seq`: export a shard of such a store only once its host has
-///   resent its unacknowledged batches.
+///   carry `seq`, so a table with rows stored ahead of its sequence number
+///   refuses to encode one ([`Error::Encode`](crate::Error::Encode)) until
+///   the host has resent the batches they hold.
 /// - `commit` returns only when the batch is durable.
 /// - `load` of a shard never written returns an empty table; unreadable or
 ///   corrupt state is an error, never an empty table.

@@ -627,6 +627,12 @@ impl GhostTable {
     }
 
     /// Ghost `i` as a persisted row.
+    /// How many stored rows hold batches past the applied sequence number (a
+    /// commit that landed in part), if any.
+    pub(crate) fn rows_ahead(&self) -> Option<usize> {
+        (!self.ahead.is_empty()).then_some(self.ahead.len())
+    }
+
     /// Whether `node_id`'s stored row already holds batch `seq` (see `ahead`).
     fn row_holds(&self, node_id: &str, seq: u64) -> bool {
         self.ahead.get(node_id).is_some_and(|&held| seq <= held)
