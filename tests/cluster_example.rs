@@ -21,10 +21,8 @@ use ledger::Ledger;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{acks_of_aborted_child, etcd_endpoint, fresh_prefix};
-use vshard_ghosts::store::{EtcdConfig, EtcdStore};
 use vshard_ghosts::{EdgeEvents, Epoch, GhostRuntime, ShardId, StoreChoice};
 
 /// The example's binary, beside this test's (`target/<profile>/examples/`).
@@ -102,19 +100,6 @@ const VICTIM_ENV: &str = "VSHARD_GHOSTS_LEDGER_VICTIM";
 /// The last batch of the shard's log.
 const LAST: u64 = 5;
 
-fn store(prefix: &str, owner: &str) -> Arc<EtcdStore> {
-    let config = EtcdConfig {
-        prefix: prefix.to_owned(),
-        owner_id: owner.to_owned(),
-        // Short, so that the takeover is quick (as in `cluster_takeover`).
-        lease_ttl_secs: 3,
-        acquire_timeout: Duration::from_secs(20),
-        acquire_poll: Duration::from_millis(50),
-        ..EtcdConfig::default()
-    };
-    Arc::new(EtcdStore::connect([etcd_endpoint()], config).unwrap())
-}
-
 /// Child half of `a_batch_made_durable_by_a_worker_killed_before_its_ack_completes_the_shard`:
 /// streams shard 0's log as a worker of the example does, says `ACK 0 seq` for
 /// every batch but the last, and dies once the last one is durable, before it
@@ -123,7 +108,7 @@ fn store(prefix: &str, owner: &str) -> Arc<EtcdStore> {
 #[ignore = "run by a_batch_made_durable_by_a_worker_killed_before_its_ack_completes_the_shard in a child process"]
 fn ledger_victim() {
     let Ok(prefix) = std::env::var(VICTIM_ENV) else { return };
-    let store = store(&prefix, "victim");
+    let store = support::takeover_store(&prefix, "victim");
     store.acquire(&[0]).unwrap();
     actix::System::new().block_on(async move {
         let rt =
@@ -169,7 +154,7 @@ async fn a_batch_made_durable_by_a_worker_killed_before_its_ack_completes_the_sh
     assert!(!ledger.all_durable(LAST));
 
     // The survivor takes the shard once the victim's lease lapses, as a worker's TAKE does.
-    let survivor = store(&prefix, "survivor");
+    let survivor = support::takeover_store(&prefix, "survivor");
     let s2 = survivor.clone();
     tokio::task::spawn_blocking(move || s2.acquire(&[0])).await.unwrap().unwrap();
     let rt =

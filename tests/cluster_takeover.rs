@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use support::{etcd_endpoint, fresh_prefix};
 use vshard_ghosts::cluster::*;
 use vshard_ghosts::messages::{InsertGhost, Inspect};
-use vshard_ghosts::store::{EtcdConfig, EtcdStore};
 use vshard_ghosts::*;
 
 const SHARDS: u16 = 4;
@@ -64,20 +63,6 @@ fn model(shard: u16, upto: u64) -> HashMap<String, u32> {
     counts
 }
 
-fn store(prefix: &str, owner: &str) -> Arc<EtcdStore> {
-    let config = EtcdConfig {
-        prefix: prefix.to_owned(),
-        owner_id: owner.to_owned(),
-        // Short, so that the takeover is quick; 3 s rather than etcd's 2 s
-        // minimum, so that a loaded machine does not fence the victim early.
-        lease_ttl_secs: 3,
-        acquire_timeout: Duration::from_secs(20),
-        acquire_poll: Duration::from_millis(50),
-        ..EtcdConfig::default()
-    };
-    Arc::new(EtcdStore::connect([etcd_endpoint()], config).unwrap())
-}
-
 fn owners(prefix: &str) -> Arc<EtcdOwners> {
     let config = OwnersConfig { prefix: prefix.to_owned(), ..OwnersConfig::default() };
     Arc::new(EtcdOwners::start([etcd_endpoint()], config).unwrap())
@@ -108,7 +93,7 @@ fn home_request(shard: u16) -> VerifyRequest {
 #[ignore = "run by a_killed_owners_shards_are_taken_over_and_its_log_finished in a child process"]
 fn cluster_victim() {
     let Ok(prefix) = std::env::var(CHILD_ENV) else { return };
-    let store = store(&prefix, "victim");
+    let store = support::takeover_store(&prefix, "victim");
     store.acquire(&(0..SHARDS).collect::<Vec<_>>()).unwrap();
     let server = VerifyServer::start("127.0.0.1:0".parse().unwrap(), Arc::new(directory())).unwrap();
     owners(&prefix).register("victim", &server.url()).unwrap();
@@ -190,7 +175,7 @@ async fn a_killed_owners_shards_are_taken_over_and_its_log_finished() {
     assert!(down.is_err(), "the dead owner cannot answer: {down:?}");
 
     // The survivor: takes the shards once the lease lapses, serves verifies, loads.
-    let survivor = store(&prefix, "survivor");
+    let survivor = support::takeover_store(&prefix, "survivor");
     let server = VerifyServer::start("127.0.0.1:0".parse().unwrap(), Arc::new(directory())).unwrap();
     watch.register("survivor", &server.url()).unwrap();
     let shards: Vec<u16> = (0..SHARDS).collect();
@@ -265,7 +250,7 @@ fn request(node: &str, target: u16) -> VerifyRequest {
 #[actix::test]
 async fn a_process_that_lost_a_shard_never_makes_another_purge() {
     let prefix = fresh_prefix();
-    let old = store(&prefix, "old");
+    let old = support::takeover_store(&prefix, "old");
     old.acquire(&[1]).unwrap();
     // Its directory says `deleted` is gone: while it holds shard 1, that purges.
     let gated = VerifyServer::start_owned(
@@ -290,7 +275,7 @@ async fn a_process_that_lost_a_shard_never_makes_another_purge() {
     // Frozen: its lease lapses and another process takes shard 1, while the
     // old one keeps serving its (now stale) directory.
     old.stop_keep_alive().unwrap();
-    let new = store(&prefix, "new");
+    let new = support::takeover_store(&prefix, "new");
     let n2 = new.clone();
     tokio::task::spawn_blocking(move || n2.acquire(&[1])).await.unwrap().unwrap();
     assert!(matches!(old.ownership(1).unwrap(), vshard_ghosts::store::etcd::Ownership::Fenced { .. }));

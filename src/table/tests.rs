@@ -583,16 +583,6 @@ fn staging_ahead_survives_each_change_between_its_steps() {
 /// number change nothing.
 #[test]
 fn rows_stored_past_the_applied_seq_skip_the_replayed_batches_they_hold() {
-    let row = |id: &str, refcount, seq| StubRecord {
-        node_id: id.into(),
-        target_shard: 1,
-        refcount,
-        created_at_ms: 0,
-        epoch: 1,
-        hold_until_ms: 0,
-        tombstone: false,
-        seq,
-    };
     let rows = [row("torn", 1, 3), row("old", 2, 2), row("plain", 2, 0)];
     let mut t = GhostTable::from_records(0, TableConfig::default(), rows, Some(2)).unwrap();
     let removes = |ids: &[&str]| ids.iter().map(|&id| EdgeEvent::removed(id)).collect::<EdgeEvents>();
@@ -615,16 +605,6 @@ fn rows_stored_past_the_applied_seq_skip_the_replayed_batches_they_hold() {
 /// so, and the shard reloaded from it does not count batch 5's removal twice.
 #[test]
 fn a_row_stored_ahead_and_written_again_still_holds_its_batches() {
-    let row = |id: &str, refcount, seq| StubRecord {
-        node_id: id.into(),
-        target_shard: 1,
-        refcount,
-        created_at_ms: 0,
-        epoch: 1,
-        hold_until_ms: 0,
-        tombstone: false,
-        seq,
-    };
     let mut t =
         GhostTable::from_records(0, TableConfig::default(), [row("x", 1, 5), row("y", 3, 0)], Some(3))
             .unwrap();
@@ -643,20 +623,24 @@ fn a_row_stored_ahead_and_written_again_still_holds_its_batches() {
 /// ahead of its sequence number refuses to encode one until they are applied.
 #[test]
 fn a_table_with_rows_ahead_refuses_a_snapshot_until_their_batches_are_resent() {
-    let row = StubRecord {
-        node_id: "x".into(),
-        target_shard: 1,
-        refcount: 1,
-        created_at_ms: 0,
-        epoch: 1,
-        hold_until_ms: 0,
-        tombstone: false,
-        seq: 5,
-    };
-    let mut t = GhostTable::from_records(0, TableConfig::default(), [row], Some(3)).unwrap();
+    let mut t = GhostTable::from_records(0, TableConfig::default(), [row("x", 1, 5)], Some(3)).unwrap();
     assert!(matches!(crate::codec::encode_snapshot(&t), Err(Error::Encode { .. })));
     t.apply_batch(Some(4), &EdgeEvents::new());
     t.apply_batch(Some(5), &[EdgeEvent::removed("x")].into_iter().collect::<EdgeEvents>());
     assert_eq!(t.get("x").map(|g| g.refcount), Some(1), "batch 5 is in x's row");
     assert!(crate::codec::encode_snapshot(&t).is_ok());
+}
+
+/// A stored ghost row of `refcount` edges that holds the batches up to `seq`.
+fn row(id: &str, refcount: u32, seq: u64) -> StubRecord {
+    StubRecord {
+        node_id: id.into(),
+        target_shard: 1,
+        refcount,
+        created_at_ms: 0,
+        epoch: 1,
+        hold_until_ms: 0,
+        tombstone: false,
+        seq,
+    }
 }

@@ -204,6 +204,22 @@ pub(crate) fn etcd_endpoint() -> String {
         .expect("set VSHARD_GHOSTS_ETCD=http://127.0.0.1:23790 (see README, \"etcd\")")
 }
 
+/// An etcd store for takeover tests, under `prefix`, owned by `owner`: a
+/// short lease (3 s rather than etcd's 2 s minimum, so that a loaded machine
+/// does not fence the victim early) so that a takeover is quick.
+#[cfg(feature = "etcd")]
+pub(crate) fn takeover_store(prefix: &str, owner: &str) -> Arc<vshard_ghosts::store::EtcdStore> {
+    let config = vshard_ghosts::store::EtcdConfig {
+        prefix: prefix.to_owned(),
+        owner_id: owner.to_owned(),
+        lease_ttl_secs: 3,
+        acquire_timeout: Duration::from_secs(20),
+        acquire_poll: Duration::from_millis(50),
+        ..vshard_ghosts::store::EtcdConfig::default()
+    };
+    Arc::new(vshard_ghosts::store::EtcdStore::connect([etcd_endpoint()], config).unwrap())
+}
+
 /// A key prefix no other test or run shares.
 pub(crate) fn fresh_prefix() -> String {
     format!("vshard-ghosts-test/{:016x}/", fastrand::u64(..))
