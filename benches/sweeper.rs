@@ -4,7 +4,8 @@
 //! `cargo bench --bench sweeper -- idle|rate|foreground` runs one section.
 //! *idle*: the sweeper thread's own CPU (`/proc/self/task/<tid>/schedstat`)
 //! with no ghost due. *foreground*: [`ROUNDS`] rounds, each running every phase
-//! (no sweeper; the default quota adaptive and fixed; 10k/s adaptive and fixed)
+//! (no sweeper; the default quota adaptive and fixed; 10k/s adaptive and fixed;
+//! `SWEEP_ROUNDS=N` for more rounds, a narrower interval)
 //! for [`PHASE`], the order rotating, so that the machine's drift between
 //! minutes, larger than the effect on a shared 2-core machine, cancels out;
 //! each figure is a ratio against the round's own no-sweeper phase, reported
@@ -29,8 +30,13 @@ const RUN: Duration = Duration::from_secs(3);
 const DRIVERS: usize = 4;
 const WARMUP: Duration = Duration::from_secs(1);
 const PHASE: Duration = Duration::from_secs(1);
-/// Interleaved rounds of every phase; ratios are taken within each round.
+/// Interleaved rounds of every phase by default; ratios are taken within each round.
 const ROUNDS: usize = 20;
+
+/// [`ROUNDS`], or `SWEEP_ROUNDS` from the environment.
+fn rounds() -> usize {
+    std::env::var("SWEEP_ROUNDS").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(ROUNDS)
+}
 const BATCH_PAIRS: usize = 32;
 
 type Shards = Vec<(u16, Addr<GhostActor>)>;
@@ -271,8 +277,9 @@ fn show(label: &str, v: Vec<f64>) -> String {
 async fn foreground_cost(rt: &GhostRuntime, dir: &DirectoryVerifier, shards: &Shards) {
     println!(
         "== foreground: awaited EdgeBatch of {} events (MemoryStore, group commit), {DRIVERS} drivers; \
-         {ROUNDS} rounds of {PHASE:?} phases after a {WARMUP:?} warm-up",
-        2 * BATCH_PAIRS
+         {} rounds of {PHASE:?} phases after a {WARMUP:?} warm-up",
+        2 * BATCH_PAIRS,
+        rounds()
     );
     foreground(shards, WARMUP).await;
     let phases = [
@@ -284,7 +291,7 @@ async fn foreground_cost(rt: &GhostRuntime, dir: &DirectoryVerifier, shards: &Sh
     ];
     // Per phase, per round: (CPU per batch +%, batches/s lost %, p99 +%, sweeper ms/s, verifies/s).
     let mut rows: Vec<Vec<[f64; 5]>> = vec![Vec::new(); phases.len()];
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let mut got: Vec<Option<Measured>> = (0..phases.len()).map(|_| None).collect();
         for k in 0..phases.len() {
             let p = (k + round) % phases.len();
@@ -309,7 +316,10 @@ async fn foreground_cost(rt: &GhostRuntime, dir: &DirectoryVerifier, shards: &Sh
             idle.fg_cpu_per_batch_us
         );
     }
-    println!("-- against the round's no-sweeper phase: median over {ROUNDS} rounds, 95% CI of the median");
+    println!(
+        "-- against the round's no-sweeper phase: median over {} rounds, 95% CI of the median",
+        rounds()
+    );
     for (p, phase) in phases.iter().enumerate().skip(1) {
         let col = |i: usize| rows[p].iter().map(|r| r[i]).collect::<Vec<_>>();
         let (sweeper_ms, _, _) = median_ci(col(3));

@@ -32,7 +32,7 @@ pub struct TableConfig {
     pub grace: Duration,
     /// How far the clock of a process that loads a shard may run ahead of the
     /// clock of the process that wrote it (a takeover by another machine, or
-    /// a store file restored elsewhere). Default 60 s, as long as the default
+    /// a snapshot imported there). Default 60 s, as long as the default
     /// `grace`.
     ///
     /// Holds, grace periods and tombstones are stored as times on the writer's
@@ -44,7 +44,10 @@ pub struct TableConfig {
     /// delay purges and the forgetting of tombstones after a load. Applies
     /// to stores whose shards move between processes (those with claims, such
     /// as `EtcdStore`); a single-process store (memory, redb) is loaded on the
-    /// clock that wrote it, and reads its times as written.
+    /// clock that wrote it, and reads its times as written. A snapshot brought
+    /// from another machine with `GhostStore::import_snapshot` has the
+    /// allowance written into its times as it is imported; copying a redb file
+    /// to another machine is not covered (export and import instead).
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
     /// First retry delay after an `Inconclusive` verdict. Default 1 s.

@@ -63,7 +63,9 @@ pub trait GhostStore: Send + Sync + 'static {
     /// Durably applies the changes of one or more shards.
     fn commit(&self, batch: &[ShardChanges]) -> Result<()>;
 
-    /// Atomically replaces everything stored for the table's shard by its contents.
+    /// Atomically replaces everything stored for the table's shard by its
+    /// contents, times as the table holds them (see
+    /// [`import_snapshot`](Self::import_snapshot) for a table from another clock).
     fn replace(&self, table: &GhostTable) -> Result<()>;
 
     /// A short name for logs and metrics (`"redb"`, `"memory"`).
@@ -78,8 +80,15 @@ pub trait GhostStore: Send + Sync + 'static {
     /// Replaces `shard`'s state by a snapshot made by [`export_snapshot`](Self::export_snapshot)
     /// (or the seed's bytes). The bytes are fully decoded and checked first:
     /// bad bytes change nothing.
+    ///
+    /// The snapshot's times (grace periods, holds, tombstones) are on the
+    /// exporting process's clock, which may be behind this one: they are
+    /// stored `TableConfig::max_clock_skew` later than they say, so that no
+    /// store, with claims or without, can shorten them.
     fn import_snapshot(&self, shard: u16, bytes: &[u8], config: &TableConfig) -> Result<()> {
-        self.replace(&codec::decode_snapshot(bytes, shard, config)?)
+        let mut table = codec::decode_snapshot(bytes, shard, config)?;
+        table.settle_stored_times();
+        self.replace(&table)
     }
 
     /// This process stops serving `shards`: a store that grants ownership of
@@ -99,6 +108,10 @@ pub trait GhostStore: Send + Sync + 'static {
     /// invalid, the shard answers [`Error::Fenced`](crate::Error::Fenced) and
     /// writes nothing more. A store must make it invalid before another
     /// process can take the shard. Default: `None`, the claim always holds.
+    ///
+    /// `None` also says that the shard never moves between processes, so its
+    /// loads run on the clock that wrote it: they read stored times as written,
+    /// without `TableConfig::max_clock_skew`.
     fn claim(&self, shard: u16) -> Option<ClaimWatch> {
         let _ = shard;
         None

@@ -1,7 +1,7 @@
 //! Loading a table from a store or snapshot: stream stubs in, index once, replay logged changes.
 
 use super::index::Index;
-use super::slab::{STORED_BIRTH, Slot};
+use super::slab::{STORED_BIRTH, STORED_HOLD, Slot};
 use super::tombstones::Tombstone;
 use super::{GhostTable, new_slot};
 use crate::config::TableConfig;
@@ -126,6 +126,28 @@ impl GhostTable {
     pub(crate) fn trust_stored_times(&mut self) {
         self.config.max_clock_skew = std::time::Duration::ZERO;
         self.tombstones.trust_stored_times();
+    }
+
+    /// Writes the allowance for another clock into the times themselves:
+    /// each time read from the store moves `TableConfig::max_clock_skew`
+    /// later (a ghost's birth and hold, a tombstone's lapse), and reads as
+    /// this process's from then on. For an import: its rows become those of
+    /// a store that may trust its times at every later load, so the allowance
+    /// must be in them, once.
+    pub(crate) fn settle_stored_times(&mut self) {
+        let skew = self.config.max_clock_skew_ms();
+        for i in 0..self.slab.len() {
+            let s = self.slab.slot_mut_clean(i);
+            if s.flags & STORED_BIRTH != 0 {
+                s.created_at_ms = s.created_at_ms.saturating_add(skew);
+                s.flags &= !STORED_BIRTH;
+            }
+            if s.flags & STORED_HOLD != 0 {
+                let hold = self.slab.retry_at(i).saturating_add(skew);
+                self.slab.set_retry_at(i, hold);
+            }
+        }
+        self.tombstones.settle_lapses();
     }
 
     /// Ends a load: indexes the stubs (a repeated id is malformed state) and

@@ -127,3 +127,35 @@ fn a_table_loaded_on_the_clock_that_wrote_it_reads_its_times_as_written() {
     assert_eq!(purged_at(&mut t, 1_099), 0);
     assert_eq!(purged_at(&mut t, 1_100), 1);
 }
+
+/// A snapshot from a machine whose clock is behind, imported into a store
+/// without claims (which trusts its times at every load): the allowance is
+/// written into the imported rows, once.
+#[test]
+fn an_import_writes_the_allowance_into_the_times_it_stores() {
+    use crate::store::{GhostStore, MemoryStore};
+    let mut t = GhostTable::new(0, config()).unwrap();
+    t.insert("z", ShardId(1), 0, Epoch(1), 1_000).unwrap();
+    t.insert("n", ShardId(1), 2, Epoch(1), 0).unwrap();
+    t.reclaim("n", Epoch(2), 5).unwrap();
+    let (exporter, importer) = (MemoryStore::new(), MemoryStore::new());
+    exporter.replace(&t).unwrap();
+    let bytes = exporter.export_snapshot(0, &config()).unwrap();
+    importer.import_snapshot(0, &bytes, &config()).unwrap();
+    for _ in 0..2 {
+        // As the store writer loads a store without claims.
+        let mut t = importer.load(0, &config()).unwrap();
+        t.trust_stored_times();
+        assert_eq!(purged_at(&mut t, 1_054), 0);
+        assert_eq!(t.tombstone_epoch("n"), Some(2), "forgotten early on a clock 50 ms ahead");
+        assert_eq!(purged_at(&mut t, 1_149), 0, "purged early on a clock 50 ms ahead");
+        assert_eq!(purged_at(&mut t, 1_150), 1);
+        assert_eq!(t.tombstone_epoch("n"), None);
+    }
+}
+
+/// The two flags live in the slot's flag byte: a slot stays 52 bytes.
+#[test]
+fn the_allowance_costs_a_slot_no_byte() {
+    assert_eq!(std::mem::size_of::<super::slab::Slot>(), 52);
+}

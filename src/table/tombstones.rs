@@ -122,6 +122,14 @@ impl Tombstones {
         }
     }
 
+    /// Makes each tombstone's lapse, allowance included, its stored expiry:
+    /// see `GhostTable::settle_stored_times`.
+    pub(crate) fn settle_lapses(&mut self) {
+        for t in self.by_id.values_mut() {
+            t.expires_at_ms = t.lapses_at_ms;
+        }
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Tombstone)> + '_ {
         self.by_id.iter().map(|(id, t)| (&**id, t))
     }

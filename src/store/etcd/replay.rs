@@ -62,7 +62,15 @@ fn checkpoint_bytes(data: &ShardData) -> Result<Vec<u8>> {
 /// hand: as wide as any table can be, since commit accepted these ids. The
 /// loading table's own limits still apply at load.
 pub(super) fn checkpoint_config() -> TableConfig {
-    TableConfig { max_node_id_len: u16::MAX as usize, max_stubs: u32::MAX as usize, ..TableConfig::default() }
+    // Every live tombstone too: a fold under a lower bound than the shard's
+    // own would drop the earliest-lapsing ones, and let in the stale inserts
+    // they refuse.
+    TableConfig {
+        max_node_id_len: u16::MAX as usize,
+        max_stubs: u32::MAX as usize,
+        max_tombstones: usize::MAX,
+        ..TableConfig::default()
+    }
 }
 
 #[cfg(test)]
@@ -132,5 +140,29 @@ mod tests {
     fn an_empty_shard_loads_empty() {
         let t = build(3, &ShardData::default(), &TableConfig::default()).unwrap();
         assert!(t.is_empty() && t.applied_seq().is_none());
+    }
+
+    /// A fold rebuilds the checkpoint with no table's config at hand: it keeps
+    /// every live tombstone, whatever bound the shard itself has.
+    #[test]
+    fn a_fold_keeps_every_live_tombstone_of_a_shard_with_a_higher_bound() {
+        let n = 100_001u64;
+        let config = TableConfig { max_tombstones: 200_000, ..TableConfig::default() };
+        let rows = (0..n).map(|i| StubRecord {
+            node_id: format!("t{i}"),
+            target_shard: 2,
+            refcount: 0,
+            created_at_ms: 1,
+            epoch: 2,
+            hold_until_ms: u64::MAX / 2,
+            tombstone: true,
+            seq: 0,
+        });
+        let base = GhostTable::from_records(1, config, rows, Some(1)).unwrap();
+        let snapshot = codec::encode_snapshot(&base).unwrap();
+        let meta = super::super::keys::Meta { generation: 1, chunks: 1, bytes: 0, log_from: 0 };
+        let data = ShardData { meta, chunks: vec![(0, snapshot)], log: vec![], last: None };
+        let folded = build(1, &data, &checkpoint_config()).unwrap();
+        assert_eq!(folded.row_count() as u64, n, "the fold dropped live tombstones");
     }
 }
