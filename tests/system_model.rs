@@ -331,6 +331,9 @@ impl Host {
 fn build(store: &StoreChoice, clock: &ManualClock, max_restarts: u32) -> GhostRuntime {
     let table = TableConfig {
         grace: Duration::from_millis(GRACE),
+        // On the model's time scale, as the default is on the default grace's:
+        // a shard reloaded from etcd keeps stored times this much longer.
+        max_clock_skew: Duration::from_millis(GRACE),
         backoff_base: Duration::from_millis(10),
         backoff_cap: Duration::from_millis(40),
         // Batches stage their changes ahead of the flush from two changed stubs on.
