@@ -37,6 +37,8 @@ pub(crate) fn sim_settings() -> GhostConfig {
     let mut c = GhostConfig::default();
     c.runtime.shard.table = TableConfig {
         grace: Duration::ZERO,
+        // One process and one clock, even on etcd: no other clock to allow for.
+        max_clock_skew: Duration::ZERO,
         backoff_base: Duration::from_millis(100),
         backoff_cap: Duration::from_millis(1_000),
         jitter_seed: 1,
