@@ -6,6 +6,7 @@
 
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
+use crate::ids::ShardId;
 use crate::store::{ClaimWatch, GhostStore};
 use crate::table::GhostTable;
 use crate::table::ShardChanges;
@@ -78,7 +79,7 @@ impl StoreWriter {
 
     /// Durably applies one shard's changes; resolves once committed or failed.
     pub(crate) async fn commit(&self, changes: ShardChanges) -> Result<()> {
-        let shard = changes.shard;
+        let shard = changes.shard.get();
         let (tx, rx) = oneshot::channel();
         // Counted before it is sent: the writer may take it up at once.
         queued(1.0);
@@ -156,7 +157,8 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
                 c.loads.fetch_add(1, Ordering::Relaxed);
                 // Asked right after the load, on this thread: no commit of
                 // this shard runs in between.
-                let loaded = guarded(|| Ok((store.load(shard, &config)?, store.claim(shard))));
+                let loaded =
+                    guarded(|| Ok((store.load(ShardId(shard), &config)?, store.claim(ShardId(shard)))));
                 let _ = reply.send(loaded);
             }
             Job::Commit(first, reply) => {
@@ -186,7 +188,7 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
     }
     // Closed, or every handle is gone: nothing of this process writes these
     // shards again, so a store with ownership can hand them over at once.
-    let served: Vec<u16> = served.into_iter().collect();
+    let served: Vec<ShardId> = served.into_iter().map(ShardId).collect();
     if let Err(e) = guarded(|| store.release_shards(&served)) {
         tracing::warn!(error = %e.chain(), shards = served.len(), "releasing the shards failed; their ownership lapses");
     }

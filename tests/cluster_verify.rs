@@ -113,7 +113,8 @@ async fn a_batch_is_one_call_per_destination_over_reused_connections() {
 /// swept once through `verifier`.
 async fn sweep_once(verifier: Arc<dyn Verifier>, n: usize) -> (PassReport, u64) {
     let store = Arc::new(MemoryStore::new());
-    let mut t = GhostTable::new(0, TableConfig { grace: Duration::ZERO, ..TableConfig::default() }).unwrap();
+    let mut t =
+        GhostTable::new(ShardId(0), TableConfig { grace: Duration::ZERO, ..TableConfig::default() }).unwrap();
     for i in 0..n {
         t.insert(&format!("n{i}"), ShardId(1), 1, Epoch(1), 0).unwrap();
     }
@@ -122,7 +123,7 @@ async fn sweep_once(verifier: Arc<dyn Verifier>, n: usize) -> (PassReport, u64) 
         table: TableConfig { grace: Duration::ZERO, ..TableConfig::default() },
         ..ShardConfig::default()
     };
-    let rt = support::local_runtime(store, [0], shard, &ManualClock::new(1_000), 0).start().unwrap();
+    let rt = support::local_runtime(store, [ShardId(0)], shard, &ManualClock::new(1_000), 0).start().unwrap();
     let sweep = SweeperConfig {
         verifies_per_second: 100_000,
         burst: 1_000,
@@ -134,7 +135,7 @@ async fn sweep_once(verifier: Arc<dyn Verifier>, n: usize) -> (PassReport, u64) 
     };
     rt.start_sweeper(verifier, sweep).unwrap();
     let report = rt.run_sweep_pass().await.unwrap();
-    let left = rt.shard_stats(0).await.unwrap().table.ghosts;
+    let left = rt.shard_stats(ShardId(0)).await.unwrap().table.ghosts;
     rt.shutdown().await.unwrap();
     (report, left)
 }

@@ -15,7 +15,7 @@ use vshard_ghosts::{store::*, sweep::*, table::*};
 #[allow(dead_code)] // each test file uses a different part of it
 mod support;
 
-const SHARD: u16 = 0;
+const SHARD: ShardId = ShardId(0);
 
 #[derive(Debug, Clone)]
 enum Op {

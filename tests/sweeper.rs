@@ -261,7 +261,7 @@ async fn an_unreachable_target_backs_off_capped_with_jitter_then_is_verified() {
 /// `n` ghosts spread over `shards` shards, straight into the store, each known to `dir`.
 fn seeded(store: &MemoryStore, dir: &DirectoryVerifier, shards: u16, n: usize) {
     for shard in 0..shards {
-        let mut t = GhostTable::new(shard, shard_config().table).unwrap();
+        let mut t = GhostTable::new(ShardId(shard), shard_config().table).unwrap();
         for i in (shard as usize..n).step_by(shards as usize) {
             let id = format!("node-{i}");
             t.insert(&id, ShardId(shards), 1, Epoch(1), 0).unwrap();
@@ -316,7 +316,7 @@ impl GatedStore {
 }
 
 impl GhostStore for GatedStore {
-    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+    fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
         self.inner.load(shard, config)
     }
     fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
@@ -531,7 +531,7 @@ async fn periodic_passes_start_an_interval_apart_none_while_paused_and_one_on_an
     // Loaded first: a load waits on the writer's thread, and paused time would
     // jump ahead meanwhile.
     for shard in [0, 1] {
-        rt.shard_stats(shard).await.unwrap();
+        rt.shard_stats(ShardId(shard)).await.unwrap();
     }
     tokio::time::pause();
     let config = SweeperConfig { pass_interval: Some(Duration::from_secs(10)), ..fast() };

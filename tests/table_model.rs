@@ -829,7 +829,7 @@ proptest! {
         start in 0u64..100_000,
         steps in vec((tick(), op()), 1..120),
     ) {
-        let mut t = GhostTable::new(SHARD, config.clone()).unwrap();
+        let mut t = GhostTable::new(ShardId(SHARD), config.clone()).unwrap();
         let mut m = Model::new(config.clone());
         let mut h = Harness { pass_fresh: true, ..Harness::default() };
         let mut now = start;
@@ -840,7 +840,7 @@ proptest! {
         }
         // Whatever state the ops left behind (holes, relocations, garbage ids) round-trips.
         let bytes = codec::encode_snapshot(&t).unwrap();
-        let back = codec::decode_snapshot(&bytes, SHARD, &config).unwrap();
+        let back = codec::decode_snapshot(&bytes, ShardId(SHARD), &config).unwrap();
         prop_assert_eq!(sorted(back.records()), sorted(m.records().into_values()));
         prop_assert_eq!(back.applied_seq(), m.applied_seq);
     }
@@ -852,7 +852,7 @@ proptest! {
         gaps in vec(vec((0usize..60, any::<bool>()), 0..4), 0..80),
     ) {
         let config = TableConfig { grace: Duration::ZERO, ..TableConfig::default() };
-        let mut t = GhostTable::new(SHARD, config).unwrap();
+        let mut t = GhostTable::new(ShardId(SHARD), config).unwrap();
         for (i, &rc) in refcounts.iter().enumerate() {
             t.insert(&format!("s{i}"), ShardId(1 + (i % 5) as u16), rc, Epoch(1), 0).unwrap();
         }
@@ -950,9 +950,9 @@ proptest! {
             .filter(|r| r.target_shard != SHARD && seen.insert(r.node_id.clone()))
             .collect();
         let config = TableConfig::default();
-        let t = GhostTable::from_records(SHARD, config.clone(), records.clone(), applied_seq).unwrap();
+        let t = GhostTable::from_records(ShardId(SHARD), config.clone(), records.clone(), applied_seq).unwrap();
         let bytes = codec::encode_snapshot(&t).unwrap();
-        let back = codec::decode_snapshot(&bytes, SHARD, &config).unwrap();
+        let back = codec::decode_snapshot(&bytes, ShardId(SHARD), &config).unwrap();
         prop_assert_eq!(sorted(back.records()), sorted(records.into_iter()));
         prop_assert_eq!(back.applied_seq(), applied_seq);
         prop_assert!(!back.has_changes(), "a decoded table owes the store nothing");

@@ -202,7 +202,7 @@ impl ShardCore {
     ) -> Result<(BatchOutcome, Answer)> {
         let applied = self.table()?.applied_seq();
         if let Err(awaiting) = self.seq.admit(seq, applied) {
-            return Err(Error::SeqGap { shard: self.shard.into(), applied, awaiting });
+            return Err(Error::SeqGap { shard: ShardId(self.shard), applied, awaiting });
         }
         // A sequenced batch is durable before it is acknowledged, whatever
         // it holds: the host will not send an acknowledged batch again, so a
@@ -257,7 +257,7 @@ impl ShardCore {
     pub(crate) fn plan_sweep(&mut self, max_scan: usize, now: u64) -> Result<(PlanReply, Answer)> {
         let page = self.table_mut()?.plan_sweep(now, max_scan);
         let reply = PlanReply {
-            shard: self.shard,
+            shard: ShardId(self.shard),
             incarnation: self.incarnation,
             page,
             pending_acks: self.pending_acks(),

@@ -27,7 +27,7 @@ impl Host {
     fn ready(config: &ShardConfig) -> Self {
         let mut h = Self::new(config);
         h.core.start(0);
-        h.core.loaded(GhostTable::new(0, config.table.clone()));
+        h.core.loaded(GhostTable::new(ShardId(0), config.table.clone()));
         h.drain();
         assert!(h.core.is_ready());
         h.effects.clear();
@@ -193,7 +193,7 @@ fn removal_batches_are_answered_at_once_when_the_host_opts_in() {
 
 /// The table as the store holds it after `h.insert("n", 1)`.
 fn stored(config: &ShardConfig) -> GhostTable {
-    let mut t = GhostTable::new(0, config.table.clone()).unwrap();
+    let mut t = GhostTable::new(ShardId(0), config.table.clone()).unwrap();
     t.insert("n", ShardId(3), 1, Epoch(1), 0).unwrap();
     let _ = t.take_changes();
     t
@@ -303,7 +303,7 @@ fn restarts_back_off_doubling_to_the_cap_then_the_shard_stays_down() {
         h.core.panicked(false);
         h.drain();
         assert!(h.restart(now));
-        let at = h.reload(now, GhostTable::new(0, config.table.clone()).unwrap());
+        let at = h.reload(now, GhostTable::new(ShardId(0), config.table.clone()).unwrap());
         delays.push(at - now);
     }
     assert_eq!(delays, vec![100, 200, 300]);
@@ -322,7 +322,7 @@ fn restarts_back_off_doubling_to_the_cap_then_the_shard_stays_down() {
     let restarts = h.core.stats(0).restarts;
     assert!(h.restart(6000));
     assert_eq!(h.core.stats(0).restarts, restarts);
-    let at = h.reload(6000, GhostTable::new(0, config.table.clone()).unwrap());
+    let at = h.reload(6000, GhostTable::new(ShardId(0), config.table.clone()).unwrap());
     assert_eq!(at, 6000);
     assert!(h.core.is_ready());
 }
@@ -338,7 +338,7 @@ fn restarts_outside_the_window_are_forgotten() {
         h.drain();
         assert!(h.restart(now));
         assert!(matches!(h.core.state(), State::Loading), "at {now}");
-        h.reload(now, GhostTable::new(0, config.table.clone()).unwrap());
+        h.reload(now, GhostTable::new(ShardId(0), config.table.clone()).unwrap());
     }
 }
 
@@ -399,7 +399,7 @@ fn a_restart_exactly_one_window_later_still_counts() {
     h.core.panicked(false);
     h.drain();
     assert!(h.restart(0));
-    h.reload(0, GhostTable::new(0, config.table.clone()).unwrap());
+    h.reload(0, GhostTable::new(ShardId(0), config.table.clone()).unwrap());
     h.core.panicked(false);
     h.drain();
     assert!(h.restart(1000));
@@ -428,7 +428,7 @@ fn verdicts_apply_in_their_own_incarnation_only() {
     h.core.panicked(false);
     h.drain();
     assert!(h.restart(20));
-    let mut t = GhostTable::new(0, config.table.clone()).unwrap();
+    let mut t = GhostTable::new(ShardId(0), config.table.clone()).unwrap();
     t.insert("n", ShardId(3), 1, Epoch(1), 0).unwrap();
     h.reload(20, t);
     let (report, _) = h.core.apply_verdicts(old.incarnation, &raise(&old.page), 10_000).unwrap();

@@ -26,6 +26,7 @@ pub use etcd::{EtcdConfig, EtcdStore};
 use crate::codec;
 use crate::config::TableConfig;
 use crate::error::Result;
+use crate::ids::ShardId;
 use crate::table::GhostTable;
 
 /// Durable storage of ghost state, shared by all shards of a process.
@@ -58,7 +59,7 @@ use crate::table::GhostTable;
 ///   corrupt state is an error, never an empty table.
 pub trait GhostStore: Send + Sync + 'static {
     /// Loads `shard`'s stubs and applied sequence number into a fresh table.
-    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable>;
+    fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable>;
 
     /// Durably applies the changes of one or more shards.
     fn commit(&self, batch: &[ShardChanges]) -> Result<()>;
@@ -71,14 +72,14 @@ pub trait GhostStore: Send + Sync + 'static {
 
     /// Exports `shard` as snapshot bytes (the codec's envelope), to hand it to
     /// another node's catalog.
-    fn export_snapshot(&self, shard: u16, config: &TableConfig) -> Result<Vec<u8>> {
+    fn export_snapshot(&self, shard: ShardId, config: &TableConfig) -> Result<Vec<u8>> {
         codec::encode_snapshot(&self.load(shard, config)?)
     }
 
     /// Replaces `shard`'s state by a snapshot made by [`export_snapshot`](Self::export_snapshot)
     /// (or the seed's bytes). The bytes are fully decoded and checked first:
     /// bad bytes change nothing.
-    fn import_snapshot(&self, shard: u16, bytes: &[u8], config: &TableConfig) -> Result<()> {
+    fn import_snapshot(&self, shard: ShardId, bytes: &[u8], config: &TableConfig) -> Result<()> {
         self.replace(&codec::decode_snapshot(bytes, shard, config)?)
     }
 
@@ -86,7 +87,7 @@ pub trait GhostStore: Send + Sync + 'static {
     /// shards to one process at a time hands them over now, rather than when
     /// its lease lapses. The writer thread calls it once, after its last job,
     /// with the shards it loaded. Default: nothing to do.
-    fn release_shards(&self, shards: &[u16]) -> Result<()> {
+    fn release_shards(&self, shards: &[ShardId]) -> Result<()> {
         let _ = shards;
         Ok(())
     }
@@ -99,14 +100,14 @@ pub trait GhostStore: Send + Sync + 'static {
     /// invalid, the shard answers [`Error::Fenced`](crate::Error::Fenced) and
     /// writes nothing more. A store must make it invalid before another
     /// process can take the shard. Default: `None`, the claim always holds.
-    fn claim(&self, shard: u16) -> Option<ClaimWatch> {
+    fn claim(&self, shard: ShardId) -> Option<ClaimWatch> {
         let _ = shard;
         None
     }
 }
 
 impl<S: GhostStore + ?Sized> GhostStore for std::sync::Arc<S> {
-    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+    fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
         (**self).load(shard, config)
     }
     fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
@@ -118,10 +119,10 @@ impl<S: GhostStore + ?Sized> GhostStore for std::sync::Arc<S> {
     fn kind(&self) -> &'static str {
         (**self).kind()
     }
-    fn release_shards(&self, shards: &[u16]) -> Result<()> {
+    fn release_shards(&self, shards: &[ShardId]) -> Result<()> {
         (**self).release_shards(shards)
     }
-    fn claim(&self, shard: u16) -> Option<ClaimWatch> {
+    fn claim(&self, shard: ShardId) -> Option<ClaimWatch> {
         (**self).claim(shard)
     }
 }

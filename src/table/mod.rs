@@ -93,13 +93,14 @@ pub struct GhostTable {
 
 impl GhostTable {
     /// An empty table for `shard`.
-    pub fn new(shard: u16, config: TableConfig) -> Result<Self> {
+    pub fn new(shard: ShardId, config: TableConfig) -> Result<Self> {
         Self::with_capacity(shard, config, 0)
     }
 
     /// An empty table with room for `capacity` ghosts.
-    pub fn with_capacity(shard: u16, config: TableConfig, capacity: usize) -> Result<Self> {
+    pub fn with_capacity(shard: ShardId, config: TableConfig, capacity: usize) -> Result<Self> {
         config.validate()?;
+        let shard = shard.get();
         Ok(Self {
             shard,
             rng: fastrand::Rng::with_seed(config.jitter_seed ^ u64::from(shard)),
@@ -120,8 +121,8 @@ impl GhostTable {
     }
 
     /// The shard this table belongs to.
-    pub fn shard(&self) -> u16 {
-        self.shard
+    pub fn shard(&self) -> ShardId {
+        ShardId(self.shard)
     }
 
     /// The table's settings.

@@ -7,7 +7,7 @@ use crate::sweep::{CheckedVerdict, Verdict};
 use std::time::Duration;
 
 fn table() -> GhostTable {
-    GhostTable::new(0, TableConfig { grace: Duration::ZERO, ..TableConfig::default() }).unwrap()
+    GhostTable::new(ShardId(0), TableConfig { grace: Duration::ZERO, ..TableConfig::default() }).unwrap()
 }
 
 fn verdicts(t: &mut GhostTable, now: u64, f: impl Fn(&str) -> Verdict) -> crate::sweep::ApplyReport {
@@ -46,7 +46,7 @@ fn short_and_long_ids_survive_growth_removal_and_compaction() {
     };
     check(&t);
     let bytes = crate::codec::encode_snapshot(&t).unwrap();
-    let back = crate::codec::decode_snapshot(&bytes, 0, &TableConfig::default()).unwrap();
+    let back = crate::codec::decode_snapshot(&bytes, ShardId(0), &TableConfig::default()).unwrap();
     check(&back);
 }
 
@@ -242,7 +242,7 @@ fn grace_and_back_off_delay_candidates() {
         backoff_cap: Duration::from_millis(40),
         ..TableConfig::default()
     };
-    let mut t = GhostTable::new(0, cfg).unwrap();
+    let mut t = GhostTable::new(ShardId(0), cfg).unwrap();
     t.insert("n", ShardId(1), 1, Epoch(1), 1_000).unwrap();
     assert!(probe(&mut t, 1_099).is_none(), "inside the grace period");
     let mut now = 1_100;
@@ -584,7 +584,7 @@ fn staging_ahead_survives_each_change_between_its_steps() {
 #[test]
 fn rows_stored_past_the_applied_seq_skip_the_replayed_batches_they_hold() {
     let rows = [row("torn", 1, 3), row("old", 2, 2), row("plain", 2, 0)];
-    let mut t = GhostTable::from_records(0, TableConfig::default(), rows, Some(2)).unwrap();
+    let mut t = GhostTable::from_records(ShardId(0), TableConfig::default(), rows, Some(2)).unwrap();
     let removes = |ids: &[&str]| ids.iter().map(|&id| EdgeEvent::removed(id)).collect::<EdgeEvents>();
     let out = t.apply_batch(Some(3), &removes(&["torn", "old", "plain"]));
     assert_eq!(out.applied, 2, "batch 3 is in torn's row already");
@@ -605,16 +605,20 @@ fn rows_stored_past_the_applied_seq_skip_the_replayed_batches_they_hold() {
 /// so, and the shard reloaded from it does not count batch 5's removal twice.
 #[test]
 fn a_row_stored_ahead_and_written_again_still_holds_its_batches() {
-    let mut t =
-        GhostTable::from_records(0, TableConfig::default(), [row("x", 1, 5), row("y", 3, 0)], Some(3))
-            .unwrap();
+    let mut t = GhostTable::from_records(
+        ShardId(0),
+        TableConfig::default(),
+        [row("x", 1, 5), row("y", 3, 0)],
+        Some(3),
+    )
+    .unwrap();
     t.apply_batch(Some(4), &[EdgeEvent::added("y")].into_iter().collect::<EdgeEvents>());
     t.retarget("x", ShardId(2), Epoch(2)).unwrap();
     let changes = t.take_changes();
     let stored: Vec<StubRecord> = changes.upserts().map(|r| r.to_record()).collect();
     assert_eq!(stored.iter().find(|r| r.node_id == "x").map(|r| r.seq), Some(5));
     let mut again =
-        GhostTable::from_records(0, TableConfig::default(), stored, changes.applied_seq()).unwrap();
+        GhostTable::from_records(ShardId(0), TableConfig::default(), stored, changes.applied_seq()).unwrap();
     again.apply_batch(Some(5), &[EdgeEvent::removed("x")].into_iter().collect::<EdgeEvents>());
     assert_eq!(again.get("x").map(|g| g.refcount), Some(1), "batch 5 is in x's row already");
 }
@@ -623,7 +627,8 @@ fn a_row_stored_ahead_and_written_again_still_holds_its_batches() {
 /// ahead of its sequence number refuses to encode one until they are applied.
 #[test]
 fn a_table_with_rows_ahead_refuses_a_snapshot_until_their_batches_are_resent() {
-    let mut t = GhostTable::from_records(0, TableConfig::default(), [row("x", 1, 5)], Some(3)).unwrap();
+    let mut t =
+        GhostTable::from_records(ShardId(0), TableConfig::default(), [row("x", 1, 5)], Some(3)).unwrap();
     assert!(matches!(crate::codec::encode_snapshot(&t), Err(Error::Encode { .. })));
     t.apply_batch(Some(4), &EdgeEvents::new());
     t.apply_batch(Some(5), &[EdgeEvent::removed("x")].into_iter().collect::<EdgeEvents>());
