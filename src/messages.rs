@@ -222,6 +222,9 @@ pub struct PlanReply {
     pub page: SweepPage,
     /// Acknowledgements waiting for a commit: the shard's write backlog.
     pub pending_acks: usize,
+    /// Commits and loads of every shard queued at the store writer, not yet
+    /// taken up: the process's write backlog, which one shard's probe sees.
+    pub writer_queue: usize,
 }
 
 /// Apply step of a sweep: verdicts by compare-and-set.

@@ -11,7 +11,7 @@ use crate::store::{ClaimWatch, GhostStore};
 use crate::table::GhostTable;
 use crate::table::ShardChanges;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -46,6 +46,9 @@ pub struct WriterStats {
 
 #[derive(Debug, Default)]
 struct Counters {
+    /// Jobs sent and not yet taken up: the writer's queue, which every shard's
+    /// sweep probe reports (one writer serves them all).
+    queued: AtomicUsize,
     commits: AtomicU64,
     shard_flushes: AtomicU64,
     failures: AtomicU64,
@@ -82,9 +85,9 @@ impl StoreWriter {
         let shard = changes.shard.get();
         let (tx, rx) = oneshot::channel();
         // Counted before it is sent: the writer may take it up at once.
-        queued(1.0);
+        queued(&self.counters, 1);
         self.tx.send(Job::Commit(changes, tx)).map_err(|_| {
-            queued(-1.0);
+            queued(&self.counters, -1);
             Error::Unavailable { shard }
         })?;
         rx.await.map_err(|_| Error::Unavailable { shard })?
@@ -100,12 +103,17 @@ impl StoreWriter {
     ) -> Result<(GhostTable, Option<ClaimWatch>)> {
         let (tx, rx) = oneshot::channel();
         // Counted before it is sent: the writer may take it up at once.
-        queued(1.0);
+        queued(&self.counters, 1);
         self.tx.send(Job::Load(shard, config, tx)).map_err(|_| {
-            queued(-1.0);
+            queued(&self.counters, -1);
             Error::Unavailable { shard }
         })?;
         rx.await.map_err(|_| Error::Unavailable { shard })?
+    }
+
+    /// Commits and loads sent and not yet taken up by the writer thread.
+    pub(crate) fn queue_len(&self) -> usize {
+        self.counters.queued.load(Ordering::Relaxed)
     }
 
     /// The counters so far.
@@ -144,7 +152,7 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
             Some(job) => job,
             None => match rx.recv() {
                 Ok(job) => {
-                    queued(-1.0);
+                    queued(c, -1);
                     job
                 }
                 Err(_) => break,
@@ -157,8 +165,16 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
                 c.loads.fetch_add(1, Ordering::Relaxed);
                 // Asked right after the load, on this thread: no commit of
                 // this shard runs in between.
-                let loaded =
-                    guarded(|| Ok((store.load(ShardId(shard), &config)?, store.claim(ShardId(shard)))));
+                let loaded = guarded(|| {
+                    let shard = ShardId(shard);
+                    let (mut table, claim) = (store.load(shard, &config)?, store.claim(shard));
+                    if claim.is_none() {
+                        // No claims: the shard never moves between processes,
+                        // so its stored times are on this machine's clock.
+                        table.trust_stored_times();
+                    }
+                    Ok((table, claim))
+                });
                 let _ = reply.send(loaded);
             }
             Job::Commit(first, reply) => {
@@ -168,7 +184,7 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
                 while batch.len() < MAX_MERGE {
                     let next = rx.try_recv();
                     if next.is_ok() {
-                        queued(-1.0);
+                        queued(c, -1);
                     }
                     match next {
                         Ok(Job::Commit(ch, r)) => {
@@ -261,9 +277,14 @@ fn timed_commit(store: &dyn GhostStore, batch: &[ShardChanges], c: &Counters) ->
     }
 }
 
-/// Moves the writer's queue depth gauge ([`crate::metrics::WRITER_QUEUE`]).
-fn queued(by: f64) {
-    metrics::gauge!(crate::metrics::WRITER_QUEUE).increment(by);
+/// Moves the writer's queue depth, and its gauge ([`crate::metrics::WRITER_QUEUE`]).
+fn queued(c: &Counters, by: isize) {
+    if by >= 0 {
+        c.queued.fetch_add(by.unsigned_abs(), Ordering::Relaxed);
+    } else {
+        c.queued.fetch_sub(by.unsigned_abs(), Ordering::Relaxed);
+    }
+    metrics::gauge!(crate::metrics::WRITER_QUEUE).increment(by as f64);
 }
 
 /// A panicking store must not take the writer thread (and every shard) down.

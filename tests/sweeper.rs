@@ -306,6 +306,8 @@ struct GatedStore {
     inner: MemoryStore,
     closed: Mutex<bool>,
     opened: Condvar,
+    /// Commits that reached the store (waiting at the gate or done).
+    entered: std::sync::atomic::AtomicUsize,
 }
 
 impl GatedStore {
@@ -320,6 +322,7 @@ impl GhostStore for GatedStore {
         self.inner.load(shard, config)
     }
     fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
+        self.entered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _open = self.opened.wait_while(self.closed.lock().unwrap(), |closed| *closed).unwrap();
         self.inner.commit(batch)
     }
@@ -553,4 +556,70 @@ async fn periodic_passes_start_an_interval_apart_none_while_paused_and_one_on_an
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(passes().await, 3);
     rt.stop_sweeper().await.unwrap();
+}
+
+/// Polls `until` (bounded: the writer thread is real), a millisecond apart.
+async fn eventually(what: &str, mut until: impl AsyncFnMut() -> bool) {
+    for _ in 0..10_000 {
+        if until().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("not within 10 s: {what}");
+}
+
+/// Shards 1..=6 each with one durable edge waiting for a commit: the first
+/// commit holds the writer at the closed gate, the other five wait in its queue.
+async fn queue_at_the_writer(shards: &Shards, store: &GatedStore) -> Vec<Request<GhostActor, EdgeAdded>> {
+    for (_, addr) in &shards[1..] {
+        insert(addr, "w", 9, 1, 1).await;
+    }
+    store.set_closed(true);
+    let entered = store.entered.load(std::sync::atomic::Ordering::SeqCst);
+    let mut adds = vec![shards[1].1.send(EdgeAdded { node_id: "w".into() })];
+    eventually("the first commit at the gate", async || {
+        store.entered.load(std::sync::atomic::Ordering::SeqCst) > entered
+    })
+    .await;
+    adds.extend(shards[2..].iter().map(|(_, addr)| addr.send(EdgeAdded { node_id: "w".into() })));
+    adds
+}
+
+#[actix::test]
+async fn the_writer_queue_of_every_shard_slows_the_sweeper_whichever_shard_it_probes() {
+    let store = Arc::new(GatedStore::default());
+    // On real time: once the rate moves, the bucket refills only as the clock does.
+    let (rt, shards) = start_shards_on(&[0, 1, 2, 3, 4, 5, 6], store.clone(), Arc::new(TokioClock::new()));
+    insert(&shards[0].1, "a", 2, 1, 1).await;
+    let dir = DirectoryVerifier::new();
+    dir.record_move("a", ShardId(2), Epoch(1));
+    // Kept as they are: a verdict that changes nothing needs no commit.
+    dir.record_move("w", ShardId(9), Epoch(1));
+    let config = SweeperConfig {
+        busy_pending_acks: 4,
+        verifies_per_second: 400,
+        burst: 400,
+        latency_target: Some(Duration::from_secs(30)),
+        ..fast()
+    };
+    rt.start_sweeper(Arc::new(dir), config).unwrap();
+
+    // Quiet: the rate stays where it was set.
+    rt.run_sweep_pass().await.unwrap();
+    assert_eq!(rt.sweep_totals().await.unwrap().effective_verifies_per_second, 400);
+
+    let adds = queue_at_the_writer(&shards, &store).await;
+    // Shard 0 waits for nothing itself; what it reports is the writer's queue.
+    let probe = async || shards[0].1.send(PlanSweep::new(0)).await.unwrap().unwrap();
+    eventually("five commits queued at the writer", async || probe().await.writer_queue == 5).await;
+    assert_eq!(probe().await.pending_acks, 0);
+    let c = rt.run_sweep_pass().await.unwrap().counts;
+    let rate = rt.sweep_totals().await.unwrap().effective_verifies_per_second;
+    store.set_closed(false);
+    for r in futures::future::join_all(adds).await {
+        r.unwrap().unwrap();
+    }
+    assert_eq!(c.kept, 7, "{c:?}");
+    assert_eq!(rate, 200, "5 writes queued, over the 4 allowed: halved");
 }

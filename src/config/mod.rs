@@ -30,6 +30,23 @@ pub struct TableConfig {
     /// Gives the host time to register edges right after a move.
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
+    /// How far the clock of a process that loads a shard may run ahead of the
+    /// clock of the process that wrote it (a takeover by another machine, or
+    /// a store file restored elsewhere). Default 60 s, as long as the default
+    /// `grace`.
+    ///
+    /// Holds, grace periods and tombstones are stored as times on the writer's
+    /// clock. Those read from the store are kept this much longer than they
+    /// say, so that a loader whose clock is ahead by up to this cannot shorten
+    /// them (a clock behind only lengthens them); the stored times are left
+    /// as they were, so repeated reloads do not add up. Those this process
+    /// sets itself after the load are not lengthened. Larger values only
+    /// delay purges and the forgetting of tombstones after a load. Applies
+    /// to stores whose shards move between processes (those with claims, such
+    /// as `EtcdStore`); a single-process store (memory, redb) is loaded on the
+    /// clock that wrote it, and reads its times as written.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
     /// First retry delay after an `Inconclusive` verdict. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub backoff_base: Duration,
@@ -71,6 +88,7 @@ impl Default for TableConfig {
             max_node_id_len: 1024,
             max_stubs: 1 << 28,
             grace: Duration::from_secs(60),
+            max_clock_skew: Duration::from_secs(60),
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
             jitter_seed: 0x1e37_79b9_7f4a_7c15,
@@ -111,6 +129,10 @@ impl TableConfig {
     // The pure table counts time in ms on the host's clock; these are its views.
     pub(crate) fn grace_ms(&self) -> u64 {
         millis(self.grace)
+    }
+
+    pub(crate) fn max_clock_skew_ms(&self) -> u64 {
+        millis(self.max_clock_skew)
     }
 
     pub(crate) fn backoff_base_ms(&self) -> u64 {
@@ -300,7 +322,9 @@ pub struct SweeperConfig {
     pub max_deferrals: u32,
     /// The foreground latency the sweeper yields to: while a probe of a shard
     /// (a request's round trip through its mailbox) takes longer than this, or
-    /// its write backlog passes `busy_pending_acks`, the effective rate halves
+    /// the writes waiting for a commit (the shard's acknowledgements plus every
+    /// shard's commits queued at the store writer) pass `busy_pending_acks`,
+    /// the effective rate halves
     /// (at most twice a second); below it, the rate grows back to
     /// `verifies_per_second` within 10 s. `None` (`"off"` in a file): a fixed
     /// rate. Default 10 ms.

@@ -261,6 +261,8 @@ impl ShardCore {
             incarnation: self.incarnation,
             page,
             pending_acks: self.pending_acks(),
+            // The core knows no writer; its driver fills this in.
+            writer_queue: 0,
         };
         Ok((reply, Answer::Now))
     }

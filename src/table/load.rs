@@ -1,7 +1,7 @@
 //! Loading a table from a store or snapshot: stream stubs in, index once, replay logged changes.
 
 use super::index::Index;
-use super::slab::Slot;
+use super::slab::{STORED_BIRTH, Slot};
 use super::tombstones::Tombstone;
 use super::{GhostTable, new_slot};
 use crate::config::TableConfig;
@@ -109,6 +109,8 @@ impl GhostTable {
             target: row.target_shard,
             removed_at_ms: row.created_at_ms,
             expires_at_ms: row.hold_until_ms,
+            // On the writer's clock, which may be behind ours.
+            lapses_at_ms: row.hold_until_ms.saturating_add(self.config.max_clock_skew_ms()),
         };
         // The bound applies to what is stored too; what it evicts here is
         // dropped from the store by the next flush that removes a tombstone.
@@ -117,6 +119,14 @@ impl GhostTable {
         for id in &evicted {
             self.pending.push_removal(id);
         }
+    }
+
+    /// Reads the times this table loaded from the store as written, without
+    /// `TableConfig::max_clock_skew`: for a store whose shards never move
+    /// between processes, so that its writer and its loader share a clock.
+    pub(crate) fn trust_stored_times(&mut self) {
+        self.config.max_clock_skew = std::time::Duration::ZERO;
+        self.tombstones.trust_stored_times();
     }
 
     /// Ends a load: indexes the stubs (a repeated id is malformed state) and
@@ -218,7 +228,8 @@ impl GhostTable {
                 i
             }
         };
-        self.slab.set_retry_at(i, row.hold_until_ms);
+        self.slab.slot_mut_clean(i).flags |= STORED_BIRTH;
+        self.slab.set_stored_retry_at(i, row.hold_until_ms);
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use crate::event::EdgeEvents;
 use crate::event::{BatchOutcome, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 use crate::ids::{Epoch, ShardId};
 use crate::stub::{GhostInfo, PurgeReason, StubRecord, StubRef};
-use slab::{Slab, Slot};
+use slab::{STORED_BIRTH, Slab, Slot};
 use tombstones::{Tombstone, Tombstones};
 
 /// Events of a batch warmed at a time (see `Slab::warm`).
@@ -238,6 +238,8 @@ impl GhostTable {
         let s = self.slab.slot_mut(i);
         s.refcount = refcount;
         s.created_at_ms = now_ms;
+        // On our clock now: no stored time to allow for.
+        s.flags &= !STORED_BIRTH;
         // A new life: its grace period protects it now, not an old hold.
         self.slab.set_retry_at(i, 0);
         self.counters.inserted += 1;
@@ -607,12 +609,9 @@ impl GhostTable {
         if self.config.max_tombstones == 0 || self.tombstones.get(id).is_some_and(|t| t.epoch >= epoch) {
             return;
         }
-        let tomb = Tombstone {
-            epoch,
-            target,
-            removed_at_ms: now_ms,
-            expires_at_ms: now_ms.saturating_add(self.config.tombstone_ttl_ms()),
-        };
+        let expires_at_ms = now_ms.saturating_add(self.config.tombstone_ttl_ms());
+        let tomb =
+            Tombstone { epoch, target, removed_at_ms: now_ms, expires_at_ms, lapses_at_ms: expires_at_ms };
         self.pending.push_upsert(tombstone_ref(id, &tomb));
         let mut evicted = Vec::new();
         self.tombstones.insert(id, tomb, self.config.max_tombstones, &mut evicted);
@@ -736,5 +735,7 @@ fn tombstone_ref<'a>(id: &'a str, t: &Tombstone) -> StubRef<'a> {
     }
 }
 
+#[cfg(test)]
+mod skew_tests;
 #[cfg(test)]
 mod tests;

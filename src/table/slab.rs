@@ -11,6 +11,12 @@ use std::hash::BuildHasher;
 pub(crate) const DIRTY: u8 = 1;
 /// Slot flag: the slot has a nonzero retry time in `Slab::retry`.
 const RETRY: u8 = 2;
+/// Slot flag: `created_at_ms` was read from the store, so it is a time on the
+/// writer's clock, which may be behind ours (see `TableConfig::max_clock_skew`).
+pub(crate) const STORED_BIRTH: u8 = 4;
+/// Slot flag: the retry time (a zero-count hold) was read from the store; a
+/// retry time this process sets clears it.
+pub(crate) const STORED_HOLD: u8 = 8;
 
 /// Ids up to this many bytes live in their slot; longer ones in the arena.
 pub(crate) const INLINE: usize = 17;
@@ -121,9 +127,20 @@ impl Slab {
         if self.slots[i].flags & RETRY == 0 { 0 } else { self.retry.get(&(i as u32)).copied().unwrap_or(0) }
     }
 
-    /// Sets slot `i`'s retry time (0: none), without marking it dirty.
+    /// Sets slot `i`'s retry time (0: none) as read from the store, on the
+    /// writer's clock, without marking it dirty.
+    pub(crate) fn set_stored_retry_at(&mut self, i: usize, at_ms: u64) {
+        self.set_retry_at(i, at_ms);
+        if at_ms != 0 {
+            self.slots[i].flags |= STORED_HOLD;
+        }
+    }
+
+    /// Sets slot `i`'s retry time (0: none) on this process's clock, without
+    /// marking it dirty.
     pub(crate) fn set_retry_at(&mut self, i: usize, at_ms: u64) {
         let s = &mut self.slots[i];
+        s.flags &= !STORED_HOLD;
         if at_ms == 0 {
             if s.flags & RETRY != 0 {
                 s.flags &= !RETRY;
@@ -220,14 +237,14 @@ impl Slab {
         self.index.grow(room, |j| hasher.hash_one(id_bytes(arena, &slots[j as usize])));
     }
 
-    /// Appends a stub without indexing it, not dirty, with retry time
-    /// `retry_at_ms`; [`rebuild_index`](Self::rebuild_index) must follow.
+    /// Appends a stored stub without indexing it, not dirty, with the stored
+    /// retry time `retry_at_ms`; [`rebuild_index`](Self::rebuild_index) must follow.
     pub(crate) fn push_unindexed(&mut self, id: &str, mut slot: Slot, retry_at_ms: u64) -> Result<()> {
         if self.slots.len() >= u32::MAX as usize {
             return Err(Error::CapacityExceeded("more than 2^32-1 stubs"));
         }
         slot.key = self.store_key(id)?;
-        slot.flags = 0;
+        slot.flags = STORED_BIRTH;
         // A slot that is not dirty cannot be in the fresh range: list the
         // range's slots (loads start empty, so this is normally nothing).
         for j in self.fresh_from..self.slots.len() {
@@ -236,7 +253,7 @@ impl Slab {
         self.id_bytes += id.len();
         self.slots.push(slot);
         self.fresh_from = self.slots.len();
-        self.set_retry_at(self.slots.len() - 1, retry_at_ms);
+        self.set_stored_retry_at(self.slots.len() - 1, retry_at_ms);
         Ok(())
     }
 

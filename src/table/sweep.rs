@@ -1,6 +1,7 @@
 //! The table's half of a sweep: plan a bounded page, apply verdicts by compare-and-set.
 
 use super::GhostTable;
+use super::slab::{STORED_BIRTH, STORED_HOLD};
 use crate::stub::PurgeReason;
 use crate::sweep::{ApplyReport, CheckedVerdict, LocalEdges, PlannedCheck, SweepPage, Verdict};
 
@@ -16,7 +17,7 @@ impl GhostTable {
         let mut lapsed = Vec::new();
         self.tombstones.expire(now_ms, max_scan, &mut lapsed);
         self.forget_tombstones(&lapsed);
-        let grace = self.config.grace_ms();
+        let (grace, skew) = (self.config.grace_ms(), self.config.max_clock_skew_ms());
         while (page.scanned as usize) < max_scan {
             if self.cursor >= self.slab.len() {
                 self.cursor = 0;
@@ -27,7 +28,12 @@ impl GhostTable {
             self.cursor += 1;
             page.scanned += 1;
             let s = *self.slab.slot(i);
-            if s.created_at_ms.saturating_add(grace) > now_ms || self.slab.retry_at(i) > now_ms {
+            // A time read from the store is on the writer's clock, which may
+            // be behind ours by up to `skew`: read it as that much later.
+            let stored = |flag: u8| if s.flags & flag != 0 { skew } else { 0 };
+            let born = s.created_at_ms.saturating_add(grace).saturating_add(stored(STORED_BIRTH));
+            let hold = self.slab.retry_at(i).saturating_add(stored(STORED_HOLD));
+            if born > now_ms || hold > now_ms {
                 continue;
             }
             if s.refcount == 0 {

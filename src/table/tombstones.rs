@@ -26,8 +26,13 @@ pub(crate) struct Tombstone {
     pub(crate) target: u16,
     /// When the ghost was removed, in ms.
     pub(crate) removed_at_ms: u64,
-    /// When the tombstone lapses, in ms.
+    /// When the tombstone lapses, in ms, as stored: on the clock of the
+    /// process that made it.
     pub(crate) expires_at_ms: u64,
+    /// When this process forgets it: `expires_at_ms`, plus
+    /// `TableConfig::max_clock_skew` for one read from the store (the writer's
+    /// clock may be behind ours). Never stored, so reloads do not add up.
+    pub(crate) lapses_at_ms: u64,
 }
 
 /// Most lapsed tombstones one `make_room` forgets.
@@ -36,7 +41,7 @@ const LAPSED_PER_ROOM: usize = 16;
 #[derive(Debug, Default)]
 pub(crate) struct Tombstones {
     by_id: HashMap<Box<str>, Tombstone, RandomState>,
-    /// `(expires_at_ms, id)`, to find the lapsed and the oldest in O(log n).
+    /// `(lapses_at_ms, id)`, to find the lapsed and the oldest in O(log n).
     by_expiry: BTreeSet<(u64, Box<str>)>,
 }
 
@@ -57,9 +62,9 @@ impl Tombstones {
             return;
         }
         if let Some(old) = self.by_id.insert(id.into(), t) {
-            self.by_expiry.remove(&(old.expires_at_ms, id.into()));
+            self.by_expiry.remove(&(old.lapses_at_ms, id.into()));
         }
-        self.by_expiry.insert((t.expires_at_ms, id.into()));
+        self.by_expiry.insert((t.lapses_at_ms, id.into()));
         while self.by_id.len() > max {
             let Some((_, oldest)) = self.by_expiry.pop_first() else { break };
             self.by_id.remove(&oldest);
@@ -90,7 +95,7 @@ impl Tombstones {
     /// Forgets `id`'s tombstone (a newer insert made the ghost again).
     pub(crate) fn remove(&mut self, id: &str) -> Option<Tombstone> {
         let t = self.by_id.remove(id)?;
-        self.by_expiry.remove(&(t.expires_at_ms, id.into()));
+        self.by_expiry.remove(&(t.lapses_at_ms, id.into()));
         Some(t)
     }
 
@@ -107,6 +112,16 @@ impl Tombstones {
         }
     }
 
+    /// Forgets each tombstone when it says (`lapses_at_ms = expires_at_ms`):
+    /// see `GhostTable::trust_stored_times`.
+    pub(crate) fn trust_stored_times(&mut self) {
+        self.by_expiry.clear();
+        for (id, t) in &mut self.by_id {
+            t.lapses_at_ms = t.expires_at_ms;
+            self.by_expiry.insert((t.lapses_at_ms, id.clone()));
+        }
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Tombstone)> + '_ {
         self.by_id.iter().map(|(id, t)| (&**id, t))
     }
@@ -117,7 +132,7 @@ mod tests {
     use super::*;
 
     fn t(epoch: u64, expires_at_ms: u64) -> Tombstone {
-        Tombstone { epoch, target: 1, removed_at_ms: 0, expires_at_ms }
+        Tombstone { epoch, target: 1, removed_at_ms: 0, expires_at_ms, lapses_at_ms: expires_at_ms }
     }
 
     #[test]

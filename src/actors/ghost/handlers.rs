@@ -158,8 +158,9 @@ impl Handler<PlanSweep> for GhostActor {
     type Result = Result<PlanReply>;
     fn handle(&mut self, m: PlanSweep, ctx: &mut Context<Self>) -> Self::Result {
         self.refuse_by_hand(m.by_hand)?;
-        let (reply, _) =
+        let (mut reply, _) =
             self.step(ctx, Msg::kind("plan_sweep"), ready, |c, (), now| c.plan_sweep(m.max_scan, now))?;
+        reply.writer_queue = self.writer.queue_len();
         Ok(reply)
     }
 }

@@ -112,6 +112,12 @@ impl PassEnv {
     }
 }
 
+/// What a probe saw of the foreground: its round trip, and the writes waiting
+/// for a commit, the shard's own and every shard's queued at the one writer.
+fn signals(probe: &PlanReply, round_trip: Duration) -> Signals {
+    Signals { round_trip, backlog: probe.pending_acks.saturating_add(probe.writer_queue) }
+}
+
 /// Runs one pass over every shard: busy shards go to the back of the pass,
 /// a bounded number of times.
 pub(super) async fn run_pass(
@@ -194,7 +200,7 @@ async fn visit(
     match request_plan(shard, addr, 0).await {
         Err(e) => return failed(shard, &e),
         Ok((probe, rtt)) => {
-            env.observe(Signals { round_trip: rtt, backlog: probe.pending_acks });
+            env.observe(signals(&probe, rtt));
             if env.busy(&probe, rtt) {
                 return VisitEnd::Busy;
             }
@@ -259,7 +265,7 @@ async fn watch_foreground(env: &PassEnv) {
         let entry = &env.shards[next % env.shards.len()];
         next += 1;
         if let Ok((probe, rtt)) = request_plan(entry.id.get(), &entry.addr, 0).await {
-            env.observe(Signals { round_trip: rtt, backlog: probe.pending_acks });
+            env.observe(signals(&probe, rtt));
         }
     }
 }
