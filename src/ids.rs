@@ -29,12 +29,6 @@ impl Epoch {
     }
 }
 
-impl From<u64> for Epoch {
-    fn from(epoch: u64) -> Self {
-        Self(epoch)
-    }
-}
-
 impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

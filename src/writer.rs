@@ -21,7 +21,7 @@ const MAX_MERGE: usize = 256;
 
 enum Job {
     Commit(ShardChanges, oneshot::Sender<Result<()>>),
-    Load(u16, TableConfig, oneshot::Sender<Result<Claimed>>),
+    Load(ShardId, TableConfig, oneshot::Sender<Result<Claimed>>),
     /// Ends the thread once the jobs queued before it are done.
     Close,
 }
@@ -82,7 +82,7 @@ impl StoreWriter {
 
     /// Durably applies one shard's changes; resolves once committed or failed.
     pub(crate) async fn commit(&self, changes: ShardChanges) -> Result<()> {
-        let shard = changes.shard.get();
+        let shard = changes.shard;
         let (tx, rx) = oneshot::channel();
         // Counted before it is sent: the writer may take it up at once.
         queued(&self.counters, 1);
@@ -98,7 +98,7 @@ impl StoreWriter {
     /// ([`GhostStore::claim`]; `None`: the store has no ownership to lose).
     pub(crate) async fn load_claimed(
         &self,
-        shard: u16,
+        shard: ShardId,
         config: TableConfig,
     ) -> Result<(GhostTable, Option<ClaimWatch>)> {
         let (tx, rx) = oneshot::channel();
@@ -166,7 +166,6 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
                 // Asked right after the load, on this thread: no commit of
                 // this shard runs in between.
                 let loaded = guarded(|| {
-                    let shard = ShardId(shard);
                     let (mut table, claim) = (store.load(shard, &config)?, store.claim(shard));
                     if claim.is_none() {
                         // No claims: the shard never moves between processes,
@@ -204,7 +203,7 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
     }
     // Closed, or every handle is gone: nothing of this process writes these
     // shards again, so a store with ownership can hand them over at once.
-    let served: Vec<ShardId> = served.into_iter().map(ShardId).collect();
+    let served: Vec<ShardId> = served.into_iter().collect();
     if let Err(e) = guarded(|| store.release_shards(&served)) {
         tracing::warn!(error = %e.chain(), shards = served.len(), "releasing the shards failed; their ownership lapses");
     }

@@ -158,7 +158,7 @@ fn a_second_claimant_and_a_restart_under_the_old_identity_are_refused() {
     // both are fenced while the first claim's lease lives, not a split brain.
     for owner in ["proc-b", "proc-a"] {
         let refused = impatient(owner);
-        assert!(matches!(refused, Err(Error::Fenced { shard: 6, .. })), "{owner}: {refused:?}");
+        assert!(matches!(refused, Err(Error::Fenced { shard: ShardId(6), .. })), "{owner}: {refused:?}");
     }
     assert_eq!(watch.route(ShardId(6)).as_deref(), Some("http://127.0.0.1:7001"), "routes unmoved");
     a.release_all().unwrap();

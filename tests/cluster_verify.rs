@@ -67,7 +67,7 @@ async fn answers_follow_the_served_directory_and_counts_stay_local() {
     assert_eq!(answers[1], Ok(Verdict::Redirect { shard: ShardId(4), epoch: Epoch(3) }));
     assert_eq!(answers[2], Ok(Verdict::Purge));
     assert_eq!(answers[3], Ok(Verdict::Inconclusive), "the owner is behind the ghost");
-    assert_eq!(answers[4], Err(Error::TargetUnreachable { shard: 9 }), "no owner known");
+    assert_eq!(answers[4], Err(Error::TargetUnreachable { shard: ShardId(9) }), "no owner known");
     assert_eq!(v.verify(req("kept", 1, 2)).await, answers[0]);
     let s = v.stats();
     assert_eq!((s.rpcs, s.verifies, s.unroutable, s.failed_rpcs, s.channels), (2, 5, 1, 0, 1));

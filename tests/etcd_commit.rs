@@ -78,7 +78,7 @@ fn an_owner_fenced_mid_commit_leaves_the_next_owner_exactly_once_refcounts() {
         a.fail_commits_after_parts(None);
         revoke_owner_lease(&ep, &prefix, 1);
         let err = a.commit(&batch);
-        assert!(matches!(err, Err(Error::Fenced { shard: 1, .. })), "cut after {cut}: {err:?}");
+        assert!(matches!(err, Err(Error::Fenced { shard: ShardId(1), .. })), "cut after {cut}: {err:?}");
 
         // The new owner loads and replays batch 2, which a never acknowledged.
         let b = EtcdStore::connect([ep.as_str()], tiny(&prefix, "b")).unwrap();

@@ -99,7 +99,7 @@ async fn a_frozen_owner_is_fenced_and_its_shards_move_with_every_acknowledged_gh
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Fenced { shard: 0, .. }), "{err:?}");
+    assert!(matches!(err, Error::Fenced { shard: ShardId(0), .. }), "{err:?}");
     match rt_a
         .insert_ghost(
             ShardId(0),
@@ -107,7 +107,7 @@ async fn a_frozen_owner_is_fenced_and_its_shards_move_with_every_acknowledged_gh
         )
         .await
     {
-        Err(Error::Fenced { shard: 0, .. }) => {}
+        Err(Error::Fenced { shard: ShardId(0), .. }) => {}
         other => panic!("a fenced shard must stay fenced: {other:?}"),
     }
     match &rt_a.stats().await.unwrap()[0].state {
@@ -147,7 +147,7 @@ async fn a_lapsing_owner_stops_answering_within_the_lease_ttl() {
                 elapsed < ttl,
                 "still answering from its table {elapsed:?} after the lease's last keep-alive"
             ),
-            Err(Error::Fenced { shard: 0, .. }) => break,
+            Err(Error::Fenced { shard: ShardId(0), .. }) => break,
             other => panic!("a lapsing owner answers from its table or is fenced, never {other:?}"),
         }
         assert!(elapsed < ttl + Duration::from_secs(1), "not fenced {elapsed:?} after the last keep-alive");
@@ -155,7 +155,7 @@ async fn a_lapsing_owner_stops_answering_within_the_lease_ttl() {
     }
     // Fenced for good, reads and writes alike; nothing of it is written.
     let resolved = rt.request(ShardId(0), messages::Resolve { node_id: "g".into() }).await;
-    assert!(matches!(resolved, Err(Error::Fenced { shard: 0, .. })), "{resolved:?}");
+    assert!(matches!(resolved, Err(Error::Fenced { shard: ShardId(0), .. })), "{resolved:?}");
     let err = rt
         .insert_ghost(
             ShardId(0),
@@ -163,7 +163,7 @@ async fn a_lapsing_owner_stops_answering_within_the_lease_ttl() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Fenced { shard: 0, .. }), "{err:?}");
+    assert!(matches!(err, Error::Fenced { shard: ShardId(0), .. }), "{err:?}");
     rt.shutdown().await.unwrap();
 }
 
@@ -236,7 +236,7 @@ fn a_crashed_owners_shards_move_once_its_lease_lapses() {
         ..EtcdConfig::default()
     };
     let refused = EtcdStore::connect([ep.as_str()], impatient).unwrap().acquire(&[ShardId(0)]);
-    assert!(matches!(refused, Err(Error::Fenced { shard: 0, .. })), "{refused:?}");
+    assert!(matches!(refused, Err(Error::Fenced { shard: ShardId(0), .. })), "{refused:?}");
     let store = connect(&ep, &prefix, "successor");
     let tables: Vec<_> =
         (0..SHARDS).map(|s| store.load(ShardId(s), &TableConfig::default()).unwrap()).collect();

@@ -314,7 +314,7 @@ async fn a_corrupt_redb_row_fails_the_shard_closed_and_stays_untouched() {
     let rt = two_shards_on(&path);
     let e = rt.resolve_many(&[(ShardId(0), "n1")]).await.unwrap_err();
     assert!(
-        matches!(&e, Error::ShardFailed { shard: 0, cause } if matches!(**cause, Error::Decode(_))),
+        matches!(&e, Error::ShardFailed { shard: ShardId(0), cause } if matches!(**cause, Error::Decode(_))),
         "{e}"
     );
     assert!(matches!(rt.stats().await.unwrap()[0].state, ShardState::FailedClosed(_)));

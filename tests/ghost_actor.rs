@@ -59,7 +59,7 @@ async fn a_panic_restarts_reloads_and_loses_nothing_acknowledged() {
     let after = s.addr.send(inspect("a"));
     let more = s.addr.send(added("a"));
     let (crash, after, more) = futures::join!(crash, after, more);
-    assert_eq!(crash.unwrap(), Err(Error::Panicked { shard: 0 }));
+    assert_eq!(crash.unwrap(), Err(Error::Panicked { shard: ShardId(0) }));
     assert_eq!(after.unwrap().unwrap().unwrap().refcount, 2, "reloaded before handling the queue");
     assert_eq!(more.unwrap(), Ok(EdgeOutcome::Applied { refcount: 3 }));
     let stats = s.addr.send(GetStats).await.unwrap();
@@ -75,10 +75,10 @@ async fn restarts_beyond_the_policy_leave_the_shard_down() {
     };
     let s = start(Arc::new(MemoryStore::new()), config);
     for _ in 0..3 {
-        assert_eq!(s.addr.send(InjectPanic).await.unwrap(), Err(Error::Panicked { shard: 0 }));
+        assert_eq!(s.addr.send(InjectPanic).await.unwrap(), Err(Error::Panicked { shard: ShardId(0) }));
     }
     let e = s.addr.send(inspect("a")).await.unwrap().unwrap_err();
-    assert!(matches!(e, Error::ShardDown { shard: 0, .. }), "{e}");
+    assert!(matches!(e, Error::ShardDown { shard: ShardId(0), .. }), "{e}");
     assert_eq!(s.addr.send(GetStats).await.unwrap().state, ShardState::Down);
 }
 
@@ -129,7 +129,7 @@ async fn corrupt_stored_state_fails_closed() {
     };
     let s = start(store.clone(), strict);
     let e = s.addr.send(inspect("node-1")).await.unwrap().unwrap_err();
-    assert!(matches!(e, Error::ShardFailed { shard: 0, .. }), "{e}");
+    assert!(matches!(e, Error::ShardFailed { shard: ShardId(0), .. }), "{e}");
     assert!(matches!(s.addr.send(GetStats).await.unwrap().state, ShardState::FailedClosed(_)));
     assert_eq!(store.rows(ShardId(0)), 1_000, "nothing written over the stored state");
 }

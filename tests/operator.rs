@@ -99,14 +99,14 @@ async fn a_shard_down_past_its_restart_intensity_is_revived_with_its_ghosts() {
     .await
     .unwrap();
     for _ in 0..2 {
-        assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: 0 }));
+        assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
     }
     assert_eq!(rt.shard_stats(ShardId(0)).await.unwrap().state, ShardState::Down);
     assert!(matches!(rt.resolve_many(&[(ShardId(0), "n")]).await, Err(Error::ShardDown { .. })));
     assert_eq!(rt.revive_shard(ShardId(0)).await.unwrap(), ShardState::Ready);
     assert_eq!(rt.resolve_many(&[(ShardId(0), "n")]).await.unwrap(), vec![Some(ShardId(1))]);
     // A revived shard has its restart budget back, and reviving a serving shard changes nothing.
-    assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: 0 }));
+    assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
     assert_eq!(rt.shard_stats(ShardId(0)).await.unwrap().state, ShardState::Ready);
     assert_eq!(rt.revive_shard(ShardId(0)).await.unwrap(), ShardState::Ready);
 }
@@ -451,7 +451,7 @@ async fn ready_says_which_shards_serve_and_which_failed_closed() {
     assert!(health.loading.is_empty() && health.is_settled() && !health.is_ready());
     assert_eq!(health.failed.len(), 1);
     assert_eq!(health.failed[0].0, ShardId(0));
-    assert!(matches!(health.failed[0].1, Error::ShardFailed { shard: 0, .. }), "{health}");
+    assert!(matches!(health.failed[0].1, Error::ShardFailed { shard: ShardId(0), .. }), "{health}");
     assert!(
         health.to_string().starts_with("ready 2/3, loading [], failed [0: shard 0 failed closed"),
         "{health}"

@@ -59,7 +59,7 @@ fn config(max_stubs: usize) -> TableConfig {
 type Ghost = (String, u16, u32, u64, u64, u64);
 
 /// Ghosts sorted by id, each id's tombstone epoch, and the sequence number.
-type State = (Vec<Ghost>, Vec<(String, Option<u64>)>, Option<u64>);
+type State = (Vec<Ghost>, Vec<(String, Option<Epoch>)>, Option<u64>);
 
 fn state(t: &GhostTable) -> State {
     let mut ghosts: Vec<Ghost> = t

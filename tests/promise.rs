@@ -65,7 +65,7 @@ async fn the_hold_outlives(what: &str, rt: &mut GhostRuntime, clock: &ManualCloc
         }
         "panic" => {
             rt.flush().await.unwrap();
-            assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: 0 }));
+            assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
         }
         "restart" => {
             rt.shutdown().await.unwrap();
@@ -274,10 +274,10 @@ fn seed_bytes_with_an_empty_node_id_load() {
     let bytes = [0x82, 0xa0, 0x93, 0x02, 0x01, 0x05, 0xa1, b'a', 0x93, 0x03, 0x02, 0x06];
     let config = TableConfig::default();
     let t = codec::decode_snapshot(&bytes, ShardId(0), &config).unwrap();
-    assert_eq!((t.len(), t.resolve(""), t.resolve("a")), (2, Some(2), Some(3)));
+    assert_eq!((t.len(), t.resolve(""), t.resolve("a")), (2, Some(ShardId(2)), Some(ShardId(3))));
     // Written back in this crate's format, it loads again.
     let again = codec::decode_snapshot(&codec::encode_snapshot(&t).unwrap(), ShardId(0), &config).unwrap();
-    assert_eq!(again.resolve(""), Some(2));
+    assert_eq!(again.resolve(""), Some(ShardId(2)));
     // New ids still may not be empty.
     let mut t = again;
     assert!(matches!(t.insert("", ShardId(1), 1, Epoch(1), 0), Err(Error::InvalidNodeId { len: 0, .. })));
@@ -382,12 +382,15 @@ fn a_snapshot_at_max_stubs_with_tombstones_imports() {
     for id in ["a", "c"] {
         t.insert(id, ShardId(1), 1, Epoch(1), 0).unwrap();
     }
-    assert_eq!(t.insert("b", ShardId(1), 1, Epoch(1), 0), Err(Error::TableFull { shard: 0, limit: 2 }));
+    assert_eq!(
+        t.insert("b", ShardId(1), 1, Epoch(1), 0),
+        Err(Error::TableFull { shard: ShardId(0), limit: 2 })
+    );
     assert_eq!(t.reclaim("c", Epoch(2), 0), Ok(MoveOutcome::Applied));
     // A tombstone is not a ghost: the room "c" left is "b"'s.
     t.insert("b", ShardId(1), 1, Epoch(1), 0).unwrap();
     let back = codec::decode_snapshot(&codec::encode_snapshot(&t).unwrap(), ShardId(0), &config).unwrap();
-    assert_eq!((back.len(), back.tombstone_epoch("c")), (2, Some(2)));
+    assert_eq!((back.len(), back.tombstone_epoch("c")), (2, Some(Epoch(2))));
 }
 
 #[actix::test]
@@ -413,7 +416,7 @@ async fn under_interval_durability_a_lost_batch_blocks_nothing() {
     .await
     .unwrap();
     rt.edge_batch(ShardId(0), Some(1), vec![EdgeEvent::added("n")]).await.unwrap();
-    assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: 0 }));
+    assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
     let next = rt.edge_batch(ShardId(0), Some(2), vec![EdgeEvent::added("m")]).await;
     assert!(next.is_ok(), "a batch after a loss the host was told of: {next:?}");
 }
@@ -489,7 +492,7 @@ async fn past_max_tombstones_a_reclaim_waits_and_no_stale_insert_gets_in() {
         let refused = rt.reclaim(ShardId(0), node, Epoch(2)).await;
         assert_eq!(
             refused,
-            Err(Error::TombstonesFull { shard: 0, limit: 3, lapses_in_ms: 57_000 }),
+            Err(Error::TombstonesFull { shard: ShardId(0), limit: 3, lapses_in_ms: 57_000 }),
             "{node}"
         );
         assert!(refused.unwrap_err().is_retryable());

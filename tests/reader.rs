@@ -111,9 +111,9 @@ struct Seen {
 
 fn check_err(e: &Error, acked: &Acked, seen: &mut Seen, what: &str) {
     match e {
-        Error::ShardLoading { shard: 0 } => seen.loading += 1,
+        Error::ShardLoading { shard: ShardId(0) } => seen.loading += 1,
         // Checked after the resolve: the corruption was set before any such answer.
-        Error::ShardFailed { shard: 0, cause } if acked.failing.load(Ordering::Acquire) => {
+        Error::ShardFailed { shard: ShardId(0), cause } if acked.failing.load(Ordering::Acquire) => {
             assert!(matches!(**cause, Error::Decode(_)), "{what}: {e}");
             seen.failed += 1;
         }
@@ -243,7 +243,7 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
                 // Failed closed for good: an error for every id, never `None`.
                 for id in ["p0", "never0", "m", "a0"] {
                     let e = reader.resolve(ShardId(0), id).unwrap_err();
-                    assert!(matches!(e, Error::ShardFailed { shard: 0, .. }), "{e}");
+                    assert!(matches!(e, Error::ShardFailed { shard: ShardId(0), .. }), "{e}");
                 }
                 assert!(verified);
                 seen
@@ -281,7 +281,7 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
         acked.reclaimed.store(r + 1, Ordering::Release);
         if r % 8 == 7 {
             // The shard restarts and reloads what is durable.
-            assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: 0 }));
+            assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
         }
     }
     rt.flush().await.unwrap(); // queued behind any reload: the shard is ready
@@ -290,7 +290,7 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
 
     store.corrupt.store(true, Ordering::SeqCst);
     acked.failing.store(true, Ordering::Release);
-    assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: 0 }));
+    assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
     assert!(matches!(rt.shard_stats(ShardId(0)).await.unwrap().state, ShardState::FailedClosed(_)));
     acked.failed.store(true, Ordering::Release);
     acked.finished.store(true, Ordering::Release);
@@ -318,7 +318,7 @@ fn check_wide(reader: &GhostReader, sample: &[(ShardId, &str)], acked_gone: &Ato
             true
         }
         Ok(answers) => panic!("a half-applied batch: {answers:?}"),
-        Err(Error::ShardLoading { shard: 0 }) => false,
+        Err(Error::ShardLoading { shard: ShardId(0) }) => false,
         Err(e) => panic!("unexpected {e:?}"),
     }
 }
@@ -360,7 +360,7 @@ async fn a_batch_that_panics_half_applied_is_never_seen_half() {
             [BatchPanicAt::Warm, BatchPanicAt::After(1), BatchPanicAt::After(700), BatchPanicAt::After(1200)]
                 [round % 4];
         let died = rt.request(ShardId(0), InjectBatchPanic { events: removals.clone(), at }).await;
-        assert_eq!(died, Err(Error::Panicked { shard: 0 }), "round {round}, {at:?}");
+        assert_eq!(died, Err(Error::Panicked { shard: ShardId(0) }), "round {round}, {at:?}");
         // Queued behind the reload: every ghost is back, as the store has it.
         assert_eq!(rt.resolve(ShardId(0), &ids[WIDE - 1]).await, Ok(Some(ShardId(1))), "round {round}");
         let back = rt.reader().resolve_many(&ids.iter().map(|id| (ShardId(0), &**id)).collect::<Vec<_>>());
@@ -447,19 +447,19 @@ async fn a_loading_shard_is_an_error_not_none() {
     let rt = runtime(store.clone(), shard_config());
     let reader = rt.reader();
     // Neither shard can have loaded: their loads wait for the gate.
-    assert_eq!(reader.resolve(ShardId(0), "a"), Err(Error::ShardLoading { shard: 0 }));
-    assert_eq!(reader.resolve_many(&[(ShardId(1), "a")]), Err(Error::ShardLoading { shard: 1 }));
+    assert_eq!(reader.resolve(ShardId(0), "a"), Err(Error::ShardLoading { shard: ShardId(0) }));
+    assert_eq!(reader.resolve_many(&[(ShardId(1), "a")]), Err(Error::ShardLoading { shard: ShardId(1) }));
     assert_eq!(
         reader.resolve_many(&[(ShardId(0), "a"), (ShardId(1), "b")]),
-        Err(Error::ShardLoading { shard: 0 })
+        Err(Error::ShardLoading { shard: ShardId(0) })
     );
     open.send(()).unwrap();
     open.send(()).unwrap();
     rt.insert_ghost(ShardId(0), ghost("a", 1, 1, 1)).await.unwrap();
     assert_eq!(reader.resolve(ShardId(0), "a"), Ok(Some(ShardId(1))));
     // A reload after a panic: loading again until the gate lets it through.
-    assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: 0 }));
-    assert_eq!(reader.resolve(ShardId(0), "a"), Err(Error::ShardLoading { shard: 0 }));
+    assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
+    assert_eq!(reader.resolve(ShardId(0), "a"), Err(Error::ShardLoading { shard: ShardId(0) }));
     assert_eq!(reader.resolve(ShardId(1), "a"), Ok(None), "the other shard serves meanwhile");
     open.send(()).unwrap();
     rt.flush().await.unwrap();
@@ -481,11 +481,11 @@ async fn failed_closed_down_fenced_and_unknown_shards_are_errors() {
     assert!(matches!(rt.shard_stats(ShardId(0)).await.unwrap().state, ShardState::FailedClosed(_)));
     let e = reader.resolve(ShardId(0), "a").unwrap_err();
     assert!(
-        matches!(&e, Error::ShardFailed { shard: 0, cause } if matches!(**cause, Error::Decode(_))),
+        matches!(&e, Error::ShardFailed { shard: ShardId(0), cause } if matches!(**cause, Error::Decode(_))),
         "{e}"
     );
     let e = reader.resolve_many(&[(ShardId(1), "a"), (ShardId(0), "a")]).unwrap_err();
-    assert!(matches!(e, Error::ShardFailed { shard: 0, .. }), "{e}");
+    assert!(matches!(e, Error::ShardFailed { shard: ShardId(0), .. }), "{e}");
     assert_eq!(reader.resolve(ShardId(7), "a"), Err(Error::UnknownShard(ShardId(7))));
     assert_eq!(reader.resolve_many(&[(ShardId(0), "a"), (ShardId(7), "a")]).unwrap_err(), e);
     rt.shutdown().await.unwrap();
@@ -499,9 +499,9 @@ async fn failed_closed_down_fenced_and_unknown_shards_are_errors() {
     let rt = runtime(store.clone(), config);
     let reader = rt.reader();
     rt.insert_ghost(ShardId(0), ghost("a", 1, 1, 1)).await.unwrap();
-    assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: 0 }));
+    assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
     assert_eq!(rt.shard_stats(ShardId(0)).await.unwrap().state, ShardState::Down);
-    assert_eq!(reader.resolve(ShardId(0), "a"), Err(Error::ShardDown { shard: 0, restarts: 1 }));
+    assert_eq!(reader.resolve(ShardId(0), "a"), Err(Error::ShardDown { shard: ShardId(0), restarts: 1 }));
     rt.shutdown().await.unwrap();
 
     // Fenced: the claim lapses behind the shard's back. The reader refuses at
@@ -513,8 +513,11 @@ async fn failed_closed_down_fenced_and_unknown_shards_are_errors() {
     rt.flush().await.unwrap();
     assert_eq!(reader.resolve(ShardId(0), "a"), Ok(Some(ShardId(1))));
     watch.revoke();
-    assert!(matches!(reader.resolve(ShardId(0), "a"), Err(Error::Fenced { shard: 0, .. })));
-    assert!(matches!(rt.resolve(ShardId(0), "a").await, Err(Error::Fenced { shard: 0, .. })));
-    assert!(matches!(reader.resolve_many(&[(ShardId(0), "a")]), Err(Error::Fenced { shard: 0, .. })));
+    assert!(matches!(reader.resolve(ShardId(0), "a"), Err(Error::Fenced { shard: ShardId(0), .. })));
+    assert!(matches!(rt.resolve(ShardId(0), "a").await, Err(Error::Fenced { shard: ShardId(0), .. })));
+    assert!(matches!(
+        reader.resolve_many(&[(ShardId(0), "a")]),
+        Err(Error::Fenced { shard: ShardId(0), .. })
+    ));
     rt.shutdown().await.unwrap();
 }

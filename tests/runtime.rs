@@ -218,7 +218,7 @@ async fn bulk_moves_answer_per_item_in_order_with_one_commit_per_shard() {
     let out = rt.insert_ghosts(batch).await;
     let after = rt.writer_stats().unwrap();
     assert_eq!(out.len(), 1_002);
-    assert_eq!(out[5], Err(Error::SelfTarget { shard: 2 }));
+    assert_eq!(out[5], Err(Error::SelfTarget { shard: ShardId(2) }));
     assert_eq!(out[7], Err(Error::UnknownShard(ShardId(9))));
     assert_eq!(out.iter().filter(|o| **o == Ok(InsertOutcome::Inserted)).count(), 1_000);
     assert!(after.shard_flushes - before.shard_flushes <= 4, "{before:?} -> {after:?}");

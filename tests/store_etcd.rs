@@ -242,7 +242,7 @@ fn a_second_owner_waits_and_the_first_is_fenced() {
     let impatient = EtcdConfig { acquire_timeout: Duration::from_millis(300), ..config(&prefix, "b") };
     let b = store(&ep, impatient);
     match b.load(ShardId(1), &cfg()) {
-        Err(Error::Fenced { shard: 1, cause }) => assert!(cause.contains("\"a\""), "{cause}"),
+        Err(Error::Fenced { shard: ShardId(1), cause }) => assert!(cause.contains("\"a\""), "{cause}"),
         other => panic!("b took a held shard: {other:?}"),
     }
     // A release hands it over at once; a's claim is then void.
@@ -252,7 +252,7 @@ fn a_second_owner_waits_and_the_first_is_fenced() {
     assert_eq!(loaded(&b, ShardId(1)), (vec![rec("x", 2, 1)], Some(1)));
     // `a` released its claim, so its next write is fenced (it never takes the shard back).
     let err = a.commit(&[changes(1, vec![rec("y", 2, 1)], &[], Some(2))]);
-    assert!(matches!(err, Err(Error::Fenced { shard: 1, .. })), "{err:?}");
+    assert!(matches!(err, Err(Error::Fenced { shard: ShardId(1), .. })), "{err:?}");
 
     // A frozen owner: b stops renewing; a takes the shard once the lease lapses,
     // and b's next write fails on the guard rather than overwrite a's.
@@ -262,7 +262,7 @@ fn a_second_owner_waits_and_the_first_is_fenced() {
     assert_eq!(loaded(&a2, ShardId(1)), (vec![rec("x", 2, 1)], Some(1)));
     assert!(t.elapsed() > Duration::from_millis(500), "waited for the lease: {:?}", t.elapsed());
     let err = b.commit(&[changes(1, vec![rec("z", 2, 1)], &[], Some(3))]);
-    assert!(matches!(err, Err(Error::Fenced { shard: 1, .. })), "{err:?}");
+    assert!(matches!(err, Err(Error::Fenced { shard: ShardId(1), .. })), "{err:?}");
     assert!(matches!(b.ownership(ShardId(1)).unwrap(), Ownership::Fenced { .. }));
     assert!(matches!(b.load(ShardId(1), &cfg()), Err(Error::Fenced { .. })), "a fenced shard stays fenced");
     assert_eq!(loaded(&a2, ShardId(1)), (vec![rec("x", 2, 1)], Some(1)), "nothing of b's landed");
@@ -292,7 +292,7 @@ fn a_lease_lost_behind_the_owners_back_fences_every_shard_it_held() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let err = s.commit(&[changes(1, vec![rec("z", 2, 1)], &[], None)]);
-    assert!(matches!(err, Err(Error::Fenced { shard: 1, .. })), "{err:?}");
+    assert!(matches!(err, Err(Error::Fenced { shard: ShardId(1), .. })), "{err:?}");
     // Taken back on purpose, under a new lease, with everything committed before.
     s.acquire(&[ShardId(1), ShardId(2)]).unwrap();
     assert_eq!(loaded(&s, ShardId(1)).0, vec![rec("x", 2, 1)]);
@@ -323,7 +323,7 @@ fn a_released_owner_cannot_take_its_shard_back_by_writing() {
         // A late lazy flush of a's still-running actor: stale changes that delete x.
         let err = a.commit(&[changes(1, vec![rec("z", 2, 1)], &["x"], Some(3))]);
         assert!(
-            matches!(err, Err(Error::Fenced { shard: 1, .. })),
+            matches!(err, Err(Error::Fenced { shard: ShardId(1), .. })),
             "release_all {release_all}: a released owner's late commit: {err:?}"
         );
         let c = store(&ep, config(&prefix, "c"));

@@ -286,6 +286,6 @@ fn large_load(store: &dyn GhostStore, checkpoint: &dyn Fn()) {
     // The index is live: a removal and an insert after the load work too.
     t.edge_removed("big-7");
     t.insert("big-new", ShardId(2), 1, Epoch(1), 0).unwrap();
-    assert_eq!(t.resolve("big-new"), Some(2));
-    assert_eq!(t.resolve("big-8"), Some(3));
+    assert_eq!(t.resolve("big-new"), Some(ShardId(2)));
+    assert_eq!(t.resolve("big-8"), Some(ShardId(3)));
 }

@@ -424,7 +424,7 @@ async fn a_shard_slow_to_answer_is_deferred_by_round_trip_time() {
     rt.start_sweeper(Arc::new(dir), config).unwrap();
     // A restart holds shard 0's mailbox for its reload delay (50 ms by default).
     let crashed = shards[0].1.send(InjectPanic).await.unwrap();
-    assert_eq!(crashed, Err(Error::Panicked { shard: 0 }));
+    assert_eq!(crashed, Err(Error::Panicked { shard: ShardId(0) }));
     let c = rt.run_sweep_pass().await.unwrap().counts;
     assert_eq!((c.deferred_busy, c.skipped_busy, c.shards_swept, c.kept), (1, 0, 2, 2), "{c:?}");
 }

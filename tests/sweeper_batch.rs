@@ -124,7 +124,7 @@ impl Verifier for Batching {
                     let mut out = Vec::with_capacity(n);
                     for (i, r) in requests.into_iter().enumerate() {
                         out.push(if i % 2 == 1 {
-                            Err(Error::TargetUnreachable { shard: r.target_shard.get() })
+                            Err(Error::TargetUnreachable { shard: r.target_shard })
                         } else {
                             this.dir.verify(r).await
                         });

@@ -307,7 +307,7 @@ impl Host {
     /// The truthful answer for `check`, now.
     fn answer(&self, c: &Check) -> Verdict {
         let n = node_of(&c.planned.node_id);
-        if self.epoch[n as usize] > c.planned.epoch {
+        if self.epoch[n as usize] > c.planned.epoch.get() {
             return Verdict::Redirect {
                 shard: ShardId(self.home[n as usize]),
                 epoch: Epoch(self.epoch[n as usize]),
@@ -604,7 +604,7 @@ async fn step(rt: &mut GhostRuntime, h: &mut Host, store: &StoreChoice, clock: &
             if h.down[shard as usize] {
                 assert!(matches!(got, Err(Error::ShardDown { .. })), "{got:?}");
             } else {
-                assert_eq!(got, Err(Error::Panicked { shard }));
+                assert_eq!(got, Err(Error::Panicked { shard: ShardId(shard) }));
                 h.note_restart(shard);
             }
         }

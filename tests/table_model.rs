@@ -301,7 +301,7 @@ impl Model {
         now: u64,
     ) -> Result<InsertOutcome, Error> {
         if target == SHARD {
-            return Err(Error::SelfTarget { shard: SHARD });
+            return Err(Error::SelfTarget { shard: ShardId(SHARD) });
         }
         self.now_hint = self.now_hint.max(now);
         if !self.stubs.contains_key(id) && self.tombstones.get(id).is_some_and(|&(e, _)| epoch <= e) {
@@ -439,7 +439,7 @@ impl Model {
 
     fn retarget(&mut self, id: &str, target: u16, epoch: u64) -> Result<MoveOutcome, Error> {
         if target == SHARD {
-            return Err(Error::SelfTarget { shard: SHARD });
+            return Err(Error::SelfTarget { shard: ShardId(SHARD) });
         }
         let Some(current) = self.stubs.get(id).map(|s| s.epoch) else {
             return Ok(MoveOutcome::UnknownNode);
@@ -701,7 +701,7 @@ fn plan(
         let Some(s) = before.get(&id) else {
             return Err(TestCaseError::fail(format!("check for absent {id}")));
         };
-        prop_assert_eq!((c.target_shard, c.epoch), (s.target, s.epoch));
+        prop_assert_eq!((c.target_shard, c.epoch), (ShardId(s.target), Epoch(s.epoch)));
         prop_assert!(s.refcount > 0, "{} has refcount 0 and needs no remote check", id);
         prop_assert!(m.maybe_due(s, now), "{} is in grace or back-off", id);
         prop_assert_eq!(Some(c.version), t.get(&id).map(|g| g.version));
@@ -723,7 +723,7 @@ fn plan(
     let mut lapsed = 0;
     for (id, (epoch, expires)) in m.tombstones.clone() {
         match t.tombstone_epoch(&id) {
-            Some(e) => prop_assert_eq!(e, epoch, "tombstone epoch of {}", id),
+            Some(e) => prop_assert_eq!(e, Epoch(epoch), "tombstone epoch of {}", id),
             None => {
                 prop_assert!(expires <= now, "tombstone of {} forgotten before it lapsed", id);
                 lapsed += 1;
@@ -783,11 +783,12 @@ fn compare(t: &GhostTable, m: &Model, h: &mut Harness, now: u64) -> Result<(), T
         h.versions.insert(id.to_owned(), (s.version, g.version));
     }
     let all: Vec<String> = (0..IDS).map(name).chain(["absent".to_owned()]).collect();
-    let want: Vec<Option<u16>> = all.iter().map(|id| m.stubs.get(id).map(|s| s.target)).collect();
+    let want: Vec<Option<ShardId>> =
+        all.iter().map(|id| m.stubs.get(id).map(|s| ShardId(s.target))).collect();
     prop_assert_eq!(t.resolve_many(all.iter().map(String::as_str)), want.clone());
     for (id, w) in all.iter().zip(&want) {
         prop_assert_eq!(t.resolve(id), *w);
-        prop_assert_eq!(t.get(id).map(|g| g.target_shard.get()), *w);
+        prop_assert_eq!(t.get(id).map(|g| g.target_shard), *w);
     }
     let records: HashMap<String, StubRecord> = t.records().map(|r| (r.node_id.clone(), r)).collect();
     prop_assert_eq!(records, m.records());

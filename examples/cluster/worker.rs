@@ -114,7 +114,7 @@ async fn acked(
     seq: u64,
     answer: actix::dev::Request<GhostActor, EdgeBatch>,
 ) -> vshard_ghosts::Result<()> {
-    answer.await.map_err(|_| vshard_ghosts::Error::Unavailable { shard })??;
+    answer.await.map_err(|_| vshard_ghosts::Error::Unavailable { shard: ShardId(shard) })??;
     say(&format!("ACK {shard} {seq}"));
     Ok(())
 }

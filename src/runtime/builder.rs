@@ -147,7 +147,7 @@ impl GhostRuntimeBuilder {
         let shard_config = Arc::new(config.shard.clone());
         let mut entries = Vec::with_capacity(config.shards.len());
         for (i, &id) in config.shards.iter().enumerate() {
-            let actor = GhostActor::new(id.get(), shard_config.clone(), writer.clone(), clock.clone());
+            let actor = GhostActor::new(id, shard_config.clone(), writer.clone(), clock.clone());
             let cell = actor.cell();
             entries.push(ShardEntry { id, cell, addr: actor.start_supervised_in(&handle(i)) });
         }

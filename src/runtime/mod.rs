@@ -120,7 +120,7 @@ impl GhostRuntime {
         M::Result: Send,
         GhostActor: Handler<M>,
     {
-        self.addr(shard)?.send(msg).await.map_err(|_| Error::MailboxClosed { shard: shard.get() })
+        self.addr(shard)?.send(msg).await.map_err(|_| Error::MailboxClosed { shard })
     }
 
     /// Sends any host message of [`messages`](crate::messages) to `shard`,
@@ -404,9 +404,9 @@ impl GhostRuntime {
 /// Flushes every shard of `shards` at once; shards with nothing of their own
 /// to flush are skipped.
 async fn flush_shards(shards: Shards) -> Result<()> {
-    let calls = shards.iter().map(|e| async move {
-        e.addr.send(Flush).await.map_err(|_| Error::MailboxClosed { shard: e.id.get() })
-    });
+    let calls = shards
+        .iter()
+        .map(|e| async move { e.addr.send(Flush).await.map_err(|_| Error::MailboxClosed { shard: e.id }) });
     for r in futures::future::join_all(calls).await {
         // A shard that failed closed, or that another process may own
         // now (fenced), has nothing of its own to flush.

@@ -73,7 +73,7 @@ impl GhostReader {
     pub fn resolve(&self, shard: ShardId, node_id: &str) -> Result<Option<ShardId>> {
         let cell = self.cell(shard)?;
         let view = cell.read();
-        Ok(view.table()?.resolve(node_id).map(ShardId))
+        Ok(view.table()?.resolve(node_id))
     }
 
     /// Resolves a traversal frontier of `(shard, node)` pairs, answers in
@@ -149,7 +149,7 @@ fn resolve_whole<'f>(
                 continue 'whole;
             }
             for j in start..len.min(start + chunk) {
-                answer(j, table.resolve(id(j)).map(ShardId));
+                answer(j, table.resolve(id(j)));
             }
         }
         return Ok(());

@@ -6,7 +6,6 @@ use super::effects::{Effect, Restart, Token};
 use super::state::State;
 use crate::config::Durability;
 use crate::error::{Error, Result};
-use crate::ids::ShardId;
 use crate::table::ShardChanges;
 
 /// The requests waiting for a commit, and whether one is in flight or armed.
@@ -118,7 +117,7 @@ impl ShardCore {
             }
             return;
         }
-        let changes = ShardChanges { shard: ShardId(self.shard), changes: table.take_changes() };
+        let changes = ShardChanges { shard: self.shard, changes: table.take_changes() };
         self.flush.flushing = true;
         self.flush.in_flight = waiters;
         self.seq.flush_started();

@@ -87,7 +87,7 @@ fn a_stored_tombstone_lapses_the_skew_later_and_stays_as_stored_across_reloads()
     let mut twice = reloaded(&reloaded(&t));
     // Stored to lapse at 1 005 on the writer's clock: kept until 1 055 on ours.
     twice.plan_sweep(1_054, usize::MAX);
-    assert_eq!(twice.tombstone_epoch("n"), Some(2), "forgotten early on a clock 50 ms ahead");
+    assert_eq!(twice.tombstone_epoch("n"), Some(Epoch(2)), "forgotten early on a clock 50 ms ahead");
     assert_eq!(twice.insert("n", ShardId(1), 2, Epoch(1), 1_054).unwrap(), InsertOutcome::Stale);
     twice.plan_sweep(1_055, usize::MAX);
     assert_eq!(twice.tombstone_epoch("n"), None);
@@ -121,7 +121,7 @@ fn a_table_loaded_on_the_clock_that_wrote_it_reads_its_times_as_written() {
     let mut t = reloaded(&t);
     t.trust_stored_times();
     assert_eq!(purged_at(&mut t, 1_004), 0);
-    assert_eq!(t.tombstone_epoch("n"), Some(2));
+    assert_eq!(t.tombstone_epoch("n"), Some(Epoch(2)));
     assert_eq!(purged_at(&mut t, 1_005), 0);
     assert_eq!(t.tombstone_epoch("n"), None);
     assert_eq!(purged_at(&mut t, 1_099), 0);

@@ -35,7 +35,7 @@ fn short_and_long_ids_survive_growth_removal_and_compaction() {
     let live = |i: &usize| !purged(*i);
     let check = |t: &GhostTable| {
         for i in 0..3000 {
-            let want = live(&i).then_some(1 + (i % 7) as u16);
+            let want = live(&i).then_some(ShardId(1 + (i % 7) as u16));
             assert_eq!(t.resolve(&id(i)), want, "{}", id(i));
         }
         let mut ids: Vec<String> = t.iter().map(|(s, _)| s.to_owned()).collect();
@@ -54,7 +54,7 @@ fn short_and_long_ids_survive_growth_removal_and_compaction() {
 fn lifecycle_purges_when_the_last_edge_goes() {
     let mut t = table();
     t.insert("node-42", ShardId(10), 3, Epoch(1), 0).unwrap();
-    assert_eq!(t.resolve("node-42"), Some(10));
+    assert_eq!(t.resolve("node-42"), Some(ShardId(10)));
     assert_eq!(t.resolve("elsewhere"), None);
     assert_eq!(t.edge_removed("node-42"), EdgeOutcome::Applied { refcount: 2 });
     assert_eq!(t.edge_removed("node-42"), EdgeOutcome::Applied { refcount: 1 });
@@ -102,7 +102,7 @@ fn zero_refcount_ghosts_are_purged_without_a_remote_call() {
 fn resolve_many_serves_a_traversal_frontier() {
     let mut t = table();
     t.insert("migrated-node", ShardId(42), 5, Epoch(1), 0).unwrap();
-    assert_eq!(t.resolve_many(["local", "migrated-node"]), vec![None, Some(42)]);
+    assert_eq!(t.resolve_many(["local", "migrated-node"]), vec![None, Some(ShardId(42))]);
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn epochs_order_moves() {
     assert_eq!(t.insert("n", ShardId(2), 1, Epoch(4), 0).unwrap(), InsertOutcome::Stale);
     assert_eq!(t.retarget("n", ShardId(3), Epoch(5)).unwrap(), MoveOutcome::Stale);
     assert_eq!(t.retarget("n", ShardId(3), Epoch(6)).unwrap(), MoveOutcome::Applied);
-    assert_eq!(t.resolve("n"), Some(3));
+    assert_eq!(t.resolve("n"), Some(ShardId(3)));
     assert_eq!(t.reclaim("n", Epoch(6), 0), Ok(MoveOutcome::Stale));
     assert_eq!(t.reclaim("n", Epoch(7), 0), Ok(MoveOutcome::Applied));
     assert!(t.is_empty());
@@ -149,9 +149,9 @@ fn bad_ids_and_self_targets_are_typed_errors() {
     assert!(matches!(t.insert("", ShardId(1), 1, Epoch(1), 0), Err(Error::InvalidNodeId { .. })));
     let long = "x".repeat(2000);
     assert!(matches!(t.insert(&long, ShardId(1), 1, Epoch(1), 0), Err(Error::InvalidNodeId { .. })));
-    assert_eq!(t.insert("n", ShardId(0), 1, Epoch(1), 0), Err(Error::SelfTarget { shard: 0 }));
+    assert_eq!(t.insert("n", ShardId(0), 1, Epoch(1), 0), Err(Error::SelfTarget { shard: ShardId(0) }));
     t.insert("n", ShardId(1), 1, Epoch(1), 0).unwrap();
-    assert_eq!(t.retarget("n", ShardId(0), Epoch(2)), Err(Error::SelfTarget { shard: 0 }));
+    assert_eq!(t.retarget("n", ShardId(0), Epoch(2)), Err(Error::SelfTarget { shard: ShardId(0) }));
     assert!(t.is_empty() || t.len() == 1);
 }
 
@@ -219,9 +219,9 @@ fn redirects_follow_chained_moves_and_moves_back() {
         _ => Verdict::Redirect { shard: ShardId(2), epoch: Epoch(3) },
     });
     assert_eq!((r.redirected, r.reclaimed, r.stale), (1, 1, 1));
-    assert_eq!(t.resolve("c"), Some(2));
+    assert_eq!(t.resolve("c"), Some(ShardId(2)));
     assert_eq!(t.resolve("back"), None);
-    assert_eq!(t.resolve("old"), Some(1));
+    assert_eq!(t.resolve("old"), Some(ShardId(1)));
 }
 
 /// Plans one single-stub page at `now`; returns the check if the stub was due.
@@ -355,7 +355,7 @@ fn a_reclaim_after_a_purge_still_refuses_older_inserts() {
     assert_eq!(t.edge_removed("n"), EdgeOutcome::Purged);
     assert_eq!(t.reclaim("n", Epoch(2), 5), Ok(MoveOutcome::UnknownNode));
     assert_eq!(t.insert("n", ShardId(1), 1, Epoch(1), 6).unwrap(), InsertOutcome::Stale);
-    assert_eq!(t.tombstone_epoch("n"), Some(2));
+    assert_eq!(t.tombstone_epoch("n"), Some(Epoch(2)));
 }
 
 /// Two tables with the same ghosts, `n` of them, refcount 1..=3.

@@ -64,7 +64,7 @@ impl std::fmt::Debug for CoreDriver {
 impl CoreDriver {
     /// A core for `shard`, loading; nothing happens before [`start`](Self::start).
     pub fn new(shard: ShardId, config: &ShardConfig, incarnation: u64) -> Self {
-        Self { core: ShardCore::new(shard.get(), config, incarnation) }
+        Self { core: ShardCore::new(shard, config, incarnation) }
     }
 
     /// The effects queued since the last call, in order.

@@ -286,7 +286,7 @@ impl World {
                 Req::Batch { seq } => Some(*seq),
                 _ => None,
             });
-            self.reply(rid, &req, Err(Error::Panicked { shard: SHARD }), None)?;
+            self.reply(rid, &req, Err(Error::Panicked { shard: ShardId(SHARD) }), None)?;
             return self.drain();
         }
         let now = self.now;
@@ -500,7 +500,7 @@ impl World {
         let result = match fate {
             0 => self.store.load(ShardId(SHARD), &self.config.table),
             1 => Err(Error::store("load failed")),
-            _ => Err(Error::Fenced { shard: SHARD, cause: "owned elsewhere".into() }),
+            _ => Err(Error::Fenced { shard: ShardId(SHARD), cause: "owned elsewhere".into() }),
         };
         self.core.loaded(result);
         self.drain()
@@ -550,7 +550,7 @@ impl World {
         // it again in order.
         let lost: Vec<(Id, Req)> = self.mailbox.drain(..).collect();
         for (rid, req) in lost {
-            self.reply(rid, &req, Err(Error::MailboxClosed { shard: SHARD }), None)?;
+            self.reply(rid, &req, Err(Error::MailboxClosed { shard: ShardId(SHARD) }), None)?;
         }
         self.host_restart(0);
         self.drain()
