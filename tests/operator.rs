@@ -199,10 +199,14 @@ async fn the_sweeper_starts_after_the_replay_and_stops_with_its_totals() {
 async fn wait_until_swept_answers_once_every_due_ghost_is_verified_or_backed_off() {
     let dir = DirectoryVerifier::new();
     // The bucket runs on the manual clock too: big enough for every pass here.
+    // A fixed rate: a probe slowed by a loaded machine would cut an adaptive
+    // one, and the bucket, left one token, refills only as the manual clock
+    // moves, which it does not during a pass (the pass waited forever).
     let sweep = SweeperConfig {
         pass_interval: None,
         verifies_per_second: 10_000,
         burst: 1_000,
+        latency_target: None,
         ..SweeperConfig::default()
     };
     let clock = vshard_ghosts::testing::ManualClock::new(1_000);
