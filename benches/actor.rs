@@ -20,7 +20,7 @@ fn ids() -> Vec<Box<str>> {
 }
 
 fn filled(ids: &[Box<str>]) -> GhostTable {
-    let mut t = GhostTable::with_capacity(0, TableConfig::default(), N).unwrap();
+    let mut t = GhostTable::with_capacity(ShardId(0), TableConfig::default(), N).unwrap();
     for (i, id) in ids.iter().enumerate() {
         t.insert(id, ShardId((i % 1024) as u16 + 1), 1 << 20, Epoch(1), 0).unwrap();
     }
@@ -48,7 +48,7 @@ fn shard_on(store: Arc<dyn GhostStore>) -> (Addr<GhostActor>, GhostRuntime) {
         ..RuntimeConfig::default()
     };
     let rt = GhostRuntime::builder().config(config).store(StoreChoice::Custom(store)).start().unwrap();
-    (rt.addr(0).unwrap().clone(), rt)
+    (rt.addr(ShardId(0)).unwrap().clone(), rt)
 }
 
 async fn pipelined(addr: &Addr<GhostActor>, batches: &[EdgeEvents], iters: u64, window: usize) -> Duration {
@@ -151,7 +151,9 @@ fn reload(c: &mut Criterion) {
     store.replace(&filled(&ids)).unwrap();
     let mut g = c.benchmark_group("reload_1m");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
-    g.bench_function("redb_load", |b| b.iter(|| black_box(store.load(0, &TableConfig::default()).unwrap())));
+    g.bench_function("redb_load", |b| {
+        b.iter(|| black_box(store.load(ShardId(0), &TableConfig::default()).unwrap()))
+    });
     g.finish();
 }
 

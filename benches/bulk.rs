@@ -40,7 +40,7 @@ fn run(way: Way) -> f64 {
     let path = dir.path().join("ghosts.redb");
     actix::System::new().block_on(async move {
         let rt = GhostRuntime::builder()
-            .shards(0..SHARDS)
+            .shards((0..SHARDS).map(ShardId))
             .arbiters(2)
             .store(StoreChoice::Redb(path))
             .start()

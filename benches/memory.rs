@@ -30,7 +30,7 @@ fn main() {
         return;
     };
     // Grown one insert at a time, as the seed's table is, not pre-sized.
-    let mut t = GhostTable::new(0, TableConfig::default()).unwrap();
+    let mut t = GhostTable::new(ShardId(0), TableConfig::default()).unwrap();
     for (i, id) in ids.iter().enumerate() {
         t.insert(id, ShardId((i % 1024) as u16 + 1), 1, Epoch(1), 0).unwrap();
     }
@@ -50,7 +50,7 @@ fn main() {
 fn tombstones(ids: &[String]) {
     let n = ids.len();
     let config = TableConfig { max_tombstones: n, ..TableConfig::default() };
-    let mut t = GhostTable::new(0, config).unwrap();
+    let mut t = GhostTable::new(ShardId(0), config).unwrap();
     let before = rss_kb().unwrap_or(0);
     let start = Instant::now();
     for id in ids {

@@ -33,7 +33,7 @@ fn ids() -> Vec<Box<str>> {
 }
 
 fn filled(ids: &[Box<str>]) -> GhostTable {
-    let mut t = GhostTable::with_capacity(0, TableConfig::default(), N).unwrap();
+    let mut t = GhostTable::with_capacity(ShardId(0), TableConfig::default(), N).unwrap();
     for (i, id) in ids.iter().enumerate() {
         t.insert(id, ShardId((i % 1024) as u16 + 1), 1 << 20, Epoch(1), 0).unwrap();
     }
@@ -319,7 +319,7 @@ fn start_shard(raw: &GhostTable) -> (SystemRunner, GhostRuntime, Addr<GhostActor
     let rt = sys.block_on(async {
         GhostRuntime::builder().config(config).store(StoreChoice::Custom(store)).start().unwrap()
     });
-    let addr = rt.addr(0).unwrap().clone();
+    let addr = rt.addr(ShardId(0)).unwrap().clone();
     sys.block_on(async { addr.send(Flush).await.unwrap().unwrap() });
     let reader = rt.reader();
     (sys, rt, addr, reader)
@@ -335,7 +335,7 @@ fn readers_on(
         let (reader, ids) = (reader.clone(), ids.clone());
         let mut rng = fastrand::Rng::with_seed(10 + k as u64);
         move || {
-            black_box(reader.resolve(0, &ids[rng.usize(0..N)]).unwrap());
+            black_box(reader.resolve(ShardId(0), &ids[rng.usize(0..N)]).unwrap());
         }
     })
 }
@@ -398,7 +398,7 @@ fn reader_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
     let last_core = core_affinity::get_core_ids().and_then(|c| c.last().copied());
     for _ in 0..ROUNDS {
         f[0].push(ns_per_lookup(ids, &picks, |id| raw.resolve(id).is_some()));
-        f[1].push(ns_per_lookup(ids, &picks, |id| reader.resolve(0, id).unwrap().is_some()));
+        f[1].push(ns_per_lookup(ids, &picks, |id| reader.resolve(ShardId(0), id).unwrap().is_some()));
         // The actor applying batches at full speed meanwhile, driven from a thread of its own.
         let driver = {
             let (addr, batches) = (addr.clone(), batches.clone());
@@ -412,7 +412,7 @@ fn reader_figures(ids: &Arc<Vec<Box<str>>>, batches: &Arc<Vec<EdgeEvents>>) {
                 }
             })
         };
-        f[2].push(ns_per_lookup(ids, &picks, |id| reader.resolve(0, id).unwrap().is_some()));
+        f[2].push(ns_per_lookup(ids, &picks, |id| reader.resolve(ShardId(0), id).unwrap().is_some()));
         assert!(driver.stop() > 0, "the actor applied batches meanwhile");
         f[3].push(actor_rate(&addr, batches, &tokio));
         let readers = readers_on(&reader, ids, None);

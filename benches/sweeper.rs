@@ -54,7 +54,7 @@ fn seed(store: &MemoryStore, dir: &DirectoryVerifier, config: &TableConfig) {
 fn seed_at(store: &MemoryStore, dir: &DirectoryVerifier, config: &TableConfig, now_ms: u64) {
     for shard in 0..SHARDS {
         let target = (shard + 1) % SHARDS;
-        let mut t = GhostTable::with_capacity(shard, config.clone(), GHOSTS_PER_SHARD).unwrap();
+        let mut t = GhostTable::with_capacity(ShardId(shard), config.clone(), GHOSTS_PER_SHARD).unwrap();
         for i in 0..GHOSTS_PER_SHARD {
             t.insert(&id(shard, i), ShardId(target), 1, Epoch(1), now_ms).unwrap();
             dir.record_move(&id(shard, i), ShardId(target), Epoch(1));
@@ -80,9 +80,9 @@ async fn start_shards(dir: &DirectoryVerifier) -> (GhostRuntime, Shards) {
         ..RuntimeConfig::default()
     };
     let rt = GhostRuntime::builder().config(config).store(StoreChoice::Custom(store)).start().unwrap();
-    let shards: Shards = (0..SHARDS).map(|s| (s, rt.addr(s).unwrap().clone())).collect();
+    let shards: Shards = (0..SHARDS).map(|s| (s, rt.addr(ShardId(s)).unwrap().clone())).collect();
     for s in 0..SHARDS {
-        rt.shard_stats(s).await.unwrap(); // loaded
+        rt.shard_stats(ShardId(s)).await.unwrap(); // loaded
     }
     (rt, shards)
 }
@@ -364,7 +364,7 @@ async fn idle_cost() {
     };
     let rt = GhostRuntime::builder().config(config).store(StoreChoice::Custom(store)).start().unwrap();
     for s in 0..SHARDS {
-        rt.shard_stats(s).await.unwrap();
+        rt.shard_stats(ShardId(s)).await.unwrap();
     }
     let cases: [(&str, Option<Duration>, bool); 4] = [
         ("paused, pass_interval 1 ms", Some(Duration::from_millis(1)), true),

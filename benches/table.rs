@@ -35,7 +35,7 @@ fn shuffled(n: usize) -> Vec<usize> {
 }
 
 fn filled(ids: &[String]) -> GhostTable {
-    let mut t = GhostTable::with_capacity(0, TableConfig::default(), ids.len()).unwrap();
+    let mut t = GhostTable::with_capacity(ShardId(0), TableConfig::default(), ids.len()).unwrap();
     for (i, id) in ids.iter().enumerate() {
         // A high refcount keeps removals from purging during the run.
         t.insert(id, ShardId((i % 1024) as u16 + 1), 1 << 30, Epoch(1), 0).unwrap();
@@ -98,7 +98,7 @@ fn ours(
         black_box(&bytes);
         encode_ms = s.elapsed().as_secs_f64() * 1e3;
         let s = Instant::now();
-        black_box(codec::decode_snapshot(bytes, 0, &TableConfig::default()).unwrap());
+        black_box(codec::decode_snapshot(bytes, ShardId(0), &TableConfig::default()).unwrap());
         decode_ms = s.elapsed().as_secs_f64() * 1e3;
     }
     Ours { added, removed, resolve, batch_event, encode_ms, decode_ms }

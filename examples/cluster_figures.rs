@@ -119,7 +119,7 @@ fn etcd_config(prefix: &str, owner: &str) -> EtcdConfig {
 /// The child: takes `shards` under `prefix` with the default lease, says so, and waits to be killed.
 fn hold(etcd: &str, prefix: &str, shards: u16) -> Result<()> {
     let store = EtcdStore::connect([etcd], etcd_config(prefix, "victim"))?;
-    store.acquire(&(0..shards).collect::<Vec<_>>())?;
+    store.acquire(&(0..shards).map(ShardId).collect::<Vec<_>>())?;
     println!("HOLDING");
     std::io::stdout().flush()?;
     loop {
@@ -149,7 +149,7 @@ fn takeover(etcd: &str, shards: u16) -> Result<()> {
     child.kill()?; // SIGKILL
     let killed = Instant::now();
     child.wait()?;
-    survivor.acquire(&(0..shards).collect::<Vec<_>>())?;
+    survivor.acquire(&(0..shards).map(ShardId).collect::<Vec<_>>())?;
     let acquired = killed.elapsed();
     while (0..shards).any(|s| watch.route(ShardId(s)).as_deref() != Some("http://127.0.0.1:2")) {
         std::thread::sleep(Duration::from_millis(1));
@@ -170,7 +170,7 @@ fn takeover(etcd: &str, shards: u16) -> Result<()> {
 /// them) and known there, due at once (inserted at time 0).
 fn seed(store: &MemoryStore, dir: &DirectoryVerifier, args: &Args) -> Result<()> {
     for shard in 0..args.shards {
-        let mut t = GhostTable::new(shard, TableConfig::default())?;
+        let mut t = GhostTable::new(ShardId(shard), TableConfig::default())?;
         for i in (usize::from(shard)..args.ghosts).step_by(usize::from(args.shards)) {
             let (id, target) = (
                 format!("node-{i}"),
@@ -199,12 +199,12 @@ fn sweep(store: Arc<MemoryStore>, verifier: Arc<dyn Verifier>, args: &Args) -> R
     let shards = args.shards;
     let out = actix::System::new().block_on(async move {
         let rt = GhostRuntime::builder()
-            .shards(0..shards)
+            .shards((0..shards).map(ShardId))
             .store(StoreChoice::Custom(store))
             .sweeper(verifier, config)
             .start()?;
         for s in 0..shards {
-            rt.shard_stats(s).await?; // loaded before the clock starts
+            rt.shard_stats(ShardId(s)).await?; // loaded before the clock starts
         }
         let t0 = Instant::now();
         let report = rt.run_sweep_pass().await?;

@@ -82,17 +82,18 @@ fn main() -> Result<()> {
             if batch.len() == 10_000 || i + 1 == args.reload {
                 let changes = ChangeSet::from_parts(batch.iter().map(Into::into), [], None);
                 batch.clear();
-                store.commit(&[ShardChanges { shard: 1, changes }])?;
+                store.commit(&[ShardChanges { shard: ShardId(1), changes }])?;
             }
         }
         let write = t.elapsed();
         let t = Instant::now();
-        let table = store.load(1, &TableConfig::default())?;
+        let table = store.load(ShardId(1), &TableConfig::default())?;
         let load = t.elapsed();
         assert_eq!(table.len(), args.reload as usize);
         println!("| {name} | {:.2} s | {:.0} ms |", write.as_secs_f64(), load.as_secs_f64() * 1e3);
     }
-    let snapshot = vshard_ghosts::codec::encode_snapshot(&etcd.load(1, &TableConfig::default())?)?.len();
+    let snapshot =
+        vshard_ghosts::codec::encode_snapshot(&etcd.load(ShardId(1), &TableConfig::default())?)?.len();
     let (keys, bytes) = live_bytes(&args.etcd, &etcd.config().prefix)?;
     let ghosts = f64::from(args.reload);
     println!(
@@ -121,13 +122,14 @@ fn live_bytes(endpoint: &str, prefix: &str) -> Result<(i64, u64)> {
 /// Runs the events through a one-shard runtime; returns events/s, events per
 /// store commit and the mean commit time in µs.
 async fn throughput(store: Arc<dyn GhostStore>, args: &Args) -> Result<(f64, f64, f64)> {
-    let rt =
-        Arc::new(GhostRuntime::builder().shards([0]).arbiters(1).store(StoreChoice::Custom(store)).start()?);
+    let rt = Arc::new(
+        GhostRuntime::builder().shards([ShardId(0)]).arbiters(1).store(StoreChoice::Custom(store)).start()?,
+    );
     let ids: Arc<Vec<String>> = Arc::new((0..args.ghosts).map(|i| format!("node:{i}")).collect());
     for chunk in ids.chunks(args.in_flight as usize) {
         let inserts = chunk.iter().map(|id| {
             rt.insert_ghost(
-                0,
+                ShardId(0),
                 InsertGhost { node_id: id.as_str().into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
             )
         });
@@ -144,7 +146,7 @@ async fn throughput(store: Arc<dyn GhostStore>, args: &Args) -> Result<(f64, f64
             actix::spawn(async move {
                 let mut rng = fastrand::Rng::new();
                 for _ in 0..per_task {
-                    rt.edge_added(0, &ids[rng.usize(..ids.len())]).await?;
+                    rt.edge_added(ShardId(0), &ids[rng.usize(..ids.len())]).await?;
                 }
                 Ok::<_, vshard_ghosts::Error>(())
             })

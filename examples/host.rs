@@ -188,7 +188,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         println!(
             "shard 0 applied {} batches; ghosts left there: {}",
             log.len(),
-            rt.shard_stats(0).await?.table.ghosts
+            rt.shard_stats(ShardId(0)).await?.table.ghosts
         );
 
         // The rest live where the ghosts say: a sweep keeps them.

@@ -17,7 +17,7 @@ fn runtime(path: &std::path::Path, verifier: &Arc<DirectoryVerifier>) -> Result<
     // Passes only on demand here; a server keeps the default (one a minute).
     let sweeper = SweeperConfig { pass_interval: None, ..SweeperConfig::default() };
     GhostRuntime::builder()
-        .shards(0..SHARDS)
+        .shards((0..SHARDS).map(ShardId))
         .store(StoreChoice::Redb(path.to_owned()))
         .sweeper(verifier.clone(), sweeper)
         .start()
@@ -55,8 +55,8 @@ fn main() -> Result<()> {
         // number, so the host can replay its log after a crash.
         let mut events = EdgeEvents::new();
         events.added("node-00000000");
-        rt.edge_batch(0, Some(1), events.clone()).await?;
-        assert!(rt.edge_batch(0, Some(1), events).await?.skipped, "a replay changes nothing");
+        rt.edge_batch(ShardId(0), Some(1), events.clone()).await?;
+        assert!(rt.edge_batch(ShardId(0), Some(1), events).await?.skipped, "a replay changes nothing");
 
         // A traversal frontier: where to forward each (shard, node).
         let hops = rt.resolve_many(&[(ShardId(0), "node-00000000"), (ShardId(0), "local-node")]).await?;
@@ -83,7 +83,7 @@ fn main() -> Result<()> {
         let ghosts: u64 = stats.iter().map(|s| s.table.ghosts).sum();
         println!("reloaded {ghosts} ghosts over {SHARDS} shards in {:.2?}", started.elapsed());
         assert_eq!(ghosts, u64::from(n));
-        assert_eq!(rt.shard_stats(0).await?.table.applied_seq, Some(1));
+        assert_eq!(rt.shard_stats(ShardId(0)).await?.table.applied_seq, Some(1));
         rt.shutdown().await
     })
 }

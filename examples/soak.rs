@@ -58,7 +58,7 @@ fn main() -> std::process::ExitCode {
 async fn soak(events: u64, path: std::path::PathBuf) -> Result<bool> {
     let rt = Arc::new(
         GhostRuntime::builder()
-            .shards(0..SHARDS)
+            .shards((0..SHARDS).map(ShardId))
             .shard_config(ShardConfig { mailbox_capacity: 256, ..ShardConfig::default() })
             // A bounded redb cache: what remains must not grow with the events.
             .store(StoreChoice::Custom(Arc::new(
@@ -72,7 +72,7 @@ async fn soak(events: u64, path: std::path::PathBuf) -> Result<bool> {
             let rt = rt.clone();
             async move {
                 rt.insert_ghost(
-                    s,
+                    ShardId(s),
                     InsertGhost {
                         node_id: node(i).into(),
                         target: ShardId((s + 1) % SHARDS),
@@ -116,7 +116,7 @@ async fn soak(events: u64, path: std::path::PathBuf) -> Result<bool> {
                         })
                         .collect();
                     let seq = round * 1_000_000 + b + 1;
-                    rt.edge_batch(s, Some(seq), batch).await?;
+                    rt.edge_batch(ShardId(s), Some(seq), batch).await?;
                 }
                 Ok::<_, Error>((s, delta))
             }
@@ -143,7 +143,7 @@ async fn soak(events: u64, path: std::path::PathBuf) -> Result<bool> {
 
     let mut ok = true;
     for s in 0..SHARDS {
-        let held = rt.request(s, ExportRecords).await?;
+        let held = rt.request(ShardId(s), ExportRecords).await?;
         if held.len() != GHOSTS_PER_SHARD as usize {
             println!("shard {s}: {} ghosts, expected {GHOSTS_PER_SHARD}", held.len());
             ok = false;

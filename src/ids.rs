@@ -29,18 +29,6 @@ impl Epoch {
     }
 }
 
-impl From<u16> for ShardId {
-    fn from(id: u16) -> Self {
-        Self(id)
-    }
-}
-
-impl From<u64> for Epoch {
-    fn from(epoch: u64) -> Self {
-        Self(epoch)
-    }
-}
-
 impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

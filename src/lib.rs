@@ -57,7 +57,7 @@
 //! actix::System::new().block_on(async {
 //!     let verifier = Arc::new(DirectoryVerifier::new());
 //!     let rt = GhostRuntime::builder()
-//!         .shards(0..4)
+//!         .shards((0..4).map(ShardId))
 //!         .store(StoreChoice::Memory)
 //!         .sweeper(verifier.clone(), SweeperConfig::default())
 //!         .start()?;
@@ -66,15 +66,15 @@
 //!     // shard 0's edges point at it. Answered once durable.
 //!     verifier.record_move("user:42", ShardId(3), Epoch(1));
 //!     let ghost = InsertGhost { node_id: "user:42".into(), target: ShardId(3), refcount: 2, epoch: Epoch(1) };
-//!     rt.insert_ghost(0, ghost).await?;
-//!     assert_eq!(rt.resolve(0, "user:42").await?, Some(ShardId(3)));
+//!     rt.insert_ghost(ShardId(0), ghost).await?;
+//!     assert_eq!(rt.resolve(ShardId(0), "user:42").await?, Some(ShardId(3)));
 //!
 //!     // Both edges go (batch 1 of shard 0's edge log): so does the ghost.
 //!     let mut events = EdgeEvents::new();
 //!     events.removed("user:42");
 //!     events.removed("user:42");
-//!     rt.edge_batch(0, Some(1), events).await?;
-//!     assert_eq!(rt.resolve(0, "user:42").await?, None);
+//!     rt.edge_batch(ShardId(0), Some(1), events).await?;
+//!     assert_eq!(rt.resolve(ShardId(0), "user:42").await?, None);
 //!     rt.shutdown().await
 //! })?;
 //! # Ok::<(), vshard_ghosts::Error>(())

@@ -215,7 +215,7 @@ impl PlanSweep {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlanReply {
     /// The shard.
-    pub shard: u16,
+    pub shard: ShardId,
     /// Changes on every (re)start; verdicts for another incarnation are stale.
     pub incarnation: u64,
     /// The page.

@@ -63,7 +63,7 @@ pub const WRITER_QUEUE: &str = "vshard_ghosts_writer_queue";
 
 /// Publishes one shard's polled statistics. Table counters restart from zero
 /// when a shard reloads; Prometheus-style `rate()` treats that as a counter reset.
-pub fn export_shard(stats: &crate::messages::ShardStats, shard: u16) {
+pub fn export_shard(stats: &crate::messages::ShardStats, shard: crate::ShardId) {
     use crate::messages::ShardState;
     let label = shard.to_string();
     let t = &stats.table;

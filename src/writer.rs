@@ -6,6 +6,7 @@
 
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
+use crate::ids::ShardId;
 use crate::store::{ClaimWatch, GhostStore};
 use crate::table::GhostTable;
 use crate::table::ShardChanges;
@@ -20,7 +21,7 @@ const MAX_MERGE: usize = 256;
 
 enum Job {
     Commit(ShardChanges, oneshot::Sender<Result<()>>),
-    Load(u16, TableConfig, oneshot::Sender<Result<Claimed>>),
+    Load(ShardId, TableConfig, oneshot::Sender<Result<Claimed>>),
     /// Ends the thread once the jobs queued before it are done.
     Close,
 }
@@ -97,7 +98,7 @@ impl StoreWriter {
     /// ([`GhostStore::claim`]; `None`: the store has no ownership to lose).
     pub(crate) async fn load_claimed(
         &self,
-        shard: u16,
+        shard: ShardId,
         config: TableConfig,
     ) -> Result<(GhostTable, Option<ClaimWatch>)> {
         let (tx, rx) = oneshot::channel();
@@ -202,7 +203,7 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
     }
     // Closed, or every handle is gone: nothing of this process writes these
     // shards again, so a store with ownership can hand them over at once.
-    let served: Vec<u16> = served.into_iter().collect();
+    let served: Vec<ShardId> = served.into_iter().collect();
     if let Err(e) = guarded(|| store.release_shards(&served)) {
         tracing::warn!(error = %e.chain(), shards = served.len(), "releasing the shards failed; their ownership lapses");
     }

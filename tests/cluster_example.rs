@@ -109,23 +109,26 @@ const LAST: u64 = 5;
 fn ledger_victim() {
     let Ok(prefix) = std::env::var(VICTIM_ENV) else { return };
     let store = support::takeover_store(&prefix, "victim");
-    store.acquire(&[0]).unwrap();
+    store.acquire(&[ShardId(0)]).unwrap();
     actix::System::new().block_on(async move {
-        let rt =
-            GhostRuntime::builder().shards([0]).store(StoreChoice::Custom(store.clone())).start().unwrap();
+        let rt = GhostRuntime::builder()
+            .shards([ShardId(0)])
+            .store(StoreChoice::Custom(store.clone()))
+            .start()
+            .unwrap();
         let g = vshard_ghosts::messages::InsertGhost {
             node_id: "g0".into(),
             target: ShardId(1),
             refcount: 1_000,
             epoch: Epoch(1),
         };
-        rt.insert_ghost(0, g).await.unwrap();
+        rt.insert_ghost(ShardId(0), g).await.unwrap();
         let mut out = std::io::stdout().lock();
         for seq in 1..=LAST {
             let mut events = EdgeEvents::new();
             events.added("g0");
             // Answered once durable.
-            rt.edge_batch(0, Some(seq), events).await.unwrap();
+            rt.edge_batch(ShardId(0), Some(seq), events).await.unwrap();
             if seq == LAST {
                 std::process::abort();
             }
@@ -156,10 +159,13 @@ async fn a_batch_made_durable_by_a_worker_killed_before_its_ack_completes_the_sh
     // The survivor takes the shard once the victim's lease lapses, as a worker's TAKE does.
     let survivor = support::takeover_store(&prefix, "survivor");
     let s2 = survivor.clone();
-    tokio::task::spawn_blocking(move || s2.acquire(&[0])).await.unwrap().unwrap();
-    let rt =
-        GhostRuntime::builder().shards([0]).store(StoreChoice::Custom(survivor.clone())).start().unwrap();
-    let applied = rt.shard_stats(0).await.unwrap().table.applied_seq.unwrap_or(0);
+    tokio::task::spawn_blocking(move || s2.acquire(&[ShardId(0)])).await.unwrap().unwrap();
+    let rt = GhostRuntime::builder()
+        .shards([ShardId(0)])
+        .store(StoreChoice::Custom(survivor.clone()))
+        .start()
+        .unwrap();
+    let applied = rt.shard_stats(ShardId(0)).await.unwrap().table.applied_seq.unwrap_or(0);
     assert_eq!(applied, LAST, "the victim's last batch is durable");
     // `TOOK 0 applied`: the batches found durable count, acknowledged or not.
     assert_eq!(ledger.took(0, applied), Ok(()));

@@ -51,18 +51,18 @@ fn owners_follow_acquire_release_and_a_takeover_within_a_second() {
     watch.register("proc-b", "http://127.0.0.1:7002").unwrap();
     assert_eq!(watch.route(ShardId(3)), None, "no owner yet");
 
-    a.acquire(&[3, 4]).unwrap();
+    a.acquire(&[ShardId(3), ShardId(4)]).unwrap();
     assert!(until_routed(&watch, 3, Some("http://127.0.0.1:7001")) < Duration::from_secs(1));
     until_routed(&watch, 4, Some("http://127.0.0.1:7001"));
     assert_eq!(watch.owner(ShardId(3)).as_deref(), Some("proc-a"));
 
-    a.release(4).unwrap();
+    a.release(ShardId(4)).unwrap();
     assert!(until_routed(&watch, 4, None) < Duration::from_secs(1), "a release is seen");
 
     // A dies without a word (its keep-alive stops); B takes shard 3 once the lease lapses.
     a.stop_keep_alive().unwrap();
     let t0 = Instant::now();
-    b.acquire(&[3]).unwrap();
+    b.acquire(&[ShardId(3)]).unwrap();
     let waited = t0.elapsed();
     let seen = until_routed(&watch, 3, Some("http://127.0.0.1:7002"));
     assert!(seen < Duration::from_secs(1), "the new owner is seen {seen:?} after the takeover");
@@ -84,7 +84,7 @@ fn an_owner_without_an_address_routes_nowhere_until_it_registers() {
     let prefix = fresh_prefix();
     let a = store(&prefix, "proc-a", 5);
     let watch = owners(&prefix);
-    a.acquire(&[1]).unwrap();
+    a.acquire(&[ShardId(1)]).unwrap();
     let t0 = Instant::now();
     while watch.owner(ShardId(1)).is_none() {
         assert!(t0.elapsed() < Duration::from_secs(5));
@@ -117,7 +117,7 @@ fn a_grpc_verifier_routes_by_the_owners_it_watches() {
     let server = VerifyServer::start("127.0.0.1:0".parse().unwrap(), Arc::new(dir)).unwrap();
     let watch = Arc::new(owners(&prefix));
     watch.register("proc-a", &server.url()).unwrap();
-    a.acquire(&[2]).unwrap();
+    a.acquire(&[ShardId(2)]).unwrap();
     until_routed(&watch, 2, Some(server.url().as_str()));
     let v = GrpcVerifier::new(watch.clone(), Arc::new(NoLocalCounts), GrpcVerifierConfig::default()).unwrap();
     let r = vshard_ghosts::VerifyRequest {
@@ -142,7 +142,7 @@ fn a_second_claimant_and_a_restart_under_the_old_identity_are_refused() {
     let watch = owners(&prefix);
     watch.register("proc-a", "127.0.0.1:7001").unwrap();
     watch.register("proc-b", "127.0.0.1:7002").unwrap();
-    a.acquire(&[6]).unwrap();
+    a.acquire(&[ShardId(6)]).unwrap();
     until_routed(&watch, 6, Some("http://127.0.0.1:7001"));
     let impatient = |owner: &str| {
         let config = EtcdConfig {
@@ -152,13 +152,13 @@ fn a_second_claimant_and_a_restart_under_the_old_identity_are_refused() {
             acquire_poll: Duration::from_millis(20),
             ..EtcdConfig::default()
         };
-        EtcdStore::connect([etcd_endpoint()], config).unwrap().acquire(&[6])
+        EtcdStore::connect([etcd_endpoint()], config).unwrap().acquire(&[ShardId(6)])
     };
     // Another process, and this process restarted with its old id (a new lease):
     // both are fenced while the first claim's lease lives, not a split brain.
     for owner in ["proc-b", "proc-a"] {
         let refused = impatient(owner);
-        assert!(matches!(refused, Err(Error::Fenced { shard: 6, .. })), "{owner}: {refused:?}");
+        assert!(matches!(refused, Err(Error::Fenced { shard: ShardId(6), .. })), "{owner}: {refused:?}");
     }
     assert_eq!(watch.route(ShardId(6)).as_deref(), Some("http://127.0.0.1:7001"), "routes unmoved");
     a.release_all().unwrap();

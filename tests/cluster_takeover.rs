@@ -94,12 +94,12 @@ fn home_request(shard: u16) -> VerifyRequest {
 fn cluster_victim() {
     let Ok(prefix) = std::env::var(CHILD_ENV) else { return };
     let store = support::takeover_store(&prefix, "victim");
-    store.acquire(&(0..SHARDS).collect::<Vec<_>>()).unwrap();
+    store.acquire(&(0..SHARDS).map(ShardId).collect::<Vec<_>>()).unwrap();
     let server = VerifyServer::start("127.0.0.1:0".parse().unwrap(), Arc::new(directory())).unwrap();
     owners(&prefix).register("victim", &server.url()).unwrap();
     actix::System::new().block_on(async move {
         let rt = GhostRuntime::builder()
-            .shards(0..SHARDS)
+            .shards((0..SHARDS).map(ShardId))
             .store(StoreChoice::Custom(store.clone()))
             .start()
             .unwrap();
@@ -107,14 +107,14 @@ fn cluster_victim() {
             for i in 0..GHOSTS {
                 let target = ShardId((s + 1) % SHARDS);
                 let g = InsertGhost { node_id: ghost(s, i).into(), target, refcount: START, epoch: Epoch(1) };
-                rt.insert_ghost(s, g).await.unwrap();
+                rt.insert_ghost(ShardId(s), g).await.unwrap();
             }
         }
         let mut out = std::io::stdout().lock();
         writeln!(out, "READY").unwrap();
         for seq in 1..=LOG {
             for s in 0..SHARDS {
-                rt.edge_batch(s, Some(seq), events(s, seq)).await.unwrap();
+                rt.edge_batch(ShardId(s), Some(seq), events(s, seq)).await.unwrap();
                 writeln!(out, "ACK {s} {seq}").unwrap();
                 out.flush().unwrap();
             }
@@ -178,17 +178,17 @@ async fn a_killed_owners_shards_are_taken_over_and_its_log_finished() {
     let survivor = support::takeover_store(&prefix, "survivor");
     let server = VerifyServer::start("127.0.0.1:0".parse().unwrap(), Arc::new(directory())).unwrap();
     watch.register("survivor", &server.url()).unwrap();
-    let shards: Vec<u16> = (0..SHARDS).collect();
+    let shards: Vec<ShardId> = (0..SHARDS).map(ShardId).collect();
     let s2 = survivor.clone();
     tokio::task::spawn_blocking(move || s2.acquire(&shards)).await.unwrap().unwrap();
     let rt = GhostRuntime::builder()
-        .shards(0..SHARDS)
+        .shards((0..SHARDS).map(ShardId))
         .store(StoreChoice::Custom(survivor.clone()))
         .start()
         .unwrap();
     let mut applied = [0u64; SHARDS as usize];
     for s in 0..SHARDS {
-        applied[s as usize] = rt.shard_stats(s).await.unwrap().table.applied_seq.unwrap_or(0);
+        applied[s as usize] = rt.shard_stats(ShardId(s)).await.unwrap().table.applied_seq.unwrap_or(0);
     }
     let serving = killed.elapsed();
     eprintln!(
@@ -219,22 +219,22 @@ async fn a_killed_owners_shards_are_taken_over_and_its_log_finished() {
             "shard {s}: at most the batch in flight is applied unacknowledged"
         );
         for seq in a + 1..=LOG {
-            rt.edge_batch(s, Some(seq), events(s, seq)).await.unwrap();
+            rt.edge_batch(ShardId(s), Some(seq), events(s, seq)).await.unwrap();
         }
         // A replay of the whole log is skipped: each batch counts once.
         for seq in 1..=LOG {
-            rt.edge_batch(s, Some(seq), events(s, seq)).await.unwrap();
+            rt.edge_batch(ShardId(s), Some(seq), events(s, seq)).await.unwrap();
         }
     }
 
     // The oracle over every shard: each ghost present, its refcount exact.
     for s in 0..SHARDS {
         for (id, want) in model(s, LOG) {
-            let got = rt.request(s, Inspect { node_id: id.as_str().into() }).await.unwrap();
+            let got = rt.request(ShardId(s), Inspect { node_id: id.as_str().into() }).await.unwrap();
             let got = got.unwrap_or_else(|| panic!("shard {s}: ghost {id} lost"));
             assert_eq!(got.refcount, want, "shard {s}: {id}");
         }
-        assert_eq!(rt.shard_stats(s).await.unwrap().table.applied_seq, Some(LOG));
+        assert_eq!(rt.shard_stats(ShardId(s)).await.unwrap().table.applied_seq, Some(LOG));
     }
     let s = verifier.stats();
     assert!(s.failed_rpcs >= 1 && s.rpcs >= 2 + u64::from(SHARDS), "{s:?}");
@@ -251,7 +251,7 @@ fn request(node: &str, target: u16) -> VerifyRequest {
 async fn a_process_that_lost_a_shard_never_makes_another_purge() {
     let prefix = fresh_prefix();
     let old = support::takeover_store(&prefix, "old");
-    old.acquire(&[1]).unwrap();
+    old.acquire(&[ShardId(1)]).unwrap();
     // Its directory says `deleted` is gone: while it holds shard 1, that purges.
     let gated = VerifyServer::start_owned(
         "127.0.0.1:0".parse().unwrap(),
@@ -277,8 +277,11 @@ async fn a_process_that_lost_a_shard_never_makes_another_purge() {
     old.stop_keep_alive().unwrap();
     let new = support::takeover_store(&prefix, "new");
     let n2 = new.clone();
-    tokio::task::spawn_blocking(move || n2.acquire(&[1])).await.unwrap().unwrap();
-    assert!(matches!(old.ownership(1).unwrap(), vshard_ghosts::store::etcd::Ownership::Fenced { .. }));
+    tokio::task::spawn_blocking(move || n2.acquire(&[ShardId(1)])).await.unwrap().unwrap();
+    assert!(matches!(
+        old.ownership(ShardId(1)).unwrap(),
+        vshard_ghosts::store::etcd::Ownership::Fenced { .. }
+    ));
     for _ in 0..3 {
         assert_eq!(
             gated_client.verify(request("deleted", 1)).await,

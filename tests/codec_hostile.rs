@@ -11,9 +11,9 @@ mod support;
 use support::cases;
 use vshard_ghosts::store::StubRecord;
 use vshard_ghosts::table::GhostTable;
-use vshard_ghosts::{DecodeError, Error, TableConfig, codec};
+use vshard_ghosts::{DecodeError, Error, ShardId, TableConfig, codec};
 
-const SHARD: u16 = 0;
+const SHARD: ShardId = ShardId(0);
 const FIXTURE_1000: &[u8] = include_bytes!("fixtures/seed-v0-1000.msgpack");
 const FIXTURE_EMPTY: &[u8] = include_bytes!("fixtures/seed-v0-empty.msgpack");
 

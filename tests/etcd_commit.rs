@@ -60,29 +60,29 @@ fn an_owner_fenced_mid_commit_leaves_the_next_owner_exactly_once_refcounts() {
         let prefix = fresh_prefix();
         let a = EtcdStore::connect([ep.as_str()], tiny(&prefix, "a")).unwrap();
         // Batch 1: every ghost at two edges.
-        let mut t = a.load(1, &cfg()).unwrap();
+        let mut t = a.load(ShardId(1), &cfg()).unwrap();
         let mut first = EdgeEvents::new();
         for id in &ids {
             t.insert(id, ShardId(2), 1, Epoch(1), 1_000).unwrap();
             first.added(id);
         }
         t.apply_batch(Some(1), &first);
-        a.commit(&[ShardChanges { shard: 1, changes: t.take_changes() }]).unwrap();
+        a.commit(&[ShardChanges { shard: ShardId(1), changes: t.take_changes() }]).unwrap();
         // Batch 2: every ghost loses one edge; its commit is cut, then a's lease is gone.
         let mut second = EdgeEvents::new();
         ids.iter().for_each(|id| second.removed(id));
         t.apply_batch(Some(2), &second);
-        let batch = [ShardChanges { shard: 1, changes: t.take_changes() }];
+        let batch = [ShardChanges { shard: ShardId(1), changes: t.take_changes() }];
         a.fail_commits_after_parts(Some(cut));
         assert!(matches!(a.commit(&batch), Err(Error::Store { .. })), "cut after {cut}");
         a.fail_commits_after_parts(None);
         revoke_owner_lease(&ep, &prefix, 1);
         let err = a.commit(&batch);
-        assert!(matches!(err, Err(Error::Fenced { shard: 1, .. })), "cut after {cut}: {err:?}");
+        assert!(matches!(err, Err(Error::Fenced { shard: ShardId(1), .. })), "cut after {cut}: {err:?}");
 
         // The new owner loads and replays batch 2, which a never acknowledged.
         let b = EtcdStore::connect([ep.as_str()], tiny(&prefix, "b")).unwrap();
-        let mut table = b.load(1, &cfg()).unwrap();
+        let mut table = b.load(ShardId(1), &cfg()).unwrap();
         loaded_seqs.push(table.applied_seq());
         table.apply_batch(Some(2), &second);
         assert_eq!(table.applied_seq(), Some(2), "cut after {cut}");
@@ -120,16 +120,17 @@ fn a_cut_commits_entries_are_never_read_and_a_checkpoint_deletes_them() {
     assert!(s.commit(&[changes(1, more.clone(), &[], Some(2))]).is_err());
     s.fail_commits_after_parts(None);
     assert_eq!(log_keys(&ep, &prefix), whole + 1);
-    assert_eq!(loaded(&s, 1), (ups.clone(), Some(1)), "nothing of the cut commit is visible");
+    assert_eq!(loaded(&s, ShardId(1)), (ups.clone(), Some(1)), "nothing of the cut commit is visible");
     // The retry goes after the cut entries, and counts whole.
     s.commit(&[changes(1, more.clone(), &[], Some(2))]).unwrap();
     let mut all = [ups.clone(), more].concat();
     all.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-    assert_eq!(loaded(&s, 1), (all, Some(2)));
+    assert_eq!(loaded(&s, ShardId(1)), (all, Some(2)));
     let table =
-        vshard_ghosts::table::GhostTable::from_records(1, cfg(), ups[..10].to_vec(), Some(5)).unwrap();
+        vshard_ghosts::table::GhostTable::from_records(ShardId(1), cfg(), ups[..10].to_vec(), Some(5))
+            .unwrap();
     s.replace(&table).unwrap();
     assert_eq!(log_keys(&ep, &prefix), 0, "a replace folds the whole log, cut entries too");
-    assert_eq!(loaded(&s, 1), (ups[..10].to_vec(), Some(5)));
+    assert_eq!(loaded(&s, ShardId(1)), (ups[..10].to_vec(), Some(5)));
     s.release_all().unwrap();
 }

@@ -32,7 +32,7 @@ fn connect(ep: &str, prefix: &str, owner: &str) -> Arc<EtcdStore> {
 
 fn runtime(store: &Arc<EtcdStore>) -> GhostRuntime {
     GhostRuntime::builder()
-        .shards(0..SHARDS)
+        .shards((0..SHARDS).map(ShardId))
         .arbiters(2)
         .store(StoreChoice::Custom(store.clone()))
         .start()
@@ -47,7 +47,7 @@ async fn write_acknowledged(rt: &GhostRuntime, n: u32) -> Vec<(u16, String)> {
         let shard = (i % u32::from(SHARDS)) as u16;
         let id = format!("n{i}");
         rt.insert_ghost(
-            shard,
+            ShardId(shard),
             InsertGhost {
                 node_id: id.as_str().into(),
                 target: ShardId((shard + 1) % SHARDS),
@@ -57,7 +57,9 @@ async fn write_acknowledged(rt: &GhostRuntime, n: u32) -> Vec<(u16, String)> {
         )
         .await
         .unwrap();
-        rt.edge_batch(shard, Some(u64::from(i) + 1), vec![EdgeEvent::added(id.as_str())]).await.unwrap();
+        rt.edge_batch(ShardId(shard), Some(u64::from(i) + 1), vec![EdgeEvent::added(id.as_str())])
+            .await
+            .unwrap();
         acked.push((shard, id));
     }
     acked
@@ -65,7 +67,7 @@ async fn write_acknowledged(rt: &GhostRuntime, n: u32) -> Vec<(u16, String)> {
 
 async fn assert_holds(rt: &GhostRuntime, acked: &[(u16, String)]) {
     for (shard, id) in acked {
-        let g = rt.request(*shard, messages::Inspect { node_id: id.as_str().into() }).await;
+        let g = rt.request(ShardId(*shard), messages::Inspect { node_id: id.as_str().into() }).await;
         let g = g.unwrap().unwrap_or_else(|| panic!("acknowledged {id} lost in the handoff"));
         assert_eq!(g.refcount, 2, "{id}: acknowledged edge lost");
     }
@@ -92,28 +94,28 @@ async fn a_frozen_owner_is_fenced_and_its_shards_move_with_every_acknowledged_gh
     // have lapsed, before B could take them, and they stay fenced.
     let err = rt_a
         .insert_ghost(
-            0,
+            ShardId(0),
             InsertGhost { node_id: "late".into(), target: ShardId(1), refcount: 1, epoch: Epoch(9) },
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Fenced { shard: 0, .. }), "{err:?}");
+    assert!(matches!(err, Error::Fenced { shard: ShardId(0), .. }), "{err:?}");
     match rt_a
         .insert_ghost(
-            0,
+            ShardId(0),
             InsertGhost { node_id: "later".into(), target: ShardId(1), refcount: 1, epoch: Epoch(9) },
         )
         .await
     {
-        Err(Error::Fenced { shard: 0, .. }) => {}
+        Err(Error::Fenced { shard: ShardId(0), .. }) => {}
         other => panic!("a fenced shard must stay fenced: {other:?}"),
     }
     match &rt_a.stats().await.unwrap()[0].state {
         messages::ShardState::FailedClosed(cause) => assert!(cause.contains("fenced"), "{cause}"),
         other => panic!("a fenced shard must fail closed: {other:?}"),
     }
-    assert!(matches!(store_a.ownership(0).unwrap(), store::etcd::Ownership::Fenced { .. }));
-    let late = rt_b.request(0, messages::Inspect { node_id: "late".into() }).await.unwrap();
+    assert!(matches!(store_a.ownership(ShardId(0)).unwrap(), store::etcd::Ownership::Fenced { .. }));
+    let late = rt_b.request(ShardId(0), messages::Inspect { node_id: "late".into() }).await.unwrap();
     assert!(late.is_none(), "a fenced write must not land");
 
     rt_a.shutdown().await.unwrap();
@@ -125,9 +127,12 @@ async fn a_lapsing_owner_stops_answering_within_the_lease_ttl() {
     let ep = etcd_endpoint();
     let store = connect(&ep, &fresh_prefix(), "runtime-a");
     let rt = runtime(&store);
-    rt.insert_ghost(0, InsertGhost { node_id: "g".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
-        .await
-        .unwrap();
+    rt.insert_ghost(
+        ShardId(0),
+        InsertGhost { node_id: "g".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
+    )
+    .await
+    .unwrap();
     // A freezes: no keep-alive is sent from here on, so its lease lapses at the
     // latest one TTL (2 s) from now, and another owner may take the shard.
     let s = store.clone();
@@ -137,28 +142,28 @@ async fn a_lapsing_owner_stops_answering_within_the_lease_ttl() {
     // The lease is real, so is this wait: short polls, bounded by TTL + 1 s.
     loop {
         let elapsed = stopped.elapsed();
-        match rt.request(0, messages::Resolve { node_id: "g".into() }).await {
+        match rt.request(ShardId(0), messages::Resolve { node_id: "g".into() }).await {
             Ok(Some(ShardId(1))) => assert!(
                 elapsed < ttl,
                 "still answering from its table {elapsed:?} after the lease's last keep-alive"
             ),
-            Err(Error::Fenced { shard: 0, .. }) => break,
+            Err(Error::Fenced { shard: ShardId(0), .. }) => break,
             other => panic!("a lapsing owner answers from its table or is fenced, never {other:?}"),
         }
         assert!(elapsed < ttl + Duration::from_secs(1), "not fenced {elapsed:?} after the last keep-alive");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Fenced for good, reads and writes alike; nothing of it is written.
-    let resolved = rt.request(0, messages::Resolve { node_id: "g".into() }).await;
-    assert!(matches!(resolved, Err(Error::Fenced { shard: 0, .. })), "{resolved:?}");
+    let resolved = rt.request(ShardId(0), messages::Resolve { node_id: "g".into() }).await;
+    assert!(matches!(resolved, Err(Error::Fenced { shard: ShardId(0), .. })), "{resolved:?}");
     let err = rt
         .insert_ghost(
-            0,
+            ShardId(0),
             InsertGhost { node_id: "late".into(), target: ShardId(1), refcount: 1, epoch: Epoch(9) },
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Fenced { shard: 0, .. }), "{err:?}");
+    assert!(matches!(err, Error::Fenced { shard: ShardId(0), .. }), "{err:?}");
     rt.shutdown().await.unwrap();
 }
 
@@ -173,7 +178,10 @@ async fn a_graceful_shutdown_hands_the_shards_over_at_once() {
     let started = Instant::now();
     let store_b = connect(&ep, &prefix, "runtime-b");
     let s = store_b.clone();
-    tokio::task::spawn_blocking(move || s.acquire(&[0, 1, 2, 3])).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || s.acquire(&[ShardId(0), ShardId(1), ShardId(2), ShardId(3)]))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(started.elapsed() < Duration::from_secs(1), "released, not lapsed: {:?}", started.elapsed());
     let rt_b = runtime(&store_b);
     assert_holds(&rt_b, &acked).await;
@@ -195,7 +203,7 @@ fn etcd_crash_child() {
             let shard = (i % u32::from(SHARDS)) as u16;
             let id = format!("n{i}");
             rt.insert_ghost(
-                shard,
+                ShardId(shard),
                 InsertGhost {
                     node_id: id.as_str().into(),
                     target: ShardId((shard + 1) % SHARDS),
@@ -205,7 +213,7 @@ fn etcd_crash_child() {
             )
             .await
             .unwrap();
-            rt.edge_added(shard, &id).await.unwrap();
+            rt.edge_added(ShardId(shard), &id).await.unwrap();
             writeln!(out, "ACK {shard} {id}").unwrap();
             out.flush().unwrap();
         }
@@ -227,10 +235,11 @@ fn a_crashed_owners_shards_move_once_its_lease_lapses() {
         acquire_timeout: Duration::from_millis(100),
         ..EtcdConfig::default()
     };
-    let refused = EtcdStore::connect([ep.as_str()], impatient).unwrap().acquire(&[0]);
-    assert!(matches!(refused, Err(Error::Fenced { shard: 0, .. })), "{refused:?}");
+    let refused = EtcdStore::connect([ep.as_str()], impatient).unwrap().acquire(&[ShardId(0)]);
+    assert!(matches!(refused, Err(Error::Fenced { shard: ShardId(0), .. })), "{refused:?}");
     let store = connect(&ep, &prefix, "successor");
-    let tables: Vec<_> = (0..SHARDS).map(|s| store.load(s, &TableConfig::default()).unwrap()).collect();
+    let tables: Vec<_> =
+        (0..SHARDS).map(|s| store.load(ShardId(s), &TableConfig::default()).unwrap()).collect();
     for (shard, id) in acked {
         let g = tables[shard as usize].get(&id).unwrap_or_else(|| panic!("acknowledged {id} lost"));
         assert_eq!(g.refcount, 2, "{id}: acknowledged edge lost");
@@ -246,13 +255,13 @@ fn a_crashed_owners_shards_move_once_its_lease_lapses() {
 fn held_shards_keep_committing_while_acquire_waits_for_another_owner() {
     let (ep, prefix) = (etcd_endpoint(), fresh_prefix());
     let other = connect(&ep, &prefix, "other");
-    other.acquire(&[0]).unwrap();
+    other.acquire(&[ShardId(0)]).unwrap();
     let me = connect(&ep, &prefix, "me");
-    me.acquire(&[1]).unwrap();
+    me.acquire(&[ShardId(1)]).unwrap();
     // A frozen owner: shard 0 is free once its lease lapses, up to 2 s from now.
     other.stop_keep_alive().unwrap();
     let m2 = me.clone();
-    let waiting = std::thread::spawn(move || m2.acquire(&[0]));
+    let waiting = std::thread::spawn(move || m2.acquire(&[ShardId(0)]));
     let mut during = 0;
     let mut seq = 0;
     while !waiting.is_finished() {
@@ -267,8 +276,8 @@ fn held_shards_keep_committing_while_acquire_waits_for_another_owner() {
     // Each commit is a few ms; the wait lasts up to the TTL. Blocked behind
     // the wait, the first commit would only have returned after it.
     assert!(during >= 20, "only {during} commits of shard 1 while acquire waited for shard 0");
-    assert!(matches!(me.ownership(0).unwrap(), vshard_ghosts::store::etcd::Ownership::Owned { .. }));
-    let table = me.load(1, &TableConfig::default()).unwrap();
+    assert!(matches!(me.ownership(ShardId(0)).unwrap(), vshard_ghosts::store::etcd::Ownership::Owned { .. }));
+    let table = me.load(ShardId(1), &TableConfig::default()).unwrap();
     assert_eq!(table.applied_seq(), Some(seq));
     me.release_all().unwrap();
 }

@@ -13,8 +13,8 @@ mod support;
 
 use std::time::Duration;
 use support::*;
-use vshard_ghosts::Error;
 use vshard_ghosts::store::{EtcdConfig, EtcdStore, GhostStore, StubRecord};
+use vshard_ghosts::{Error, ShardId};
 
 fn quota_endpoint() -> String {
     std::env::var("VSHARD_GHOSTS_ETCD_QUOTA")
@@ -88,17 +88,17 @@ fn a_full_etcd_fails_commits_typed_and_loses_nothing_acknowledged() {
     assert!(round > 2, "some commits succeeded first");
     // Reads are served: every acknowledged commit is there, nothing of the refused one.
     acked.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-    assert_eq!(loaded(&s, 1), (acked.clone(), Some(round - 1)));
+    assert_eq!(loaded(&s, ShardId(1)), (acked.clone(), Some(round - 1)));
     // Still full: a retry is refused the same way, and changes nothing.
     let again = s.commit(&[changes(1, batch(round), &[], Some(round))]);
     assert!(matches!(again, Err(Error::StoreFull { .. })), "{again:?}");
-    assert_eq!(loaded(&s, 1).1, Some(round - 1));
+    assert_eq!(loaded(&s, ShardId(1)).1, Some(round - 1));
 
     free_space(&ep, false);
     s.commit(&[changes(1, batch(round), &[], Some(round))]).unwrap();
     acked.extend(batch(round));
     acked.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-    assert_eq!(loaded(&s, 1), (acked, Some(round)));
+    assert_eq!(loaded(&s, ShardId(1)), (acked, Some(round)));
     // Leaves room for the next run, and etcd healthy.
     s.release_all().unwrap();
     free_space(&ep, true);

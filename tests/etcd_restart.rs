@@ -113,7 +113,7 @@ async fn etcd_killed_mid_flush_loses_nothing_acknowledged() {
     };
     let rt = Arc::new(
         GhostRuntime::builder()
-            .shards(0..4)
+            .shards((0..4).map(ShardId))
             .arbiters(2)
             .store(StoreChoice::Custom(Arc::new(store)))
             .start()
@@ -133,7 +133,7 @@ async fn etcd_killed_mid_flush_loses_nothing_acknowledged() {
                     let issued = phase.load(Ordering::Acquire);
                     if rt
                         .insert_ghost(
-                            shard,
+                            ShardId(shard),
                             InsertGhost {
                                 node_id: id.as_str().into(),
                                 target: ShardId((shard + 1) % 4),
@@ -147,7 +147,7 @@ async fn etcd_killed_mid_flush_loses_nothing_acknowledged() {
                         acks.lock().unwrap().errors += 1;
                         continue;
                     }
-                    let edge = rt.edge_added(shard, &id).await.is_ok();
+                    let edge = rt.edge_added(ShardId(shard), &id).await.is_ok();
                     let mut a = acks.lock().unwrap();
                     a.acked.push((shard, id, edge));
                     a.spanned += u64::from(issued == UP && phase.load(Ordering::Acquire) == RESTARTED);
@@ -189,7 +189,8 @@ async fn etcd_killed_mid_flush_loses_nothing_acknowledged() {
     let successor = EtcdConfig { owner_id: "checker".into(), ..config };
     let check = tokio::task::spawn_blocking(move || {
         let store = EtcdStore::connect([ep], successor).unwrap();
-        let tables: Vec<_> = (0..4).map(|s| store.load(s, &TableConfig::default()).unwrap()).collect();
+        let tables: Vec<_> =
+            (0..4).map(|s| store.load(ShardId(s), &TableConfig::default()).unwrap()).collect();
         store.release_all().unwrap();
         tables
     });

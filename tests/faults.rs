@@ -28,8 +28,9 @@ impl std::ops::Deref for Shard {
 
 fn shard(store: Arc<dyn GhostStore>, restart: RestartPolicy, retries: u32) -> Shard {
     let config = ShardConfig { restart, fault_injection: true, ..ShardConfig::default() };
-    let rt = support::local_runtime(store, [0], config, &ManualClock::new(0), retries).start().unwrap();
-    Shard { addr: rt.addr(0).unwrap().clone(), _rt: rt }
+    let rt =
+        support::local_runtime(store, [ShardId(0)], config, &ManualClock::new(0), retries).start().unwrap();
+    Shard { addr: rt.addr(ShardId(0)).unwrap().clone(), _rt: rt }
 }
 
 fn start(store: Arc<FaultyStore<MemoryStore>>, retries: u32) -> Shard {
@@ -53,7 +54,7 @@ async fn a_retried_commit_failure_is_invisible() {
     store.inject(StoreOp::Commit, Fault::Panic);
     assert_eq!(addr.send(insert("a")).await.unwrap(), Ok(InsertOutcome::Inserted));
     assert_eq!(store.injected(), 2);
-    assert_eq!(store.inner().load(0, &TableConfig::default()).unwrap().len(), 1);
+    assert_eq!(store.inner().load(ShardId(0), &TableConfig::default()).unwrap().len(), 1);
 }
 
 /// Batch `seq` of shard 0's edge log: one edge added to "n".
@@ -278,7 +279,7 @@ fn corrupt_row(path: &std::path::Path, shard: u16, id: &str) -> Vec<u8> {
 
 fn two_shards_on(path: &std::path::Path) -> GhostRuntime {
     GhostRuntime::builder()
-        .shards(0..2)
+        .shards((0..2).map(ShardId))
         .arbiters(1)
         .store(StoreChoice::Redb(path.to_owned()))
         .start()
@@ -293,14 +294,14 @@ async fn a_corrupt_redb_row_fails_the_shard_closed_and_stays_untouched() {
     let rt = two_shards_on(&path);
     for i in 0..5 {
         rt.insert_ghost(
-            0,
+            ShardId(0),
             InsertGhost { node_id: format!("n{i}").into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
         )
         .await
         .unwrap();
     }
     rt.insert_ghost(
-        1,
+        ShardId(1),
         InsertGhost { node_id: "other".into(), target: ShardId(0), refcount: 1, epoch: Epoch(1) },
     )
     .await
@@ -313,7 +314,7 @@ async fn a_corrupt_redb_row_fails_the_shard_closed_and_stays_untouched() {
     let rt = two_shards_on(&path);
     let e = rt.resolve_many(&[(ShardId(0), "n1")]).await.unwrap_err();
     assert!(
-        matches!(&e, Error::ShardFailed { shard: 0, cause } if matches!(**cause, Error::Decode(_))),
+        matches!(&e, Error::ShardFailed { shard: ShardId(0), cause } if matches!(**cause, Error::Decode(_))),
         "{e}"
     );
     assert!(matches!(rt.stats().await.unwrap()[0].state, ShardState::FailedClosed(_)));
@@ -340,7 +341,7 @@ struct Claimed {
 }
 
 impl GhostStore for Claimed {
-    fn load(&self, shard: u16, config: &TableConfig) -> Result<vshard_ghosts::table::GhostTable> {
+    fn load(&self, shard: ShardId, config: &TableConfig) -> Result<vshard_ghosts::table::GhostTable> {
         self.inner.load(shard, config)
     }
     fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
@@ -353,7 +354,7 @@ impl GhostStore for Claimed {
     fn kind(&self) -> &'static str {
         "claimed"
     }
-    fn claim(&self, _shard: u16) -> Option<ClaimWatch> {
+    fn claim(&self, _shard: ShardId) -> Option<ClaimWatch> {
         Some(self.watch.clone())
     }
 }

@@ -19,8 +19,9 @@ struct Shard {
 
 fn start(store: Arc<dyn GhostStore>, config: ShardConfig) -> Shard {
     let config = ShardConfig { fault_injection: true, ..config };
-    let rt = support::local_runtime(store, [0], config, &ManualClock::new(1_000), 0).start().unwrap();
-    Shard { addr: rt.addr(0).unwrap().clone(), rt }
+    let rt =
+        support::local_runtime(store, [ShardId(0)], config, &ManualClock::new(1_000), 0).start().unwrap();
+    Shard { addr: rt.addr(ShardId(0)).unwrap().clone(), rt }
 }
 
 fn insert(id: &str, target: u16, refcount: u32, epoch: u64) -> InsertGhost {
@@ -42,7 +43,7 @@ async fn acknowledged_writes_are_in_the_store() {
     assert_eq!(s.addr.send(insert("a", 1, 1, 1)).await.unwrap(), Ok(InsertOutcome::Inserted));
     assert_eq!(s.addr.send(added("a")).await.unwrap(), Ok(EdgeOutcome::Applied { refcount: 2 }));
     // Acknowledged means committed: the store alone already holds it.
-    let stored = store.load(0, &TableConfig::default()).unwrap();
+    let stored = store.load(ShardId(0), &TableConfig::default()).unwrap();
     assert_eq!(stored.get("a").unwrap().refcount, 2);
     assert_eq!(s.addr.send(Resolve { node_id: "a".into() }).await.unwrap(), Ok(Some(ShardId(1))));
 }
@@ -58,7 +59,7 @@ async fn a_panic_restarts_reloads_and_loses_nothing_acknowledged() {
     let after = s.addr.send(inspect("a"));
     let more = s.addr.send(added("a"));
     let (crash, after, more) = futures::join!(crash, after, more);
-    assert_eq!(crash.unwrap(), Err(Error::Panicked { shard: 0 }));
+    assert_eq!(crash.unwrap(), Err(Error::Panicked { shard: ShardId(0) }));
     assert_eq!(after.unwrap().unwrap().unwrap().refcount, 2, "reloaded before handling the queue");
     assert_eq!(more.unwrap(), Ok(EdgeOutcome::Applied { refcount: 3 }));
     let stats = s.addr.send(GetStats).await.unwrap();
@@ -74,10 +75,10 @@ async fn restarts_beyond_the_policy_leave_the_shard_down() {
     };
     let s = start(Arc::new(MemoryStore::new()), config);
     for _ in 0..3 {
-        assert_eq!(s.addr.send(InjectPanic).await.unwrap(), Err(Error::Panicked { shard: 0 }));
+        assert_eq!(s.addr.send(InjectPanic).await.unwrap(), Err(Error::Panicked { shard: ShardId(0) }));
     }
     let e = s.addr.send(inspect("a")).await.unwrap().unwrap_err();
-    assert!(matches!(e, Error::ShardDown { shard: 0, .. }), "{e}");
+    assert!(matches!(e, Error::ShardDown { shard: ShardId(0), .. }), "{e}");
     assert_eq!(s.addr.send(GetStats).await.unwrap().state, ShardState::Down);
 }
 
@@ -111,13 +112,16 @@ async fn replayed_batches_change_nothing_across_a_restart() {
 #[actix::test]
 async fn corrupt_stored_state_fails_closed() {
     let store = Arc::new(MemoryStore::new());
-    let good = GhostTable::new(0, TableConfig::default()).unwrap();
+    let good = GhostTable::new(ShardId(0), TableConfig::default()).unwrap();
     let mut bytes = codec::encode_snapshot(&good).unwrap();
     *bytes.last_mut().unwrap() ^= 0xff;
     // A corrupt snapshot is refused and changes nothing.
-    assert!(matches!(store.import_snapshot(0, &bytes, &TableConfig::default()), Err(Error::Decode(_))));
+    assert!(matches!(
+        store.import_snapshot(ShardId(0), &bytes, &TableConfig::default()),
+        Err(Error::Decode(_))
+    ));
     let legacy = include_bytes!("fixtures/seed-v0-1000.msgpack");
-    store.import_snapshot(0, legacy, &TableConfig::default()).unwrap();
+    store.import_snapshot(ShardId(0), legacy, &TableConfig::default()).unwrap();
     // A node id longer than the shard's limit is unreadable for this shard.
     let strict = ShardConfig {
         table: TableConfig { max_node_id_len: 4, ..TableConfig::default() },
@@ -125,9 +129,9 @@ async fn corrupt_stored_state_fails_closed() {
     };
     let s = start(store.clone(), strict);
     let e = s.addr.send(inspect("node-1")).await.unwrap().unwrap_err();
-    assert!(matches!(e, Error::ShardFailed { shard: 0, .. }), "{e}");
+    assert!(matches!(e, Error::ShardFailed { shard: ShardId(0), .. }), "{e}");
     assert!(matches!(s.addr.send(GetStats).await.unwrap().state, ShardState::FailedClosed(_)));
-    assert_eq!(store.rows(0), 1_000, "nothing written over the stored state");
+    assert_eq!(store.rows(ShardId(0)), 1_000, "nothing written over the stored state");
 }
 
 #[actix::test]
@@ -160,7 +164,7 @@ async fn interval_durability_acknowledges_at_once_and_flushes_later() {
     };
     let s = start(store.clone(), config);
     s.addr.send(insert("a", 1, 1, 1)).await.unwrap().unwrap();
-    assert_eq!(store.rows(0), 0, "not yet flushed");
+    assert_eq!(store.rows(ShardId(0)), 0, "not yet flushed");
     s.addr.send(Flush).await.unwrap().unwrap();
-    assert_eq!(store.rows(0), 1);
+    assert_eq!(store.rows(ShardId(0)), 1);
 }

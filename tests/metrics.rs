@@ -91,7 +91,7 @@ fn a_prometheus_scrape_shows_every_metric_described() {
         let shard = ShardConfig { table, fault_injection: true, ..ShardConfig::default() };
         let sweep = SweeperConfig { pass_interval: None, ..SweeperConfig::default() };
         let rt = GhostRuntime::builder()
-            .shards(0..3)
+            .shards((0..3).map(ShardId))
             .shard_config(shard)
             .store(StoreChoice::Memory)
             .sweeper(Arc::new(dir.clone()), sweep)
@@ -100,7 +100,7 @@ fn a_prometheus_scrape_shows_every_metric_described() {
         // Ghosts on shard 0 pointing at 1 (reachable) and 2 (not: inconclusive).
         for (node, target) in [("a", 1), ("b", 1), ("c", 2)] {
             rt.insert_ghost(
-                0,
+                ShardId(0),
                 InsertGhost { node_id: node.into(), target: ShardId(target), refcount: 2, epoch: Epoch(1) },
             )
             .await
@@ -111,12 +111,12 @@ fn a_prometheus_scrape_shows_every_metric_described() {
         let mut batch = EdgeEvents::new();
         batch.added("a");
         batch.removed("b");
-        rt.edge_batch(0, Some(1), batch.clone()).await.unwrap();
-        assert!(rt.edge_batch(0, Some(1), batch).await.unwrap().skipped);
+        rt.edge_batch(ShardId(0), Some(1), batch.clone()).await.unwrap();
+        assert!(rt.edge_batch(ShardId(0), Some(1), batch).await.unwrap().skipped);
         rt.pause_sweeper().await.unwrap();
         rt.resume_sweeper().await.unwrap();
         rt.run_sweep_pass().await.unwrap();
-        assert!(rt.request(1, InjectPanic).await.is_err());
+        assert!(rt.request(ShardId(1), InjectPanic).await.is_err());
         rt.flush().await.unwrap();
         rt.export_metrics().await;
 

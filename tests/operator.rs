@@ -25,15 +25,18 @@ async fn the_sweeper_pauses_resumes_changes_rate_and_runs_a_pass_on_demand() {
     let dir = DirectoryVerifier::new();
     let sweep = SweeperConfig { pass_interval: None, ..SweeperConfig::default() };
     let rt = GhostRuntime::builder()
-        .shards(0..2)
+        .shards((0..2).map(ShardId))
         .shard_config(shards(0, 5))
         .store(StoreChoice::Memory)
         .sweeper(Arc::new(dir.clone()), sweep)
         .start()
         .unwrap();
-    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
-        .await
-        .unwrap();
+    rt.insert_ghost(
+        ShardId(0),
+        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
+    )
+    .await
+    .unwrap();
     dir.record_move("n", ShardId(1), Epoch(1));
 
     rt.pause_sweeper().await.unwrap();
@@ -54,7 +57,7 @@ async fn the_sweeper_pauses_resumes_changes_rate_and_runs_a_pass_on_demand() {
 
 #[actix::test]
 async fn sweeper_calls_without_a_sweeper_say_so() {
-    let rt = GhostRuntime::builder().shards(0..1).store(StoreChoice::Memory).start().unwrap();
+    let rt = GhostRuntime::builder().shards((0..1).map(ShardId)).store(StoreChoice::Memory).start().unwrap();
     assert_eq!(rt.pause_sweeper().await, Err(Error::NoSweeper));
     assert_eq!(rt.run_sweep_pass().await.map(|_| ()), Err(Error::NoSweeper));
     assert!(!Error::NoSweeper.is_retryable());
@@ -62,41 +65,50 @@ async fn sweeper_calls_without_a_sweeper_say_so() {
 
 #[actix::test]
 async fn one_shards_stats() {
-    let rt = GhostRuntime::builder().shards(0..2).store(StoreChoice::Memory).start().unwrap();
-    rt.insert_ghost(1, InsertGhost { node_id: "n".into(), target: ShardId(0), refcount: 2, epoch: Epoch(1) })
-        .await
-        .unwrap();
+    let rt = GhostRuntime::builder().shards((0..2).map(ShardId)).store(StoreChoice::Memory).start().unwrap();
+    rt.insert_ghost(
+        ShardId(1),
+        InsertGhost { node_id: "n".into(), target: ShardId(0), refcount: 2, epoch: Epoch(1) },
+    )
+    .await
+    .unwrap();
     // Any host message, with one `Result` to handle.
-    let g = rt.request(1, vshard_ghosts::messages::Inspect { node_id: "n".into() }).await.unwrap();
+    let g = rt.request(ShardId(1), vshard_ghosts::messages::Inspect { node_id: "n".into() }).await.unwrap();
     assert_eq!(g.map(|g| g.refcount), Some(2));
-    assert_eq!(rt.request(7, vshard_ghosts::messages::Flush).await, Err(Error::UnknownShard(ShardId(7))));
-    let s = rt.shard_stats(1).await.unwrap();
+    assert_eq!(
+        rt.request(ShardId(7), vshard_ghosts::messages::Flush).await,
+        Err(Error::UnknownShard(ShardId(7)))
+    );
+    let s = rt.shard_stats(ShardId(1)).await.unwrap();
     assert_eq!((s.state, s.table.shard, s.table.ghosts), (ShardState::Ready, ShardId(1), 1));
-    assert_eq!(rt.shard_stats(9).await.map(|_| ()), Err(Error::UnknownShard(ShardId(9))));
+    assert_eq!(rt.shard_stats(ShardId(9)).await.map(|_| ()), Err(Error::UnknownShard(ShardId(9))));
 }
 
 #[actix::test]
 async fn a_shard_down_past_its_restart_intensity_is_revived_with_its_ghosts() {
     let rt = GhostRuntime::builder()
-        .shards(0..1)
+        .shards((0..1).map(ShardId))
         .shard_config(shards(0, 1))
         .store(StoreChoice::Memory)
         .start()
         .unwrap();
-    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 2, epoch: Epoch(1) })
-        .await
-        .unwrap();
+    rt.insert_ghost(
+        ShardId(0),
+        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 2, epoch: Epoch(1) },
+    )
+    .await
+    .unwrap();
     for _ in 0..2 {
-        assert_eq!(rt.request(0, InjectPanic).await, Err(Error::Panicked { shard: 0 }));
+        assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
     }
-    assert_eq!(rt.shard_stats(0).await.unwrap().state, ShardState::Down);
+    assert_eq!(rt.shard_stats(ShardId(0)).await.unwrap().state, ShardState::Down);
     assert!(matches!(rt.resolve_many(&[(ShardId(0), "n")]).await, Err(Error::ShardDown { .. })));
-    assert_eq!(rt.revive_shard(0).await.unwrap(), ShardState::Ready);
+    assert_eq!(rt.revive_shard(ShardId(0)).await.unwrap(), ShardState::Ready);
     assert_eq!(rt.resolve_many(&[(ShardId(0), "n")]).await.unwrap(), vec![Some(ShardId(1))]);
     // A revived shard has its restart budget back, and reviving a serving shard changes nothing.
-    assert_eq!(rt.request(0, InjectPanic).await, Err(Error::Panicked { shard: 0 }));
-    assert_eq!(rt.shard_stats(0).await.unwrap().state, ShardState::Ready);
-    assert_eq!(rt.revive_shard(0).await.unwrap(), ShardState::Ready);
+    assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
+    assert_eq!(rt.shard_stats(ShardId(0)).await.unwrap().state, ShardState::Ready);
+    assert_eq!(rt.revive_shard(ShardId(0)).await.unwrap(), ShardState::Ready);
 }
 
 /// A store whose loads of shard 0 find corrupt bytes until `repaired`.
@@ -107,8 +119,8 @@ struct Corrupt {
 }
 
 impl GhostStore for Corrupt {
-    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
-        if shard == 0 && !self.repaired.load(Ordering::SeqCst) {
+    fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
+        if shard == ShardId(0) && !self.repaired.load(Ordering::SeqCst) {
             return Err(DecodeError::Malformed("torn row".into()).into());
         }
         self.inner.load(shard, config)
@@ -127,17 +139,24 @@ impl GhostStore for Corrupt {
 #[actix::test]
 async fn a_shard_that_failed_closed_is_revived_once_the_store_is_repaired() {
     let store = Arc::new(Corrupt::default());
-    let seeded = GhostTable::from_records(0, TableConfig::default(), [], None).unwrap();
+    let seeded = GhostTable::from_records(ShardId(0), TableConfig::default(), [], None).unwrap();
     store.inner.replace(&seeded).unwrap();
-    let rt = GhostRuntime::builder().shards(0..2).store(StoreChoice::Custom(store.clone())).start().unwrap();
-    assert!(matches!(rt.shard_stats(0).await.unwrap().state, ShardState::FailedClosed(_)));
-    // Not repaired yet: the reload fails closed again, nothing is written.
-    assert!(matches!(rt.revive_shard(0).await.unwrap(), ShardState::FailedClosed(_)));
-    store.repaired.store(true, Ordering::SeqCst);
-    assert_eq!(rt.revive_shard(0).await.unwrap(), ShardState::Ready);
-    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
-        .await
+    let rt = GhostRuntime::builder()
+        .shards((0..2).map(ShardId))
+        .store(StoreChoice::Custom(store.clone()))
+        .start()
         .unwrap();
+    assert!(matches!(rt.shard_stats(ShardId(0)).await.unwrap().state, ShardState::FailedClosed(_)));
+    // Not repaired yet: the reload fails closed again, nothing is written.
+    assert!(matches!(rt.revive_shard(ShardId(0)).await.unwrap(), ShardState::FailedClosed(_)));
+    store.repaired.store(true, Ordering::SeqCst);
+    assert_eq!(rt.revive_shard(ShardId(0)).await.unwrap(), ShardState::Ready);
+    rt.insert_ghost(
+        ShardId(0),
+        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
+    )
+    .await
+    .unwrap();
     assert_eq!(rt.resolve_many(&[(ShardId(0), "n")]).await.unwrap(), vec![Some(ShardId(1))]);
 }
 
@@ -145,14 +164,17 @@ async fn a_shard_that_failed_closed_is_revived_once_the_store_is_repaired() {
 async fn the_sweeper_starts_after_the_replay_and_stops_with_its_totals() {
     let dir = DirectoryVerifier::new();
     let rt = GhostRuntime::builder()
-        .shards(0..2)
+        .shards((0..2).map(ShardId))
         .shard_config(shards(0, 5))
         .store(StoreChoice::Memory)
         .start()
         .unwrap();
-    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
-        .await
-        .unwrap();
+    rt.insert_ghost(
+        ShardId(0),
+        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
+    )
+    .await
+    .unwrap();
     dir.record_move("n", ShardId(1), Epoch(1));
     let sweep = SweeperConfig { pass_interval: None, ..SweeperConfig::default() };
     assert_eq!(rt.stop_sweeper().await.map(|_| ()), Err(Error::NoSweeper));
@@ -177,15 +199,19 @@ async fn the_sweeper_starts_after_the_replay_and_stops_with_its_totals() {
 async fn wait_until_swept_answers_once_every_due_ghost_is_verified_or_backed_off() {
     let dir = DirectoryVerifier::new();
     // The bucket runs on the manual clock too: big enough for every pass here.
+    // A fixed rate: a probe slowed by a loaded machine would cut an adaptive
+    // one, and the bucket, left one token, refills only as the manual clock
+    // moves, which it does not during a pass (the pass waited forever).
     let sweep = SweeperConfig {
         pass_interval: None,
         verifies_per_second: 10_000,
         burst: 1_000,
+        latency_target: None,
         ..SweeperConfig::default()
     };
     let clock = vshard_ghosts::testing::ManualClock::new(1_000);
     let rt = GhostRuntime::builder()
-        .shards(0..3)
+        .shards((0..3).map(ShardId))
         .shard_config(shards(100, 5))
         .store(StoreChoice::Memory)
         .clock(Arc::new(clock.clone()))
@@ -198,7 +224,7 @@ async fn wait_until_swept_answers_once_every_due_ghost_is_verified_or_backed_off
         let target = ShardId(1 + (i % 2) as u16);
         let node = format!("n{i}");
         rt.insert_ghost(
-            0,
+            ShardId(0),
             InsertGhost { node_id: node.as_str().into(), target, refcount: 1, epoch: Epoch(1) },
         )
         .await
@@ -225,7 +251,7 @@ async fn wait_until_swept_answers_once_every_due_ghost_is_verified_or_backed_off
 #[actix::test]
 async fn a_shard_is_exported_page_by_page_in_id_order() {
     let rt = GhostRuntime::builder()
-        .shards(0..2)
+        .shards((0..2).map(ShardId))
         .shard_config(shards(0, 5))
         .store(StoreChoice::Memory)
         .start()
@@ -237,16 +263,16 @@ async fn a_shard_is_exported_page_by_page_in_id_order() {
             refcount: 1,
             epoch: Epoch(1),
         };
-        rt.insert_ghost(0, ghost).await.unwrap();
+        rt.insert_ghost(ShardId(0), ghost).await.unwrap();
     }
     let (mut seen, mut after, mut pages) = (Vec::new(), None::<Box<str>>, 0);
     loop {
-        let page = rt.export_page(0, after.as_deref(), 10).await.unwrap();
+        let page = rt.export_page(ShardId(0), after.as_deref(), 10).await.unwrap();
         assert!(page.records.len() <= 10);
         pages += 1;
         // The shard serves other requests between pages.
         if pages == 1 {
-            rt.edge_removed(0, "n24").await.unwrap();
+            rt.edge_removed(ShardId(0), "n24").await.unwrap();
         }
         seen.extend(page.records.into_iter().map(|r| r.node_id));
         match page.next {
@@ -256,7 +282,7 @@ async fn a_shard_is_exported_page_by_page_in_id_order() {
     }
     let want: Vec<String> = (0..24).map(|i| format!("n{i:02}")).collect();
     assert_eq!((seen, pages), (want, 3));
-    assert_eq!(rt.export_page(7, None, 10).await.map(|_| ()), Err(Error::UnknownShard(ShardId(7))));
+    assert_eq!(rt.export_page(ShardId(7), None, 10).await.map(|_| ()), Err(Error::UnknownShard(ShardId(7))));
     rt.shutdown().await.unwrap();
 }
 
@@ -267,7 +293,7 @@ async fn wait_until_swept_covers_a_table_whose_cursor_an_earlier_visit_left_midw
     // The bucket runs on the manual clock too: big enough for both passes.
     let sweep = SweeperConfig { pass_interval: None, burst: 100, ..SweeperConfig::default() };
     let rt = GhostRuntime::builder()
-        .shards(0..2)
+        .shards((0..2).map(ShardId))
         .shard_config(shards(10_000, 5))
         .store(StoreChoice::Memory)
         .clock(Arc::new(clock.clone()))
@@ -277,7 +303,7 @@ async fn wait_until_swept_covers_a_table_whose_cursor_an_earlier_visit_left_midw
     for i in 0..20u32 {
         let node = format!("n{i:02}");
         rt.insert_ghost(
-            0,
+            ShardId(0),
             InsertGhost { node_id: node.as_str().into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
         )
         .await
@@ -285,7 +311,7 @@ async fn wait_until_swept_covers_a_table_whose_cursor_an_earlier_visit_left_midw
         dir.record_move(&node, ShardId(1), Epoch(1));
     }
     // A plan of 10 leaves shard 0's cursor halfway (nothing is due yet).
-    rt.request(0, vshard_ghosts::messages::PlanSweep::new(10)).await.unwrap();
+    rt.request(ShardId(0), vshard_ghosts::messages::PlanSweep::new(10)).await.unwrap();
     clock.advance(11_000);
     let counts = rt.wait_until_swept().await.unwrap();
     assert!(counts.kept >= 20, "every due ghost verified, the first half too: {counts:?}");
@@ -296,16 +322,19 @@ async fn wait_until_swept_covers_a_table_whose_cursor_an_earlier_visit_left_midw
 async fn hand_made_sweep_messages_need_the_run_time_switch_too() {
     // The cargo feature alone (it merges across a build) must not let a host
     // forge a plan or a verdict.
-    let rt = GhostRuntime::builder().shards(0..2).store(StoreChoice::Memory).start().unwrap();
-    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
-        .await
-        .unwrap();
-    let plan = rt.request(0, vshard_ghosts::messages::PlanSweep::new(8)).await;
+    let rt = GhostRuntime::builder().shards((0..2).map(ShardId)).store(StoreChoice::Memory).start().unwrap();
+    rt.insert_ghost(
+        ShardId(0),
+        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
+    )
+    .await
+    .unwrap();
+    let plan = rt.request(ShardId(0), vshard_ghosts::messages::PlanSweep::new(8)).await;
     assert!(matches!(plan, Err(Error::InvalidConfig(_))), "{plan:?}");
     let forged = vshard_ghosts::messages::ApplyVerdicts::new(0, Vec::new());
-    assert!(matches!(rt.request(0, forged).await, Err(Error::InvalidConfig(_))));
-    assert!(matches!(rt.request(0, InjectPanic).await, Err(Error::InvalidConfig(_))));
-    assert_eq!(rt.resolve(0, "n").await.unwrap(), Some(ShardId(1)));
+    assert!(matches!(rt.request(ShardId(0), forged).await, Err(Error::InvalidConfig(_))));
+    assert!(matches!(rt.request(ShardId(0), InjectPanic).await, Err(Error::InvalidConfig(_))));
+    assert_eq!(rt.resolve(ShardId(0), "n").await.unwrap(), Some(ShardId(1)));
     rt.shutdown().await.unwrap();
 }
 
@@ -324,31 +353,37 @@ async fn after_shutdown_every_call_says_closed_and_the_store_is_released() {
         .store(StoreChoice::Redb(path.clone()))
         .start()
         .unwrap();
-    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
-        .await
-        .unwrap();
+    rt.insert_ghost(
+        ShardId(0),
+        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
+    )
+    .await
+    .unwrap();
     rt.shutdown().await.unwrap();
-    assert_eq!(rt.resolve(0, "n").await, Err(Error::Closed));
+    assert_eq!(rt.resolve(ShardId(0), "n").await, Err(Error::Closed));
     let sweep = SweeperConfig::default();
     assert_eq!(rt.start_sweeper(Arc::new(DirectoryVerifier::new()), sweep), Err(Error::Closed));
     assert_eq!(rt.shutdown().await, Ok(()), "a second shutdown does nothing");
     // Shards on the calling arbiter too: the file is closed, so it opens again.
     let again = GhostRuntime::builder().config(config).store(StoreChoice::Redb(path)).start().unwrap();
-    assert_eq!(again.resolve(0, "n").await.unwrap(), Some(ShardId(1)));
+    assert_eq!(again.resolve(ShardId(0), "n").await.unwrap(), Some(ShardId(1)));
     again.shutdown().await.unwrap();
 }
 
 #[actix::test]
 async fn an_export_page_of_any_size_is_bounded_by_the_table() {
-    let rt = GhostRuntime::builder().shards(0..2).store(StoreChoice::Memory).start().unwrap();
-    rt.insert_ghost(0, InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) })
-        .await
-        .unwrap();
+    let rt = GhostRuntime::builder().shards((0..2).map(ShardId)).store(StoreChoice::Memory).start().unwrap();
+    rt.insert_ghost(
+        ShardId(0),
+        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
+    )
+    .await
+    .unwrap();
     for limit in [usize::MAX, isize::MAX as usize, 1 << 40, 0] {
-        let page = rt.export_page(0, None, limit).await.unwrap();
+        let page = rt.export_page(ShardId(0), None, limit).await.unwrap();
         assert_eq!((page.records.len(), page.next), (1, None), "limit {limit}");
     }
-    assert_eq!(rt.shard_stats(0).await.unwrap().restarts, 0, "no panic");
+    assert_eq!(rt.shard_stats(ShardId(0)).await.unwrap().restarts, 0, "no panic");
     rt.shutdown().await.unwrap();
 }
 
@@ -365,24 +400,24 @@ async fn operator_calls_dropped_part_way_leave_the_runtime_working() {
         verifier.record_move("n", ShardId(1), Epoch(1));
         let sweep = SweeperConfig { pass_interval: None, ..SweeperConfig::default() };
         let rt = GhostRuntime::builder()
-            .shards(0..2)
+            .shards((0..2).map(ShardId))
             .shard_config(shards(0, 5))
             .store(StoreChoice::Memory)
             .sweeper(verifier.clone(), sweep.clone())
             .start()
             .unwrap();
         let ghost = InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) };
-        rt.insert_ghost(0, ghost).await.unwrap();
+        rt.insert_ghost(ShardId(0), ghost).await.unwrap();
         abandon_after(rt.pause_sweeper(), polls).await;
         abandon_after(rt.resume_sweeper(), polls).await;
         abandon_after(rt.set_sweep_rate(50, 5), polls).await;
         abandon_after(rt.run_sweep_pass(), polls).await;
         abandon_after(rt.wait_until_swept(), polls).await;
         abandon_after(rt.sweep_totals(), polls).await;
-        abandon_after(rt.export_page(0, None, 10), polls).await;
-        abandon_after(rt.shard_stats(0), polls).await;
+        abandon_after(rt.export_page(ShardId(0), None, 10), polls).await;
+        abandon_after(rt.shard_stats(ShardId(0)), polls).await;
         abandon_after(rt.stats(), polls).await;
-        abandon_after(rt.revive_shard(0), polls).await;
+        abandon_after(rt.revive_shard(ShardId(0)), polls).await;
         abandon_after(rt.flush(), polls).await;
         abandon_after(rt.export_metrics(), polls).await;
         abandon_after(rt.stop_sweeper(), polls).await;
@@ -395,14 +430,14 @@ async fn operator_calls_dropped_part_way_leave_the_runtime_working() {
         rt.resume_sweeper().await.unwrap();
         let pass = rt.run_sweep_pass().await.unwrap();
         assert_eq!((pass.complete, pass.counts.kept), (true, 1), "{polls} polls");
-        assert_eq!(rt.revive_shard(0).await.unwrap(), ShardState::Ready);
-        assert_eq!(rt.export_page(0, None, 10).await.unwrap().records.len(), 1);
+        assert_eq!(rt.revive_shard(ShardId(0)).await.unwrap(), ShardState::Ready);
+        assert_eq!(rt.export_page(ShardId(0), None, 10).await.unwrap().records.len(), 1);
         rt.flush().await.unwrap();
 
         abandon_after(rt.shutdown(), polls).await;
         assert_eq!(rt.shutdown().await, Ok(()), "{polls} polls: waits for the abandoned shutdown");
-        assert_eq!(rt.reader().resolve(0, "n"), Err(Error::Closed));
-        assert_eq!(rt.resolve(0, "n").await, Err(Error::Closed));
+        assert_eq!(rt.reader().resolve(ShardId(0), "n"), Err(Error::Closed));
+        assert_eq!(rt.resolve(ShardId(0), "n").await, Err(Error::Closed));
         assert_eq!(Arc::strong_count(&verifier), 1, "{polls} polls: the sweeper is gone");
     }
 }
@@ -410,20 +445,24 @@ async fn operator_calls_dropped_part_way_leave_the_runtime_working() {
 #[actix::test]
 async fn ready_says_which_shards_serve_and_which_failed_closed() {
     let store = Arc::new(Corrupt::default());
-    let rt = GhostRuntime::builder().shards(0..3).store(StoreChoice::Custom(store.clone())).start().unwrap();
+    let rt = GhostRuntime::builder()
+        .shards((0..3).map(ShardId))
+        .store(StoreChoice::Custom(store.clone()))
+        .start()
+        .unwrap();
     let health = rt.ready().await.unwrap();
     assert_eq!(health.ready, vec![ShardId(1), ShardId(2)]);
     assert!(health.loading.is_empty() && health.is_settled() && !health.is_ready());
     assert_eq!(health.failed.len(), 1);
     assert_eq!(health.failed[0].0, ShardId(0));
-    assert!(matches!(health.failed[0].1, Error::ShardFailed { shard: 0, .. }), "{health}");
+    assert!(matches!(health.failed[0].1, Error::ShardFailed { shard: ShardId(0), .. }), "{health}");
     assert!(
         health.to_string().starts_with("ready 2/3, loading [], failed [0: shard 0 failed closed"),
         "{health}"
     );
     assert_eq!(rt.health().unwrap(), health);
     store.repaired.store(true, Ordering::SeqCst);
-    rt.revive_shard(0).await.unwrap();
+    rt.revive_shard(ShardId(0)).await.unwrap();
     assert!(rt.ready().await.unwrap().is_ready());
     rt.shutdown().await.unwrap();
     assert_eq!(rt.health(), Err(Error::Closed));

@@ -15,7 +15,7 @@ use vshard_ghosts::{store::*, sweep::*, table::*};
 #[allow(dead_code)] // each test file uses a different part of it
 mod support;
 
-const SHARD: u16 = 0;
+const SHARD: ShardId = ShardId(0);
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -59,7 +59,7 @@ fn config(max_stubs: usize) -> TableConfig {
 type Ghost = (String, u16, u32, u64, u64, u64);
 
 /// Ghosts sorted by id, each id's tombstone epoch, and the sequence number.
-type State = (Vec<Ghost>, Vec<(String, Option<u64>)>, Option<u64>);
+type State = (Vec<Ghost>, Vec<(String, Option<Epoch>)>, Option<u64>);
 
 fn state(t: &GhostTable) -> State {
     let mut ghosts: Vec<Ghost> = t

@@ -29,7 +29,7 @@ struct TestStore {
 }
 
 impl GhostStore for TestStore {
-    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+    fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
         if let Some(gate) = &*self.gate.lock().unwrap() {
             gate.recv().unwrap();
         }
@@ -47,7 +47,7 @@ impl GhostStore for TestStore {
     fn kind(&self) -> &'static str {
         "test"
     }
-    fn claim(&self, _: u16) -> Option<ClaimWatch> {
+    fn claim(&self, _: ShardId) -> Option<ClaimWatch> {
         self.claim.lock().unwrap().clone()
     }
 }
@@ -69,7 +69,10 @@ fn shard_config() -> ShardConfig {
 /// Shards 0 and 1 on an arbiter of their own (so the readers, the driver and
 /// the actors run on different threads), over `store`.
 fn runtime(store: Arc<TestStore>, config: ShardConfig) -> GhostRuntime {
-    support::local_runtime(store, [0, 1], config, &ManualClock::new(0), 0).arbiters(1).start().unwrap()
+    support::local_runtime(store, [ShardId(0), ShardId(1)], config, &ManualClock::new(0), 0)
+        .arbiters(1)
+        .start()
+        .unwrap()
 }
 
 fn ghost(id: &str, target: u16, refcount: u32, epoch: u64) -> InsertGhost {
@@ -108,9 +111,9 @@ struct Seen {
 
 fn check_err(e: &Error, acked: &Acked, seen: &mut Seen, what: &str) {
     match e {
-        Error::ShardLoading { shard: 0 } => seen.loading += 1,
+        Error::ShardLoading { shard: ShardId(0) } => seen.loading += 1,
         // Checked after the resolve: the corruption was set before any such answer.
-        Error::ShardFailed { shard: 0, cause } if acked.failing.load(Ordering::Acquire) => {
+        Error::ShardFailed { shard: ShardId(0), cause } if acked.failing.load(Ordering::Acquire) => {
             assert!(matches!(**cause, Error::Decode(_)), "{what}: {e}");
             seen.failed += 1;
         }
@@ -122,7 +125,7 @@ fn check_err(e: &Error, acked: &Acked, seen: &mut Seen, what: &str) {
 /// acknowledged before it started.
 fn check_once(reader: &GhostReader, acked: &Acked, rng: &mut fastrand::Rng, seen: &mut Seen) {
     let failed = acked.failed.load(Ordering::Acquire);
-    let mut answer = |id: &str, ok: &dyn Fn(Option<ShardId>) -> bool| match reader.resolve(0, id) {
+    let mut answer = |id: &str, ok: &dyn Fn(Option<ShardId>) -> bool| match reader.resolve(ShardId(0), id) {
         Ok(a) => {
             assert!(!failed, "{id}: answered {a:?} after the shard failed closed");
             assert!(ok(a), "{id}: wrong answer {a:?}");
@@ -163,7 +166,7 @@ fn check_once(reader: &GhostReader, acked: &Acked, rng: &mut fastrand::Rng, seen
         Err(e) => check_err(&e, acked, seen, &a),
     }
     // The other shard is never disturbed.
-    assert_eq!(reader.resolve(1, "other"), Ok(Some(ShardId(0))));
+    assert_eq!(reader.resolve(ShardId(1), "other"), Ok(Some(ShardId(0))));
 }
 
 /// A barrier that a failed party breaks instead of leaving the others
@@ -207,8 +210,8 @@ async fn meet(verify: &Arc<Rendezvous>, round: usize) {
 async fn readers_never_see_a_wrong_or_half_applied_state() {
     let store = Arc::new(TestStore::default());
     let rt = runtime(store.clone(), shard_config());
-    rt.insert_ghost(1, ghost("other", 0, 1, 1)).await.unwrap();
-    rt.insert_ghost(0, ghost("m", FIRST_TARGET as u16, 1, 1)).await.unwrap();
+    rt.insert_ghost(ShardId(1), ghost("other", 0, 1, 1)).await.unwrap();
+    rt.insert_ghost(ShardId(0), ghost("m", FIRST_TARGET as u16, 1, 1)).await.unwrap();
     let acked = Arc::new(Acked::default());
     acked.moved_to.store(FIRST_TARGET, Ordering::Release);
     // The readers check everything once more, all together, before the corruption.
@@ -226,12 +229,12 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
                     if !verified && acked.permanent.load(Ordering::Acquire) == ROUNDS {
                         verify.wait(READERS + 1, 1); // the shard is ready and stays so until the next wait
                         for i in 0..ROUNDS {
-                            assert_eq!(reader.resolve(0, &format!("p{i}")), Ok(Some(ShardId(1))));
-                            assert_eq!(reader.resolve(0, &format!("r{i}")), Ok(None));
-                            assert_eq!(reader.resolve(0, &format!("never{i}")), Ok(None));
+                            assert_eq!(reader.resolve(ShardId(0), &format!("p{i}")), Ok(Some(ShardId(1))));
+                            assert_eq!(reader.resolve(ShardId(0), &format!("r{i}")), Ok(None));
+                            assert_eq!(reader.resolve(ShardId(0), &format!("never{i}")), Ok(None));
                         }
                         let last = Some(ShardId((FIRST_TARGET + ROUNDS) as u16));
-                        assert_eq!(reader.resolve(0, "m"), Ok(last));
+                        assert_eq!(reader.resolve(ShardId(0), "m"), Ok(last));
                         verify.wait(READERS + 1, 2);
                         verified = true;
                     }
@@ -239,8 +242,8 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
                 }
                 // Failed closed for good: an error for every id, never `None`.
                 for id in ["p0", "never0", "m", "a0"] {
-                    let e = reader.resolve(0, id).unwrap_err();
-                    assert!(matches!(e, Error::ShardFailed { shard: 0, .. }), "{e}");
+                    let e = reader.resolve(ShardId(0), id).unwrap_err();
+                    assert!(matches!(e, Error::ShardFailed { shard: ShardId(0), .. }), "{e}");
                 }
                 assert!(verified);
                 seen
@@ -250,11 +253,11 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
 
     for r in 0..ROUNDS {
         let p = format!("p{r}");
-        rt.insert_ghost(0, ghost(&p, 1, 1_000, 1)).await.unwrap();
+        rt.insert_ghost(ShardId(0), ghost(&p, 1, 1_000, 1)).await.unwrap();
         acked.permanent.store(r + 1, Ordering::Release);
         let (a, b) = (format!("a{r}"), format!("b{r}"));
-        rt.insert_ghost(0, ghost(&a, 2, 1, 1)).await.unwrap();
-        rt.insert_ghost(0, ghost(&b, 2, 1, 1)).await.unwrap();
+        rt.insert_ghost(ShardId(0), ghost(&a, 2, 1, 1)).await.unwrap();
+        rt.insert_ghost(ShardId(0), ghost(&b, 2, 1, 1)).await.unwrap();
         // The pair's last edges go in one batch; every other one also adds an
         // edge, so that it is applied on the durable path as well as the lazy one.
         let mut events = EdgeEvents::new();
@@ -263,22 +266,22 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
         if r % 2 == 1 {
             events.added(&p);
         }
-        let out = rt.edge_batch(0, None, events).await.unwrap();
+        let out = rt.edge_batch(ShardId(0), None, events).await.unwrap();
         assert_eq!(out.purged, 2, "round {r}");
         let to = FIRST_TARGET + 1 + r;
         let moved = rt.retarget(
-            0,
+            ShardId(0),
             Retarget { node_id: "m".into(), target: ShardId(to as u16), epoch: Epoch(u64::from(r) + 2) },
         );
         assert_eq!(moved.await.unwrap(), MoveOutcome::Applied);
         acked.moved_to.store(to, Ordering::Release);
         let rid = format!("r{r}");
-        rt.insert_ghost(0, ghost(&rid, 3, 1, 1)).await.unwrap();
-        assert_eq!(rt.reclaim(0, &rid, Epoch(2)).await.unwrap(), MoveOutcome::Applied);
+        rt.insert_ghost(ShardId(0), ghost(&rid, 3, 1, 1)).await.unwrap();
+        assert_eq!(rt.reclaim(ShardId(0), &rid, Epoch(2)).await.unwrap(), MoveOutcome::Applied);
         acked.reclaimed.store(r + 1, Ordering::Release);
         if r % 8 == 7 {
             // The shard restarts and reloads what is durable.
-            assert_eq!(rt.request(0, InjectPanic).await, Err(Error::Panicked { shard: 0 }));
+            assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
         }
     }
     rt.flush().await.unwrap(); // queued behind any reload: the shard is ready
@@ -287,8 +290,8 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
 
     store.corrupt.store(true, Ordering::SeqCst);
     acked.failing.store(true, Ordering::Release);
-    assert_eq!(rt.request(0, InjectPanic).await, Err(Error::Panicked { shard: 0 }));
-    assert!(matches!(rt.shard_stats(0).await.unwrap().state, ShardState::FailedClosed(_)));
+    assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
+    assert!(matches!(rt.shard_stats(ShardId(0)).await.unwrap().state, ShardState::FailedClosed(_)));
     acked.failed.store(true, Ordering::Release);
     acked.finished.store(true, Ordering::Release);
     for r in readers {
@@ -315,7 +318,7 @@ fn check_wide(reader: &GhostReader, sample: &[(ShardId, &str)], acked_gone: &Ato
             true
         }
         Ok(answers) => panic!("a half-applied batch: {answers:?}"),
-        Err(Error::ShardLoading { shard: 0 }) => false,
+        Err(Error::ShardLoading { shard: ShardId(0) }) => false,
         Err(e) => panic!("unexpected {e:?}"),
     }
 }
@@ -325,7 +328,7 @@ async fn a_batch_that_panics_half_applied_is_never_seen_half() {
     let rt = runtime(Arc::new(TestStore::default()), shard_config());
     let ids: Vec<String> = (0..WIDE).map(|i| format!("w{i}")).collect();
     for chunk in ids.chunks(100) {
-        let inserts = chunk.iter().map(|id| rt.insert_ghost(0, ghost(id, 1, 1, 1)));
+        let inserts = chunk.iter().map(|id| rt.insert_ghost(ShardId(0), ghost(id, 1, 1, 1)));
         for r in futures::future::join_all(inserts).await {
             assert_eq!(r.unwrap(), InsertOutcome::Inserted);
         }
@@ -356,18 +359,18 @@ async fn a_batch_that_panics_half_applied_is_never_seen_half() {
         let at =
             [BatchPanicAt::Warm, BatchPanicAt::After(1), BatchPanicAt::After(700), BatchPanicAt::After(1200)]
                 [round % 4];
-        let died = rt.request(0, InjectBatchPanic { events: removals.clone(), at }).await;
-        assert_eq!(died, Err(Error::Panicked { shard: 0 }), "round {round}, {at:?}");
+        let died = rt.request(ShardId(0), InjectBatchPanic { events: removals.clone(), at }).await;
+        assert_eq!(died, Err(Error::Panicked { shard: ShardId(0) }), "round {round}, {at:?}");
         // Queued behind the reload: every ghost is back, as the store has it.
-        assert_eq!(rt.resolve(0, &ids[WIDE - 1]).await, Ok(Some(ShardId(1))), "round {round}");
+        assert_eq!(rt.resolve(ShardId(0), &ids[WIDE - 1]).await, Ok(Some(ShardId(1))), "round {round}");
         let back = rt.reader().resolve_many(&ids.iter().map(|id| (ShardId(0), &**id)).collect::<Vec<_>>());
         assert!(back.unwrap().iter().all(|a| *a == Some(ShardId(1))), "round {round}");
     }
     // And applied for real: whole, in one step, on both sides of the chunk.
     gone.store(true, Ordering::Release);
-    let out = rt.edge_batch(0, None, removals).await.unwrap();
+    let out = rt.edge_batch(ShardId(0), None, removals).await.unwrap();
     assert_eq!((out.applied, out.purged, out.unknown), (WIDE as u32, WIDE as u32, 0));
-    assert!(ids.iter().all(|id| rt.reader().resolve(0, id) == Ok(None)));
+    assert!(ids.iter().all(|id| rt.reader().resolve(ShardId(0), id) == Ok(None)));
     finished.store(true, Ordering::Release);
     for r in readers {
         let (answers, loading) = r.join().unwrap();
@@ -395,9 +398,11 @@ async fn a_write_acknowledged_on_one_thread_is_seen_by_a_resolve_started_after_o
                 for step in rx {
                     match step {
                         Step::Inserted(i) => {
-                            assert_eq!(reader.resolve(0, &format!("w{i}")), Ok(Some(ShardId(1))))
+                            assert_eq!(reader.resolve(ShardId(0), &format!("w{i}")), Ok(Some(ShardId(1))))
                         }
-                        Step::Removed(i) => assert_eq!(reader.resolve(0, &format!("w{i}")), Ok(None)),
+                        Step::Removed(i) => {
+                            assert_eq!(reader.resolve(ShardId(0), &format!("w{i}")), Ok(None))
+                        }
                         Step::Retargeted(t) => assert_eq!(
                             reader.resolve_many(&[(ShardId(0), "m"), (ShardId(1), "x")]),
                             Ok(vec![Some(ShardId(t as u16)), None])
@@ -414,17 +419,17 @@ async fn a_write_acknowledged_on_one_thread_is_seen_by_a_resolve_started_after_o
         txs.iter().for_each(|tx| tx.send(step()).unwrap());
         txs.iter().for_each(|_| done.recv().unwrap());
     };
-    rt.insert_ghost(0, ghost("m", 2, 1, 1)).await.unwrap();
+    rt.insert_ghost(ShardId(0), ghost("m", 2, 1, 1)).await.unwrap();
     for i in 0..400u32 {
         let id = format!("w{i}");
-        rt.insert_ghost(0, ghost(&id, 1, 1, 1)).await.unwrap();
+        rt.insert_ghost(ShardId(0), ghost(&id, 1, 1, 1)).await.unwrap();
         tell(&|| Step::Inserted(i));
         // Acknowledged at once (the removal rides the next flush): still seen.
-        assert_eq!(rt.edge_removed(0, &id).await.unwrap(), EdgeOutcome::Purged);
+        assert_eq!(rt.edge_removed(ShardId(0), &id).await.unwrap(), EdgeOutcome::Purged);
         tell(&|| Step::Removed(i));
         let to = 3 + (i % 100);
         let m = Retarget { node_id: "m".into(), target: ShardId(to as u16), epoch: Epoch(u64::from(i) + 2) };
-        assert_eq!(rt.retarget(0, m).await.unwrap(), MoveOutcome::Applied);
+        assert_eq!(rt.retarget(ShardId(0), m).await.unwrap(), MoveOutcome::Applied);
         tell(&|| Step::Retargeted(to));
     }
     drop(txs);
@@ -442,46 +447,46 @@ async fn a_loading_shard_is_an_error_not_none() {
     let rt = runtime(store.clone(), shard_config());
     let reader = rt.reader();
     // Neither shard can have loaded: their loads wait for the gate.
-    assert_eq!(reader.resolve(0, "a"), Err(Error::ShardLoading { shard: 0 }));
-    assert_eq!(reader.resolve_many(&[(ShardId(1), "a")]), Err(Error::ShardLoading { shard: 1 }));
+    assert_eq!(reader.resolve(ShardId(0), "a"), Err(Error::ShardLoading { shard: ShardId(0) }));
+    assert_eq!(reader.resolve_many(&[(ShardId(1), "a")]), Err(Error::ShardLoading { shard: ShardId(1) }));
     assert_eq!(
         reader.resolve_many(&[(ShardId(0), "a"), (ShardId(1), "b")]),
-        Err(Error::ShardLoading { shard: 0 })
+        Err(Error::ShardLoading { shard: ShardId(0) })
     );
     open.send(()).unwrap();
     open.send(()).unwrap();
-    rt.insert_ghost(0, ghost("a", 1, 1, 1)).await.unwrap();
-    assert_eq!(reader.resolve(0, "a"), Ok(Some(ShardId(1))));
+    rt.insert_ghost(ShardId(0), ghost("a", 1, 1, 1)).await.unwrap();
+    assert_eq!(reader.resolve(ShardId(0), "a"), Ok(Some(ShardId(1))));
     // A reload after a panic: loading again until the gate lets it through.
-    assert_eq!(rt.request(0, InjectPanic).await, Err(Error::Panicked { shard: 0 }));
-    assert_eq!(reader.resolve(0, "a"), Err(Error::ShardLoading { shard: 0 }));
-    assert_eq!(reader.resolve(1, "a"), Ok(None), "the other shard serves meanwhile");
+    assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
+    assert_eq!(reader.resolve(ShardId(0), "a"), Err(Error::ShardLoading { shard: ShardId(0) }));
+    assert_eq!(reader.resolve(ShardId(1), "a"), Ok(None), "the other shard serves meanwhile");
     open.send(()).unwrap();
     rt.flush().await.unwrap();
-    assert_eq!(reader.resolve(0, "a"), Ok(Some(ShardId(1))));
+    assert_eq!(reader.resolve(ShardId(0), "a"), Ok(Some(ShardId(1))));
     *store.gate.lock().unwrap() = None;
     rt.shutdown().await.unwrap();
     // The runtime is shut down: no reader answers from it again.
-    assert_eq!(reader.resolve(0, "a"), Err(Error::Closed));
+    assert_eq!(reader.resolve(ShardId(0), "a"), Err(Error::Closed));
     assert_eq!(reader.resolve_many(&[(ShardId(1), "a")]), Err(Error::Closed));
 }
 
 #[actix::test]
 async fn failed_closed_down_fenced_and_unknown_shards_are_errors() {
     let store = Arc::new(TestStore::default());
-    store.inner.replace(&GhostTable::new(0, TableConfig::default()).unwrap()).unwrap();
+    store.inner.replace(&GhostTable::new(ShardId(0), TableConfig::default()).unwrap()).unwrap();
     store.corrupt.store(true, Ordering::SeqCst);
     let rt = runtime(store.clone(), shard_config());
     let reader = rt.reader();
-    assert!(matches!(rt.shard_stats(0).await.unwrap().state, ShardState::FailedClosed(_)));
-    let e = reader.resolve(0, "a").unwrap_err();
+    assert!(matches!(rt.shard_stats(ShardId(0)).await.unwrap().state, ShardState::FailedClosed(_)));
+    let e = reader.resolve(ShardId(0), "a").unwrap_err();
     assert!(
-        matches!(&e, Error::ShardFailed { shard: 0, cause } if matches!(**cause, Error::Decode(_))),
+        matches!(&e, Error::ShardFailed { shard: ShardId(0), cause } if matches!(**cause, Error::Decode(_))),
         "{e}"
     );
     let e = reader.resolve_many(&[(ShardId(1), "a"), (ShardId(0), "a")]).unwrap_err();
-    assert!(matches!(e, Error::ShardFailed { shard: 0, .. }), "{e}");
-    assert_eq!(reader.resolve(7, "a"), Err(Error::UnknownShard(ShardId(7))));
+    assert!(matches!(e, Error::ShardFailed { shard: ShardId(0), .. }), "{e}");
+    assert_eq!(reader.resolve(ShardId(7), "a"), Err(Error::UnknownShard(ShardId(7))));
     assert_eq!(reader.resolve_many(&[(ShardId(0), "a"), (ShardId(7), "a")]).unwrap_err(), e);
     rt.shutdown().await.unwrap();
 
@@ -493,10 +498,10 @@ async fn failed_closed_down_fenced_and_unknown_shards_are_errors() {
     };
     let rt = runtime(store.clone(), config);
     let reader = rt.reader();
-    rt.insert_ghost(0, ghost("a", 1, 1, 1)).await.unwrap();
-    assert_eq!(rt.request(0, InjectPanic).await, Err(Error::Panicked { shard: 0 }));
-    assert_eq!(rt.shard_stats(0).await.unwrap().state, ShardState::Down);
-    assert_eq!(reader.resolve(0, "a"), Err(Error::ShardDown { shard: 0, restarts: 1 }));
+    rt.insert_ghost(ShardId(0), ghost("a", 1, 1, 1)).await.unwrap();
+    assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
+    assert_eq!(rt.shard_stats(ShardId(0)).await.unwrap().state, ShardState::Down);
+    assert_eq!(reader.resolve(ShardId(0), "a"), Err(Error::ShardDown { shard: ShardId(0), restarts: 1 }));
     rt.shutdown().await.unwrap();
 
     // Fenced: the claim lapses behind the shard's back. The reader refuses at
@@ -506,10 +511,13 @@ async fn failed_closed_down_fenced_and_unknown_shards_are_errors() {
     let rt = runtime(store.clone(), shard_config());
     let reader = rt.reader();
     rt.flush().await.unwrap();
-    assert_eq!(reader.resolve(0, "a"), Ok(Some(ShardId(1))));
+    assert_eq!(reader.resolve(ShardId(0), "a"), Ok(Some(ShardId(1))));
     watch.revoke();
-    assert!(matches!(reader.resolve(0, "a"), Err(Error::Fenced { shard: 0, .. })));
-    assert!(matches!(rt.resolve(0, "a").await, Err(Error::Fenced { shard: 0, .. })));
-    assert!(matches!(reader.resolve_many(&[(ShardId(0), "a")]), Err(Error::Fenced { shard: 0, .. })));
+    assert!(matches!(reader.resolve(ShardId(0), "a"), Err(Error::Fenced { shard: ShardId(0), .. })));
+    assert!(matches!(rt.resolve(ShardId(0), "a").await, Err(Error::Fenced { shard: ShardId(0), .. })));
+    assert!(matches!(
+        reader.resolve_many(&[(ShardId(0), "a")]),
+        Err(Error::Fenced { shard: ShardId(0), .. })
+    ));
     rt.shutdown().await.unwrap();
 }

@@ -39,13 +39,20 @@ fn frontier(size: usize, mixed: bool) -> (Vec<(ShardId, String)>, usize) {
 /// is a ghost only if `b{k}` is too, and `a{k}` comes first in the frontier:
 /// a read that sees `a{k}` and not `b{k}` saw a batch land in the middle.
 async fn never_half_a_batch(size: usize, mixed: bool) {
-    let rt = GhostRuntime::builder().shards(0..2).arbiters(1).store(StoreChoice::Memory).start().unwrap();
+    let rt = GhostRuntime::builder()
+        .shards((0..2).map(ShardId))
+        .arbiters(1)
+        .store(StoreChoice::Memory)
+        .start()
+        .unwrap();
     let (ids, pairs) = frontier(size, mixed);
     let churned = pairs.max(1);
     let mut all: Vec<String> = (0..churned).flat_map(|k| [format!("a{k}"), format!("b{k}")]).collect();
     all.push("stays".into());
     for chunk in all.chunks(200) {
-        for r in futures::future::join_all(chunk.iter().map(|id| rt.insert_ghost(0, ghost(id)))).await {
+        for r in
+            futures::future::join_all(chunk.iter().map(|id| rt.insert_ghost(ShardId(0), ghost(id)))).await
+        {
             assert_eq!(r.unwrap(), InsertOutcome::Inserted);
         }
     }
@@ -86,9 +93,9 @@ async fn never_half_a_batch(size: usize, mixed: bool) {
         let mut events = EdgeEvents::new();
         events.removed(&a);
         events.removed(&b);
-        assert_eq!(rt.edge_batch(0, None, events).await.unwrap().purged, 2);
-        rt.insert_ghost(0, ghost(&b)).await.unwrap();
-        rt.insert_ghost(0, ghost(&a)).await.unwrap();
+        assert_eq!(rt.edge_batch(ShardId(0), None, events).await.unwrap().purged, 2);
+        rt.insert_ghost(ShardId(0), ghost(&b)).await.unwrap();
+        rt.insert_ghost(ShardId(0), ghost(&a)).await.unwrap();
         round += 1;
     }
     finished.store(true, Ordering::Release);

@@ -10,7 +10,12 @@ use vshard_ghosts::store::*;
 use vshard_ghosts::*;
 
 fn memory_runtime() -> GhostRuntime {
-    GhostRuntime::builder().shards(0..8).arbiters(2).store(StoreChoice::Memory).start().unwrap()
+    GhostRuntime::builder()
+        .shards((0..8).map(ShardId))
+        .arbiters(2)
+        .store(StoreChoice::Memory)
+        .start()
+        .unwrap()
 }
 
 #[actix::test]
@@ -18,7 +23,7 @@ async fn routes_by_shard_and_resolves_a_frontier() {
     let rt = memory_runtime();
     for s in 0..8u16 {
         rt.insert_ghost(
-            s,
+            ShardId(s),
             InsertGhost {
                 node_id: format!("n{s}").into(),
                 target: ShardId((s + 1) % 8),
@@ -34,10 +39,10 @@ async fn routes_by_shard_and_resolves_a_frontier() {
         rt.resolve_many(&frontier).await.unwrap(),
         vec![Some(ShardId(4)), Some(ShardId(1)), None, Some(ShardId(0))]
     );
-    assert_eq!(rt.edge_added(9, "x").await, Err(Error::UnknownShard(ShardId(9))));
-    assert!(rt.addr(9).is_err());
+    assert_eq!(rt.edge_added(ShardId(9), "x").await, Err(Error::UnknownShard(ShardId(9))));
+    assert!(rt.addr(ShardId(9)).is_err());
     // Chaos hooks are off unless configured: no client can crash a shard.
-    let refused = rt.request(0, vshard_ghosts::messages::InjectPanic).await;
+    let refused = rt.request(ShardId(0), vshard_ghosts::messages::InjectPanic).await;
     assert!(matches!(refused, Err(Error::InvalidConfig(_))), "{refused:?}");
     let stats = rt.stats().await.unwrap();
     assert_eq!(stats.iter().map(|s| s.table.ghosts).sum::<u64>(), 8);
@@ -48,8 +53,8 @@ async fn routes_by_shard_and_resolves_a_frontier() {
 #[actix::test]
 async fn invalid_configs_are_refused() {
     for b in [
-        GhostRuntime::builder().shards([0u16; 0]),
-        GhostRuntime::builder().shards([1, 1]),
+        GhostRuntime::builder().shards(std::iter::empty()),
+        GhostRuntime::builder().shards([ShardId(1), ShardId(1)]),
         GhostRuntime::builder().shard_config(ShardConfig { mailbox_capacity: 0, ..ShardConfig::default() }),
     ] {
         assert!(matches!(b.store(StoreChoice::Memory).start(), Err(Error::InvalidConfig(_))));
@@ -61,19 +66,22 @@ async fn shutdown_flushes_and_the_store_reopens_with_everything() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.redb");
     let rt = GhostRuntime::builder()
-        .shards(0..4)
+        .shards((0..4).map(ShardId))
         .arbiters(2)
         .store(StoreChoice::Redb(path.clone()))
         .start()
         .unwrap();
-    rt.insert_ghost(1, InsertGhost { node_id: "a".into(), target: ShardId(2), refcount: 3, epoch: Epoch(1) })
-        .await
-        .unwrap();
+    rt.insert_ghost(
+        ShardId(1),
+        InsertGhost { node_id: "a".into(), target: ShardId(2), refcount: 3, epoch: Epoch(1) },
+    )
+    .await
+    .unwrap();
     // Removals are acknowledged before they are durable; shutdown must still write them.
-    rt.edge_removed(1, "a").await.unwrap();
+    rt.edge_removed(ShardId(1), "a").await.unwrap();
     rt.shutdown().await.unwrap();
     let store = RedbStore::open(&path).unwrap();
-    assert_eq!(store.load(1, &TableConfig::default()).unwrap().get("a").unwrap().refcount, 2);
+    assert_eq!(store.load(ShardId(1), &TableConfig::default()).unwrap().get("a").unwrap().refcount, 2);
 }
 
 const CHILD_ENV: &str = "VSHARD_GHOSTS_CRASH_CHILD";
@@ -85,7 +93,7 @@ fn crash_child() {
     let Ok(path) = std::env::var(CHILD_ENV) else { return };
     actix::System::new().block_on(async move {
         let rt = GhostRuntime::builder()
-            .shards(0..4)
+            .shards((0..4).map(ShardId))
             .arbiters(2)
             .store(StoreChoice::Redb(path.into()))
             .start()
@@ -95,7 +103,7 @@ fn crash_child() {
             let shard = (i % 4) as u16;
             let id = format!("n{i}");
             rt.insert_ghost(
-                shard,
+                ShardId(shard),
                 InsertGhost {
                     node_id: id.as_str().into(),
                     target: ShardId((shard + 1) % 4),
@@ -105,7 +113,7 @@ fn crash_child() {
             )
             .await
             .unwrap();
-            rt.edge_added(shard, &id).await.unwrap();
+            rt.edge_added(ShardId(shard), &id).await.unwrap();
             writeln!(out, "ACK {shard} {id}").unwrap();
             out.flush().unwrap();
         }
@@ -121,7 +129,7 @@ fn a_crash_loses_nothing_acknowledged() {
     let acked = support::acks_of_aborted_child("crash_child", CHILD_ENV, path.to_str().unwrap());
     assert_eq!(acked.len(), 400);
     let store = Arc::new(RedbStore::open(&path).unwrap());
-    let tables: Vec<_> = (0..4).map(|s| store.load(s, &TableConfig::default()).unwrap()).collect();
+    let tables: Vec<_> = (0..4).map(|s| store.load(ShardId(s), &TableConfig::default()).unwrap()).collect();
     for (shard, id) in acked {
         let g = tables[shard as usize].get(&id).unwrap_or_else(|| panic!("acknowledged {id} lost"));
         assert_eq!(g.refcount, 2, "{id}: acknowledged edge lost");
@@ -164,8 +172,13 @@ async fn clones_drive_the_same_shards_and_readers_show_the_ghost() {
 async fn a_dropped_runtime_frees_its_redb_file_for_the_next_in_the_same_process() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ghosts.redb");
-    let start =
-        || GhostRuntime::builder().shards(0..4).arbiters(2).store(StoreChoice::Redb(path.clone())).start();
+    let start = || {
+        GhostRuntime::builder()
+            .shards((0..4).map(ShardId))
+            .arbiters(2)
+            .store(StoreChoice::Redb(path.clone()))
+            .start()
+    };
     let rt = start().unwrap();
     rt.insert_ghost(
         ShardId(1),
@@ -189,7 +202,7 @@ async fn a_dropped_runtime_frees_its_redb_file_for_the_next_in_the_same_process(
 async fn bulk_moves_answer_per_item_in_order_with_one_commit_per_shard() {
     let dir = tempfile::tempdir().unwrap();
     let store = StoreChoice::Redb(dir.path().join("ghosts.redb"));
-    let rt = GhostRuntime::builder().shards(0..4).arbiters(2).store(store).start().unwrap();
+    let rt = GhostRuntime::builder().shards((0..4).map(ShardId)).arbiters(2).store(store).start().unwrap();
     rt.ready().await.unwrap();
     let ghost = |i: u16, target: u16| InsertGhost {
         node_id: format!("n{i}").into(),
@@ -205,7 +218,7 @@ async fn bulk_moves_answer_per_item_in_order_with_one_commit_per_shard() {
     let out = rt.insert_ghosts(batch).await;
     let after = rt.writer_stats().unwrap();
     assert_eq!(out.len(), 1_002);
-    assert_eq!(out[5], Err(Error::SelfTarget { shard: 2 }));
+    assert_eq!(out[5], Err(Error::SelfTarget { shard: ShardId(2) }));
     assert_eq!(out[7], Err(Error::UnknownShard(ShardId(9))));
     assert_eq!(out.iter().filter(|o| **o == Ok(InsertOutcome::Inserted)).count(), 1_000);
     assert!(after.shard_flushes - before.shard_flushes <= 4, "{before:?} -> {after:?}");

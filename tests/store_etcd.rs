@@ -11,10 +11,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 use support::*;
-use vshard_ghosts::Error;
 use vshard_ghosts::store::etcd::Ownership;
 use vshard_ghosts::store::{EtcdConfig, EtcdStore, GhostStore};
 use vshard_ghosts::table::GhostTable;
+use vshard_ghosts::{Error, ShardId};
 
 fn config(prefix: &str, owner: &str) -> EtcdConfig {
     EtcdConfig {
@@ -67,19 +67,19 @@ fn large_commits_and_replacements_split_and_reload_whole() {
     // 3 000 rows: one log entry of ~90 KB, one transaction.
     let ups: Vec<_> = (0..3_000).map(|i| rec(&format!("node-{i:05}"), 2, i % 7 + 1)).collect();
     s.commit(&[changes(1, ups.clone(), &[], Some(42))]).unwrap();
-    assert_eq!(loaded(&s, 1), (ups.clone(), Some(42)));
+    assert_eq!(loaded(&s, ShardId(1)), (ups.clone(), Some(42)));
     // Ids of 1 000 bytes: 2 MB, past the request limit: a group of entries.
     let long: Vec<_> = (0..2_000).map(|i| rec(&format!("{i:05}{}", "x".repeat(995)), 3, 1)).collect();
     s.commit(&[changes(2, long.clone(), &[], Some(1))]).unwrap();
-    assert_eq!(loaded(&s, 2), (long, Some(1)));
-    let table = GhostTable::from_records(1, cfg(), ups[..1_500].to_vec(), Some(7)).unwrap();
+    assert_eq!(loaded(&s, ShardId(2)), (long, Some(1)));
+    let table = GhostTable::from_records(ShardId(1), cfg(), ups[..1_500].to_vec(), Some(7)).unwrap();
     s.replace(&table).unwrap();
-    assert_eq!(loaded(&s, 1), (ups[..1_500].to_vec(), Some(7)));
+    assert_eq!(loaded(&s, ShardId(1)), (ups[..1_500].to_vec(), Some(7)));
     // Another owner sees the same after a handover.
     s.release_all().unwrap();
     let t = Instant::now();
     let other = store(&ep, config(s.config().prefix.as_str(), "other"));
-    assert_eq!(loaded(&other, 1), (ups[..1_500].to_vec(), Some(7)));
+    assert_eq!(loaded(&other, ShardId(1)), (ups[..1_500].to_vec(), Some(7)));
     assert!(t.elapsed() < Duration::from_secs(2), "released shards are free at once");
     other.release_all().unwrap();
 }
@@ -111,15 +111,15 @@ fn corrupt_state_and_foreign_prefixes_are_refused() {
         .unwrap();
     // Log entries live under `log/{shard:05}/{index:016x}`, from index 0.
     raw_put(&ep, format!("{prefix}log/00001/0000000000000000"), b"garbage".to_vec());
-    assert!(matches!(s.load(1, &cfg()), Err(Error::Decode(_))));
-    assert_eq!(loaded(&s, 2).0, vec![rec("ok", 1, 1)]);
+    assert!(matches!(s.load(ShardId(1), &cfg()), Err(Error::Decode(_))));
+    assert_eq!(loaded(&s, ShardId(2)).0, vec![rec("ok", 1, 1)]);
     // A checkpoint's chunk: generation 1 after the first checkpoint.
-    s.checkpoint(2).unwrap();
-    assert_eq!(loaded(&s, 2).0, vec![rec("ok", 1, 1)], "checkpointed");
+    s.checkpoint(ShardId(2)).unwrap();
+    assert_eq!(loaded(&s, ShardId(2)).0, vec![rec("ok", 1, 1)], "checkpointed");
     raw_put(&ep, format!("{prefix}ckpt/00002/0000000000000001/00000000"), b"VSG".to_vec());
-    assert!(matches!(s.load(2, &cfg()), Err(Error::Decode(_))));
+    assert!(matches!(s.load(ShardId(2), &cfg()), Err(Error::Decode(_))));
     raw_put(&ep, format!("{prefix}meta/00002"), b"VSGM?".to_vec());
-    assert!(matches!(s.load(2, &cfg()), Err(Error::Decode(_))));
+    assert!(matches!(s.load(ShardId(2), &cfg()), Err(Error::Decode(_))));
     s.release_all().unwrap();
 
     let foreign = fresh_prefix();
@@ -158,7 +158,7 @@ fn a_group_commit_is_one_transaction_until_etcds_limits_split_it() {
         assert_eq!(after.write_txns - before.write_txns, want, "{shards} shards");
         assert_eq!(after.log_entries - before.log_entries, u64::from(shards), "one entry per shard");
     }
-    assert_eq!(loaded(&s, 47).1, Some(2));
+    assert_eq!(loaded(&s, ShardId(47)).1, Some(2));
     s.release_all().unwrap();
 }
 
@@ -189,7 +189,7 @@ fn checkpoints_bound_the_log_and_compaction_ends_the_old_history() {
     let stats = s.stats();
     assert!(stats.checkpoints >= 3 && stats.compactions >= 1, "{stats:?}");
     assert_eq!(stats.checkpoint_failures, 0);
-    assert_eq!(loaded(&s, 1), (model.into_values().collect(), Some(200)));
+    assert_eq!(loaded(&s, ShardId(1)), (model.into_values().collect(), Some(200)));
     // What is left: the owner, the format, the metadata, a checkpoint and a
     // log of at most a few kilobytes; not 200 entries.
     let (keys, bytes) = live(&ep, &prefix);
@@ -223,11 +223,11 @@ fn a_log_entry_written_late_below_the_checkpoint_is_ignored() {
         c.get(format!("{prefix}log/00001/0000000000000000"), None).await.unwrap().kvs()[0].value().to_vec()
     });
     s.commit(&[changes(1, vec![], &["x"], Some(2))]).unwrap();
-    s.checkpoint(1).unwrap();
+    s.checkpoint(ShardId(1)).unwrap();
     // A request retried after its answer was lost lands after the fold that
     // deleted its entry: below the checkpoint's first index, it is not replayed.
     raw_put(&ep, format!("{prefix}log/00001/0000000000000000"), entry);
-    assert_eq!(loaded(&s, 1), (vec![], Some(2)));
+    assert_eq!(loaded(&s, ShardId(1)), (vec![], Some(2)));
     s.release_all().unwrap();
 }
 
@@ -237,35 +237,35 @@ fn a_second_owner_waits_and_the_first_is_fenced() {
     let prefix = fresh_prefix();
     let a = store(&ep, config(&prefix, "a"));
     a.commit(&[changes(1, vec![rec("x", 2, 1)], &[], Some(1))]).unwrap();
-    assert!(matches!(a.ownership(1).unwrap(), Ownership::Owned { .. }));
+    assert!(matches!(a.ownership(ShardId(1)).unwrap(), Ownership::Owned { .. }));
 
     let impatient = EtcdConfig { acquire_timeout: Duration::from_millis(300), ..config(&prefix, "b") };
     let b = store(&ep, impatient);
-    match b.load(1, &cfg()) {
-        Err(Error::Fenced { shard: 1, cause }) => assert!(cause.contains("\"a\""), "{cause}"),
+    match b.load(ShardId(1), &cfg()) {
+        Err(Error::Fenced { shard: ShardId(1), cause }) => assert!(cause.contains("\"a\""), "{cause}"),
         other => panic!("b took a held shard: {other:?}"),
     }
     // A release hands it over at once; a's claim is then void.
-    a.release(1).unwrap();
-    assert_eq!(a.ownership(1).unwrap(), Ownership::Released);
-    b.acquire(&[1]).unwrap();
-    assert_eq!(loaded(&b, 1), (vec![rec("x", 2, 1)], Some(1)));
+    a.release(ShardId(1)).unwrap();
+    assert_eq!(a.ownership(ShardId(1)).unwrap(), Ownership::Released);
+    b.acquire(&[ShardId(1)]).unwrap();
+    assert_eq!(loaded(&b, ShardId(1)), (vec![rec("x", 2, 1)], Some(1)));
     // `a` released its claim, so its next write is fenced (it never takes the shard back).
     let err = a.commit(&[changes(1, vec![rec("y", 2, 1)], &[], Some(2))]);
-    assert!(matches!(err, Err(Error::Fenced { shard: 1, .. })), "{err:?}");
+    assert!(matches!(err, Err(Error::Fenced { shard: ShardId(1), .. })), "{err:?}");
 
     // A frozen owner: b stops renewing; a takes the shard once the lease lapses,
     // and b's next write fails on the guard rather than overwrite a's.
     b.stop_keep_alive().unwrap();
     let t = Instant::now();
     let a2 = store(&ep, config(&prefix, "a2"));
-    assert_eq!(loaded(&a2, 1), (vec![rec("x", 2, 1)], Some(1)));
+    assert_eq!(loaded(&a2, ShardId(1)), (vec![rec("x", 2, 1)], Some(1)));
     assert!(t.elapsed() > Duration::from_millis(500), "waited for the lease: {:?}", t.elapsed());
     let err = b.commit(&[changes(1, vec![rec("z", 2, 1)], &[], Some(3))]);
-    assert!(matches!(err, Err(Error::Fenced { shard: 1, .. })), "{err:?}");
-    assert!(matches!(b.ownership(1).unwrap(), Ownership::Fenced { .. }));
-    assert!(matches!(b.load(1, &cfg()), Err(Error::Fenced { .. })), "a fenced shard stays fenced");
-    assert_eq!(loaded(&a2, 1), (vec![rec("x", 2, 1)], Some(1)), "nothing of b's landed");
+    assert!(matches!(err, Err(Error::Fenced { shard: ShardId(1), .. })), "{err:?}");
+    assert!(matches!(b.ownership(ShardId(1)).unwrap(), Ownership::Fenced { .. }));
+    assert!(matches!(b.load(ShardId(1), &cfg()), Err(Error::Fenced { .. })), "a fenced shard stays fenced");
+    assert_eq!(loaded(&a2, ShardId(1)), (vec![rec("x", 2, 1)], Some(1)), "nothing of b's landed");
     a2.release_all().unwrap();
     a.release_all().unwrap();
 }
@@ -287,17 +287,17 @@ fn a_lease_lost_behind_the_owners_back_fences_every_shard_it_held() {
     });
     // The keep-alive learns it within a third of the TTL.
     let deadline = Instant::now() + Duration::from_secs(9);
-    while !matches!(s.ownership(2).unwrap(), Ownership::Fenced { .. }) {
+    while !matches!(s.ownership(ShardId(2)).unwrap(), Ownership::Fenced { .. }) {
         assert!(Instant::now() < deadline, "the lost lease went unnoticed");
         std::thread::sleep(Duration::from_millis(100));
     }
     let err = s.commit(&[changes(1, vec![rec("z", 2, 1)], &[], None)]);
-    assert!(matches!(err, Err(Error::Fenced { shard: 1, .. })), "{err:?}");
+    assert!(matches!(err, Err(Error::Fenced { shard: ShardId(1), .. })), "{err:?}");
     // Taken back on purpose, under a new lease, with everything committed before.
-    s.acquire(&[1, 2]).unwrap();
-    assert_eq!(loaded(&s, 1).0, vec![rec("x", 2, 1)]);
+    s.acquire(&[ShardId(1), ShardId(2)]).unwrap();
+    assert_eq!(loaded(&s, ShardId(1)).0, vec![rec("x", 2, 1)]);
     s.commit(&[changes(2, vec![rec("w", 1, 1)], &[], None)]).unwrap();
-    assert_eq!(loaded(&s, 2).0, vec![rec("w", 1, 1), rec("y", 1, 1)]);
+    assert_eq!(loaded(&s, ShardId(2)).0, vec![rec("w", 1, 1), rec("y", 1, 1)]);
     s.release_all().unwrap();
 }
 
@@ -309,28 +309,32 @@ fn a_released_owner_cannot_take_its_shard_back_by_writing() {
     for release_all in [false, true] {
         let prefix = fresh_prefix();
         let a = store(&ep, config(&prefix, "a"));
-        a.load(1, &cfg()).unwrap();
-        a.load(2, &cfg()).unwrap();
+        a.load(ShardId(1), &cfg()).unwrap();
+        a.load(ShardId(2), &cfg()).unwrap();
         if release_all {
-            a.release_shards(&[1, 2]).unwrap();
+            a.release_shards(&[ShardId(1), ShardId(2)]).unwrap();
         } else {
-            a.release(1).unwrap();
+            a.release(ShardId(1)).unwrap();
         }
         let b = store(&ep, config(&prefix, "b"));
-        b.load(1, &cfg()).unwrap();
+        b.load(ShardId(1), &cfg()).unwrap();
         b.commit(&[changes(1, vec![rec("x", 2, 5)], &[], Some(7))]).unwrap();
-        b.release(1).unwrap();
+        b.release(ShardId(1)).unwrap();
         // A late lazy flush of a's still-running actor: stale changes that delete x.
         let err = a.commit(&[changes(1, vec![rec("z", 2, 1)], &["x"], Some(3))]);
         assert!(
-            matches!(err, Err(Error::Fenced { shard: 1, .. })),
+            matches!(err, Err(Error::Fenced { shard: ShardId(1), .. })),
             "release_all {release_all}: a released owner's late commit: {err:?}"
         );
         let c = store(&ep, config(&prefix, "c"));
-        assert_eq!(loaded(&c, 1), (vec![rec("x", 2, 5)], Some(7)), "release_all {release_all}: next owner");
+        assert_eq!(
+            loaded(&c, ShardId(1)),
+            (vec![rec("x", 2, 5)], Some(7)),
+            "release_all {release_all}: next owner"
+        );
         // Loading again is a new claim: a may write the shard once it has.
         c.release_all().unwrap();
-        assert_eq!(loaded(&a, 1), (vec![rec("x", 2, 5)], Some(7)));
+        assert_eq!(loaded(&a, ShardId(1)), (vec![rec("x", 2, 5)], Some(7)));
         a.commit(&[changes(1, vec![rec("y", 2, 1)], &[], Some(8))]).unwrap();
         a.release_all().unwrap();
         b.release_all().unwrap();

@@ -85,24 +85,24 @@ fn store_is_send_sync_static_and_named() {
 #[test]
 fn commits_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let mut table = GhostTable::new(3, cfg()).unwrap();
+    let mut table = GhostTable::new(ShardId(3), cfg()).unwrap();
     let store = new_redb(&dir);
     for i in 0..200u32 {
         table
             .insert(&format!("node-{i:04}"), ShardId(10 + (i % 5) as u16), i % 3 + 1, Epoch(1), 1_000)
             .unwrap();
     }
-    store.commit(&[ShardChanges { shard: 3, changes: table.take_changes() }]).unwrap();
+    store.commit(&[ShardChanges { shard: ShardId(3), changes: table.take_changes() }]).unwrap();
     for i in 0..50 {
         table.edge_removed(&format!("node-{i:04}")); // purges the refcount-1 ones
         table.edge_added(&format!("node-{:04}", 100 + i));
     }
     table.apply_batch(Some(42), &EdgeEvents::new());
-    store.commit(&[ShardChanges { shard: 3, changes: table.take_changes() }]).unwrap();
+    store.commit(&[ShardChanges { shard: ShardId(3), changes: table.take_changes() }]).unwrap();
     drop(store);
 
     let store = new_redb(&dir);
-    let reloaded = store.load(3, &cfg()).unwrap();
+    let reloaded = store.load(ShardId(3), &cfg()).unwrap();
     assert_eq!(contents(&reloaded), contents(&table));
     assert_eq!(reloaded.applied_seq(), Some(42));
     assert!(!reloaded.has_changes());
@@ -116,7 +116,7 @@ fn empty_file_becomes_a_store_and_missing_dir_is_an_error() {
     let s = RedbStore::open(&path).unwrap();
     s.commit(&[changes(0, vec![rec("a", 1, 1)], &[], None)]).unwrap();
     drop(s);
-    assert_eq!(loaded(&RedbStore::open(&path).unwrap(), 0).0, vec![rec("a", 1, 1)]);
+    assert_eq!(loaded(&RedbStore::open(&path).unwrap(), ShardId(0)).0, vec![rec("a", 1, 1)]);
 
     let err = RedbStore::open(dir.path().join("no/such/dir/ghosts.redb")).unwrap_err();
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
@@ -214,11 +214,11 @@ fn corrupt_row_fails_load_and_stays_untouched() {
     poke(&path, 1, "n4", &garbage);
     let store = RedbStore::open(&path).unwrap();
     for _ in 0..2 {
-        let err = store.load(1, &cfg()).unwrap_err();
+        let err = store.load(ShardId(1), &cfg()).unwrap_err();
         assert!(matches!(err, Error::Decode(_)), "{err:?}");
     }
-    assert!(store.export_snapshot(1, &cfg()).is_err());
-    assert_eq!(loaded(&store, 2).0, vec![rec("ok", 1, 1)]);
+    assert!(store.export_snapshot(ShardId(1), &cfg()).is_err());
+    assert_eq!(loaded(&store, ShardId(2)).0, vec![rec("ok", 1, 1)]);
     drop(store);
     assert_eq!(peek(&path, 1, "n4"), garbage);
 }
@@ -234,7 +234,7 @@ fn row_holding_another_ids_stub_fails_load() {
 
     let b_bytes = peek(&path, 1, "b");
     poke(&path, 1, "a", &b_bytes);
-    let err = RedbStore::open(&path).unwrap().load(1, &cfg()).unwrap_err();
+    let err = RedbStore::open(&path).unwrap().load(ShardId(1), &cfg()).unwrap_err();
     assert!(matches!(err, Error::Decode(vshard_ghosts::DecodeError::Malformed(_))), "{err:?}");
     assert_eq!(peek(&path, 1, "a"), b_bytes);
 }
@@ -254,7 +254,7 @@ fn stored_row_count_is_only_a_hint() {
         txn.commit().unwrap();
         drop(db);
         let store = RedbStore::open(&path).unwrap();
-        assert_eq!(loaded(&store, 1), (vec![rec("a", 2, 1), rec("b", 2, 1)], Some(5)), "{bogus}");
+        assert_eq!(loaded(&store, ShardId(1)), (vec![rec("a", 2, 1), rec("b", 2, 1)], Some(5)), "{bogus}");
     }
 }
 
@@ -275,7 +275,7 @@ fn large_load(store: &dyn GhostStore, checkpoint: &dyn Fn()) {
     store.commit(&[changes(4, ups, &[], Some(1))]).unwrap();
     checkpoint();
     store.commit(&[changes(4, vec![rec("big-5", 9, 42)], &["big-6"], Some(2))]).unwrap();
-    let mut t = store.load(4, &cfg()).unwrap();
+    let mut t = store.load(ShardId(4), &cfg()).unwrap();
     assert_eq!(t.len(), N as usize - 1, "{}", store.kind());
     assert_eq!(t.applied_seq(), Some(2));
     for i in (0..N).filter(|&i| i != 6) {
@@ -286,6 +286,6 @@ fn large_load(store: &dyn GhostStore, checkpoint: &dyn Fn()) {
     // The index is live: a removal and an insert after the load work too.
     t.edge_removed("big-7");
     t.insert("big-new", ShardId(2), 1, Epoch(1), 0).unwrap();
-    assert_eq!(t.resolve("big-new"), Some(2));
-    assert_eq!(t.resolve("big-8"), Some(3));
+    assert_eq!(t.resolve("big-new"), Some(ShardId(2)));
+    assert_eq!(t.resolve("big-8"), Some(ShardId(3)));
 }

@@ -30,7 +30,8 @@ fn log_entries(path: &Path) -> Vec<(u64, Vec<u8>)> {
 fn random_traffic(checkpoint_bytes: u64, expect_log: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = fastrand::Rng::with_seed(checkpoint_bytes);
-    let mut tables = [GhostTable::new(1, cfg()).unwrap(), GhostTable::new(2, cfg()).unwrap()];
+    let mut tables =
+        [GhostTable::new(ShardId(1), cfg()).unwrap(), GhostTable::new(ShardId(2), cfg()).unwrap()];
     let open = || RedbStore::open(db_path(&dir)).unwrap().with_checkpoint_bytes(checkpoint_bytes);
     let mut store = open();
     for round in 0..40u64 {
@@ -92,12 +93,12 @@ fn removal_and_upsert_of_one_id_in_one_batch_and_across_batches() {
         store.commit(&[changes(1, vec![rec("d", 2, 1)], &["b"], None)]).unwrap();
         store.commit(&[changes(1, vec![rec("b", 4, 2)], &["d"], None)]).unwrap();
         let want = (vec![rec("a", 3, 5), rec("b", 4, 2), rec("c", 2, 1)], None);
-        assert_eq!(loaded(&store, 1), want, "fold each: {fold_each}");
+        assert_eq!(loaded(&store, ShardId(1)), want, "fold each: {fold_each}");
         drop(store);
         let store = RedbStore::open(db_path(&dir)).unwrap();
-        assert_eq!(loaded(&store, 1), want, "fold each: {fold_each}, reopened");
+        assert_eq!(loaded(&store, ShardId(1)), want, "fold each: {fold_each}, reopened");
         store.checkpoint().unwrap();
-        assert_eq!(loaded(&store, 1), want, "fold each: {fold_each}, folded");
+        assert_eq!(loaded(&store, ShardId(1)), want, "fold each: {fold_each}, folded");
     }
 }
 
@@ -109,11 +110,11 @@ fn staged_repeats_beyond_max_stubs_replay() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(db_path(&dir)).unwrap();
     let config = TableConfig { max_stubs: 1_000, ..cfg() };
-    let mut t = GhostTable::new(0, config.clone()).unwrap();
+    let mut t = GhostTable::new(ShardId(0), config.clone()).unwrap();
     for i in 0..300 {
         t.insert(&format!("n{i}"), ShardId(1), 1, Epoch(1), 0).unwrap();
     }
-    store.commit(&[ShardChanges { shard: 0, changes: t.take_changes() }]).unwrap();
+    store.commit(&[ShardChanges { shard: ShardId(0), changes: t.take_changes() }]).unwrap();
     let mut all = EdgeEvents::new();
     (0..300).for_each(|i| all.added(&format!("n{i}")));
     for seq in 1..=5 {
@@ -121,8 +122,8 @@ fn staged_repeats_beyond_max_stubs_replay() {
     }
     let changes = t.take_changes();
     assert_eq!(changes.upserts().len(), 1_500, "each batch staged its own copies");
-    store.commit(&[ShardChanges { shard: 0, changes }]).unwrap();
-    let loaded = store.load(0, &config).unwrap();
+    store.commit(&[ShardChanges { shard: ShardId(0), changes }]).unwrap();
+    let loaded = store.load(ShardId(0), &config).unwrap();
     assert_eq!(contents(&loaded), contents(&t));
     assert_eq!(loaded.get("n7").unwrap().refcount, 6);
 }
@@ -135,13 +136,13 @@ fn applied_seq_only_rises_across_rows_and_log() {
     store.checkpoint().unwrap(); // 10 in shard_meta
     for (seq, want) in [(Some(3), 10), (None, 10), (Some(12), 12), (Some(11), 12)] {
         store.commit(&[changes(4, vec![], &[], seq)]).unwrap();
-        assert_eq!(loaded(&store, 4).1, Some(want), "after {seq:?}");
+        assert_eq!(loaded(&store, ShardId(4)).1, Some(want), "after {seq:?}");
     }
     store.checkpoint().unwrap();
-    assert_eq!(loaded(&store, 4).1, Some(12));
+    assert_eq!(loaded(&store, ShardId(4)).1, Some(12));
     store.commit(&[changes(4, vec![], &[], Some(2))]).unwrap();
     drop(store);
-    assert_eq!(loaded(&RedbStore::open(db_path(&dir)).unwrap(), 4).1, Some(12));
+    assert_eq!(loaded(&RedbStore::open(db_path(&dir)).unwrap(), ShardId(4)).1, Some(12));
 }
 
 #[test]
@@ -183,7 +184,7 @@ fn many_shards_share_one_record() {
             want.sort_by(|a, b| a.node_id.cmp(&b.node_id));
             assert_eq!(loaded(store, sc.shard), (want, sc.changes.applied_seq()), "shard {}", sc.shard);
         }
-        assert_eq!(loaded(store, 5), (vec![], None));
+        assert_eq!(loaded(store, ShardId(5)), (vec![], None));
     };
     check(&store);
     store.checkpoint().unwrap();
@@ -193,7 +194,7 @@ fn many_shards_share_one_record() {
     let txn = db.begin_read().unwrap();
     let meta = txn.open_table(SHARD_META).unwrap();
     for sc in &batch {
-        assert_eq!(meta.get(sc.shard).unwrap().unwrap().value(), (sc.changes.applied_seq(), 30));
+        assert_eq!(meta.get(sc.shard.get()).unwrap().unwrap().value(), (sc.changes.applied_seq(), 30));
     }
     assert_eq!(txn.open_table(GHOSTS).unwrap().len().unwrap(), 120);
     assert!(txn.open_table(COMMIT_LOG).unwrap().is_empty().unwrap());
@@ -210,15 +211,15 @@ fn replace_after_logged_commits_drops_the_shards_older_records() {
         ])
         .unwrap();
     store.commit(&[changes(7, vec![rec("older", 1, 1)], &["new"], Some(10))]).unwrap();
-    let table = GhostTable::from_records(7, cfg(), [rec("new", 2, 5)], Some(3)).unwrap();
+    let table = GhostTable::from_records(ShardId(7), cfg(), [rec("new", 2, 5)], Some(3)).unwrap();
     store.replace(&table).unwrap();
     assert_eq!(store.log_records(), 0);
-    assert_eq!(loaded(&store, 7), (vec![rec("new", 2, 5)], Some(3)));
-    assert_eq!(loaded(&store, 8), (vec![rec("keep", 1, 1)], None));
+    assert_eq!(loaded(&store, ShardId(7)), (vec![rec("new", 2, 5)], Some(3)));
+    assert_eq!(loaded(&store, ShardId(8)), (vec![rec("keep", 1, 1)], None));
     store.commit(&[changes(7, vec![rec("later", 1, 1)], &[], Some(4))]).unwrap();
     drop(store);
     let store = RedbStore::open(db_path(&dir)).unwrap();
-    assert_eq!(loaded(&store, 7), (vec![rec("later", 1, 1), rec("new", 2, 5)], Some(4)));
+    assert_eq!(loaded(&store, ShardId(7)), (vec![rec("later", 1, 1), rec("new", 2, 5)], Some(4)));
 }
 
 #[test]
@@ -242,11 +243,11 @@ fn corrupt_log_record_fails_loads_and_folds_and_stays_untouched() {
     // A tiny threshold: the commit below tries (and fails) to fold.
     let store = RedbStore::open(&path).unwrap().with_checkpoint_records(0);
     for shard in [1, 2, 3] {
-        let err = store.load(shard, &cfg()).unwrap_err();
+        let err = store.load(ShardId(shard), &cfg()).unwrap_err();
         assert!(matches!(err, Error::Decode(DecodeError::ChecksumMismatch { .. })), "{shard}: {err:?}");
     }
     assert!(matches!(store.checkpoint(), Err(Error::Decode(_))));
-    let replacement = GhostTable::from_records(1, cfg(), [rec("z", 2, 1)], None).unwrap();
+    let replacement = GhostTable::from_records(ShardId(1), cfg(), [rec("z", 2, 1)], None).unwrap();
     assert!(matches!(store.replace(&replacement), Err(Error::Decode(_))));
     // The batch itself is durable; only the fold is held back.
     store.commit(&[changes(3, vec![rec("c", 1, 1)], &[], None)]).unwrap();
@@ -271,11 +272,11 @@ fn files_from_before_the_log_are_upgraded() {
         txn.commit().unwrap();
     }
     let store = RedbStore::open(&path).unwrap();
-    assert_eq!(loaded(&store, 1), (vec![rec("a", 2, 1)], Some(4)));
+    assert_eq!(loaded(&store, ShardId(1)), (vec![rec("a", 2, 1)], Some(4)));
     store.commit(&[changes(1, vec![rec("b", 2, 1)], &[], Some(5))]).unwrap();
     drop(store);
     let store = RedbStore::open(&path).unwrap();
-    assert_eq!(loaded(&store, 1), (vec![rec("a", 2, 1), rec("b", 2, 1)], Some(5)));
+    assert_eq!(loaded(&store, ShardId(1)), (vec![rec("a", 2, 1), rec("b", 2, 1)], Some(5)));
     drop(store);
     let db = redb::Database::open(&path).unwrap();
     let txn = db.begin_read().unwrap();

@@ -261,7 +261,7 @@ async fn an_unreachable_target_backs_off_capped_with_jitter_then_is_verified() {
 /// `n` ghosts spread over `shards` shards, straight into the store, each known to `dir`.
 fn seeded(store: &MemoryStore, dir: &DirectoryVerifier, shards: u16, n: usize) {
     for shard in 0..shards {
-        let mut t = GhostTable::new(shard, shard_config().table).unwrap();
+        let mut t = GhostTable::new(ShardId(shard), shard_config().table).unwrap();
         for i in (shard as usize..n).step_by(shards as usize) {
             let id = format!("node-{i}");
             t.insert(&id, ShardId(shards), 1, Epoch(1), 0).unwrap();
@@ -318,7 +318,7 @@ impl GatedStore {
 }
 
 impl GhostStore for GatedStore {
-    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+    fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
         self.inner.load(shard, config)
     }
     fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
@@ -424,7 +424,7 @@ async fn a_shard_slow_to_answer_is_deferred_by_round_trip_time() {
     rt.start_sweeper(Arc::new(dir), config).unwrap();
     // A restart holds shard 0's mailbox for its reload delay (50 ms by default).
     let crashed = shards[0].1.send(InjectPanic).await.unwrap();
-    assert_eq!(crashed, Err(Error::Panicked { shard: 0 }));
+    assert_eq!(crashed, Err(Error::Panicked { shard: ShardId(0) }));
     let c = rt.run_sweep_pass().await.unwrap().counts;
     assert_eq!((c.deferred_busy, c.skipped_busy, c.shards_swept, c.kept), (1, 0, 2, 2), "{c:?}");
 }
@@ -534,7 +534,7 @@ async fn periodic_passes_start_an_interval_apart_none_while_paused_and_one_on_an
     // Loaded first: a load waits on the writer's thread, and paused time would
     // jump ahead meanwhile.
     for shard in [0, 1] {
-        rt.shard_stats(shard).await.unwrap();
+        rt.shard_stats(ShardId(shard)).await.unwrap();
     }
     tokio::time::pause();
     let config = SweeperConfig { pass_interval: Some(Duration::from_secs(10)), ..fast() };

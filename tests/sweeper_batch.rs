@@ -39,7 +39,7 @@ fn fast() -> SweeperConfig {
 /// and known to `dir` there, straight into the store.
 fn seeded(store: &MemoryStore, dir: &DirectoryVerifier, shards: u16, n: usize) {
     for shard in 0..shards {
-        let mut t = GhostTable::new(shard, shard_config().table).unwrap();
+        let mut t = GhostTable::new(ShardId(shard), shard_config().table).unwrap();
         for i in (shard as usize..n).step_by(shards as usize) {
             let id = format!("node-{i}");
             t.insert(&id, ShardId(shards), 1, Epoch(1), 0).unwrap();
@@ -124,7 +124,7 @@ impl Verifier for Batching {
                     let mut out = Vec::with_capacity(n);
                     for (i, r) in requests.into_iter().enumerate() {
                         out.push(if i % 2 == 1 {
-                            Err(Error::TargetUnreachable { shard: r.target_shard.get() })
+                            Err(Error::TargetUnreachable { shard: r.target_shard })
                         } else {
                             this.dir.verify(r).await
                         });

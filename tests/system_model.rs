@@ -307,7 +307,7 @@ impl Host {
     /// The truthful answer for `check`, now.
     fn answer(&self, c: &Check) -> Verdict {
         let n = node_of(&c.planned.node_id);
-        if self.epoch[n as usize] > c.planned.epoch {
+        if self.epoch[n as usize] > c.planned.epoch.get() {
             return Verdict::Redirect {
                 shard: ShardId(self.home[n as usize]),
                 epoch: Epoch(self.epoch[n as usize]),
@@ -347,7 +347,7 @@ fn build(store: &StoreChoice, clock: &ManualClock, max_restarts: u32) -> GhostRu
         backoff_cap: Duration::from_millis(2),
     };
     GhostRuntime::builder()
-        .shards(0..SHARDS)
+        .shards((0..SHARDS).map(ShardId))
         .arbiters(1)
         .shard_config(ShardConfig { table, restart, fault_injection: true, ..ShardConfig::default() })
         .store(store.clone())
@@ -406,7 +406,7 @@ async fn deliver_once(rt: &GhostRuntime, h: &mut Host, shard: u16, sent: &Sent, 
                 .iter()
                 .map(|&(n, add)| if add { EdgeEvent::added(name(n)) } else { EdgeEvent::removed(name(n)) })
                 .collect();
-            let out = rt.edge_batch(shard, Some(seq), events).await?;
+            let out = rt.edge_batch(ShardId(shard), Some(seq), events).await?;
             if retried && std::env::var_os("MODEL_TRACE").is_some() {
                 eprintln!(
                     "t={} RETRY of batch {seq} on {shard}: skipped={} applied={} purged={}",
@@ -419,7 +419,7 @@ async fn deliver_once(rt: &GhostRuntime, h: &mut Host, shard: u16, sent: &Sent, 
         Event::Insert { node, target, refcount, epoch } => {
             let out = rt
                 .insert_ghost(
-                    shard,
+                    ShardId(shard),
                     InsertGhost {
                         node_id: name(node).into(),
                         target: ShardId(target),
@@ -437,20 +437,20 @@ async fn deliver_once(rt: &GhostRuntime, h: &mut Host, shard: u16, sent: &Sent, 
                     // A `Redirect` verdict reached this epoch, or passed it, first:
                     // the ghost must be there all the same (a tombstone must not
                     // have refused a live move).
-                    let g = rt.request(shard, Inspect { node_id: name(node).into() }).await?;
+                    let g = rt.request(ShardId(shard), Inspect { node_id: name(node).into() }).await?;
                     assert!(g.is_some(), "shard {shard} refused the insert of n{node} at {epoch}: {out:?}");
                 }
             }
         }
         Event::Retarget { node, target, epoch } => {
             rt.retarget(
-                shard,
+                ShardId(shard),
                 Retarget { node_id: name(node).into(), target: ShardId(target), epoch: Epoch(epoch) },
             )
             .await?;
         }
         Event::Reclaim { node, epoch } => {
-            rt.reclaim(shard, &name(node), Epoch(epoch)).await?;
+            rt.reclaim(ShardId(shard), &name(node), Epoch(epoch)).await?;
         }
     }
     Ok(())
@@ -575,16 +575,18 @@ async fn step(rt: &mut GhostRuntime, h: &mut Host, store: &StoreChoice, clock: &
         }
         Action::Deliver { shard } => deliver_one(rt, h, shard).await,
         Action::Tick { ms } => advance(rt, h, clock, ms).await,
-        Action::Plan { shard, max_scan } => match rt.request(shard, PlanSweep::new(max_scan)).await {
-            Ok(plan) => {
-                for planned in plan.page.checks {
-                    let c = Check { shard, incarnation: plan.incarnation, planned, verdict: None };
-                    h.checks.push(c);
+        Action::Plan { shard, max_scan } => {
+            match rt.request(ShardId(shard), PlanSweep::new(max_scan)).await {
+                Ok(plan) => {
+                    for planned in plan.page.checks {
+                        let c = Check { shard, incarnation: plan.incarnation, planned, verdict: None };
+                        h.checks.push(c);
+                    }
                 }
+                Err(Error::ShardDown { .. }) if h.down[shard as usize] => {}
+                Err(e) => panic!("plan on shard {shard}: {e}"),
             }
-            Err(Error::ShardDown { .. }) if h.down[shard as usize] => {}
-            Err(e) => panic!("plan on shard {shard}: {e}"),
-        },
+        }
         Action::Answer { pick, unreachable } => {
             let open: Vec<usize> = (0..h.checks.len()).filter(|&i| h.checks[i].verdict.is_none()).collect();
             if let Some(&i) = open.get(pick % open.len().max(1)) {
@@ -601,11 +603,11 @@ async fn step(rt: &mut GhostRuntime, h: &mut Host, store: &StoreChoice, clock: &
         }
         Action::Panic { shard } => {
             // No flush first: what was acknowledged lazily may be lost, as in a real crash.
-            let got = rt.request(shard, InjectPanic).await;
+            let got = rt.request(ShardId(shard), InjectPanic).await;
             if h.down[shard as usize] {
                 assert!(matches!(got, Err(Error::ShardDown { .. })), "{got:?}");
             } else {
-                assert_eq!(got, Err(Error::Panicked { shard }));
+                assert_eq!(got, Err(Error::Panicked { shard: ShardId(shard) }));
                 h.note_restart(shard);
             }
         }
@@ -642,7 +644,7 @@ async fn apply(rt: &GhostRuntime, h: &mut Host, c: Check) {
     let verdict = c.verdict.expect("answered");
     let v = CheckedVerdict::new(&c.planned, verdict);
     let msg = ApplyVerdicts::new(c.incarnation, vec![v]);
-    match rt.request(c.shard, msg).await {
+    match rt.request(ShardId(c.shard), msg).await {
         Ok(_) => {}
         Err(Error::ShardDown { .. }) if h.down[c.shard as usize] => return,
         Err(e) => panic!("apply on shard {}: {e}", c.shard),
@@ -652,7 +654,7 @@ async fn apply(rt: &GhostRuntime, h: &mut Host, c: Check) {
         return;
     }
     let node = node_of(&c.planned.node_id);
-    let g = rt.request(c.shard, Inspect { node_id: c.planned.node_id.clone() }).await.unwrap();
+    let g = rt.request(ShardId(c.shard), Inspect { node_id: c.planned.node_id.clone() }).await.unwrap();
     if let Some(g) = g
         && g.refcount == 0
         && g.not_before_ms > h.now
@@ -671,7 +673,7 @@ async fn apply(rt: &GhostRuntime, h: &mut Host, c: Check) {
 
 /// The ghosts each shard holds (`None`: the shard is down, as the model says).
 async fn held(rt: &GhostRuntime, h: &Host, shard: u16) -> Option<HashMap<u32, StubRecord>> {
-    match rt.request(shard, ExportRecords).await {
+    match rt.request(ShardId(shard), ExportRecords).await {
         Ok(records) => {
             assert!(!h.down[shard as usize], "shard {shard} serves past its restart intensity");
             Some(records.into_iter().map(|r| (node_of(&r.node_id), r)).collect())
@@ -722,8 +724,8 @@ async fn quiesce(rt: &GhostRuntime, h: &mut Host, clock: &ManualClock) {
         // durably: a flush that a cut commit failed may still restart the shard.
         while !h.down[shard as usize] {
             h.seq[shard as usize] += 1;
-            rt.edge_batch(shard, Some(h.seq[shard as usize]), EdgeEvents::new()).await.unwrap();
-            if rt.request(shard, vshard_ghosts::messages::Flush).await.is_ok() {
+            rt.edge_batch(ShardId(shard), Some(h.seq[shard as usize]), EdgeEvents::new()).await.unwrap();
+            if rt.request(ShardId(shard), vshard_ghosts::messages::Flush).await.is_ok() {
                 break;
             }
         }
@@ -739,12 +741,12 @@ async fn quiesce(rt: &GhostRuntime, h: &mut Host, clock: &ManualClock) {
                 continue;
             }
             loop {
-                let plan = rt.request(shard, PlanSweep::new(16)).await.unwrap();
+                let plan = rt.request(ShardId(shard), PlanSweep::new(16)).await.unwrap();
                 for planned in plan.page.checks {
                     let mut c = Check { shard, incarnation: plan.incarnation, planned, verdict: None };
                     c.verdict = Some(h.answer(&c));
                     if std::env::var_os("MODEL_TRACE").is_some() {
-                        let st = rt.shard_stats(shard).await.unwrap();
+                        let st = rt.shard_stats(ShardId(shard)).await.unwrap();
                         eprintln!(
                             "t={} sweep {shard}: {:?} {:?} applied {:?} state {:?}",
                             h.now, c.planned, c.verdict, st.table.applied_seq, st.state

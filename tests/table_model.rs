@@ -301,7 +301,7 @@ impl Model {
         now: u64,
     ) -> Result<InsertOutcome, Error> {
         if target == SHARD {
-            return Err(Error::SelfTarget { shard: SHARD });
+            return Err(Error::SelfTarget { shard: ShardId(SHARD) });
         }
         self.now_hint = self.now_hint.max(now);
         if !self.stubs.contains_key(id) && self.tombstones.get(id).is_some_and(|&(e, _)| epoch <= e) {
@@ -439,7 +439,7 @@ impl Model {
 
     fn retarget(&mut self, id: &str, target: u16, epoch: u64) -> Result<MoveOutcome, Error> {
         if target == SHARD {
-            return Err(Error::SelfTarget { shard: SHARD });
+            return Err(Error::SelfTarget { shard: ShardId(SHARD) });
         }
         let Some(current) = self.stubs.get(id).map(|s| s.epoch) else {
             return Ok(MoveOutcome::UnknownNode);
@@ -701,7 +701,7 @@ fn plan(
         let Some(s) = before.get(&id) else {
             return Err(TestCaseError::fail(format!("check for absent {id}")));
         };
-        prop_assert_eq!((c.target_shard, c.epoch), (s.target, s.epoch));
+        prop_assert_eq!((c.target_shard, c.epoch), (ShardId(s.target), Epoch(s.epoch)));
         prop_assert!(s.refcount > 0, "{} has refcount 0 and needs no remote check", id);
         prop_assert!(m.maybe_due(s, now), "{} is in grace or back-off", id);
         prop_assert_eq!(Some(c.version), t.get(&id).map(|g| g.version));
@@ -723,7 +723,7 @@ fn plan(
     let mut lapsed = 0;
     for (id, (epoch, expires)) in m.tombstones.clone() {
         match t.tombstone_epoch(&id) {
-            Some(e) => prop_assert_eq!(e, epoch, "tombstone epoch of {}", id),
+            Some(e) => prop_assert_eq!(e, Epoch(epoch), "tombstone epoch of {}", id),
             None => {
                 prop_assert!(expires <= now, "tombstone of {} forgotten before it lapsed", id);
                 lapsed += 1;
@@ -783,11 +783,12 @@ fn compare(t: &GhostTable, m: &Model, h: &mut Harness, now: u64) -> Result<(), T
         h.versions.insert(id.to_owned(), (s.version, g.version));
     }
     let all: Vec<String> = (0..IDS).map(name).chain(["absent".to_owned()]).collect();
-    let want: Vec<Option<u16>> = all.iter().map(|id| m.stubs.get(id).map(|s| s.target)).collect();
+    let want: Vec<Option<ShardId>> =
+        all.iter().map(|id| m.stubs.get(id).map(|s| ShardId(s.target))).collect();
     prop_assert_eq!(t.resolve_many(all.iter().map(String::as_str)), want.clone());
     for (id, w) in all.iter().zip(&want) {
         prop_assert_eq!(t.resolve(id), *w);
-        prop_assert_eq!(t.get(id).map(|g| g.target_shard.get()), *w);
+        prop_assert_eq!(t.get(id).map(|g| g.target_shard), *w);
     }
     let records: HashMap<String, StubRecord> = t.records().map(|r| (r.node_id.clone(), r)).collect();
     prop_assert_eq!(records, m.records());
@@ -829,7 +830,7 @@ proptest! {
         start in 0u64..100_000,
         steps in vec((tick(), op()), 1..120),
     ) {
-        let mut t = GhostTable::new(SHARD, config.clone()).unwrap();
+        let mut t = GhostTable::new(ShardId(SHARD), config.clone()).unwrap();
         let mut m = Model::new(config.clone());
         let mut h = Harness { pass_fresh: true, ..Harness::default() };
         let mut now = start;
@@ -840,7 +841,7 @@ proptest! {
         }
         // Whatever state the ops left behind (holes, relocations, garbage ids) round-trips.
         let bytes = codec::encode_snapshot(&t).unwrap();
-        let back = codec::decode_snapshot(&bytes, SHARD, &config).unwrap();
+        let back = codec::decode_snapshot(&bytes, ShardId(SHARD), &config).unwrap();
         prop_assert_eq!(sorted(back.records()), sorted(m.records().into_values()));
         prop_assert_eq!(back.applied_seq(), m.applied_seq);
     }
@@ -852,7 +853,7 @@ proptest! {
         gaps in vec(vec((0usize..60, any::<bool>()), 0..4), 0..80),
     ) {
         let config = TableConfig { grace: Duration::ZERO, ..TableConfig::default() };
-        let mut t = GhostTable::new(SHARD, config).unwrap();
+        let mut t = GhostTable::new(ShardId(SHARD), config).unwrap();
         for (i, &rc) in refcounts.iter().enumerate() {
             t.insert(&format!("s{i}"), ShardId(1 + (i % 5) as u16), rc, Epoch(1), 0).unwrap();
         }
@@ -950,9 +951,9 @@ proptest! {
             .filter(|r| r.target_shard != SHARD && seen.insert(r.node_id.clone()))
             .collect();
         let config = TableConfig::default();
-        let t = GhostTable::from_records(SHARD, config.clone(), records.clone(), applied_seq).unwrap();
+        let t = GhostTable::from_records(ShardId(SHARD), config.clone(), records.clone(), applied_seq).unwrap();
         let bytes = codec::encode_snapshot(&t).unwrap();
-        let back = codec::decode_snapshot(&bytes, SHARD, &config).unwrap();
+        let back = codec::decode_snapshot(&bytes, ShardId(SHARD), &config).unwrap();
         prop_assert_eq!(sorted(back.records()), sorted(records.into_iter()));
         prop_assert_eq!(back.applied_seq(), applied_seq);
         prop_assert!(!back.has_changes(), "a decoded table owes the store nothing");

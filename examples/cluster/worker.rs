@@ -98,7 +98,8 @@ async fn stream(rt: &GhostRuntime, args: &Args, shard: u16, from: u64) -> vshard
             rt.reclaims(reclaims).await.into_iter().collect::<vshard_ghosts::Result<Vec<_>>>()?;
         }
         // Queued in the shard's mailbox now, in order; answered once durable.
-        let fut = rt.addr(shard)?.send(EdgeBatch { seq: Some(seq), events: events(args, shard, seq) });
+        let fut =
+            rt.addr(ShardId(shard))?.send(EdgeBatch { seq: Some(seq), events: events(args, shard, seq) });
         pending.push_back((seq, fut));
     }
     while let Some((done, fut)) = pending.pop_front() {
@@ -113,7 +114,7 @@ async fn acked(
     seq: u64,
     answer: actix::dev::Request<GhostActor, EdgeBatch>,
 ) -> vshard_ghosts::Result<()> {
-    answer.await.map_err(|_| vshard_ghosts::Error::Unavailable { shard })??;
+    answer.await.map_err(|_| vshard_ghosts::Error::Unavailable { shard: ShardId(shard) })??;
     say(&format!("ACK {shard} {seq}"));
     Ok(())
 }
@@ -188,6 +189,7 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).init();
     let own: Vec<u16> = (0..args.shards).filter(|s| s % args.procs == me).collect();
+    let own_ids: Vec<ShardId> = own.iter().copied().map(ShardId).collect();
     let owner = format!("proc-{me}");
     let config = EtcdConfig {
         prefix: prefix.to_owned(),
@@ -198,7 +200,7 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
         ..EtcdConfig::default()
     };
     let store = Arc::new(EtcdStore::connect([args.etcd.as_str()], config)?);
-    store.acquire(&own)?;
+    store.acquire(&own_ids)?;
     let homes = Arc::new(Homes { args: args.clone(), held: RwLock::new(own.iter().copied().collect()) });
     // Answers only while this process's claims hold: once it loses a shard, a
     // stale directory never makes a peer purge.
@@ -238,7 +240,7 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
         // Ghosts are due at once, so that every pass verifies across processes.
         let shard = ShardConfig { table: TableConfig { grace: Duration::ZERO, ..TableConfig::default() }, ..ShardConfig::default() };
         let rt = GhostRuntime::builder()
-            .shards(own.iter().copied())
+            .shards(own_ids)
             .shard_config(shard.clone())
             .store(StoreChoice::Custom(store.clone()))
             .sweeper(Arc::new(verifier.clone()), sweep)
@@ -251,7 +253,7 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
                 for chunk in ids.chunks(256) {
                     futures::future::try_join_all(chunk.iter().map(|&i| {
                         let g = InsertGhost { node_id: ghost(s, i).into(), target: home(args, s), refcount: START, epoch: Epoch(1) };
-                        rt.insert_ghost(s, g)
+                        rt.insert_ghost(ShardId(s), g)
                     }))
                     .await?;
                 }
@@ -283,10 +285,10 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
                     let s: u16 = p.next().ok_or("TAKE")?.parse()?;
                     // Waits for the dead owner's lease to lapse: off the arbiter's thread.
                     let st = store.clone();
-                    tokio::task::spawn_blocking(move || st.acquire(&[s])).await??;
+                    tokio::task::spawn_blocking(move || st.acquire(&[ShardId(s)])).await??;
                     homes.held.write().unwrap_or_else(|e| e.into_inner()).insert(s);
-                    let trt = GhostRuntime::builder().shards([s]).shard_config(shard.clone()).store(StoreChoice::Custom(store.clone())).start()?;
-                    let applied = trt.shard_stats(s).await?.table.applied_seq.unwrap_or(0);
+                    let trt = GhostRuntime::builder().shards([ShardId(s)]).shard_config(shard.clone()).store(StoreChoice::Custom(store.clone())).start()?;
+                    let applied = trt.shard_stats(ShardId(s)).await?.table.applied_seq.unwrap_or(0);
                     say(&format!("TOOK {s} {applied}"));
                     let trt = Rc::new(trt);
                     taken.push((s, trt.clone()));
@@ -306,14 +308,14 @@ pub(crate) fn run(args: &Args, me: u16, prefix: &str) -> Result<bool> {
                     let mut checked = 0;
                     let all = own.iter().map(|&s| (s, &*rt)).chain(taken.iter().map(|(s, t)| (*s, &**t)));
                     for (s, r) in all {
-                        let applied = r.shard_stats(s).await?.table.applied_seq;
+                        let applied = r.shard_stats(ShardId(s)).await?.table.applied_seq;
                         if applied != Some(args.batches) {
                             wrong.push(format!("shard {s} at {applied:?}"));
                         }
                         for (i, (id, want)) in model(&args, s).into_iter().enumerate() {
                             checked += 1;
                             let (home, epoch) = final_home(&args, s, i as u32);
-                            let got = r.request(s, Inspect { node_id: id.as_str().into() }).await?;
+                            let got = r.request(ShardId(s), Inspect { node_id: id.as_str().into() }).await?;
                             match got {
                                 // The node came back: no ghost may forward it away.
                                 None if home == s => {}

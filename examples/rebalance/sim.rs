@@ -190,7 +190,7 @@ fn build(
     // The simulation panics shards on purpose, whatever the file says.
     let shard = ShardConfig { fault_injection: true, ..cfg.ghost.runtime.shard.clone() };
     GhostRuntime::builder()
-        .shards(0..cfg.shards)
+        .shards((0..cfg.shards).map(ShardId))
         .arbiters(cfg.arbiters)
         .shard_config(shard)
         .store(store.clone())
@@ -311,7 +311,7 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
         rt.flush().await?;
         let victim = rng.u16(0..cfg.shards);
         tracing::info!(wave, shard = victim, "injecting: a panic in a shard handler (expected)");
-        let _ = rt.request(victim, InjectPanic).await;
+        let _ = rt.request(ShardId(victim), InjectPanic).await;
         report.panics += 1;
 
         if wave == cfg.waves / 2 {
@@ -327,7 +327,7 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
             if let Some((shard, seq, events)) = last_batch.take() {
                 tracing::info!(shard, seq, "injecting: the host replays its last batch (expected)");
                 report.replays += 1;
-                report.replay_skipped = rt.edge_batch(shard, Some(seq), events).await?.skipped;
+                report.replay_skipped = rt.edge_batch(ShardId(shard), Some(seq), events).await?.skipped;
             }
         }
     }
@@ -346,7 +346,7 @@ pub(crate) async fn run(cfg: &SimConfig, store: StoreChoice, progress: Progress<
     // that position, which every shard has applied.
     for (shard, seq) in seqs.iter_mut().enumerate() {
         *seq += 1;
-        rt.edge_batch(shard as u16, Some(*seq), EdgeEvents::new()).await?;
+        rt.edge_batch(ShardId(shard as u16), Some(*seq), EdgeEvents::new()).await?;
     }
     for &(s, n) in model.ghosts.keys() {
         let count = model.true_count(s, n);
@@ -393,7 +393,7 @@ async fn send_wave(rt: &GhostRuntime, ops: Vec<Vec<Op>>, seqs: &mut [u64]) -> Re
                     let b = std::mem::take(&mut batch);
                     events += b.len() as u64;
                     let t = Instant::now();
-                    rt.edge_batch(shard, Some(seq), b.clone()).await?;
+                    rt.edge_batch(ShardId(shard), Some(seq), b.clone()).await?;
                     latencies.push(t.elapsed().as_micros() as u64);
                     last = Some((shard, seq, b));
                 }
@@ -402,7 +402,7 @@ async fn send_wave(rt: &GhostRuntime, ops: Vec<Vec<Op>>, seqs: &mut [u64]) -> Re
                     Op::Removed(d) => batch.removed(&node_id(d)),
                     Op::Insert { node, target, refcount, epoch } => {
                         rt.insert_ghost(
-                            shard,
+                            ShardId(shard),
                             InsertGhost {
                                 node_id: node_id(node).into(),
                                 target: ShardId(target),
@@ -414,7 +414,7 @@ async fn send_wave(rt: &GhostRuntime, ops: Vec<Vec<Op>>, seqs: &mut [u64]) -> Re
                     }
                     Op::Retarget { node, target, epoch } => {
                         rt.retarget(
-                            shard,
+                            ShardId(shard),
                             Retarget {
                                 node_id: node_id(node).into(),
                                 target: ShardId(target),
@@ -425,7 +425,7 @@ async fn send_wave(rt: &GhostRuntime, ops: Vec<Vec<Op>>, seqs: &mut [u64]) -> Re
                     }
                     Op::Reclaim { node: u32::MAX, .. } => {}
                     Op::Reclaim { node, epoch } => {
-                        rt.reclaim(shard, &node_id(node), Epoch(epoch)).await?;
+                        rt.reclaim(ShardId(shard), &node_id(node), Epoch(epoch)).await?;
                     }
                 }
             }
@@ -488,8 +488,8 @@ impl Counted {
     async fn sample(&mut self, rt: &GhostRuntime, wave: u32) -> Result<WaveSample> {
         let mut w = WaveSample { wave, ..WaveSample::default() };
         for (shard, s) in rt.shard_ids().into_iter().zip(rt.stats().await?) {
-            let shard = shard.get();
             vshard_ghosts::metrics::export_shard(&s, shard);
+            let shard = shard.get();
             let c = &s.table.counters;
             let now = [
                 c.inserted,

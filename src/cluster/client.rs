@@ -180,7 +180,7 @@ impl GrpcVerifier {
 
 impl Verifier for GrpcVerifier {
     fn verify(&self, request: VerifyRequest) -> BoxFuture<'static, Result<Verdict>> {
-        let shard = request.target_shard.get();
+        let shard = request.target_shard;
         self.verify_batch(vec![request])
             .map(move |mut v| v.pop().unwrap_or(Err(Error::TargetUnreachable { shard })))
             .boxed()
@@ -211,7 +211,7 @@ impl Inner {
                 Some(peer) => by_peer.entry(peer).or_default().push(i),
                 None => {
                     self.counters.unroutable.fetch_add(1, Ordering::Relaxed);
-                    out[i] = Some(Err(Error::TargetUnreachable { shard: r.target_shard.get() }));
+                    out[i] = Some(Err(Error::TargetUnreachable { shard: r.target_shard }));
                 }
             }
         }

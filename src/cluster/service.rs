@@ -80,7 +80,7 @@ impl Claims {
             return true;
         }
         let store = self.store.clone();
-        let Ok(watch) = tokio::task::spawn_blocking(move || store.claim(shard)).await else {
+        let Ok(watch) = tokio::task::spawn_blocking(move || store.claim(ShardId(shard))).await else {
             return false;
         };
         match watch {

@@ -48,7 +48,7 @@ pub(crate) fn encode_batch(batch: &[ShardChanges]) -> Result<Vec<u8>> {
                 return Err(Error::encode(format!("node id of length {} cannot be logged", id.len()), None));
             }
         }
-        sections.push((sc.shard, zerompk::to_msgpack_vec(&SectionPayload(c)).map_err(encode_err)?));
+        sections.push((sc.shard.get(), zerompk::to_msgpack_vec(&SectionPayload(c)).map_err(encode_err)?));
     }
     let payload = zerompk::to_msgpack_vec(&RecordPayload(&sections)).map_err(encode_err)?;
     Ok(envelope::seal(Kind::CommitLog, &payload))
@@ -139,6 +139,7 @@ impl ToMessagePack for SectionPayload<'_> {
 mod tests {
     use super::*;
     use crate::error::DecodeError;
+    use crate::ids::ShardId;
     use crate::stub::StubRecord;
 
     /// Decodes a whole record back into the batch that [`encode_batch`] wrote.
@@ -148,7 +149,7 @@ mod tests {
             .map(|(shard, section)| {
                 let s = decode_section(section, config)?;
                 Ok(ShardChanges {
-                    shard,
+                    shard: ShardId(shard),
                     changes: ChangeSet::from_parts(s.upserts, s.removals, s.applied_seq),
                 })
             })
@@ -159,7 +160,7 @@ mod tests {
     fn logged_stubs_encode_as_rows_do() {
         let r = rec("node-1", 4);
         let bytes = encode_batch(&[ShardChanges {
-            shard: 1,
+            shard: ShardId(1),
             changes: ChangeSet::from_parts([(&r).into()], [], None),
         }])
         .unwrap();
@@ -191,9 +192,15 @@ mod tests {
             ChangeSet::from_parts(upserts.iter().map(StubRef::from), removals.iter().copied(), applied_seq)
         };
         vec![
-            ShardChanges { shard: 0, changes: changes(vec![rec("a", 1), rec("b", 2)], &["a", "z"], Some(5)) },
-            ShardChanges { shard: u16::MAX, changes: changes(vec![], &[], None) },
-            ShardChanges { shard: 3, changes: changes(vec![rec(&"x".repeat(300), 4)], &[], Some(u64::MAX)) },
+            ShardChanges {
+                shard: ShardId(0),
+                changes: changes(vec![rec("a", 1), rec("b", 2)], &["a", "z"], Some(5)),
+            },
+            ShardChanges { shard: ShardId(u16::MAX), changes: changes(vec![], &[], None) },
+            ShardChanges {
+                shard: ShardId(3),
+                changes: changes(vec![rec(&"x".repeat(300), 4)], &[], Some(u64::MAX)),
+            },
         ]
     }
 

@@ -3,6 +3,7 @@
 use super::{check_count, expect_array, expect_end, malformed, read_id};
 use crate::config::TableConfig;
 use crate::error::{DecodeError, Result};
+use crate::ids::ShardId;
 use crate::stub::StubRef;
 use crate::table::GhostTable;
 use zerompk::{Read, SliceReader};
@@ -15,7 +16,7 @@ pub(super) fn is_legacy(bytes: &[u8]) -> bool {
     matches!(bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf))
 }
 
-pub(super) fn decode(bytes: &[u8], shard: u16, config: &TableConfig) -> Result<GhostTable> {
+pub(super) fn decode(bytes: &[u8], shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
     let mut r = SliceReader::new(bytes);
     let n = r.read_map_len().map_err(truncated_or_malformed(bytes.len()))?;
     check_count(n, bytes.len(), MIN_ENTRY_BYTES, config)?;

@@ -12,6 +12,7 @@ mod legacy;
 
 use crate::config::TableConfig;
 use crate::error::{DecodeError, Error, Result};
+use crate::ids::ShardId;
 use crate::stub::{StubRecord, StubRef};
 use crate::table::GhostTable;
 use envelope::Kind;
@@ -72,7 +73,7 @@ pub fn encode_snapshot_into(table: &GhostTable, out: &mut Vec<u8>) -> Result<()>
 /// Decodes a snapshot into a table for `shard`. Also accepts the seed's bare
 /// MessagePack map (`node_id -> [target_shard, refcount, created_at_ms]`), whose
 /// stubs get move epoch 0 and no applied sequence number.
-pub fn decode_snapshot(bytes: &[u8], shard: u16, config: &TableConfig) -> Result<GhostTable> {
+pub fn decode_snapshot(bytes: &[u8], shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
     if legacy::is_legacy(bytes) {
         return legacy::decode(bytes, shard, config);
     }

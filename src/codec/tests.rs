@@ -9,7 +9,7 @@ fn cfg() -> TableConfig {
 }
 
 fn sample() -> GhostTable {
-    let mut t = GhostTable::new(3, cfg()).unwrap();
+    let mut t = GhostTable::new(ShardId(3), cfg()).unwrap();
     for i in 0..50u32 {
         t.insert(
             &format!("node-{i:08}"),
@@ -28,7 +28,7 @@ fn sample() -> GhostTable {
 fn snapshot_round_trips() {
     let t = sample();
     let bytes = encode_snapshot(&t).unwrap();
-    let back = decode_snapshot(&bytes, 3, &cfg()).unwrap();
+    let back = decode_snapshot(&bytes, ShardId(3), &cfg()).unwrap();
     assert_eq!(back.applied_seq(), Some(77));
     let mut a: Vec<_> = t.records().collect();
     let mut b: Vec<_> = back.records().collect();
@@ -40,11 +40,14 @@ fn snapshot_round_trips() {
 
 #[test]
 fn empty_snapshot_is_not_empty_bytes() {
-    let t = GhostTable::new(0, cfg()).unwrap();
+    let t = GhostTable::new(ShardId(0), cfg()).unwrap();
     let bytes = encode_snapshot(&t).unwrap();
     assert!(bytes.len() > envelope::HEADER_LEN);
-    assert!(decode_snapshot(&bytes, 0, &cfg()).unwrap().is_empty());
-    assert!(matches!(decode_snapshot(&[], 0, &cfg()), Err(Error::Decode(DecodeError::Truncated { .. }))));
+    assert!(decode_snapshot(&bytes, ShardId(0), &cfg()).unwrap().is_empty());
+    assert!(matches!(
+        decode_snapshot(&[], ShardId(0), &cfg()),
+        Err(Error::Decode(DecodeError::Truncated { .. }))
+    ));
 }
 
 #[test]
@@ -61,13 +64,16 @@ fn stub_round_trips() {
     };
     let bytes = encode_stub(&r).unwrap();
     assert_eq!(decode_stub(&bytes, &cfg()).unwrap(), r);
-    assert!(matches!(decode_snapshot(&bytes, 0, &cfg()), Err(Error::Decode(DecodeError::WrongKind { .. }))));
+    assert!(matches!(
+        decode_snapshot(&bytes, ShardId(0), &cfg()),
+        Err(Error::Decode(DecodeError::WrongKind { .. }))
+    ));
 }
 
 #[test]
 fn seed_bytes_load() {
     let bytes = include_bytes!("../../tests/fixtures/seed-v0-1000.msgpack");
-    let t = decode_snapshot(bytes, 2000, &cfg()).unwrap();
+    let t = decode_snapshot(bytes, ShardId(2000), &cfg()).unwrap();
     assert_eq!(t.len(), 1000);
     for i in [0usize, 1, 999, 512] {
         let g = t.get(&format!("node-{i}")).unwrap();
@@ -78,14 +84,14 @@ fn seed_bytes_load() {
     }
     assert_eq!(t.applied_seq(), None);
     let empty = include_bytes!("../../tests/fixtures/seed-v0-empty.msgpack");
-    assert!(decode_snapshot(empty, 0, &cfg()).unwrap().is_empty());
+    assert!(decode_snapshot(empty, ShardId(0), &cfg()).unwrap().is_empty());
 }
 
 #[test]
 fn truncated_seed_bytes_are_an_error() {
     let bytes = include_bytes!("../../tests/fixtures/seed-v0-1000.msgpack");
     for cut in [1, 2, 3, 100, bytes.len() - 1] {
-        assert!(decode_snapshot(&bytes[..cut], 0, &cfg()).is_err(), "cut at {cut}");
+        assert!(decode_snapshot(&bytes[..cut], ShardId(0), &cfg()).is_err(), "cut at {cut}");
     }
 }
 
@@ -98,13 +104,13 @@ fn sealed(payload: &[u8]) -> Vec<u8> {
 fn hostile_counts_are_rejected_before_allocation() {
     // [nil, array32 of 2^32-1 stubs] with no stubs behind it.
     let p = [0x92, 0xc0, 0xdd, 0xff, 0xff, 0xff, 0xff];
-    let e = decode_snapshot(&sealed(&p), 0, &cfg()).unwrap_err();
+    let e = decode_snapshot(&sealed(&p), ShardId(0), &cfg()).unwrap_err();
     assert!(matches!(e, Error::Decode(DecodeError::LimitExceeded { what: "stub count", .. })), "{e}");
     let p = [0x92, 0xc0, 0xdd, 0x00, 0x10, 0x00, 0x00];
-    let e = decode_snapshot(&sealed(&p), 0, &cfg()).unwrap_err();
+    let e = decode_snapshot(&sealed(&p), ShardId(0), &cfg()).unwrap_err();
     assert!(matches!(e, Error::Decode(DecodeError::Truncated { .. })), "{e}");
     // Legacy map32 declaring 2^31 entries.
-    let e = decode_snapshot(&[0xdf, 0x80, 0, 0, 0], 0, &cfg()).unwrap_err();
+    let e = decode_snapshot(&[0xdf, 0x80, 0, 0, 0], ShardId(0), &cfg()).unwrap_err();
     assert!(matches!(e, Error::Decode(DecodeError::LimitExceeded { .. })), "{e}");
 }
 
@@ -134,7 +140,7 @@ fn duplicate_ids_are_malformed() {
     for _ in 0..2 {
         p.extend_from_slice(&[0x95, 0xa1, b'x', 1, 1, 0, 0]);
     }
-    let e = decode_snapshot(&sealed(&p), 0, &cfg()).unwrap_err();
+    let e = decode_snapshot(&sealed(&p), ShardId(0), &cfg()).unwrap_err();
     assert!(matches!(e, Error::Decode(DecodeError::Malformed(_))), "{e}");
 }
 
@@ -146,7 +152,7 @@ fn wrong_shapes_are_malformed() {
         &[0x92, 0xa1, b'x', 0x90],
         &[0x92, 0xc0, 0x90, 0xc0],
     ] {
-        let e = decode_snapshot(&sealed(p), 0, &cfg()).unwrap_err();
+        let e = decode_snapshot(&sealed(p), ShardId(0), &cfg()).unwrap_err();
         assert!(matches!(e, Error::Decode(DecodeError::Malformed(_))), "{p:02x?}: {e}");
     }
 }
@@ -213,7 +219,7 @@ fn direct_encoder_matches_zerompk() {
     }
     let mut t = sample();
     t.reclaim("node-00000003", Epoch(99), 5).unwrap();
-    for t in [&t, &GhostTable::new(1, cfg()).unwrap()] {
+    for t in [&t, &GhostTable::new(ShardId(1), cfg()).unwrap()] {
         let theirs = zerompk::to_msgpack_vec(&Snapshot(t)).unwrap();
         assert_eq!(encode_snapshot(t).unwrap(), envelope::seal(envelope::Kind::Snapshot, &theirs));
     }
@@ -223,7 +229,7 @@ fn direct_encoder_matches_zerompk() {
 /// before, and keeps its allocation when it is large enough.
 #[test]
 fn encode_into_a_used_buffer_writes_the_same_bytes_in_place() {
-    let mut t = GhostTable::new(0, cfg()).unwrap();
+    let mut t = GhostTable::new(ShardId(0), cfg()).unwrap();
     for i in 0..100 {
         t.insert(&format!("n{i}"), ShardId(1), 1 + i, Epoch(1), 5).unwrap();
     }
@@ -235,6 +241,6 @@ fn encode_into_a_used_buffer_writes_the_same_bytes_in_place() {
     t.edge_added("n3");
     encode_snapshot_into(&t, &mut buf).unwrap();
     assert_eq!(buf, encode_snapshot(&t).unwrap());
-    let back = decode_snapshot(&buf, 0, &cfg()).unwrap();
+    let back = decode_snapshot(&buf, ShardId(0), &cfg()).unwrap();
     assert_eq!(back.get("n3").map(|g| g.refcount), Some(5));
 }

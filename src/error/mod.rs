@@ -92,7 +92,7 @@ pub enum Error {
     #[error("ghost on shard {shard} cannot target its own shard")]
     SelfTarget {
         /// The local shard.
-        shard: u16,
+        shard: ShardId,
     },
     /// The table's id arena would exceed its addressable size.
     #[error("table capacity exceeded: {0}")]
@@ -129,7 +129,7 @@ pub enum Error {
     #[error("shard {shard} failed closed")]
     ShardFailed {
         /// The shard.
-        shard: u16,
+        shard: ShardId,
         /// Why its state could not be loaded or kept durable.
         #[source]
         cause: Box<Error>,
@@ -138,7 +138,7 @@ pub enum Error {
     #[error("shard {shard} is down after {restarts} restarts")]
     ShardDown {
         /// The shard.
-        shard: u16,
+        shard: ShardId,
         /// Restarts within the policy's window.
         restarts: u32,
     },
@@ -146,34 +146,34 @@ pub enum Error {
     #[error("shard {shard} panicked handling the request; restarting")]
     Panicked {
         /// The shard.
-        shard: u16,
+        shard: ShardId,
     },
     /// The shard dropped the request's answer: it restarted before the
     /// request was acknowledged (or its store writer stopped). Retry it.
     #[error("shard {shard} unavailable")]
     Unavailable {
         /// The shard.
-        shard: u16,
+        shard: ShardId,
     },
     /// The shard is loading its state (after a restart); retry shortly.
     #[error("shard {shard} is loading")]
     ShardLoading {
         /// The shard.
-        shard: u16,
+        shard: ShardId,
     },
     /// The shard's actor is gone for good (the runtime shut down, or it was
     /// stopped): nothing will answer on this address again.
     #[error("shard {shard}'s mailbox is closed")]
     MailboxClosed {
         /// The shard.
-        shard: u16,
+        shard: ShardId,
     },
     /// A verify could not reach the shard that holds the node (the sweeper
     /// counts it as `Inconclusive` and backs off).
     #[error("target shard {shard} unreachable")]
     TargetUnreachable {
         /// The target shard.
-        shard: u16,
+        shard: ShardId,
     },
     /// A cluster call failed (cargo feature `cluster`): a peer could not be
     /// reached, did not answer in time, or answered garbage; a verify that
@@ -195,7 +195,7 @@ pub enum Error {
     #[error("shard {shard} is fenced: {cause}")]
     Fenced {
         /// The shard.
-        shard: u16,
+        shard: ShardId,
         /// Who holds it instead, or why ownership was lost.
         cause: String,
     },
@@ -218,7 +218,7 @@ pub enum Error {
     #[error("shard {shard} holds its most ghosts ({limit})")]
     TableFull {
         /// The shard.
-        shard: u16,
+        shard: ShardId,
         /// Its `max_stubs`.
         limit: u64,
     },
@@ -229,7 +229,7 @@ pub enum Error {
     #[error("shard {shard} holds its most live tombstones ({limit}); the oldest lapses in {lapses_in_ms} ms")]
     TombstonesFull {
         /// The shard.
-        shard: u16,
+        shard: ShardId,
         /// Its `max_tombstones`.
         limit: u64,
         /// Until the oldest tombstone lapses, in ms.
@@ -347,26 +347,26 @@ mod tests {
     fn only_transient_failures_are_worth_a_retry() {
         let retry = [
             Error::store("timeout"),
-            Error::Panicked { shard: 1 },
-            Error::Unavailable { shard: 1 },
-            Error::ShardLoading { shard: 1 },
-            Error::TargetUnreachable { shard: 1 },
+            Error::Panicked { shard: ShardId(1) },
+            Error::Unavailable { shard: ShardId(1) },
+            Error::ShardLoading { shard: ShardId(1) },
+            Error::TargetUnreachable { shard: ShardId(1) },
             Error::SeqGap { shard: ShardId(1), applied: Some(1), awaiting: 2 },
             Error::NotSwept { passes: 16 },
-            Error::TombstonesFull { shard: 1, limit: 2, lapses_in_ms: 3 },
+            Error::TombstonesFull { shard: ShardId(1), limit: 2, lapses_in_ms: 3 },
         ];
         assert!(retry.iter().all(Error::is_retryable));
         let change_first = [
             Error::Decode(DecodeError::Malformed("x".into())),
             Error::InvalidNodeId { len: 0, max: 8 },
-            Error::SelfTarget { shard: 1 },
-            Error::TableFull { shard: 1, limit: 2 },
+            Error::SelfTarget { shard: ShardId(1) },
+            Error::TableFull { shard: ShardId(1), limit: 2 },
             Error::InvalidConfig("x".into()),
-            Error::ShardFailed { shard: 1, cause: Box::new(Error::InvalidConfig("x".into())) },
-            Error::ShardDown { shard: 1, restarts: 6 },
+            Error::ShardFailed { shard: ShardId(1), cause: Box::new(Error::InvalidConfig("x".into())) },
+            Error::ShardDown { shard: ShardId(1), restarts: 6 },
             Error::UnknownShard(ShardId(1)),
-            Error::MailboxClosed { shard: 1 },
-            Error::Fenced { shard: 1, cause: "x".into() },
+            Error::MailboxClosed { shard: ShardId(1) },
+            Error::Fenced { shard: ShardId(1), cause: "x".into() },
             Error::StoreFull { what: "etcd commit".into(), source: None },
             Error::NoSweeper,
             Error::SweeperRunning,
@@ -384,7 +384,36 @@ mod tests {
         assert_eq!(e.chain(), "store: redb commit: disk full");
         assert_eq!(e, Error::store_from("redb commit", std::io::Error::other("disk full")));
         assert_ne!(e, Error::store("redb commit"));
-        let failed = Error::ShardFailed { shard: 3, cause: Box::new(e) };
+        let failed = Error::ShardFailed { shard: ShardId(3), cause: Box::new(e) };
         assert_eq!(failed.chain(), "shard 3 failed closed: store: redb commit: disk full");
+    }
+
+    /// A shard typed `ShardId` prints as the bare number it printed as a `u16`.
+    #[test]
+    fn a_typed_shard_prints_its_bare_number() {
+        let s = ShardId(7);
+        let cases = [
+            (Error::SelfTarget { shard: s }, "ghost on shard 7 cannot target its own shard"),
+            (Error::ShardDown { shard: s, restarts: 6 }, "shard 7 is down after 6 restarts"),
+            (Error::Panicked { shard: s }, "shard 7 panicked handling the request; restarting"),
+            (Error::Unavailable { shard: s }, "shard 7 unavailable"),
+            (Error::ShardLoading { shard: s }, "shard 7 is loading"),
+            (Error::MailboxClosed { shard: s }, "shard 7's mailbox is closed"),
+            (Error::TargetUnreachable { shard: s }, "target shard 7 unreachable"),
+            (Error::UnknownShard(s), "unknown shard 7"),
+            (Error::Fenced { shard: s, cause: "held by b".into() }, "shard 7 is fenced: held by b"),
+            (
+                Error::SeqGap { shard: s, applied: Some(1), awaiting: 2 },
+                "shard 7 awaits the retry of batch 2 (applied Some(1))",
+            ),
+            (Error::TableFull { shard: s, limit: 2 }, "shard 7 holds its most ghosts (2)"),
+            (
+                Error::TombstonesFull { shard: s, limit: 2, lapses_in_ms: 3 },
+                "shard 7 holds its most live tombstones (2); the oldest lapses in 3 ms",
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.to_string(), want);
+        }
     }
 }

@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn the_hint_agrees_with_is_retryable_elsewhere() {
         assert_eq!(Error::store("timeout").retry_hint(), RetryHint::RetryAsIs);
-        assert_eq!(Error::ShardLoading { shard: 1 }.retry_hint(), RetryHint::RetryAsIs);
+        assert_eq!(Error::ShardLoading { shard: ShardId(1) }.retry_hint(), RetryHint::RetryAsIs);
         assert_eq!(Error::Closed.retry_hint(), RetryHint::GiveUp);
         assert_eq!(Error::UnknownShard(ShardId(4)).retry_hint(), RetryHint::GiveUp);
         assert_eq!(Error::InvalidConfig("x".into()).retry_hint(), RetryHint::GiveUp);

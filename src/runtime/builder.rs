@@ -64,9 +64,10 @@ impl GhostRuntimeBuilder {
         self
     }
 
-    /// The shards to serve, whatever [`config`](Self::config) says.
-    pub fn shards<S: Into<ShardId>>(mut self, shards: impl IntoIterator<Item = S>) -> Self {
-        self.shards = Some(shards.into_iter().map(Into::into).collect());
+    /// The shards to serve, whatever [`config`](Self::config) says: a range
+    /// of them is `(0..16).map(ShardId)`.
+    pub fn shards(mut self, shards: impl IntoIterator<Item = ShardId>) -> Self {
+        self.shards = Some(shards.into_iter().collect());
         self
     }
 
@@ -146,7 +147,7 @@ impl GhostRuntimeBuilder {
         let shard_config = Arc::new(config.shard.clone());
         let mut entries = Vec::with_capacity(config.shards.len());
         for (i, &id) in config.shards.iter().enumerate() {
-            let actor = GhostActor::new(id.get(), shard_config.clone(), writer.clone(), clock.clone());
+            let actor = GhostActor::new(id, shard_config.clone(), writer.clone(), clock.clone());
             let cell = actor.cell();
             entries.push(ShardEntry { id, cell, addr: actor.start_supervised_in(&handle(i)) });
         }
@@ -208,8 +209,16 @@ mod tests {
     fn named_fields_win_over_the_base_whatever_the_order() {
         let base =
             RuntimeConfig { shards: ids(0..64), arbiters: 3, commit_retries: 9, ..RuntimeConfig::default() };
-        let before = GhostRuntimeBuilder::default().shards(0..16).arbiters(0).config(base.clone()).settings();
-        let after = GhostRuntimeBuilder::default().config(base.clone()).shards(0..16).arbiters(0).settings();
+        let before = GhostRuntimeBuilder::default()
+            .shards((0..16).map(ShardId))
+            .arbiters(0)
+            .config(base.clone())
+            .settings();
+        let after = GhostRuntimeBuilder::default()
+            .config(base.clone())
+            .shards((0..16).map(ShardId))
+            .arbiters(0)
+            .settings();
         for s in [before, after] {
             assert_eq!(s.shards, ids(0..16));
             assert_eq!(s.arbiters, 0);
@@ -225,7 +234,7 @@ mod tests {
     fn no_store_is_refused_before_anything_starts() {
         let dir = std::env::current_dir().unwrap();
         let before: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-        let err = GhostRuntimeBuilder::default().shards(0..2).start().map(|_| ());
+        let err = GhostRuntimeBuilder::default().shards((0..2).map(ShardId)).start().map(|_| ());
         assert_eq!(err, Err(Error::NoStore));
         assert_eq!(err.unwrap_err().retry_hint(), crate::error::RetryHint::GiveUp);
         let after: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();

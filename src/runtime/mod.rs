@@ -95,9 +95,9 @@ impl GhostRuntime {
 
     /// The address of `shard`'s actor, for hosts that speak actix directly:
     /// it takes the host messages of [`messages`](crate::messages).
-    pub fn addr(&self, shard: impl Into<ShardId>) -> Result<&Addr<GhostActor>> {
+    pub fn addr(&self, shard: ShardId) -> Result<&Addr<GhostActor>> {
         self.check_open(false)?;
-        Ok(&self.shards.get(shard.into())?.addr)
+        Ok(&self.shards.get(shard)?.addr)
     }
 
     /// A reader of every shard's table, for any thread or task: it answers
@@ -114,20 +114,19 @@ impl GhostRuntime {
 
     /// Sends `msg` to `shard`, waiting while its mailbox is full; a closed
     /// mailbox is [`Error::MailboxClosed`].
-    pub(crate) async fn call<M>(&self, shard: impl Into<ShardId>, msg: M) -> Result<M::Result>
+    pub(crate) async fn call<M>(&self, shard: ShardId, msg: M) -> Result<M::Result>
     where
         M: Message + Send + 'static,
         M::Result: Send,
         GhostActor: Handler<M>,
     {
-        let shard = shard.into();
-        self.addr(shard)?.send(msg).await.map_err(|_| Error::MailboxClosed { shard: shard.get() })
+        self.addr(shard)?.send(msg).await.map_err(|_| Error::MailboxClosed { shard })
     }
 
     /// Sends any host message of [`messages`](crate::messages) to `shard`,
     /// waiting while its mailbox is full: one error, whether the shard could
     /// not be reached or the handler failed.
-    pub async fn request<M, T>(&self, shard: impl Into<ShardId>, msg: M) -> Result<T>
+    pub async fn request<M, T>(&self, shard: ShardId, msg: M) -> Result<T>
     where
         M: Message<Result = Result<T>> + Send + 'static,
         T: Send + 'static,
@@ -138,14 +137,34 @@ impl GhostRuntime {
 
     /// Records on `shard` that a node moved away (named fields, so the
     /// holding shard and the target cannot be swapped).
-    pub async fn insert_ghost(&self, shard: impl Into<ShardId>, ghost: InsertGhost) -> Result<InsertOutcome> {
+    ///
+    /// The shard is a [`ShardId`]:
+    ///
+    /// ```
+    /// # use vshard_ghosts::{GhostRuntime, ShardId, messages::InsertGhost};
+    /// # async fn moved(rt: &GhostRuntime, ghost: InsertGhost) -> vshard_ghosts::Result<()> {
+    /// rt.insert_ghost(ShardId(3), ghost).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// a bare number is refused:
+    ///
+    /// ```compile_fail
+    /// # use vshard_ghosts::{GhostRuntime, ShardId, messages::InsertGhost};
+    /// # async fn moved(rt: &GhostRuntime, ghost: InsertGhost) -> vshard_ghosts::Result<()> {
+    /// rt.insert_ghost(3, ghost).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn insert_ghost(&self, shard: ShardId, ghost: InsertGhost) -> Result<InsertOutcome> {
         self.request(shard, ghost).await
     }
 
     /// Applies a batch of edge events on `shard`, once per `seq`.
     pub async fn edge_batch(
         &self,
-        shard: impl Into<ShardId>,
+        shard: ShardId,
         seq: Option<u64>,
         events: impl Into<EdgeEvents>,
     ) -> Result<BatchOutcome> {
@@ -153,27 +172,22 @@ impl GhostRuntime {
     }
 
     /// A local edge to `node_id` was added on `shard`.
-    pub async fn edge_added(&self, shard: impl Into<ShardId>, node_id: &str) -> Result<EdgeOutcome> {
+    pub async fn edge_added(&self, shard: ShardId, node_id: &str) -> Result<EdgeOutcome> {
         self.request(shard, EdgeAdded { node_id: node_id.into() }).await
     }
 
     /// A local edge to `node_id` was removed on `shard`.
-    pub async fn edge_removed(&self, shard: impl Into<ShardId>, node_id: &str) -> Result<EdgeOutcome> {
+    pub async fn edge_removed(&self, shard: ShardId, node_id: &str) -> Result<EdgeOutcome> {
         self.request(shard, EdgeRemoved { node_id: node_id.into() }).await
     }
 
     /// A ghost on `shard` follows its node to a newer shard.
-    pub async fn retarget(&self, shard: impl Into<ShardId>, retarget: Retarget) -> Result<MoveOutcome> {
+    pub async fn retarget(&self, shard: ShardId, retarget: Retarget) -> Result<MoveOutcome> {
         self.request(shard, retarget).await
     }
 
     /// `node_id` moved back to `shard` at `epoch`.
-    pub async fn reclaim(
-        &self,
-        shard: impl Into<ShardId>,
-        node_id: &str,
-        epoch: Epoch,
-    ) -> Result<MoveOutcome> {
+    pub async fn reclaim(&self, shard: ShardId, node_id: &str, epoch: Epoch) -> Result<MoveOutcome> {
         self.request(shard, Reclaim { node_id: node_id.into(), epoch }).await
     }
 
@@ -250,7 +264,7 @@ impl GhostRuntime {
     }
 
     /// Where `node_id`, if it is a ghost on `shard`, lives now.
-    pub async fn resolve(&self, shard: impl Into<ShardId>, node_id: &str) -> Result<Option<ShardId>> {
+    pub async fn resolve(&self, shard: ShardId, node_id: &str) -> Result<Option<ShardId>> {
         self.request(shard, Resolve { node_id: node_id.into() }).await
     }
 
@@ -390,9 +404,9 @@ impl GhostRuntime {
 /// Flushes every shard of `shards` at once; shards with nothing of their own
 /// to flush are skipped.
 async fn flush_shards(shards: Shards) -> Result<()> {
-    let calls = shards.iter().map(|e| async move {
-        e.addr.send(Flush).await.map_err(|_| Error::MailboxClosed { shard: e.id.get() })
-    });
+    let calls = shards
+        .iter()
+        .map(|e| async move { e.addr.send(Flush).await.map_err(|_| Error::MailboxClosed { shard: e.id }) });
     for r in futures::future::join_all(calls).await {
         // A shard that failed closed, or that another process may own
         // now (fenced), has nothing of its own to flush.
@@ -405,7 +419,7 @@ async fn flush_shards(shards: Shards) -> Result<()> {
 }
 
 async fn export_metrics(shards: &Shards) {
-    let calls = shards.iter().map(|e| async move { (e.id.get(), e.addr.send(GetStats).await) });
+    let calls = shards.iter().map(|e| async move { (e.id, e.addr.send(GetStats).await) });
     for (shard, stats) in futures::future::join_all(calls).await {
         if let Ok(stats) = stats {
             crate::metrics::export_shard(&stats, shard);

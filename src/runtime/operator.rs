@@ -73,12 +73,7 @@ impl GhostRuntime {
     /// through each page's `next` to export it without holding it for more
     /// than one page at a time; every ghost that lives throughout the walk is
     /// in exactly one page. See [`GhostTable::export_page`](crate::table::GhostTable::export_page).
-    pub async fn export_page(
-        &self,
-        shard: impl Into<ShardId>,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<GhostPage> {
+    pub async fn export_page(&self, shard: ShardId, after: Option<&str>, limit: usize) -> Result<GhostPage> {
         self.request(shard, ExportPage { after: after.map(Into::into), limit }).await
     }
 
@@ -88,7 +83,7 @@ impl GhostRuntime {
     }
 
     /// One shard's state and counters.
-    pub async fn shard_stats(&self, shard: impl Into<ShardId>) -> Result<ShardStats> {
+    pub async fn shard_stats(&self, shard: ShardId) -> Result<ShardStats> {
         self.call(shard, GetStats).await
     }
 
@@ -99,8 +94,7 @@ impl GhostRuntime {
     /// load as a restart, with a fresh restart budget; a shard that serves is
     /// left alone. Answers the shard's state after the reload: `Ready`, or
     /// the state it fell back to if the cause is still there.
-    pub async fn revive_shard(&self, shard: impl Into<ShardId>) -> Result<ShardState> {
-        let shard = shard.into();
+    pub async fn revive_shard(&self, shard: ShardId) -> Result<ShardState> {
         self.request(shard, Revive).await?;
         // The reload holds the shard's mailbox: this answer comes after it.
         Ok(self.shard_stats(shard).await?.state)

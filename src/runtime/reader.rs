@@ -70,10 +70,10 @@ impl GhostReader {
 
     /// Where `node_id`, if it is a ghost on `shard`, lives now; an error while
     /// the shard has no table to answer from.
-    pub fn resolve(&self, shard: impl Into<ShardId>, node_id: &str) -> Result<Option<ShardId>> {
-        let cell = self.cell(shard.into())?;
+    pub fn resolve(&self, shard: ShardId, node_id: &str) -> Result<Option<ShardId>> {
+        let cell = self.cell(shard)?;
         let view = cell.read();
-        Ok(view.table()?.resolve(node_id).map(ShardId))
+        Ok(view.table()?.resolve(node_id))
     }
 
     /// Resolves a traversal frontier of `(shard, node)` pairs, answers in
@@ -104,8 +104,8 @@ impl GhostReader {
     /// The ghost of `node_id` on `shard` (target, refcount, epoch, version),
     /// or `None` when the node is no ghost there; the same rules as
     /// [`resolve`](Self::resolve): an error while the shard has no table.
-    pub fn ghost(&self, shard: impl Into<ShardId>, node_id: &str) -> Result<Option<GhostInfo>> {
-        let cell = self.cell(shard.into())?;
+    pub fn ghost(&self, shard: ShardId, node_id: &str) -> Result<Option<GhostInfo>> {
+        let cell = self.cell(shard)?;
         let view = cell.read();
         Ok(view.table()?.get(node_id))
     }
@@ -149,7 +149,7 @@ fn resolve_whole<'f>(
                 continue 'whole;
             }
             for j in start..len.min(start + chunk) {
-                answer(j, table.resolve(id(j)).map(ShardId));
+                answer(j, table.resolve(id(j)));
             }
         }
         return Ok(());

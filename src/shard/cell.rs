@@ -192,13 +192,14 @@ impl ShardCell {
 mod tests {
     use super::*;
     use crate::config::ShardConfig;
+    use crate::ids::ShardId;
 
     /// Every write lock the cell hands out is counted (a chunked read that
     /// sees the count move starts over), and a state set through the cell is
     /// the core's (a stopped actor's `Closed` is what readers then answer).
     #[test]
     fn writes_are_counted_and_states_set_through_the_cell_hold() {
-        let cell = ShardCell::new(ShardCore::new(0, &ShardConfig::default(), 1));
+        let cell = ShardCell::new(ShardCore::new(ShardId(0), &ShardConfig::default(), 1));
         let before = cell.read().writes;
         drop(cell.write());
         drop(cell.write());

@@ -32,7 +32,7 @@ use crate::table::{GhostTable, StagedAhead, WarmBatch};
 
 /// One shard's table and promise state (see the module documentation).
 pub(crate) struct ShardCore {
-    pub(super) shard: u16,
+    pub(super) shard: ShardId,
     pub(super) durability: Durability,
     /// Sequenced removal-only batches are acknowledged before they are durable.
     pub(super) removals_at_once: bool,
@@ -60,7 +60,7 @@ pub(crate) struct Ready {
 
 impl ShardCore {
     /// A core for `shard`, loading; `incarnation` is its first.
-    pub(crate) fn new(shard: u16, config: &ShardConfig, incarnation: u64) -> Self {
+    pub(crate) fn new(shard: ShardId, config: &ShardConfig, incarnation: u64) -> Self {
         Self {
             shard,
             durability: config.durability,
@@ -88,7 +88,7 @@ impl ShardCore {
     }
 
     /// The shard's id.
-    pub(crate) fn shard(&self) -> u16 {
+    pub(crate) fn shard(&self) -> ShardId {
         self.shard
     }
 
@@ -202,7 +202,7 @@ impl ShardCore {
     ) -> Result<(BatchOutcome, Answer)> {
         let applied = self.table()?.applied_seq();
         if let Err(awaiting) = self.seq.admit(seq, applied) {
-            return Err(Error::SeqGap { shard: self.shard.into(), applied, awaiting });
+            return Err(Error::SeqGap { shard: self.shard, applied, awaiting });
         }
         // A sequenced batch is durable before it is acknowledged, whatever
         // it holds: the host will not send an acknowledged batch again, so a

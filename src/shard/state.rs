@@ -1,6 +1,7 @@
 //! Where a shard is in its life, and the error a request gets while it has no table.
 
 use crate::error::Error;
+use crate::ids::ShardId;
 use crate::table::GhostTable;
 
 /// Where a shard is in its life.
@@ -21,7 +22,7 @@ pub(crate) enum State {
 }
 
 /// The error for a shard without a table.
-pub(crate) fn unavailable(state: &State, shard: u16) -> Error {
+pub(crate) fn unavailable(state: &State, shard: ShardId) -> Error {
     match state {
         State::Failed(cause) => Error::ShardFailed { shard, cause: cause.clone() },
         State::Fenced(cause) => Error::Fenced { shard, cause: cause.clone() },

@@ -20,14 +20,14 @@ struct Host {
 
 impl Host {
     fn new(config: &ShardConfig) -> Self {
-        Self { core: ShardCore::new(0, config, 7), effects: Vec::new() }
+        Self { core: ShardCore::new(ShardId(0), config, 7), effects: Vec::new() }
     }
 
     /// A core that started and loaded an empty table at time 0.
     fn ready(config: &ShardConfig) -> Self {
         let mut h = Self::new(config);
         h.core.start(0);
-        h.core.loaded(GhostTable::new(0, config.table.clone()));
+        h.core.loaded(GhostTable::new(ShardId(0), config.table.clone()));
         h.drain();
         assert!(h.core.is_ready());
         h.effects.clear();
@@ -152,7 +152,7 @@ fn a_failed_commit_answers_its_waiters_restarts_and_remembers_the_lost_batch() {
     let (_, token) = h.batch(Some(2), &added("n")).unwrap();
     // A second batch joins the next flush while the first is in flight.
     let (_, second) = h.batch(Some(3), &added("n")).unwrap();
-    h.commit(Err(Error::Unavailable { shard: 0 }));
+    h.commit(Err(Error::Unavailable { shard: ShardId(0) }));
     assert_eq!(h.acks(), vec![(token.unwrap(), false)]);
     assert!(matches!(h.core.state(), State::Loading));
     assert!(h.restart(10));
@@ -193,7 +193,7 @@ fn removal_batches_are_answered_at_once_when_the_host_opts_in() {
 
 /// The table as the store holds it after `h.insert("n", 1)`.
 fn stored(config: &ShardConfig) -> GhostTable {
-    let mut t = GhostTable::new(0, config.table.clone()).unwrap();
+    let mut t = GhostTable::new(ShardId(0), config.table.clone()).unwrap();
     t.insert("n", ShardId(3), 1, Epoch(1), 0).unwrap();
     let _ = t.take_changes();
     t
@@ -206,7 +206,7 @@ fn two_batches_lost(config: &ShardConfig) -> Host {
     h.insert("n", 1);
     h.batch(Some(2), &added("n")).unwrap();
     h.batch(Some(3), &added("n")).unwrap();
-    h.commit(Err(Error::Unavailable { shard: 0 }));
+    h.commit(Err(Error::Unavailable { shard: ShardId(0) }));
     assert!(h.restart(10));
     h.reload(10, stored(config));
     h.acks();
@@ -227,7 +227,7 @@ fn a_retry_lost_again_keeps_every_lost_batch_awaited_in_order() {
     // The retry of 2 is applied, but its flush fails too.
     let (out, _) = h.batch(Some(2), &added("n")).unwrap();
     assert!(!out.skipped);
-    h.commit(Err(Error::Unavailable { shard: 0 }));
+    h.commit(Err(Error::Unavailable { shard: ShardId(0) }));
     assert!(h.restart(20));
     h.reload(20, stored(&config));
     // The pipelined retry of 3 must not overtake the second retry of 2.
@@ -303,7 +303,7 @@ fn restarts_back_off_doubling_to_the_cap_then_the_shard_stays_down() {
         h.core.panicked(false);
         h.drain();
         assert!(h.restart(now));
-        let at = h.reload(now, GhostTable::new(0, config.table.clone()).unwrap());
+        let at = h.reload(now, GhostTable::new(ShardId(0), config.table.clone()).unwrap());
         delays.push(at - now);
     }
     assert_eq!(delays, vec![100, 200, 300]);
@@ -322,7 +322,7 @@ fn restarts_back_off_doubling_to_the_cap_then_the_shard_stays_down() {
     let restarts = h.core.stats(0).restarts;
     assert!(h.restart(6000));
     assert_eq!(h.core.stats(0).restarts, restarts);
-    let at = h.reload(6000, GhostTable::new(0, config.table.clone()).unwrap());
+    let at = h.reload(6000, GhostTable::new(ShardId(0), config.table.clone()).unwrap());
     assert_eq!(at, 6000);
     assert!(h.core.is_ready());
 }
@@ -338,7 +338,7 @@ fn restarts_outside_the_window_are_forgotten() {
         h.drain();
         assert!(h.restart(now));
         assert!(matches!(h.core.state(), State::Loading), "at {now}");
-        h.reload(now, GhostTable::new(0, config.table.clone()).unwrap());
+        h.reload(now, GhostTable::new(ShardId(0), config.table.clone()).unwrap());
     }
 }
 
@@ -354,7 +354,7 @@ fn fencing_answers_the_waiters_and_a_late_commit_failure_does_not_restart() {
     assert_eq!(h.acks(), vec![(waiting.unwrap(), false)]);
     assert!(h.effects.iter().any(|e| matches!(e, Effect::Fenced(c) if c == "lost")));
     assert!(matches!(h.core.table(), Err(Error::Fenced { .. })));
-    h.commit(Err(Error::Unavailable { shard: 0 }));
+    h.commit(Err(Error::Unavailable { shard: ShardId(0) }));
     assert_eq!(h.acks(), vec![(in_flight.unwrap(), false)]);
     assert!(!h.restart(0), "fenced stays fenced");
 }
@@ -370,12 +370,12 @@ fn unreadable_state_fails_closed_and_other_load_errors_restart() {
     assert!(h.effects.iter().any(|e| matches!(e, Effect::FailedClosed(_))));
     let mut h = Host::new(&config);
     h.core.start(0);
-    h.core.loaded(Err(Error::Unavailable { shard: 0 }));
+    h.core.loaded(Err(Error::Unavailable { shard: ShardId(0) }));
     h.drain();
     assert!(h.restart(0));
     let mut h = Host::new(&config);
     h.core.start(0);
-    h.core.loaded(Err(Error::Fenced { shard: 0, cause: "taken".into() }));
+    h.core.loaded(Err(Error::Fenced { shard: ShardId(0), cause: "taken".into() }));
     h.drain();
     assert!(matches!(h.core.table(), Err(Error::Fenced { .. })));
 }
@@ -399,7 +399,7 @@ fn a_restart_exactly_one_window_later_still_counts() {
     h.core.panicked(false);
     h.drain();
     assert!(h.restart(0));
-    h.reload(0, GhostTable::new(0, config.table.clone()).unwrap());
+    h.reload(0, GhostTable::new(ShardId(0), config.table.clone()).unwrap());
     h.core.panicked(false);
     h.drain();
     assert!(h.restart(1000));
@@ -428,7 +428,7 @@ fn verdicts_apply_in_their_own_incarnation_only() {
     h.core.panicked(false);
     h.drain();
     assert!(h.restart(20));
-    let mut t = GhostTable::new(0, config.table.clone()).unwrap();
+    let mut t = GhostTable::new(ShardId(0), config.table.clone()).unwrap();
     t.insert("n", ShardId(3), 1, Epoch(1), 0).unwrap();
     h.reload(20, t);
     let (report, _) = h.core.apply_verdicts(old.incarnation, &raise(&old.page), 10_000).unwrap();
@@ -441,7 +441,7 @@ fn verdicts_apply_in_their_own_incarnation_only() {
 #[test]
 fn the_core_reports_its_id_readiness_backlog_and_unwritten_changes() {
     let config = ShardConfig::default();
-    assert_eq!(ShardCore::new(5, &config, 7).shard(), 5);
+    assert_eq!(ShardCore::new(ShardId(5), &config, 7).shard(), ShardId(5));
     let mut loading = Host::new(&config);
     loading.core.start(0);
     assert!(!loading.core.is_ready(), "loading, not serving");

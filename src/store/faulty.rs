@@ -3,6 +3,7 @@
 use super::{GhostStore, ShardChanges};
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
+use crate::ids::ShardId;
 use crate::table::GhostTable;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -130,7 +131,7 @@ impl<S: GhostStore> FaultyStore<S> {
 }
 
 impl<S: GhostStore> GhostStore for FaultyStore<S> {
-    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+    fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
         self.faulted(StoreOp::Load, || self.inner.load(shard, config))
     }
 
@@ -162,11 +163,11 @@ impl<S: GhostStore> GhostStore for FaultyStore<S> {
         self.inner.kind()
     }
 
-    fn release_shards(&self, shards: &[u16]) -> Result<()> {
+    fn release_shards(&self, shards: &[ShardId]) -> Result<()> {
         self.inner.release_shards(shards)
     }
 
-    fn claim(&self, shard: u16) -> Option<super::ClaimWatch> {
+    fn claim(&self, shard: ShardId) -> Option<super::ClaimWatch> {
         self.inner.claim(shard)
     }
 }

@@ -3,6 +3,7 @@
 use super::{GhostStore, ShardChanges};
 use crate::config::TableConfig;
 use crate::error::Result;
+use crate::ids::ShardId;
 use crate::stub::StubRef;
 use crate::table::GhostTable;
 use compact_str::CompactString;
@@ -138,8 +139,8 @@ impl MemoryStore {
     }
 
     /// Number of stub rows stored for `shard`.
-    pub fn rows(&self, shard: u16) -> usize {
-        self.lock().get(&shard).map_or(0, |s| s.rows.len())
+    pub fn rows(&self, shard: ShardId) -> usize {
+        self.lock().get(&shard.get()).map_or(0, |s| s.rows.len())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Shard>> {
@@ -151,9 +152,9 @@ impl MemoryStore {
 }
 
 impl GhostStore for MemoryStore {
-    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+    fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
         let shards = self.lock();
-        let Some(data) = shards.get(&shard) else {
+        let Some(data) = shards.get(&shard.get()) else {
             return GhostTable::new(shard, config.clone());
         };
         // Map keys: no id repeats.
@@ -166,7 +167,7 @@ impl GhostStore for MemoryStore {
         let mut shards = self.lock();
         let mut hashes = Vec::new();
         for sc in batch {
-            shards.entry(sc.shard).or_default().commit(&sc.changes, &mut hashes);
+            shards.entry(sc.shard.get()).or_default().commit(&sc.changes, &mut hashes);
         }
         Ok(())
     }
@@ -179,7 +180,7 @@ impl GhostStore for MemoryStore {
             shard.upsert(shard.hash(r.node_id), r);
         }
         shard.applied_seq = table.applied_seq();
-        self.lock().insert(table.shard(), shard);
+        self.lock().insert(table.shard().get(), shard);
         Ok(())
     }
 

@@ -26,6 +26,7 @@ pub use etcd::{EtcdConfig, EtcdStore};
 use crate::codec;
 use crate::config::TableConfig;
 use crate::error::Result;
+use crate::ids::ShardId;
 use crate::table::GhostTable;
 
 /// Durable storage of ghost state, shared by all shards of a process.
@@ -58,7 +59,7 @@ use crate::table::GhostTable;
 ///   corrupt state is an error, never an empty table.
 pub trait GhostStore: Send + Sync + 'static {
     /// Loads `shard`'s stubs and applied sequence number into a fresh table.
-    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable>;
+    fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable>;
 
     /// Durably applies the changes of one or more shards.
     fn commit(&self, batch: &[ShardChanges]) -> Result<()>;
@@ -73,7 +74,7 @@ pub trait GhostStore: Send + Sync + 'static {
 
     /// Exports `shard` as snapshot bytes (the codec's envelope), to hand it to
     /// another node's catalog.
-    fn export_snapshot(&self, shard: u16, config: &TableConfig) -> Result<Vec<u8>> {
+    fn export_snapshot(&self, shard: ShardId, config: &TableConfig) -> Result<Vec<u8>> {
         codec::encode_snapshot(&self.load(shard, config)?)
     }
 
@@ -85,7 +86,7 @@ pub trait GhostStore: Send + Sync + 'static {
     /// exporting process's clock, which may be behind this one: they are
     /// stored `TableConfig::max_clock_skew` later than they say, so that no
     /// store, with claims or without, can shorten them.
-    fn import_snapshot(&self, shard: u16, bytes: &[u8], config: &TableConfig) -> Result<()> {
+    fn import_snapshot(&self, shard: ShardId, bytes: &[u8], config: &TableConfig) -> Result<()> {
         let mut table = codec::decode_snapshot(bytes, shard, config)?;
         table.settle_stored_times();
         self.replace(&table)
@@ -95,7 +96,7 @@ pub trait GhostStore: Send + Sync + 'static {
     /// shards to one process at a time hands them over now, rather than when
     /// its lease lapses. The writer thread calls it once, after its last job,
     /// with the shards it loaded. Default: nothing to do.
-    fn release_shards(&self, shards: &[u16]) -> Result<()> {
+    fn release_shards(&self, shards: &[ShardId]) -> Result<()> {
         let _ = shards;
         Ok(())
     }
@@ -112,14 +113,14 @@ pub trait GhostStore: Send + Sync + 'static {
     /// `None` also says that the shard never moves between processes, so its
     /// loads run on the clock that wrote it: they read stored times as written,
     /// without `TableConfig::max_clock_skew`.
-    fn claim(&self, shard: u16) -> Option<ClaimWatch> {
+    fn claim(&self, shard: ShardId) -> Option<ClaimWatch> {
         let _ = shard;
         None
     }
 }
 
 impl<S: GhostStore + ?Sized> GhostStore for std::sync::Arc<S> {
-    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+    fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
         (**self).load(shard, config)
     }
     fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
@@ -131,10 +132,10 @@ impl<S: GhostStore + ?Sized> GhostStore for std::sync::Arc<S> {
     fn kind(&self) -> &'static str {
         (**self).kind()
     }
-    fn release_shards(&self, shards: &[u16]) -> Result<()> {
+    fn release_shards(&self, shards: &[ShardId]) -> Result<()> {
         (**self).release_shards(shards)
     }
-    fn claim(&self, shard: u16) -> Option<ClaimWatch> {
+    fn claim(&self, shard: ShardId) -> Option<ClaimWatch> {
         (**self).claim(shard)
     }
 }

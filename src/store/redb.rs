@@ -7,6 +7,7 @@ use crate::codec;
 use crate::codec::batch;
 use crate::config::TableConfig;
 use crate::error::{DecodeError, Error, Result};
+use crate::ids::ShardId;
 use crate::table::GhostTable;
 use redb::{Builder, Database, DatabaseError, ReadableDatabase, ReadableTableMetadata, StorageError};
 use std::ops::Bound;
@@ -196,7 +197,8 @@ impl RedbStore {
 }
 
 impl GhostStore for RedbStore {
-    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+    fn load(&self, id: ShardId, config: &TableConfig) -> Result<GhostTable> {
+        let shard = id.get();
         let txn = self.db.begin_read().ctx("begin read")?;
         let (applied_seq, count) = txn
             .open_table(SHARD_META)
@@ -211,7 +213,7 @@ impl GhostStore for RedbStore {
         let capacity = count.min(total).min(config.max_stubs as u64) as usize;
         // Rows are keyed by id and each row's id is checked against its key, so
         // no id repeats. Indexed once here; the log then applies to the indexed table.
-        let mut table = GhostTable::load_distinct(shard, config.clone(), capacity, applied_seq, |load| {
+        let mut table = GhostTable::load_distinct(id, config.clone(), capacity, applied_seq, |load| {
             for row in rows.range(shard_range(shard)).ctx("scan ghosts")? {
                 let (key, value) = row.ctx("read ghost row")?;
                 let (_, id) = key.value();
@@ -263,7 +265,7 @@ impl GhostStore for RedbStore {
     }
 
     fn replace(&self, table: &GhostTable) -> Result<()> {
-        let shard = table.shard();
+        let shard = table.shard().get();
         let encoded = table
             .rows()
             .map(|r| Ok((codec::encode_stub_ref(r)?, r.node_id.to_owned())))

@@ -175,7 +175,7 @@ pub(super) fn replay(
     mut applied_seq: Option<u64>,
     config: &TableConfig,
 ) -> Result<Option<u64>> {
-    let shard = table.shard();
+    let shard = table.shard().get();
     // A section's count is not the table's size: a stub changed by several
     // staged batches appears once per batch. Ids still meet the table's limits;
     // the bytes present still bound every count.

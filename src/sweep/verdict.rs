@@ -8,9 +8,9 @@ pub struct PlannedCheck {
     /// The moved node.
     pub node_id: Box<str>,
     /// Where the ghost says it lives.
-    pub target_shard: u16,
+    pub target_shard: ShardId,
     /// The ghost's move epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The stub's version at plan time; the verdict is applied only if it still matches.
     pub version: u64,
 }

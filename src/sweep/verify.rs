@@ -186,7 +186,7 @@ impl DirectoryVerifier {
 
     fn answer(&self, r: &VerifyRequest) -> Result<Verdict> {
         if read(&self.dir.unreachable).get(&r.target_shard).copied().unwrap_or(false) {
-            return Err(Error::TargetUnreachable { shard: r.target_shard.get() });
+            return Err(Error::TargetUnreachable { shard: r.target_shard });
         }
         let Some((home, epoch)) = self.home(&r.node_id) else {
             return Ok(Verdict::Purge);
@@ -274,7 +274,7 @@ mod tests {
         let d = DirectoryVerifier::new();
         d.record_move("n", ShardId(1), Epoch(1));
         d.set_unreachable(ShardId(1), true);
-        assert_eq!(answer(&d, req(0, 1, 1)), Err(Error::TargetUnreachable { shard: 1 }));
+        assert_eq!(answer(&d, req(0, 1, 1)), Err(Error::TargetUnreachable { shard: ShardId(1) }));
         d.set_unreachable(ShardId(1), false);
         assert_eq!(answer(&d, req(0, 1, 1)), Ok(Verdict::Keep { local_edges: None }));
     }

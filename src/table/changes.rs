@@ -1,5 +1,6 @@
 //! `ChangeSet`: one shard's stub upserts and removals since its last flush, packed for the store.
 
+use crate::ids::ShardId;
 use crate::stub::StubRef;
 use std::fmt;
 
@@ -7,7 +8,7 @@ use std::fmt;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardChanges {
     /// The shard.
-    pub shard: u16,
+    pub shard: ShardId,
     /// Its changes: apply the removals, then the upserts in order, then record
     /// the sequence number.
     pub changes: ChangeSet,

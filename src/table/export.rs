@@ -72,7 +72,7 @@ mod tests {
 
     #[test]
     fn pages_walk_every_ghost_once_in_id_order() {
-        let mut t = GhostTable::new(0, TableConfig::default()).unwrap();
+        let mut t = GhostTable::new(ShardId(0), TableConfig::default()).unwrap();
         for i in [5, 3, 9, 1, 7, 2, 8] {
             t.insert(&format!("n{i}"), ShardId(1), 1, Epoch(1), 0).unwrap();
         }
@@ -80,12 +80,15 @@ mod tests {
         for limit in [0, 1, 2, 3, 7, 100] {
             assert_eq!(walk(&t, limit), want, "limit {limit}");
         }
-        assert_eq!(GhostTable::new(0, TableConfig::default()).unwrap().export_page(None, 4).records, vec![]);
+        assert_eq!(
+            GhostTable::new(ShardId(0), TableConfig::default()).unwrap().export_page(None, 4).records,
+            vec![]
+        );
     }
 
     #[test]
     fn a_removal_between_pages_skips_no_ghost_that_lives_on() {
-        let mut t = GhostTable::new(0, TableConfig::default()).unwrap();
+        let mut t = GhostTable::new(ShardId(0), TableConfig::default()).unwrap();
         for i in 0..10 {
             t.insert(&format!("n{i}"), ShardId(1), 1, Epoch(1), 0).unwrap();
         }

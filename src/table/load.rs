@@ -6,6 +6,7 @@ use super::tombstones::Tombstone;
 use super::{GhostTable, new_slot};
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
+use crate::ids::ShardId;
 use crate::stub::{StubRecord, StubRef};
 use std::sync::mpsc;
 
@@ -55,7 +56,7 @@ fn index_hashes(rx: mpsc::Receiver<Vec<u64>>, capacity: usize) -> Index {
 impl GhostTable {
     /// Rebuilds a table from persisted records, with nothing pending for the store.
     pub fn from_records(
-        shard: u16,
+        shard: ShardId,
         config: TableConfig,
         records: impl IntoIterator<Item = StubRecord>,
         applied_seq: Option<u64>,
@@ -194,7 +195,7 @@ impl GhostTable {
     /// [`IndexedLoad`]. A large load indexes on a helper thread while `fill`
     /// still reads, so the index costs little beyond the read itself.
     pub(crate) fn load_distinct(
-        shard: u16,
+        shard: ShardId,
         config: TableConfig,
         capacity: usize,
         applied_seq: Option<u64>,

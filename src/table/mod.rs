@@ -93,13 +93,14 @@ pub struct GhostTable {
 
 impl GhostTable {
     /// An empty table for `shard`.
-    pub fn new(shard: u16, config: TableConfig) -> Result<Self> {
+    pub fn new(shard: ShardId, config: TableConfig) -> Result<Self> {
         Self::with_capacity(shard, config, 0)
     }
 
     /// An empty table with room for `capacity` ghosts.
-    pub fn with_capacity(shard: u16, config: TableConfig, capacity: usize) -> Result<Self> {
+    pub fn with_capacity(shard: ShardId, config: TableConfig, capacity: usize) -> Result<Self> {
         config.validate()?;
+        let shard = shard.get();
         Ok(Self {
             shard,
             rng: fastrand::Rng::with_seed(config.jitter_seed ^ u64::from(shard)),
@@ -120,8 +121,8 @@ impl GhostTable {
     }
 
     /// The shard this table belongs to.
-    pub fn shard(&self) -> u16 {
-        self.shard
+    pub fn shard(&self) -> ShardId {
+        ShardId(self.shard)
     }
 
     /// The table's settings.
@@ -150,12 +151,12 @@ impl GhostTable {
     }
 
     /// The shard to forward a traversal to, if `node_id` is a ghost here.
-    pub fn resolve(&self, node_id: &str) -> Option<u16> {
-        self.slab.find(node_id).map(|i| self.slab.slot(i).target)
+    pub fn resolve(&self, node_id: &str) -> Option<ShardId> {
+        self.slab.find(node_id).map(|i| ShardId(self.slab.slot(i).target))
     }
 
     /// [`resolve`](Self::resolve) for a traversal frontier, in input order.
-    pub fn resolve_many<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<Option<u16>> {
+    pub fn resolve_many<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<Option<ShardId>> {
         ids.into_iter().map(|id| self.resolve(id)).collect()
     }
 
@@ -181,8 +182,8 @@ impl GhostTable {
     }
 
     /// The epoch at which `node_id`'s ghost was removed, while remembered.
-    pub fn tombstone_epoch(&self, node_id: &str) -> Option<u64> {
-        self.tombstones.get(node_id).map(|t| t.epoch)
+    pub fn tombstone_epoch(&self, node_id: &str) -> Option<Epoch> {
+        self.tombstones.get(node_id).map(|t| Epoch(t.epoch))
     }
 
     /// Records that `node_id` moved to `target` at move `epoch` with `refcount`
@@ -210,7 +211,7 @@ impl GhostTable {
         }
         if self.slab.len() >= self.config.max_stubs && self.slab.find(node_id).is_none() {
             // Past it, the table's own snapshot would not load again.
-            return Err(Error::TableFull { shard: self.shard, limit: self.config.max_stubs as u64 });
+            return Err(Error::TableFull { shard: self.shard(), limit: self.config.max_stubs as u64 });
         }
         let version = self.bump();
         let fresh = new_slot(target, refcount, now_ms, epoch, version);
@@ -595,7 +596,7 @@ impl GhostTable {
         let room = self.tombstones.make_room(now_ms, self.config.max_tombstones, &mut lapsed);
         self.forget_tombstones(&lapsed);
         room.map(|()| true).map_err(|lapses_in_ms| Error::TombstonesFull {
-            shard: self.shard,
+            shard: self.shard(),
             limit: self.config.max_tombstones as u64,
             lapses_in_ms,
         })
@@ -665,7 +666,7 @@ impl GhostTable {
 
     fn check_target(&self, target: u16) -> Result<()> {
         if target == self.shard {
-            return Err(Error::SelfTarget { shard: self.shard });
+            return Err(Error::SelfTarget { shard: self.shard() });
         }
         Ok(())
     }

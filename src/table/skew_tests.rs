@@ -21,7 +21,7 @@ fn config() -> TableConfig {
 
 /// The table as another process loads it from what this one stored.
 fn reloaded(t: &GhostTable) -> GhostTable {
-    decode_snapshot(&encode_snapshot(t).unwrap(), 0, &config()).unwrap()
+    decode_snapshot(&encode_snapshot(t).unwrap(), ShardId(0), &config()).unwrap()
 }
 
 /// Zero-count ghosts one full pass at `now` purged.
@@ -33,7 +33,7 @@ fn purged_at(t: &mut GhostTable, now: u64) -> u32 {
 
 #[test]
 fn a_stored_grace_period_lasts_the_skew_longer_and_one_started_here_does_not() {
-    let mut t = GhostTable::new(0, config()).unwrap();
+    let mut t = GhostTable::new(ShardId(0), config()).unwrap();
     t.insert("stored", ShardId(1), 0, Epoch(1), 1_000).unwrap();
     let mut t = reloaded(&t);
     t.insert("here", ShardId(1), 0, Epoch(1), 1_000).unwrap();
@@ -48,7 +48,7 @@ fn a_stored_grace_period_lasts_the_skew_longer_and_one_started_here_does_not() {
 
 #[test]
 fn a_new_life_of_a_stored_ghost_is_timed_on_our_clock() {
-    let mut t = GhostTable::new(0, config()).unwrap();
+    let mut t = GhostTable::new(ShardId(0), config()).unwrap();
     t.insert("n", ShardId(1), 0, Epoch(1), 1_000).unwrap();
     let mut t = reloaded(&t);
     assert_eq!(t.insert("n", ShardId(2), 0, Epoch(2), 2_000).unwrap(), InsertOutcome::Replaced);
@@ -58,7 +58,7 @@ fn a_new_life_of_a_stored_ghost_is_timed_on_our_clock() {
 
 #[test]
 fn a_stored_hold_lasts_the_skew_longer_and_stays_as_stored_across_reloads() {
-    let mut t = GhostTable::new(0, config()).unwrap();
+    let mut t = GhostTable::new(ShardId(0), config()).unwrap();
     t.insert("b", ShardId(1), 3, Epoch(1), 0).unwrap();
     t.apply_batch(Some(4), &crate::EdgeEvents::new());
     // Counted to zero at 500: held until 600 (one grace), an edge may be in flight.
@@ -81,13 +81,13 @@ fn a_stored_hold_lasts_the_skew_longer_and_stays_as_stored_across_reloads() {
 
 #[test]
 fn a_stored_tombstone_lapses_the_skew_later_and_stays_as_stored_across_reloads() {
-    let mut t = GhostTable::new(0, config()).unwrap();
+    let mut t = GhostTable::new(ShardId(0), config()).unwrap();
     t.insert("n", ShardId(1), 2, Epoch(1), 0).unwrap();
     assert_eq!(t.reclaim("n", Epoch(2), 5), Ok(MoveOutcome::Applied));
     let mut twice = reloaded(&reloaded(&t));
     // Stored to lapse at 1 005 on the writer's clock: kept until 1 055 on ours.
     twice.plan_sweep(1_054, usize::MAX);
-    assert_eq!(twice.tombstone_epoch("n"), Some(2), "forgotten early on a clock 50 ms ahead");
+    assert_eq!(twice.tombstone_epoch("n"), Some(Epoch(2)), "forgotten early on a clock 50 ms ahead");
     assert_eq!(twice.insert("n", ShardId(1), 2, Epoch(1), 1_054).unwrap(), InsertOutcome::Stale);
     twice.plan_sweep(1_055, usize::MAX);
     assert_eq!(twice.tombstone_epoch("n"), None);
@@ -99,12 +99,12 @@ fn a_stored_tombstone_lapses_the_skew_later_and_stays_as_stored_across_reloads()
 #[test]
 fn a_full_tombstone_set_reports_the_lapse_on_our_clock() {
     let config = TableConfig { max_tombstones: 1, ..config() };
-    let mut t = GhostTable::new(0, config.clone()).unwrap();
+    let mut t = GhostTable::new(ShardId(0), config.clone()).unwrap();
     for id in ["a", "b"] {
         t.insert(id, ShardId(1), 1, Epoch(1), 0).unwrap();
     }
     t.reclaim("a", Epoch(2), 0).unwrap();
-    let mut t = decode_snapshot(&encode_snapshot(&t).unwrap(), 0, &config).unwrap();
+    let mut t = decode_snapshot(&encode_snapshot(&t).unwrap(), ShardId(0), &config).unwrap();
     match t.reclaim("b", Epoch(2), 1_000) {
         Err(Error::TombstonesFull { lapses_in_ms, .. }) => assert_eq!(lapses_in_ms, SKEW),
         other => panic!("expected TombstonesFull, got {other:?}"),
@@ -114,14 +114,14 @@ fn a_full_tombstone_set_reports_the_lapse_on_our_clock() {
 
 #[test]
 fn a_table_loaded_on_the_clock_that_wrote_it_reads_its_times_as_written() {
-    let mut t = GhostTable::new(0, config()).unwrap();
+    let mut t = GhostTable::new(ShardId(0), config()).unwrap();
     t.insert("z", ShardId(1), 0, Epoch(1), 1_000).unwrap();
     t.insert("n", ShardId(1), 2, Epoch(1), 0).unwrap();
     t.reclaim("n", Epoch(2), 5).unwrap();
     let mut t = reloaded(&t);
     t.trust_stored_times();
     assert_eq!(purged_at(&mut t, 1_004), 0);
-    assert_eq!(t.tombstone_epoch("n"), Some(2));
+    assert_eq!(t.tombstone_epoch("n"), Some(Epoch(2)));
     assert_eq!(purged_at(&mut t, 1_005), 0);
     assert_eq!(t.tombstone_epoch("n"), None);
     assert_eq!(purged_at(&mut t, 1_099), 0);
@@ -134,20 +134,20 @@ fn a_table_loaded_on_the_clock_that_wrote_it_reads_its_times_as_written() {
 #[test]
 fn an_import_writes_the_allowance_into_the_times_it_stores() {
     use crate::store::{GhostStore, MemoryStore};
-    let mut t = GhostTable::new(0, config()).unwrap();
+    let mut t = GhostTable::new(ShardId(0), config()).unwrap();
     t.insert("z", ShardId(1), 0, Epoch(1), 1_000).unwrap();
     t.insert("n", ShardId(1), 2, Epoch(1), 0).unwrap();
     t.reclaim("n", Epoch(2), 5).unwrap();
     let (exporter, importer) = (MemoryStore::new(), MemoryStore::new());
     exporter.replace(&t).unwrap();
-    let bytes = exporter.export_snapshot(0, &config()).unwrap();
-    importer.import_snapshot(0, &bytes, &config()).unwrap();
+    let bytes = exporter.export_snapshot(ShardId(0), &config()).unwrap();
+    importer.import_snapshot(ShardId(0), &bytes, &config()).unwrap();
     for _ in 0..2 {
         // As the store writer loads a store without claims.
-        let mut t = importer.load(0, &config()).unwrap();
+        let mut t = importer.load(ShardId(0), &config()).unwrap();
         t.trust_stored_times();
         assert_eq!(purged_at(&mut t, 1_054), 0);
-        assert_eq!(t.tombstone_epoch("n"), Some(2), "forgotten early on a clock 50 ms ahead");
+        assert_eq!(t.tombstone_epoch("n"), Some(Epoch(2)), "forgotten early on a clock 50 ms ahead");
         assert_eq!(purged_at(&mut t, 1_149), 0, "purged early on a clock 50 ms ahead");
         assert_eq!(purged_at(&mut t, 1_150), 1);
         assert_eq!(t.tombstone_epoch("n"), None);

@@ -2,6 +2,7 @@
 
 use super::GhostTable;
 use super::slab::{STORED_BIRTH, STORED_HOLD};
+use crate::ids::{Epoch, ShardId};
 use crate::stub::PurgeReason;
 use crate::sweep::{ApplyReport, CheckedVerdict, LocalEdges, PlannedCheck, SweepPage, Verdict};
 
@@ -43,8 +44,8 @@ impl GhostTable {
             }
             page.checks.push(PlannedCheck {
                 node_id: self.slab.id(i).into(),
-                target_shard: s.target,
-                epoch: s.epoch,
+                target_shard: ShardId(s.target),
+                epoch: Epoch(s.epoch),
                 version: s.version,
             });
         }

@@ -7,7 +7,7 @@ use crate::sweep::{CheckedVerdict, Verdict};
 use std::time::Duration;
 
 fn table() -> GhostTable {
-    GhostTable::new(0, TableConfig { grace: Duration::ZERO, ..TableConfig::default() }).unwrap()
+    GhostTable::new(ShardId(0), TableConfig { grace: Duration::ZERO, ..TableConfig::default() }).unwrap()
 }
 
 fn verdicts(t: &mut GhostTable, now: u64, f: impl Fn(&str) -> Verdict) -> crate::sweep::ApplyReport {
@@ -35,7 +35,7 @@ fn short_and_long_ids_survive_growth_removal_and_compaction() {
     let live = |i: &usize| !purged(*i);
     let check = |t: &GhostTable| {
         for i in 0..3000 {
-            let want = live(&i).then_some(1 + (i % 7) as u16);
+            let want = live(&i).then_some(ShardId(1 + (i % 7) as u16));
             assert_eq!(t.resolve(&id(i)), want, "{}", id(i));
         }
         let mut ids: Vec<String> = t.iter().map(|(s, _)| s.to_owned()).collect();
@@ -46,7 +46,7 @@ fn short_and_long_ids_survive_growth_removal_and_compaction() {
     };
     check(&t);
     let bytes = crate::codec::encode_snapshot(&t).unwrap();
-    let back = crate::codec::decode_snapshot(&bytes, 0, &TableConfig::default()).unwrap();
+    let back = crate::codec::decode_snapshot(&bytes, ShardId(0), &TableConfig::default()).unwrap();
     check(&back);
 }
 
@@ -54,7 +54,7 @@ fn short_and_long_ids_survive_growth_removal_and_compaction() {
 fn lifecycle_purges_when_the_last_edge_goes() {
     let mut t = table();
     t.insert("node-42", ShardId(10), 3, Epoch(1), 0).unwrap();
-    assert_eq!(t.resolve("node-42"), Some(10));
+    assert_eq!(t.resolve("node-42"), Some(ShardId(10)));
     assert_eq!(t.resolve("elsewhere"), None);
     assert_eq!(t.edge_removed("node-42"), EdgeOutcome::Applied { refcount: 2 });
     assert_eq!(t.edge_removed("node-42"), EdgeOutcome::Applied { refcount: 1 });
@@ -102,7 +102,7 @@ fn zero_refcount_ghosts_are_purged_without_a_remote_call() {
 fn resolve_many_serves_a_traversal_frontier() {
     let mut t = table();
     t.insert("migrated-node", ShardId(42), 5, Epoch(1), 0).unwrap();
-    assert_eq!(t.resolve_many(["local", "migrated-node"]), vec![None, Some(42)]);
+    assert_eq!(t.resolve_many(["local", "migrated-node"]), vec![None, Some(ShardId(42))]);
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn epochs_order_moves() {
     assert_eq!(t.insert("n", ShardId(2), 1, Epoch(4), 0).unwrap(), InsertOutcome::Stale);
     assert_eq!(t.retarget("n", ShardId(3), Epoch(5)).unwrap(), MoveOutcome::Stale);
     assert_eq!(t.retarget("n", ShardId(3), Epoch(6)).unwrap(), MoveOutcome::Applied);
-    assert_eq!(t.resolve("n"), Some(3));
+    assert_eq!(t.resolve("n"), Some(ShardId(3)));
     assert_eq!(t.reclaim("n", Epoch(6), 0), Ok(MoveOutcome::Stale));
     assert_eq!(t.reclaim("n", Epoch(7), 0), Ok(MoveOutcome::Applied));
     assert!(t.is_empty());
@@ -149,9 +149,9 @@ fn bad_ids_and_self_targets_are_typed_errors() {
     assert!(matches!(t.insert("", ShardId(1), 1, Epoch(1), 0), Err(Error::InvalidNodeId { .. })));
     let long = "x".repeat(2000);
     assert!(matches!(t.insert(&long, ShardId(1), 1, Epoch(1), 0), Err(Error::InvalidNodeId { .. })));
-    assert_eq!(t.insert("n", ShardId(0), 1, Epoch(1), 0), Err(Error::SelfTarget { shard: 0 }));
+    assert_eq!(t.insert("n", ShardId(0), 1, Epoch(1), 0), Err(Error::SelfTarget { shard: ShardId(0) }));
     t.insert("n", ShardId(1), 1, Epoch(1), 0).unwrap();
-    assert_eq!(t.retarget("n", ShardId(0), Epoch(2)), Err(Error::SelfTarget { shard: 0 }));
+    assert_eq!(t.retarget("n", ShardId(0), Epoch(2)), Err(Error::SelfTarget { shard: ShardId(0) }));
     assert!(t.is_empty() || t.len() == 1);
 }
 
@@ -219,9 +219,9 @@ fn redirects_follow_chained_moves_and_moves_back() {
         _ => Verdict::Redirect { shard: ShardId(2), epoch: Epoch(3) },
     });
     assert_eq!((r.redirected, r.reclaimed, r.stale), (1, 1, 1));
-    assert_eq!(t.resolve("c"), Some(2));
+    assert_eq!(t.resolve("c"), Some(ShardId(2)));
     assert_eq!(t.resolve("back"), None);
-    assert_eq!(t.resolve("old"), Some(1));
+    assert_eq!(t.resolve("old"), Some(ShardId(1)));
 }
 
 /// Plans one single-stub page at `now`; returns the check if the stub was due.
@@ -242,7 +242,7 @@ fn grace_and_back_off_delay_candidates() {
         backoff_cap: Duration::from_millis(40),
         ..TableConfig::default()
     };
-    let mut t = GhostTable::new(0, cfg).unwrap();
+    let mut t = GhostTable::new(ShardId(0), cfg).unwrap();
     t.insert("n", ShardId(1), 1, Epoch(1), 1_000).unwrap();
     assert!(probe(&mut t, 1_099).is_none(), "inside the grace period");
     let mut now = 1_100;
@@ -355,7 +355,7 @@ fn a_reclaim_after_a_purge_still_refuses_older_inserts() {
     assert_eq!(t.edge_removed("n"), EdgeOutcome::Purged);
     assert_eq!(t.reclaim("n", Epoch(2), 5), Ok(MoveOutcome::UnknownNode));
     assert_eq!(t.insert("n", ShardId(1), 1, Epoch(1), 6).unwrap(), InsertOutcome::Stale);
-    assert_eq!(t.tombstone_epoch("n"), Some(2));
+    assert_eq!(t.tombstone_epoch("n"), Some(Epoch(2)));
 }
 
 /// Two tables with the same ghosts, `n` of them, refcount 1..=3.
@@ -584,7 +584,7 @@ fn staging_ahead_survives_each_change_between_its_steps() {
 #[test]
 fn rows_stored_past_the_applied_seq_skip_the_replayed_batches_they_hold() {
     let rows = [row("torn", 1, 3), row("old", 2, 2), row("plain", 2, 0)];
-    let mut t = GhostTable::from_records(0, TableConfig::default(), rows, Some(2)).unwrap();
+    let mut t = GhostTable::from_records(ShardId(0), TableConfig::default(), rows, Some(2)).unwrap();
     let removes = |ids: &[&str]| ids.iter().map(|&id| EdgeEvent::removed(id)).collect::<EdgeEvents>();
     let out = t.apply_batch(Some(3), &removes(&["torn", "old", "plain"]));
     assert_eq!(out.applied, 2, "batch 3 is in torn's row already");
@@ -605,16 +605,20 @@ fn rows_stored_past_the_applied_seq_skip_the_replayed_batches_they_hold() {
 /// so, and the shard reloaded from it does not count batch 5's removal twice.
 #[test]
 fn a_row_stored_ahead_and_written_again_still_holds_its_batches() {
-    let mut t =
-        GhostTable::from_records(0, TableConfig::default(), [row("x", 1, 5), row("y", 3, 0)], Some(3))
-            .unwrap();
+    let mut t = GhostTable::from_records(
+        ShardId(0),
+        TableConfig::default(),
+        [row("x", 1, 5), row("y", 3, 0)],
+        Some(3),
+    )
+    .unwrap();
     t.apply_batch(Some(4), &[EdgeEvent::added("y")].into_iter().collect::<EdgeEvents>());
     t.retarget("x", ShardId(2), Epoch(2)).unwrap();
     let changes = t.take_changes();
     let stored: Vec<StubRecord> = changes.upserts().map(|r| r.to_record()).collect();
     assert_eq!(stored.iter().find(|r| r.node_id == "x").map(|r| r.seq), Some(5));
     let mut again =
-        GhostTable::from_records(0, TableConfig::default(), stored, changes.applied_seq()).unwrap();
+        GhostTable::from_records(ShardId(0), TableConfig::default(), stored, changes.applied_seq()).unwrap();
     again.apply_batch(Some(5), &[EdgeEvent::removed("x")].into_iter().collect::<EdgeEvents>());
     assert_eq!(again.get("x").map(|g| g.refcount), Some(1), "batch 5 is in x's row already");
 }
@@ -623,7 +627,8 @@ fn a_row_stored_ahead_and_written_again_still_holds_its_batches() {
 /// ahead of its sequence number refuses to encode one until they are applied.
 #[test]
 fn a_table_with_rows_ahead_refuses_a_snapshot_until_their_batches_are_resent() {
-    let mut t = GhostTable::from_records(0, TableConfig::default(), [row("x", 1, 5)], Some(3)).unwrap();
+    let mut t =
+        GhostTable::from_records(ShardId(0), TableConfig::default(), [row("x", 1, 5)], Some(3)).unwrap();
     assert!(matches!(crate::codec::encode_snapshot(&t), Err(Error::Encode { .. })));
     t.apply_batch(Some(4), &EdgeEvents::new());
     t.apply_batch(Some(5), &[EdgeEvent::removed("x")].into_iter().collect::<EdgeEvents>());

@@ -63,7 +63,7 @@ impl std::fmt::Debug for CoreDriver {
 
 impl CoreDriver {
     /// A core for `shard`, loading; nothing happens before [`start`](Self::start).
-    pub fn new(shard: u16, config: &ShardConfig, incarnation: u64) -> Self {
+    pub fn new(shard: ShardId, config: &ShardConfig, incarnation: u64) -> Self {
         Self { core: ShardCore::new(shard, config, incarnation) }
     }
 

@@ -194,7 +194,7 @@ impl Host {
         }
         let n: u32 = check.node_id[1..].parse().expect("n<number>");
         let node = &self.nodes[n as usize];
-        if node.epoch > check.epoch {
+        if node.epoch > check.epoch.get() {
             let at = if node.home { SHARD } else { node.target };
             return Verdict::Redirect { shard: ShardId(at), epoch: Epoch(node.epoch) };
         }

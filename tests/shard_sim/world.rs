@@ -111,7 +111,7 @@ impl World {
         let mut w = World {
             mode,
             now: 1_000,
-            core: CoreDriver::new(SHARD, &config, 1),
+            core: CoreDriver::new(ShardId(SHARD), &config, 1),
             config,
             store: MemoryStore::new(),
             mailbox: VecDeque::new(),
@@ -286,7 +286,7 @@ impl World {
                 Req::Batch { seq } => Some(*seq),
                 _ => None,
             });
-            self.reply(rid, &req, Err(Error::Panicked { shard: SHARD }), None)?;
+            self.reply(rid, &req, Err(Error::Panicked { shard: ShardId(SHARD) }), None)?;
             return self.drain();
         }
         let now = self.now;
@@ -498,9 +498,9 @@ impl World {
         }
         self.load_at = None;
         let result = match fate {
-            0 => self.store.load(SHARD, &self.config.table),
+            0 => self.store.load(ShardId(SHARD), &self.config.table),
             1 => Err(Error::store("load failed")),
-            _ => Err(Error::Fenced { shard: SHARD, cause: "owned elsewhere".into() }),
+            _ => Err(Error::Fenced { shard: ShardId(SHARD), cause: "owned elsewhere".into() }),
         };
         self.core.loaded(result);
         self.drain()
@@ -544,13 +544,13 @@ impl World {
         self.load_at = None;
         self.timer = None;
         self.incarnations += 1;
-        self.core = CoreDriver::new(SHARD, &self.config, self.incarnations << 32);
+        self.core = CoreDriver::new(ShardId(SHARD), &self.config, self.incarnations << 32);
         self.core.start(self.now);
         // Everything in flight fails (the mailbox is gone); the host sends
         // it again in order.
         let lost: Vec<(Id, Req)> = self.mailbox.drain(..).collect();
         for (rid, req) in lost {
-            self.reply(rid, &req, Err(Error::MailboxClosed { shard: SHARD }), None)?;
+            self.reply(rid, &req, Err(Error::MailboxClosed { shard: ShardId(SHARD) }), None)?;
         }
         self.host_restart(0);
         self.drain()

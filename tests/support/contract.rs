@@ -4,33 +4,33 @@ use super::*;
 use vshard_ghosts::{EdgeEvents, Epoch, ShardId};
 
 fn unwritten_shard_is_empty(s: &dyn GhostStore) {
-    assert_eq!(loaded(s, 9), (vec![], None));
+    assert_eq!(loaded(s, ShardId(9)), (vec![], None));
     s.commit(&[]).unwrap();
-    assert_eq!(loaded(s, 9), (vec![], None));
+    assert_eq!(loaded(s, ShardId(9)), (vec![], None));
 }
 
 fn removals_apply_before_upserts(s: &dyn GhostStore) {
     s.commit(&[changes(1, vec![rec("a", 2, 1), rec("b", 2, 1), rec("c", 2, 1)], &[], None)]).unwrap();
     // "b" removed and inserted again in one window: the upsert is the current state.
     s.commit(&[changes(1, vec![rec("b", 3, 7)], &["a", "b", "missing"], Some(1))]).unwrap();
-    assert_eq!(loaded(s, 1), (vec![rec("b", 3, 7), rec("c", 2, 1)], Some(1)));
+    assert_eq!(loaded(s, ShardId(1)), (vec![rec("b", 3, 7), rec("c", 2, 1)], Some(1)));
 }
 
 fn applied_seq_only_rises(s: &dyn GhostStore) {
     s.commit(&[changes(4, vec![], &[], Some(10))]).unwrap();
-    assert_eq!(loaded(s, 4).1, Some(10));
+    assert_eq!(loaded(s, ShardId(4)).1, Some(10));
     s.commit(&[changes(4, vec![], &[], Some(3))]).unwrap();
     s.commit(&[changes(4, vec![], &[], None)]).unwrap();
-    assert_eq!(loaded(s, 4).1, Some(10));
+    assert_eq!(loaded(s, ShardId(4)).1, Some(10));
     s.commit(&[changes(4, vec![], &[], Some(11))]).unwrap();
-    assert_eq!(loaded(s, 4).1, Some(11));
+    assert_eq!(loaded(s, ShardId(4)).1, Some(11));
 }
 
 fn commit_is_idempotent(s: &dyn GhostStore) {
     let batch = [changes(2, vec![rec("x", 1, 2)], &["y"], Some(5))];
     s.commit(&batch).unwrap();
     s.commit(&batch).unwrap();
-    assert_eq!(loaded(s, 2), (vec![rec("x", 1, 2)], Some(5)));
+    assert_eq!(loaded(s, ShardId(2)), (vec![rec("x", 1, 2)], Some(5)));
 }
 
 fn many_shards_in_one_commit(s: &dyn GhostStore) {
@@ -46,9 +46,9 @@ fn many_shards_in_one_commit(s: &dyn GhostStore) {
     for (sh, sc) in shards.iter().zip(&batch) {
         let mut want: Vec<StubRecord> = sc.changes.upserts().map(|r| r.to_record()).collect();
         want.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-        assert_eq!(loaded(s, *sh), (want, Some(u64::from(*sh))), "shard {sh}");
+        assert_eq!(loaded(s, ShardId(*sh)), (want, Some(u64::from(*sh))), "shard {sh}");
     }
-    assert_eq!(loaded(s, 3), (vec![], None));
+    assert_eq!(loaded(s, ShardId(3)), (vec![], None));
 }
 
 fn replace_touches_only_its_shard(s: &dyn GhostStore) {
@@ -59,35 +59,35 @@ fn replace_touches_only_its_shard(s: &dyn GhostStore) {
         changes(edge, vec![rec("last", 1, 1)], &[], Some(2)),
     ])
     .unwrap();
-    let table = GhostTable::from_records(7, cfg(), [rec("new", 2, 5)], Some(3)).unwrap();
+    let table = GhostTable::from_records(ShardId(7), cfg(), [rec("new", 2, 5)], Some(3)).unwrap();
     s.replace(&table).unwrap();
-    assert_eq!(loaded(s, 7), (vec![rec("new", 2, 5)], Some(3)));
-    s.replace(&GhostTable::new(edge, cfg()).unwrap()).unwrap();
-    assert_eq!(loaded(s, edge), (vec![], None));
-    assert_eq!(loaded(s, 8), (vec![rec("keep", 1, 1)], Some(4)));
+    assert_eq!(loaded(s, ShardId(7)), (vec![rec("new", 2, 5)], Some(3)));
+    s.replace(&GhostTable::new(ShardId(edge), cfg()).unwrap()).unwrap();
+    assert_eq!(loaded(s, ShardId(edge)), (vec![], None));
+    assert_eq!(loaded(s, ShardId(8)), (vec![rec("keep", 1, 1)], Some(4)));
 }
 
 fn snapshot_round_trip_and_bad_import(s: &dyn GhostStore) {
     s.commit(&[changes(5, vec![rec("p", 1, 1), rec("q", 2, 2)], &[], Some(8))]).unwrap();
-    let bytes = s.export_snapshot(5, &cfg()).unwrap();
-    s.import_snapshot(6, &bytes, &cfg()).unwrap();
+    let bytes = s.export_snapshot(ShardId(5), &cfg()).unwrap();
+    s.import_snapshot(ShardId(6), &bytes, &cfg()).unwrap();
     // Stored `max_clock_skew` later: the snapshot's times may be on a clock behind this one.
     let skew = cfg().max_clock_skew.as_millis() as u64;
-    let (mut want, seq) = loaded(s, 5);
+    let (mut want, seq) = loaded(s, ShardId(5));
     for r in &mut want {
         r.created_at_ms += skew;
         if r.hold_until_ms != 0 {
             r.hold_until_ms += skew;
         }
     }
-    assert_eq!(loaded(s, 6), (want, seq));
+    assert_eq!(loaded(s, ShardId(6)), (want, seq));
 
-    let before = loaded(s, 6);
+    let before = loaded(s, ShardId(6));
     let mut bad = bytes.clone();
     *bad.last_mut().unwrap() ^= 0xff;
     for junk in [&bad[..], &bytes[..bytes.len() - 1], b"not a snapshot", &[]] {
-        assert!(s.import_snapshot(6, junk, &cfg()).is_err());
-        assert_eq!(loaded(s, 6), before);
+        assert!(s.import_snapshot(ShardId(6), junk, &cfg()).is_err());
+        assert_eq!(loaded(s, ShardId(6)), before);
     }
 }
 
@@ -133,7 +133,7 @@ pub(crate) fn commit_cut_between_parts_is_all_or_nothing(
     let ids: Vec<String> = (0..GHOSTS).map(|i| format!("cut-{i:04}")).collect();
     let mut seen = CutOutcomes::default();
     for (round, &k) in cuts.iter().enumerate() {
-        let shard = 200 + round as u16;
+        let shard = ShardId(200 + round as u16);
         // Batch 1: every ghost gets a second edge.
         let mut t = s.load(shard, &cfg()).unwrap();
         let mut first = EdgeEvents::new();

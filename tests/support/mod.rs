@@ -21,8 +21,8 @@ use vshard_ghosts::sweep::{ApplyReport, CheckedVerdict};
 use vshard_ghosts::table::{ChangeSet, GhostTable};
 use vshard_ghosts::testing::ManualClock;
 use vshard_ghosts::{
-    GhostActor, GhostRuntime, GhostRuntimeBuilder, RestartPolicy, RuntimeConfig, ShardConfig, StoreChoice,
-    SweeperConfig, TableConfig, Verdict,
+    GhostActor, GhostRuntime, GhostRuntimeBuilder, RestartPolicy, RuntimeConfig, ShardConfig, ShardId,
+    StoreChoice, SweeperConfig, TableConfig, Verdict,
 };
 
 pub(crate) fn cfg() -> TableConfig {
@@ -49,7 +49,7 @@ pub(crate) fn changes(
     seq: Option<u64>,
 ) -> ShardChanges {
     ShardChanges {
-        shard,
+        shard: ShardId(shard),
         changes: ChangeSet::from_parts(upserts.iter().map(Into::into), removals.iter().copied(), seq),
     }
 }
@@ -62,7 +62,7 @@ pub(crate) fn contents(t: &GhostTable) -> (Vec<StubRecord>, Option<u64>) {
 }
 
 /// What a store loads for `shard`; a loaded table owes the store nothing.
-pub(crate) fn loaded(s: &dyn GhostStore, shard: u16) -> (Vec<StubRecord>, Option<u64>) {
+pub(crate) fn loaded(s: &dyn GhostStore, shard: ShardId) -> (Vec<StubRecord>, Option<u64>) {
     let t = s.load(shard, &cfg()).unwrap();
     assert!(!t.has_changes(), "a loaded table owes the store nothing");
     contents(&t)
@@ -95,7 +95,7 @@ pub(crate) fn cases(default: u32) -> ProptestConfig {
 /// poller; failed commits are retried `commit_retries` times 1 ms apart.
 pub(crate) fn local_runtime(
     store: Arc<dyn GhostStore>,
-    shards: impl IntoIterator<Item = u16>,
+    shards: impl IntoIterator<Item = ShardId>,
     shard: ShardConfig,
     clock: &ManualClock,
     commit_retries: u32,
@@ -106,13 +106,13 @@ pub(crate) fn local_runtime(
 /// [`local_runtime`] on any clock: the tables and the sweeper's bucket read it.
 pub(crate) fn local_runtime_on(
     store: Arc<dyn GhostStore>,
-    shards: impl IntoIterator<Item = u16>,
+    shards: impl IntoIterator<Item = ShardId>,
     shard: ShardConfig,
     clock: Arc<dyn Clock>,
     commit_retries: u32,
 ) -> GhostRuntimeBuilder {
     let config = RuntimeConfig {
-        shards: shards.into_iter().map(Into::into).collect(),
+        shards: shards.into_iter().collect(),
         arbiters: 0,
         shard,
         commit_retries,
@@ -133,8 +133,8 @@ pub(crate) fn local_shards(
     shard: ShardConfig,
     clock: Arc<dyn Clock>,
 ) -> (Rc<GhostRuntime>, Shards) {
-    let rt = local_runtime_on(store, ids.iter().copied(), shard, clock, 0).start().unwrap();
-    let shards = ids.iter().map(|&id| (id, rt.addr(id).unwrap().clone())).collect();
+    let rt = local_runtime_on(store, ids.iter().copied().map(ShardId), shard, clock, 0).start().unwrap();
+    let shards = ids.iter().map(|&id| (id, rt.addr(ShardId(id)).unwrap().clone())).collect();
     (Rc::new(rt), shards)
 }
 
@@ -164,7 +164,7 @@ pub(crate) fn fast_restarts(max_restarts: u32) -> RestartPolicy {
 }
 
 /// Plans one sweep page of up to 64 ghosts on `shard`, by hand.
-pub(crate) async fn plan(rt: &GhostRuntime, shard: u16) -> PlanReply {
+pub(crate) async fn plan(rt: &GhostRuntime, shard: ShardId) -> PlanReply {
     rt.request(shard, PlanSweep::new(64)).await.unwrap()
 }
 
@@ -176,7 +176,7 @@ pub(crate) async fn apply(rt: &GhostRuntime, plan: &PlanReply, verdict: Verdict)
 }
 
 /// `node`'s refcount on `shard`, if it is a ghost there.
-pub(crate) async fn refcount(rt: &GhostRuntime, shard: u16, node: &str) -> Option<u32> {
+pub(crate) async fn refcount(rt: &GhostRuntime, shard: ShardId, node: &str) -> Option<u32> {
     let g = rt.request(shard, Inspect { node_id: node.into() }).await.unwrap();
     g.map(|g| g.refcount)
 }

@@ -120,7 +120,7 @@ impl Handler<Reclaim> for GhostActor {
 impl Handler<Resolve> for GhostActor {
     type Result = Result<Option<ShardId>>;
     fn handle(&mut self, m: Resolve, ctx: &mut Context<Self>) -> Self::Result {
-        self.read_step(ctx, Msg::kind("resolve"), |t, _| t.resolve(&m.node_id).map(ShardId))
+        self.read_step(ctx, Msg::kind("resolve"), |t, _| t.resolve(&m.node_id))
     }
 }
 
@@ -128,7 +128,7 @@ impl Handler<ResolveMany> for GhostActor {
     type Result = Result<Vec<Option<ShardId>>>;
     fn handle(&mut self, m: ResolveMany, ctx: &mut Context<Self>) -> Self::Result {
         self.read_step(ctx, Msg::kind("resolve_many"), |t, _| {
-            m.node_ids.iter().map(|id| t.resolve(id).map(ShardId)).collect()
+            m.node_ids.iter().map(|id| t.resolve(id)).collect()
         })
     }
 }

@@ -5,6 +5,7 @@
 use crate::clock::Clock;
 use crate::config::ShardConfig;
 use crate::error::{Error, Result};
+use crate::ids::ShardId;
 use crate::shard::{Answer, Effect, Ready, Restart, ShardCell, ShardCore, State, Token, downgrade, upgrade};
 use crate::table::GhostTable;
 use crate::writer::StoreWriter;
@@ -52,7 +53,7 @@ impl Msg {
 /// table is dropped, every request gets [`Error::Fenced`], and it writes
 /// nothing more. A shard refused by the store at load is fenced the same way.
 pub struct GhostActor {
-    shard: u16,
+    shard: ShardId,
     config: Arc<ShardConfig>,
     writer: StoreWriter,
     clock: Arc<dyn Clock>,
@@ -65,7 +66,7 @@ pub struct GhostActor {
 impl GhostActor {
     /// A shard actor; the runtime starts it supervised on an arbiter.
     pub(crate) fn new(
-        shard: u16,
+        shard: ShardId,
         config: Arc<ShardConfig>,
         writer: StoreWriter,
         clock: Arc<dyn Clock>,
@@ -108,7 +109,9 @@ impl GhostActor {
         self.check_claim(ctx);
         let view = self.cell.upgradable();
         let now = self.clock.now_ms();
-        let _span = tracing::debug_span!("ghost_message", kind = msg.kind, shard, seq = msg.seq).entered();
+        let _span =
+            tracing::debug_span!("ghost_message", kind = msg.kind, shard = shard.get(), seq = msg.seq)
+                .entered();
         let started = std::time::Instant::now();
         let warmed = catch_unwind(AssertUnwindSafe(|| warm(&view.core)));
         let mut view = upgrade(view);
@@ -177,7 +180,7 @@ impl GhostActor {
         let view = self.cell.read();
         let table = view.table()?;
         let now = self.clock.now_ms();
-        let _span = tracing::debug_span!("ghost_message", kind = msg.kind, shard).entered();
+        let _span = tracing::debug_span!("ghost_message", kind = msg.kind, shard = shard.get()).entered();
         let started = std::time::Instant::now();
         let out = catch_unwind(AssertUnwindSafe(|| f(table, now)));
         metrics::histogram!(crate::metrics::HANDLER_SECONDS, "kind" => msg.kind)
@@ -218,7 +221,8 @@ impl GhostActor {
     /// Carries out the core's effects, in order; then drops the states it
     /// retired (the lock is released by now).
     fn deliver(&mut self, ctx: &mut Context<Self>, ready: Ready) {
-        let shard = self.shard;
+        // The number, for the logs' structured field.
+        let shard = self.shard.get();
         for effect in ready.effects {
             match effect {
                 Effect::Ack { token, result } => {
@@ -298,7 +302,7 @@ impl GhostActor {
                 let mut view = act.cell.write();
                 match result {
                     Ok((table, claim)) => {
-                        tracing::info!(shard = act.shard, ghosts = table.len(), "shard loaded");
+                        tracing::info!(shard = act.shard.get(), ghosts = table.len(), "shard loaded");
                         view.claim = claim;
                         view.core.loaded(Ok(table));
                     }
@@ -315,7 +319,10 @@ impl GhostActor {
 type AckRx = oneshot::Receiver<Result<()>>;
 
 /// The answer of a request that may wait for its acknowledgement.
-fn reply<R: Send + 'static>(shard: u16, out: Result<(R, Option<AckRx>)>) -> BoxFuture<'static, Result<R>> {
+fn reply<R: Send + 'static>(
+    shard: ShardId,
+    out: Result<(R, Option<AckRx>)>,
+) -> BoxFuture<'static, Result<R>> {
     Box::pin(async move {
         let (r, rx) = out?;
         if let Some(rx) = rx {

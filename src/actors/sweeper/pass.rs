@@ -7,6 +7,7 @@ use crate::actors::{GhostActor, Shards};
 use crate::clock::Clock;
 use crate::config::SweeperConfig;
 use crate::error::Error;
+use crate::ids::ShardId;
 use crate::messages::{ApplyVerdicts, PlanReply, PlanSweep};
 use crate::sweep::Rate;
 use crate::sweep::Verifier;
@@ -195,7 +196,7 @@ async fn visit(
     counts: &mut SweepCounts,
     due: &mut u64,
 ) -> VisitEnd {
-    let (shard, addr) = (env.shards[index].id.get(), &env.shards[index].addr);
+    let (shard, addr) = (env.shards[index].id, &env.shards[index].addr);
     // A zero-size plan is an O(1) probe: backlog and mailbox delay, no work.
     match request_plan(shard, addr, 0).await {
         Err(e) => return failed(shard, &e),
@@ -264,14 +265,14 @@ async fn watch_foreground(env: &PassEnv) {
         tokio::time::sleep(PROBE_EVERY).await;
         let entry = &env.shards[next % env.shards.len()];
         next += 1;
-        if let Ok((probe, rtt)) = request_plan(entry.id.get(), &entry.addr, 0).await {
+        if let Ok((probe, rtt)) = request_plan(entry.id, &entry.addr, 0).await {
             env.observe(signals(&probe, rtt));
         }
     }
 }
 
 async fn request_plan(
-    shard: u16,
+    shard: ShardId,
     addr: &Addr<GhostActor>,
     max_scan: usize,
 ) -> crate::Result<(PlanReply, Duration)> {
@@ -283,7 +284,7 @@ async fn request_plan(
     Ok((plan, t0.elapsed()))
 }
 
-fn failed(shard: u16, e: &Error) -> VisitEnd {
-    tracing::warn!(shard, error = %e.chain(), "sweep skips shard for this pass");
+fn failed(shard: ShardId, e: &Error) -> VisitEnd {
+    tracing::warn!(shard = shard.get(), error = %e.chain(), "sweep skips shard for this pass");
     VisitEnd::Failed
 }

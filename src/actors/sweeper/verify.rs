@@ -3,7 +3,7 @@
 
 use super::control::Control;
 use super::pass::PassEnv;
-use crate::ids::{Epoch, ShardId};
+use crate::ids::ShardId;
 use crate::sweep::{CheckedVerdict, PlannedCheck, Verdict, VerifyRequest};
 use futures::{FutureExt, StreamExt};
 use std::collections::HashMap;
@@ -18,11 +18,11 @@ pub(super) type Checked = Option<(CheckedVerdict, bool)>;
 
 /// Consecutive `Inconclusive` verdicts by target shard (for a gauge).
 #[derive(Debug, Default)]
-pub(super) struct Streaks(Mutex<HashMap<u16, u64>>);
+pub(super) struct Streaks(Mutex<HashMap<ShardId, u64>>);
 
 impl Streaks {
     /// Counts a verdict against `target` in its inconclusive streak gauge.
-    fn count(&self, target: u16, inconclusive: bool) {
+    fn count(&self, target: ShardId, inconclusive: bool) {
         let mut streaks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let n = streaks.entry(target).or_default();
         if !inconclusive && *n == 0 {
@@ -39,7 +39,7 @@ impl Streaks {
 /// starts; at most `max_in_flight` ghosts are in flight.
 pub(super) async fn verify_page(
     env: &Arc<PassEnv>,
-    shard: u16,
+    shard: ShardId,
     checks: Vec<PlannedCheck>,
     control: &watch::Receiver<Control>,
 ) -> Vec<Checked> {
@@ -74,19 +74,19 @@ fn batch_size(env: &PassEnv) -> usize {
     env.verifier.max_batch().min(env.config.max_in_flight).max(1)
 }
 
-fn request(shard: u16, check: &PlannedCheck) -> VerifyRequest {
+fn request(shard: ShardId, check: &PlannedCheck) -> VerifyRequest {
     VerifyRequest {
-        shard: ShardId(shard),
+        shard,
         node_id: check.node_id.clone(),
-        target_shard: ShardId(check.target_shard),
-        epoch: Epoch(check.epoch),
+        target_shard: check.target_shard,
+        epoch: check.epoch,
     }
 }
 
 /// One `verify` (one ghost) or `verify_batch` call bounded by the verify
 /// timeout; every ghost of a call that failed as a whole is `Inconclusive`.
 /// `started` false: stopped before the call had its tokens, nothing is asked.
-async fn call(env: Arc<PassEnv>, shard: u16, batch: Vec<PlannedCheck>, started: bool) -> Vec<Checked> {
+async fn call(env: Arc<PassEnv>, shard: ShardId, batch: Vec<PlannedCheck>, started: bool) -> Vec<Checked> {
     if !started {
         return vec![None; batch.len()];
     }
@@ -104,9 +104,14 @@ async fn call(env: Arc<PassEnv>, shard: u16, batch: Vec<PlannedCheck>, started: 
     })
     .catch_unwind();
     let span = if single {
-        tracing::debug_span!("verify", shard, target = batch[0].target_shard, epoch = batch[0].epoch)
+        tracing::debug_span!(
+            "verify",
+            shard = shard.get(),
+            target = batch[0].target_shard.get(),
+            epoch = batch[0].epoch.get()
+        )
     } else {
-        tracing::debug_span!("verify_batch", shard, ghosts = batch.len())
+        tracing::debug_span!("verify_batch", shard = shard.get(), ghosts = batch.len())
     };
     let t0 = Instant::now();
     let answer = tokio::time::timeout(env.config.verify_timeout, call).instrument(span).await;
@@ -132,13 +137,14 @@ async fn call(env: Arc<PassEnv>, shard: u16, batch: Vec<PlannedCheck>, started: 
 /// a failure of any kind is `Inconclusive`, never a purge.
 fn checked(
     env: &PassEnv,
-    shard: u16,
+    shard: ShardId,
     check: &PlannedCheck,
     verdict: std::result::Result<Verdict, String>,
 ) -> Checked {
     let failed = verdict.is_err();
     if let Err(why) = &verdict {
-        tracing::debug!(shard, node = %check.node_id, target = check.target_shard, %why, "inconclusive");
+        let target = check.target_shard.get();
+        tracing::debug!(shard = shard.get(), node = %check.node_id, target, %why, "inconclusive");
     }
     let verdict = verdict.unwrap_or(Verdict::Inconclusive);
     env.streaks.count(check.target_shard, matches!(verdict, Verdict::Inconclusive));

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 pub(super) fn records(batch: &[ShardChanges]) -> Result<Vec<(u16, Vec<u8>)>> {
     let mut by_shard: BTreeMap<u16, Vec<&ShardChanges>> = BTreeMap::new();
     for sc in batch {
-        by_shard.entry(sc.shard).or_default().push(sc);
+        by_shard.entry(sc.shard.get()).or_default().push(sc);
     }
     by_shard
         .into_iter()

@@ -3,6 +3,7 @@
 use super::Ownership;
 use super::state::{Cursor, Inner, Owned, Shard, State, first_kv};
 use crate::error::{Error, Result};
+use crate::ids::ShardId;
 use crate::store::ClaimWatch;
 use etcd_client::{Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp};
 use std::time::Instant;
@@ -17,8 +18,8 @@ impl Inner {
         self.check_lease(st);
         match st.shards.get(&shard) {
             Some(Shard::Owned(o)) => Ok(o.clone()),
-            Some(Shard::Lost(cause)) => Err(Error::Fenced { shard, cause: cause.clone() }),
-            Some(Shard::Released) => Err(Error::Fenced { shard, cause: RELEASED.into() }),
+            Some(Shard::Lost(cause)) => Err(Error::Fenced { shard: ShardId(shard), cause: cause.clone() }),
+            Some(Shard::Released) => Err(Error::Fenced { shard: ShardId(shard), cause: RELEASED.into() }),
             None => self.take(st, shard).await,
         }
     }
@@ -74,7 +75,7 @@ impl Inner {
             let now = Instant::now();
             if now >= deadline {
                 let cause = format!("{cause}; not released within {:?}", self.config.acquire_timeout);
-                return Err(Error::Fenced { shard, cause });
+                return Err(Error::Fenced { shard: ShardId(shard), cause });
             }
             if !waiting {
                 tracing::info!(shard, cause, "shard held by another owner; waiting for it");
@@ -89,7 +90,7 @@ impl Inner {
         let cause = holder_cause(holder);
         tracing::error!(shard, cause, "shard ownership lost; writes are fenced");
         st.put(shard, Shard::Lost(cause.clone()));
-        Error::Fenced { shard, cause }
+        Error::Fenced { shard: ShardId(shard), cause }
     }
 
     pub(super) async fn acquire_all(&self, shards: &[u16]) -> Result<()> {
@@ -134,7 +135,7 @@ impl Inner {
             if now >= deadline {
                 let cause = holder_cause(holder);
                 let cause = format!("{cause}; not released within {:?}", self.config.acquire_timeout);
-                return Err(Error::Fenced { shard, cause });
+                return Err(Error::Fenced { shard: ShardId(shard), cause });
             }
             if !waiting {
                 tracing::info!(

@@ -124,6 +124,7 @@ mod state;
 use super::{ClaimWatch, GhostStore, ShardChanges};
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
+use crate::ids::ShardId;
 use crate::table::GhostTable;
 pub use config::EtcdConfig;
 #[cfg(feature = "cluster")]
@@ -232,14 +233,15 @@ impl EtcdStore {
     /// waits for another owner, the shards this store already holds keep
     /// loading and committing (a first load or write of a held shard, by
     /// contrast, waits with every other call of the store).
-    pub fn acquire(&self, shards: &[u16]) -> Result<()> {
-        let shards = shards.to_vec();
+    pub fn acquire(&self, shards: &[ShardId]) -> Result<()> {
+        let shards: Vec<u16> = shards.iter().map(|s| s.get()).collect();
         self.run(move |inner| async move { inner.acquire_all(&shards).await })
     }
 
     /// Hands `shard` over: deletes its owner key, if this store still holds
     /// it, so that another owner can take it at once.
-    pub fn release(&self, shard: u16) -> Result<()> {
+    pub fn release(&self, shard: ShardId) -> Result<()> {
+        let shard = shard.get();
         self.run(move |inner| async move { inner.release(shard).await })
     }
 
@@ -269,8 +271,8 @@ impl EtcdStore {
 
     /// Folds `shard`'s log into a new checkpoint now (as a commit does once
     /// the log passes its bound), taking the shard if need be.
-    pub fn checkpoint(&self, shard: u16) -> Result<()> {
-        self.fold(shard, None).map(drop)
+    pub fn checkpoint(&self, shard: ShardId) -> Result<()> {
+        self.fold(shard.get(), None).map(drop)
     }
 
     /// Reads `shard`, builds its table on this thread and writes it as the
@@ -300,7 +302,8 @@ impl EtcdStore {
     }
 
     /// Where this store stands with `shard`.
-    pub fn ownership(&self, shard: u16) -> Result<Ownership> {
+    pub fn ownership(&self, shard: ShardId) -> Result<Ownership> {
+        let shard = shard.get();
         self.run(move |inner| async move { Ok(inner.ownership(shard).await) })
     }
 
@@ -311,7 +314,8 @@ impl EtcdStore {
 }
 
 impl GhostStore for EtcdStore {
-    fn load(&self, shard: u16, config: &TableConfig) -> Result<GhostTable> {
+    fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
+        let shard = shard.get();
         let data = self.run(move |inner| async move { inner.read_for_load(shard).await })?;
         // Decoded on the calling thread: the store's one worker only waits on etcd.
         replay::build(shard, &data, config).inspect_err(|e| {
@@ -338,7 +342,7 @@ impl GhostStore for EtcdStore {
     }
 
     fn replace(&self, table: &GhostTable) -> Result<()> {
-        let shard = table.shard();
+        let shard = table.shard().get();
         let snapshot = crate::codec::encode_snapshot(table)?;
         self.run(move |inner| async move { inner.write_checkpoint(shard, None, snapshot).await }).map(drop)
     }
@@ -347,14 +351,15 @@ impl GhostStore for EtcdStore {
         "etcd"
     }
 
-    fn release_shards(&self, shards: &[u16]) -> Result<()> {
-        let shards = shards.to_vec();
+    fn release_shards(&self, shards: &[ShardId]) -> Result<()> {
+        let shards: Vec<u16> = shards.iter().map(|s| s.get()).collect();
         self.run(move |inner| async move { inner.release_shards(&shards).await })
     }
 
     /// Always a watch: that of this store's claim on `shard`, or an invalid
     /// one if it holds none (or cannot tell: the store is closed).
-    fn claim(&self, shard: u16) -> Option<ClaimWatch> {
+    fn claim(&self, shard: ShardId) -> Option<ClaimWatch> {
+        let shard = shard.get();
         let watch = self.run(move |inner| async move { Ok(inner.watch(shard).await) });
         Some(watch.unwrap_or_else(|_| ClaimWatch::until(std::time::Instant::now())))
     }

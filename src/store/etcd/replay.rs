@@ -7,14 +7,15 @@ use super::log;
 use crate::codec::{self, batch};
 use crate::config::TableConfig;
 use crate::error::{DecodeError, Result};
+use crate::ids::ShardId;
 use crate::table::GhostTable;
 
 /// The table `data` holds for `shard`, checked against `config`.
 pub(super) fn build(shard: u16, data: &ShardData, config: &TableConfig) -> Result<GhostTable> {
     let mut table = if data.meta.chunks == 0 {
-        GhostTable::load_distinct(shard, config.clone(), 0, None, |_| Ok(()))?
+        GhostTable::load_distinct(ShardId(shard), config.clone(), 0, None, |_| Ok(()))?
     } else {
-        codec::decode_snapshot(&checkpoint_bytes(data)?, shard, config)?
+        codec::decode_snapshot(&checkpoint_bytes(data)?, ShardId(shard), config)?
     };
     let mut applied_seq = table.applied_seq();
     // A record's count is not the table's size: ids still meet the table's
@@ -94,7 +95,7 @@ mod tests {
 
     fn record(shard: u16, ups: &[StubRecord], removals: &[&str], seq: Option<u64>) -> Vec<u8> {
         let changes = ChangeSet::from_parts(ups.iter().map(Into::into), removals.iter().copied(), seq);
-        batch::encode_batch(&[ShardChanges { shard, changes }]).unwrap()
+        batch::encode_batch(&[ShardChanges { shard: ShardId(shard), changes }]).unwrap()
     }
 
     fn sorted(t: &GhostTable) -> Vec<StubRecord> {
@@ -105,9 +106,13 @@ mod tests {
 
     #[test]
     fn a_checkpoint_in_chunks_then_the_log_in_order() {
-        let base =
-            GhostTable::from_records(1, TableConfig::default(), vec![rec("a", 1), rec("b", 2)], Some(3))
-                .unwrap();
+        let base = GhostTable::from_records(
+            ShardId(1),
+            TableConfig::default(),
+            vec![rec("a", 1), rec("b", 2)],
+            Some(3),
+        )
+        .unwrap();
         let snapshot = codec::encode_snapshot(&base).unwrap();
         let chunks: Vec<(u32, Vec<u8>)> =
             snapshot.chunks(7).enumerate().map(|(i, c)| (i as u32, c.to_vec())).collect();
@@ -158,7 +163,7 @@ mod tests {
             tombstone: true,
             seq: 0,
         });
-        let base = GhostTable::from_records(1, config, rows, Some(1)).unwrap();
+        let base = GhostTable::from_records(crate::ids::ShardId(1), config, rows, Some(1)).unwrap();
         let snapshot = codec::encode_snapshot(&base).unwrap();
         let meta = super::super::keys::Meta { generation: 1, chunks: 1, bytes: 0, log_from: 0 };
         let data = ShardData { meta, chunks: vec![(0, snapshot)], log: vec![], last: None };
