@@ -24,10 +24,6 @@ fn start(store: Arc<dyn GhostStore>, config: ShardConfig) -> Shard {
     Shard { addr: rt.addr(ShardId(0)).unwrap().clone(), rt }
 }
 
-fn insert(id: &str, target: u16, refcount: u32, epoch: u64) -> InsertGhost {
-    InsertGhost { node_id: id.into(), target: ShardId(target), refcount, epoch: Epoch(epoch) }
-}
-
 fn added(id: &str) -> EdgeAdded {
     EdgeAdded { node_id: id.into() }
 }
@@ -40,7 +36,7 @@ fn inspect(id: &str) -> Inspect {
 async fn acknowledged_writes_are_in_the_store() {
     let store = Arc::new(MemoryStore::new());
     let s = start(store.clone(), ShardConfig::default());
-    assert_eq!(s.addr.send(insert("a", 1, 1, 1)).await.unwrap(), Ok(InsertOutcome::Inserted));
+    assert_eq!(s.addr.send(support::ghost("a", 1, 1, 1)).await.unwrap(), Ok(InsertOutcome::Inserted));
     assert_eq!(s.addr.send(added("a")).await.unwrap(), Ok(EdgeOutcome::Applied { refcount: 2 }));
     // Acknowledged means committed: the store alone already holds it.
     let stored = store.load(ShardId(0), &TableConfig::default()).unwrap();
@@ -52,7 +48,7 @@ async fn acknowledged_writes_are_in_the_store() {
 async fn a_panic_restarts_reloads_and_loses_nothing_acknowledged() {
     tokio::time::pause();
     let s = start(Arc::new(MemoryStore::new()), ShardConfig::default());
-    s.addr.send(insert("a", 1, 1, 1)).await.unwrap().unwrap();
+    s.addr.send(support::ghost("a", 1, 1, 1)).await.unwrap().unwrap();
     s.addr.send(added("a")).await.unwrap().unwrap();
     // Queue the panic and requests behind it before the actor runs again.
     let crash = s.addr.send(InjectPanic);
@@ -87,7 +83,7 @@ async fn concurrent_writes_share_few_commits() {
     let s =
         start(Arc::new(MemoryStore::new()), ShardConfig { mailbox_capacity: 4096, ..ShardConfig::default() });
     s.addr.send(GetStats).await.unwrap();
-    let sends: Vec<_> = (0..1_000).map(|i| s.addr.send(insert(&format!("n{i}"), 1, 1, 1))).collect();
+    let sends: Vec<_> = (0..1_000).map(|i| s.addr.send(support::ghost(&format!("n{i}"), 1, 1, 1))).collect();
     for r in futures::future::join_all(sends).await {
         assert_eq!(r.unwrap(), Ok(InsertOutcome::Inserted));
     }
@@ -100,7 +96,7 @@ async fn concurrent_writes_share_few_commits() {
 async fn replayed_batches_change_nothing_across_a_restart() {
     tokio::time::pause();
     let s = start(Arc::new(MemoryStore::new()), ShardConfig::default());
-    s.addr.send(insert("a", 1, 1, 1)).await.unwrap().unwrap();
+    s.addr.send(support::ghost("a", 1, 1, 1)).await.unwrap().unwrap();
     let batch = EdgeBatch { seq: Some(7), events: [EdgeEvent::added("a"), EdgeEvent::added("a")].into() };
     assert!(!s.addr.send(batch.clone()).await.unwrap().unwrap().skipped);
     assert!(s.addr.send(batch.clone()).await.unwrap().unwrap().skipped);
@@ -163,7 +159,7 @@ async fn interval_durability_acknowledges_at_once_and_flushes_later() {
         ..ShardConfig::default()
     };
     let s = start(store.clone(), config);
-    s.addr.send(insert("a", 1, 1, 1)).await.unwrap().unwrap();
+    s.addr.send(support::ghost("a", 1, 1, 1)).await.unwrap().unwrap();
     assert_eq!(store.rows(ShardId(0)), 0, "not yet flushed");
     s.addr.send(Flush).await.unwrap().unwrap();
     assert_eq!(store.rows(ShardId(0)), 1);

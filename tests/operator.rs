@@ -31,12 +31,7 @@ async fn the_sweeper_pauses_resumes_changes_rate_and_runs_a_pass_on_demand() {
         .sweeper(Arc::new(dir.clone()), sweep)
         .start()
         .unwrap();
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 1, 1)).await.unwrap();
     dir.record_move("n", ShardId(1), Epoch(1));
 
     rt.pause_sweeper().await.unwrap();
@@ -66,12 +61,7 @@ async fn sweeper_calls_without_a_sweeper_say_so() {
 #[actix::test]
 async fn one_shards_stats() {
     let rt = GhostRuntime::builder().shards((0..2).map(ShardId)).store(StoreChoice::Memory).start().unwrap();
-    rt.insert_ghost(
-        ShardId(1),
-        InsertGhost { node_id: "n".into(), target: ShardId(0), refcount: 2, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(1), support::ghost("n", 0, 2, 1)).await.unwrap();
     // Any host message, with one `Result` to handle.
     let g = rt.request(ShardId(1), vshard_ghosts::messages::Inspect { node_id: "n".into() }).await.unwrap();
     assert_eq!(g.map(|g| g.refcount), Some(2));
@@ -92,12 +82,7 @@ async fn a_shard_down_past_its_restart_intensity_is_revived_with_its_ghosts() {
         .store(StoreChoice::Memory)
         .start()
         .unwrap();
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 2, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 2, 1)).await.unwrap();
     for _ in 0..2 {
         assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
     }
@@ -151,12 +136,7 @@ async fn a_shard_that_failed_closed_is_revived_once_the_store_is_repaired() {
     assert!(matches!(rt.revive_shard(ShardId(0)).await.unwrap(), ShardState::FailedClosed(_)));
     store.repaired.store(true, Ordering::SeqCst);
     assert_eq!(rt.revive_shard(ShardId(0)).await.unwrap(), ShardState::Ready);
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 1, 1)).await.unwrap();
     assert_eq!(rt.resolve_many(&[(ShardId(0), "n")]).await.unwrap(), vec![Some(ShardId(1))]);
 }
 
@@ -169,12 +149,7 @@ async fn the_sweeper_starts_after_the_replay_and_stops_with_its_totals() {
         .store(StoreChoice::Memory)
         .start()
         .unwrap();
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 1, 1)).await.unwrap();
     dir.record_move("n", ShardId(1), Epoch(1));
     let sweep = SweeperConfig { pass_interval: None, ..SweeperConfig::default() };
     assert_eq!(rt.stop_sweeper().await.map(|_| ()), Err(Error::NoSweeper));
@@ -323,12 +298,7 @@ async fn hand_made_sweep_messages_need_the_run_time_switch_too() {
     // The cargo feature alone (it merges across a build) must not let a host
     // forge a plan or a verdict.
     let rt = GhostRuntime::builder().shards((0..2).map(ShardId)).store(StoreChoice::Memory).start().unwrap();
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 1, 1)).await.unwrap();
     let plan = rt.request(ShardId(0), vshard_ghosts::messages::PlanSweep::new(8)).await;
     assert!(matches!(plan, Err(Error::InvalidConfig(_))), "{plan:?}");
     let forged = vshard_ghosts::messages::ApplyVerdicts::new(0, Vec::new());
@@ -353,12 +323,7 @@ async fn after_shutdown_every_call_says_closed_and_the_store_is_released() {
         .store(StoreChoice::Redb(path.clone()))
         .start()
         .unwrap();
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 1, 1)).await.unwrap();
     rt.shutdown().await.unwrap();
     assert_eq!(rt.resolve(ShardId(0), "n").await, Err(Error::Closed));
     let sweep = SweeperConfig::default();
@@ -373,12 +338,7 @@ async fn after_shutdown_every_call_says_closed_and_the_store_is_released() {
 #[actix::test]
 async fn an_export_page_of_any_size_is_bounded_by_the_table() {
     let rt = GhostRuntime::builder().shards((0..2).map(ShardId)).store(StoreChoice::Memory).start().unwrap();
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 1, 1)).await.unwrap();
     for limit in [usize::MAX, isize::MAX as usize, 1 << 40, 0] {
         let page = rt.export_page(ShardId(0), None, limit).await.unwrap();
         assert_eq!((page.records.len(), page.next), (1, None), "limit {limit}");
@@ -406,7 +366,7 @@ async fn operator_calls_dropped_part_way_leave_the_runtime_working() {
             .sweeper(verifier.clone(), sweep.clone())
             .start()
             .unwrap();
-        let ghost = InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) };
+        let ghost = support::ghost("n", 1, 1, 1);
         rt.insert_ghost(ShardId(0), ghost).await.unwrap();
         abandon_after(rt.pause_sweeper(), polls).await;
         abandon_after(rt.resume_sweeper(), polls).await;

@@ -30,12 +30,7 @@ fn runtime(store: StoreChoice, clock: &ManualClock) -> GhostRuntime {
 /// Shard 0 holds a ghost of "n" (moved to 1) whose count drifted to 1 while
 /// no local edge is left: a removal was lost. The host counts 0 at batch 1.
 async fn drifted_ghost_counted_zero(rt: &GhostRuntime, clock: &ManualClock) -> PlanReply {
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 1, 1)).await.unwrap();
     rt.edge_batch(ShardId(0), Some(1), EdgeEvents::new()).await.unwrap();
     clock.advance(GRACE);
     let p = plan(rt, ShardId(0)).await;
@@ -122,12 +117,7 @@ async fn a_lower_count_waits_for_the_shard_to_reach_its_log_position() {
     let clock = ManualClock::new(1_000);
     let rt = runtime(StoreChoice::Memory, &clock);
     // Two of shard 0's edges point at "n": e1 and e2.
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 2, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 2, 1)).await.unwrap();
     rt.edge_batch(ShardId(0), Some(1), EdgeEvents::new()).await.unwrap();
     clock.advance(GRACE);
     let p = plan(&rt, ShardId(0)).await;
@@ -156,12 +146,7 @@ async fn a_lower_count_waits_for_the_shard_to_reach_its_log_position() {
 async fn an_unsequenced_event_since_the_count_blocks_a_lower_count() {
     let clock = ManualClock::new(1_000);
     let rt = runtime(StoreChoice::Memory, &clock);
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 3, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 3, 1)).await.unwrap();
     rt.edge_batch(ShardId(0), Some(5), EdgeEvents::new()).await.unwrap();
     // An edge added outside the log: the host's count at batch 5 may not see it.
     rt.edge_added(ShardId(0), "n").await.unwrap();
@@ -179,23 +164,13 @@ async fn a_reclaimed_ghost_is_not_made_again_by_a_stale_insert_across_a_restart(
     let store = StoreChoice::Redb(dir.path().join("tombs.redb"));
     let rt = runtime(store.clone(), &clock);
     // "n": shard 0 → 1 at epoch 1, back to 0 at epoch 2.
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 2, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 2, 1)).await.unwrap();
     assert_eq!(rt.reclaim(ShardId(0), "n", Epoch(2)).await.unwrap(), MoveOutcome::Applied);
     rt.shutdown().await.unwrap();
     let rt = runtime(store, &clock);
     // The host retries its unacknowledged insert of the first move.
     assert_eq!(
-        rt.insert_ghost(
-            ShardId(0),
-            InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 2, epoch: Epoch(1) }
-        )
-        .await
-        .unwrap(),
+        rt.insert_ghost(ShardId(0), support::ghost("n", 1, 2, 1)).await.unwrap(),
         InsertOutcome::Stale
     );
     assert_eq!(
@@ -205,12 +180,7 @@ async fn a_reclaimed_ghost_is_not_made_again_by_a_stale_insert_across_a_restart(
     );
     // The next real move away makes the ghost again.
     assert_eq!(
-        rt.insert_ghost(
-            ShardId(0),
-            InsertGhost { node_id: "n".into(), target: ShardId(2), refcount: 1, epoch: Epoch(3) }
-        )
-        .await
-        .unwrap(),
+        rt.insert_ghost(ShardId(0), support::ghost("n", 2, 1, 3)).await.unwrap(),
         InsertOutcome::Inserted
     );
     assert_eq!(rt.resolve_many(&[(ShardId(0), "n")]).await.unwrap(), vec![Some(ShardId(2))]);
@@ -220,21 +190,11 @@ async fn a_reclaimed_ghost_is_not_made_again_by_a_stale_insert_across_a_restart(
 async fn a_reclaim_of_a_ghost_purged_already_still_refuses_its_stale_insert() {
     let clock = ManualClock::new(1_000);
     let rt = runtime(StoreChoice::Memory, &clock);
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 1, 1)).await.unwrap();
     rt.edge_batch(ShardId(0), Some(1), vec![EdgeEvent::removed("n")]).await.unwrap();
     assert_eq!(rt.reclaim(ShardId(0), "n", Epoch(2)).await.unwrap(), MoveOutcome::UnknownNode);
     assert_eq!(
-        rt.insert_ghost(
-            ShardId(0),
-            InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) }
-        )
-        .await
-        .unwrap(),
+        rt.insert_ghost(ShardId(0), support::ghost("n", 1, 1, 1)).await.unwrap(),
         InsertOutcome::Stale
     );
 }
@@ -245,24 +205,14 @@ async fn an_insert_that_a_redirect_reached_first_takes_its_count() {
     let rt = runtime(StoreChoice::Memory, &clock);
     // "n": 0 → 1 (epoch 1, one edge), back to 0 (epoch 2; the reclaim is on its
     // way), then 0 → 2 with three edges (epoch 3; the insert is on its way).
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 1, 1)).await.unwrap();
     clock.advance(GRACE);
     let p = plan(&rt, ShardId(0)).await;
     // The verifier already knows the third move.
     assert_eq!(apply(&rt, &p, Verdict::Redirect { shard: ShardId(2), epoch: Epoch(3) }).await.redirected, 1);
     assert_eq!(rt.reclaim(ShardId(0), "n", Epoch(2)).await.unwrap(), MoveOutcome::Stale);
     assert_eq!(
-        rt.insert_ghost(
-            ShardId(0),
-            InsertGhost { node_id: "n".into(), target: ShardId(2), refcount: 3, epoch: Epoch(3) }
-        )
-        .await
-        .unwrap(),
+        rt.insert_ghost(ShardId(0), support::ghost("n", 2, 3, 3)).await.unwrap(),
         InsertOutcome::Duplicate
     );
     assert_eq!(refcount(&rt, ShardId(0), "n").await, Some(3), "the new life's edges, not the old one's");
@@ -298,12 +248,7 @@ async fn a_pipelined_batch_cannot_overtake_the_retry_of_one_a_restart_lost() {
         .clock(Arc::new(clock.clone()))
         .start()
         .unwrap();
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap(); // edge e1
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 1, 1)).await.unwrap(); // edge e1
     rt.edge_batch(ShardId(0), Some(1), EdgeEvents::new()).await.unwrap();
     // Batch 1 was acknowledged at once (it adds nothing): make it durable before
     // the store starts failing, so that only batch 2 is lost.
@@ -332,23 +277,13 @@ async fn a_stale_insert_after_a_redirect_past_its_life_takes_its_count() {
     let rt = runtime(StoreChoice::Memory, &clock);
     // "n": 0 → 1 (epoch 1, one edge), back (epoch 2, reclaim on its way), 0 → 2 with
     // three edges (epoch 3, insert on its way), then 2 → 3 (epoch 4).
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 1, 1)).await.unwrap();
     clock.advance(GRACE);
     let p = plan(&rt, ShardId(0)).await;
     assert_eq!(apply(&rt, &p, Verdict::Redirect { shard: ShardId(3), epoch: Epoch(4) }).await.redirected, 1);
     assert_eq!(rt.reclaim(ShardId(0), "n", Epoch(2)).await.unwrap(), MoveOutcome::Stale);
     assert_eq!(
-        rt.insert_ghost(
-            ShardId(0),
-            InsertGhost { node_id: "n".into(), target: ShardId(2), refcount: 3, epoch: Epoch(3) }
-        )
-        .await
-        .unwrap(),
+        rt.insert_ghost(ShardId(0), support::ghost("n", 2, 3, 3)).await.unwrap(),
         InsertOutcome::Stale
     );
     assert_eq!(refcount(&rt, ShardId(0), "n").await, Some(3), "the new life's three edges");
@@ -409,12 +344,7 @@ async fn under_interval_durability_a_lost_batch_blocks_nothing() {
         .clock(Arc::new(clock.clone()))
         .start()
         .unwrap();
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 1, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 1, 1)).await.unwrap();
     rt.edge_batch(ShardId(0), Some(1), vec![EdgeEvent::added("n")]).await.unwrap();
     assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
     let next = rt.edge_batch(ShardId(0), Some(2), vec![EdgeEvent::added("m")]).await;
@@ -427,12 +357,7 @@ async fn a_reloaded_shard_lowers_no_refcount_before_its_next_sequenced_batch() {
     let clock = ManualClock::new(1_000);
     let store = StoreChoice::Redb(dir.path().join("position.redb"));
     let rt = runtime(store.clone(), &clock);
-    rt.insert_ghost(
-        ShardId(0),
-        InsertGhost { node_id: "n".into(), target: ShardId(1), refcount: 2, epoch: Epoch(1) },
-    )
-    .await
-    .unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("n", 1, 2, 1)).await.unwrap();
     rt.edge_batch(ShardId(0), Some(1), EdgeEvents::new()).await.unwrap();
     // An edge added outside the log, durable; the host's count at batch 1 misses it.
     rt.edge_added(ShardId(0), "n").await.unwrap();

@@ -75,10 +75,6 @@ fn runtime(store: Arc<TestStore>, config: ShardConfig) -> GhostRuntime {
         .unwrap()
 }
 
-fn ghost(id: &str, target: u16, refcount: u32, epoch: u64) -> InsertGhost {
-    InsertGhost { node_id: id.into(), target: ShardId(target), refcount, epoch: Epoch(epoch) }
-}
-
 const ROUNDS: u32 = 240;
 const READERS: usize = 3;
 /// The moving ghost's first target; round `r` retargets it to `FIRST_TARGET + 1 + r`.
@@ -210,8 +206,8 @@ async fn meet(verify: &Arc<Rendezvous>, round: usize) {
 async fn readers_never_see_a_wrong_or_half_applied_state() {
     let store = Arc::new(TestStore::default());
     let rt = runtime(store.clone(), shard_config());
-    rt.insert_ghost(ShardId(1), ghost("other", 0, 1, 1)).await.unwrap();
-    rt.insert_ghost(ShardId(0), ghost("m", FIRST_TARGET as u16, 1, 1)).await.unwrap();
+    rt.insert_ghost(ShardId(1), support::ghost("other", 0, 1, 1)).await.unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("m", FIRST_TARGET as u16, 1, 1)).await.unwrap();
     let acked = Arc::new(Acked::default());
     acked.moved_to.store(FIRST_TARGET, Ordering::Release);
     // The readers check everything once more, all together, before the corruption.
@@ -253,11 +249,11 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
 
     for r in 0..ROUNDS {
         let p = format!("p{r}");
-        rt.insert_ghost(ShardId(0), ghost(&p, 1, 1_000, 1)).await.unwrap();
+        rt.insert_ghost(ShardId(0), support::ghost(&p, 1, 1_000, 1)).await.unwrap();
         acked.permanent.store(r + 1, Ordering::Release);
         let (a, b) = (format!("a{r}"), format!("b{r}"));
-        rt.insert_ghost(ShardId(0), ghost(&a, 2, 1, 1)).await.unwrap();
-        rt.insert_ghost(ShardId(0), ghost(&b, 2, 1, 1)).await.unwrap();
+        rt.insert_ghost(ShardId(0), support::ghost(&a, 2, 1, 1)).await.unwrap();
+        rt.insert_ghost(ShardId(0), support::ghost(&b, 2, 1, 1)).await.unwrap();
         // The pair's last edges go in one batch; every other one also adds an
         // edge, so that it is applied on the durable path as well as the lazy one.
         let mut events = EdgeEvents::new();
@@ -276,7 +272,7 @@ async fn readers_never_see_a_wrong_or_half_applied_state() {
         assert_eq!(moved.await.unwrap(), MoveOutcome::Applied);
         acked.moved_to.store(to, Ordering::Release);
         let rid = format!("r{r}");
-        rt.insert_ghost(ShardId(0), ghost(&rid, 3, 1, 1)).await.unwrap();
+        rt.insert_ghost(ShardId(0), support::ghost(&rid, 3, 1, 1)).await.unwrap();
         assert_eq!(rt.reclaim(ShardId(0), &rid, Epoch(2)).await.unwrap(), MoveOutcome::Applied);
         acked.reclaimed.store(r + 1, Ordering::Release);
         if r % 8 == 7 {
@@ -328,7 +324,7 @@ async fn a_batch_that_panics_half_applied_is_never_seen_half() {
     let rt = runtime(Arc::new(TestStore::default()), shard_config());
     let ids: Vec<String> = (0..WIDE).map(|i| format!("w{i}")).collect();
     for chunk in ids.chunks(100) {
-        let inserts = chunk.iter().map(|id| rt.insert_ghost(ShardId(0), ghost(id, 1, 1, 1)));
+        let inserts = chunk.iter().map(|id| rt.insert_ghost(ShardId(0), support::ghost(id, 1, 1, 1)));
         for r in futures::future::join_all(inserts).await {
             assert_eq!(r.unwrap(), InsertOutcome::Inserted);
         }
@@ -419,10 +415,10 @@ async fn a_write_acknowledged_on_one_thread_is_seen_by_a_resolve_started_after_o
         txs.iter().for_each(|tx| tx.send(step()).unwrap());
         txs.iter().for_each(|_| done.recv().unwrap());
     };
-    rt.insert_ghost(ShardId(0), ghost("m", 2, 1, 1)).await.unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("m", 2, 1, 1)).await.unwrap();
     for i in 0..400u32 {
         let id = format!("w{i}");
-        rt.insert_ghost(ShardId(0), ghost(&id, 1, 1, 1)).await.unwrap();
+        rt.insert_ghost(ShardId(0), support::ghost(&id, 1, 1, 1)).await.unwrap();
         tell(&|| Step::Inserted(i));
         // Acknowledged at once (the removal rides the next flush): still seen.
         assert_eq!(rt.edge_removed(ShardId(0), &id).await.unwrap(), EdgeOutcome::Purged);
@@ -455,7 +451,7 @@ async fn a_loading_shard_is_an_error_not_none() {
     );
     open.send(()).unwrap();
     open.send(()).unwrap();
-    rt.insert_ghost(ShardId(0), ghost("a", 1, 1, 1)).await.unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("a", 1, 1, 1)).await.unwrap();
     assert_eq!(reader.resolve(ShardId(0), "a"), Ok(Some(ShardId(1))));
     // A reload after a panic: loading again until the gate lets it through.
     assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
@@ -498,7 +494,7 @@ async fn failed_closed_down_fenced_and_unknown_shards_are_errors() {
     };
     let rt = runtime(store.clone(), config);
     let reader = rt.reader();
-    rt.insert_ghost(ShardId(0), ghost("a", 1, 1, 1)).await.unwrap();
+    rt.insert_ghost(ShardId(0), support::ghost("a", 1, 1, 1)).await.unwrap();
     assert_eq!(rt.request(ShardId(0), InjectPanic).await, Err(Error::Panicked { shard: ShardId(0) }));
     assert_eq!(rt.shard_stats(ShardId(0)).await.unwrap().state, ShardState::Down);
     assert_eq!(reader.resolve(ShardId(0), "a"), Err(Error::ShardDown { shard: ShardId(0), restarts: 1 }));

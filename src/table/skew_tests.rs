@@ -24,6 +24,16 @@ fn reloaded(t: &GhostTable) -> GhostTable {
     decode_snapshot(&encode_snapshot(t).unwrap(), ShardId(0), &config()).unwrap()
 }
 
+/// As a writer left it: a zero-count ghost `z` in its grace period until
+/// 1 100, and `n` reclaimed, its tombstone lapsing at 1 005.
+fn a_ghost_and_a_tombstone() -> GhostTable {
+    let mut t = GhostTable::new(ShardId(0), config()).unwrap();
+    t.insert("z", ShardId(1), 0, Epoch(1), 1_000).unwrap();
+    t.insert("n", ShardId(1), 2, Epoch(1), 0).unwrap();
+    t.reclaim("n", Epoch(2), 5).unwrap();
+    t
+}
+
 /// Zero-count ghosts one full pass at `now` purged.
 fn purged_at(t: &mut GhostTable, now: u64) -> u32 {
     let page = t.plan_sweep(now, usize::MAX);
@@ -114,10 +124,7 @@ fn a_full_tombstone_set_reports_the_lapse_on_our_clock() {
 
 #[test]
 fn a_table_loaded_on_the_clock_that_wrote_it_reads_its_times_as_written() {
-    let mut t = GhostTable::new(ShardId(0), config()).unwrap();
-    t.insert("z", ShardId(1), 0, Epoch(1), 1_000).unwrap();
-    t.insert("n", ShardId(1), 2, Epoch(1), 0).unwrap();
-    t.reclaim("n", Epoch(2), 5).unwrap();
+    let t = a_ghost_and_a_tombstone();
     let mut t = reloaded(&t);
     t.trust_stored_times();
     assert_eq!(purged_at(&mut t, 1_004), 0);
@@ -134,10 +141,7 @@ fn a_table_loaded_on_the_clock_that_wrote_it_reads_its_times_as_written() {
 #[test]
 fn an_import_writes_the_allowance_into_the_times_it_stores() {
     use crate::store::{GhostStore, MemoryStore};
-    let mut t = GhostTable::new(ShardId(0), config()).unwrap();
-    t.insert("z", ShardId(1), 0, Epoch(1), 1_000).unwrap();
-    t.insert("n", ShardId(1), 2, Epoch(1), 0).unwrap();
-    t.reclaim("n", Epoch(2), 5).unwrap();
+    let t = a_ghost_and_a_tombstone();
     let (exporter, importer) = (MemoryStore::new(), MemoryStore::new());
     exporter.replace(&t).unwrap();
     let bytes = exporter.export_snapshot(ShardId(0), &config()).unwrap();

@@ -29,6 +29,21 @@ pub(crate) fn cfg() -> TableConfig {
     TableConfig::default()
 }
 
+/// The host's insert of a ghost of `id` forwarding to `target`.
+pub(crate) fn ghost(
+    id: &str,
+    target: u16,
+    refcount: u32,
+    epoch: u64,
+) -> vshard_ghosts::messages::InsertGhost {
+    vshard_ghosts::messages::InsertGhost {
+        node_id: id.into(),
+        target: vshard_ghosts::ShardId(target),
+        refcount,
+        epoch: vshard_ghosts::Epoch(epoch),
+    }
+}
+
 pub(crate) fn rec(id: &str, target: u16, refcount: u32) -> StubRecord {
     StubRecord {
         node_id: id.to_owned(),
