@@ -266,7 +266,11 @@ async fn wait_until_swept_covers_a_table_whose_cursor_an_earlier_visit_left_midw
     let clock = vshard_ghosts::testing::ManualClock::new(1_000);
     let dir = DirectoryVerifier::new();
     // The bucket runs on the manual clock too: big enough for both passes.
-    let sweep = SweeperConfig { pass_interval: None, burst: 100, ..SweeperConfig::default() };
+    // A fixed rate: on the manual clock, which stands still during a pass, a
+    // rate cut by a probe slowed by a loaded machine leaves the bucket one
+    // token that nothing refills (the pass then waits forever).
+    let sweep =
+        SweeperConfig { pass_interval: None, burst: 100, latency_target: None, ..SweeperConfig::default() };
     let rt = GhostRuntime::builder()
         .shards((0..2).map(ShardId))
         .shard_config(shards(10_000, 5))
