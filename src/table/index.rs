@@ -24,34 +24,59 @@ const START_LOAD: (usize, usize) = (5, 8);
 #[repr(C, align(64))]
 struct Bucket {
     slots: [u32; WAYS],
-    tags: [u8; WAYS],
-    /// Entries in use: the first `len`.
-    len: u8,
-    _pad: u8,
-    /// Keys stored past this bucket whose home is this bucket or an earlier
-    /// one. Saturates: a saturated count stays (only a rebuild clears it),
+    /// The entries' tags, then the bucket's two counts: one 16-byte group,
+    /// so that a lookup compares every tag at once (see [`matches`](Self::matches)).
+    /// `[..WAYS]`: the tags of the first `len` entries, which are in use.
+    /// `[LEN]`: `len`. `[OVERFLOW..]`: `overflow`, a little-endian `u16`, the
+    /// keys stored past this bucket whose home is this bucket or an earlier
+    /// one. It saturates: a saturated count stays (only a rebuild clears it),
     /// which costs lookups a bucket more but never misses a key.
-    overflow: u16,
+    meta: [u8; 16],
 }
 
+const LEN: usize = WAYS;
+const OVERFLOW: usize = 14;
+
 impl Bucket {
+    fn len(&self) -> usize {
+        usize::from(self.meta[LEN])
+    }
+
+    fn set_len(&mut self, n: usize) {
+        self.meta[LEN] = n as u8;
+    }
+
+    fn overflow(&self) -> u16 {
+        u16::from_le_bytes([self.meta[OVERFLOW], self.meta[OVERFLOW + 1]])
+    }
+
+    fn set_overflow(&mut self, n: u16) {
+        self.meta[OVERFLOW..].copy_from_slice(&n.to_le_bytes());
+    }
+
+    fn tag(&self, k: usize) -> u8 {
+        self.meta[k]
+    }
+
     /// A bit for every entry in use whose tag is `tag`.
     ///
-    /// Without a branch per entry: a lookup that branched on each tag would
-    /// mispredict where its match sits, once its line arrived, and so throw
-    /// away the work the processor had begun on the next lookups, whose
-    /// misses would otherwise overlap this one's.
+    /// One vector compare of the 16-byte group (the counts' lanes are masked
+    /// off with the unused entries). The lookups of a run of edge events are
+    /// independent, so the processor overlaps their cache misses, but only as
+    /// many as its scheduler holds: every instruction that waits on a missed
+    /// line takes a place there. A compare per tag put some fifty of them
+    /// behind each bucket's miss: a lookup in the index alone, 1M ghosts in
+    /// random order, took 140 ns; with the vector compare (four) it takes 85.
+    /// A branch per tag would be worse still: a mispredicted match throws the
+    /// overlapped work away.
     #[inline]
     fn matches(&self, tag: u8) -> u32 {
-        let mut m = 0u32;
-        for (k, &t) in self.tags.iter().enumerate() {
-            m |= u32::from(t == tag) << k;
-        }
-        m & ((1u32 << self.len) - 1)
+        let eq = wide::u8x16::from(self.meta).cmp_eq(wide::u8x16::splat(tag)).move_mask() as u32;
+        eq & ((1u32 << self.len()) - 1)
     }
 }
 
-const EMPTY: Bucket = Bucket { slots: [0; WAYS], tags: [0; WAYS], len: 0, _pad: 0, overflow: 0 };
+const EMPTY: Bucket = Bucket { slots: [0; WAYS], meta: [0; 16] };
 
 /// Slot numbers by the hash of their ids. The caller supplies hashes and
 /// decides equality (the index does not hold ids).
@@ -110,7 +135,7 @@ impl Index {
                 }
                 matches &= matches - 1;
             }
-            if bucket.overflow == 0 {
+            if bucket.overflow() == 0 {
                 return None;
             }
             b = self.next(b);
@@ -138,16 +163,16 @@ impl Index {
     pub(crate) fn insert_unique(&mut self, hash: u64, slot: u32) {
         debug_assert!(!self.needs_growth());
         let (mut b, tag) = home_and_tag(hash, self.buckets.len());
-        while self.buckets[b].len as usize == WAYS {
-            let o = &mut self.buckets[b].overflow;
-            *o = o.saturating_add(1);
+        while self.buckets[b].len() == WAYS {
+            let o = self.buckets[b].overflow();
+            self.buckets[b].set_overflow(o.saturating_add(1));
             b = self.next(b);
         }
         let bucket = &mut self.buckets[b];
-        let k = bucket.len as usize;
+        let k = bucket.len();
         bucket.slots[k] = slot;
-        bucket.tags[k] = tag;
-        bucket.len += 1;
+        bucket.meta[k] = tag;
+        bucket.set_len(k + 1);
         self.len += 1;
     }
 
@@ -168,16 +193,16 @@ impl Index {
             return false;
         };
         let bucket = &mut self.buckets[at];
-        let last = bucket.len as usize - 1;
+        let last = bucket.len() - 1;
         bucket.slots[k] = bucket.slots[last];
-        bucket.tags[k] = bucket.tags[last];
-        bucket.len -= 1;
+        bucket.meta[k] = bucket.meta[last];
+        bucket.set_len(last);
         // The key passed every bucket from its home up to `at`.
         let (mut b, _) = home_and_tag(hash, self.buckets.len());
         while b != at {
-            let o = &mut self.buckets[b].overflow;
-            if *o != u16::MAX {
-                *o -= 1;
+            let o = self.buckets[b].overflow();
+            if o != u16::MAX {
+                self.buckets[b].set_overflow(o - 1);
             }
             b = self.next(b);
         }
@@ -193,12 +218,10 @@ impl Index {
         let (mut b, tag) = home_and_tag(hash, self.buckets.len());
         loop {
             let bucket = &self.buckets[b];
-            if let Some(k) =
-                (0..bucket.len as usize).find(|&k| bucket.slots[k] == slot && bucket.tags[k] == tag)
-            {
+            if let Some(k) = (0..bucket.len()).find(|&k| bucket.slots[k] == slot && bucket.tag(k) == tag) {
                 return Some((b, k));
             }
-            if bucket.overflow == 0 {
+            if bucket.overflow() == 0 {
                 return None;
             }
             b = self.next(b);
@@ -218,7 +241,7 @@ impl Index {
         let old = std::mem::replace(&mut self.buckets, vec![EMPTY; n]);
         self.len = 0;
         for bucket in &old {
-            for &slot in &bucket.slots[..bucket.len as usize] {
+            for &slot in &bucket.slots[..bucket.len()] {
                 self.insert_unique(rehash(slot), slot);
             }
         }

@@ -27,7 +27,7 @@ const LONG: u8 = u8::MAX;
 /// length), or where a longer one sits in the arena (`LONG`, then its offset
 /// and length, little-endian). In place, a lookup that reads the slot has
 /// the id on the same line, rather than one more dependent cache miss away.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Key([u8; INLINE + 1]);
 
 impl Key {
@@ -173,9 +173,18 @@ impl Slab {
     }
 
     /// [`find`](Self::find) with `hash` = [`hash_id`](Self::hash_id)`(id)` already computed.
+    #[inline]
     pub(crate) fn find_hashed(&self, id: &str, hash: u64) -> Option<usize> {
         let (arena, slots) = (&self.arena, &self.slots);
-        self.index.find(hash, |i| id_bytes(arena, &slots[i as usize]) == id.as_bytes()).map(|i| i as usize)
+        let found = match Key::inline(id) {
+            // A short id is compared as its whole zero-padded key: a fixed-size
+            // compare the compiler unrolls, where a call to `memcmp` would make
+            // each lookup longer and so fewer of them overlap their misses. A
+            // key in the arena starts with `LONG`, so it never equals one in place.
+            Some(key) => self.index.find(hash, |i| slots[i as usize].key == key),
+            None => self.index.find(hash, |i| id_bytes(arena, &slots[i as usize]) == id.as_bytes()),
+        };
+        found.map(|i| i as usize)
     }
 
     /// Mutable access that marks the slot dirty.
