@@ -8,8 +8,8 @@ use crate::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
 use crate::store::{ClaimWatch, GhostStore};
-use crate::table::GhostTable;
 use crate::table::ShardChanges;
+use crate::table::{GhostTable, TableMemory};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -21,7 +21,7 @@ const MAX_MERGE: usize = 256;
 
 enum Job {
     Commit(ShardChanges, oneshot::Sender<Result<()>>),
-    Load(ShardId, TableConfig, oneshot::Sender<Result<Claimed>>),
+    Load(ShardId, TableConfig, TableMemory, oneshot::Sender<Result<Claimed>>),
     /// Ends the thread once the jobs queued before it are done.
     Close,
 }
@@ -96,15 +96,18 @@ impl StoreWriter {
     /// Loads a shard, after every commit queued before this call, with the
     /// watch of the store's claim it was loaded under
     /// ([`GhostStore::claim`]; `None`: the store has no ownership to lose).
+    /// `memory`: a dropped table's allocations to build it in (see
+    /// [`GhostStore::load_reusing`]).
     pub(crate) async fn load_claimed(
         &self,
         shard: ShardId,
         config: TableConfig,
+        memory: TableMemory,
     ) -> Result<(GhostTable, Option<ClaimWatch>)> {
         let (tx, rx) = oneshot::channel();
         // Counted before it is sent: the writer may take it up at once.
         queued(&self.counters, 1);
-        self.tx.send(Job::Load(shard, config, tx)).map_err(|_| {
+        self.tx.send(Job::Load(shard, config, memory, tx)).map_err(|_| {
             queued(&self.counters, -1);
             Error::Unavailable { shard }
         })?;
@@ -160,13 +163,14 @@ fn run(store: &dyn GhostStore, rx: &mpsc::Receiver<Job>, c: &Counters, retries: 
         };
         match job {
             Job::Close => break,
-            Job::Load(shard, config, reply) => {
+            Job::Load(shard, config, memory, reply) => {
                 served.insert(shard);
                 c.loads.fetch_add(1, Ordering::Relaxed);
                 // Asked right after the load, on this thread: no commit of
                 // this shard runs in between.
                 let loaded = guarded(|| {
-                    let (mut table, claim) = (store.load(shard, &config)?, store.claim(shard));
+                    let (mut table, claim) =
+                        (store.load_reusing(shard, &config, memory)?, store.claim(shard));
                     if claim.is_none() {
                         // No claims: the shard never moves between processes,
                         // so its stored times are on this machine's clock.

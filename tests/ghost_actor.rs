@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vshard_ghosts::messages::*;
 use vshard_ghosts::store::*;
-use vshard_ghosts::table::GhostTable;
+use vshard_ghosts::table::{GhostTable, TableMemory};
 use vshard_ghosts::testing::*;
 use vshard_ghosts::*;
 
@@ -60,6 +60,50 @@ async fn a_panic_restarts_reloads_and_loses_nothing_acknowledged() {
     assert_eq!(more.unwrap(), Ok(EdgeOutcome::Applied { refcount: 3 }));
     let stats = s.addr.send(GetStats).await.unwrap();
     assert_eq!((stats.restarts, stats.state), (1, ShardState::Ready));
+}
+
+/// A `MemoryStore` that records the room of the memory each load is handed.
+#[derive(Default)]
+struct RecordingStore {
+    inner: MemoryStore,
+    handed: std::sync::Mutex<Vec<usize>>,
+}
+
+impl GhostStore for RecordingStore {
+    fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
+        self.inner.load(shard, config)
+    }
+    fn load_reusing(&self, shard: ShardId, config: &TableConfig, memory: TableMemory) -> Result<GhostTable> {
+        self.handed.lock().unwrap().push(memory.capacity());
+        self.inner.load_reusing(shard, config, memory)
+    }
+    fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
+        self.inner.commit(batch)
+    }
+    fn replace(&self, table: &GhostTable) -> Result<()> {
+        self.inner.replace(table)
+    }
+    fn kind(&self) -> &'static str {
+        "recording"
+    }
+}
+
+#[actix::test]
+async fn a_shard_reloads_into_the_memory_of_the_table_its_panic_dropped() {
+    tokio::time::pause();
+    let store = Arc::new(RecordingStore::default());
+    let s = start(store.clone(), ShardConfig::default());
+    for i in 0..300 {
+        s.addr.send(support::ghost(&format!("n{i}"), 1, 1, 1)).await.unwrap().unwrap();
+    }
+    assert_eq!(s.addr.send(InjectPanic).await.unwrap(), Err(Error::Panicked { shard: ShardId(0) }));
+    assert_eq!(s.addr.send(Resolve { node_id: "n7".into() }).await.unwrap(), Ok(Some(ShardId(1))));
+    let handed = store.handed.lock().unwrap().clone();
+    assert_eq!(handed.len(), 2, "the first load and the reload: {handed:?}");
+    assert_eq!(handed[0], 0, "a first load has no table to reuse");
+    assert!(handed[1] >= 300, "the reload builds in the dropped table's memory: {handed:?}");
+    let stats = s.addr.send(GetStats).await.unwrap();
+    assert_eq!((stats.restarts, stats.state, stats.table.ghosts), (1, ShardState::Ready, 300));
 }
 
 #[actix::test]

@@ -14,7 +14,7 @@ use crate::config::TableConfig;
 use crate::error::{DecodeError, Error, Result};
 use crate::ids::ShardId;
 use crate::stub::{StubRecord, StubRef};
-use crate::table::GhostTable;
+use crate::table::{GhostTable, TableMemory};
 use envelope::Kind;
 use zerompk::{Read, SliceReader, Write};
 
@@ -74,6 +74,19 @@ pub fn encode_snapshot_into(table: &GhostTable, out: &mut Vec<u8>) -> Result<()>
 /// MessagePack map (`node_id -> [target_shard, refcount, created_at_ms]`), whose
 /// stubs get move epoch 0 and no applied sequence number.
 pub fn decode_snapshot(bytes: &[u8], shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
+    decode_snapshot_reusing(bytes, shard, config, TableMemory::default())
+}
+
+/// [`decode_snapshot`] into `memory`, the allocations of a table this process
+/// no longer needs ([`GhostTable::into_memory`]): a reload that does not map
+/// and fault in its tens of megabytes afresh. On an error the memory is
+/// dropped with the partly built table; `bytes` are only read.
+pub fn decode_snapshot_reusing(
+    bytes: &[u8],
+    shard: ShardId,
+    config: &TableConfig,
+    memory: TableMemory,
+) -> Result<GhostTable> {
     if legacy::is_legacy(bytes) {
         return legacy::decode(bytes, shard, config);
     }
@@ -86,7 +99,7 @@ pub fn decode_snapshot(bytes: &[u8], shard: ShardId, config: &TableConfig) -> Re
     let rows =
         TableConfig { max_stubs: config.max_stubs.saturating_add(config.max_tombstones), ..config.clone() };
     check_count(n, payload.len(), MIN_STUB_BYTES, &rows)?;
-    let mut table = GhostTable::with_capacity(shard, config.clone(), n)?;
+    let mut table = GhostTable::with_memory(shard, config.clone(), n, memory)?;
     for _ in 0..n {
         table.load_stub(read_stub(&mut r, config)?)?;
     }

@@ -4,7 +4,7 @@ use super::{GhostStore, ShardChanges};
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
-use crate::table::GhostTable;
+use crate::table::{GhostTable, TableMemory};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,6 +133,10 @@ impl<S: GhostStore> FaultyStore<S> {
 impl<S: GhostStore> GhostStore for FaultyStore<S> {
     fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
         self.faulted(StoreOp::Load, || self.inner.load(shard, config))
+    }
+
+    fn load_reusing(&self, shard: ShardId, config: &TableConfig, memory: TableMemory) -> Result<GhostTable> {
+        self.faulted(StoreOp::Load, || self.inner.load_reusing(shard, config, memory))
     }
 
     fn commit(&self, batch: &[ShardChanges]) -> Result<()> {

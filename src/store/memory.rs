@@ -5,7 +5,7 @@ use crate::config::TableConfig;
 use crate::error::Result;
 use crate::ids::ShardId;
 use crate::stub::StubRef;
-use crate::table::GhostTable;
+use crate::table::{GhostTable, TableMemory};
 use compact_str::CompactString;
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
@@ -153,12 +153,16 @@ impl MemoryStore {
 
 impl GhostStore for MemoryStore {
     fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
+        self.load_reusing(shard, config, TableMemory::default())
+    }
+
+    fn load_reusing(&self, shard: ShardId, config: &TableConfig, memory: TableMemory) -> Result<GhostTable> {
         let shards = self.lock();
         let Some(data) = shards.get(&shard.get()) else {
             return GhostTable::new(shard, config.clone());
         };
         // Map keys: no id repeats.
-        GhostTable::load_distinct(shard, config.clone(), data.rows.len(), data.applied_seq, |load| {
+        GhostTable::load_distinct(shard, config.clone(), data.rows.len(), data.applied_seq, memory, |load| {
             data.rows.iter().try_for_each(|(id, r)| load.push(r.stub(id)))
         })
     }

@@ -27,7 +27,7 @@ use crate::codec;
 use crate::config::TableConfig;
 use crate::error::Result;
 use crate::ids::ShardId;
-use crate::table::GhostTable;
+use crate::table::{GhostTable, TableMemory};
 
 /// Durable storage of ghost state, shared by all shards of a process.
 ///
@@ -60,6 +60,16 @@ use crate::table::GhostTable;
 pub trait GhostStore: Send + Sync + 'static {
     /// Loads `shard`'s stubs and applied sequence number into a fresh table.
     fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable>;
+
+    /// [`load`](Self::load) into `memory`: the allocations of the shard's
+    /// table this process just dropped ([`GhostTable::into_memory`]), which a
+    /// shard that reloads (after a panic or a failed flush) hands its store.
+    /// A large table built in them is not mapped and faulted in afresh. The
+    /// default ignores `memory` and calls `load`; the crate's stores use it.
+    fn load_reusing(&self, shard: ShardId, config: &TableConfig, memory: TableMemory) -> Result<GhostTable> {
+        let _ = memory;
+        self.load(shard, config)
+    }
 
     /// Durably applies the changes of one or more shards.
     fn commit(&self, batch: &[ShardChanges]) -> Result<()>;
@@ -122,6 +132,9 @@ pub trait GhostStore: Send + Sync + 'static {
 impl<S: GhostStore + ?Sized> GhostStore for std::sync::Arc<S> {
     fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
         (**self).load(shard, config)
+    }
+    fn load_reusing(&self, shard: ShardId, config: &TableConfig, memory: TableMemory) -> Result<GhostTable> {
+        (**self).load_reusing(shard, config, memory)
     }
     fn commit(&self, batch: &[ShardChanges]) -> Result<()> {
         (**self).commit(batch)

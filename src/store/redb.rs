@@ -8,7 +8,7 @@ use crate::codec::batch;
 use crate::config::TableConfig;
 use crate::error::{DecodeError, Error, Result};
 use crate::ids::ShardId;
-use crate::table::GhostTable;
+use crate::table::{GhostTable, TableMemory};
 use redb::{Builder, Database, DatabaseError, ReadableDatabase, ReadableTableMetadata, StorageError};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -198,6 +198,10 @@ impl RedbStore {
 
 impl GhostStore for RedbStore {
     fn load(&self, id: ShardId, config: &TableConfig) -> Result<GhostTable> {
+        self.load_reusing(id, config, TableMemory::default())
+    }
+
+    fn load_reusing(&self, id: ShardId, config: &TableConfig, memory: TableMemory) -> Result<GhostTable> {
         let shard = id.get();
         let txn = self.db.begin_read().ctx("begin read")?;
         let (applied_seq, count) = txn
@@ -213,26 +217,27 @@ impl GhostStore for RedbStore {
         let capacity = count.min(total).min(config.max_stubs as u64) as usize;
         // Rows are keyed by id and each row's id is checked against its key, so
         // no id repeats. Indexed once here; the log then applies to the indexed table.
-        let mut table = GhostTable::load_distinct(id, config.clone(), capacity, applied_seq, |load| {
-            for row in rows.range(shard_range(shard)).ctx("scan ghosts")? {
-                let (key, value) = row.ctx("read ghost row")?;
-                let (_, id) = key.value();
-                let value = value.value();
-                let decoded = codec::decode_stub_ref(value, config).and_then(|r| {
-                    if r.node_id == id {
-                        Ok(r)
-                    } else {
-                        let why = format!("row for {id:?} holds a stub for {:?}", r.node_id);
-                        Err(DecodeError::Malformed(why).into())
-                    }
-                });
-                let r = decoded.inspect_err(|e| {
-                    tracing::error!(shard, node_id = id, error = %e.chain(), "undecodable ghost row");
-                })?;
-                load.push(r)?;
-            }
-            Ok(())
-        })?;
+        let mut table =
+            GhostTable::load_distinct(id, config.clone(), capacity, applied_seq, memory, |load| {
+                for row in rows.range(shard_range(shard)).ctx("scan ghosts")? {
+                    let (key, value) = row.ctx("read ghost row")?;
+                    let (_, id) = key.value();
+                    let value = value.value();
+                    let decoded = codec::decode_stub_ref(value, config).and_then(|r| {
+                        if r.node_id == id {
+                            Ok(r)
+                        } else {
+                            let why = format!("row for {id:?} holds a stub for {:?}", r.node_id);
+                            Err(DecodeError::Malformed(why).into())
+                        }
+                    });
+                    let r = decoded.inspect_err(|e| {
+                        tracing::error!(shard, node_id = id, error = %e.chain(), "undecodable ghost row");
+                    })?;
+                    load.push(r)?;
+                }
+                Ok(())
+            })?;
         let log = txn.open_table(COMMIT_LOG).ctx("open commit_log")?;
         let applied_seq = redb_log::replay(&log, &mut table, applied_seq, config)?;
         table.finish_restore(applied_seq);

@@ -104,6 +104,15 @@ impl Index {
         Self { buckets: if n == 0 { Vec::new() } else { vec![EMPTY; buckets_for(n, MAX_LOAD)] }, len: 0 }
     }
 
+    /// This index emptied and sized as [`with_capacity`](Self::with_capacity)`(n)`
+    /// would size it, in the memory it already has where that is enough.
+    pub(crate) fn reused(mut self, n: usize) -> Self {
+        self.buckets.clear();
+        self.buckets.resize(if n == 0 { 0 } else { buckets_for(n, MAX_LOAD) }, EMPTY);
+        self.len = 0;
+        self
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }

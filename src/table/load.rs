@@ -3,7 +3,7 @@
 use super::index::Index;
 use super::slab::{STORED_BIRTH, STORED_HOLD, Slot};
 use super::tombstones::Tombstone;
-use super::{GhostTable, new_slot};
+use super::{GhostTable, TableMemory, new_slot};
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
@@ -43,12 +43,11 @@ impl IndexedLoad<'_> {
 /// the last arrives (grouped by bucket, `Index::rebuild` is a fraction of a
 /// load; the hashing overlaps the scan). The ids are distinct, so no two
 /// slots are compared.
-fn index_hashes(rx: mpsc::Receiver<Vec<u64>>, capacity: usize) -> Index {
+fn index_hashes(rx: mpsc::Receiver<Vec<u64>>, capacity: usize, mut index: Index) -> Index {
     let mut hashes: Vec<u64> = Vec::with_capacity(capacity);
     for chunk in rx {
         hashes.extend(chunk);
     }
-    let mut index = Index::default();
     let _ = index.rebuild(&hashes, hashes.len(), |_, _| false);
     index
 }
@@ -199,21 +198,22 @@ impl GhostTable {
         config: TableConfig,
         capacity: usize,
         applied_seq: Option<u64>,
+        memory: TableMemory,
         fill: impl FnOnce(&mut IndexedLoad<'_>) -> Result<()>,
     ) -> Result<Self> {
-        let mut table = Self::with_capacity(shard, config, capacity)?;
+        let mut table = Self::with_memory(shard, config, capacity, memory)?;
         if capacity < PARALLEL_INDEX_FROM {
             fill(&mut IndexedLoad { table: &mut table, feed: None })?;
             table.finish_load(applied_seq)?;
             return Ok(table);
         }
-        // The helper builds the index; the one sized for `capacity` would sit unused.
-        table.slab.install_index(Index::default());
+        // The helper builds the index, in the memory of the one sized for `capacity`.
+        let index = table.slab.take_index();
         let index = std::thread::scope(|s| {
             let (tx, rx) = mpsc::sync_channel::<Vec<u64>>(16);
             let builder = std::thread::Builder::new()
                 .name("ghost-index".into())
-                .spawn_scoped(s, move || index_hashes(rx, capacity))
+                .spawn_scoped(s, move || index_hashes(rx, capacity, index))
                 .map_err(|e| Error::store_from("cannot start index thread", e))?;
             let mut load = IndexedLoad { table: &mut table, feed: Some((Vec::with_capacity(CHUNK), tx)) };
             let filled = fill(&mut load);

@@ -20,7 +20,7 @@ use crate::event::EdgeEvents;
 use crate::event::{BatchOutcome, EdgeKind, EdgeOutcome, InsertOutcome, MoveOutcome};
 use crate::ids::{Epoch, ShardId};
 use crate::stub::{GhostInfo, PurgeReason, StubRecord, StubRef};
-use slab::{STORED_BIRTH, Slab, Slot};
+use slab::{STORED_BIRTH, Slab, SlabMemory, Slot};
 use tombstones::{Tombstone, Tombstones};
 
 /// Events of a batch warmed at a time (see `Slab::warm`).
@@ -52,6 +52,28 @@ impl<'e> WarmBatch<'e> {
 pub(crate) struct StagedAhead {
     changes: ChangeSet,
     stamp: ((usize, usize, usize), u64),
+}
+
+/// The memory of a table no longer needed, emptied: its slots, ids and index,
+/// for the next table built in this process.
+///
+/// A million-ghost table is some 60 MB. Built afresh, that memory is mapped
+/// and faulted in a page at a time, which in a process that has run a while
+/// cost a decode more than parsing the bytes did. A shard that reloads (after
+/// a panic, a failed flush, a revival) has just dropped a table of about the
+/// size it is about to build: [`GhostTable::into_memory`] keeps it, and
+/// [`codec::decode_snapshot_reusing`](crate::codec::decode_snapshot_reusing)
+/// builds into it. Holds no ghost: nothing of the old table is read back.
+#[derive(Debug, Default)]
+pub struct TableMemory {
+    slab: SlabMemory,
+}
+
+impl TableMemory {
+    /// Ghosts a table built in this memory holds before it allocates more.
+    pub fn capacity(&self) -> usize {
+        self.slab.slots()
+    }
 }
 
 /// The ghost stubs of one vShard.
@@ -99,13 +121,24 @@ impl GhostTable {
 
     /// An empty table with room for `capacity` ghosts.
     pub fn with_capacity(shard: ShardId, config: TableConfig, capacity: usize) -> Result<Self> {
+        Self::with_memory(shard, config, capacity, TableMemory::default())
+    }
+
+    /// [`with_capacity`](Self::with_capacity) in `memory`, a dropped table's
+    /// allocations, which grow only where they are short of room.
+    pub fn with_memory(
+        shard: ShardId,
+        config: TableConfig,
+        capacity: usize,
+        memory: TableMemory,
+    ) -> Result<Self> {
         config.validate()?;
         let shard = shard.get();
         Ok(Self {
             shard,
             rng: fastrand::Rng::with_seed(config.jitter_seed ^ u64::from(shard)),
             config,
-            slab: Slab::with_capacity(capacity),
+            slab: Slab::with_memory(memory.slab, capacity),
             cursor: 0,
             next_version: 1,
             applied_seq: None,
@@ -118,6 +151,12 @@ impl GhostTable {
             counters: TableCounters::default(),
             scratch: (Vec::new(), Vec::new()),
         })
+    }
+
+    /// Drops every ghost and keeps the table's large allocations for the next
+    /// table of this process (see [`TableMemory`]).
+    pub fn into_memory(self) -> TableMemory {
+        TableMemory { slab: self.slab.into_memory() }
     }
 
     /// The shard this table belongs to.

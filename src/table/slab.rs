@@ -107,7 +107,40 @@ pub(crate) struct Slab {
     retry: HashMap<u32, u64, RandomState>,
 }
 
+/// The allocations of a slab no longer needed, emptied: the next slab built
+/// in this process takes them (see `GhostTable::into_memory`).
+#[derive(Debug, Default)]
+pub(crate) struct SlabMemory {
+    slots: Vec<Slot>,
+    arena: String,
+    index: Index,
+    dirty: Vec<u32>,
+}
+
+impl SlabMemory {
+    /// Slots there is room for.
+    pub(crate) fn slots(&self) -> usize {
+        self.slots.capacity()
+    }
+}
+
 impl Slab {
+    /// Empties the slab into its allocations.
+    pub(crate) fn into_memory(mut self) -> SlabMemory {
+        self.slots.clear();
+        self.arena.clear();
+        self.dirty.clear();
+        SlabMemory { slots: self.slots, arena: self.arena, index: self.index, dirty: self.dirty }
+    }
+
+    /// [`with_capacity`](Self::with_capacity)`(n)` in `memory`, which grows
+    /// only where it is short of room for `n`.
+    pub(crate) fn with_memory(memory: SlabMemory, n: usize) -> Self {
+        let SlabMemory { mut slots, arena, index, dirty } = memory;
+        slots.reserve(n);
+        Self { arena, slots, index: index.reused(n), dirty, ..Self::with_capacity(0) }
+    }
+
     pub(crate) fn with_capacity(n: usize) -> Self {
         Self {
             arena: String::new(),
@@ -328,6 +361,12 @@ impl Slab {
     /// The index hash of `id`.
     pub(crate) fn hash_id(&self, id: &str) -> u64 {
         self.hasher.hash_one(id.as_bytes())
+    }
+
+    /// Takes the index out (an empty one is left) for building elsewhere and
+    /// [`install_index`](Self::install_index) after.
+    pub(crate) fn take_index(&mut self) -> Index {
+        std::mem::take(&mut self.index)
     }
 
     /// Takes an index built elsewhere from [`hash_id`](Self::hash_id) of every

@@ -649,3 +649,90 @@ fn row(id: &str, refcount: u32, seq: u64) -> StubRecord {
         seq,
     }
 }
+
+/// A table of `n` ghosts named `{prefix}{i}`, every fifth id long (in the
+/// arena), some held at zero, some reclaimed (tombstones), flushed.
+fn varied(prefix: &str, n: usize) -> GhostTable {
+    let id = |i: usize| {
+        if i.is_multiple_of(5) { format!("{prefix}{i}-{}", "x".repeat(30)) } else { format!("{prefix}{i}") }
+    };
+    let mut t = GhostTable::new(ShardId(0), TableConfig::default()).unwrap();
+    for i in 0..n {
+        t.insert(&id(i), ShardId(1 + (i % 9) as u16), 1 + (i % 3) as u32, Epoch(1), 10).unwrap();
+    }
+    for i in (0..n).filter(|i| i.is_multiple_of(7)) {
+        t.reclaim(&id(i), Epoch(2), 20).unwrap();
+    }
+    // Down to zero: purged, or held for the grace period.
+    for i in (0..n).filter(|i| i % 11 == 1) {
+        for _ in 0..3 {
+            t.edge_removed(&id(i));
+        }
+    }
+    t.take_changes();
+    t
+}
+
+fn sorted_rows(t: &GhostTable) -> Vec<StubRecord> {
+    let mut rows: Vec<StubRecord> = t.rows().map(|r| r.to_record()).collect();
+    rows.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    rows
+}
+
+/// A table decoded into a dropped table's memory, larger or smaller, holds
+/// exactly what one decoded afresh holds, and nothing of the dropped one;
+/// then both answer the same operations alike.
+#[test]
+fn a_table_built_in_a_dropped_tables_memory_holds_only_its_own_rows() {
+    for (old_n, new_n) in [(5000, 300), (300, 5000), (2000, 2000), (0, 100)] {
+        let bytes = crate::codec::encode_snapshot(&varied("new-", new_n)).unwrap();
+        let config = TableConfig::default();
+        let mut fresh = crate::codec::decode_snapshot(&bytes, ShardId(0), &config).unwrap();
+        let memory = varied("old-", old_n).into_memory();
+        let mut reused = crate::codec::decode_snapshot_reusing(&bytes, ShardId(0), &config, memory).unwrap();
+        assert_eq!(sorted_rows(&reused), sorted_rows(&fresh), "{old_n} -> {new_n}");
+        assert_eq!(reused.len(), fresh.len());
+        for i in 0..old_n.max(new_n) {
+            for id in [format!("old-{i}"), format!("new-{i}")] {
+                assert_eq!(reused.resolve(&id), fresh.resolve(&id), "{id}");
+                assert_eq!(reused.tombstone_epoch(&id), fresh.tombstone_epoch(&id), "{id}");
+            }
+        }
+        for i in 0..new_n + 50 {
+            let id = format!("new-{i}");
+            assert_eq!(reused.edge_added(&id), fresh.edge_added(&id), "{id}");
+            let more = format!("more-{i}");
+            assert_eq!(
+                reused.insert(&more, ShardId(4), 1, Epoch(3), 30).unwrap(),
+                fresh.insert(&more, ShardId(4), 1, Epoch(3), 30).unwrap()
+            );
+        }
+        let (a, b) = (reused.take_changes(), fresh.take_changes());
+        assert_eq!((a.upserts().len(), a.removals().len()), (b.upserts().len(), b.removals().len()));
+        assert_eq!(sorted_rows(&reused), sorted_rows(&fresh));
+    }
+}
+
+/// An empty table in a dropped table's memory of its own size finds none of
+/// the dropped table's ids, and grows past that memory as a fresh one does.
+#[test]
+fn a_table_started_in_dropped_memory_grows_past_it() {
+    let memory = varied("old-", 5000).into_memory();
+    let mut t = GhostTable::with_memory(ShardId(0), TableConfig::default(), 5000, memory).unwrap();
+    for i in 0..10 {
+        t.insert(&format!("n{i}"), ShardId(2), 1, Epoch(1), 0).unwrap();
+    }
+    assert!((0..5000).all(|i| t.resolve(&format!("old-{i}")).is_none()));
+    assert!((0..10).all(|i| t.resolve(&format!("n{i}")) == Some(ShardId(2))));
+
+    let memory = varied("old-", 1000).into_memory();
+    let mut t = GhostTable::with_memory(ShardId(0), TableConfig::default(), 10, memory).unwrap();
+    assert!(t.is_empty());
+    assert_eq!(t.resolve("old-1"), None);
+    for i in 0..5000 {
+        t.insert(&format!("n{i}"), ShardId(2), 1, Epoch(1), 0).unwrap();
+    }
+    assert_eq!(t.len(), 5000);
+    assert!((0..5000).all(|i| t.resolve(&format!("n{i}")) == Some(ShardId(2))));
+    assert!((0..1000).all(|i| t.resolve(&format!("old-{i}")).is_none()));
+}

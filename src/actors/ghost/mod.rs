@@ -7,7 +7,7 @@ use crate::config::ShardConfig;
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
 use crate::shard::{Answer, Effect, Ready, Restart, ShardCell, ShardCore, State, Token, downgrade, upgrade};
-use crate::table::GhostTable;
+use crate::table::{GhostTable, TableMemory};
 use crate::writer::StoreWriter;
 use actix::prelude::*;
 use futures::future::BoxFuture;
@@ -61,6 +61,10 @@ pub struct GhostActor {
     cell: Arc<ShardCell>,
     /// Who waits for each of the core's tokens.
     acks: HashMap<Token, oneshot::Sender<Result<()>>>,
+    /// The allocations of the table a restart retired, for the reload to
+    /// build in (`GhostStore::load_reusing`): a reload inside a process that
+    /// has run a while then does not map and fault in a fresh table.
+    spare: Option<TableMemory>,
 }
 
 impl GhostActor {
@@ -72,7 +76,7 @@ impl GhostActor {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let core = ShardCore::new(shard, &config, fastrand::u64(..));
-        Self { shard, config, writer, clock, cell: ShardCell::new(core), acks: HashMap::new() }
+        Self { shard, config, writer, clock, cell: ShardCell::new(core), acks: HashMap::new(), spare: None }
     }
 
     /// The cell the actor keeps its core in, for the shard's readers.
@@ -223,6 +227,9 @@ impl GhostActor {
     fn deliver(&mut self, ctx: &mut Context<Self>, ready: Ready) {
         // The number, for the logs' structured field.
         let shard = self.shard.get();
+        // A retired table's memory is kept only for a reload to come; a
+        // fenced, failed or downed shard frees it.
+        let reloading = ready.effects.iter().any(|e| matches!(e, Effect::Restart(_)));
         for effect in ready.effects {
             match effect {
                 Effect::Ack { token, result } => {
@@ -279,7 +286,13 @@ impl GhostActor {
                 Effect::Down => tracing::error!(shard, "restart intensity exceeded; shard stays down"),
             }
         }
-        drop(ready.retired);
+        for state in ready.retired {
+            if let State::Ready(table) = state
+                && reloading
+            {
+                self.spare = Some(table.into_memory());
+            }
+        }
     }
 
     /// Loads the table once the clock reads `at_ms` (the restart back-off,
@@ -288,12 +301,13 @@ impl GhostActor {
     /// ever sees an empty or half-loaded table.
     fn load(&mut self, ctx: &mut Context<Self>, at_ms: u64) {
         let (writer, shard, table_config) = (self.writer.clone(), self.shard, self.config.table.clone());
+        let memory = self.spare.take().unwrap_or_default();
         let delay = std::time::Duration::from_millis(at_ms.saturating_sub(self.clock.now_ms()));
         let load = async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            writer.load_claimed(shard, table_config).await
+            writer.load_claimed(shard, table_config, memory).await
         };
         ctx.wait(load.into_actor(self).map(|result, act, ctx| {
             let ready = {

@@ -125,7 +125,7 @@ use super::{ClaimWatch, GhostStore, ShardChanges};
 use crate::config::TableConfig;
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
-use crate::table::GhostTable;
+use crate::table::{GhostTable, TableMemory};
 pub use config::EtcdConfig;
 #[cfg(feature = "cluster")]
 pub(crate) use connect::{endpoints, runtime};
@@ -283,7 +283,7 @@ impl EtcdStore {
         if expected.is_some_and(|e| e != cursor) {
             return Ok(false);
         }
-        let table = replay::build(shard, &data, &replay::checkpoint_config())?;
+        let table = replay::build(shard, &data, &replay::checkpoint_config(), TableMemory::default())?;
         let snapshot = crate::codec::encode_snapshot(&table)?;
         self.run(move |inner| async move { inner.write_checkpoint(shard, Some(cursor), snapshot).await })
     }
@@ -315,10 +315,14 @@ impl EtcdStore {
 
 impl GhostStore for EtcdStore {
     fn load(&self, shard: ShardId, config: &TableConfig) -> Result<GhostTable> {
+        self.load_reusing(shard, config, TableMemory::default())
+    }
+
+    fn load_reusing(&self, shard: ShardId, config: &TableConfig, memory: TableMemory) -> Result<GhostTable> {
         let shard = shard.get();
         let data = self.run(move |inner| async move { inner.read_for_load(shard).await })?;
         // Decoded on the calling thread: the store's one worker only waits on etcd.
-        replay::build(shard, &data, config).inspect_err(|e| {
+        replay::build(shard, &data, config, memory).inspect_err(|e| {
             tracing::error!(shard, error = %e.chain(), "undecodable etcd shard state");
         })
     }

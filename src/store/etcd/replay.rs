@@ -8,14 +8,19 @@ use crate::codec::{self, batch};
 use crate::config::TableConfig;
 use crate::error::{DecodeError, Result};
 use crate::ids::ShardId;
-use crate::table::GhostTable;
+use crate::table::{GhostTable, TableMemory};
 
 /// The table `data` holds for `shard`, checked against `config`.
-pub(super) fn build(shard: u16, data: &ShardData, config: &TableConfig) -> Result<GhostTable> {
+pub(super) fn build(
+    shard: u16,
+    data: &ShardData,
+    config: &TableConfig,
+    memory: TableMemory,
+) -> Result<GhostTable> {
     let mut table = if data.meta.chunks == 0 {
-        GhostTable::load_distinct(ShardId(shard), config.clone(), 0, None, |_| Ok(()))?
+        GhostTable::load_distinct(ShardId(shard), config.clone(), 0, None, memory, |_| Ok(()))?
     } else {
-        codec::decode_snapshot(&checkpoint_bytes(data)?, ShardId(shard), config)?
+        codec::decode_snapshot_reusing(&checkpoint_bytes(data)?, ShardId(shard), config, memory)?
     };
     let mut applied_seq = table.applied_seq();
     // A record's count is not the table's size: ids still meet the table's
@@ -131,19 +136,22 @@ mod tests {
             log.extend(log::encode(index, r, 1 << 20).into_iter().map(|e| (index, e)));
         }
         let data = ShardData { meta, chunks, log, last: Some(12) };
-        let t = build(1, &data, &TableConfig::default()).unwrap();
+        let t = build(1, &data, &TableConfig::default(), TableMemory::default()).unwrap();
         assert_eq!(sorted(&t), vec![rec("b", 2), rec("c", 5)]);
         assert_eq!(t.applied_seq(), Some(4), "another shard's section is not this one's");
         assert!(!t.has_changes());
         // A missing chunk fails the load rather than load less.
         let mut short = data;
         short.chunks.remove(1);
-        assert!(matches!(build(1, &short, &TableConfig::default()), Err(crate::Error::Decode(_))));
+        assert!(matches!(
+            build(1, &short, &TableConfig::default(), TableMemory::default()),
+            Err(crate::Error::Decode(_))
+        ));
     }
 
     #[test]
     fn an_empty_shard_loads_empty() {
-        let t = build(3, &ShardData::default(), &TableConfig::default()).unwrap();
+        let t = build(3, &ShardData::default(), &TableConfig::default(), TableMemory::default()).unwrap();
         assert!(t.is_empty() && t.applied_seq().is_none());
     }
 
@@ -167,7 +175,7 @@ mod tests {
         let snapshot = codec::encode_snapshot(&base).unwrap();
         let meta = super::super::keys::Meta { generation: 1, chunks: 1, bytes: 0, log_from: 0 };
         let data = ShardData { meta, chunks: vec![(0, snapshot)], log: vec![], last: None };
-        let folded = build(1, &data, &checkpoint_config()).unwrap();
+        let folded = build(1, &data, &checkpoint_config(), TableMemory::default()).unwrap();
         assert_eq!(folded.row_count() as u64, n, "the fold dropped live tombstones");
     }
 }
