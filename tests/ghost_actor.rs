@@ -106,6 +106,25 @@ async fn a_shard_reloads_into_the_memory_of_the_table_its_panic_dropped() {
     assert_eq!((stats.restarts, stats.state, stats.table.ghosts), (1, ShardState::Ready, 300));
 }
 
+/// A shard that goes down frees the memory of the table its panic dropped:
+/// it loads again only if revived, and then without it.
+#[actix::test]
+async fn a_downed_shard_frees_the_memory_of_its_dropped_table() {
+    tokio::time::pause();
+    let store = Arc::new(RecordingStore::default());
+    let restart = RestartPolicy { max_restarts: 0, ..RestartPolicy::default() };
+    let s = start(store.clone(), ShardConfig { restart, ..ShardConfig::default() });
+    for i in 0..300 {
+        s.addr.send(support::ghost(&format!("n{i}"), 1, 1, 1)).await.unwrap().unwrap();
+    }
+    assert_eq!(s.addr.send(InjectPanic).await.unwrap(), Err(Error::Panicked { shard: ShardId(0) }));
+    assert_eq!(s.addr.send(GetStats).await.unwrap().state, ShardState::Down);
+    s.addr.send(Revive).await.unwrap().unwrap();
+    assert_eq!(s.addr.send(Resolve { node_id: "n7".into() }).await.unwrap(), Ok(Some(ShardId(1))));
+    let handed = store.handed.lock().unwrap().clone();
+    assert_eq!(handed, vec![0, 0], "the downed shard held its dropped table's memory");
+}
+
 #[actix::test]
 async fn restarts_beyond_the_policy_leave_the_shard_down() {
     tokio::time::pause();

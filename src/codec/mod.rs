@@ -88,6 +88,7 @@ pub fn decode_snapshot_reusing(
     memory: TableMemory,
 ) -> Result<GhostTable> {
     if legacy::is_legacy(bytes) {
+        drop(memory);
         return legacy::decode(bytes, shard, config);
     }
     let payload = envelope::open(bytes, Kind::Snapshot)?;

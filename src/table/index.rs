@@ -107,8 +107,10 @@ impl Index {
     /// This index emptied and sized as [`with_capacity`](Self::with_capacity)`(n)`
     /// would size it, in the memory it already has where that is enough.
     pub(crate) fn reused(mut self, n: usize) -> Self {
+        let buckets = if n == 0 { 0 } else { buckets_for(n, MAX_LOAD) };
         self.buckets.clear();
-        self.buckets.resize(if n == 0 { 0 } else { buckets_for(n, MAX_LOAD) }, EMPTY);
+        self.buckets.reserve_exact(buckets);
+        self.buckets.resize(buckets, EMPTY);
         self.len = 0;
         self
     }

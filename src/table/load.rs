@@ -11,7 +11,7 @@ use crate::stub::{StubRecord, StubRef};
 use std::sync::mpsc;
 
 /// Stubs at which [`GhostTable::load_distinct`] indexes on a helper thread.
-const PARALLEL_INDEX_FROM: usize = 1 << 16;
+pub(crate) const PARALLEL_INDEX_FROM: usize = 1 << 16;
 /// Hashes handed to the index thread at a time.
 const CHUNK: usize = 4096;
 

@@ -130,14 +130,16 @@ impl Slab {
         self.slots.clear();
         self.arena.clear();
         self.dirty.clear();
-        SlabMemory { slots: self.slots, arena: self.arena, index: self.index, dirty: self.dirty }
+        SlabMemory { slots: self.slots, arena: self.arena, index: self.index.reused(0), dirty: self.dirty }
     }
 
     /// [`with_capacity`](Self::with_capacity)`(n)` in `memory`, which grows
     /// only where it is short of room for `n`.
     pub(crate) fn with_memory(memory: SlabMemory, n: usize) -> Self {
         let SlabMemory { mut slots, arena, index, dirty } = memory;
-        slots.reserve(n);
+        // Exact, as a fresh table's: doubling an emptied buffer would keep
+        // room for twice the table across every reload that grows it a little.
+        slots.reserve_exact(n);
         Self { arena, slots, index: index.reused(n), dirty, ..Self::with_capacity(0) }
     }
 

@@ -736,3 +736,45 @@ fn a_table_started_in_dropped_memory_grows_past_it() {
     assert!((0..5000).all(|i| t.resolve(&format!("n{i}")) == Some(ShardId(2))));
     assert!((0..1000).all(|i| t.resolve(&format!("old-{i}")).is_none()));
 }
+
+/// A load large enough to index on a helper thread, in the memory of a
+/// larger table with other ids, long and short: only its own ids are found.
+#[test]
+fn a_large_load_in_dropped_memory_indexes_on_its_thread_and_finds_only_its_own_ids() {
+    let new = |i: usize| {
+        if i.is_multiple_of(5) { format!("new-{i}-{}", "x".repeat(30)) } else { format!("new-{i}") }
+    };
+    let old = |i: usize| {
+        if i.is_multiple_of(3) { format!("old-{i}-{}", "y".repeat(30)) } else { format!("old-{i}") }
+    };
+    let mut source = GhostTable::new(ShardId(0), TableConfig::default()).unwrap();
+    let mut dropped = GhostTable::new(ShardId(0), TableConfig::default()).unwrap();
+    for i in 0..100_000 {
+        if i < 70_000 {
+            source.insert(&new(i), ShardId(1), 1, Epoch(1), 0).unwrap();
+        }
+        dropped.insert(&old(i), ShardId(2), 1, Epoch(1), 0).unwrap();
+    }
+    let rows: Vec<StubRecord> = source.records().collect();
+    let (n, memory) = (rows.len(), dropped.into_memory());
+    assert!(n >= super::load::PARALLEL_INDEX_FROM, "the helper thread's path");
+    let loaded = GhostTable::load_distinct(ShardId(0), TableConfig::default(), n, None, memory, |load| {
+        rows.iter().try_for_each(|r| load.push(r.into()))
+    })
+    .unwrap();
+    assert_eq!(loaded.len(), 70_000);
+    for i in 0..100_000 {
+        assert_eq!(loaded.resolve(&new(i)), (i < 70_000).then_some(ShardId(1)), "{}", new(i));
+        assert_eq!(loaded.resolve(&old(i)), None, "{}", old(i));
+    }
+}
+
+/// Memory short of room grows to what the new table needs, as a fresh
+/// table would, not to twice what it had.
+#[test]
+fn dropped_memory_short_of_room_grows_to_the_room_asked() {
+    let memory = varied("old-", 1000).into_memory();
+    assert!(memory.capacity() >= 1000);
+    let t = GhostTable::with_memory(ShardId(0), TableConfig::default(), 1200, memory).unwrap();
+    assert_eq!(t.into_memory().capacity(), 1200);
+}

@@ -283,7 +283,11 @@ impl GhostActor {
                     metrics::counter!(crate::metrics::FAILED_CLOSED, "shard" => shard.to_string())
                         .increment(1);
                 }
-                Effect::Down => tracing::error!(shard, "restart intensity exceeded; shard stays down"),
+                Effect::Down => {
+                    // A downed shard loads again only if an operator revives it.
+                    self.spare = None;
+                    tracing::error!(shard, "restart intensity exceeded; shard stays down");
+                }
             }
         }
         for state in ready.retired {
