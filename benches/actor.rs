@@ -189,6 +189,16 @@ fn raw_rate(raw: &mut GhostTable, batches: &[EdgeEvents]) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// CPU time this thread has run, in µs (Linux; 0 elsewhere): unlike the wall
+/// clock, it does not count the time another process held the core, so it
+/// compares commits across a loaded sitting.
+fn thread_cpu_us() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |ns| ns as f64 / 1e3)
+}
+
 /// Median µs of a 4 KiB write plus `sync_data` in `dir`: the floor under every
 /// awaited redb commit (one fsync each) on this disk, now.
 fn fsync_us(dir: &std::path::Path) -> f64 {
@@ -302,6 +312,100 @@ fn paired() {
     drop(shards);
 }
 
+/// Opens a store in the given directory.
+type OpenStore = fn(&std::path::Path) -> Arc<dyn GhostStore>;
+
+/// A store's commit alone, without actor or table: each of 256 change sets
+/// (what the table hands the store after a batch of 1024 random events) is
+/// committed in turn, one shard per commit, as the writer does for an awaited
+/// batch. Per store: median µs per commit over `ROUNDS` phases, and for redb the
+/// fsync probe beside it (the floor of a durable commit). Alone with the filter
+/// `store_commit`, or `store_commit_memory` / `store_commit_redb` for one store
+/// (a process to profile).
+fn store_commit(filters: &[String]) {
+    let ids = ids();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut table = filled(&ids);
+    // The fill's own million upserts are not a batch's.
+    drop(table.take_changes());
+    let changes: Vec<_> = (0..256)
+        .map(|_| {
+            table.apply_batch(None, &batch(&ids, &mut rng));
+            [ShardChanges { shard: ShardId(0), changes: table.take_changes() }]
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let wanted = |name: &str| {
+        filters.is_empty()
+            || filters.iter().any(|f| f == "store_commit" || f == &format!("store_commit_{name}"))
+    };
+    let stores: [(&str, OpenStore); 2] = [
+        ("memory", |_| Arc::new(MemoryStore::new())),
+        ("redb", |dir| Arc::new(RedbStore::open(dir.join("commit.redb")).unwrap())),
+    ];
+    for (name, open) in stores {
+        if !wanted(name) {
+            continue;
+        }
+        let store = open(dir.path());
+        store.replace(&table).unwrap();
+        let (mut per_commit, mut cpu_per_commit, mut fsyncs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut k = 0;
+        for _ in 0..ROUNDS {
+            let (start, cpu_start, mut n) = (Instant::now(), thread_cpu_us(), 0u32);
+            while start.elapsed() < PHASE {
+                store.commit(&changes[k % changes.len()]).unwrap();
+                k += 1;
+                n += 1;
+            }
+            per_commit.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+            cpu_per_commit.push((thread_cpu_us() - cpu_start) / f64::from(n));
+            if name == "redb" {
+                fsyncs.push(fsync_us(dir.path()));
+            }
+        }
+        print!(
+            "store_commit {name}: µs per commit of one 1024-event batch's changes {}, of it on this thread's CPU {}",
+            median_range(per_commit),
+            median_range(cpu_per_commit)
+        );
+        if !fsyncs.is_empty() {
+            print!(" | 4 KiB write + fsync µs {}", median_range(fsyncs));
+        }
+        println!();
+    }
+    if wanted("redb") {
+        // The checkpoint alone, which the commits above pay for now and then
+        // (every ~2 400 of these commits by default): a log of `RECORDS`
+        // commits folded into the rows, timed apart from the commits.
+        const RECORDS: usize = 2048;
+        let store = RedbStore::open(dir.path().join("fold.redb"))
+            .unwrap()
+            .with_checkpoint_bytes(u64::MAX)
+            .with_checkpoint_records(u64::MAX);
+        store.replace(&table).unwrap();
+        let mut folds = Vec::new();
+        let mut fold_cpus = Vec::new();
+        for round in 0..3 {
+            for k in 0..RECORDS {
+                store.commit(&changes[(round * RECORDS + k) % changes.len()]).unwrap();
+            }
+            let (start, cpu_start) = (Instant::now(), thread_cpu_us());
+            store.checkpoint().unwrap();
+            folds.push(start.elapsed().as_secs_f64() * 1e3);
+            fold_cpus.push((thread_cpu_us() - cpu_start) / 1e3);
+        }
+        let per_commit: Vec<f64> = folds.iter().map(|ms| ms * 1e3 / RECORDS as f64).collect();
+        println!(
+            "store_commit redb checkpoint of {RECORDS} commits: ms {}, of it on this thread's CPU {} | \
+             µs per commit {}",
+            median_range(folds),
+            median_range(fold_cpus),
+            median_range(per_commit)
+        );
+    }
+}
+
 criterion_group!(benches, events, reload);
 
 fn main() {
@@ -312,5 +416,8 @@ fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     if filters.is_empty() || filters.iter().any(|f| f.contains("paired")) {
         paired();
+    }
+    if filters.is_empty() || filters.iter().any(|f| f.starts_with("store_commit")) {
+        store_commit(&filters);
     }
 }
