@@ -8,7 +8,10 @@
 //! ranges over the rounds are printed last. Random order (the way edge events
 //! arrive) is the headline; insertion order, which lets the hardware
 //! prefetcher follow the table and flatters every hash table, is printed
-//! beside it and labelled `seq`.
+//! beside it and labelled `seq`. Each round also reloads the table from redb
+//! and decodes a snapshot, each afresh and into the memory of the table it
+//! replaces (`GhostTable::into_memory`), in the process whose heap the seed's
+//! table just went through (with `VSHARD_SEED_GHOST_RS`, see the README).
 
 use std::hint::black_box;
 use std::process::Command;
@@ -114,6 +117,21 @@ fn ours(
         assert_eq!(again.len(), t.len());
     }
     Ours { added, removed, resolve, batch_event, encode_ms, decode_ms, decode_reuse_ms }
+}
+
+/// ms of a reload of the whole shard from `store`, afresh and then into the
+/// memory of the table it replaces (as a shard restarting after a panic
+/// does); each table is dropped outside the timing.
+fn reload(store: &vshard_ghosts::store::RedbStore) -> (f64, f64) {
+    use vshard_ghosts::store::GhostStore;
+    let s = Instant::now();
+    let fresh = black_box(store.load(ShardId(0), &TableConfig::default()).unwrap());
+    let fresh_ms = s.elapsed().as_secs_f64() * 1e3;
+    let s = Instant::now();
+    let memory = fresh.into_memory();
+    let again = store.load_reusing(ShardId(0), &TableConfig::default(), memory).unwrap();
+    black_box(&again);
+    (fresh_ms, s.elapsed().as_secs_f64() * 1e3)
 }
 
 /// The seed's `rand` figures: increment, resolve, decrement (ns), to_bytes, from_bytes (ms).
@@ -229,7 +247,11 @@ fn main() {
     ours(&mut t, &ids, &rand, &batches[..16], None);
     let mut codec_buf = Vec::new();
     let mut r: Vec<[f64; 9]> = Vec::new();
-    let mut busy: Vec<[f64; 3]> = Vec::new();
+    let mut busy: Vec<[f64; 5]> = Vec::new();
+    // The table on redb, for the reload figures: written once.
+    let dir = tempfile::tempdir().unwrap();
+    let store = vshard_ghosts::store::RedbStore::open(dir.path().join("reload.redb")).unwrap();
+    vshard_ghosts::store::GhostStore::replace(&store, &t).unwrap();
     for round in 0..rounds {
         let s = seed();
         let here = seed_codec_here(&ids);
@@ -249,6 +271,10 @@ fn main() {
             q.removed,
             q.resolve
         );
+        let (reload_ms, reload_reuse_ms) = reload(&store);
+        println!(
+            "  reload from redb in this process: {reload_ms:.1} ms, into the memory of the table it replaces {reload_reuse_ms:.1} ms"
+        );
         if let Some((enc, dec)) = here {
             println!(
                 "  in this process, after the seed's table was built, encoded, decoded and dropped: \
@@ -256,7 +282,13 @@ fn main() {
                  decode into a dropped table's memory {:.1} ms",
                 o.encode_ms, o.decode_ms, o.decode_reuse_ms
             );
-            busy.push([enc / o.encode_ms, dec / o.decode_ms, dec / o.decode_reuse_ms]);
+            busy.push([
+                enc / o.encode_ms,
+                dec / o.decode_ms,
+                dec / o.decode_reuse_ms,
+                reload_ms / dec,
+                reload_reuse_ms / dec,
+            ]);
         }
         match s {
             Some([inc, res, dec, enc, decd]) => {
@@ -291,6 +323,11 @@ fn main() {
         println!(
             "  decode into a dropped table's memory: seed from_bytes ÷ ours (× faster): {}",
             median_range(col(2))
+        );
+        println!("  reload from redb ÷ seed from_bytes:                         {}", median_range(col(3)));
+        println!(
+            "  reload from redb into the replaced table's memory ÷ seed from_bytes: {}",
+            median_range(col(4))
         );
     }
     if r.is_empty() {
