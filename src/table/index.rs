@@ -66,7 +66,7 @@ impl Bucket {
     /// many as its scheduler holds: every instruction that waits on a missed
     /// line takes a place there. A compare per tag put some fifty of them
     /// behind each bucket's miss: a lookup in the index alone, 1M ghosts in
-    /// random order, took 140 ns; with the vector compare (four) it takes 85.
+    /// random order, took 135–157 ns; with the vector compare (four), 84–91.
     /// A branch per tag would be worse still: a mispredicted match throws the
     /// overlapped work away.
     #[inline]
@@ -99,13 +99,8 @@ fn buckets_for(n: usize, load: (usize, usize)) -> usize {
 }
 
 impl Index {
-    /// An index for `n` entries before it grows.
-    pub(crate) fn with_capacity(n: usize) -> Self {
-        Self { buckets: if n == 0 { Vec::new() } else { vec![EMPTY; buckets_for(n, MAX_LOAD)] }, len: 0 }
-    }
-
-    /// This index emptied and sized as [`with_capacity`](Self::with_capacity)`(n)`
-    /// would size it, in the memory it already has where that is enough.
+    /// This index emptied, with room for `n` entries before it grows, in the
+    /// memory it already has where that is enough.
     pub(crate) fn reused(mut self, n: usize) -> Self {
         let buckets = if n == 0 { 0 } else { buckets_for(n, MAX_LOAD) };
         self.buckets.clear();
@@ -354,7 +349,7 @@ mod tests {
             // slot -> key, and the model key -> slot.
             let mut keys: HashMap<u32, u32> = HashMap::new();
             let mut model: HashMap<u32, u32> = HashMap::new();
-            let mut index = Index::with_capacity(0);
+            let mut index = Index::default();
             let mut next_slot = 0u32;
             for op in ops {
                 match op {

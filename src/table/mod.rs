@@ -59,8 +59,8 @@ pub(crate) struct StagedAhead {
 ///
 /// A million-ghost table is some 60 MB. Built afresh, that memory is mapped
 /// and faulted in a page at a time, which in a process that has run a while
-/// cost a decode more than parsing the bytes did. A shard that reloads (after
-/// a panic, a failed flush, a revival) has just dropped a table of about the
+/// cost a decode more than parsing the bytes did. A shard that reloads after
+/// a panic or a failed flush has just dropped a table of about the
 /// size it is about to build: [`GhostTable::into_memory`] keeps it, and
 /// [`codec::decode_snapshot_reusing`](crate::codec::decode_snapshot_reusing)
 /// builds into it. Holds no ghost: nothing of the old table is read back.

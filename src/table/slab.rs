@@ -133,25 +133,21 @@ impl Slab {
         SlabMemory { slots: self.slots, arena: self.arena, index: self.index.reused(0), dirty: self.dirty }
     }
 
-    /// [`with_capacity`](Self::with_capacity)`(n)` in `memory`, which grows
-    /// only where it is short of room for `n`.
+    /// An empty slab with room for `n` slots, in `memory` (a dropped slab's, or
+    /// the default: none), which grows only where it is short of room.
     pub(crate) fn with_memory(memory: SlabMemory, n: usize) -> Self {
         let SlabMemory { mut slots, arena, index, dirty } = memory;
         // Exact, as a fresh table's: doubling an emptied buffer would keep
         // room for twice the table across every reload that grows it a little.
         slots.reserve_exact(n);
-        Self { arena, slots, index: index.reused(n), dirty, ..Self::with_capacity(0) }
-    }
-
-    pub(crate) fn with_capacity(n: usize) -> Self {
         Self {
-            arena: String::new(),
+            arena,
             garbage: 0,
             id_bytes: 0,
-            slots: Vec::with_capacity(n),
-            index: Index::with_capacity(n),
+            slots,
+            index: index.reused(n),
             hasher: RandomState::default(),
-            dirty: Vec::new(),
+            dirty,
             fresh_from: 0,
             retry: HashMap::default(),
         }
