@@ -60,6 +60,12 @@ pub struct TableConfig {
     /// (below 2^63, so that a config file, whose integers are signed, can hold it).
     /// Fixed seeds make sweeps reproducible in tests; hosts may vary it per shard.
     pub jitter_seed: u64,
+    /// Seed of the hash that places each ghost in its table. Default none: a
+    /// random seed per table, so that no one who chooses node ids can choose
+    /// ids that crowd one place in it. A table's storage order (that of its
+    /// sweep, its snapshot and its changes) follows the hash: a fixed seed
+    /// makes it the same from run to run, for a simulation that must replay.
+    pub hash_seed: Option<u64>,
     /// Changed stubs at which an edge batch copies its changes for the store at
     /// once, while they are in cache, instead of at the next flush. Default 256;
     /// at least 1. A stub changed by several such batches within one flush is
@@ -95,6 +101,7 @@ impl Default for TableConfig {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
             jitter_seed: 0x1e37_79b9_7f4a_7c15,
+            hash_seed: None,
             stage_after_changes: 256,
             tombstone_ttl: Duration::from_secs(3_600),
             max_tombstones: 100_000,

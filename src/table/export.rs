@@ -30,7 +30,7 @@ impl GhostTable {
         let limit = limit.clamp(1, self.slab.len().max(1));
         // A max-heap of the `limit` smallest ids past the cursor.
         let mut best: BinaryHeap<(&str, usize)> = BinaryHeap::with_capacity(limit + 1);
-        for i in 0..self.slab.len() {
+        for i in self.slab.occupied() {
             let id = self.slab.id(i);
             if after.is_some_and(|a| id <= a) {
                 continue;

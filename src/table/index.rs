@@ -1,49 +1,58 @@
-//! The slab's hash index: slot numbers in cache-line buckets, each beside the
-//! tags that pick it out, so that a lookup reads one line of index and then
-//! its slot.
+//! Where the slab's slots sit: twelve positions to a bucket, picked by the
+//! hash of a slot's id, and one 16-byte group of tags per bucket that says
+//! which of its positions hold which hash.
 //!
-//! A general-purpose table (hashbrown) keeps its control bytes and its
-//! entries in two arrays: on a table larger than the cache a lookup pays a
-//! miss on the control group and then, dependent on it, another on the
-//! entry. Here a 64-byte bucket holds twelve slot numbers and their one-byte
-//! tags together; a key whose home bucket is full lives in the next one with
-//! room, and every bucket counts the keys that passed it (`overflow`), so a
-//! lookup stops at the first bucket that no key of its home passed.
+//! A lookup reads the group of its id's home bucket, then the one slot whose
+//! tag matches. The groups are a small array (16 bytes per twelve slots, some
+//! 1.5 MB for a million ghosts) that mostly stays in cache, so a lookup pays
+//! one miss to memory: the slot, whose position follows from the hash rather
+//! than from a slot number read first. A key whose home bucket is full lives
+//! in the next bucket with room, and every bucket counts the keys that passed
+//! it (`overflow`), so a lookup stops at the first bucket that no key of its
+//! home passed.
 
-/// Entries per bucket: twelve slot numbers (48 bytes) and their tags fill a
-/// line with the bucket's two counts.
-const WAYS: usize = 12;
-/// An index is grown when an insert would take it past this load (4/5).
-const MAX_LOAD: (usize, usize) = (4, 5);
-/// A built or grown index starts at this load (5/8), so that a table filled
-/// one insert at a time grows by 1.28× a time, and little memory sits unused.
-const START_LOAD: (usize, usize) = (5, 8);
+/// Positions per bucket: their tags, the occupancy bits and the overflow
+/// count fill one 16-byte group.
+pub(crate) const WAYS: usize = 12;
+/// An index is grown when an insert would take it past this load (15/16).
+/// The slots sit in place, so every free position costs a whole slot: a
+/// load this high is what keeps a table near 60 bytes a ghost.
+const MAX_LOAD: (usize, usize) = (15, 16);
+/// A built or grown index starts at this load (21/25): a table filled one
+/// insert at a time grows by 1.12× a time, and never holds more than 1/0.84
+/// positions per ghost (64 bytes at 13-byte ids).
+const START_LOAD: (usize, usize) = (21, 25);
+/// Below this many buckets an index doubles when it grows: memory is no
+/// concern there, and growing 1.12× a time would rehash a small table often.
+const DOUBLE_BELOW: usize = 1024;
 
-/// One cache line of the index.
+/// One bucket's tags and counts.
+///
+/// `[..WAYS]`: the tags of the positions in use. `[OCCUPIED..]`: a
+/// little-endian `u16`, bit `k` set when position `k` holds a slot.
+/// `[OVERFLOW..]`: a little-endian `u16`, the keys stored past this bucket
+/// whose home is this bucket or an earlier one. It saturates: a saturated
+/// count stays (only a growth clears it), which costs lookups a bucket more
+/// but never misses a key.
 #[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
-struct Bucket {
-    slots: [u32; WAYS],
-    /// The entries' tags, then the bucket's two counts: one 16-byte group,
-    /// so that a lookup compares every tag at once (see [`matches`](Self::matches)).
-    /// `[..WAYS]`: the tags of the first `len` entries, which are in use.
-    /// `[LEN]`: `len`. `[OVERFLOW..]`: `overflow`, a little-endian `u16`, the
-    /// keys stored past this bucket whose home is this bucket or an earlier
-    /// one. It saturates: a saturated count stays (only a rebuild clears it),
-    /// which costs lookups a bucket more but never misses a key.
+#[repr(C, align(16))]
+struct Group {
     meta: [u8; 16],
 }
 
-const LEN: usize = WAYS;
+const OCCUPIED: usize = WAYS;
 const OVERFLOW: usize = 14;
+/// Occupancy of a full bucket.
+const FULL: u16 = (1 << WAYS) - 1;
+const EMPTY: Group = Group { meta: [0; 16] };
 
-impl Bucket {
-    fn len(&self) -> usize {
-        usize::from(self.meta[LEN])
+impl Group {
+    fn occupied(&self) -> u16 {
+        u16::from_le_bytes([self.meta[OCCUPIED], self.meta[OCCUPIED + 1]])
     }
 
-    fn set_len(&mut self, n: usize) {
-        self.meta[LEN] = n as u8;
+    fn set_occupied(&mut self, bits: u16) {
+        self.meta[OCCUPIED..OVERFLOW].copy_from_slice(&bits.to_le_bytes());
     }
 
     fn overflow(&self) -> u16 {
@@ -54,40 +63,34 @@ impl Bucket {
         self.meta[OVERFLOW..].copy_from_slice(&n.to_le_bytes());
     }
 
-    fn tag(&self, k: usize) -> u8 {
-        self.meta[k]
-    }
-
-    /// A bit for every entry in use whose tag is `tag`.
+    /// A bit for every position in use whose tag is `tag`.
     ///
-    /// One vector compare of the 16-byte group (the counts' lanes are masked
-    /// off with the unused entries). The lookups of a run of edge events are
-    /// independent, so the processor overlaps their cache misses, but only as
-    /// many as its scheduler holds: every instruction that waits on a missed
-    /// line takes a place there. A compare per tag put some fifty of them
-    /// behind each bucket's miss: a lookup in the index alone, 1M ghosts in
-    /// random order, took 135–157 ns; with the vector compare (four), 84–91.
-    /// A branch per tag would be worse still: a mispredicted match throws the
-    /// overlapped work away.
+    /// One vector compare of the 16-byte group, masked with the occupancy
+    /// bits. The lookups of a run of edge events are independent, so the
+    /// processor overlaps their cache misses, but only as many as its
+    /// scheduler holds: every instruction that waits on a missed line takes a
+    /// place there. A compare per tag put some fifty of them behind each
+    /// miss: a lookup in the index alone, 1M ghosts in random order, took
+    /// 135–157 ns; with the vector compare (four), 84–91. A branch per tag
+    /// would be worse still: a mispredicted match throws the overlapped work away.
     #[inline]
     fn matches(&self, tag: u8) -> u32 {
         let eq = wide::u8x16::from(self.meta).cmp_eq(wide::u8x16::splat(tag)).move_mask() as u32;
-        eq & ((1u32 << self.len()) - 1)
+        eq & u32::from(self.occupied())
     }
 }
 
-const EMPTY: Bucket = Bucket { slots: [0; WAYS], meta: [0; 16] };
-
-/// Slot numbers by the hash of their ids. The caller supplies hashes and
-/// decides equality (the index does not hold ids).
+/// Which positions hold a slot, by the hash of their ids. The caller keeps
+/// the slots, supplies hashes and decides equality (the index holds no id).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Index {
-    buckets: Vec<Bucket>,
+    groups: Vec<Group>,
     len: usize,
 }
 
 /// Where a hash's probe starts (a multiply-shift range map, so the number of
-/// buckets need not be a power of two) and its tag.
+/// buckets need not be a power of two, and a larger index keeps the hashes'
+/// order) and its tag.
 fn home_and_tag(hash: u64, buckets: usize) -> (usize, u8) {
     let home = (((hash >> 32) * buckets as u64) >> 32) as usize;
     (home, (hash >> 24) as u8)
@@ -98,212 +101,162 @@ fn buckets_for(n: usize, load: (usize, usize)) -> usize {
     (n * load.1).div_ceil(WAYS * load.0).max(1)
 }
 
+/// The most entries an index built for them fits in `positions` (see
+/// [`Index::reused`]).
+pub(crate) fn room_in(positions: usize) -> usize {
+    positions / WAYS * WAYS * START_LOAD.0 / START_LOAD.1
+}
+
 impl Index {
     /// This index emptied, with room for `n` entries before it grows, in the
     /// memory it already has where that is enough.
     pub(crate) fn reused(mut self, n: usize) -> Self {
-        let buckets = if n == 0 { 0 } else { buckets_for(n, MAX_LOAD) };
-        self.buckets.clear();
-        self.buckets.reserve_exact(buckets);
-        self.buckets.resize(buckets, EMPTY);
+        let buckets = if n == 0 { 0 } else { buckets_for(n, START_LOAD) };
+        self.groups.clear();
+        self.groups.reserve_exact(buckets);
+        self.groups.resize(buckets, EMPTY);
         self.len = 0;
         self
+    }
+
+    /// An empty index of the size a growth to room for `room` entries takes.
+    pub(crate) fn grown(&self, room: usize) -> Self {
+        let mut buckets = buckets_for(room.max(self.len + 1), START_LOAD);
+        if self.groups.len() < DOUBLE_BELOW {
+            buckets = buckets.max(self.groups.len() * 2);
+        }
+        Self { groups: vec![EMPTY; buckets], len: 0 }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
+    /// Positions, in use or not: slots `0..positions()`.
+    pub(crate) fn positions(&self) -> usize {
+        self.groups.len() * WAYS
+    }
+
     /// Entries the index holds before it must grow.
     #[cfg(test)]
-    fn capacity(&self) -> usize {
-        self.buckets.len() * WAYS * MAX_LOAD.0 / MAX_LOAD.1
+    pub(crate) fn capacity(&self) -> usize {
+        self.positions() * MAX_LOAD.0 / MAX_LOAD.1
+    }
+
+    /// Whether position `p` holds a slot.
+    pub(crate) fn is_occupied(&self, p: usize) -> bool {
+        self.groups.get(p / WAYS).is_some_and(|g| g.occupied() & (1 << (p % WAYS)) != 0)
+    }
+
+    /// The first position at or after `p` that holds a slot.
+    pub(crate) fn next_occupied(&self, p: usize) -> Option<usize> {
+        let (mut b, k) = (p / WAYS, p % WAYS);
+        let mut bits = self.groups.get(b)?.occupied() & (FULL << k);
+        loop {
+            if bits != 0 {
+                return Some(b * WAYS + bits.trailing_zeros() as usize);
+            }
+            b += 1;
+            bits = self.groups.get(b)?.occupied();
+        }
+    }
+
+    /// Every position that holds a slot, in order.
+    pub(crate) fn occupied(&self) -> impl Iterator<Item = usize> + '_ {
+        self.groups.iter().enumerate().flat_map(|(b, g)| {
+            let mut bits = g.occupied();
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let k = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    b * WAYS + k
+                })
+            })
+        })
     }
 
     fn next(&self, b: usize) -> usize {
-        if b + 1 == self.buckets.len() { 0 } else { b + 1 }
+        if b + 1 == self.groups.len() { 0 } else { b + 1 }
     }
 
-    /// The slot whose entry has `hash`'s tag and satisfies `eq`.
+    /// The position whose tag is `hash`'s and that satisfies `eq`.
     #[inline]
-    pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
-        if self.buckets.is_empty() {
+    pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(usize) -> bool) -> Option<usize> {
+        if self.groups.is_empty() {
             return None;
         }
-        let (mut b, tag) = home_and_tag(hash, self.buckets.len());
+        let (mut b, tag) = home_and_tag(hash, self.groups.len());
         loop {
-            let bucket = &self.buckets[b];
-            let mut matches = bucket.matches(tag);
+            let group = &self.groups[b];
+            let mut matches = group.matches(tag);
             while matches != 0 {
-                let slot = bucket.slots[matches.trailing_zeros() as usize];
-                if eq(slot) {
-                    return Some(slot);
+                let p = b * WAYS + matches.trailing_zeros() as usize;
+                if eq(p) {
+                    return Some(p);
                 }
                 matches &= matches - 1;
             }
-            if bucket.overflow() == 0 {
+            if group.overflow() == 0 {
                 return None;
             }
             b = self.next(b);
         }
     }
 
-    /// The first entry of `hash`'s home bucket with its tag, without
-    /// checking it: for warming a batch (see `Slab::warm`). Reads one line.
-    pub(crate) fn candidate(&self, hash: u64) -> Option<u32> {
-        if self.buckets.is_empty() {
+    /// The first position of `hash`'s home bucket with its tag, without
+    /// checking it: for warming a batch (see `Slab::warm`). Reads one group.
+    pub(crate) fn candidate(&self, hash: u64) -> Option<usize> {
+        if self.groups.is_empty() {
             return None;
         }
-        let (b, tag) = home_and_tag(hash, self.buckets.len());
-        let (bucket, matches) = (&self.buckets[b], self.buckets[b].matches(tag));
-        (matches != 0).then(|| bucket.slots[matches.trailing_zeros() as usize])
+        let (b, tag) = home_and_tag(hash, self.groups.len());
+        let matches = self.groups[b].matches(tag);
+        (matches != 0).then(|| b * WAYS + matches.trailing_zeros() as usize)
     }
 
-    /// True when one more entry needs [`rebuild`](Self::rebuild) first.
+    /// True when one more entry needs a growth first (see [`grown`](Self::grown)).
     pub(crate) fn needs_growth(&self) -> bool {
-        (self.len + 1) * MAX_LOAD.1 > self.buckets.len() * WAYS * MAX_LOAD.0
+        (self.len + 1) * MAX_LOAD.1 > self.positions() * MAX_LOAD.0
     }
 
-    /// Adds `slot` under `hash`; the caller knows no equal key is present and
-    /// that the index has room (see [`needs_growth`](Self::needs_growth)).
-    pub(crate) fn insert_unique(&mut self, hash: u64, slot: u32) {
-        debug_assert!(!self.needs_growth());
-        let (mut b, tag) = home_and_tag(hash, self.buckets.len());
-        while self.buckets[b].len() == WAYS {
-            let o = self.buckets[b].overflow();
-            self.buckets[b].set_overflow(o.saturating_add(1));
+    /// Takes a position for a key under `hash` and returns it; the caller
+    /// knows no equal key is present and that the index has room (see
+    /// [`needs_growth`](Self::needs_growth); a grown index, filled by the
+    /// caller, has room for all it held).
+    pub(crate) fn insert_unique(&mut self, hash: u64) -> usize {
+        debug_assert!(self.len < self.positions());
+        let (mut b, tag) = home_and_tag(hash, self.groups.len());
+        while self.groups[b].occupied() == FULL {
+            let o = self.groups[b].overflow();
+            self.groups[b].set_overflow(o.saturating_add(1));
             b = self.next(b);
         }
-        let bucket = &mut self.buckets[b];
-        let k = bucket.len();
-        bucket.slots[k] = slot;
-        bucket.meta[k] = tag;
-        bucket.set_len(k + 1);
+        let group = &mut self.groups[b];
+        let bits = group.occupied();
+        let k = (!bits & FULL).trailing_zeros() as usize;
+        group.meta[k] = tag;
+        group.set_occupied(bits | (1 << k));
         self.len += 1;
+        b * WAYS + k
     }
 
-    /// Repoints the entry of `from` (under `hash`) at `to`; false if absent.
-    pub(crate) fn replace(&mut self, hash: u64, from: u32, to: u32) -> bool {
-        match self.locate(hash, from) {
-            Some((b, k)) => {
-                self.buckets[b].slots[k] = to;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Removes the entry of `slot` (under `hash`); false if absent.
-    pub(crate) fn remove(&mut self, hash: u64, slot: u32) -> bool {
-        let Some((at, k)) = self.locate(hash, slot) else {
-            return false;
-        };
-        let bucket = &mut self.buckets[at];
-        let last = bucket.len() - 1;
-        bucket.slots[k] = bucket.slots[last];
-        bucket.meta[k] = bucket.meta[last];
-        bucket.set_len(last);
+    /// Frees position `p`, which holds a key under `hash`.
+    pub(crate) fn remove(&mut self, hash: u64, p: usize) {
+        let (at, k) = (p / WAYS, p % WAYS);
+        let bits = self.groups[at].occupied();
+        debug_assert!(bits & (1 << k) != 0, "position {p} is free");
+        self.groups[at].set_occupied(bits & !(1 << k));
         // The key passed every bucket from its home up to `at`.
-        let (mut b, _) = home_and_tag(hash, self.buckets.len());
+        let (mut b, _) = home_and_tag(hash, self.groups.len());
         while b != at {
-            let o = self.buckets[b].overflow();
+            let o = self.groups[b].overflow();
             if o != u16::MAX {
-                self.buckets[b].set_overflow(o - 1);
+                self.groups[b].set_overflow(o - 1);
             }
             b = self.next(b);
         }
         self.len -= 1;
-        true
     }
-
-    /// Bucket and way of the entry for `slot` under `hash`.
-    fn locate(&self, hash: u64, slot: u32) -> Option<(usize, usize)> {
-        if self.buckets.is_empty() {
-            return None;
-        }
-        let (mut b, tag) = home_and_tag(hash, self.buckets.len());
-        loop {
-            let bucket = &self.buckets[b];
-            if let Some(k) = (0..bucket.len()).find(|&k| bucket.slots[k] == slot && bucket.tag(k) == tag) {
-                return Some((b, k));
-            }
-            if bucket.overflow() == 0 {
-                return None;
-            }
-            b = self.next(b);
-        }
-    }
-
-    /// Moves every entry into a larger index with room for `room` entries;
-    /// `rehash(slot)` is the slot's hash.
-    ///
-    /// The old buckets are read in order, and a key's home moves in step with
-    /// its old one (the range map keeps hashes in order), so the new index is
-    /// written front to back. Only the two indexes are held: no list of
-    /// hashes, which a table filled one insert at a time would otherwise
-    /// leave behind in its heap as it grows.
-    pub(crate) fn grow(&mut self, room: usize, mut rehash: impl FnMut(u32) -> u64) {
-        let n = buckets_for(room.max(self.len), START_LOAD);
-        let old = std::mem::replace(&mut self.buckets, vec![EMPTY; n]);
-        self.len = 0;
-        for bucket in &old {
-            for &slot in &bucket.slots[..bucket.len()] {
-                self.insert_unique(rehash(slot), slot);
-            }
-        }
-    }
-
-    /// Rebuilds the index from `hashes[i]`, the hash of slot `i`, with room
-    /// for `room` entries (at least `hashes.len()`), reusing its memory when
-    /// the size stays. `same(a, b)` says whether slots `a` and `b` hold equal
-    /// ids; it is asked only of slots whose hashes share a tag and a probe,
-    /// and a `true` stops the rebuild with `Err` of the later slot (the index
-    /// is then incomplete: rebuild it again before use).
-    ///
-    /// Slots are inserted grouped by their home bucket (one counting-sort
-    /// pass), so the index is written front to back rather than at random:
-    /// inserting a million slots in slot order costs a cache miss each.
-    pub(crate) fn rebuild(
-        &mut self,
-        hashes: &[u64],
-        room: usize,
-        mut same: impl FnMut(u32, u32) -> bool,
-    ) -> Result<(), u32> {
-        let n = buckets_for(room.max(hashes.len()), START_LOAD);
-        self.buckets.clear();
-        self.buckets.resize(n, EMPTY);
-        self.len = 0;
-        for (h, i) in by_home(hashes, n) {
-            if let Some(j) = self.find(h, |j| same(i, j)) {
-                return Err(i.max(j));
-            }
-            self.insert_unique(h, i);
-        }
-        Ok(())
-    }
-}
-
-/// `(hash, slot)` for every slot, in order of home bucket among `buckets`.
-fn by_home(hashes: &[u64], buckets: usize) -> Vec<(u64, u32)> {
-    // Groups of about 64 buckets: fine enough that a group's lines stay in
-    // cache, coarse enough that the counts do.
-    const SHIFT: u32 = 6;
-    let groups = (buckets >> SHIFT) + 1;
-    let group = |h: u64| home_and_tag(h, buckets).0 >> SHIFT;
-    let mut starts = vec![0usize; groups + 1];
-    for &h in hashes {
-        starts[group(h) + 1] += 1;
-    }
-    for g in 1..starts.len() {
-        starts[g] += starts[g - 1];
-    }
-    let mut out = vec![(0u64, 0u32); hashes.len()];
-    for (i, &h) in hashes.iter().enumerate() {
-        let at = &mut starts[group(h)];
-        out[*at] = (h, i as u32);
-        *at += 1;
-    }
-    out
 }
 
 #[cfg(test)]
@@ -314,8 +267,8 @@ mod tests {
     use std::hash::BuildHasher;
 
     #[test]
-    fn a_bucket_is_one_line() {
-        assert_eq!(std::mem::size_of::<Bucket>(), 64);
+    fn a_group_is_sixteen_bytes() {
+        assert_eq!(std::mem::size_of::<Group>(), 16);
     }
 
     /// Hashes that all land in one bucket with one tag: every lookup walks
@@ -328,98 +281,95 @@ mod tests {
     enum Op {
         Insert(u32),
         Remove(u32),
-        Move(u32, u32),
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            3 => (0u32..300).prop_map(Op::Insert),
-            2 => (0u32..300).prop_map(Op::Remove),
-            1 => (0u32..300, 300u32..400).prop_map(|(a, b)| Op::Move(a, b)),
-        ]
+        prop_oneof![3 => (0u32..300).prop_map(Op::Insert), 2 => (0u32..300).prop_map(Op::Remove)]
     }
 
     proptest! {
-        /// Against a `HashMap` of key -> slot, with keys as slot numbers'
-        /// payloads: inserts (growing by rebuild), removals and moves, under a
-        /// good hash and under one that crowds every key into a bucket or two.
+        /// Against a `HashMap` of key -> position: inserts (growing as the
+        /// slab does, moving every key to the larger index) and removals,
+        /// under a good hash and under one that crowds every key into a
+        /// bucket or two; the positions in use are exactly the model's.
         #[test]
         fn index_matches_a_map(ops in prop::collection::vec(op(), 1..400), crowd in any::<bool>()) {
             let hash = |k: u32| if crowd { crowded(k) } else { foldhash::fast::FixedState::with_seed(1).hash_one(k) };
-            // slot -> key, and the model key -> slot.
-            let mut keys: HashMap<u32, u32> = HashMap::new();
-            let mut model: HashMap<u32, u32> = HashMap::new();
+            // position -> key, and the model key -> position.
+            let mut keys: HashMap<usize, u32> = HashMap::new();
+            let mut model: HashMap<u32, usize> = HashMap::new();
             let mut index = Index::default();
-            let mut next_slot = 0u32;
             for op in ops {
                 match op {
                     Op::Insert(k) => {
-                        let found = index.find(hash(k), |s| keys[&s] == k);
+                        let found = index.find(hash(k), |p| keys[&p] == k);
                         prop_assert_eq!(found, model.get(&k).copied());
                         if found.is_none() {
-                            if index.needs_growth() && model.len().is_multiple_of(2) {
-                                index.grow(model.len() + 1, |s| hash(keys[&s]));
-                            } else if index.needs_growth() {
-                                let mut slots: Vec<u32> = keys.keys().copied().collect();
-                                slots.sort_unstable();
-                                // Renumber densely, as the slab's slots are.
-                                let mut renumbered = HashMap::new();
-                                for (i, s) in slots.iter().enumerate() {
-                                    renumbered.insert(i as u32, keys[s]);
+                            if index.needs_growth() {
+                                let mut grown = index.grown(model.len() + 1);
+                                let mut moved = HashMap::new();
+                                for p in index.occupied() {
+                                    moved.insert(grown.insert_unique(hash(keys[&p])), keys[&p]);
                                 }
-                                keys = renumbered;
-                                model = keys.iter().map(|(&s, &k)| (k, s)).collect();
-                                next_slot = keys.len() as u32;
-                                let hashes: Vec<u64> = (0..next_slot).map(|s| hash(keys[&s])).collect();
-                                prop_assert!(index.rebuild(&hashes, hashes.len() + 1, |a, b| keys[&a] == keys[&b]).is_ok());
+                                index = grown;
+                                keys = moved;
+                                model = keys.iter().map(|(&p, &k)| (k, p)).collect();
+                                prop_assert!(!index.needs_growth());
                             }
-                            index.insert_unique(hash(k), next_slot);
-                            keys.insert(next_slot, k);
-                            model.insert(k, next_slot);
-                            next_slot += 1;
+                            let p = index.insert_unique(hash(k));
+                            prop_assert!(!keys.contains_key(&p), "position {} taken twice", p);
+                            keys.insert(p, k);
+                            model.insert(k, p);
                         }
                     }
                     Op::Remove(k) => {
-                        let removed = model.remove(&k);
-                        if let Some(s) = removed {
-                            keys.remove(&s);
-                        }
-                        prop_assert_eq!(removed.is_some_and(|s| index.remove(hash(k), s)), removed.is_some());
-                    }
-                    Op::Move(k, to) => {
-                        if let Some(&s) = model.get(&k) && !keys.contains_key(&(to + 1000)) {
-                            let to = to + 1000;
-                            prop_assert!(index.replace(hash(k), s, to));
-                            keys.remove(&s);
-                            keys.insert(to, k);
-                            model.insert(k, to);
+                        if let Some(p) = model.remove(&k) {
+                            keys.remove(&p);
+                            index.remove(hash(k), p);
                         }
                     }
                 }
                 prop_assert_eq!(index.len(), model.len());
             }
             for k in 0..400u32 {
-                prop_assert_eq!(index.find(hash(k), |s| keys[&s] == k), model.get(&k).copied());
+                prop_assert_eq!(index.find(hash(k), |p| keys[&p] == k), model.get(&k).copied());
             }
+            let mut used: Vec<usize> = keys.keys().copied().collect();
+            used.sort_unstable();
+            prop_assert_eq!(index.occupied().collect::<Vec<_>>(), used.clone());
+            for (i, &p) in used.iter().enumerate() {
+                prop_assert!(index.is_occupied(p));
+                let from = if i == 0 { 0 } else { used[i - 1] + 1 };
+                prop_assert_eq!(index.next_occupied(from), Some(p));
+            }
+            prop_assert_eq!(index.next_occupied(used.last().map_or(0, |&p| p + 1)), None);
         }
     }
 
     #[test]
-    fn rebuild_keeps_every_slot_findable() {
+    fn a_grown_index_keeps_every_key_findable_and_its_load_in_bounds() {
         let hash = |k: u32| foldhash::fast::FixedState::with_seed(2).hash_one(k);
-        let hashes: Vec<u64> = (0..10_000).map(hash).collect();
-        let mut index = Index::default();
-        assert_eq!(index.rebuild(&hashes, hashes.len(), |_, _| false), Ok(()));
-        assert_eq!(index.len(), 10_000);
+        let mut index = Index::default().reused(10_000);
+        let mut at = HashMap::new();
         for k in 0..10_000u32 {
-            assert_eq!(index.find(hash(k), |s| s == k), Some(k));
+            assert!(!index.needs_growth(), "sized for 10 000");
+            at.insert(index.insert_unique(hash(k)), k);
         }
-        assert_eq!(index.find(hash(10_001), |s| s == 10_001), None);
         assert!(index.capacity() >= 10_000);
-        // Slot 7 holds slot 3's key again.
-        let mut repeated = hashes.clone();
-        repeated[7] = hashes[3];
-        let key = |s: u32| if s == 7 { 3 } else { s };
-        assert_eq!(index.rebuild(&repeated, repeated.len(), |a, b| key(a) == key(b)), Err(7));
+        let mut grown = index.grown(20_000);
+        let mut moved = HashMap::new();
+        for p in index.occupied() {
+            moved.insert(grown.insert_unique(hash(at[&p])), at[&p]);
+        }
+        assert_eq!(grown.len(), 10_000);
+        for k in 0..10_000u32 {
+            assert_eq!(grown.find(hash(k), |p| moved[&p] == k).map(|p| moved[&p]), Some(k));
+        }
+        assert_eq!(grown.find(hash(10_001), |p| moved[&p] == 10_001), None);
+        // Past the doubling sizes, a growth adds an eighth or so, not a doubling.
+        let big = Index::default().reused(1_000_000);
+        let next = big.grown(big.capacity() + 1);
+        let ratio = next.positions() as f64 / big.positions() as f64;
+        assert!((1.05..1.2).contains(&ratio), "grew {ratio}×");
     }
 }

@@ -1,55 +1,23 @@
-//! Loading a table from a store or snapshot: stream stubs in, index once, replay logged changes.
+//! Loading a table from a store or snapshot: stream stubs in, replay logged changes.
 
-use super::index::Index;
 use super::slab::{STORED_BIRTH, STORED_HOLD, Slot};
 use super::tombstones::Tombstone;
 use super::{GhostTable, TableMemory, new_slot};
 use crate::config::TableConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::ShardId;
 use crate::stub::{StubRecord, StubRef};
-use std::sync::mpsc;
-
-/// Stubs at which [`GhostTable::load_distinct`] indexes on a helper thread.
-pub(crate) const PARALLEL_INDEX_FROM: usize = 1 << 16;
-/// Hashes handed to the index thread at a time.
-const CHUNK: usize = 4096;
 
 /// A table being loaded by [`GhostTable::load_distinct`].
 pub(crate) struct IndexedLoad<'t> {
     table: &'t mut GhostTable,
-    /// Hashes not yet sent, and the index thread's queue (none for small loads).
-    feed: Option<(Vec<u64>, mpsc::SyncSender<Vec<u64>>)>,
 }
 
 impl IndexedLoad<'_> {
-    /// Appends one stored row; its id must differ from every other pushed.
+    /// Adds one stored row; its id must differ from every other pushed.
     pub(crate) fn push(&mut self, row: StubRef<'_>) -> Result<()> {
-        if !self.table.load_stub(row)? {
-            return Ok(()); // A tombstone: not a slot, so not indexed.
-        }
-        if let Some((chunk, tx)) = &mut self.feed {
-            chunk.push(self.table.slab.hash_id(row.node_id));
-            if chunk.len() == CHUNK {
-                // A send fails only if the index thread is gone; its join reports why.
-                let _ = tx.send(std::mem::replace(chunk, Vec::with_capacity(CHUNK)));
-            }
-        }
-        Ok(())
+        self.table.load_stub(row).map(|_| ())
     }
-}
-
-/// Indexes slot numbers 0, 1, ... by the hashes received, in order, once
-/// the last arrives (grouped by bucket, `Index::rebuild` is a fraction of a
-/// load; the hashing overlaps the scan). The ids are distinct, so no two
-/// slots are compared.
-fn index_hashes(rx: mpsc::Receiver<Vec<u64>>, capacity: usize, mut index: Index) -> Index {
-    let mut hashes: Vec<u64> = Vec::with_capacity(capacity);
-    for chunk in rx {
-        hashes.extend(chunk);
-    }
-    let _ = index.rebuild(&hashes, hashes.len(), |_, _| false);
-    index
 }
 
 impl GhostTable {
@@ -70,10 +38,7 @@ impl GhostTable {
     }
 
     /// Adds one persisted row during a load of a fresh table; true if it
-    /// became a slot (false: a tombstone). The index is built once at
-    /// [`finish_load`](Self::finish_load): appending first and hashing after
-    /// keeps the append pass a pure stream, which is what makes a million-stub
-    /// reload fast.
+    /// became a slot (false: a tombstone). A repeated id is malformed state.
     pub(crate) fn load_stub(&mut self, row: StubRef<'_>) -> Result<bool> {
         self.check_stored_id(row.node_id)?;
         self.note_row_seq(row);
@@ -82,7 +47,10 @@ impl GhostTable {
             return Ok(false);
         }
         let slot = self.stored_slot(row);
-        self.slab.push_unindexed(row.node_id, slot, row.hold_until_ms)?;
+        if !self.slab.insert_stored(row.node_id, slot, row.hold_until_ms)? {
+            let id = row.node_id;
+            return Err(crate::DecodeError::Malformed(format!("duplicate node id {id:?}")).into());
+        }
         Ok(true)
     }
 
@@ -136,7 +104,9 @@ impl GhostTable {
     /// must be in them, once.
     pub(crate) fn settle_stored_times(&mut self) {
         let skew = self.config.max_clock_skew_ms();
-        for i in 0..self.slab.len() {
+        let mut next = self.slab.next_occupied(0);
+        while let Some(i) = next {
+            next = self.slab.next_occupied(i + 1);
             let s = self.slab.slot_mut_clean(i);
             if s.flags & STORED_BIRTH != 0 {
                 s.created_at_ms = s.created_at_ms.saturating_add(skew);
@@ -150,13 +120,8 @@ impl GhostTable {
         self.tombstones.settle_lapses();
     }
 
-    /// Ends a load: indexes the stubs (a repeated id is malformed state) and
-    /// leaves nothing pending for the store.
+    /// Ends a load: leaves nothing pending for the store.
     pub(crate) fn finish_load(&mut self, applied_seq: Option<u64>) -> Result<()> {
-        if let Err(i) = self.slab.rebuild_index() {
-            let id = self.slab.id(i);
-            return Err(crate::DecodeError::Malformed(format!("duplicate node id {id:?}")).into());
-        }
         self.loaded(applied_seq);
         Ok(())
     }
@@ -191,8 +156,8 @@ impl GhostTable {
 
     /// Loads a table from stubs whose ids are known to be distinct, such as
     /// the rows of a store keyed by id: `fill` pushes them into the
-    /// [`IndexedLoad`]. A large load indexes on a helper thread while `fill`
-    /// still reads, so the index costs little beyond the read itself.
+    /// [`IndexedLoad`], each straight into its place in a table sized for
+    /// `capacity` (no index is built after).
     pub(crate) fn load_distinct(
         shard: ShardId,
         config: TableConfig,
@@ -202,29 +167,8 @@ impl GhostTable {
         fill: impl FnOnce(&mut IndexedLoad<'_>) -> Result<()>,
     ) -> Result<Self> {
         let mut table = Self::with_memory(shard, config, capacity, memory)?;
-        if capacity < PARALLEL_INDEX_FROM {
-            fill(&mut IndexedLoad { table: &mut table, feed: None })?;
-            table.finish_load(applied_seq)?;
-            return Ok(table);
-        }
-        // The helper builds the index, in the memory of the one sized for `capacity`.
-        let index = table.slab.take_index();
-        let index = std::thread::scope(|s| {
-            let (tx, rx) = mpsc::sync_channel::<Vec<u64>>(16);
-            let builder = std::thread::Builder::new()
-                .name("ghost-index".into())
-                .spawn_scoped(s, move || index_hashes(rx, capacity, index))
-                .map_err(|e| Error::store_from("cannot start index thread", e))?;
-            let mut load = IndexedLoad { table: &mut table, feed: Some((Vec::with_capacity(CHUNK), tx)) };
-            let filled = fill(&mut load);
-            if let Some((chunk, tx)) = load.feed.take() {
-                let _ = tx.send(chunk);
-            }
-            let index = builder.join().map_err(|_| Error::store("index thread panicked"))?;
-            filled.map(|()| index)
-        })?;
-        table.slab.install_index(index);
-        table.loaded(applied_seq);
+        fill(&mut IndexedLoad { table: &mut table })?;
+        table.finish_load(applied_seq)?;
         Ok(table)
     }
 
@@ -259,7 +203,7 @@ impl GhostTable {
     /// error (removals are idempotent). Not recorded as a change.
     pub(crate) fn restore_removal(&mut self, id: &str) {
         if let Some(i) = self.slab.find(id) {
-            self.slab.remove(i, &mut self.cursor);
+            self.slab.remove(i);
         } else {
             self.tombstones.remove(id);
         }

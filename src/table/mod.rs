@@ -2,6 +2,7 @@
 
 pub(crate) mod changes;
 mod export;
+mod dirty;
 mod index;
 mod load;
 mod slab;
@@ -51,7 +52,7 @@ impl<'e> WarmBatch<'e> {
 #[derive(Debug)]
 pub(crate) struct StagedAhead {
     changes: ChangeSet,
-    stamp: ((usize, usize, usize), u64),
+    stamp: (u64, u64),
 }
 
 /// The memory of a table no longer needed, emptied: its slots, ids and index,
@@ -86,8 +87,6 @@ pub struct GhostTable {
     shard: u16,
     config: TableConfig,
     slab: Slab,
-    /// Next slot the sweep visits; slots before it were visited this pass.
-    cursor: usize,
     next_version: u64,
     applied_seq: Option<u64>,
     seq_dirty: bool,
@@ -134,12 +133,12 @@ impl GhostTable {
     ) -> Result<Self> {
         config.validate()?;
         let shard = shard.get();
+        let slab = Slab::with_memory(memory.slab, capacity, config.hash_seed);
         Ok(Self {
             shard,
             rng: fastrand::Rng::with_seed(config.jitter_seed ^ u64::from(shard)),
             config,
-            slab: Slab::with_memory(memory.slab, capacity),
-            cursor: 0,
+            slab,
             next_version: 1,
             applied_seq: None,
             seq_dirty: false,
@@ -201,17 +200,17 @@ impl GhostTable {
 
     /// Every ghost with its live view, in storage order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, GhostInfo)> + '_ {
-        (0..self.slab.len()).map(|i| (self.slab.id(i), info(&self.slab, i)))
+        self.slab.occupied().map(|i| (self.slab.id(i), info(&self.slab, i)))
     }
 
     /// Every ghost as a persisted record (tombstones left out).
     pub fn records(&self) -> impl Iterator<Item = StubRecord> + '_ {
-        (0..self.slab.len()).map(|i| self.stub_ref(i).to_record())
+        self.slab.occupied().map(|i| self.stub_ref(i).to_record())
     }
 
     /// Every row a store must hold for this table: the ghosts, then the tombstones.
     pub(crate) fn rows(&self) -> impl Iterator<Item = StubRef<'_>> + '_ {
-        let ghosts = (0..self.slab.len()).map(|i| self.stub_ref(i));
+        let ghosts = self.slab.occupied().map(|i| self.stub_ref(i));
         ghosts.chain(self.tombstones.iter().map(|(id, t)| tombstone_ref(id, t)))
     }
 
@@ -562,7 +561,7 @@ impl GhostTable {
     /// Counts and ages at `now_ms`. Walks the table for the oldest ghost: call it
     /// at metrics cadence, not per request.
     pub fn stats(&self, now_ms: u64) -> TableStats {
-        let oldest = self.slab.slots().iter().map(|s| s.created_at_ms).min();
+        let oldest = self.slab.occupied().map(|i| self.slab.slot(i).created_at_ms).min();
         TableStats {
             shard: ShardId(self.shard),
             ghosts: self.slab.len() as u64,
@@ -610,7 +609,7 @@ impl GhostTable {
         } else {
             self.pending.push_removal(self.slab.id(i));
         }
-        self.slab.remove(i, &mut self.cursor);
+        self.slab.remove(i);
         self.counters.count_purge(reason);
     }
 

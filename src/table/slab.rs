@@ -1,13 +1,15 @@
-//! Dense stub storage: one slot vector (short ids in place), one arena for
-//! long ids, one hash index of slot numbers.
+//! Stub storage: slots in the positions their ids' hashes pick (short ids in
+//! place), one arena for long ids.
 
+use super::dirty::DirtySet;
 use super::index::Index;
 use crate::error::{Error, Result};
-use foldhash::fast::RandomState;
+use foldhash::SharedSeed;
+use foldhash::fast::{RandomState, SeedableRandomState};
 use hashbrown::HashMap;
 use std::hash::BuildHasher;
 
-/// Slot flag: changed since the last `take_changes`.
+/// Slot flag: changed since the last drain (its position is in `Slab::dirty`).
 pub(crate) const DIRTY: u8 = 1;
 /// Slot flag: the slot has a nonzero retry time in `Slab::retry`.
 const RETRY: u8 = 2;
@@ -81,7 +83,10 @@ pub(crate) struct Slot {
     pub(crate) created_at_ms: u64,
 }
 
-/// Where a slot moved during a removal, so the caller's cursor stays consistent.
+/// The stubs of a table, each in the position its id's hash picks (see
+/// [`Index`]): a lookup reads a group of tags, mostly in cache, and then its
+/// slot, one miss to memory. A position stays its slot's until the slab
+/// grows, which moves every slot (see [`grow`](Self::grow)).
 #[derive(Debug)]
 pub(crate) struct Slab {
     /// Ids longer than [`INLINE`] bytes. A `String`, not bytes: ids are
@@ -90,18 +95,17 @@ pub(crate) struct Slab {
     garbage: usize,
     /// Bytes of every slot's id, in place or not (for sizing a drain).
     id_bytes: usize,
+    /// One per position of the index; a free position's slot is stale.
     slots: Vec<Slot>,
     index: Index,
-    hasher: RandomState,
-    /// Slot numbers that turned dirty since the last drain (may hold stale numbers;
-    /// the slot's DIRTY flag is the truth). Slots at or after `fresh_from` are
-    /// not listed.
-    dirty: Vec<u32>,
-    /// Every slot at or after this one was inserted since the last drain, and
-    /// is dirty: a table filled by inserts then keeps no list of them (4 bytes
-    /// a ghost). Slots only ever move down (into holes), so the range holds
-    /// nothing else; a fresh slot moved below it is listed in `dirty`.
-    fresh_from: usize,
+    hasher: SeedableRandomState,
+    /// Positions whose slot is flagged DIRTY.
+    dirty: DirtySet,
+    /// Moves whenever the dirty set does, and at every insert and removal
+    /// (see [`dirty_stamp`](Self::dirty_stamp)).
+    stamp: u64,
+    /// Next position the sweep visits; positions before it were visited this pass.
+    cursor: usize,
     /// Not offered to the sweeper before this time, for slots flagged RETRY
     /// (a back-off or a zero-count hold); every other slot's is 0.
     retry: HashMap<u32, u64, RandomState>,
@@ -114,41 +118,67 @@ pub(crate) struct SlabMemory {
     slots: Vec<Slot>,
     arena: String,
     index: Index,
-    dirty: Vec<u32>,
+    dirty: DirtySet,
 }
 
 impl SlabMemory {
-    /// Slots there is room for.
+    /// Slots a slab built in this memory holds before it allocates more.
     pub(crate) fn slots(&self) -> usize {
-        self.slots.capacity()
+        super::index::room_in(self.slots.capacity())
     }
 }
+
+/// What a free position holds.
+const FREE: Slot = Slot {
+    key: Key([0; INLINE + 1]),
+    target: 0,
+    refcount: 0,
+    version: 0,
+    attempts: 0,
+    flags: 0,
+    staged: 0,
+    epoch: 0,
+    created_at_ms: 0,
+};
 
 impl Slab {
     /// Empties the slab into its allocations.
     pub(crate) fn into_memory(mut self) -> SlabMemory {
         self.slots.clear();
         self.arena.clear();
-        self.dirty.clear();
-        SlabMemory { slots: self.slots, arena: self.arena, index: self.index.reused(0), dirty: self.dirty }
+        SlabMemory {
+            slots: self.slots,
+            arena: self.arena,
+            index: self.index.reused(0),
+            dirty: self.dirty.into_memory(),
+        }
     }
 
     /// An empty slab with room for `n` slots, in `memory` (a dropped slab's, or
     /// the default: none), which grows only where it is short of room.
-    pub(crate) fn with_memory(memory: SlabMemory, n: usize) -> Self {
-        let SlabMemory { mut slots, arena, index, dirty } = memory;
+    pub(crate) fn with_memory(memory: SlabMemory, n: usize, seed: Option<u64>) -> Self {
+        let SlabMemory { mut slots, arena, index, mut dirty } = memory;
+        let index = index.reused(n);
         // Exact, as a fresh table's: doubling an emptied buffer would keep
         // room for twice the table across every reload that grows it a little.
-        slots.reserve_exact(n);
+        slots.clear();
+        slots.reserve_exact(index.positions());
+        slots.resize(index.positions(), FREE);
+        dirty.reset(index.positions());
+        let hasher = match seed {
+            Some(seed) => SeedableRandomState::with_seed(seed, SharedSeed::global_fixed()),
+            None => SeedableRandomState::random(),
+        };
         Self {
             arena,
             garbage: 0,
             id_bytes: 0,
             slots,
-            index: index.reused(n),
-            hasher: RandomState::default(),
+            index,
+            hasher,
             dirty,
-            fresh_from: 0,
+            stamp: 0,
+            cursor: 0,
             retry: HashMap::default(),
         }
     }
@@ -183,20 +213,36 @@ impl Slab {
         }
     }
 
+    /// Slots held.
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.index.len()
     }
 
-    pub(crate) fn slots(&self) -> &[Slot] {
-        &self.slots
+    /// Every position that holds a slot, in order.
+    pub(crate) fn occupied(&self) -> impl Iterator<Item = usize> + '_ {
+        self.index.occupied()
+    }
+
+    /// The first position at or after `p` that holds a slot.
+    pub(crate) fn next_occupied(&self, p: usize) -> Option<usize> {
+        self.index.next_occupied(p)
+    }
+
+    /// The next slot of the sweep's pass, or `None` at the pass's end (the
+    /// next call starts the next pass).
+    pub(crate) fn sweep_next(&mut self) -> Option<usize> {
+        let next = self.index.next_occupied(self.cursor);
+        self.cursor = next.map_or(0, |p| p + 1);
+        next
     }
 
     pub(crate) fn slot(&self, i: usize) -> &Slot {
+        debug_assert!(self.index.is_occupied(i), "position {i} is free");
         &self.slots[i]
     }
 
     pub(crate) fn id(&self, i: usize) -> &str {
-        id_of(&self.arena, &self.slots[i])
+        id_of(&self.arena, self.slot(i))
     }
 
     pub(crate) fn find(&self, id: &str) -> Option<usize> {
@@ -207,54 +253,72 @@ impl Slab {
     #[inline]
     pub(crate) fn find_hashed(&self, id: &str, hash: u64) -> Option<usize> {
         let (arena, slots) = (&self.arena, &self.slots);
-        let found = match Key::inline(id) {
+        match Key::inline(id) {
             // A short id is compared as its whole zero-padded key: a fixed-size
             // compare the compiler unrolls, where a call to `memcmp` would make
             // each lookup longer and so fewer of them overlap their misses. A
             // key in the arena starts with `LONG`, so it never equals one in place.
-            Some(key) => self.index.find(hash, |i| slots[i as usize].key == key),
-            None => self.index.find(hash, |i| id_bytes(arena, &slots[i as usize]) == id.as_bytes()),
-        };
-        found.map(|i| i as usize)
+            Some(key) => self.index.find(hash, |i| slots[i].key == key),
+            None => self.index.find(hash, |i| id_bytes(arena, &slots[i]) == id.as_bytes()),
+        }
     }
 
     /// Mutable access that marks the slot dirty.
     pub(crate) fn slot_mut(&mut self, i: usize) -> &mut Slot {
+        debug_assert!(self.index.is_occupied(i), "position {i} is free");
         let s = &mut self.slots[i];
         if s.flags & DIRTY == 0 {
-            // Never a fresh slot: those are dirty until the drain moves `fresh_from`.
             s.flags |= DIRTY;
-            self.dirty.push(i as u32);
+            self.dirty.insert(i);
+            self.stamp += 1;
         }
         s
     }
 
     /// Mutable access for bookkeeping that is not persisted (back-off state).
     pub(crate) fn slot_mut_clean(&mut self, i: usize) -> &mut Slot {
+        debug_assert!(self.index.is_occupied(i), "position {i} is free");
         &mut self.slots[i]
     }
 
-    /// Appends a new stub unless `id` is present: `Ok(Ok(new))` or `Ok(Err(existing))`.
-    /// One hash and one probe either way.
+    /// Adds a new stub, dirty, unless `id` is present: `Ok(Ok(new))` or
+    /// `Ok(Err(existing))`. One hash and one probe either way, and a growth
+    /// when the index is full.
     pub(crate) fn insert(&mut self, id: &str, mut slot: Slot) -> Result<Result<usize, usize>> {
-        let i = self.slots.len();
-        if i >= u32::MAX as usize {
-            return Err(Error::CapacityExceeded("more than 2^32-1 stubs"));
-        }
         let hash = self.hasher.hash_one(id.as_bytes());
         if let Some(j) = self.find_hashed(id, hash) {
             return Ok(Err(j));
         }
-        slot.key = self.store_key(id)?;
-        slot.flags = DIRTY;
-        if self.index.needs_growth() {
-            self.grow_index(i + 1);
-        }
-        self.index.insert_unique(hash, i as u32);
-        self.id_bytes += id.len();
-        self.slots.push(slot);
-        // Listed by `fresh_from` (which is at most `i`), not in `dirty`.
+        slot.flags = 0;
+        let i = self.place(id, hash, slot)?;
+        self.slot_mut(i);
         Ok(Ok(i))
+    }
+
+    /// Adds a stored stub, not dirty, with the stored retry time
+    /// `retry_at_ms`; false, with nothing added, if `id` is present.
+    pub(crate) fn insert_stored(&mut self, id: &str, mut slot: Slot, retry_at_ms: u64) -> Result<bool> {
+        let hash = self.hasher.hash_one(id.as_bytes());
+        if self.find_hashed(id, hash).is_some() {
+            return Ok(false);
+        }
+        slot.flags = STORED_BIRTH;
+        let i = self.place(id, hash, slot)?;
+        self.set_stored_retry_at(i, retry_at_ms);
+        Ok(true)
+    }
+
+    /// Puts `slot` for `id` (absent, under `hash`) in a position of its own.
+    fn place(&mut self, id: &str, hash: u64, mut slot: Slot) -> Result<usize> {
+        if self.index.needs_growth() {
+            self.grow(self.len() + 1)?;
+        }
+        slot.key = self.store_key(id)?;
+        let i = self.index.insert_unique(hash);
+        self.slots[i] = slot;
+        self.id_bytes += id.len();
+        self.stamp += 1;
+        Ok(i)
     }
 
     /// The key for `id`: in place, or appended to the arena.
@@ -271,54 +335,55 @@ impl Slab {
         Ok(k)
     }
 
-    /// Grows the index to room for `room` slots.
-    fn grow_index(&mut self, room: usize) {
-        let (arena, slots, hasher) = (&self.arena, &self.slots, &self.hasher);
-        self.index.grow(room, |j| hasher.hash_one(id_bytes(arena, &slots[j as usize])));
-    }
-
-    /// Appends a stored stub without indexing it, not dirty, with the stored
-    /// retry time `retry_at_ms`; [`rebuild_index`](Self::rebuild_index) must follow.
-    pub(crate) fn push_unindexed(&mut self, id: &str, mut slot: Slot, retry_at_ms: u64) -> Result<()> {
-        if self.slots.len() >= u32::MAX as usize {
-            return Err(Error::CapacityExceeded("more than 2^32-1 stubs"));
+    /// Moves every slot into a larger index with room for `room`: a new
+    /// position each, its retry time and dirtiness with it.
+    ///
+    /// The old slots are read in order, and a key's home moves in step with
+    /// its old one (the range map keeps hashes in order), so the new slots
+    /// are written front to back. The sweep's pass goes on from the first new
+    /// position of a slot it had not visited: every unvisited slot is at or
+    /// after it, so the pass skips none (it may visit a few twice). A slot
+    /// added during a pass is visited in it if it lands after the cursor.
+    fn grow(&mut self, room: usize) -> Result<()> {
+        let mut index = self.index.grown(room);
+        if index.positions() > u32::MAX as usize {
+            return Err(Error::CapacityExceeded("more than 2^32 slot positions"));
         }
-        slot.key = self.store_key(id)?;
-        slot.flags = STORED_BIRTH;
-        // A slot that is not dirty cannot be in the fresh range: list the
-        // range's slots (loads start empty, so this is normally nothing).
-        for j in self.fresh_from..self.slots.len() {
-            self.dirty.push(j as u32);
+        let mut slots = vec![FREE; index.positions()];
+        let mut dirty = DirtySet::default();
+        dirty.reset(index.positions());
+        let mut retry = HashMap::with_capacity_and_hasher(self.retry.len(), RandomState::default());
+        // A pass not begun stays so; one with nothing left to visit ends.
+        let mut cursor = if self.cursor == 0 { 0 } else { index.positions() };
+        for p in self.index.occupied() {
+            let s = self.slots[p];
+            let q = index.insert_unique(self.hasher.hash_one(id_bytes(&self.arena, &s)));
+            slots[q] = s;
+            if p >= self.cursor {
+                cursor = cursor.min(q);
+            }
+            if s.flags & RETRY != 0 {
+                retry.insert(q as u32, self.retry.get(&(p as u32)).copied().unwrap_or(0));
+            }
+            if s.flags & DIRTY != 0 {
+                dirty.insert(q);
+            }
         }
-        self.id_bytes += id.len();
-        self.slots.push(slot);
-        self.fresh_from = self.slots.len();
-        self.set_stored_retry_at(self.slots.len() - 1, retry_at_ms);
+        (self.index, self.slots, self.dirty, self.retry, self.cursor) = (index, slots, dirty, retry, cursor);
         Ok(())
     }
 
-    /// Indexes every slot from scratch; `Err(i)` names a slot whose id repeats.
-    /// The index is filled grouped by home bucket (see `Index::rebuild`); an
-    /// id is read only where a hash shares a tag and a probe with another.
-    pub(crate) fn rebuild_index(&mut self) -> std::result::Result<(), usize> {
-        let hashes: Vec<u64> = (0..self.slots.len()).map(|j| self.hash_of(j)).collect();
-        let (arena, slots) = (&self.arena, &self.slots);
-        let same =
-            |a: u32, b: u32| id_bytes(arena, &slots[a as usize]) == id_bytes(arena, &slots[b as usize]);
-        self.index.rebuild(&hashes, slots.len(), same).map_err(|i| i as usize)
-    }
-
     /// Hashes every id of a batch into `hashes` and pulls into cache what
-    /// looking each one up will read: its index group and bucket, its slot and
-    /// the start of its id in the arena.
+    /// looking each one up will read: its group of tags, its slot and the
+    /// start of its id in the arena.
     ///
-    /// A lookup on a table larger than the cache is a chain of dependent misses
-    /// (group, bucket, slot, id): one at a time, a batch pays them end to end.
+    /// A lookup on a table larger than the cache is a chain of dependent
+    /// misses (group, slot, id): one at a time, a batch pays them end to end.
     /// Here each pass issues one level of that chain for every event, and the
     /// events are independent, so the processor overlaps a pass's misses; the
     /// batch is then applied against warm lines. The passes only read (a
-    /// bucket whose tag matches stands in for the real match, which the apply
-    /// pass still checks), so they cannot change what the batch does.
+    /// position whose tag matches stands in for the real match, which the
+    /// apply pass still checks), so they cannot change what the batch does.
     pub(crate) fn warm<'a>(
         &self,
         ids: impl Iterator<Item = &'a str>,
@@ -328,10 +393,10 @@ impl Slab {
         hashes.clear();
         candidates.clear();
         hashes.extend(ids.map(|id| self.hasher.hash_one(id.as_bytes())));
-        // The home bucket's line: the candidate is the first entry with the tag.
+        // The home group: the candidate is the first position with the tag.
         let mut touched = 0u64;
         for &h in hashes.iter() {
-            let j = self.index.candidate(h).unwrap_or(u32::MAX);
+            let j = self.index.candidate(h).map_or(u32::MAX, |p| p as u32);
             touched ^= u64::from(j);
             candidates.push(j);
         }
@@ -361,47 +426,20 @@ impl Slab {
         self.hasher.hash_one(id.as_bytes())
     }
 
-    /// Takes the index out (an empty one is left) for building elsewhere and
-    /// [`install_index`](Self::install_index) after.
-    pub(crate) fn take_index(&mut self) -> Index {
-        std::mem::take(&mut self.index)
-    }
-
-    /// Takes an index built elsewhere from [`hash_id`](Self::hash_id) of every
-    /// slot in order, each id distinct.
-    pub(crate) fn install_index(&mut self, index: Index) {
-        debug_assert_eq!(index.len(), self.slots.len());
-        self.index = index;
-    }
-
-    /// Removes slot `i` in O(1). Slots before `*cursor` count as visited by the
-    /// current sweep pass; the removal keeps every unvisited slot at or after the
-    /// cursor, so a pass never skips a stub that was moved to fill the hole.
-    pub(crate) fn remove(&mut self, i: usize, cursor: &mut usize) {
+    /// Removes slot `i`. No other slot moves: the sweep's pass and every
+    /// other position stay as they were.
+    pub(crate) fn remove(&mut self, i: usize) {
         let hash = self.hash_of(i);
-        let indexed = self.index.remove(hash, i as u32);
-        debug_assert!(indexed, "slot {i} missing from the index");
+        self.index.remove(hash, i);
         let key = self.slots[i].key;
         self.id_bytes -= id_bytes(&self.arena, &self.slots[i]).len();
         if let Some((_, len)) = key.in_arena() {
             self.garbage += len;
         }
         self.set_retry_at(i, 0);
-        let last = self.slots.len() - 1;
-        if i < *cursor {
-            let c = *cursor - 1;
-            if i != c {
-                self.relocate(c, i);
-            }
-            if c != last {
-                self.relocate(last, c);
-            }
-            *cursor = c;
-        } else if i != last {
-            self.relocate(last, i);
-        }
-        self.slots.pop();
-        self.fresh_from = self.fresh_from.min(self.slots.len());
+        self.slots[i].flags = 0;
+        self.dirty.remove(i);
+        self.stamp += 1;
         if self.garbage > 4096 && self.garbage * 2 > self.arena.len() {
             self.compact();
         }
@@ -411,26 +449,11 @@ impl Slab {
         self.hasher.hash_one(id_bytes(&self.arena, &self.slots[i]))
     }
 
-    /// Moves slot `from` into position `to`, repointing its index entry.
-    fn relocate(&mut self, from: usize, to: usize) {
-        let hash = self.hash_of(from);
-        let indexed = self.index.replace(hash, from as u32, to as u32);
-        debug_assert!(indexed, "slot {from} missing from the index");
-        self.slots[to] = self.slots[from];
-        if self.slots[to].flags & RETRY != 0 {
-            // `to`'s own entry went with its removal or its own move.
-            let at = self.retry.remove(&(from as u32)).unwrap_or(0);
-            self.retry.insert(to as u32, at);
-        }
-        if self.slots[to].flags & DIRTY != 0 && to < self.fresh_from {
-            self.dirty.push(to as u32);
-        }
-    }
-
     /// Rewrites the arena without the bytes of removed ids.
     fn compact(&mut self) {
         let mut arena = String::with_capacity(self.arena.len() - self.garbage);
-        for s in &mut self.slots {
+        for p in self.index.occupied() {
+            let s = &mut self.slots[p];
             if let Some((start, len)) = s.key.in_arena() {
                 // Fits: the new arena is no longer than the old.
                 s.key = Key::long(arena.len() as u32, len as u16);
@@ -441,74 +464,58 @@ impl Slab {
         self.garbage = 0;
     }
 
-    /// Calls `f` with every slot that is dirty and its retry time, clearing the flags.
+    /// Calls `f` with every slot that is dirty and its retry time, in
+    /// position order, clearing the flags.
     pub(crate) fn drain_dirty(&mut self, mut f: impl FnMut(&str, &mut Slot, u64)) {
-        let dirty = std::mem::take(&mut self.dirty);
-        let listed = dirty.iter().map(|&i| i as usize);
-        for i in listed.chain(self.fresh_from..self.slots.len()) {
-            if i < self.slots.len() && self.slots[i].flags & DIRTY != 0 {
-                let retry = self.retry_at(i);
-                let slot = &mut self.slots[i];
-                slot.flags &= !DIRTY;
-                // A copy lends the id: an id in place is inside the slot `f` may change.
-                let held = *slot;
-                f(id_of(&self.arena, &held), slot, retry);
-            }
+        if self.dirty.len() == 0 {
+            return;
         }
-        self.fresh_from = self.slots.len();
-        // Keep the allocation: flushes happen often and the list refills.
-        let mut dirty = dirty;
-        dirty.clear();
-        self.dirty = dirty;
+        for i in self.dirty.iter() {
+            let retry = if self.slots[i].flags & RETRY == 0 { 0 } else { self.retry.get(&(i as u32)).copied().unwrap_or(0) };
+            let slot = &mut self.slots[i];
+            slot.flags &= !DIRTY;
+            // A copy lends the id: an id in place is inside the slot `f` may change.
+            let held = *slot;
+            f(id_of(&self.arena, &held), slot, retry);
+        }
+        self.dirty.clear();
+        self.stamp += 1;
     }
 
     /// Calls `f` with every slot [`drain_dirty`](Self::drain_dirty) would
-    /// pass, each once, without clearing anything. The listed slots go in
-    /// slot order (the list may name a slot twice, which the drain skips by
-    /// its cleared flag and this by sorting), then the fresh range.
+    /// pass, in the same order, without clearing anything.
     pub(crate) fn peek_dirty(&self, mut f: impl FnMut(&str, &Slot, u64)) {
-        let mut listed: Vec<u32> =
-            self.dirty.iter().copied().filter(|&i| (i as usize) < self.fresh_from).collect();
-        listed.sort_unstable();
-        listed.dedup();
-        for i in listed.into_iter().map(|i| i as usize).chain(self.fresh_from..self.slots.len()) {
-            let slot = &self.slots[i];
-            if slot.flags & DIRTY != 0 {
-                f(id_of(&self.arena, slot), slot, self.retry_at(i));
-            }
+        for i in self.dirty.iter() {
+            f(self.id(i), &self.slots[i], self.retry_at(i));
         }
     }
 
     /// What every change to the dirty set moves: equal before and after a
-    /// span of code, that span made no slot dirty and drained none.
-    pub(crate) fn dirty_stamp(&self) -> (usize, usize, usize) {
-        (self.dirty.len(), self.fresh_from, self.slots.len())
+    /// span of code, that span made no slot dirty, drained none and added
+    /// or removed none.
+    pub(crate) fn dirty_stamp(&self) -> u64 {
+        self.stamp
     }
 
-    /// An upper bound on the dirty slots and the bytes of their ids, to reserve for a drain.
+    /// The dirty slots and an upper bound on the bytes of their ids, to reserve for a drain.
     pub(crate) fn dirty_estimate(&self) -> (usize, usize) {
-        let n = (self.dirty.len() + self.slots.len() - self.fresh_from).min(self.slots.len());
+        let n = self.dirty.len();
         // Mean id length, rounded up; a drain that outgrows it just reallocates.
-        let mean = self.id_bytes.div_ceil(self.slots.len().max(1));
+        let mean = self.id_bytes.div_ceil(self.len().max(1));
         (n, n * mean)
     }
 
     pub(crate) fn has_dirty(&self) -> bool {
-        !self.dirty.is_empty() || self.fresh_from < self.slots.len()
+        self.dirty.len() > 0
     }
 
     /// Forgets pending dirtiness (after a load, the store already holds everything).
     pub(crate) fn clear_dirty(&mut self) {
-        for &i in &self.dirty {
-            if let Some(s) = self.slots.get_mut(i as usize) {
-                s.flags &= !DIRTY;
-            }
-        }
-        for s in &mut self.slots[self.fresh_from..] {
-            s.flags &= !DIRTY;
+        for i in self.dirty.iter() {
+            self.slots[i].flags &= !DIRTY;
         }
         self.dirty.clear();
-        self.fresh_from = self.slots.len();
+        self.stamp += 1;
     }
 }
 

@@ -20,13 +20,10 @@ impl GhostTable {
         self.forget_tombstones(&lapsed);
         let (grace, skew) = (self.config.grace_ms(), self.config.max_clock_skew_ms());
         while (page.scanned as usize) < max_scan {
-            if self.cursor >= self.slab.len() {
-                self.cursor = 0;
+            let Some(i) = self.slab.sweep_next() else {
                 page.pass_complete = true;
                 break;
-            }
-            let i = self.cursor;
-            self.cursor += 1;
+            };
             page.scanned += 1;
             let s = *self.slab.slot(i);
             // A time read from the store is on the writer's clock, which may
