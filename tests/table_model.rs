@@ -957,7 +957,11 @@ proptest! {
         prop_assert_eq!(sorted(back.records()), sorted(records.into_iter()));
         prop_assert_eq!(back.applied_seq(), applied_seq);
         prop_assert!(!back.has_changes(), "a decoded table owes the store nothing");
-        prop_assert_eq!(codec::encode_snapshot(&back).unwrap(), bytes, "re-encoding is stable");
+        // Rows go in storage order, which follows each table's own hash: the
+        // bytes may differ, what they hold may not.
+        let again = codec::decode_snapshot(&codec::encode_snapshot(&back).unwrap(), ShardId(SHARD), &config).unwrap();
+        prop_assert_eq!(sorted(again.records()), sorted(back.records()), "re-encoding holds the same rows");
+        prop_assert_eq!(again.applied_seq(), applied_seq);
     }
 
     #[test]

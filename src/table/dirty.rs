@@ -49,7 +49,8 @@ impl DirtySet {
 
     /// Every position in the set, in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        bits(&self.summary).flat_map(move |w| bits(std::slice::from_ref(&self.words[w])).map(move |k| w * 64 + k))
+        bits(&self.summary)
+            .flat_map(move |w| bits(std::slice::from_ref(&self.words[w])).map(move |k| w * 64 + k))
     }
 
     /// Empties the set, visiting only the words that had a bit set.

@@ -20,8 +20,8 @@ impl GhostTable {
     /// walk exactly once, whatever changes between pages; ghosts made, changed
     /// or removed meanwhile appear in their state at their page, or not at all.
     ///
-    /// Id order, unlike storage order, does not shift when a removal fills its
-    /// hole from the end. Each page costs one scan of the table (O(n log limit)
+    /// Id order, unlike storage order, does not shift when the table grows
+    /// and its ghosts move to new places. Each page costs one scan of the table (O(n log limit)
     /// time, O(limit) memory) and no copy of it, so a shard keeps serving
     /// between pages. `limit` 0 is taken as 1.
     pub fn export_page(&self, after: Option<&str>, limit: usize) -> GhostPage {

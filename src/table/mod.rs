@@ -1,8 +1,8 @@
 //! `GhostTable`: one shard's ghost stubs as a pure state machine (no I/O, no clock).
 
 pub(crate) mod changes;
-mod export;
 mod dirty;
+mod export;
 mod index;
 mod load;
 mod slab;

@@ -471,7 +471,11 @@ impl Slab {
             return;
         }
         for i in self.dirty.iter() {
-            let retry = if self.slots[i].flags & RETRY == 0 { 0 } else { self.retry.get(&(i as u32)).copied().unwrap_or(0) };
+            let retry = if self.slots[i].flags & RETRY == 0 {
+                0
+            } else {
+                self.retry.get(&(i as u32)).copied().unwrap_or(0)
+            };
             let slot = &mut self.slots[i];
             slot.flags &= !DIRTY;
             // A copy lends the id: an id in place is inside the slot `f` may change.
