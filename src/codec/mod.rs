@@ -104,12 +104,12 @@ pub fn decode_snapshot_reusing(
     for _ in 0..n {
         table.load_stub(read_stub(&mut r, config)?)?;
     }
+    expect_end(r)?;
+    table.finish_load(applied_seq)?;
     if table.len() > config.max_stubs {
         let (value, limit) = (table.len() as u64, config.max_stubs as u64);
         return Err(DecodeError::LimitExceeded { what: "stub count", value, limit }.into());
     }
-    expect_end(r)?;
-    table.finish_load(applied_seq)?;
     Ok(table)
 }
 

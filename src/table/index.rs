@@ -140,7 +140,7 @@ impl Index {
     /// Entries the index holds before it must grow.
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.positions() * MAX_LOAD.0 / MAX_LOAD.1
+        self.room()
     }
 
     /// Whether position `p` holds a slot.
@@ -212,6 +212,21 @@ impl Index {
         let (b, tag) = home_and_tag(hash, self.groups.len());
         let matches = self.groups[b].matches(tag);
         (matches != 0).then(|| b * WAYS + matches.trailing_zeros() as usize)
+    }
+
+    /// Entries the index holds before it must grow.
+    pub(crate) fn room(&self) -> usize {
+        self.positions() * MAX_LOAD.0 / MAX_LOAD.1
+    }
+
+    /// The position an insert under `hash` would take if its home bucket has
+    /// room (else the home bucket's first): a guess, for warming. Reads one group.
+    pub(crate) fn first_free(&self, hash: u64) -> usize {
+        if self.groups.is_empty() {
+            return 0;
+        }
+        let (b, _) = home_and_tag(hash, self.groups.len());
+        b * WAYS + ((!self.groups[b].occupied() & FULL).trailing_zeros() as usize % WAYS)
     }
 
     /// True when one more entry needs a growth first (see [`grown`](Self::grown)).

@@ -38,7 +38,8 @@ impl GhostTable {
     }
 
     /// Adds one persisted row during a load of a fresh table; true if it
-    /// became a slot (false: a tombstone). A repeated id is malformed state.
+    /// becomes a slot (false: a tombstone), in its place by
+    /// [`finish_load`](Self::finish_load), which refuses a repeated id.
     pub(crate) fn load_stub(&mut self, row: StubRef<'_>) -> Result<bool> {
         self.check_stored_id(row.node_id)?;
         self.note_row_seq(row);
@@ -47,10 +48,7 @@ impl GhostTable {
             return Ok(false);
         }
         let slot = self.stored_slot(row);
-        if !self.slab.insert_stored(row.node_id, slot, row.hold_until_ms)? {
-            let id = row.node_id;
-            return Err(crate::DecodeError::Malformed(format!("duplicate node id {id:?}")).into());
-        }
+        self.slab.insert_stored(row.node_id, slot, row.hold_until_ms)?;
         Ok(true)
     }
 
@@ -120,8 +118,10 @@ impl GhostTable {
         self.tombstones.settle_lapses();
     }
 
-    /// Ends a load: leaves nothing pending for the store.
+    /// Ends a load: puts the last stubs in their places (a repeated id is
+    /// malformed state) and leaves nothing pending for the store.
     pub(crate) fn finish_load(&mut self, applied_seq: Option<u64>) -> Result<()> {
+        self.slab.place_stored()?;
         self.loaded(applied_seq);
         Ok(())
     }

@@ -780,3 +780,54 @@ fn dropped_memory_short_of_room_grows_to_the_room_asked() {
     let room = t.into_memory().capacity();
     assert!((asked..asked + 12).contains(&room), "room for {room}, asked {asked}");
 }
+
+/// A load places its stubs a chunk at a time: a repeated id is refused
+/// whether it repeats within a chunk or across chunks, short or long, and
+/// the load's own ids are all found, in a table sized too small or right.
+#[test]
+fn a_load_refuses_a_repeated_id_within_a_chunk_or_across_and_finds_every_other() {
+    let id =
+        |i: usize| if i.is_multiple_of(4) { format!("long-{i}-{}", "z".repeat(24)) } else { format!("n{i}") };
+    let record = |i: usize| StubRecord {
+        node_id: id(i),
+        target_shard: 1 + (i % 7) as u16,
+        refcount: 1 + (i % 5) as u32,
+        created_at_ms: i as u64,
+        epoch: 1,
+        hold_until_ms: 0,
+        tombstone: false,
+        seq: 0,
+    };
+    let load = |rows: &[StubRecord], capacity: usize| {
+        GhostTable::load_distinct(
+            ShardId(0),
+            TableConfig::default(),
+            capacity,
+            None,
+            TableMemory::default(),
+            |l| rows.iter().try_for_each(|r| l.push(r.into())),
+        )
+    };
+    let rows: Vec<StubRecord> = (0..3000).map(record).collect();
+    for capacity in [0, 3000] {
+        let t = load(&rows, capacity).unwrap();
+        assert_eq!(t.len(), 3000);
+        assert!(!t.has_changes(), "a load owes the store nothing");
+        for r in &rows {
+            let g = t.get(&r.node_id).unwrap();
+            assert_eq!(
+                (g.target_shard.get(), g.refcount, g.created_at_ms),
+                (r.target_shard, r.refcount, r.created_at_ms)
+            );
+        }
+        assert_eq!(t.get("n3001"), None);
+    }
+    // (first, repeat): within the first chunk, across chunks, in the last
+    // partial chunk; a short id and a long one each.
+    for (first, again) in [(1, 7), (4, 100), (5, 2000), (8, 1300), (2999, 2998)] {
+        let mut rows = rows.clone();
+        rows[again] = StubRecord { node_id: id(first), ..rows[again].clone() };
+        let e = load(&rows, rows.len()).unwrap_err();
+        assert!(matches!(e, Error::Decode(crate::error::DecodeError::Malformed(_))), "{first}/{again}: {e}");
+    }
+}
