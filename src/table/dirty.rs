@@ -27,13 +27,18 @@ impl DirtySet {
         self.count
     }
 
-    pub(crate) fn insert(&mut self, p: usize) {
+    /// Adds `p`; true if it was not in the set.
+    pub(crate) fn insert(&mut self, p: usize) -> bool {
         let (w, bit) = (p / 64, 1u64 << (p % 64));
-        if self.words[w] & bit == 0 {
-            self.words[w] |= bit;
-            self.summary[w / 64] |= 1 << (w % 64);
-            self.count += 1;
-        }
+        let new = self.words[w] & bit == 0;
+        self.words[w] |= bit;
+        self.summary[w / 64] |= 1 << (w % 64);
+        self.count += usize::from(new);
+        new
+    }
+
+    pub(crate) fn contains(&self, p: usize) -> bool {
+        self.words[p / 64] & (1 << (p % 64)) != 0
     }
 
     pub(crate) fn remove(&mut self, p: usize) {
@@ -102,8 +107,8 @@ mod tests {
             let mut model = BTreeSet::new();
             for (op, p) in ops {
                 match op {
-                    0 => { set.insert(p); model.insert(p); }
-                    1 => { set.remove(p); model.remove(&p); }
+                    0 => { prop_assert_eq!(set.insert(p), model.insert(p)); prop_assert!(set.contains(p)); }
+                    1 => { set.remove(p); model.remove(&p); prop_assert!(!set.contains(p)); }
                     _ if p % 50 == 0 => { set.clear(); model.clear(); }
                     _ => {}
                 }

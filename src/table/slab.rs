@@ -9,8 +9,6 @@ use foldhash::fast::{RandomState, SeedableRandomState};
 use hashbrown::HashMap;
 use std::hash::BuildHasher;
 
-/// Slot flag: changed since the last drain (its position is in `Slab::dirty`).
-pub(crate) const DIRTY: u8 = 1;
 /// Slot flag: the slot has a nonzero retry time in `Slab::retry`.
 const RETRY: u8 = 2;
 /// Slot flag: `created_at_ms` was read from the store, so it is a time on the
@@ -99,7 +97,8 @@ pub(crate) struct Slab {
     slots: Vec<Slot>,
     index: Index,
     hasher: SeedableRandomState,
-    /// Positions whose slot is flagged DIRTY.
+    /// Positions whose slot changed since the last drain. Kept apart from the
+    /// slot, so that marking one does not wait for the slot's line.
     dirty: DirtySet,
     /// Moves whenever the dirty set does, and at every insert and removal
     /// (see [`dirty_stamp`](Self::dirty_stamp)).
@@ -287,13 +286,10 @@ impl Slab {
     /// Mutable access that marks the slot dirty.
     pub(crate) fn slot_mut(&mut self, i: usize) -> &mut Slot {
         debug_assert!(self.index.is_occupied(i), "position {i} is free");
-        let s = &mut self.slots[i];
-        if s.flags & DIRTY == 0 {
-            s.flags |= DIRTY;
-            self.dirty.insert(i);
+        if self.dirty.insert(i) {
             self.stamp += 1;
         }
-        s
+        &mut self.slots[i]
     }
 
     /// Mutable access for bookkeeping that is not persisted (back-off state).
@@ -431,7 +427,7 @@ impl Slab {
             if s.flags & RETRY != 0 {
                 retry.insert(q as u32, self.retry.get(&(p as u32)).copied().unwrap_or(0));
             }
-            if s.flags & DIRTY != 0 {
+            if self.dirty.contains(p) {
                 dirty.insert(q);
             }
         }
@@ -543,7 +539,6 @@ impl Slab {
                 self.retry.get(&(i as u32)).copied().unwrap_or(0)
             };
             let slot = &mut self.slots[i];
-            slot.flags &= !DIRTY;
             // A copy lends the id: an id in place is inside the slot `f` may change.
             let held = *slot;
             f(id_of(&self.arena, &held), slot, retry);
@@ -581,9 +576,6 @@ impl Slab {
 
     /// Forgets pending dirtiness (after a load, the store already holds everything).
     pub(crate) fn clear_dirty(&mut self) {
-        for i in self.dirty.iter() {
-            self.slots[i].flags &= !DIRTY;
-        }
         self.dirty.clear();
         self.stamp += 1;
     }
