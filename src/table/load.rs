@@ -4,19 +4,74 @@ use super::slab::{STORED_BIRTH, STORED_HOLD, Slot};
 use super::tombstones::Tombstone;
 use super::{GhostTable, TableMemory, new_slot};
 use crate::config::TableConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::ShardId;
 use crate::stub::{StubRecord, StubRef};
+use std::sync::mpsc;
+
+/// Stubs at which [`GhostTable::load_distinct`] places them on a helper thread.
+pub(crate) const PARALLEL_FROM: usize = 1 << 16;
+/// Rows handed to the helper thread at a time.
+const CHUNK: usize = 4096;
 
 /// A table being loaded by [`GhostTable::load_distinct`].
 pub(crate) struct IndexedLoad<'t> {
-    table: &'t mut GhostTable,
+    sink: Sink<'t>,
+}
+
+enum Sink<'t> {
+    /// A small load: each row goes into the table as it comes.
+    Here(&'t mut GhostTable),
+    /// A large one: rows are copied into chunks for the thread that owns the
+    /// table, and the chunks it is done with come back to be filled again.
+    Thread { rows: Rows, tx: mpsc::SyncSender<Rows>, back: mpsc::Receiver<Rows> },
 }
 
 impl IndexedLoad<'_> {
     /// Adds one stored row; its id must differ from every other pushed.
     pub(crate) fn push(&mut self, row: StubRef<'_>) -> Result<()> {
-        self.table.load_stub(row).map(|_| ())
+        match &mut self.sink {
+            Sink::Here(table) => table.load_stub(row).map(|_| ()),
+            Sink::Thread { rows, tx, back } => {
+                rows.push(row);
+                if rows.len() == CHUNK {
+                    let full = std::mem::replace(rows, back.try_recv().unwrap_or_default());
+                    // The thread stops at a bad row; its join reports why.
+                    tx.send(full).map_err(|_| Error::store("load stopped"))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Rows copied out of a store's scan: their ids end to end, and the rest of each.
+#[derive(Default)]
+struct Rows {
+    ids: String,
+    rows: Vec<(usize, StubRef<'static>)>,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn push(&mut self, row: StubRef<'_>) {
+        self.ids.push_str(row.node_id);
+        self.rows.push((self.ids.len(), StubRef { node_id: "", ..row }));
+    }
+
+    /// Loads every row into `table`, and empties this.
+    fn load_into(&mut self, table: &mut GhostTable) -> Result<()> {
+        let mut start = 0;
+        for &(end, row) in &self.rows {
+            table.load_stub(StubRef { node_id: &self.ids[start..end], ..row })?;
+            start = end;
+        }
+        self.ids.clear();
+        self.rows.clear();
+        Ok(())
     }
 }
 
@@ -156,8 +211,9 @@ impl GhostTable {
 
     /// Loads a table from stubs whose ids are known to be distinct, such as
     /// the rows of a store keyed by id: `fill` pushes them into the
-    /// [`IndexedLoad`], each straight into its place in a table sized for
-    /// `capacity` (no index is built after).
+    /// [`IndexedLoad`], each into its place in a table sized for `capacity`.
+    /// A large load places them on a helper thread while `fill` still reads,
+    /// so that placing costs little beyond the read itself.
     pub(crate) fn load_distinct(
         shard: ShardId,
         config: TableConfig,
@@ -167,8 +223,36 @@ impl GhostTable {
         fill: impl FnOnce(&mut IndexedLoad<'_>) -> Result<()>,
     ) -> Result<Self> {
         let mut table = Self::with_memory(shard, config, capacity, memory)?;
-        fill(&mut IndexedLoad { table: &mut table })?;
-        table.finish_load(applied_seq)?;
+        if capacity < PARALLEL_FROM {
+            fill(&mut IndexedLoad { sink: Sink::Here(&mut table) })?;
+            table.finish_load(applied_seq)?;
+            return Ok(table);
+        }
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::sync_channel::<Rows>(4);
+            let (back_tx, back) = mpsc::sync_channel::<Rows>(4);
+            let table = &mut table;
+            let placer = std::thread::Builder::new()
+                .name("ghost-load".into())
+                .spawn_scoped(s, move || -> Result<()> {
+                    for mut rows in rx {
+                        rows.load_into(table)?;
+                        let _ = back_tx.try_send(rows);
+                    }
+                    table.finish_load(applied_seq)
+                })
+                .map_err(|e| Error::store_from("cannot start load thread", e))?;
+            let mut load = IndexedLoad { sink: Sink::Thread { rows: Rows::default(), tx, back } };
+            let filled = fill(&mut load);
+            if let Sink::Thread { rows, tx, .. } = load.sink {
+                // The last rows; the send fails only if the thread stopped,
+                // and then its join says why. Dropping `tx` ends its loop.
+                let _ = tx.send(rows);
+            }
+            let placed = placer.join().map_err(|_| Error::store("load thread panicked"))?;
+            // The thread's error first: a failed send in `fill` follows from it.
+            placed.and(filled)
+        })?;
         Ok(table)
     }
 

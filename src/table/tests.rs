@@ -831,3 +831,45 @@ fn a_load_refuses_a_repeated_id_within_a_chunk_or_across_and_finds_every_other()
         assert!(matches!(e, Error::Decode(crate::error::DecodeError::Malformed(_))), "{first}/{again}: {e}");
     }
 }
+
+/// A load large enough to place its stubs on a helper thread: every stub
+/// found, a repeated id refused (the thread's error, not the scan's), and a
+/// scan that fails part way fails the load with its own error.
+#[test]
+fn a_large_load_places_on_its_thread_refuses_a_repeat_and_reports_a_failed_scan() {
+    let n = super::load::PARALLEL_FROM + 5000;
+    let id =
+        |i: usize| if i.is_multiple_of(3) { format!("long-{i}-{}", "q".repeat(20)) } else { format!("s{i}") };
+    let rows: Vec<StubRecord> =
+        (0..n).map(|i| StubRecord { refcount: 1 + (i % 4) as u32, ..row(&id(i), 1, 0) }).collect();
+    let load = |rows: &[StubRecord], fail_at: Option<usize>| {
+        GhostTable::load_distinct(
+            ShardId(0),
+            TableConfig::default(),
+            rows.len(),
+            Some(9),
+            TableMemory::default(),
+            |l| {
+                for (i, r) in rows.iter().enumerate() {
+                    if Some(i) == fail_at {
+                        return Err(Error::store("scan failed"));
+                    }
+                    l.push(r.into())?;
+                }
+                Ok(())
+            },
+        )
+    };
+    let t = load(&rows, None).unwrap();
+    assert_eq!((t.len(), t.applied_seq()), (n, Some(9)));
+    assert!(!t.has_changes());
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(t.get(&r.node_id).map(|g| g.refcount), Some(1 + (i % 4) as u32), "{}", r.node_id);
+    }
+    let mut repeated = rows.clone();
+    repeated[n - 10].node_id = id(3);
+    let e = load(&repeated, None).unwrap_err();
+    assert!(matches!(e, Error::Decode(crate::error::DecodeError::Malformed(_))), "{e}");
+    let e = load(&rows, Some(n / 2)).unwrap_err();
+    assert!(e.to_string().contains("scan failed"), "{e}");
+}
