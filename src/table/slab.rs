@@ -1,7 +1,6 @@
 //! Stub storage: slots in the positions their ids' hashes pick (short ids in
 //! place), one arena for long ids.
 
-use super::dirty::DirtySet;
 use super::index::Index;
 use crate::error::{DecodeError, Error, Result};
 use foldhash::SharedSeed;
@@ -97,9 +96,6 @@ pub(crate) struct Slab {
     slots: Vec<Slot>,
     index: Index,
     hasher: SeedableRandomState,
-    /// Positions whose slot changed since the last drain. Kept apart from the
-    /// slot, so that marking one does not wait for the slot's line.
-    dirty: DirtySet,
     /// Moves whenever the dirty set does, and at every insert and removal
     /// (see [`dirty_stamp`](Self::dirty_stamp)).
     stamp: u64,
@@ -137,7 +133,6 @@ pub(crate) struct SlabMemory {
     slots: Vec<Slot>,
     arena: String,
     index: Index,
-    dirty: DirtySet,
 }
 
 impl SlabMemory {
@@ -169,21 +164,19 @@ impl Slab {
             slots: self.slots,
             arena: self.arena,
             index: self.index.reused(0),
-            dirty: self.dirty.into_memory(),
         }
     }
 
     /// An empty slab with room for `n` slots, in `memory` (a dropped slab's, or
     /// the default: none), which grows only where it is short of room.
     pub(crate) fn with_memory(memory: SlabMemory, n: usize, seed: Option<u64>) -> Self {
-        let SlabMemory { mut slots, arena, index, mut dirty } = memory;
+        let SlabMemory { mut slots, arena, index } = memory;
         let index = index.reused(n);
         // Exact, as a fresh table's: doubling an emptied buffer would keep
         // room for twice the table across every reload that grows it a little.
         slots.clear();
         slots.reserve_exact(index.positions());
         slots.resize(index.positions(), FREE);
-        dirty.reset(index.positions());
         let hasher = match seed {
             Some(seed) => SeedableRandomState::with_seed(seed, SharedSeed::global_fixed()),
             None => SeedableRandomState::random(),
@@ -195,7 +188,6 @@ impl Slab {
             slots,
             index,
             hasher,
-            dirty,
             stamp: 0,
             cursor: 0,
             retry: HashMap::default(),
@@ -286,7 +278,7 @@ impl Slab {
     /// Mutable access that marks the slot dirty.
     pub(crate) fn slot_mut(&mut self, i: usize) -> &mut Slot {
         debug_assert!(self.index.is_occupied(i), "position {i} is free");
-        if self.dirty.insert(i) {
+        if self.index.mark(i) {
             self.stamp += 1;
         }
         &mut self.slots[i]
@@ -412,8 +404,6 @@ impl Slab {
             return Err(Error::CapacityExceeded("more than 2^32 slot positions"));
         }
         let mut slots = vec![FREE; index.positions()];
-        let mut dirty = DirtySet::default();
-        dirty.reset(index.positions());
         let mut retry = HashMap::with_capacity_and_hasher(self.retry.len(), RandomState::default());
         // A pass not begun stays so; one with nothing left to visit ends.
         let mut cursor = if self.cursor == 0 { 0 } else { index.positions() };
@@ -427,11 +417,11 @@ impl Slab {
             if s.flags & RETRY != 0 {
                 retry.insert(q as u32, self.retry.get(&(p as u32)).copied().unwrap_or(0));
             }
-            if self.dirty.contains(p) {
-                dirty.insert(q);
+            if self.index.is_marked(p) {
+                index.mark(q);
             }
         }
-        (self.index, self.slots, self.dirty, self.retry, self.cursor) = (index, slots, dirty, retry, cursor);
+        (self.index, self.slots, self.retry, self.cursor) = (index, slots, retry, cursor);
         Ok(())
     }
 
@@ -500,7 +490,6 @@ impl Slab {
         }
         self.set_retry_at(i, 0);
         self.slots[i].flags = 0;
-        self.dirty.remove(i);
         self.stamp += 1;
         if self.garbage > 4096 && self.garbage * 2 > self.arena.len() {
             self.compact();
@@ -529,10 +518,10 @@ impl Slab {
     /// Calls `f` with every slot that is dirty and its retry time, in
     /// position order, clearing the flags.
     pub(crate) fn drain_dirty(&mut self, mut f: impl FnMut(&str, &mut Slot, u64)) {
-        if self.dirty.len() == 0 {
+        if self.index.marked_len() == 0 {
             return;
         }
-        for i in self.dirty.iter() {
+        for i in self.index.marked() {
             let retry = if self.slots[i].flags & RETRY == 0 {
                 0
             } else {
@@ -543,14 +532,14 @@ impl Slab {
             let held = *slot;
             f(id_of(&self.arena, &held), slot, retry);
         }
-        self.dirty.clear();
+        self.index.clear_marks();
         self.stamp += 1;
     }
 
     /// Calls `f` with every slot [`drain_dirty`](Self::drain_dirty) would
     /// pass, in the same order, without clearing anything.
     pub(crate) fn peek_dirty(&self, mut f: impl FnMut(&str, &Slot, u64)) {
-        for i in self.dirty.iter() {
+        for i in self.index.marked() {
             f(self.id(i), &self.slots[i], self.retry_at(i));
         }
     }
@@ -564,19 +553,19 @@ impl Slab {
 
     /// The dirty slots and an upper bound on the bytes of their ids, to reserve for a drain.
     pub(crate) fn dirty_estimate(&self) -> (usize, usize) {
-        let n = self.dirty.len();
+        let n = self.index.marked_len();
         // Mean id length, rounded up; a drain that outgrows it just reallocates.
         let mean = self.id_bytes.div_ceil(self.len().max(1));
         (n, n * mean)
     }
 
     pub(crate) fn has_dirty(&self) -> bool {
-        self.dirty.len() > 0
+        self.index.marked_len() > 0
     }
 
     /// Forgets pending dirtiness (after a load, the store already holds everything).
     pub(crate) fn clear_dirty(&mut self) {
-        self.dirty.clear();
+        self.index.clear_marks();
         self.stamp += 1;
     }
 }

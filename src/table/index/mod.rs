@@ -11,6 +11,8 @@
 //! it (`overflow`), so a lookup stops at the first bucket that no key of its
 //! home passed.
 
+mod marks;
+
 /// Positions per bucket: their tags, the occupancy bits and the overflow
 /// count fill one 16-byte group.
 pub(crate) const WAYS: usize = 12;
@@ -28,39 +30,47 @@ const DOUBLE_BELOW: usize = 1024;
 
 /// One bucket's tags and counts.
 ///
-/// `[..WAYS]`: the tags of the positions in use. `[OCCUPIED..]`: a
-/// little-endian `u16`, bit `k` set when position `k` holds a slot.
-/// `[OVERFLOW..]`: a little-endian `u16`, the keys stored past this bucket
-/// whose home is this bucket or an earlier one. It saturates: a saturated
-/// count stays (only a growth clears it), which costs lookups a bucket more
-/// but never misses a key.
+/// `[..WAYS]`: the tags of the positions in use. `[BITS..OVERFLOW]`: a
+/// little-endian 24-bit field: bit `k` set when position `k` holds a slot,
+/// bit `WAYS + k` when its slot changed since the last drain (see
+/// `marks.rs`). `[OVERFLOW]`: the keys stored past this bucket whose home
+/// is this bucket or an earlier one. It saturates: a saturated count stays
+/// (only a growth clears it), which costs lookups a bucket more but never
+/// misses a key.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(16))]
 struct Group {
     meta: [u8; 16],
 }
 
-const OCCUPIED: usize = WAYS;
-const OVERFLOW: usize = 14;
+const BITS: usize = WAYS;
+const OVERFLOW: usize = 15;
+// The occupancy and change bits fit their field.
+const _: () = assert!(2 * WAYS <= 8 * (OVERFLOW - BITS));
 /// Occupancy of a full bucket.
 const FULL: u16 = (1 << WAYS) - 1;
 const EMPTY: Group = Group { meta: [0; 16] };
 
 impl Group {
+    /// The occupancy and change bits.
+    fn bits(&self) -> u32 {
+        u32::from_le_bytes([self.meta[BITS], self.meta[BITS + 1], self.meta[BITS + 2], 0])
+    }
+
+    fn set_bits(&mut self, bits: u32) {
+        self.meta[BITS..OVERFLOW].copy_from_slice(&bits.to_le_bytes()[..3]);
+    }
+
     fn occupied(&self) -> u16 {
-        u16::from_le_bytes([self.meta[OCCUPIED], self.meta[OCCUPIED + 1]])
+        (self.bits() & u32::from(FULL)) as u16
     }
 
-    fn set_occupied(&mut self, bits: u16) {
-        self.meta[OCCUPIED..OVERFLOW].copy_from_slice(&bits.to_le_bytes());
+    fn overflow(&self) -> u8 {
+        self.meta[OVERFLOW]
     }
 
-    fn overflow(&self) -> u16 {
-        u16::from_le_bytes([self.meta[OVERFLOW], self.meta[OVERFLOW + 1]])
-    }
-
-    fn set_overflow(&mut self, n: u16) {
-        self.meta[OVERFLOW..].copy_from_slice(&n.to_le_bytes());
+    fn set_overflow(&mut self, n: u8) {
+        self.meta[OVERFLOW] = n;
     }
 
     /// A bit for every position in use whose tag is `tag`.
@@ -86,6 +96,10 @@ impl Group {
 pub(crate) struct Index {
     groups: Vec<Group>,
     len: usize,
+    /// A bit per group with a changed slot (see `marks.rs`).
+    marked_groups: Vec<u64>,
+    /// Changed slots.
+    marked: usize,
 }
 
 /// Where a hash's probe starts (a multiply-shift range map, so the number of
@@ -116,6 +130,9 @@ impl Index {
         self.groups.reserve_exact(buckets);
         self.groups.resize(buckets, EMPTY);
         self.len = 0;
+        self.marked_groups.clear();
+        self.marked_groups.resize(buckets.div_ceil(64), 0);
+        self.marked = 0;
         self
     }
 
@@ -125,7 +142,7 @@ impl Index {
         if self.groups.len() < DOUBLE_BELOW {
             buckets = buckets.max(self.groups.len() * 2);
         }
-        Self { groups: vec![EMPTY; buckets], len: 0 }
+        Self { groups: vec![EMPTY; buckets], len: 0, marked_groups: vec![0; buckets.div_ceil(64)], marked: 0 }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -247,25 +264,26 @@ impl Index {
             b = self.next(b);
         }
         let group = &mut self.groups[b];
-        let bits = group.occupied();
-        let k = (!bits & FULL).trailing_zeros() as usize;
+        let k = (!group.occupied() & FULL).trailing_zeros() as usize;
         group.meta[k] = tag;
-        group.set_occupied(bits | (1 << k));
+        // A free position is never marked (see `remove`).
+        group.set_bits(group.bits() | (1 << k));
         self.len += 1;
         b * WAYS + k
     }
 
-    /// Frees position `p`, which holds a key under `hash`.
+    /// Frees position `p`, which holds a key under `hash`, and unmarks it.
     pub(crate) fn remove(&mut self, hash: u64, p: usize) {
+        self.unmark(p);
         let (at, k) = (p / WAYS, p % WAYS);
-        let bits = self.groups[at].occupied();
+        let bits = self.groups[at].bits();
         debug_assert!(bits & (1 << k) != 0, "position {p} is free");
-        self.groups[at].set_occupied(bits & !(1 << k));
+        self.groups[at].set_bits(bits & !(1 << k));
         // The key passed every bucket from its home up to `at`.
         let (mut b, _) = home_and_tag(hash, self.groups.len());
         while b != at {
             let o = self.groups[b].overflow();
-            if o != u16::MAX {
+            if o != u8::MAX {
                 self.groups[b].set_overflow(o - 1);
             }
             b = self.next(b);
@@ -276,6 +294,7 @@ impl Index {
 
 #[cfg(test)]
 mod tests {
+    // The marks' tests are in `marks.rs`.
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashMap;
