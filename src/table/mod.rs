@@ -1,6 +1,7 @@
 //! `GhostTable`: one shard's ghost stubs as a pure state machine (no I/O, no clock).
 
 pub(crate) mod changes;
+mod dirty;
 mod export;
 mod index;
 mod load;

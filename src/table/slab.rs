@@ -1,6 +1,7 @@
 //! Stub storage: slots in the positions their ids' hashes pick (short ids in
 //! place), one arena for long ids.
 
+use super::dirty::{merged, settle};
 use super::index::Index;
 use crate::error::{DecodeError, Error, Result};
 use foldhash::SharedSeed;
@@ -8,6 +9,8 @@ use foldhash::fast::{RandomState, SeedableRandomState};
 use hashbrown::HashMap;
 use std::hash::BuildHasher;
 
+/// Slot flag: changed since the last drain (see `dirty.rs`).
+pub(crate) const DIRTY: u8 = 1;
 /// Slot flag: the slot has a nonzero retry time in `Slab::retry`.
 const RETRY: u8 = 2;
 /// Slot flag: `created_at_ms` was read from the store, so it is a time on the
@@ -96,6 +99,11 @@ pub(crate) struct Slab {
     slots: Vec<Slot>,
     index: Index,
     hasher: SeedableRandomState,
+    /// Positions of slots an edge event made dirty (see `dirty.rs`); may
+    /// repeat, or name a slot since removed or drained.
+    listed: Vec<u32>,
+    /// Slots flagged DIRTY.
+    dirty: usize,
     /// Moves whenever the dirty set does, and at every insert and removal
     /// (see [`dirty_stamp`](Self::dirty_stamp)).
     stamp: u64,
@@ -133,6 +141,7 @@ pub(crate) struct SlabMemory {
     slots: Vec<Slot>,
     arena: String,
     index: Index,
+    listed: Vec<u32>,
 }
 
 impl SlabMemory {
@@ -164,13 +173,17 @@ impl Slab {
             slots: self.slots,
             arena: self.arena,
             index: self.index.reused(0),
+            listed: {
+                self.listed.clear();
+                self.listed
+            },
         }
     }
 
     /// An empty slab with room for `n` slots, in `memory` (a dropped slab's, or
     /// the default: none), which grows only where it is short of room.
     pub(crate) fn with_memory(memory: SlabMemory, n: usize, seed: Option<u64>) -> Self {
-        let SlabMemory { mut slots, arena, index } = memory;
+        let SlabMemory { mut slots, arena, index, listed } = memory;
         let index = index.reused(n);
         // Exact, as a fresh table's: doubling an emptied buffer would keep
         // room for twice the table across every reload that grows it a little.
@@ -188,6 +201,8 @@ impl Slab {
             slots,
             index,
             hasher,
+            listed,
+            dirty: 0,
             stamp: 0,
             cursor: 0,
             retry: HashMap::default(),
@@ -278,10 +293,14 @@ impl Slab {
     /// Mutable access that marks the slot dirty.
     pub(crate) fn slot_mut(&mut self, i: usize) -> &mut Slot {
         debug_assert!(self.index.is_occupied(i), "position {i} is free");
-        if self.index.mark(i) {
+        let s = &mut self.slots[i];
+        if s.flags & DIRTY == 0 {
+            s.flags |= DIRTY;
+            self.listed.push(i as u32);
+            self.dirty += 1;
             self.stamp += 1;
         }
-        &mut self.slots[i]
+        s
     }
 
     /// Mutable access for bookkeeping that is not persisted (back-off state).
@@ -298,9 +317,11 @@ impl Slab {
         if let Some(j) = self.find_hashed(id, hash) {
             return Ok(Err(j));
         }
-        slot.flags = 0;
+        slot.flags = DIRTY;
         let i = self.place(id, hash, slot)?;
-        self.slot_mut(i);
+        // Marked in its group, not listed (see `dirty.rs`).
+        self.index.mark(i);
+        self.dirty += 1;
         Ok(Ok(i))
     }
 
@@ -417,11 +438,13 @@ impl Slab {
             if s.flags & RETRY != 0 {
                 retry.insert(q as u32, self.retry.get(&(p as u32)).copied().unwrap_or(0));
             }
-            if self.index.is_marked(p) {
+            // Every dirty slot is marked in the new index, listed or not.
+            if s.flags & DIRTY != 0 {
                 index.mark(q);
             }
         }
         (self.index, self.slots, self.retry, self.cursor) = (index, slots, retry, cursor);
+        self.listed.clear();
         Ok(())
     }
 
@@ -489,6 +512,11 @@ impl Slab {
             self.garbage += len;
         }
         self.set_retry_at(i, 0);
+        if self.slots[i].flags & DIRTY != 0 {
+            self.dirty -= 1;
+        }
+        // A listed position of it is then passed over (and the index
+        // unmarked it): the flag is the truth.
         self.slots[i].flags = 0;
         self.stamp += 1;
         if self.garbage > 4096 && self.garbage * 2 > self.arena.len() {
@@ -518,29 +546,48 @@ impl Slab {
     /// Calls `f` with every slot that is dirty and its retry time, in
     /// position order, clearing the flags.
     pub(crate) fn drain_dirty(&mut self, mut f: impl FnMut(&str, &mut Slot, u64)) {
-        if self.index.marked_len() == 0 {
+        if self.dirty == 0 {
             return;
         }
-        for i in self.index.marked() {
+        let mut listed = std::mem::take(&mut self.listed);
+        settle(&mut listed);
+        for i in merged(&listed, self.index.marked()) {
+            if self.slots[i].flags & DIRTY == 0 {
+                continue;
+            }
             let retry = if self.slots[i].flags & RETRY == 0 {
                 0
             } else {
                 self.retry.get(&(i as u32)).copied().unwrap_or(0)
             };
             let slot = &mut self.slots[i];
+            slot.flags &= !DIRTY;
             // A copy lends the id: an id in place is inside the slot `f` may change.
             let held = *slot;
             f(id_of(&self.arena, &held), slot, retry);
         }
+        self.end_drain(listed);
+    }
+
+    /// Empties the list (keeping its allocation) and the marks.
+    fn end_drain(&mut self, mut listed: Vec<u32>) {
+        listed.clear();
+        self.listed = listed;
         self.index.clear_marks();
+        self.dirty = 0;
         self.stamp += 1;
     }
 
     /// Calls `f` with every slot [`drain_dirty`](Self::drain_dirty) would
     /// pass, in the same order, without clearing anything.
     pub(crate) fn peek_dirty(&self, mut f: impl FnMut(&str, &Slot, u64)) {
-        for i in self.index.marked() {
-            f(self.id(i), &self.slots[i], self.retry_at(i));
+        let mut listed = self.listed.clone();
+        settle(&mut listed);
+        for i in merged(&listed, self.index.marked()) {
+            let slot = &self.slots[i];
+            if slot.flags & DIRTY != 0 {
+                f(id_of(&self.arena, slot), slot, self.retry_at(i));
+            }
         }
     }
 
@@ -553,20 +600,24 @@ impl Slab {
 
     /// The dirty slots and an upper bound on the bytes of their ids, to reserve for a drain.
     pub(crate) fn dirty_estimate(&self) -> (usize, usize) {
-        let n = self.index.marked_len();
+        let n = self.dirty;
         // Mean id length, rounded up; a drain that outgrows it just reallocates.
         let mean = self.id_bytes.div_ceil(self.len().max(1));
         (n, n * mean)
     }
 
     pub(crate) fn has_dirty(&self) -> bool {
-        self.index.marked_len() > 0
+        self.dirty > 0
     }
 
     /// Forgets pending dirtiness (after a load, the store already holds everything).
     pub(crate) fn clear_dirty(&mut self) {
-        self.index.clear_marks();
-        self.stamp += 1;
+        let mut listed = std::mem::take(&mut self.listed);
+        settle(&mut listed);
+        for i in merged(&listed, self.index.marked()) {
+            self.slots[i].flags &= !DIRTY;
+        }
+        self.end_drain(listed);
     }
 }
 

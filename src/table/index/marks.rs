@@ -1,29 +1,21 @@
 //! Which slots changed since the last drain: a bit per position in its
 //! bucket's group, and a bit per group that has one set.
 //!
-//! An edge event has just read its slot's group to find the slot, so the
-//! group's line is in the nearest cache when the event marks the slot: the
-//! mark costs a store there, and one into the summary (a bit per group,
-//! some 12 KB for a million ghosts, which stays in cache too). A bitmap of
-//! its own (17 KB per 128K positions, a line at random per mark) measured
-//! 20–35 ns more per edge event. A drain walks the summary, then the marked
-//! groups, in position order: nothing to sort, and the slots it reads come
-//! in address order.
+//! A new stub is marked here (see `dirty.rs` for edge events): its insert
+//! has just written the group, so the mark costs a store to a line already
+//! in cache, and one to the summary (a bit per group, some 12 KB for a
+//! million ghosts). A drain walks the summary, then the marked groups, in
+//! position order.
 
 use super::{Index, WAYS};
 
 impl Index {
-    /// Marks position `p` (which holds a slot) changed; true if it was not.
-    pub(crate) fn mark(&mut self, p: usize) -> bool {
+    /// Marks position `p` (which holds a slot) changed.
+    pub(crate) fn mark(&mut self, p: usize) {
         let (b, k) = (p / WAYS, p % WAYS);
         let group = &mut self.groups[b];
-        let bits = group.bits();
-        let bit = 1 << (WAYS + k);
-        group.set_bits(bits | bit);
+        group.set_bits(group.bits() | 1 << (WAYS + k));
         self.marked_groups[b / 64] |= 1 << (b % 64);
-        let new = bits & bit == 0;
-        self.marked += usize::from(new);
-        new
     }
 
     /// Clears position `p`'s mark, if it has one.
@@ -36,24 +28,13 @@ impl Index {
             if (bits & !bit) >> WAYS == 0 {
                 self.marked_groups[b / 64] &= !(1 << (b % 64));
             }
-            self.marked -= 1;
         }
-    }
-
-    pub(crate) fn is_marked(&self, p: usize) -> bool {
-        self.groups.get(p / WAYS).is_some_and(|g| g.bits() & (1 << (WAYS + p % WAYS)) != 0)
-    }
-
-    /// Marked positions.
-    pub(crate) fn marked_len(&self) -> usize {
-        self.marked
     }
 
     /// Every marked position, in order.
     pub(crate) fn marked(&self) -> impl Iterator<Item = usize> + '_ {
-        ones(&self.marked_groups).flat_map(move |b| {
-            ones_of(u64::from(self.groups[b].bits() >> WAYS)).map(move |k| b * WAYS + k)
-        })
+        ones(&self.marked_groups)
+            .flat_map(move |b| ones_of(u64::from(self.groups[b].bits() >> WAYS)).map(move |k| b * WAYS + k))
     }
 
     /// Clears every mark, visiting only the marked groups.
@@ -65,7 +46,6 @@ impl Index {
                 g.set_bits(g.bits() & ((1 << WAYS) - 1));
             }
         }
-        self.marked = 0;
     }
 }
 
@@ -110,14 +90,14 @@ mod tests {
                 let p = at[&k];
                 match op {
                     _ if removed.contains(&k) => {}
-                    0 => prop_assert_eq!(index.mark(p), model.insert(p)),
+                    0 => { index.mark(p); model.insert(p); }
                     1 => { index.unmark(p); model.remove(&p); }
                     2 if k % 97 == 0 => { index.clear_marks(); model.clear(); }
                     3 if k % 5 == 0 => { index.remove(hash(k), p); model.remove(&p); removed.insert(k); }
                     _ => {}
                 }
-                prop_assert_eq!(index.marked_len(), model.len());
-                prop_assert_eq!(index.is_marked(p), model.contains(&p));
+                prop_assert_eq!(index.marked().count(), model.len());
+                prop_assert_eq!(index.marked().any(|q| q == p), model.contains(&p));
             }
             prop_assert_eq!(index.marked().collect::<Vec<_>>(), model.iter().copied().collect::<Vec<_>>());
             for k in 0..6000u32 {
@@ -126,7 +106,7 @@ mod tests {
             }
             prop_assert_eq!(index.occupied().count(), 6000 - removed.len());
             index.clear_marks();
-            prop_assert_eq!((index.marked().count(), index.marked_len()), (0, 0));
+            prop_assert_eq!(index.marked().count(), 0);
         }
     }
 }

@@ -98,8 +98,6 @@ pub(crate) struct Index {
     len: usize,
     /// A bit per group with a changed slot (see `marks.rs`).
     marked_groups: Vec<u64>,
-    /// Changed slots.
-    marked: usize,
 }
 
 /// Where a hash's probe starts (a multiply-shift range map, so the number of
@@ -132,7 +130,6 @@ impl Index {
         self.len = 0;
         self.marked_groups.clear();
         self.marked_groups.resize(buckets.div_ceil(64), 0);
-        self.marked = 0;
         self
     }
 
@@ -142,7 +139,7 @@ impl Index {
         if self.groups.len() < DOUBLE_BELOW {
             buckets = buckets.max(self.groups.len() * 2);
         }
-        Self { groups: vec![EMPTY; buckets], len: 0, marked_groups: vec![0; buckets.div_ceil(64)], marked: 0 }
+        Self { groups: vec![EMPTY; buckets], len: 0, marked_groups: vec![0; buckets.div_ceil(64)] }
     }
 
     pub(crate) fn len(&self) -> usize {
