@@ -64,7 +64,8 @@ pub(crate) struct StagedAhead {
 /// a panic or a failed flush has just dropped a table of about the
 /// size it is about to build: [`GhostTable::into_memory`] keeps it, and
 /// [`codec::decode_snapshot_reusing`](crate::codec::decode_snapshot_reusing)
-/// builds into it. Holds no ghost: nothing of the old table is read back.
+/// builds into it. Nothing of the old table is read back: its slots stay in
+/// the memory, all of them free, until the new table's overwrite them.
 #[derive(Debug, Default)]
 pub struct TableMemory {
     slab: SlabMemory,

@@ -165,9 +165,9 @@ const FREE: Slot = Slot {
 };
 
 impl Slab {
-    /// Empties the slab into its allocations.
+    /// Empties the slab into its allocations. The slots stay as they were,
+    /// all of them free (see [`with_memory`](Self::with_memory)).
     pub(crate) fn into_memory(mut self) -> SlabMemory {
-        self.slots.clear();
         self.arena.clear();
         SlabMemory {
             slots: self.slots,
@@ -187,8 +187,11 @@ impl Slab {
         let index = index.reused(n);
         // Exact, as a fresh table's: doubling an emptied buffer would keep
         // room for twice the table across every reload that grows it a little.
-        slots.clear();
-        slots.reserve_exact(index.positions());
+        // The dropped table's slots are left where they lie, not rewritten as
+        // free: a position is free by its group's bits, whatever its slot
+        // holds, and writing 60 MB of free slots took 7 % of a decode.
+        slots.truncate(index.positions());
+        slots.reserve_exact(index.positions() - slots.len());
         slots.resize(index.positions(), FREE);
         let hasher = match seed {
             Some(seed) => SeedableRandomState::with_seed(seed, SharedSeed::global_fixed()),
