@@ -199,7 +199,8 @@ impl GhostTable {
         ids.into_iter().map(|id| self.resolve(id)).collect()
     }
 
-    /// Every ghost with its live view, in storage order.
+    /// Every ghost with its live view, in storage order, which follows the
+    /// table's hash (see [`TableConfig::hash_seed`]), not the order of inserts.
     pub fn iter(&self) -> impl Iterator<Item = (&str, GhostInfo)> + '_ {
         self.slab.occupied().map(|i| (self.slab.id(i), info(&self.slab, i)))
     }

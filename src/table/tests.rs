@@ -873,3 +873,59 @@ fn a_large_load_places_on_its_thread_refuses_a_repeat_and_reports_a_failed_scan(
     let e = load(&rows, Some(n / 2)).unwrap_err();
     assert!(e.to_string().contains("scan failed"), "{e}");
 }
+
+/// Inserts and purges churning a table just under a growth, small (two
+/// buckets) and larger: no bucket with room keeps a count (before removals
+/// moved keys back, the counts spread until a lookup of an absent id never
+/// ended), every live ghost is found with its own count and hold, and a
+/// sweep pass taken across the churn visits every ghost that lived through it.
+#[test]
+fn churn_keeps_lookups_short_and_every_ghost_found_and_swept() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    for (rounds, low, high, ops) in [(40, 12, 22, 1500), (2, 9_000, 10_400, 40_000)] {
+        for round in 0..rounds {
+            let mut t = table();
+            let mut live: Vec<(String, u32)> = Vec::new();
+            let mut next = 0u64;
+            // A pass begun now: the ghosts alive from here to its end must all be visited.
+            let mut seen = std::collections::HashSet::new();
+            let mut through: Option<std::collections::HashSet<String>> = None;
+            for op in 0..ops {
+                if live.len() < low || (live.len() < high && rng.bool()) {
+                    let id = format!("r{round}-n{next}");
+                    next += 1;
+                    let count = 1 + (next % 3) as u32;
+                    t.insert(&id, ShardId(1), count, Epoch(1), 0).unwrap();
+                    live.push((id, count));
+                } else {
+                    let (id, count) = live.swap_remove(rng.usize(..live.len()));
+                    for _ in 1..count {
+                        t.edge_removed(&id);
+                    }
+                    assert_eq!(t.edge_removed(&id), EdgeOutcome::Purged, "{id}");
+                    if let Some(through) = &mut through {
+                        through.remove(&id);
+                    }
+                }
+                if op == ops / 2 {
+                    through = Some(live.iter().map(|(id, _)| id.clone()).collect());
+                }
+                if through.is_some() && op % 7 == 0 {
+                    let page = t.plan_sweep(0, 5);
+                    seen.extend(page.checks.iter().map(|c| c.node_id.to_string()));
+                    if page.pass_complete {
+                        let missed: Vec<_> = through.take().unwrap().difference(&seen).cloned().collect();
+                        assert!(missed.is_empty(), "round {round}: the pass skipped {missed:?}");
+                    }
+                }
+                assert_eq!(t.slab.passed_with_room(), 0, "round {round}, op {op}");
+            }
+            assert_eq!(t.resolve("absent-id"), None);
+            for (id, count) in &live {
+                let g = t.get(id).unwrap_or_else(|| panic!("{id} lost"));
+                assert_eq!(g.refcount, *count, "{id}");
+            }
+            assert_eq!(t.len(), live.len());
+        }
+    }
+}

@@ -81,8 +81,11 @@ mod tests {
             let hash = |k: u32| foldhash::fast::FixedState::with_seed(3).hash_one(k);
             let mut index = Index::default().reused(6000);
             let mut at = std::collections::HashMap::new();
+            let mut key_at = std::collections::HashMap::new();
             for k in 0..6000u32 {
-                at.insert(k, index.insert_unique(hash(k)));
+                let p = index.insert_unique(hash(k));
+                at.insert(k, p);
+                key_at.insert(p, k);
             }
             let mut model = BTreeSet::new();
             let mut removed = BTreeSet::new();
@@ -93,11 +96,27 @@ mod tests {
                     0 => { index.mark(p); model.insert(p); }
                     1 => { index.unmark(p); model.remove(&p); }
                     2 if k % 97 == 0 => { index.clear_marks(); model.clear(); }
-                    3 if k % 5 == 0 => { index.remove(hash(k), p); model.remove(&p); removed.insert(k); }
+                    3 if k % 5 == 0 => {
+                        // A removal moves keys back, and their marks with them.
+                        key_at.remove(&p);
+                        model.remove(&p);
+                        removed.insert(k);
+                        let mut moves = Vec::new();
+                        index.remove(hash(k), p, |q| hash(key_at[&q]), &mut moves);
+                        for (from, to) in moves {
+                            let moved = key_at.remove(&from).unwrap();
+                            key_at.insert(to, moved);
+                            at.insert(moved, to);
+                            if model.remove(&from) {
+                                model.insert(to);
+                            }
+                        }
+                    }
                     _ => {}
                 }
                 prop_assert_eq!(index.marked().count(), model.len());
-                prop_assert_eq!(index.marked().any(|q| q == p), model.contains(&p));
+                let p = at[&k];
+                prop_assert_eq!(index.marked().any(|q| q == p), model.contains(&p) && !removed.contains(&k));
             }
             prop_assert_eq!(index.marked().collect::<Vec<_>>(), model.iter().copied().collect::<Vec<_>>());
             for k in 0..6000u32 {
