@@ -338,6 +338,7 @@ fn build(store: &StoreChoice, clock: &ManualClock, max_restarts: u32) -> GhostRu
         backoff_cap: Duration::from_millis(40),
         // Batches stage their changes ahead of the flush from two changed stubs on.
         stage_after_changes: 2,
+        hash_seed: Some(3),
         ..TableConfig::default()
     };
     let restart = RestartPolicy {
