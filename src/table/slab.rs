@@ -184,7 +184,9 @@ impl Slab {
     /// the default: none), which grows only where it is short of room.
     pub(crate) fn with_memory(memory: SlabMemory, n: usize, seed: Option<u64>) -> Self {
         let SlabMemory { mut slots, arena, index, listed } = memory;
-        let index = index.reused(n);
+        // Positions are `u32`s (retry times, batch candidates): a table this
+        // large grows, and its growth refuses what would pass 2^32.
+        let index = index.reused(n.min(super::index::room_in(u32::MAX as usize)));
         // Exact, as a fresh table's: doubling an emptied buffer would keep
         // room for twice the table across every reload that grows it a little.
         // The dropped table's slots are left where they lie, not rewritten as
