@@ -8,8 +8,10 @@
 //! or in its bucket's group instead cost 20–35 ns more per edge event (a
 //! second line written per event). A new stub, which would leave 4 bytes in
 //! the list per insert of a table being filled, is marked in its bucket's
-//! group instead (see `index/marks.rs`). A drain takes both in position
-//! order, each position once: the slots it reads come in address order.
+//! group instead (see `index/marks.rs`). A drain takes the list in its
+//! order (the slots a batch just wrote, still in cache; a repeat finds its
+//! flag cleared), then the marks; a copy that clears nothing (`peek_dirty`)
+//! takes both merged in position order, each once.
 
 use std::iter::Peekable;
 

@@ -581,15 +581,16 @@ impl Slab {
         self.garbage = 0;
     }
 
-    /// Calls `f` with every slot that is dirty and its retry time, in
-    /// position order, clearing the flags.
+    /// Calls `f` with every slot that is dirty and its retry time, clearing
+    /// the flags: the listed ones in the order they were listed (the slots a
+    /// batch just wrote, still in cache; a repeat finds its flag cleared),
+    /// then the marked ones in position order.
     pub(crate) fn drain_dirty(&mut self, mut f: impl FnMut(&str, &mut Slot, u64)) {
         if self.dirty == 0 {
             return;
         }
-        let mut listed = std::mem::take(&mut self.listed);
-        settle(&mut listed);
-        for i in merged(&listed, self.index.marked()) {
+        let listed = std::mem::take(&mut self.listed);
+        for i in listed.iter().map(|&p| p as usize).chain(self.index.marked()) {
             if self.slots[i].flags & DIRTY == 0 {
                 continue;
             }
@@ -617,7 +618,7 @@ impl Slab {
     }
 
     /// Calls `f` with every slot [`drain_dirty`](Self::drain_dirty) would
-    /// pass, in the same order, without clearing anything.
+    /// pass, each once, in position order, without clearing anything.
     pub(crate) fn peek_dirty(&self, mut f: impl FnMut(&str, &Slot, u64)) {
         let mut listed = self.listed.clone();
         settle(&mut listed);
