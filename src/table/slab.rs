@@ -109,6 +109,12 @@ pub(crate) struct Slab {
     stamp: u64,
     /// Next position the sweep visits; positions before it were visited this pass.
     cursor: usize,
+    /// Positions before the cursor of slots the pass has not visited, and
+    /// at or after it of slots it has: a removal moved them there (see
+    /// [`relocate`](Self::relocate)). The pass visits the first before it
+    /// goes on and passes over the second, so it takes every slot once.
+    owed: Vec<u32>,
+    done: Vec<u32>,
     /// Not offered to the sweeper before this time, for slots flagged RETRY
     /// (a back-off or a zero-count hold); every other slot's is 0.
     retry: HashMap<u32, u64, RandomState>,
@@ -210,6 +216,8 @@ impl Slab {
             dirty: 0,
             stamp: 0,
             cursor: 0,
+            owed: Vec::new(),
+            done: Vec::new(),
             retry: HashMap::default(),
             loading: Vec::new(),
         }
@@ -269,9 +277,23 @@ impl Slab {
     /// The next slot of the sweep's pass, or `None` at the pass's end (the
     /// next call starts the next pass).
     pub(crate) fn sweep_next(&mut self) -> Option<usize> {
-        let next = self.index.next_occupied(self.cursor);
-        self.cursor = next.map_or(0, |p| p + 1);
-        next
+        if let Some(p) = self.owed.pop() {
+            return Some(p as usize);
+        }
+        loop {
+            let next = self.index.next_occupied(self.cursor);
+            self.cursor = next.map_or(0, |p| p + 1);
+            match next {
+                Some(p) if self.done.contains(&(p as u32)) => self.done.retain(|&d| d as usize != p),
+                _ => return next,
+            }
+        }
+    }
+
+    /// Whether the sweep's pass has visited the slot at `p`.
+    fn visited(&self, p: usize) -> bool {
+        let p32 = p as u32;
+        if p < self.cursor { !self.owed.contains(&p32) } else { self.done.contains(&p32) }
     }
 
     pub(crate) fn slot(&self, i: usize) -> &Slot {
@@ -443,7 +465,7 @@ impl Slab {
             let s = self.slots[p];
             let q = index.insert_unique(self.hasher.hash_one(id_bytes(&self.arena, &s)));
             slots[q] = s;
-            if p >= self.cursor {
+            if !self.visited(p) {
                 cursor = cursor.min(q);
             }
             if s.flags & RETRY != 0 {
@@ -456,6 +478,8 @@ impl Slab {
         }
         (self.index, self.slots, self.retry, self.cursor) = (index, slots, retry, cursor);
         self.listed.clear();
+        self.owed.clear();
+        self.done.clear();
         Ok(())
     }
 
@@ -513,10 +537,11 @@ impl Slab {
     }
 
     /// Removes slot `i`. Keys stored past their home may move back into the
-    /// hole (see `index/remove.rs`), each with its retry time and dirtiness;
-    /// one the sweep's pass had not visited that moves before the cursor
-    /// takes the cursor back with it, so the pass skips none.
+    /// hole (see `index/remove.rs`), each with its retry time, dirtiness and
+    /// place in the sweep's pass.
     pub(crate) fn remove(&mut self, i: usize) {
+        self.owed.retain(|&p| p as usize != i);
+        self.done.retain(|&p| p as usize != i);
         let hash = self.hash_of(i);
         let key = self.slots[i].key;
         self.id_bytes -= id_bytes(&self.arena, &self.slots[i]).len();
@@ -543,7 +568,10 @@ impl Slab {
     }
 
     /// Moves the slot at `from` to the free position `to` (the index has
-    /// moved its key and its mark), with its retry time and dirtiness.
+    /// moved its key and its mark), with its retry time, dirtiness and place
+    /// in the pass. A slot moves back, or from the first bucket round to the
+    /// last: one the pass has not visited that lands before the cursor is
+    /// owed to the pass, one it has visited that lands after is done.
     fn relocate(&mut self, from: usize, to: usize) {
         let s = self.slots[from];
         self.slots[to] = s;
@@ -557,8 +585,13 @@ impl Slab {
             // slot or none: the drain goes by the flag at each position.
             self.listed.push(to as u32);
         }
-        if to < self.cursor && from >= self.cursor {
-            self.cursor = to;
+        let visited = self.visited(from);
+        self.owed.retain(|&p| p as usize != from);
+        self.done.retain(|&p| p as usize != from);
+        match (visited, to < self.cursor) {
+            (false, true) => self.owed.push(to as u32),
+            (true, false) => self.done.push(to as u32),
+            _ => {}
         }
     }
 
@@ -687,9 +720,9 @@ mod tests {
     }
 
     /// A removal that moves a key the sweep has not visited back before the
-    /// cursor takes the cursor with it: the rest of the pass still visits
-    /// every key that was unvisited. Removals are tried until such moves
-    /// happened, so the check is not vacuous.
+    /// cursor: the rest of the pass visits every key that was unvisited, and
+    /// none twice. Removals are tried until such moves happened, so the
+    /// check is not vacuous.
     #[test]
     fn a_key_moved_back_past_the_cursor_is_still_visited_in_the_pass() {
         let mut crossings = 0;
@@ -729,7 +762,7 @@ mod tests {
                 }
             }
             while let Some(p) = slab.sweep_next() {
-                visited.insert(slab.id(p).to_owned());
+                assert!(visited.insert(slab.id(p).to_owned()), "seed {seed}: {} visited twice", slab.id(p));
             }
             let missed: Vec<_> = ids.iter().filter(|id| **id != victim && !visited.contains(*id)).collect();
             assert!(missed.is_empty(), "seed {seed}: the pass skipped {missed:?}");

@@ -11,7 +11,9 @@ impl GhostTable {
     /// cursor and returns those due for verification (older than the grace
     /// period and out of back-off). Refcount-zero stubs that are due are purged
     /// here, without a remote call. A page stops at the end of a pass, so
-    /// successive pages visit every stub once per pass at O(page) cost each.
+    /// successive pages visit every stub once per pass at O(page) cost each
+    /// (a growth of the table mid-pass, which moves every stub, may visit
+    /// some a second time; none is skipped).
     /// Each page also forgets up to `max_scan` tombstones that lapsed.
     pub fn plan_sweep(&mut self, now_ms: u64, max_scan: usize) -> SweepPage {
         let mut page = SweepPage::default();
