@@ -216,6 +216,17 @@ impl GhostTable {
         ghosts.chain(self.tombstones.iter().map(|(id, t)| tombstone_ref(id, t)))
     }
 
+    /// [`rows`](Self::rows), each with its id's bytes as the table holds
+    /// them (the row's `node_id` is then empty for a ghost): for an encoder,
+    /// which would otherwise check each id as UTF-8 again.
+    pub(crate) fn rows_as_stored(&self) -> impl Iterator<Item = (&[u8], StubRef<'_>)> + '_ {
+        let ghosts = self
+            .slab
+            .occupied()
+            .map(|i| (self.slab.id_raw(i), stub_ref("", self.slab.slot(i), self.slab.retry_at(i), 0)));
+        ghosts.chain(self.tombstones.iter().map(|(id, t)| (id.as_bytes(), tombstone_ref(id, t))))
+    }
+
     /// Number of rows [`rows`](Self::rows) yields.
     pub(crate) fn row_count(&self) -> usize {
         self.slab.len() + self.tombstones.len()

@@ -301,6 +301,11 @@ impl Slab {
         &self.slots[i]
     }
 
+    /// The bytes of slot `i`'s id (a whole `&str`'s, unchecked here).
+    pub(crate) fn id_raw(&self, i: usize) -> &[u8] {
+        id_bytes(&self.arena, self.slot(i))
+    }
+
     pub(crate) fn id(&self, i: usize) -> &str {
         id_of(&self.arena, self.slot(i))
     }
@@ -620,6 +625,8 @@ impl Slab {
     /// then the marked ones in position order.
     pub(crate) fn drain_dirty(&mut self, mut f: impl FnMut(&str, &mut Slot, u64)) {
         if self.dirty == 0 {
+            // Only entries of slots since removed or drained can be left.
+            self.listed.clear();
             return;
         }
         let listed = std::mem::take(&mut self.listed);
