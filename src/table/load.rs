@@ -244,9 +244,10 @@ impl GhostTable {
                 .map_err(|e| Error::store_from("cannot start load thread", e))?;
             let mut load = IndexedLoad { sink: Sink::Thread { rows: Rows::default(), tx, back } };
             let filled = fill(&mut load);
-            if let Sink::Thread { rows, tx, .. } = load.sink {
+            if let (Ok(()), Sink::Thread { rows, tx, .. }) = (&filled, load.sink) {
                 // The last rows; the send fails only if the thread stopped,
-                // and then its join says why. Dropping `tx` ends its loop.
+                // and then its join says why. Dropping `tx` (here, or with
+                // `load` after a failed fill) ends its loop.
                 let _ = tx.send(rows);
             }
             let placed = placer.join().map_err(|_| Error::store("load thread panicked"))?;

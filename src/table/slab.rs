@@ -317,14 +317,21 @@ impl Slab {
     /// [`find`](Self::find) with `hash` = [`hash_id`](Self::hash_id)`(id)` already computed.
     #[inline]
     pub(crate) fn find_hashed(&self, id: &str, hash: u64) -> Option<usize> {
+        self.find_key(Key::inline(id), id.as_bytes(), hash)
+    }
+
+    /// The position of the id `id` under `hash`, whose key is `key` when the
+    /// id is short enough to be kept in place.
+    #[inline]
+    fn find_key(&self, key: Option<Key>, id: &[u8], hash: u64) -> Option<usize> {
         let (arena, slots) = (&self.arena, &self.slots);
-        match Key::inline(id) {
+        match key {
             // A short id is compared as its whole zero-padded key: a fixed-size
             // compare the compiler unrolls, where a call to `memcmp` would make
             // each lookup longer and so fewer of them overlap their misses. A
             // key in the arena starts with `LONG`, so it never equals one in place.
             Some(key) => self.index.find(hash, |i| slots[i].key == key),
-            None => self.index.find(hash, |i| id_bytes(arena, &slots[i]) == id.as_bytes()),
+            None => self.index.find(hash, |i| id_bytes(arena, &slots[i]) == id),
         }
     }
 
@@ -397,14 +404,8 @@ impl Slab {
         }
         std::hint::black_box(touched);
         for l in &loading {
-            let found = match l.slot.key.in_arena() {
-                Some(_) => {
-                    let id = id_bytes(&self.arena, &l.slot);
-                    self.index.find(l.hash, |i| id_bytes(&self.arena, &self.slots[i]) == id)
-                }
-                None => self.index.find(l.hash, |i| self.slots[i].key == l.slot.key),
-            };
-            if found.is_some() {
+            let in_place = l.slot.key.in_arena().is_none().then_some(l.slot.key);
+            if self.find_key(in_place, id_bytes(&self.arena, &l.slot), l.hash).is_some() {
                 let id = id_of(&self.arena, &l.slot);
                 return Err(DecodeError::Malformed(format!("duplicate node id {id:?}")).into());
             }

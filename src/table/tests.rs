@@ -890,6 +890,7 @@ fn churn_keeps_lookups_short_and_every_ghost_found_and_swept() {
             // A pass begun now: the ghosts alive from here to its end must all be visited.
             let mut seen = std::collections::HashSet::new();
             let mut through: Option<std::collections::HashSet<String>> = None;
+            let mut passes_checked = 0;
             for op in 0..ops {
                 if live.len() < low || (live.len() < high && rng.bool()) {
                     let id = format!("r{round}-n{next}");
@@ -916,16 +917,69 @@ fn churn_keeps_lookups_short_and_every_ghost_found_and_swept() {
                     if page.pass_complete {
                         let missed: Vec<_> = through.take().unwrap().difference(&seen).cloned().collect();
                         assert!(missed.is_empty(), "round {round}: the pass skipped {missed:?}");
+                        passes_checked += 1;
                     }
                 }
                 assert_eq!(t.slab.passed_with_room(), 0, "round {round}, op {op}");
             }
+            assert_eq!(passes_checked, 1, "round {round}: the pass across the churn never ended");
             assert_eq!(t.resolve("absent-id"), None);
             for (id, count) in &live {
                 let g = t.get(id).unwrap_or_else(|| panic!("{id} lost"));
                 assert_eq!(g.refcount, *count, "{id}");
             }
             assert_eq!(t.len(), live.len());
+        }
+    }
+}
+
+/// Edge events and purges between flushes of a table kept nearly full, so
+/// that purges move ghosts whose changes are not yet flushed (and new ones,
+/// and ones moved before): after every flush, a store that applies the
+/// changes (removals, then upserts) holds exactly what the table does.
+#[test]
+fn every_change_reaches_the_store_while_removals_move_changed_ghosts() {
+    use std::collections::HashMap;
+    let flush = |t: &mut GhostTable, store: &mut HashMap<String, (u16, u32)>| {
+        let changes = t.take_changes();
+        for id in changes.removals() {
+            store.remove(id);
+        }
+        for u in changes.upserts() {
+            assert!(!u.tombstone);
+            store.insert(u.node_id.to_owned(), (u.target_shard, u.refcount));
+        }
+        let held: HashMap<String, (u16, u32)> =
+            t.records().map(|r| (r.node_id.clone(), (r.target_shard, r.refcount))).collect();
+        assert_eq!(*store, held);
+    };
+    for seed in 0..40u64 {
+        let config = TableConfig { grace: Duration::ZERO, hash_seed: Some(seed), ..TableConfig::default() };
+        let mut t = GhostTable::new(ShardId(0), config).unwrap();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut store = HashMap::new();
+        let mut live: Vec<String> = Vec::new();
+        let mut next = 0;
+        for round in 0..60 {
+            // Back to 180 ghosts: sixteen buckets as full as they get before a growth.
+            while live.len() < 180 {
+                let id = format!("s{seed}-{next}");
+                next += 1;
+                t.insert(&id, ShardId(1 + (next % 7) as u16), 2, Epoch(1), 0).unwrap();
+                live.push(id);
+            }
+            if round % 3 == 0 {
+                flush(&mut t, &mut store);
+            }
+            for _ in 0..40 {
+                let k = rng.usize(..live.len());
+                if rng.u8(..4) == 0 {
+                    t.edge_added(&live[k]);
+                } else if t.edge_removed(&live[k]) == EdgeOutcome::Purged {
+                    live.swap_remove(k);
+                }
+            }
+            flush(&mut t, &mut store);
         }
     }
 }

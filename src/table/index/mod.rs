@@ -152,12 +152,6 @@ impl Index {
         self.groups.len() * WAYS
     }
 
-    /// Entries the index holds before it must grow.
-    #[cfg(test)]
-    pub(crate) fn capacity(&self) -> usize {
-        self.room()
-    }
-
     /// Whether position `p` holds a slot.
     pub(crate) fn is_occupied(&self, p: usize) -> bool {
         self.groups.get(p / WAYS).is_some_and(|g| g.occupied() & (1 << (p % WAYS)) != 0)
@@ -380,7 +374,7 @@ mod tests {
             assert!(!index.needs_growth(), "sized for 10 000");
             at.insert(index.insert_unique(hash(k)), k);
         }
-        assert!(index.capacity() >= 10_000);
+        assert!(index.room() >= 10_000);
         let mut grown = index.grown(20_000);
         let mut moved = HashMap::new();
         for p in index.occupied() {
@@ -393,7 +387,7 @@ mod tests {
         assert_eq!(grown.find(hash(10_001), |p| moved[&p] == 10_001), None);
         // Past the doubling sizes, a growth adds an eighth or so, not a doubling.
         let big = Index::default().reused(1_000_000);
-        let next = big.grown(big.capacity() + 1);
+        let next = big.grown(big.room() + 1);
         let ratio = next.positions() as f64 / big.positions() as f64;
         assert!((1.05..1.2).contains(&ratio), "grew {ratio}×");
     }
