@@ -56,6 +56,9 @@ async fn never_half_a_batch(size: usize, mixed: bool) {
             assert_eq!(r.unwrap(), InsertOutcome::Inserted);
         }
     }
+    // Shard 1 gets no insert: a request waits for its load, so that the
+    // lock-free readers below never meet it still loading (`ShardLoading`).
+    assert_eq!(rt.resolve(ShardId(1), "stays").await.unwrap(), None);
     let (finished, reads) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let readers: Vec<_> = (0..READERS)
         .map(|_| {
