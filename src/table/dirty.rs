@@ -12,8 +12,11 @@
 //! the list per insert of a table being filled, is marked in its bucket's
 //! group instead (see `index/marks.rs`). A drain takes the list in its
 //! order (the slots a batch just wrote, still in cache; a repeat finds its
-//! flag cleared), then the marks; a copy that clears nothing (`peek_dirty`)
-//! takes both merged in position order, each once.
+//! flag cleared), then the marks. A copy that clears nothing (`peek_dirty`)
+//! must take each position once without clearing flags: until a removal
+//! since the drain, the list and the marks never repeat a position, so it
+//! takes them as they are; after one, it takes them merged in position
+//! order, the list sorted without repeats.
 
 use std::iter::Peekable;
 

@@ -12,6 +12,7 @@ mod tombstones;
 
 pub use changes::ChangeSet;
 pub(crate) use changes::ShardChanges;
+use changes::{Packed, Upserts};
 pub use export::GhostPage;
 pub use stats::{TableCounters, TableStats};
 
@@ -471,12 +472,12 @@ impl GhostTable {
     /// the write lock.
     pub(crate) fn stage_ahead(&self) -> StagedAhead {
         let (n, id_bytes) = self.slab.dirty_estimate();
-        let mut changes = ChangeSet::with_capacity(n, id_bytes);
+        let mut upserts = Upserts::with_capacity(n, id_bytes);
         let (seq, ahead) = (self.applied_seq.unwrap_or(0), &self.ahead);
         self.slab.peek_dirty(|id, s, retry_at_ms| {
-            changes.push_upsert(stub_ref(id, s, retry_at_ms, held_seq(ahead, id, seq)));
+            upserts.push(id, packed(s, retry_at_ms, held_seq(ahead, id, seq)));
         });
-        StagedAhead { changes, stamp: (self.slab.dirty_stamp(), self.next_version) }
+        StagedAhead { changes: upserts.seal(), stamp: (self.slab.dirty_stamp(), self.next_version) }
     }
 
     /// Makes `staged` the stubs' staged state: they join the pending change
@@ -556,14 +557,19 @@ impl GhostTable {
     /// scattered over the whole table and cost a cache miss or two each; on a
     /// large table that drain cost about as much as applying the batch did.
     fn stage(&mut self) {
+        if !self.slab.has_dirty() {
+            // Clears any stale entries of the list all the same.
+            self.slab.drain_dirty(|_, _, _| {});
+            return;
+        }
         let (n, id_bytes) = self.slab.dirty_estimate();
-        self.pending.reserve(n, id_bytes);
-        let (pending, window, seq) = (&mut self.pending, self.window, self.applied_seq.unwrap_or(0));
-        let ahead = &self.ahead;
+        let mut upserts = Upserts::with_capacity(n, id_bytes);
+        let (window, seq, ahead) = (self.window, self.applied_seq.unwrap_or(0), &self.ahead);
         self.slab.drain_dirty(|id, s, retry_at_ms| {
             s.staged = window;
-            pending.push_upsert(stub_ref(id, s, retry_at_ms, held_seq(ahead, id, seq)));
+            upserts.push(id, packed(s, retry_at_ms, held_seq(ahead, id, seq)));
         });
+        self.pending.append_upserts(upserts.seal());
     }
 
     /// True when [`take_changes`](Self::take_changes) would return something to write.
@@ -754,8 +760,28 @@ fn info(slab: &Slab, i: usize) -> GhostInfo {
 /// a row stored ahead of it (a commit landed in part), which still holds the
 /// batches up to its own. Stamped lower, a later load would let a resend of
 /// those batches count the row's events again.
-fn held_seq(ahead: &foldhash::HashMap<Box<str>, u64>, id: &str, applied: u64) -> u64 {
-    if ahead.is_empty() { applied } else { ahead.get(id).map_or(applied, |&held| held.max(applied)) }
+fn held_seq(ahead: &foldhash::HashMap<Box<str>, u64>, id: &[u8], applied: u64) -> u64 {
+    if ahead.is_empty() {
+        return applied;
+    }
+    // Rows ahead are rare (a reload behind its store): a check per id is fine here.
+    let held = std::str::from_utf8(id).ok().and_then(|id| ahead.get(id));
+    held.map_or(applied, |&held| held.max(applied))
+}
+
+/// The fixed fields of slot `s`'s row, holding the batches up to `seq` (see [`stub_ref`]).
+fn packed(s: &Slot, retry_at_ms: u64, seq: u64) -> Packed {
+    let r = stub_ref("", s, retry_at_ms, seq);
+    Packed {
+        id_end: 0,
+        target_shard: r.target_shard,
+        refcount: r.refcount,
+        created_at_ms: r.created_at_ms,
+        epoch: r.epoch,
+        hold_until_ms: r.hold_until_ms,
+        tombstone: r.tombstone,
+        seq: r.seq,
+    }
 }
 
 /// The row of slot `s`, holding the batches up to `seq` (0: not said).
