@@ -66,7 +66,9 @@ pub(crate) struct Upserts {
 impl Upserts {
     /// Room for `n` upserts whose ids total `id_bytes`.
     pub(crate) fn with_capacity(n: usize, id_bytes: usize) -> Self {
-        Self { ids: Vec::with_capacity(id_bytes), packed: Vec::with_capacity(n) }
+        // 16 over: the last short id's fixed-size copy writes past its end
+        // before cutting back, which would reallocate the whole buffer.
+        Self { ids: Vec::with_capacity(id_bytes + 16), packed: Vec::with_capacity(n) }
     }
 
     /// Adds an upsert of the id `id` (the bytes of a `&str`) with the fixed
