@@ -365,6 +365,52 @@ mod tests {
         }
     }
 
+    /// Four hundred keys in one home bucket: the counts of the buckets they
+    /// pass saturate (at 255), and stay so while keys are removed. Removing
+    /// them all, in a shuffled order, keeps every remaining key findable and
+    /// no count on a bucket with room; a saturated count whose passers are
+    /// all gone is cleared, so the empty index sends a new key home again.
+    #[test]
+    fn saturated_counts_are_cleared_once_no_key_passes() {
+        let mut index = Index::default().reused(600);
+        let mut keys: HashMap<usize, u32> = HashMap::new();
+        let mut at: HashMap<u32, usize> = HashMap::new();
+        for k in 0..400u32 {
+            let p = index.insert_unique(crowded(k));
+            keys.insert(p, k);
+            at.insert(k, p);
+        }
+        assert_eq!(index.groups[0].overflow(), u8::MAX, "the home bucket's count saturated");
+        let mut order: Vec<u32> = (0..400).collect();
+        let mut x = 0x9e37_79b9_u32;
+        for i in (1..order.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            order.swap(i, x as usize % (i + 1));
+        }
+        for (n, &k) in order.iter().enumerate() {
+            let p = at.remove(&k).unwrap();
+            keys.remove(&p);
+            let mut moves = Vec::new();
+            index.remove(crowded(k), p, |q| crowded(keys[&q]), &mut moves);
+            for (from, to) in moves {
+                let moved = keys.remove(&from).unwrap();
+                keys.insert(to, moved);
+                at.insert(moved, to);
+            }
+            assert_eq!(index.passed_with_room(), 0, "after {} removals", n + 1);
+            if n % 50 == 0 {
+                for (&k, &p) in &at {
+                    assert_eq!(index.find(crowded(k), |q| keys[&q] == k), Some(p));
+                }
+            }
+        }
+        assert_eq!(index.len(), 0);
+        assert!(index.groups.iter().all(|g| g.overflow() == 0), "every count cleared");
+        assert!(index.insert_unique(crowded(7)) < WAYS, "a new key stops at home");
+    }
+
     #[test]
     fn a_grown_index_keeps_every_key_findable_and_its_load_in_bounds() {
         let hash = |k: u32| foldhash::fast::FixedState::with_seed(2).hash_one(k);
