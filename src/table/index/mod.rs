@@ -349,6 +349,22 @@ mod tests {
                 }
                 prop_assert_eq!(index.len(), model.len());
                 prop_assert_eq!(index.passed_with_room(), 0);
+                // Each count is the number of keys that passed its bucket,
+                // unless it saturated (then it stays until no key passes).
+                let n = index.groups.len();
+                let mut passers = vec![0usize; n];
+                for (&p, &k) in &keys {
+                    let mut b = home_and_tag(hash(k), n).0;
+                    while b != p / WAYS {
+                        passers[b] += 1;
+                        b = index.next(b);
+                    }
+                }
+                for (b, &true_count) in passers.iter().enumerate() {
+                    let count = index.groups[b].overflow();
+                    prop_assert!(count == u8::MAX || usize::from(count) == true_count,
+                        "bucket {} counts {} keys passing, {} do", b, count, true_count);
+                }
             }
             for k in 0..400u32 {
                 prop_assert_eq!(index.find(hash(k), |p| keys[&p] == k), model.get(&k).copied());
