@@ -115,6 +115,12 @@ mod tests {
                     _ => {}
                 }
                 prop_assert_eq!(index.marked().count(), model.len());
+                // The summary names exactly the groups with a mark: one it
+                // kept for a group without would cost every drain a visit.
+                for (b, g) in index.groups.iter().enumerate() {
+                    let summary = index.marked_groups[b / 64] >> (b % 64) & 1 == 1;
+                    prop_assert_eq!(summary, g.bits() >> WAYS != 0, "group {}", b);
+                }
                 if !removed.contains(&k) {
                     let p = at[&k];
                     prop_assert_eq!(index.marked().any(|q| q == p), model.contains(&p));
