@@ -41,15 +41,31 @@ pub struct ChangeSet {
 
 /// An upsert's fixed fields; its id ends at `id_end` in `upsert_ids`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Packed {
-    pub(crate) id_end: usize,
-    pub(crate) target_shard: u16,
-    pub(crate) refcount: u32,
-    pub(crate) created_at_ms: u64,
-    pub(crate) epoch: u64,
-    pub(crate) hold_until_ms: u64,
-    pub(crate) tombstone: bool,
-    pub(crate) seq: u64,
+struct Packed {
+    id_end: usize,
+    target_shard: u16,
+    refcount: u32,
+    created_at_ms: u64,
+    epoch: u64,
+    hold_until_ms: u64,
+    tombstone: bool,
+    seq: u64,
+}
+
+impl Packed {
+    /// `stub`'s fixed fields, its id ending at `id_end`.
+    fn of(stub: &StubRef<'_>, id_end: usize) -> Self {
+        Self {
+            id_end,
+            target_shard: stub.target_shard,
+            refcount: stub.refcount,
+            created_at_ms: stub.created_at_ms,
+            epoch: stub.epoch,
+            hold_until_ms: stub.hold_until_ms,
+            tombstone: stub.tombstone,
+            seq: stub.seq,
+        }
+    }
 }
 
 /// Upserts copied out of a table, their ids as bytes, checked as UTF-8
@@ -72,8 +88,8 @@ impl Upserts {
     }
 
     /// Adds an upsert of the id `id` (the bytes of a `&str`) with the fixed
-    /// fields of `p` (its `id_end` is set here).
-    pub(crate) fn push(&mut self, id: &[u8], mut p: Packed) {
+    /// fields of `fields` (whose own `node_id` is not read).
+    pub(crate) fn push(&mut self, id: &[u8], fields: StubRef<'_>) {
         let n = id.len();
         if n <= 16 {
             // A fixed-size copy, cut back: copying `n` bytes is a call to `memcpy`.
@@ -82,8 +98,7 @@ impl Upserts {
         } else {
             self.ids.extend_from_slice(id);
         }
-        p.id_end = self.ids.len();
-        self.packed.push(p);
+        self.packed.push(Packed::of(&fields, self.ids.len()));
     }
 
     /// The upserts as a change set.
@@ -127,16 +142,7 @@ impl ChangeSet {
     /// Adds a stub in its current state.
     pub fn push_upsert(&mut self, stub: StubRef<'_>) {
         self.upsert_ids.push_str(stub.node_id);
-        self.upserts.push(Packed {
-            id_end: self.upsert_ids.len(),
-            target_shard: stub.target_shard,
-            refcount: stub.refcount,
-            created_at_ms: stub.created_at_ms,
-            epoch: stub.epoch,
-            hold_until_ms: stub.hold_until_ms,
-            tombstone: stub.tombstone,
-            seq: stub.seq,
-        });
+        self.upserts.push(Packed::of(&stub, self.upsert_ids.len()));
     }
 
     /// Appends `other`'s upserts after this set's own (its removals, if any,
@@ -311,19 +317,7 @@ mod tests {
         let mut plain = ChangeSet::new();
         for (n, id) in ids.iter().enumerate() {
             let s = stub(id, n as u32);
-            raw.push(
-                id.as_bytes(),
-                Packed {
-                    id_end: 0,
-                    target_shard: s.target_shard,
-                    refcount: s.refcount,
-                    created_at_ms: s.created_at_ms,
-                    epoch: s.epoch,
-                    hold_until_ms: s.hold_until_ms,
-                    tombstone: s.tombstone,
-                    seq: s.seq,
-                },
-            );
+            raw.push(id.as_bytes(), StubRef { node_id: "", ..s });
             plain.push_upsert(s);
         }
         let sealed = raw.seal();

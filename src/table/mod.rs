@@ -12,7 +12,7 @@ mod tombstones;
 
 pub use changes::ChangeSet;
 pub(crate) use changes::ShardChanges;
-use changes::{Packed, Upserts};
+use changes::Upserts;
 pub use export::GhostPage;
 pub use stats::{TableCounters, TableStats};
 
@@ -475,7 +475,7 @@ impl GhostTable {
         let mut upserts = Upserts::with_capacity(n, id_bytes);
         let (seq, ahead) = (self.applied_seq.unwrap_or(0), &self.ahead);
         self.slab.peek_dirty(|id, s, retry_at_ms| {
-            upserts.push(id, packed(s, retry_at_ms, held_seq(ahead, id, seq)));
+            upserts.push(id, stub_ref("", s, retry_at_ms, held_seq(ahead, id, seq)));
         });
         StagedAhead { changes: upserts.seal(), stamp: (self.slab.dirty_stamp(), self.next_version) }
     }
@@ -567,7 +567,7 @@ impl GhostTable {
         let (window, seq, ahead) = (self.window, self.applied_seq.unwrap_or(0), &self.ahead);
         self.slab.drain_dirty(|id, s, retry_at_ms| {
             s.staged = window;
-            upserts.push(id, packed(s, retry_at_ms, held_seq(ahead, id, seq)));
+            upserts.push(id, stub_ref("", s, retry_at_ms, held_seq(ahead, id, seq)));
         });
         self.pending.append_upserts(upserts.seal());
     }
@@ -767,21 +767,6 @@ fn held_seq(ahead: &foldhash::HashMap<Box<str>, u64>, id: &[u8], applied: u64) -
     // Rows ahead are rare (a reload behind its store): a check per id is fine here.
     let held = std::str::from_utf8(id).ok().and_then(|id| ahead.get(id));
     held.map_or(applied, |&held| held.max(applied))
-}
-
-/// The fixed fields of slot `s`'s row, holding the batches up to `seq` (see [`stub_ref`]).
-fn packed(s: &Slot, retry_at_ms: u64, seq: u64) -> Packed {
-    let r = stub_ref("", s, retry_at_ms, seq);
-    Packed {
-        id_end: 0,
-        target_shard: r.target_shard,
-        refcount: r.refcount,
-        created_at_ms: r.created_at_ms,
-        epoch: r.epoch,
-        hold_until_ms: r.hold_until_ms,
-        tombstone: r.tombstone,
-        seq: r.seq,
-    }
 }
 
 /// The row of slot `s`, holding the batches up to `seq` (0: not said).
