@@ -123,10 +123,16 @@ pub fn encode_stub(record: &StubRecord) -> Result<Vec<u8>> {
 /// [`encode_stub`] of a borrowed stub.
 pub(crate) fn encode_stub_ref(stub: StubRef<'_>) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(envelope::HEADER_LEN + 40 + stub.node_id.len());
-    envelope::begin(&mut out);
-    put::stub(&mut out, stub);
-    envelope::finish(Kind::Stub, &mut out);
+    append_stub_ref(&mut out, stub);
     Ok(out)
+}
+
+/// [`encode_stub_ref`] appended to `out`: a fold writes many rows from one buffer.
+pub(crate) fn append_stub_ref(out: &mut Vec<u8>, stub: StubRef<'_>) {
+    let start = out.len();
+    out.resize(start + envelope::HEADER_LEN, 0);
+    put::stub(out, stub);
+    envelope::finish(Kind::Stub, &mut out[start..]);
 }
 
 /// Decodes one stub written by [`encode_stub`].

@@ -8,6 +8,7 @@ mod claim;
 pub(crate) mod faulty;
 mod memory;
 mod redb;
+mod redb_fold;
 mod redb_log;
 mod redb_schema;
 

@@ -1,7 +1,8 @@
 //! `RedbStore`: the embedded default `GhostStore`, one crash-safe redb file for all shards of a process.
 
+use super::redb_fold::{self, SortedRows};
 use super::redb_log::{self, LogState, Thresholds};
-use super::redb_schema::{COMMIT_LOG, Ctx, GHOSTS, SHARD_META, adopt, check_magic};
+use super::redb_schema::{COMMIT_LOG, Ctx, GHOSTS, SHARD_META, adopt, check_magic, shard_range};
 use super::{GhostStore, ShardChanges};
 use crate::codec;
 use crate::codec::batch;
@@ -10,7 +11,6 @@ use crate::error::{DecodeError, Error, Result};
 use crate::ids::ShardId;
 use crate::table::{GhostTable, TableMemory};
 use redb::{Builder, Database, DatabaseError, ReadableDatabase, ReadableTableMetadata, StorageError};
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -157,7 +157,7 @@ impl RedbStore {
     fn fold_locked(&self, log: &mut LogState) -> Result<()> {
         let start = std::time::Instant::now();
         let txn = self.db.begin_write().ctx("begin write")?;
-        let next = redb_log::fold(&txn, log.next)?;
+        let next = redb_fold::fold(&txn, log.next)?;
         txn.commit().ctx("commit checkpoint")?;
         // Seconds for a full log: worth seeing next to the commit latencies it delays.
         tracing::info!(records = log.records, bytes = log.bytes, took = ?start.elapsed(), "checkpoint");
@@ -271,22 +271,21 @@ impl GhostStore for RedbStore {
 
     fn replace(&self, table: &GhostTable) -> Result<()> {
         let shard = table.shard().get();
-        let encoded = table
-            .rows()
-            .map(|r| Ok((codec::encode_stub_ref(r)?, r.node_id.to_owned())))
-            .collect::<Result<Vec<_>>>()?;
+        let mut sorted: Vec<_> = table.rows().collect();
+        sorted.sort_unstable_by(|a, b| a.node_id.cmp(b.node_id));
+        let mut encoded = SortedRows::default();
+        for r in sorted {
+            encoded.push_encoded(r.node_id, &codec::encode_stub_ref(r)?);
+        }
         let mut log = self.lock_log();
         let txn = self.db.begin_write().ctx("begin write")?;
         // Folded first, so that no older record of this shard replays over the
         // new contents; one transaction keeps the replacement atomic.
-        let next = redb_log::fold(&txn, log.next)?;
+        let next = redb_fold::fold(&txn, log.next)?;
         {
             let mut rows = txn.open_table(GHOSTS).ctx("open ghosts")?;
-            rows.retain_in(shard_range(shard), |_, _| false).ctx("clear shard")?;
-            for (v, id) in &encoded {
-                rows.insert((shard, id.as_str()), v.as_slice()).ctx("write ghost")?;
-            }
-            let new = (table.applied_seq(), encoded.len() as u64);
+            redb_fold::write_shard(&mut rows, shard, &encoded)?;
+            let new = (table.applied_seq(), table.len() as u64);
             let mut meta = txn.open_table(SHARD_META).ctx("open shard_meta")?;
             meta.insert(shard, new).ctx("write shard meta")?;
         }
@@ -298,15 +297,4 @@ impl GhostStore for RedbStore {
     fn kind(&self) -> &'static str {
         "redb"
     }
-}
-
-type KeyBounds = (Bound<(u16, &'static str)>, Bound<(u16, &'static str)>);
-
-/// All keys of `shard` in the ghosts table.
-fn shard_range(shard: u16) -> KeyBounds {
-    let end = match shard.checked_add(1) {
-        Some(next) => Bound::Excluded((next, "")),
-        None => Bound::Unbounded,
-    };
-    (Bound::Included((shard, "")), end)
 }

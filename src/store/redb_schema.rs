@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use redb::{Database, ReadableDatabase, TableDefinition, TableError};
 use std::io::Read;
+use std::ops::Bound;
 use std::path::Path;
 
 /// Marks a redb file as a ghost store: table name, key, and the value written at creation.
@@ -20,6 +21,18 @@ pub(super) const LOG_NEXT_KEY: &str = "commit_log_next";
 pub(super) const GHOSTS: TableDefinition<(u16, &str), &[u8]> = TableDefinition::new("ghosts");
 /// One row per shard: shard → (applied sequence number, number of its rows in `GHOSTS`).
 pub(super) const SHARD_META: TableDefinition<u16, (Option<u64>, u64)> = TableDefinition::new("shard_meta");
+/// A range of `GHOSTS` keys.
+pub(super) type KeyBounds = (Bound<(u16, &'static str)>, Bound<(u16, &'static str)>);
+
+/// All keys of `shard` in `GHOSTS`.
+pub(super) fn shard_range(shard: u16) -> KeyBounds {
+    let end = match shard.checked_add(1) {
+        Some(next) => Bound::Excluded((next, "")),
+        None => Bound::Unbounded,
+    };
+    (Bound::Included((shard, "")), end)
+}
+
 /// One record per commit not yet folded into `GHOSTS`: log sequence number → batch.
 pub(super) const COMMIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("commit_log");
 
