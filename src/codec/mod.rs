@@ -129,9 +129,17 @@ pub(crate) fn encode_stub_ref(stub: StubRef<'_>) -> Result<Vec<u8>> {
 
 /// [`encode_stub_ref`] appended to `out`: a fold writes many rows from one buffer.
 pub(crate) fn append_stub_ref(out: &mut Vec<u8>, stub: StubRef<'_>) {
+    append_stub_as(out, stub.node_id, stub);
+}
+
+/// [`append_stub_ref`] with the id read from `id`, which must equal
+/// `stub.node_id`: a copy the caller holds in cache, where `stub.node_id` may
+/// point anywhere.
+pub(crate) fn append_stub_as(out: &mut Vec<u8>, id: &str, stub: StubRef<'_>) {
+    debug_assert_eq!(id, stub.node_id);
     let start = out.len();
     out.resize(start + envelope::HEADER_LEN, 0);
-    put::stub(out, stub);
+    put::stub_id(out, id.as_bytes(), stub);
     envelope::finish(Kind::Stub, &mut out[start..]);
 }
 
@@ -208,16 +216,10 @@ pub(crate) mod put {
         out.extend_from_slice(s);
     }
 
-    /// A stub row, as [`write_stub`](super::write_stub) writes it. A row of
-    /// a short id is built on the stack and appended once: one capacity
-    /// check per row instead of one per field.
-    #[inline]
-    pub(crate) fn stub(out: &mut Vec<u8>, s: super::StubRef<'_>) {
-        stub_id(out, s.node_id.as_bytes(), s);
-    }
-
-    /// [`stub`] of a row whose id is `id` (the UTF-8 bytes of a string;
-    /// `s.node_id` is not read).
+    /// A stub row, as [`write_stub`](super::write_stub) writes it, its id
+    /// read from `id` (the UTF-8 bytes of a string; `s.node_id` is not read).
+    /// A row of a short id is built on the stack and appended once: one
+    /// capacity check per row instead of one per field.
     #[inline]
     pub(crate) fn stub_id(out: &mut Vec<u8>, id: &[u8], s: super::StubRef<'_>) {
         if id.len() > 31 {

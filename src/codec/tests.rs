@@ -183,8 +183,14 @@ fn direct_encoder_matches_zerompk() {
                 seq: 0,
             };
             let mut ours = Vec::new();
-            put::stub(&mut ours, stub);
+            put::stub_id(&mut ours, id.as_bytes(), stub);
             assert_eq!(ours, zerompk::to_msgpack_vec(&Row(stub)).unwrap(), "{} {n}", id.len());
+            // A row appended after others is the row alone, whole.
+            let mut rows = b"before".to_vec();
+            append_stub_ref(&mut rows, stub);
+            assert_eq!(rows[6..], encode_stub_ref(stub).unwrap()[..]);
+            let wide = TableConfig { max_node_id_len: usize::MAX, ..TableConfig::default() };
+            assert_eq!(decode_stub_ref(&rows[6..], &wide).unwrap(), stub);
             let mut v = Vec::new();
             put::uint(&mut v, n);
             assert_eq!(v, zerompk::to_msgpack_vec(&n).unwrap());

@@ -48,10 +48,11 @@ pub(super) fn fold(txn: &WriteTransaction, next: u64) -> Result<u64> {
                 tracing::error!(lsn, error = %e.chain(), "undecodable commit log record; not folded");
             })?;
         }
-        let mut changes: Vec<_> = changes.into_iter().collect();
-        // Compared by a copy of each key's first bytes: a comparison that
-        // follows both ids into the records misses the cache twice.
-        changes.sort_by_cached_key(|&(key, _)| (prefix(key), key));
+        // Each change carries a copy of its key's first bytes: a comparison
+        // that follows an id into the records misses the cache.
+        let mut changes: Vec<Keyed<'_>> =
+            changes.into_iter().map(|(key, change)| Keyed { prefix: prefix(key), key, change }).collect();
+        changes.sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| a.key.cmp(&b.key)));
         write_rows(txn, &shards, &changes)?;
         last
     };
@@ -64,6 +65,13 @@ pub(super) fn fold(txn: &WriteTransaction, next: u64) -> Result<u64> {
 
 /// An id's last change in the log: `None` for a removal.
 type Change<'a> = Option<StubRef<'a>>;
+
+/// A merged change and its key, with the key's [`prefix`].
+struct Keyed<'a> {
+    prefix: u128,
+    key: (u16, &'a str),
+    change: Change<'a>,
+}
 
 /// A key's shard and first 14 id bytes, as one number that sorts as the ghosts
 /// table does: shards in order, ids bytewise (a shorter id, padded with zeros,
@@ -102,13 +110,13 @@ fn merge<'a>(
 fn write_rows(
     txn: &WriteTransaction,
     shards: &BTreeMap<u16, Option<u64>>,
-    changes: &[((u16, &str), Change<'_>)],
+    changes: &[Keyed<'_>],
 ) -> Result<()> {
     let mut rows = txn.open_table(GHOSTS).ctx("open ghosts")?;
     let mut meta = txn.open_table(SHARD_META).ctx("open shard_meta")?;
     let mut counts = BTreeMap::new();
-    for run in changes.chunk_by(|a, b| a.0.0 == b.0.0) {
-        let shard = run[0].0.0;
+    for run in changes.chunk_by(|a, b| a.key.0 == b.key.0) {
+        let shard = run[0].key.0;
         let count = meta.get(shard).ctx("read shard meta")?.map_or(0, |v| v.value().1);
         // The stored count may be stale (it only sizes loads); either path is
         // right whatever it says, only one of them is faster.
@@ -133,9 +141,9 @@ fn write_rows(
 }
 
 /// Applies one shard's changes row by row; returns its new row count.
-fn update_rows(rows: &mut Rows<'_>, run: &[((u16, &str), Change<'_>)], count: u64) -> Result<u64> {
+fn update_rows(rows: &mut Rows<'_>, run: &[Keyed<'_>], count: u64) -> Result<u64> {
     let mut count = count;
-    for &(key, change) in run {
+    for &Keyed { key, change, .. } in run {
         match change {
             None => {
                 if rows.remove(key).ctx("remove ghost")?.is_some() {
@@ -172,8 +180,13 @@ impl SortedRows {
 
     /// Adds a stub, encoding it as a row; ids must come in ascending order.
     fn push_stub(&mut self, stub: StubRef<'_>) {
-        self.ids.push_str(stub.node_id);
-        codec::append_stub_ref(&mut self.values, stub);
+        self.push_stub_as(stub.node_id, stub);
+    }
+
+    /// [`push_stub`](Self::push_stub) with the id read from `id`, equal to the stub's.
+    fn push_stub_as(&mut self, id: &str, stub: StubRef<'_>) {
+        self.ids.push_str(id);
+        codec::append_stub_as(&mut self.values, id, stub);
         self.ends.push((self.ids.len(), self.values.len()));
     }
 
@@ -185,28 +198,30 @@ impl SortedRows {
 
 /// Applies one shard's changes by reading its rows, merging the changes in,
 /// and writing the result back whole; returns its new row count.
-fn merge_shard(rows: &mut Rows<'_>, shard: u16, run: &[((u16, &str), Change<'_>)]) -> Result<u64> {
+fn merge_shard(rows: &mut Rows<'_>, shard: u16, run: &[Keyed<'_>]) -> Result<u64> {
     let mut merged = SortedRows::default();
     merged.ends.reserve(run.len());
-    let mut pending = run.iter().map(|&((_, id), change)| (id, change)).peekable();
+    let mut pending = run.iter().peekable();
     for row in rows.range(shard_range(shard)).ctx("scan ghosts")? {
         let (key, value) = row.ctx("read ghost row")?;
         let (_, id) = key.value();
+        let p = prefix((shard, id));
+        let order = |c: &&Keyed<'_>| c.prefix.cmp(&p).then_with(|| c.key.1.cmp(id));
         // Changes to ids this shard does not hold come first (a removal of
         // one is a no-op).
-        while let Some((_, change)) = pending.next_if(|&(c, _)| c < id) {
-            if let Some(u) = change {
+        while let Some(c) = pending.next_if(|c| order(c).is_lt()) {
+            if let Some(u) = c.change {
                 merged.push_stub(u);
             }
         }
-        match pending.next_if(|&(c, _)| c == id) {
-            Some((_, Some(u))) => merged.push_stub(u),
-            Some((_, None)) => {}
+        match pending.next_if(|c| order(c).is_eq()) {
+            Some(Keyed { change: Some(u), .. }) => merged.push_stub_as(id, *u),
+            Some(Keyed { change: None, .. }) => {}
             None => merged.push_encoded(id, value.value()),
         }
     }
-    for (_, change) in pending {
-        if let Some(u) = change {
+    for c in pending {
+        if let Some(u) = c.change {
             merged.push_stub(u);
         }
     }
