@@ -419,11 +419,17 @@ fn store_commit(filters: &[String]) {
     }
 }
 
-criterion_group!(benches, events, reload);
+criterion_group! {
+    name = benches;
+    // Without plots: criterion draws them with system fonts, which a server
+    // may not have (it panics after measuring), and the figures are printed.
+    config = Criterion::default().without_plots();
+    targets = events, reload
+}
 
 fn main() {
     benches();
-    Criterion::default().configure_from_args().final_summary();
+    Criterion::default().without_plots().configure_from_args().final_summary();
     // Criterion's own flags (`--bench`, `--profile-time`, ...) start with a dash;
     // any other argument is a filter.
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
