@@ -56,9 +56,13 @@ use std::sync::{Mutex, MutexGuard};
 /// Costs: a commit is one append and one fsync. A load replays the whole
 /// log, so the thresholds bound its extra time (a full default log is ~2.6M
 /// stub updates of ~25 bytes, on the order of a second). A fold merges the
-/// records in memory (about twice the log's size), then writes each changed
-/// row once, in key order; it runs on the committing (writer) thread and
-/// delays the commits queued behind it for as long (seconds for a full log).
+/// records in memory (about twice the log's size) into each id's last change.
+/// A shard whose changes reach half its rows is then read, merged and written
+/// back whole as one sorted run, which redb builds leaf by leaf (a copy of
+/// the shard's rows is held meanwhile); any other shard's changed rows are
+/// written one by one, in key order. A fold runs on the committing (writer)
+/// thread and delays the commits queued behind it for as long (about a second
+/// for a full log of random updates to a million-ghost shard).
 ///
 /// A log record whose envelope does not open (checksum, length, kind) fails
 /// every load with [`Error::Decode`]; a well-sealed record whose contents do
