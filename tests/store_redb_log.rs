@@ -283,6 +283,30 @@ fn folds_that_rewrite_a_shard_and_folds_that_edit_rows_agree_with_a_model() {
     }
 }
 
+/// `replace` writes a shard as one run; its stored count covers every row,
+/// tombstones too, as a fold's does, and the neighbours keep theirs.
+#[test]
+fn replace_counts_every_row_it_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(db_path(&dir)).unwrap();
+    store
+        .commit(&[changes(0, vec![rec("x", 1, 1)], &[], None), changes(2, vec![rec("y", 1, 1)], &[], None)])
+        .unwrap();
+    let mut t = GhostTable::new(ShardId(1), cfg()).unwrap();
+    for id in ["c", "a", "b"] {
+        t.insert(id, ShardId(4), 1, Epoch(1), 5).unwrap();
+    }
+    t.reclaim("b", Epoch(2), 6).unwrap();
+    store.replace(&t).unwrap();
+    assert_eq!(loaded(&store, ShardId(1)), contents(&t));
+    drop(store);
+    let stored = rows_and_counts(&db_path(&dir));
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(stored[&1], (ids(&["a", "b", "c"]), 3), "a tombstone is a row");
+    assert_eq!(stored[&0], (ids(&["x"]), 1));
+    assert_eq!(stored[&2], (ids(&["y"]), 1));
+}
+
 #[test]
 fn replace_after_logged_commits_drops_the_shards_older_records() {
     let dir = tempfile::tempdir().unwrap();

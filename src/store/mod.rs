@@ -9,6 +9,7 @@ pub(crate) mod faulty;
 mod memory;
 mod redb;
 mod redb_fold;
+mod redb_key;
 mod redb_log;
 mod redb_schema;
 

@@ -289,7 +289,7 @@ impl GhostStore for RedbStore {
         {
             let mut rows = txn.open_table(GHOSTS).ctx("open ghosts")?;
             redb_fold::write_shard(&mut rows, shard, &encoded)?;
-            let new = (table.applied_seq(), table.len() as u64);
+            let new = (table.applied_seq(), table.row_count() as u64);
             let mut meta = txn.open_table(SHARD_META).ctx("open shard_meta")?;
             meta.insert(shard, new).ctx("write shard meta")?;
         }

@@ -1,6 +1,7 @@
 //! `RedbStore`'s checkpoint: the commit log folded into the rows, and the
 //! whole-shard rewrite that a fold and a `replace` share.
 
+use super::redb_key::FoldKey;
 use super::redb_schema::{COMMIT_LOG, Ctx, GHOSTS, LOG_NEXT_KEY, META, SHARD_META, shard_range};
 use crate::codec;
 use crate::codec::batch;
@@ -48,11 +49,9 @@ pub(super) fn fold(txn: &WriteTransaction, next: u64) -> Result<u64> {
                 tracing::error!(lsn, error = %e.chain(), "undecodable commit log record; not folded");
             })?;
         }
-        // Each change carries a copy of its key's first bytes: a comparison
-        // that follows an id into the records misses the cache.
         let mut changes: Vec<Keyed<'_>> =
-            changes.into_iter().map(|(key, change)| Keyed { prefix: prefix(key), key, change }).collect();
-        changes.sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| a.key.cmp(&b.key)));
+            changes.into_iter().map(|(key, change)| Keyed { key, change }).collect();
+        changes.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         write_rows(txn, &shards, &changes)?;
         last
     };
@@ -66,22 +65,10 @@ pub(super) fn fold(txn: &WriteTransaction, next: u64) -> Result<u64> {
 /// An id's last change in the log: `None` for a removal.
 type Change<'a> = Option<StubRef<'a>>;
 
-/// A merged change and its key, with the key's [`prefix`].
+/// A merged change and its key.
 struct Keyed<'a> {
-    prefix: u128,
-    key: (u16, &'a str),
+    key: FoldKey<'a>,
     change: Change<'a>,
-}
-
-/// A key's shard and first 14 id bytes, as one number that sorts as the ghosts
-/// table does: shards in order, ids bytewise (a shorter id, padded with zeros,
-/// never sorts after an id it is a prefix of). Equal prefixes say nothing.
-fn prefix((shard, id): (u16, &str)) -> u128 {
-    let mut bytes = [0u8; 16];
-    bytes[..2].copy_from_slice(&shard.to_be_bytes());
-    let n = id.len().min(14);
-    bytes[2..2 + n].copy_from_slice(&id.as_bytes()[..n]);
-    u128::from_be_bytes(bytes)
 }
 
 /// Merges one record into each shard's highest sequence number and each id's last change.
@@ -89,17 +76,17 @@ fn merge<'a>(
     record: &'a [u8],
     config: &TableConfig,
     shards: &mut BTreeMap<u16, Option<u64>>,
-    changes: &mut HashMap<(u16, &'a str), Change<'a>, RandomState>,
+    changes: &mut HashMap<FoldKey<'a>, Change<'a>, RandomState>,
 ) -> Result<()> {
     for (shard, bytes) in batch::open_batch(record)? {
         let section = batch::decode_section(bytes, config)?;
         let seq = shards.entry(shard).or_insert(None);
         *seq = (*seq).max(section.applied_seq);
         for id in section.removals {
-            changes.insert((shard, id), None);
+            changes.insert(FoldKey::new(shard, id), None);
         }
         for u in section.upserts {
-            changes.insert((shard, u.node_id), Some(u));
+            changes.insert(FoldKey::new(shard, u.node_id), Some(u));
         }
     }
     Ok(())
@@ -115,8 +102,8 @@ fn write_rows(
     let mut rows = txn.open_table(GHOSTS).ctx("open ghosts")?;
     let mut meta = txn.open_table(SHARD_META).ctx("open shard_meta")?;
     let mut counts = BTreeMap::new();
-    for run in changes.chunk_by(|a, b| a.key.0 == b.key.0) {
-        let shard = run[0].key.0;
+    for run in changes.chunk_by(|a, b| a.key.shard() == b.key.shard()) {
+        let shard = run[0].key.shard();
         let count = meta.get(shard).ctx("read shard meta")?.map_or(0, |v| v.value().1);
         // The stored count may be stale (it only sizes loads); either path is
         // right whatever it says, only one of them is faster.
@@ -143,7 +130,8 @@ fn write_rows(
 /// Applies one shard's changes row by row; returns its new row count.
 fn update_rows(rows: &mut Rows<'_>, run: &[Keyed<'_>], count: u64) -> Result<u64> {
     let mut count = count;
-    for &Keyed { key, change, .. } in run {
+    for &Keyed { key, change } in run {
+        let key = key.pair();
         match change {
             None => {
                 if rows.remove(key).ctx("remove ghost")?.is_some() {
@@ -205,8 +193,8 @@ fn merge_shard(rows: &mut Rows<'_>, shard: u16, run: &[Keyed<'_>]) -> Result<u64
     for row in rows.range(shard_range(shard)).ctx("scan ghosts")? {
         let (key, value) = row.ctx("read ghost row")?;
         let (_, id) = key.value();
-        let p = prefix((shard, id));
-        let order = |c: &&Keyed<'_>| c.prefix.cmp(&p).then_with(|| c.key.1.cmp(id));
+        let row = FoldKey::new(shard, id);
+        let order = |c: &&Keyed<'_>| c.key.cmp(&row);
         // Changes to ids this shard does not hold come first (a removal of
         // one is a no-op).
         while let Some(c) = pending.next_if(|c| order(c).is_lt()) {
@@ -247,35 +235,4 @@ pub(super) fn write_shard(rows: &mut Rows<'_>, shard: u16, sorted: &SortedRows) 
 /// loading table's own limits still apply at load.
 fn fold_config() -> TableConfig {
     TableConfig { max_node_id_len: u16::MAX as usize, max_stubs: u32::MAX as usize, ..TableConfig::default() }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes_sort_as_the_ghosts_table_does() {
-        let keys = [
-            (0, ""),
-            (0, "a"),
-            (0, "a\0"),
-            (0, "a\0b"),
-            (0, "ab"),
-            (0, "abcdefghijklmn"),
-            (0, "abcdefghijklmnop"),
-            (0, "b"),
-            (1, ""),
-            (1, "\u{ff}"),
-            (u16::MAX, "z"),
-        ];
-        for pair in keys.windows(2) {
-            assert!(pair[0] < pair[1], "{pair:?}: the keys themselves in order");
-            assert!(prefix(pair[0]) <= prefix(pair[1]), "{pair:?}");
-            assert!((prefix(pair[0]), pair[0]) < (prefix(pair[1]), pair[1]), "{pair:?}");
-        }
-        // Only ids that agree on their first 14 bytes (zero-padded) tie.
-        assert_eq!(prefix((0, "a")), prefix((0, "a\0")));
-        assert_eq!(prefix((0, "abcdefghijklmn")), prefix((0, "abcdefghijklmnop")));
-        assert_ne!(prefix((0, "ab")), prefix((1, "ab")));
-    }
 }
