@@ -283,6 +283,21 @@ fn folds_that_rewrite_a_shard_and_folds_that_edit_rows_agree_with_a_model() {
     }
 }
 
+/// A fold has no table's config at hand: it takes any id a commit took, so a
+/// table configured for ids longer than the default keeps them across a fold.
+#[test]
+fn a_fold_keeps_ids_longer_than_the_default_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = TableConfig { max_node_id_len: 4096, ..cfg() };
+    let long = "L".repeat(cfg().max_node_id_len + 1);
+    let store = RedbStore::open(db_path(&dir)).unwrap();
+    store.commit(&[changes(3, vec![rec(&long, 1, 2), rec("short", 1, 1)], &[], Some(1))]).unwrap();
+    store.checkpoint().unwrap();
+    assert_eq!(store.log_records(), 0);
+    let t = store.load(ShardId(3), &wide).unwrap();
+    assert_eq!(contents(&t), (vec![rec(&long, 1, 2), rec("short", 1, 1)], Some(1)));
+}
+
 /// `replace` writes a shard as one run; its stored count covers every row,
 /// tombstones too, as a fold's does, and the neighbours keep theirs.
 #[test]
