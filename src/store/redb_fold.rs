@@ -49,8 +49,14 @@ pub(super) fn fold(txn: &WriteTransaction, next: u64) -> Result<u64> {
                 tracing::error!(lsn, error = %e.chain(), "undecodable commit log record; not folded");
             })?;
         }
-        let mut changes: Vec<Keyed<'_>> =
-            changes.into_iter().map(|(key, change)| Keyed { key, change }).collect();
+        // Keyed for the sort and the merge with the rows by a copy of the id's
+        // first bytes: a comparison that follows an id into the records
+        // misses the cache. (Keying the map itself so measured 10 % slower:
+        // larger entries.)
+        let mut changes: Vec<Keyed<'_>> = changes
+            .into_iter()
+            .map(|((shard, id), change)| Keyed { key: FoldKey::new(shard, id), change })
+            .collect();
         changes.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         write_rows(txn, &shards, &changes)?;
         last
@@ -76,17 +82,17 @@ fn merge<'a>(
     record: &'a [u8],
     config: &TableConfig,
     shards: &mut BTreeMap<u16, Option<u64>>,
-    changes: &mut HashMap<FoldKey<'a>, Change<'a>, RandomState>,
+    changes: &mut HashMap<(u16, &'a str), Change<'a>, RandomState>,
 ) -> Result<()> {
     for (shard, bytes) in batch::open_batch(record)? {
         let section = batch::decode_section(bytes, config)?;
         let seq = shards.entry(shard).or_insert(None);
         *seq = (*seq).max(section.applied_seq);
         for id in section.removals {
-            changes.insert(FoldKey::new(shard, id), None);
+            changes.insert((shard, id), None);
         }
         for u in section.upserts {
-            changes.insert(FoldKey::new(shard, u.node_id), Some(u));
+            changes.insert((shard, u.node_id), Some(u));
         }
     }
     Ok(())
