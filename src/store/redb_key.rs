@@ -2,8 +2,9 @@
 
 use std::cmp::Ordering;
 
-/// Id bytes a [`FoldKey`] copies.
+/// Id bytes a [`FoldKey`] copies: what fits beside the shard in a `u128`.
 const COPIED: usize = 14;
+const _: () = assert!(2 + COPIED == 16);
 
 /// A `(shard, id)` key of the ghosts table, with the shard and the id's first
 /// 14 bytes copied into one number beside it.
@@ -108,5 +109,124 @@ mod tests {
                 assert_eq!(ka == kb, a == b, "{a:?} {b:?}");
             }
         }
+    }
+
+    use proptest::prelude::*;
+
+    const PIECES: [&str; 10] =
+        ["\0", "\u{1}", "a", "b", "é", "\u{7f}", "\u{80}", "\u{ff}", "\u{800}", "\u{10ffff}"];
+
+    fn id() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::collection::vec(prop::sample::select(&PIECES[..]), 0..20).prop_map(|v| v.concat()),
+            (0usize..18, prop::collection::vec(prop::sample::select(&PIECES[..]), 0..4))
+                .prop_map(|(n, t)| format!("{}{}", "\0".repeat(n), t.concat())),
+            (0usize..18, prop::collection::vec(prop::sample::select(&PIECES[..]), 0..4))
+                .prop_map(|(n, t)| format!("{}{}", &"abcdefghijklmnopqr"[..n], t.concat())),
+            ".{0,20}",
+        ]
+    }
+
+    fn shard() -> impl Strategy<Value = u16> {
+        prop_oneof![prop::sample::select(vec![0u16, 1, 255, 256, 65534, 65535]), any::<u16>()]
+    }
+
+    /// Two keys, the second often derived from the first: equal, cut short,
+    /// extended, a piece inserted or put in place of its tail; mostly on one shard.
+    fn pair() -> impl Strategy<Value = ((u16, String), (u16, String))> {
+        (
+            shard(),
+            id(),
+            shard(),
+            id(),
+            0u8..6,
+            any::<prop::sample::Index>(),
+            prop::sample::select(&PIECES[..]),
+        )
+            .prop_map(|(s1, a, s2, b, how, ix, piece)| {
+                let cut = |s: &str| {
+                    let mut n = ix.index(s.len() + 1);
+                    while !s.is_char_boundary(n) {
+                        n -= 1;
+                    }
+                    n
+                };
+                let b = match how {
+                    0 => b,
+                    1 => a.clone(),
+                    2 => a[..cut(&a)].to_owned(),
+                    3 => format!("{a}{piece}"),
+                    4 => {
+                        let n = cut(&a);
+                        format!("{}{piece}{}", &a[..n], &a[n..])
+                    }
+                    _ => {
+                        let n = cut(&a);
+                        format!("{}{piece}", &a[..n])
+                    }
+                };
+                let s2 = if how == 0 || ix.index(3) == 0 { s2 } else { s1 };
+                ((s1, a), (s2, b))
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+        #[test]
+        fn a_fold_key_orders_as_its_pair_on_random_keys((a, b) in pair()) {
+            let (ka, kb) = (FoldKey::new(a.0, &a.1), FoldKey::new(b.0, &b.1));
+            let (pa, pb) = ((a.0, a.1.as_str()), (b.0, b.1.as_str()));
+            prop_assert_eq!(ka.pair(), pa);
+            prop_assert_eq!(ka.shard(), a.0);
+            prop_assert_eq!(ka.cmp(&kb), pa.cmp(&pb));
+            prop_assert_eq!(kb.cmp(&ka), pb.cmp(&pa));
+            prop_assert_eq!(ka.partial_cmp(&kb), pa.partial_cmp(&pb));
+            prop_assert_eq!(ka == kb, pa == pb);
+        }
+
+        #[test]
+        fn fold_keys_sort_as_their_pairs(v in prop::collection::vec((shard(), id()), 0..60)) {
+            let mut keys: Vec<FoldKey<'_>> = v.iter().map(|(s, i)| FoldKey::new(*s, i)).collect();
+            keys.sort_unstable();
+            let got: Vec<(u16, &str)> = keys.iter().map(|k| k.pair()).collect();
+            let mut w = v.clone();
+            w.sort();
+            let want: Vec<(u16, &str)> = w.iter().map(|(s, i)| (*s, i.as_str())).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    /// Every pair of ids over a small alphabet around the 14-byte boundary,
+    /// on four shards.
+    #[test]
+    fn every_pair_near_the_copied_bytes_orders_as_its_pair() {
+        let pieces = ["\0", "a", "é", "\u{10ffff}"];
+        let mut tails = vec![String::new()];
+        let mut frontier = vec![String::new()];
+        for _ in 0..3 {
+            frontier = frontier.iter().flat_map(|t| pieces.iter().map(move |p| format!("{t}{p}"))).collect();
+            tails.extend(frontier.iter().cloned());
+        }
+        let mut ids = Vec::new();
+        for base in ["", "abcdefghijkl", "abcdefghijklm", "abcdefghijklmn", "\0\0\0\0\0\0\0\0\0\0\0\0\0"] {
+            for t in &tails {
+                ids.push(format!("{base}{t}"));
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        let shards = [0u16, 255, 256, 65535];
+        let keys: Vec<(u16, &str)> =
+            shards.iter().flat_map(|&s| ids.iter().map(move |i| (s, i.as_str()))).collect();
+        let fks: Vec<FoldKey<'_>> = keys.iter().map(|&(s, i)| FoldKey::new(s, i)).collect();
+        let mut n = 0u64;
+        for (x, fx) in keys.iter().zip(&fks) {
+            for (y, fy) in keys.iter().zip(&fks) {
+                assert_eq!(fx.cmp(fy), x.cmp(y), "{x:?} {y:?}");
+                assert_eq!(fx == fy, x == y, "{x:?} {y:?}");
+                n += 1;
+            }
+        }
+        assert_eq!(n, (keys.len() * keys.len()) as u64);
     }
 }

@@ -808,6 +808,31 @@ mod tests {
         }
     }
 
+    /// Clearing a retry time clears the time and its flag, and nothing else: a
+    /// dirty slot stays dirty (its change still goes to the store), a slot
+    /// whose only flag was RETRY is left with none, and the map forgets both.
+    #[test]
+    fn clearing_a_retry_time_clears_only_the_retry() {
+        let mut slab = Slab::with_memory(SlabMemory::default(), 0, Some(1));
+        let i = slab.insert("dirty", slot()).unwrap().unwrap();
+        let j = slab.insert("plain", slot()).unwrap().unwrap();
+        slab.slot_mut(i);
+        slab.slots[j].flags = 0;
+        slab.set_stored_retry_at(i, 500);
+        slab.set_retry_at(j, 600);
+        assert_eq!((slab.retry_at(i), slab.retry_at(j)), (500, 600));
+        assert_eq!(slab.slot(i).flags, DIRTY | RETRY | STORED_HOLD);
+        assert_eq!(slab.slot(j).flags, RETRY);
+        // A time this process sets is on its own clock.
+        slab.set_retry_at(i, 700);
+        assert_eq!((slab.retry_at(i), slab.slot(i).flags), (700, DIRTY | RETRY));
+        slab.set_retry_at(i, 0);
+        slab.set_retry_at(j, 0);
+        assert_eq!((slab.retry_at(i), slab.retry_at(j)), (0, 0));
+        assert_eq!((slab.slot(i).flags, slab.slot(j).flags), (DIRTY, 0));
+        assert!(slab.retry.is_empty());
+    }
+
     /// A removal that moves a key the sweep has not visited back before the
     /// cursor: the rest of the pass visits every key that was unvisited, and
     /// none twice. Removals are tried until such moves happened, so the
