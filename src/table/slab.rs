@@ -833,6 +833,73 @@ mod tests {
         assert!(slab.retry.is_empty());
     }
 
+    /// A slot's retry time (a zero-count hold, say) and its dirtiness go with
+    /// it wherever the table moves it: the slots a removal moves back into the
+    /// place it freed, and every slot at a growth. Neither, in the middle of a
+    /// pass, leaves a key the pass had not visited unvisited.
+    #[test]
+    fn retry_times_and_dirtiness_follow_a_slot_through_growth_and_removal() {
+        let mut moved = 0;
+        for seed in 0..40u64 {
+            let mut slab = Slab::with_memory(SlabMemory::default(), 0, Some(seed));
+            let ids: Vec<String> = (0..180).map(|i| format!("r{seed}-{i}")).collect();
+            for id in &ids {
+                slab.insert(id, slot()).unwrap().unwrap();
+            }
+            slab.clear_dirty();
+            let want = |k: usize| if k % 3 == 0 { 0 } else { 1000 + k as u64 };
+            for (k, id) in ids.iter().enumerate() {
+                let i = slab.find(id).unwrap();
+                slab.set_retry_at(i, want(k));
+                if k % 4 == 0 {
+                    slab.slot_mut(i);
+                }
+            }
+            let check = |slab: &Slab, live: &dyn Fn(usize) -> bool, when: &str| {
+                for (k, id) in ids.iter().enumerate().filter(|(k, _)| live(*k)) {
+                    let i = slab.find(id).unwrap();
+                    assert_eq!(slab.retry_at(i), want(k), "seed {seed}, {when}: {id}'s retry time");
+                    assert_eq!(
+                        slab.slot(i).flags & DIRTY != 0,
+                        k % 4 == 0,
+                        "seed {seed}, {when}: {id}'s dirtiness"
+                    );
+                }
+            };
+            let mut visited = std::collections::HashSet::new();
+            for _ in 0..(seed as usize % 120 + 10) {
+                let p = slab.sweep_next().unwrap();
+                visited.insert(slab.id(p).to_owned());
+            }
+            // Full buckets: a removal moves keys that passed the freed one back.
+            for id in ids.iter().step_by(5) {
+                let at: Vec<(&String, usize)> = ids.iter().filter_map(|k| Some((k, slab.find(k)?))).collect();
+                slab.remove(slab.find(id).unwrap());
+                moved += at.iter().filter(|&&(k, p)| slab.find(k).is_some_and(|q| q != p)).count();
+            }
+            let live = |k: usize| k % 5 != 0;
+            check(&slab, &live, "after removals");
+            let positions = slab.index.positions();
+            let extra: Vec<String> = (0..200).map(|i| format!("x{seed}-{i}")).collect();
+            for id in &extra {
+                slab.insert(id, slot()).unwrap().unwrap();
+            }
+            assert!(slab.index.positions() > positions, "seed {seed}: no growth");
+            check(&slab, &live, "grown");
+            while let Some(p) = slab.sweep_next() {
+                visited.insert(slab.id(p).to_owned());
+            }
+            let missed: Vec<_> = ids
+                .iter()
+                .enumerate()
+                .filter(|&(k, id)| live(k) && !visited.contains(id))
+                .map(|(_, id)| id)
+                .collect();
+            assert!(missed.is_empty(), "seed {seed}: the pass skipped {missed:?}");
+        }
+        assert!(moved > 0, "no removal moved a slot");
+    }
+
     /// A removal that moves a key the sweep has not visited back before the
     /// cursor: the rest of the pass visits every key that was unvisited, and
     /// none twice. Removals are tried until such moves happened, so the
