@@ -847,7 +847,7 @@ mod tests {
                 slab.insert(id, slot()).unwrap().unwrap();
             }
             slab.clear_dirty();
-            let want = |k: usize| if k % 3 == 0 { 0 } else { 1000 + k as u64 };
+            let want = |k: usize| if k.is_multiple_of(3) { 0 } else { 1000 + k as u64 };
             for (k, id) in ids.iter().enumerate() {
                 let i = slab.find(id).unwrap();
                 slab.set_retry_at(i, want(k));
@@ -877,7 +877,7 @@ mod tests {
                 slab.remove(slab.find(id).unwrap());
                 moved += at.iter().filter(|&&(k, p)| slab.find(k).is_some_and(|q| q != p)).count();
             }
-            let live = |k: usize| k % 5 != 0;
+            let live = |k: usize| !k.is_multiple_of(5);
             check(&slab, &live, "after removals");
             let positions = slab.index.positions();
             let extra: Vec<String> = (0..200).map(|i| format!("x{seed}-{i}")).collect();
