@@ -279,7 +279,7 @@ impl GhostStore for RedbStore {
         sorted.sort_unstable_by(|a, b| a.node_id.cmp(b.node_id));
         let mut encoded = SortedRows::default();
         for r in sorted {
-            encoded.push_encoded(r.node_id, &codec::encode_stub_ref(r)?);
+            encoded.push_stub(r);
         }
         let mut log = self.lock_log();
         let txn = self.db.begin_write().ctx("begin write")?;

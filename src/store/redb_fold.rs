@@ -166,14 +166,14 @@ pub(super) struct SortedRows {
 
 impl SortedRows {
     /// Adds a row whose value is already encoded; ids must come in ascending order.
-    pub(super) fn push_encoded(&mut self, id: &str, value: &[u8]) {
+    fn push_encoded(&mut self, id: &str, value: &[u8]) {
         self.ids.push_str(id);
         self.values.extend_from_slice(value);
         self.ends.push((self.ids.len(), self.values.len()));
     }
 
     /// Adds a stub, encoding it as a row; ids must come in ascending order.
-    fn push_stub(&mut self, stub: StubRef<'_>) {
+    pub(super) fn push_stub(&mut self, stub: StubRef<'_>) {
         self.push_stub_as(stub.node_id, stub);
     }
 

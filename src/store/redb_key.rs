@@ -219,14 +219,21 @@ mod tests {
         let keys: Vec<(u16, &str)> =
             shards.iter().flat_map(|&s| ids.iter().map(move |i| (s, i.as_str()))).collect();
         let fks: Vec<FoldKey<'_>> = keys.iter().map(|&(s, i)| FoldKey::new(s, i)).collect();
-        let mut n = 0u64;
+        // Pairs of distinct keys whose copies tie: those the copy cannot decide.
+        let (mut short_ties, mut long_ties) = (0u64, 0u64);
         for (x, fx) in keys.iter().zip(&fks) {
             for (y, fy) in keys.iter().zip(&fks) {
                 assert_eq!(fx.cmp(fy), x.cmp(y), "{x:?} {y:?}");
                 assert_eq!(fx == fy, x == y, "{x:?} {y:?}");
-                n += 1;
+                if fx.prefix == fy.prefix && x != y {
+                    if x.1.len().max(y.1.len()) <= COPIED {
+                        short_ties += 1;
+                    } else {
+                        long_ties += 1;
+                    }
+                }
             }
         }
-        assert_eq!(n, (keys.len() * keys.len()) as u64);
+        assert!(short_ties > 0 && long_ties > 0, "ties: {short_ties} short, {long_ties} long");
     }
 }
